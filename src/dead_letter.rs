@@ -1,0 +1,122 @@
+//! The dead-letter file: every record that failed (a template error, a document
+//! Elasticsearch rejected) is kept here as one NDJSON line, so nothing is lost.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// One failed record.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterEntry {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Which stage failed it (`transforms[0]`, `sink`).
+    pub stage: String,
+    /// The document id, when one was rendered.
+    #[serde(rename = "_id", skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The Redis key (base64 when not UTF-8, see `key_encoding`).
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_encoding: Option<&'static str>,
+    pub database: u32,
+    /// Kind of error (`template_error`, `mapper_parsing_exception`, ...).
+    pub error_type: String,
+    /// What went wrong, for a human.
+    pub reason: String,
+    /// The document that was rejected, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<Value>,
+}
+
+/// A shared, lazily created dead-letter file. Cloning shares the same file.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+    written: u64,
+}
+
+impl DeadLetter {
+    /// A dead-letter file at `path`, created (truncated) at the first entry only.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DeadLetter { inner: Arc::new(Mutex::new(Inner { path: path.into(), writer: None, written: 0 })) }
+    }
+
+    /// Where entries go.
+    pub fn path(&self) -> PathBuf {
+        self.lock().path.clone()
+    }
+
+    /// How many entries were written.
+    pub fn written(&self) -> u64 {
+        self.lock().written
+    }
+
+    /// Appends one entry (and flushes it, so a crash loses nothing already reported).
+    pub fn write(&self, entry: &DeadLetterEntry) -> std::io::Result<()> {
+        let mut inner = self.lock();
+        if inner.writer.is_none() {
+            if let Some(parent) = inner.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            let file = File::create(&inner.path).map_err(|e| with_path(e, &inner.path))?;
+            inner.writer = Some(BufWriter::new(file));
+        }
+        let writer = inner.writer.as_mut().expect("writer was just created");
+        serde_json::to_writer(&mut *writer, entry)?;
+        writer.write_all(b"\n")?;
+        writer.flush()?;
+        inner.written += 1;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("cannot create dead-letter file {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_appended_as_ndjson_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dl.ndjson");
+        let dl = DeadLetter::new(&path);
+        assert!(!path.exists(), "nothing is created before the first failure");
+        let entry = DeadLetterEntry {
+            pipeline: "p".into(),
+            stage: "sink".into(),
+            id: Some("abc".into()),
+            key: "k".into(),
+            key_encoding: None,
+            database: 0,
+            error_type: "mapper_parsing_exception".into(),
+            reason: "failed to parse".into(),
+            document: None,
+        };
+        dl.clone().write(&entry).unwrap();
+        dl.write(&entry).unwrap();
+        assert_eq!(dl.written(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["_id"], "abc");
+        assert_eq!(lines[0]["error_type"], "mapper_parsing_exception");
+    }
+}

@@ -1,0 +1,1 @@
+//! The generic stage executor (placeholder until it lands).

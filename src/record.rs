@@ -1,0 +1,244 @@
+//! The [`Record`] that flows between stages: one Redis key, its typed value, and
+//! (once a transform has rendered it) the document that will be written.
+
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use crate::document::Document;
+
+/// What flows through the channels between stages: a SCAN page in, a bulk request out.
+pub type Batch = Vec<Record>;
+
+/// One Redis key as read by the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The database index the key lives in.
+    pub database: u32,
+    /// The key, binary-safe (text when it is UTF-8).
+    pub key: Vec<u8>,
+    /// The key's Redis type.
+    pub key_type: KeyType,
+    /// The typed value.
+    pub value: RedisValue,
+    /// `MEMORY USAGE` of the key, when asked for.
+    pub size_in_bytes: Option<u64>,
+    /// Remaining time to live in seconds; `None` when the key does not expire.
+    pub ttl: Option<i64>,
+    /// The document rendered by a transform; `None` means "use the default document".
+    pub document: Option<Document>,
+}
+
+/// The Redis types the source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyType {
+    String,
+    Hash,
+    List,
+    Set,
+    ZSet,
+    Stream,
+    /// RedisJSON (`ReJSON-RL`).
+    Json,
+}
+
+impl KeyType {
+    /// All types, in a stable order.
+    pub const ALL: [KeyType; 7] = [
+        KeyType::String,
+        KeyType::Hash,
+        KeyType::List,
+        KeyType::Set,
+        KeyType::ZSet,
+        KeyType::Stream,
+        KeyType::Json,
+    ];
+
+    /// Redis's own name of the type, as `TYPE` answers it and `SCAN ... TYPE` takes it.
+    pub fn redis_name(self) -> &'static str {
+        match self {
+            KeyType::String => "string",
+            KeyType::Hash => "hash",
+            KeyType::List => "list",
+            KeyType::Set => "set",
+            KeyType::ZSet => "zset",
+            KeyType::Stream => "stream",
+            KeyType::Json => "ReJSON-RL",
+        }
+    }
+
+    /// Parses a type as a rule's `_type` or Redis's `TYPE` spells it
+    /// (`HASH`, `hash`, `ReJSON-RL`, `JSON`, ...). Case-insensitive.
+    pub fn parse(name: &str) -> Option<KeyType> {
+        match name.to_ascii_lowercase().as_str() {
+            "string" => Some(KeyType::String),
+            "hash" => Some(KeyType::Hash),
+            "list" => Some(KeyType::List),
+            "set" => Some(KeyType::Set),
+            "zset" => Some(KeyType::ZSet),
+            "stream" => Some(KeyType::Stream),
+            "rejson-rl" | "json" => Some(KeyType::Json),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for KeyType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.redis_name())
+    }
+}
+
+/// One entry of a Redis stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEntry {
+    pub id: String,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A key's value, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedisValue {
+    String(Vec<u8>),
+    /// Field/value pairs in the order Redis returned them.
+    Hash(Vec<(Vec<u8>, Vec<u8>)>),
+    List(Vec<Vec<u8>>),
+    /// Members, sorted for stable output.
+    Set(Vec<Vec<u8>>),
+    /// `(member, score)` in score order.
+    ZSet(Vec<(Vec<u8>, f64)>),
+    Stream(Vec<StreamEntry>),
+    Json(Value),
+}
+
+/// The JSON object key marking a byte string that is not UTF-8: `{"$base64": "..."}`.
+pub const BASE64_MARKER: &str = "$base64";
+
+/// A byte string as JSON: a string when it is UTF-8, otherwise `{"$base64": "..."}`.
+/// Nothing is ever dropped or turned into `""`.
+pub fn bytes_to_json(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Value::String(text.to_owned()),
+        Err(_) => json!({ BASE64_MARKER: base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    }
+}
+
+/// A byte string as text: itself when UTF-8, otherwise its standard base64 encoding.
+/// The second value says whether base64 was used.
+pub fn bytes_to_text(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), false),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(bytes), true),
+    }
+}
+
+/// A JSON object key: the text when UTF-8, otherwise `base64:` followed by the encoding.
+fn bytes_to_map_key(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(bytes)),
+    }
+}
+
+impl RedisValue {
+    /// The value as JSON: string; hash as an object; list and set as arrays;
+    /// zset as `[{member, score}]`; stream as `[{id, fields}]`; RedisJSON as itself.
+    pub fn to_json(&self) -> Value {
+        match self {
+            RedisValue::String(bytes) => bytes_to_json(bytes),
+            RedisValue::Hash(pairs) => Value::Object(pairs_to_map(pairs)),
+            RedisValue::List(items) | RedisValue::Set(items) => {
+                Value::Array(items.iter().map(|item| bytes_to_json(item)).collect())
+            }
+            RedisValue::ZSet(members) => Value::Array(
+                members
+                    .iter()
+                    .map(|(member, score)| json!({ "member": bytes_to_json(member), "score": score_to_json(*score) }))
+                    .collect(),
+            ),
+            RedisValue::Stream(entries) => Value::Array(
+                entries
+                    .iter()
+                    .map(|entry| json!({ "id": entry.id, "fields": Value::Object(pairs_to_map(&entry.fields)) }))
+                    .collect(),
+            ),
+            RedisValue::Json(value) => value.clone(),
+        }
+    }
+
+    /// Approximate size in bytes of the value's payload (used for limits and batching).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            RedisValue::String(bytes) => bytes.len(),
+            RedisValue::Hash(pairs) => pairs.iter().map(|(f, v)| f.len() + v.len()).sum(),
+            RedisValue::List(items) | RedisValue::Set(items) => items.iter().map(Vec::len).sum(),
+            RedisValue::ZSet(members) => members.iter().map(|(m, _)| m.len() + 8).sum(),
+            RedisValue::Stream(entries) => entries
+                .iter()
+                .map(|e| e.id.len() + e.fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>())
+                .sum(),
+            RedisValue::Json(value) => value.to_string().len(),
+        }
+    }
+}
+
+fn pairs_to_map(pairs: &[(Vec<u8>, Vec<u8>)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(field, value)| (bytes_to_map_key(field), bytes_to_json(value)))
+        .collect()
+}
+
+/// A score as JSON: a number, or the strings `inf` / `-inf` that JSON cannot hold.
+fn score_to_json(score: f64) -> Value {
+    serde_json::Number::from_f64(score)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(if score > 0.0 { "inf".into() } else { "-inf".into() }))
+}
+
+impl Record {
+    /// The key as text (base64 when it is not UTF-8) and whether base64 was used.
+    pub fn key_text(&self) -> (String, bool) {
+        bytes_to_text(&self.key)
+    }
+
+    /// The record as the JSON object templates and filters see:
+    /// `key`, `database`, `key_type`, `value` (typed), `size_in_bytes`, `ttl`.
+    pub fn to_context(&self) -> Map<String, Value> {
+        let mut map = Map::new();
+        map.insert("key".into(), Value::String(self.key_text().0));
+        map.insert("database".into(), Value::from(self.database));
+        map.insert("key_type".into(), Value::String(self.key_type.redis_name().into()));
+        map.insert("value".into(), self.value.to_json());
+        map.insert("size_in_bytes".into(), self.size_in_bytes.map(Value::from).unwrap_or(Value::Null));
+        map.insert("ttl".into(), self.ttl.map(Value::from).unwrap_or(Value::Null));
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_utf8_bytes_become_base64_objects_not_empty_strings() {
+        assert_eq!(bytes_to_json(b"abc"), json!("abc"));
+        assert_eq!(bytes_to_json(&[0xff, 0x00]), json!({"$base64": "/wA="}));
+    }
+
+    #[test]
+    fn zset_and_stream_have_the_documented_shape() {
+        let zset = RedisValue::ZSet(vec![(b"a".to_vec(), 1.5), (b"b".to_vec(), f64::INFINITY)]);
+        assert_eq!(zset.to_json(), json!([{"member": "a", "score": 1.5}, {"member": "b", "score": "inf"}]));
+        let stream = RedisValue::Stream(vec![StreamEntry { id: "1-0".into(), fields: vec![(b"f".to_vec(), b"v".to_vec())] }]);
+        assert_eq!(stream.to_json(), json!([{"id": "1-0", "fields": {"f": "v"}}]));
+    }
+
+    #[test]
+    fn key_types_parse_every_documented_spelling() {
+        assert_eq!(KeyType::parse("HASH"), Some(KeyType::Hash));
+        assert_eq!(KeyType::parse("zset"), Some(KeyType::ZSet));
+        assert_eq!(KeyType::parse("ReJSON-RL"), Some(KeyType::Json));
+        assert_eq!(KeyType::parse("JSON"), Some(KeyType::Json));
+        assert_eq!(KeyType::parse("FOO"), None);
+    }
+}

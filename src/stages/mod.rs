@@ -1,0 +1,157 @@
+//! The stage kinds and the registry that builds a stage from its `type:`.
+//!
+//! Each kind is one variant of a closed enum ([`Source`], [`Transform`], [`Sink`]) with
+//! its code in one file or folder below. Building a stage is pure (no I/O): it checks
+//! and compiles the configuration (templates, globs, regexes), so `validate` runs the
+//! very same code as `run`. Running a stage does the I/O.
+
+pub mod context;
+pub mod sink;
+pub mod source;
+pub mod transform;
+
+use std::collections::BTreeMap;
+
+use tokio::sync::mpsc;
+
+pub use context::{RunOptions, StageContext};
+
+use crate::config::model::{SinkConfig, SourceConfig, TransformConfig};
+use crate::record::Batch;
+
+/// A problem found while building a stage from its configuration, located by a JSON
+/// pointer relative to the stage (`/rules/1/key_pattern`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub pointer: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { pointer: pointer.into(), message: message.into() }
+    }
+}
+
+/// What a source reports at its end.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SourceReport {
+    /// Keys read, by database then by Redis type name.
+    pub keys: BTreeMap<u32, BTreeMap<String, u64>>,
+    /// Lines worth showing in the summary (warnings, fallbacks used).
+    pub notes: Vec<String>,
+}
+
+/// Whether everything upstream of the sink finished: the source read all it was
+/// asked to and no stage failed fatally or was cancelled. Stale deletion needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamOutcome {
+    pub complete: bool,
+}
+
+/// What a sink reports at its end.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SinkReport {
+    /// Documents written (or, in a dry run, that would be written).
+    pub written: u64,
+    /// Documents rejected and sent to the dead-letter file.
+    pub failed: u64,
+    /// Documents deleted as stale.
+    pub deleted_stale: u64,
+    /// Stale documents found (deleted or, in a dry run or when guarded, not).
+    pub stale_found: u64,
+    /// Lines worth showing in the summary.
+    pub notes: Vec<String>,
+    /// Set when the run must exit non-zero although nothing failed fatally
+    /// (e.g. the mass-delete guard stopped a stale deletion).
+    pub error: Option<String>,
+}
+
+/// The source stage.
+pub enum Source {
+    Redis(source::redis::RedisSource),
+}
+
+impl Source {
+    /// Checks and compiles the configuration; no I/O.
+    pub fn build(config: &SourceConfig) -> Result<Source, Vec<FieldError>> {
+        match config {
+            SourceConfig::Redis(redis) => source::redis::RedisSource::build(redis).map(Source::Redis),
+        }
+    }
+
+    /// Reads everything, sending batches to `out`, until done or `ctx.cancel` fires.
+    pub async fn run(self, out: mpsc::Sender<Batch>, ctx: StageContext) -> anyhow::Result<SourceReport> {
+        match self {
+            Source::Redis(redis) => redis.run(out, ctx).await,
+        }
+    }
+}
+
+/// A transform stage.
+pub enum Transform {
+    Template(transform::template::TemplateTransform),
+    Filter(transform::filter::FilterTransform),
+}
+
+impl Transform {
+    /// Checks and compiles the configuration; no I/O.
+    pub fn build(config: &TransformConfig) -> Result<Transform, Vec<FieldError>> {
+        match config {
+            TransformConfig::Template(t) => transform::template::TemplateTransform::build(t).map(Transform::Template),
+            TransformConfig::Filter(f) => transform::filter::FilterTransform::build(f).map(Transform::Filter),
+        }
+    }
+
+    /// Transforms one batch. Per-record failures are counted in `ctx.counters` and
+    /// written to `ctx.dead_letter`; the records that go on are returned.
+    pub fn apply(&self, batch: Batch, ctx: &StageContext) -> Batch {
+        match self {
+            Transform::Template(t) => t.apply(batch, ctx),
+            Transform::Filter(f) => f.apply(batch, ctx),
+        }
+    }
+}
+
+/// The sink stage.
+pub enum Sink {
+    Elasticsearch(Box<sink::elasticsearch::ElasticsearchSink>),
+    Ndjson(sink::ndjson::NdjsonSink),
+}
+
+impl Sink {
+    /// Checks and compiles the configuration; no I/O.
+    pub fn build(config: &SinkConfig) -> Result<Sink, Vec<FieldError>> {
+        match config {
+            SinkConfig::Elasticsearch(es) => {
+                sink::elasticsearch::ElasticsearchSink::build(es).map(|s| Sink::Elasticsearch(Box::new(s)))
+            }
+            SinkConfig::Ndjson(nd) => sink::ndjson::NdjsonSink::build(nd).map(Sink::Ndjson),
+        }
+    }
+
+    /// Connects and prepares the target (checks the cluster, creates the index).
+    /// Called before the source starts, so a bad target fails the run before any read.
+    pub async fn open(&mut self, ctx: &StageContext) -> anyhow::Result<()> {
+        match self {
+            Sink::Elasticsearch(es) => es.open(ctx).await,
+            Sink::Ndjson(nd) => nd.open(ctx).await,
+        }
+    }
+
+    /// Writes every batch from `input` until it closes.
+    pub async fn consume(&mut self, input: mpsc::Receiver<Batch>, ctx: &StageContext) -> anyhow::Result<()> {
+        match self {
+            Sink::Elasticsearch(es) => es.consume(input, ctx).await,
+            Sink::Ndjson(nd) => nd.consume(input, ctx).await,
+        }
+    }
+
+    /// Ends the run: flushes, deletes stale documents when `upstream.complete`, refreshes.
+    pub async fn finish(self, upstream: UpstreamOutcome, ctx: &StageContext) -> anyhow::Result<SinkReport> {
+        match self {
+            Sink::Elasticsearch(es) => es.finish(upstream, ctx).await,
+            Sink::Ndjson(nd) => nd.finish(upstream, ctx).await,
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Sink stages: where documents go.
+
+pub mod elasticsearch;
+pub mod ndjson;

@@ -1,0 +1,3 @@
+//! Source stages: where records come from.
+
+pub mod redis;

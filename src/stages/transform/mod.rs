@@ -1,0 +1,4 @@
+//! Transform stages: applied in order to every batch.
+
+pub mod filter;
+pub mod template;
