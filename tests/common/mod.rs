@@ -1,0 +1,175 @@
+//! Shared helpers of the integration tests: real services, never mocks.
+//!
+//! - [`RedisServer`]: a private `redis-server` on a free loopback port, in its own
+//!   temporary folder, killed when dropped. Tests that need Redis start their own, so
+//!   they can run in parallel and flush freely.
+//! - [`es_url`] / [`unique_index`]: the shared Elasticsearch started by
+//!   `scripts/services start` (the README's test command starts it), and an index name
+//!   no other test uses.
+//! - [`connector`]: the built `redis-connector` binary, for tests that drive the CLI.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A private redis-server for one test.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port with no persistence, plus `extra` arguments
+    /// (e.g. `["--rename-command", "CONFIG", "\"\""]`), and waits until it answers.
+    pub fn start(extra: &[&str]) -> RedisServer {
+        let port = free_port();
+        Self::start_on(port, extra)
+    }
+
+    /// Like [`RedisServer::start`] on a given port (used to restart a server on the same port).
+    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/services start installs it)");
+        let server = RedisServer { port, dir, child };
+        server.wait_ready(extra);
+        server
+    }
+
+    fn wait_ready(&self, extra: &[&str]) {
+        // A server whose plain port is replaced (TLS only) answers no plain ping: wait for the port.
+        let plain = !extra.contains(&"--port");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if plain {
+                if let Ok(out) = Command::new("redis-cli").args(["-p", &self.port.to_string(), "ping"]).output() {
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    if text.contains("PONG") || text.contains("NOAUTH") {
+                        return;
+                    }
+                }
+            } else if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not answer within 10 s", self.port);
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli -p PORT ARGS...` and returns its standard output; panics on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pipes raw commands (one per line, redis-cli syntax) into `redis-cli -p PORT`.
+    pub fn cli_pipe(&self, commands: &str) {
+        use std::io::Write;
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-cli");
+        child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    /// Kills the server at once (no save), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    // Bind to port 0 and let the kernel choose.
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The shared Elasticsearch of `scripts/services` (`ES_URL`, default `http://127.0.0.1:9200`).
+pub fn es_url() -> String {
+    std::env::var("ES_URL").unwrap_or_else(|_| "http://127.0.0.1:9200".to_owned())
+}
+
+/// An index name unique to this test and process: `test-<prefix>-<pid>-<n>`.
+pub fn unique_index(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!("test-{}-{}-{}", prefix, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The built `redis-connector` binary.
+pub fn connector() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_redis-connector"))
+}
+
+/// Writes `yaml` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A blocking HTTP client for checking Elasticsearch from tests.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// `GET {es}/{index}/_count` after a refresh; 0 when the index does not exist.
+pub fn es_count(index: &str) -> u64 {
+    let client = http();
+    let _ = client.post(format!("{}/{}/_refresh", es_url(), index)).send();
+    let response = client.get(format!("{}/{}/_count", es_url(), index)).send().unwrap();
+    if response.status() == 404 {
+        return 0;
+    }
+    let body: serde_json::Value = response.json().unwrap();
+    body["count"].as_u64().unwrap_or_else(|| panic!("no count in {body}"))
+}
+
+/// `GET {es}/{index}/_doc/{id}`'s `_source`, or `None` when absent.
+pub fn es_get(index: &str, id: &str) -> Option<serde_json::Value> {
+    let response = http().get(format!("{}/{}/_doc/{}", es_url(), index, id)).send().unwrap();
+    if response.status() == 404 {
+        return None;
+    }
+    let body: serde_json::Value = response.json().unwrap();
+    body.get("_source").cloned()
+}
+
+/// Deletes an index (ignores "not found").
+pub fn es_delete_index(index: &str) {
+    let _ = http().delete(format!("{}/{}", es_url(), index)).send();
+}
