@@ -3,6 +3,7 @@
 //! globs and regexes). Every problem is a [`Diagnostic`] located by file, line,
 //! column and JSON pointer, and all problems of a file are reported together.
 
+pub mod glob;
 pub mod model;
 pub mod units;
 
@@ -67,9 +68,9 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
             let mut found = Vec::new();
             for extension in ["yaml", "yml"] {
                 let pattern = path.join("**").join(format!("*.{extension}"));
-                let pattern = glob::Pattern::escape(&path.display().to_string())
+                let pattern = ::glob::Pattern::escape(&path.display().to_string())
                     + &pattern.display().to_string()[path.display().to_string().len()..];
-                for entry in glob::glob(&pattern).map_err(|e| UsageError::Io {
+                for entry in ::glob::glob(&pattern).map_err(|e| UsageError::Io {
                     path: path.clone(),
                     source: std::io::Error::other(e.to_string()),
                 })? {
