@@ -1,20 +1,595 @@
-//! The template transform (placeholder until it lands).
+//! The `template` transform: renders each record into a [`Document`] with minijinja
+//! templates (`id`, `index` and the leaves of `document`), compiled once at build.
+//!
+//! - A string leaf of `document` is a template; its result is a string.
+//! - A `{expr: "..."}` leaf is an expression; its result keeps its type (number, bool,
+//!   list, map, null).
+//! - `document: {expr: "..."}` is one expression that must yield the whole mapping.
+//! - Other scalars (numbers, booleans, null) are copied as they are.
+//!
+//! Templates see the record (`key`, `database`, `key_type`, `value` typed,
+//! `size_in_bytes`, `ttl`), `pipeline` (the pipeline's name) and `timestamp` (the
+//! run's start, ISO 8601 UTC, as the default document's `_timestamp`). Undefined
+//! variables are errors (strict mode). A record whose rendering fails goes to the
+//! dead-letter file with the field path and minijinja's message, and the run goes on.
+//!
+//! Filters: minijinja's builtins (`tojson`, `lower`, `default`, `split`, `int`, ...),
+//! minijinja-contrib's (`datetimeformat`, `dateformat`, `timeformat`, `truncate`,
+//! `now()`, Python-style methods such as `key.upper()`), and `md5` (hex digest).
+
+use minijinja::{AutoEscape, Environment, Expression, UndefinedBehavior, Value};
+use serde_json::{Map, Value as Json};
 
 use crate::config::model::TemplateConfig;
-use crate::record::Batch;
+use crate::dead_letter::DeadLetterEntry;
+use crate::document::{default_document, default_id, Document};
+use crate::record::{Batch, Record};
 use crate::stages::{FieldError, StageContext};
 
+/// A compiled `template` stage.
 pub struct TemplateTransform {
-    config: TemplateConfig,
+    compiled: Compiled,
+    /// How the document body is produced.
+    body: BodyPlan,
+    /// Template names (field pointers) of `id` and `index`, when given.
+    id: Option<String>,
+    index: Option<String>,
 }
 
+/// What a document's body is made of. Leaves point into the compiled templates
+/// (by name) and expressions (by position).
+enum BodyPlan {
+    /// No `document`: the default document's body.
+    Default,
+    /// `document: {expr: ...}`: one expression yielding the whole mapping.
+    Whole { expr: usize, pointer: String },
+    /// A mapping of leaves.
+    Fields(Vec<(String, Node)>),
+}
+
+/// One node of a document mapping.
+enum Node {
+    /// A string template; the result is a string.
+    Template(String),
+    /// An expression (by position in the compiled list); the result keeps its type.
+    Expr {
+        expr: usize,
+        pointer: String,
+    },
+    /// A constant copied as it is.
+    Constant(Json),
+    Map(Vec<(String, Node)>),
+    List(Vec<Node>),
+}
+
+/// Compiled expressions borrow the environment that compiled them; `self_cell` keeps
+/// both in one owner so the transform can be moved between threads. (Hand-written
+/// alternatives are either `unsafe` or recompile each expression per record.)
+type Expressions<'env> = Vec<Expression<'env, 'static>>;
+
+self_cell::self_cell!(
+    struct Compiled {
+        owner: Environment<'static>,
+        #[covariant]
+        dependent: Expressions,
+    }
+);
+
 impl TemplateTransform {
+    /// Compiles every template and expression; syntax errors are [`FieldError`]s at
+    /// the field's pointer (`/document/name`) with the line in the message.
     pub fn build(config: &TemplateConfig) -> Result<Self, Vec<FieldError>> {
-        Ok(TemplateTransform { config: config.clone() })
+        let mut env = environment();
+        let mut errors = Vec::new();
+        let mut expr_sources: Vec<(String, String)> = Vec::new();
+
+        let mut add_template = |env: &mut Environment<'static>, pointer: &str, source: &str| match env
+            .add_template_owned(pointer.to_owned(), source.to_owned())
+        {
+            Ok(()) => true,
+            Err(error) => {
+                errors.push(FieldError::new(
+                    pointer,
+                    format!("invalid template: {}", describe(&error)),
+                ));
+                false
+            }
+        };
+        let id = config
+            .id
+            .as_deref()
+            .and_then(|s| add_template(&mut env, "/id", s).then(|| "/id".to_owned()));
+        let index = config
+            .index
+            .as_deref()
+            .and_then(|s| add_template(&mut env, "/index", s).then(|| "/index".to_owned()));
+
+        let mut template_leaves: Vec<(String, String)> = Vec::new();
+        let body = match &config.document {
+            None => BodyPlan::Default,
+            Some(Json::Object(map)) => match expression_source(map) {
+                Some(Ok(source)) => {
+                    expr_sources.push(("/document".to_owned(), source.to_owned()));
+                    BodyPlan::Whole {
+                        expr: 0,
+                        pointer: "/document".to_owned(),
+                    }
+                }
+                Some(Err(message)) => {
+                    errors.push(FieldError::new("/document/expr", message));
+                    BodyPlan::Default
+                }
+                None => {
+                    let mut planner = Planner {
+                        templates: &mut template_leaves,
+                        exprs: &mut expr_sources,
+                        errors: Vec::new(),
+                    };
+                    let fields = planner.plan_map(map, "/document");
+                    errors.extend(planner.errors);
+                    BodyPlan::Fields(fields)
+                }
+            },
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "/document",
+                    "`document` must be a mapping of fields, or `{expr: \"...\"}` yielding one",
+                ));
+                BodyPlan::Default
+            }
+        };
+        for (pointer, source) in &template_leaves {
+            match env.add_template_owned(pointer.clone(), source.clone()) {
+                Ok(()) => {}
+                Err(error) => errors.push(FieldError::new(
+                    pointer,
+                    format!("invalid template: {}", describe(&error)),
+                )),
+            }
+        }
+
+        let mut expr_errors = Vec::new();
+        let compiled = Compiled::new(env, |env| {
+            let mut compiled = Vec::with_capacity(expr_sources.len());
+            for (pointer, source) in &expr_sources {
+                match env.compile_expression_owned(source.clone()) {
+                    Ok(expr) => compiled.push(expr),
+                    Err(error) => {
+                        expr_errors.push(FieldError::new(
+                            format!("{pointer}/expr"),
+                            format!("invalid expression: {}", describe(&error)),
+                        ));
+                        // Keep positions aligned; the transform is not returned anyway.
+                        compiled.push(env.compile_expression_owned("none").expect("`none` compiles"));
+                    }
+                }
+            }
+            compiled
+        });
+        errors.extend(expr_errors);
+        if errors.is_empty() {
+            Ok(TemplateTransform {
+                compiled,
+                body,
+                id,
+                index,
+            })
+        } else {
+            Err(errors)
+        }
     }
 
-    pub fn apply(&self, _batch: Batch, _ctx: &StageContext) -> Batch {
-        let _ = &self.config;
-        todo!("template transform")
+    /// Renders every record of the batch; records that fail go to the dead-letter file
+    /// and are counted as failed.
+    pub fn apply(&self, mut batch: Batch, ctx: &StageContext) -> Batch {
+        batch.retain_mut(|record| match self.render(record, ctx) {
+            Ok(document) => {
+                record.document = Some(document);
+                true
+            }
+            Err(failure) => {
+                ctx.counters.add_failed(1);
+                dead_letter(record, ctx, failure);
+                false
+            }
+        });
+        batch
+    }
+
+    /// Renders one record's document.
+    pub fn render(&self, record: &Record, ctx: &StageContext) -> Result<Document, RenderFailure> {
+        let env = self.compiled.borrow_owner();
+        let exprs = self.compiled.borrow_dependent();
+        let context = record_context(record, &ctx.pipeline, &ctx.run_timestamp);
+
+        let render_text = |name: &str, id: Option<&str>| -> Result<String, RenderFailure> {
+            let rendered = env.get_template(name).and_then(|t| t.render(&context));
+            rendered.map_err(|error| RenderFailure::new(name, &error, id))
+        };
+
+        let id = match &self.id {
+            Some(name) => {
+                let id = render_text(name, None)?;
+                if id.trim().is_empty() {
+                    return Err(RenderFailure::message(
+                        name,
+                        "the id template rendered an empty string",
+                        None,
+                    ));
+                }
+                id
+            }
+            None => default_id(record.database, &record.key),
+        };
+        let index = match &self.index {
+            Some(name) => {
+                let index = render_text(name, Some(&id))?;
+                if index.trim().is_empty() {
+                    return Err(RenderFailure::message(
+                        name,
+                        "the index template rendered an empty string",
+                        Some(&id),
+                    ));
+                }
+                Some(index)
+            }
+            None => None,
+        };
+        let body = match &self.body {
+            BodyPlan::Default => default_document(record, &ctx.run_timestamp).body,
+            BodyPlan::Whole { expr, pointer } => {
+                let value = exprs[*expr]
+                    .eval(&context)
+                    .map_err(|e| RenderFailure::new(pointer, &e, Some(&id)))?;
+                match to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(&id)))? {
+                    Json::Object(map) => map,
+                    other => {
+                        return Err(RenderFailure::message(
+                            pointer,
+                            &format!(
+                                "the document expression must yield a mapping, not {}",
+                                json_kind(&other)
+                            ),
+                            Some(&id),
+                        ))
+                    }
+                }
+            }
+            BodyPlan::Fields(fields) => {
+                let mut map = Map::with_capacity(fields.len());
+                for (name, node) in fields {
+                    map.insert(name.clone(), self.render_node(node, &context, &id)?);
+                }
+                map
+            }
+        };
+        Ok(Document { id, index, body })
+    }
+
+    fn render_node(&self, node: &Node, context: &Value, id: &str) -> Result<Json, RenderFailure> {
+        match node {
+            Node::Template(name) => {
+                let env = self.compiled.borrow_owner();
+                env.get_template(name)
+                    .and_then(|t| t.render(context))
+                    .map(Json::String)
+                    .map_err(|e| RenderFailure::new(name, &e, Some(id)))
+            }
+            Node::Expr { expr, pointer } => {
+                let value = self.compiled.borrow_dependent()[*expr]
+                    .eval(context)
+                    .map_err(|e| RenderFailure::new(pointer, &e, Some(id)))?;
+                to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(id)))
+            }
+            Node::Constant(value) => Ok(value.clone()),
+            Node::Map(fields) => {
+                let mut map = Map::with_capacity(fields.len());
+                for (name, node) in fields {
+                    map.insert(name.clone(), self.render_node(node, context, id)?);
+                }
+                Ok(Json::Object(map))
+            }
+            Node::List(items) => items
+                .iter()
+                .map(|node| self.render_node(node, context, id))
+                .collect::<Result<_, _>>()
+                .map(Json::Array),
+        }
+    }
+}
+
+/// Why one record could not be rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderFailure {
+    /// The field's pointer (`/document/name`, `/id`).
+    pub pointer: String,
+    /// What went wrong, with the template's line.
+    pub message: String,
+    /// The document id, when it was rendered before the failure.
+    pub id: Option<String>,
+}
+
+impl RenderFailure {
+    fn new(pointer: &str, error: &minijinja::Error, id: Option<&str>) -> Self {
+        RenderFailure {
+            pointer: pointer.to_owned(),
+            message: describe(error),
+            id: id.map(str::to_owned),
+        }
+    }
+
+    fn message(pointer: &str, message: &str, id: Option<&str>) -> Self {
+        RenderFailure {
+            pointer: pointer.to_owned(),
+            message: message.to_owned(),
+            id: id.map(str::to_owned),
+        }
+    }
+}
+
+impl std::fmt::Display for RenderFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.pointer, self.message)
+    }
+}
+
+/// Sends a failed record to the dead-letter file (the failure is already counted).
+fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
+    let (key, key_is_base64) = record.key_text();
+    let reason = failure.to_string();
+    tracing::warn!(pipeline = %ctx.pipeline, stage = %ctx.stage, key = %key, database = record.database, "template error: {reason}");
+    let entry = DeadLetterEntry {
+        pipeline: ctx.pipeline.to_string(),
+        stage: ctx.stage.clone(),
+        id: failure.id,
+        key,
+        key_encoding: key_is_base64.then_some("base64"),
+        database: record.database,
+        error_type: "template_error".to_owned(),
+        reason,
+        document: None,
+    };
+    if let Err(error) = ctx.dead_letter.write(&entry) {
+        tracing::error!(
+            pipeline = %ctx.pipeline,
+            key = %entry.key,
+            "cannot write to the dead-letter file {}: {error}",
+            ctx.dead_letter.path().display()
+        );
+    }
+}
+
+/// The environment every template of a stage is compiled in: strict undefined, no
+/// auto-escaping, the contrib filters and Python-style methods, and `md5`.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_filter("md5", md5_hex);
+    env
+}
+
+/// `{{ text | md5 }}`: the md5 hex digest of the text (numbers use their text form).
+fn md5_hex(value: Value) -> String {
+    use md5::{Digest, Md5};
+    let digest = match value.as_str() {
+        Some(text) => Md5::digest(text.as_bytes()),
+        None => match value.as_bytes() {
+            Some(bytes) => Md5::digest(bytes),
+            None => Md5::digest(value.to_string().as_bytes()),
+        },
+    };
+    format!("{digest:x}")
+}
+
+/// The value templates see for one record, built once per record.
+fn record_context(record: &Record, pipeline: &str, timestamp: &str) -> Value {
+    let mut map = record.to_context();
+    map.insert("pipeline".into(), Json::String(pipeline.to_owned()));
+    map.insert("timestamp".into(), Json::String(timestamp.to_owned()));
+    Value::from_serialize(&map)
+}
+
+/// A minijinja value as JSON, faithfully: numbers stay numbers, maps keep their order.
+fn to_json(value: &Value) -> Result<Json, minijinja::Error> {
+    serde_json::to_value(value).map_err(|e| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::BadSerialization,
+            format!("cannot turn the result into JSON: {e}"),
+        )
+    })
+}
+
+fn json_kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "a mapping",
+    }
+}
+
+/// A minijinja error as one line: what went wrong, the line, and any cause.
+fn describe(error: &minijinja::Error) -> String {
+    let mut text = match error.detail() {
+        Some(detail) => format!("{}: {}", error.kind(), detail),
+        None => error.kind().to_string(),
+    };
+    if let Some(line) = error.line() {
+        text.push_str(&format!(" (line {line})"));
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// `Some(source)` when the mapping is `{expr: "..."}`; `Some(Err)` when `expr` is not a string.
+fn expression_source(map: &Map<String, Json>) -> Option<Result<&str, String>> {
+    if map.len() != 1 {
+        return None;
+    }
+    match map.get("expr")? {
+        Json::String(source) => Some(Ok(source)),
+        other => Some(Err(format!(
+            "`expr` must be a string holding an expression, not {}",
+            json_kind(other)
+        ))),
+    }
+}
+
+/// Walks a `document` mapping, naming every leaf by its JSON pointer.
+struct Planner<'a> {
+    templates: &'a mut Vec<(String, String)>,
+    exprs: &'a mut Vec<(String, String)>,
+    errors: Vec<FieldError>,
+}
+
+impl Planner<'_> {
+    fn plan_map(&mut self, map: &Map<String, Json>, pointer: &str) -> Vec<(String, Node)> {
+        map.iter()
+            .map(|(name, value)| {
+                let child = format!("{pointer}/{}", escape_pointer(name));
+                (name.clone(), self.plan(value, &child))
+            })
+            .collect()
+    }
+
+    fn plan(&mut self, value: &Json, pointer: &str) -> Node {
+        match value {
+            Json::String(source) => {
+                self.templates.push((pointer.to_owned(), source.clone()));
+                Node::Template(pointer.to_owned())
+            }
+            Json::Object(map) => match expression_source(map) {
+                Some(Ok(source)) => {
+                    self.exprs.push((pointer.to_owned(), source.to_owned()));
+                    Node::Expr {
+                        expr: self.exprs.len() - 1,
+                        pointer: pointer.to_owned(),
+                    }
+                }
+                Some(Err(message)) => {
+                    self.errors.push(FieldError::new(format!("{pointer}/expr"), message));
+                    Node::Constant(Json::Null)
+                }
+                None => Node::Map(self.plan_map(map, pointer)),
+            },
+            Json::Array(items) => Node::List(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.plan(item, &format!("{pointer}/{i}")))
+                    .collect(),
+            ),
+            other => Node::Constant(other.clone()),
+        }
+    }
+}
+
+/// Escapes a JSON pointer segment (`~` → `~0`, `/` → `~1`).
+fn escape_pointer(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::DeadLetter;
+    use crate::record::{KeyType, RedisValue};
+    use crate::stages::RunOptions;
+    use serde_json::json;
+
+    fn config(yaml: &str) -> TemplateConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn hash_record() -> Record {
+        Record {
+            database: 2,
+            key: b"user:1".to_vec(),
+            key_type: KeyType::Hash,
+            value: RedisValue::Hash(vec![
+                (b"name".to_vec(), b"Ada".to_vec()),
+                (b"age".to_vec(), b"36".to_vec()),
+            ]),
+            size_in_bytes: Some(80),
+            ttl: None,
+            document: None,
+        }
+    }
+
+    fn ctx(dir: &tempfile::TempDir) -> StageContext {
+        StageContext::new(
+            "users",
+            "transforms[0]",
+            DeadLetter::new(dir.path().join("dl.ndjson")),
+            RunOptions::default(),
+        )
+    }
+
+    #[test]
+    fn expressions_keep_their_type_and_templates_give_strings() {
+        let t = TemplateTransform::build(&config(
+            r#"
+document:
+  name: "{{ value.name | upper }}"
+  age: { expr: "value.age | int" }
+  adult: { expr: "value.age | int >= 18" }
+  tags: { expr: "['a', 'b']" }
+  nothing: { expr: "none" }
+  nested: { db: { expr: "database" }, literal: 5 }
+"#,
+        ))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let doc = t.render(&hash_record(), &ctx(&dir)).unwrap();
+        assert_eq!(
+            Json::Object(doc.body),
+            json!({"name": "ADA", "age": 36, "adult": true, "tags": ["a", "b"], "nothing": null,
+                   "nested": {"db": 2, "literal": 5}})
+        );
+        assert_eq!(doc.id, default_id(2, b"user:1"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_field_and_line() {
+        let errors = TemplateTransform::build(&config(
+            "id: \"{{ key\"\ndocument:\n  a: \"line one\\n{{ value.name | }}\"\n  b: { expr: \"1 +\" }\n",
+        ))
+        .err()
+        .unwrap();
+        let pointers: Vec<_> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/id", "/document/a", "/document/b/expr"], "{errors:?}");
+        assert!(errors[1].message.contains("line 2"), "{}", errors[1].message);
+        assert!(
+            errors[0].message.starts_with("invalid template: syntax error"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn undefined_variables_fail_the_record_with_its_field_path() {
+        let t = TemplateTransform::build(&config("document:\n  x: \"{{ value.missing }}\"\n")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
+        assert_eq!(failure.pointer, "/document/x");
+        assert!(failure.message.contains("undefined"), "{}", failure.message);
+    }
+
+    #[test]
+    fn md5_filter_matches_the_default_id() {
+        let t = TemplateTransform::build(&config("id: \"{{ (database ~ '/' ~ key) | md5 }}\"\n")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let doc = t.render(&hash_record(), &ctx(&dir)).unwrap();
+        assert_eq!(doc.id, default_id(2, b"user:1"));
+        assert_eq!(doc.body["key"], "user:1", "no document: the default body");
     }
 }
