@@ -6,6 +6,7 @@
 pub mod glob;
 pub mod model;
 pub mod units;
+pub mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

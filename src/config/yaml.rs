@@ -1,0 +1,546 @@
+//! The position-keeping YAML parse of a pipeline file: a small tree of nodes, each
+//! with its line and column, built from `saphyr-parser` events, and its conversion
+//! to a `serde_json::Value` for the schema check and the typed structs.
+//!
+//! One parse serves both purposes, so every later error can be located in the very
+//! text that produced the value. YAML 1.2 core-schema scalars (`true`, `null`, `12`,
+//! `0x1f`, `1.5`); anchors and aliases are expanded (bounded, against alias bombs);
+//! duplicate keys, several documents and tab indentation are errors.
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use serde_json::{Map, Number, Value};
+
+/// A position in the file: 1-based line, 1-based column (in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    fn start_of(span: &Span) -> Position {
+        Position {
+            line: span.start.line(),
+            column: span.start.col() + 1,
+        }
+    }
+}
+
+/// A YAML problem found while parsing, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    pub position: Position,
+    /// JSON pointer of the node concerned (`""` when unknown).
+    pub pointer: String,
+    pub message: String,
+}
+
+/// A parsed node and where it starts.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub position: Position,
+    pub kind: NodeKind,
+}
+
+/// What a node holds.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    Scalar(Scalar),
+    Sequence(Vec<Node>),
+    Mapping(Vec<Entry>),
+}
+
+/// A scalar: its text as written (after YAML unescaping), how it was written, and
+/// the JSON value it resolves to.
+#[derive(Debug, Clone)]
+pub struct Scalar {
+    pub text: String,
+    /// Plain (unquoted) scalars resolve to numbers, booleans and null; quoted and
+    /// block scalars are always strings.
+    pub plain: bool,
+    /// Set by a `!!str` tag: the scalar is a string whatever it looks like.
+    pub forced_string: bool,
+    /// The scalar spans one line, so a character offset in `text` is a column offset.
+    pub single_line: bool,
+    /// Column of the first character of `text` (after an opening quote).
+    pub text_column: usize,
+    pub value: Value,
+}
+
+/// One `key: value` of a mapping.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: String,
+    pub key_position: Position,
+    pub value: Node,
+}
+
+impl Node {
+    /// The node's JSON value.
+    pub fn to_json(&self) -> Value {
+        match &self.kind {
+            NodeKind::Scalar(scalar) => scalar.value.clone(),
+            NodeKind::Sequence(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeKind::Mapping(entries) => {
+                let mut map = Map::with_capacity(entries.len());
+                for entry in entries {
+                    // Duplicates were reported while parsing; the first one wins.
+                    if !map.contains_key(&entry.key) {
+                        map.insert(entry.key.clone(), entry.value.to_json());
+                    }
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    /// A short name of the node's kind, for messages (`a mapping`, `a list`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            NodeKind::Scalar(s) => json_kind_name(&s.value),
+            NodeKind::Sequence(_) => "a list",
+            NodeKind::Mapping(_) => "a mapping",
+        }
+    }
+}
+
+/// A short name of a JSON value's kind, for messages.
+pub fn json_kind_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Nodes an alias may copy in one file, in total (guards against "billion laughs").
+const MAX_ALIAS_NODES: usize = 100_000;
+
+/// Parses one YAML document. Returns the root node (`None` when the text has no
+/// document at all, or when a syntax error stopped the parse) and every problem found.
+pub fn parse(text: &str) -> (Option<Node>, Vec<YamlError>) {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        match parser.next_event() {
+            None => break,
+            Some(Ok((event, span))) => {
+                if !builder.event(event, span) {
+                    break;
+                }
+            }
+            Some(Err(error)) => {
+                let marker = error.marker();
+                let position = Position {
+                    line: marker.line(),
+                    column: marker.col() + 1,
+                };
+                builder
+                    .errors
+                    .push(syntax_error(text, position, error.info()));
+                return (None, builder.errors);
+            }
+        }
+    }
+    (builder.root, builder.errors)
+}
+
+/// Turns the parser's message into one a user can act on; tabs get their own.
+fn syntax_error(text: &str, position: Position, info: &str) -> YamlError {
+    let line_text = text
+        .lines()
+        .nth(position.line.saturating_sub(1))
+        .unwrap_or("");
+    let indentation: String = line_text
+        .chars()
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .collect();
+    if let Some(tab) = indentation.find('\t') {
+        return YamlError {
+            position: Position {
+                line: position.line,
+                column: indentation[..tab].chars().count() + 1,
+            },
+            pointer: String::new(),
+            message: "tab character in indentation: YAML indents with spaces only".into(),
+        };
+    }
+    YamlError {
+        position,
+        pointer: String::new(),
+        message: format!("invalid YAML: {info}"),
+    }
+}
+
+/// A collection being built: its start, its pointer, and what it holds so far.
+struct Open {
+    position: Position,
+    pointer: String,
+    anchor: usize,
+    kind: OpenKind,
+}
+
+enum OpenKind {
+    Sequence(Vec<Node>),
+    /// Entries so far, and the key waiting for its value.
+    Mapping(Vec<Entry>, Option<(String, Position)>),
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Open>,
+    root: Option<Node>,
+    documents: usize,
+    anchors: std::collections::HashMap<usize, Node>,
+    alias_nodes: usize,
+    errors: Vec<YamlError>,
+    /// Set once an error makes the rest of the tree meaningless.
+    stopped: bool,
+}
+
+impl Builder {
+    /// Handles one event; `false` stops the parse.
+    fn event(&mut self, event: Event<'_>, span: Span) -> bool {
+        let position = Position::start_of(&span);
+        match event {
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    self.errors.push(YamlError {
+                        position,
+                        pointer: String::new(),
+                        message: "a pipeline file holds one YAML document; a second one starts here (remove `---`, or split the file)".into(),
+                    });
+                    return false;
+                }
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let forced_string = tag
+                    .as_ref()
+                    .is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str");
+                let plain = style == ScalarStyle::Plain && !forced_string;
+                let quoted = matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted);
+                let single_line = span.start.line() == span.end.line();
+                let text = text.into_owned();
+                let value = if plain {
+                    resolve_plain(&text)
+                } else {
+                    Value::String(text.clone())
+                };
+                let text_column = position.column + usize::from(quoted);
+                let node = Node {
+                    position,
+                    kind: NodeKind::Scalar(Scalar {
+                        text,
+                        plain,
+                        forced_string,
+                        single_line,
+                        text_column,
+                        value,
+                    }),
+                };
+                self.finish_node(node, anchor);
+            }
+            Event::SequenceStart(anchor, _) => {
+                let pointer = self.child_pointer();
+                self.stack.push(Open {
+                    position,
+                    pointer,
+                    anchor,
+                    kind: OpenKind::Sequence(Vec::new()),
+                });
+            }
+            Event::MappingStart(anchor, _) => {
+                let pointer = self.child_pointer();
+                self.stack.push(Open {
+                    position,
+                    pointer,
+                    anchor,
+                    kind: OpenKind::Mapping(Vec::new(), None),
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(open) = self.stack.pop() {
+                    let kind = match open.kind {
+                        OpenKind::Sequence(items) => NodeKind::Sequence(items),
+                        OpenKind::Mapping(entries, _) => NodeKind::Mapping(entries),
+                    };
+                    self.finish_node(
+                        Node {
+                            position: open.position,
+                            kind,
+                        },
+                        open.anchor,
+                    );
+                }
+            }
+            Event::Alias(id) => {
+                let Some(node) = self.anchors.get(&id).cloned() else {
+                    self.errors.push(YamlError {
+                        position,
+                        pointer: self.child_pointer(),
+                        message: "alias refers to an unknown anchor".into(),
+                    });
+                    self.stopped = true;
+                    return false;
+                };
+                self.alias_nodes += count_nodes(&node);
+                if self.alias_nodes > MAX_ALIAS_NODES {
+                    self.errors.push(YamlError {
+                        position,
+                        pointer: self.child_pointer(),
+                        message: format!("aliases expand to more than {MAX_ALIAS_NODES} nodes: refusing to expand them"),
+                    });
+                    self.stopped = true;
+                    return false;
+                }
+                self.finish_node(node, 0);
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+        }
+        !self.stopped
+    }
+
+    /// The JSON pointer of the node that starts next.
+    fn child_pointer(&self) -> String {
+        let Some(open) = self.stack.last() else {
+            return String::new();
+        };
+        match &open.kind {
+            OpenKind::Sequence(items) => format!("{}/{}", open.pointer, items.len()),
+            OpenKind::Mapping(_, Some((key, _))) => {
+                format!("{}/{}", open.pointer, escape_pointer(key))
+            }
+            // A key being parsed: it has no pointer of its own; use the mapping's.
+            OpenKind::Mapping(_, None) => open.pointer.clone(),
+        }
+    }
+
+    /// Places a finished node in its parent (as an item, a key or a value) or as the root.
+    fn finish_node(&mut self, node: Node, anchor: usize) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        let Some(open) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return;
+        };
+        let parent_pointer = open.pointer.clone();
+        match &mut open.kind {
+            OpenKind::Sequence(items) => items.push(node),
+            OpenKind::Mapping(entries, pending) => match pending.take() {
+                None => {
+                    let key = match &node.kind {
+                        NodeKind::Scalar(scalar) => scalar.text.clone(),
+                        _ => {
+                            self.errors.push(YamlError {
+                                position: node.position,
+                                pointer: parent_pointer.clone(),
+                                message: format!(
+                                    "a key must be plain text, not {}",
+                                    node.kind_name()
+                                ),
+                            });
+                            String::from("\u{0}invalid key")
+                        }
+                    };
+                    if let Some(first) = entries.iter().find(|e| e.key == key) {
+                        self.errors.push(YamlError {
+                            position: node.position,
+                            pointer: format!("{parent_pointer}/{}", escape_pointer(&key)),
+                            message: format!(
+                                "duplicate key `{key}` (first defined at line {}): each key appears once in a mapping",
+                                first.key_position.line
+                            ),
+                        });
+                    }
+                    *pending = Some((key, node.position));
+                }
+                Some((key, key_position)) => entries.push(Entry {
+                    key,
+                    key_position,
+                    value: node,
+                }),
+            },
+        }
+    }
+}
+
+fn count_nodes(node: &Node) -> usize {
+    1 + match &node.kind {
+        NodeKind::Scalar(_) => 0,
+        NodeKind::Sequence(items) => items.iter().map(count_nodes).sum(),
+        NodeKind::Mapping(entries) => entries.iter().map(|e| 1 + count_nodes(&e.value)).sum(),
+    }
+}
+
+/// Escapes one JSON pointer segment (`~` -> `~0`, `/` -> `~1`).
+pub fn escape_pointer(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// Resolves a plain scalar by the YAML 1.2 core schema.
+pub fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Some(n) = resolve_integer(text) {
+        return Value::Number(n);
+    }
+    if is_float(text) {
+        if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
+            return Value::Number(n);
+        }
+    }
+    Value::String(text.to_owned())
+}
+
+fn resolve_integer(text: &str) -> Option<Number> {
+    let (negative, digits) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (radix, digits) = if let Some(hex) = text.strip_prefix("0x") {
+        (16, hex)
+    } else if let Some(octal) = text.strip_prefix("0o") {
+        (8, octal)
+    } else {
+        (10, digits)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    if radix != 10 && text.len() != digits.len() + 2 {
+        return None;
+    }
+    let magnitude = u64::from_str_radix(digits, radix).ok()?;
+    if negative {
+        if magnitude <= i64::MAX as u64 + 1 {
+            Some(Number::from((magnitude as i128).wrapping_neg() as i64))
+        } else {
+            None
+        }
+    } else {
+        Some(Number::from(magnitude))
+    }
+}
+
+/// `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` (infinities and NaN stay strings:
+/// JSON has no place for them).
+fn is_float(text: &str) -> bool {
+    let s = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            (!int.is_empty() || !frac.is_empty())
+                && int.chars().all(|c| c.is_ascii_digit())
+                && frac.chars().all(|c| c.is_ascii_digit())
+        }
+        None => !mantissa.is_empty() && mantissa.chars().all(|c| c.is_ascii_digit()),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+    });
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_ok(text: &str) -> Node {
+        let (root, errors) = parse(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        root.expect("a document")
+    }
+
+    #[test]
+    fn converts_to_json_by_the_core_schema() {
+        let root = parse_ok("a: 1\nb: -2\nc: 1.5\nd: true\ne: ~\nf: '12'\ng: yes\nh: 0x1f\ni: [x, \"y\"]\nj: !!str 3\n");
+        assert_eq!(
+            root.to_json(),
+            json!({"a": 1, "b": -2, "c": 1.5, "d": true, "e": null, "f": "12", "g": "yes", "h": 31, "i": ["x", "y"], "j": "3"})
+        );
+    }
+
+    #[test]
+    fn positions_are_one_based_lines_and_columns() {
+        let root = parse_ok("name: x\nsource:\n  host: h\n");
+        let NodeKind::Mapping(entries) = &root.kind else {
+            panic!()
+        };
+        assert_eq!(entries[1].key_position, Position { line: 2, column: 1 });
+        let NodeKind::Mapping(inner) = &entries[1].value.kind else {
+            panic!()
+        };
+        assert_eq!(inner[0].key_position, Position { line: 3, column: 3 });
+        assert_eq!(inner[0].value.position, Position { line: 3, column: 9 });
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_naming_the_first() {
+        let (_, errors) = parse("a: 1\nb:\n  c: 1\n  c: 2\n");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].position, Position { line: 4, column: 3 });
+        assert_eq!(errors[0].pointer, "/b/c");
+        assert!(errors[0]
+            .message
+            .starts_with("duplicate key `c` (first defined at line 3)"));
+    }
+
+    #[test]
+    fn tab_indentation_gets_a_clear_message() {
+        let (_, errors) = parse("a:\n\tb: 1\n");
+        assert_eq!(
+            errors[0].message,
+            "tab character in indentation: YAML indents with spaces only"
+        );
+        assert_eq!(errors[0].position, Position { line: 2, column: 1 });
+    }
+
+    #[test]
+    fn a_second_document_is_an_error() {
+        let (_, errors) = parse("a: 1\n---\nb: 2\n");
+        assert_eq!(errors[0].position.line, 2);
+        assert!(errors[0].message.contains("one YAML document"));
+    }
+
+    #[test]
+    fn aliases_are_expanded() {
+        let root = parse_ok("k: &x {a: 1}\nj: *x\n");
+        assert_eq!(root.to_json(), json!({"k": {"a": 1}, "j": {"a": 1}}));
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (i, name) in ["b", "c", "d", "e", "f", "g"].iter().enumerate() {
+            let prev = ["a", "b", "c", "d", "e", "f"][i];
+            text += &format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n");
+        }
+        let (_, errors) = parse(&text);
+        assert!(
+            errors[0].message.contains("aliases expand to more than"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn empty_text_has_no_document() {
+        assert!(parse("").0.is_none());
+        assert!(parse("# only a comment\n").0.is_none());
+    }
+}
