@@ -4,7 +4,10 @@
 //! column and JSON pointer, and all problems of a file are reported together.
 
 pub mod glob;
+pub mod interpolate;
+pub mod locate;
 pub mod model;
+pub mod suggest;
 pub mod units;
 pub mod yaml;
 

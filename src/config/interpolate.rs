@@ -1,0 +1,248 @@
+//! `${VAR}` interpolation from the environment, in string scalars only (never in
+//! keys): `${VAR}`, `${VAR:-default}` (used when VAR is unset or empty), and `$${`
+//! for a literal `${`. An unset variable without a default is an error that names
+//! it. Interpolated values are remembered by pointer so that no message ever
+//! echoes them (they are often secrets).
+//!
+//! An unquoted value is resolved again after interpolation, as if its result had been
+//! written in the file (`port: ${PORT}` gives an integer); a quoted one stays a string
+//! (`password: "${REDIS_PASSWORD}"`).
+
+use std::collections::HashSet;
+
+use super::yaml::{escape_pointer, resolve_plain, Node, NodeKind, Position, YamlError};
+use serde_json::Value;
+
+/// A problem in one string: its character offset there and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandError {
+    pub offset: usize,
+    pub message: String,
+}
+
+/// Expands every `${...}` of `text` with `lookup`. Returns `Ok(None)` when `text`
+/// holds nothing to expand.
+pub fn expand(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ExpandError> {
+    if !text.contains("${") {
+        return Ok(None);
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '$' && chars.get(i + 1) == Some(&'$') && chars.get(i + 2) == Some(&'{') {
+            out.push_str("${");
+            i += 3;
+            continue;
+        }
+        if chars[i] != '$' || chars.get(i + 1) != Some(&'{') {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let Some(close) = chars[i + 2..]
+            .iter()
+            .position(|c| *c == '}')
+            .map(|p| p + i + 2)
+        else {
+            return Err(ExpandError {
+                offset: start,
+                message: "unclosed `${`: write `${NAME}`, or `$${` for a literal `${`".into(),
+            });
+        };
+        let inner: String = chars[i + 2..close].iter().collect();
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner.as_str(), None),
+        };
+        let valid_name = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(ExpandError {
+                offset: start,
+                message: format!(
+                    "`${{{name}}}` is not a variable name: use letters, digits and `_`, not starting with a digit"
+                ),
+            });
+        }
+        match (lookup(name), default) {
+            (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {
+                return Err(ExpandError {
+                    offset: start,
+                    message: format!(
+                        "environment variable `{name}` is not set (set it, or give a default: `${{{name}:-default}}`)"
+                    ),
+                })
+            }
+        }
+        i = close + 1;
+    }
+    Ok(Some(out))
+}
+
+/// Expands the string scalars of the whole tree in place. Returns the pointers of the
+/// values that changed (secrets, never to be echoed) and the errors found.
+pub fn interpolate_tree(
+    root: &mut Node,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> (HashSet<String>, Vec<YamlError>) {
+    let mut interpolated = HashSet::new();
+    let mut errors = Vec::new();
+    walk(root, String::new(), lookup, &mut interpolated, &mut errors);
+    (interpolated, errors)
+}
+
+fn walk(
+    node: &mut Node,
+    pointer: String,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    interpolated: &mut HashSet<String>,
+    errors: &mut Vec<YamlError>,
+) {
+    let position = node.position;
+    match &mut node.kind {
+        NodeKind::Scalar(scalar) => {
+            if !matches!(scalar.value, Value::String(_)) {
+                return;
+            }
+            match expand(&scalar.text, lookup) {
+                Ok(None) => {}
+                Ok(Some(expanded)) => {
+                    scalar.value = if scalar.plain {
+                        resolve_plain(&expanded)
+                    } else {
+                        Value::String(expanded.clone())
+                    };
+                    scalar.text = expanded;
+                    interpolated.insert(pointer);
+                }
+                Err(error) => {
+                    let position = if scalar.single_line {
+                        Position {
+                            line: position.line,
+                            column: scalar.text_column + error.offset,
+                        }
+                    } else {
+                        position
+                    };
+                    errors.push(YamlError {
+                        position,
+                        pointer,
+                        message: error.message,
+                    });
+                }
+            }
+        }
+        NodeKind::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                walk(item, format!("{pointer}/{i}"), lookup, interpolated, errors);
+            }
+        }
+        NodeKind::Mapping(entries) => {
+            for entry in entries.iter_mut() {
+                let child = format!("{pointer}/{}", escape_pointer(&entry.key));
+                walk(&mut entry.value, child, lookup, interpolated, errors);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml::parse;
+    use serde_json::json;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOST" => Some("redis.local".into()),
+            "PORT" => Some("6380".into()),
+            "EMPTY" => Some(String::new()),
+            "SECRET" => Some("12345".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_variables_and_defaults() {
+        assert_eq!(
+            expand("${HOST}:${PORT}", &env),
+            Ok(Some("redis.local:6380".into()))
+        );
+        assert_eq!(
+            expand("${NOPE:-fallback}", &env),
+            Ok(Some("fallback".into()))
+        );
+        assert_eq!(
+            expand("${EMPTY:-fallback}", &env),
+            Ok(Some("fallback".into()))
+        );
+        assert_eq!(expand("${EMPTY}", &env), Ok(Some(String::new())));
+        assert_eq!(expand("${HOST:-x}", &env), Ok(Some("redis.local".into())));
+        assert_eq!(expand("plain text, $5", &env), Ok(None));
+    }
+
+    #[test]
+    fn double_dollar_escapes_a_literal() {
+        assert_eq!(
+            expand("cost $${HOST}", &env),
+            Ok(Some("cost ${HOST}".into()))
+        );
+    }
+
+    #[test]
+    fn unset_variable_is_an_error_naming_it() {
+        let error = expand("pre ${MISSING_VAR} post", &env).unwrap_err();
+        assert_eq!(error.offset, 4);
+        assert!(error
+            .message
+            .starts_with("environment variable `MISSING_VAR` is not set"));
+    }
+
+    #[test]
+    fn malformed_references_are_errors() {
+        assert!(expand("${HOST", &env)
+            .unwrap_err()
+            .message
+            .starts_with("unclosed `${`"));
+        assert!(expand("${1X}", &env)
+            .unwrap_err()
+            .message
+            .contains("is not a variable name"));
+    }
+
+    #[test]
+    fn tree_interpolation_resolves_plain_values_and_keeps_quoted_strings() {
+        let (root, _) =
+            parse("port: ${PORT}\npassword: \"${SECRET}\"\n${HOST}: k\nlist: [a, '$${x}']\n");
+        let mut root = root.unwrap();
+        let (interpolated, errors) = interpolate_tree(&mut root, &env);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            root.to_json(),
+            json!({"port": 6380, "password": "12345", "${HOST}": "k", "list": ["a", "${x}"]})
+        );
+        let mut pointers: Vec<_> = interpolated.into_iter().collect();
+        pointers.sort();
+        assert_eq!(pointers, vec!["/list/1", "/password", "/port"]);
+    }
+
+    #[test]
+    fn tree_errors_point_at_the_reference() {
+        let (root, _) = parse("a:\n  b: 'x ${NOPE}'\n");
+        let mut root = root.unwrap();
+        let (_, errors) = interpolate_tree(&mut root, &env);
+        assert_eq!(errors[0].pointer, "/a/b");
+        assert_eq!(errors[0].position, Position { line: 2, column: 9 });
+    }
+}
