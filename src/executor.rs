@@ -1,1 +1,0 @@
-//! The generic stage executor (placeholder until it lands).

@@ -1,0 +1,437 @@
+//! The generic stage executor: runs one pipeline's source, transforms and sink as
+//! tokio tasks joined by bounded channels of [`Batch`]es, and sums up the run.
+//!
+//! - Backpressure: every channel holds [`CHANNEL_CAPACITY`] batches; a slow sink makes
+//!   the transforms wait, which makes the source wait, so memory stays flat.
+//! - Downstream stages end when their input closes; a transform's `apply` (CPU work,
+//!   e.g. template rendering) runs on tokio's blocking pool, one batch at a time.
+//! - The sink is opened first, so a bad target fails the run before any read.
+//! - Cancellation (Ctrl-C, SIGTERM, given by the caller as a token) stops the source;
+//!   what is in flight drains through the transforms and the sink, and the sink's
+//!   `finish` is told the run is incomplete (no stale deletion).
+//! - A fatal error in any stage stops the others the same way; the first error is the
+//!   one reported.
+//!
+//! The executor knows nothing of Redis, templates or Elasticsearch: it only speaks to
+//! the stage enums of [`crate::stages`].
+
+pub mod progress;
+pub mod summary;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde_json::{Map, Value as Json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use progress::{LiveCounters, NoProgress, Progress};
+pub use summary::{PipelineSummary, StageSummary, Status};
+
+use crate::config::model::{Pipeline, SinkConfig};
+use crate::dead_letter::DeadLetter;
+use crate::record::Batch;
+use crate::stages::{
+    FieldError, RunOptions, Sink, SinkReport, Source, SourceReport, StageContext, Transform, UpstreamOutcome,
+};
+
+/// Batches each channel between two stages holds before the sender waits.
+pub const CHANNEL_CAPACITY: usize = 4;
+
+/// The dead-letter file of a pipeline: `dead_letter:` or `<name>.dead-letter.ndjson`.
+pub fn dead_letter_path(pipeline: &Pipeline) -> PathBuf {
+    pipeline
+        .dead_letter
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.dead-letter.ndjson", pipeline.name)))
+}
+
+/// The first fatal error of a run, and the stage it came from.
+#[derive(Default)]
+struct FirstError(Mutex<Option<(String, anyhow::Error)>>);
+
+impl FirstError {
+    /// Keeps the error when it is the first; later ones are consequences, logged only.
+    fn record(&self, stage: &str, error: anyhow::Error, stop: &CancellationToken) {
+        let mut first = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            tracing::error!(stage, "{error:#}");
+            *first = Some((stage.to_owned(), error));
+        } else {
+            tracing::debug!(stage, "after the first error: {error:#}");
+        }
+        stop.cancel();
+    }
+
+    fn take(&self) -> Option<String> {
+        let first = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        first.map(|(stage, error)| format!("{stage}: {error:#}"))
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+/// Runs one pipeline to its end and returns its summary.
+///
+/// `cancel` is the caller's shutdown signal (Ctrl-C / SIGTERM). Errors of the run
+/// itself (a stage failing) are in the summary (`status`, `error`); `Err` means the
+/// pipeline's stages could not be built (an invalid configuration).
+pub async fn run_pipeline(
+    pipeline: &Pipeline,
+    options: RunOptions,
+    cancel: CancellationToken,
+    progress: &dyn Progress,
+) -> anyhow::Result<PipelineSummary> {
+    let started = Instant::now();
+    let (source, transforms, mut sink) = build_stages(pipeline)?;
+    let dry_run = options.dry_run;
+    let sample = if dry_run { options.sample } else { 0 };
+
+    let dead_letter = DeadLetter::new(dead_letter_path(pipeline));
+    let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
+    // A child token: a fatal error here stops this pipeline, not the caller's others.
+    let stop = cancel.child_token();
+    root.cancel = stop.clone();
+    let source_ctx = root.for_stage("source");
+    let mut sink_ctx = root.for_stage("sink");
+    let mut dead_letters = vec![dead_letter];
+    if let Some(path) = sink_dead_letter(&pipeline.sink) {
+        if path != dead_letters[0].path() {
+            sink_ctx.dead_letter = DeadLetter::new(path);
+            dead_letters.push(sink_ctx.dead_letter.clone());
+        }
+    }
+    let transform_ctxs: Vec<StageContext> = (0..transforms.len())
+        .map(|i| root.for_stage(&format!("transforms[{i}]")))
+        .collect();
+    let first_error = Arc::new(FirstError::default());
+
+    let mut run = Run {
+        pipeline,
+        started,
+        dry_run,
+        source_ctx: source_ctx.clone(),
+        transform_ctxs: transform_ctxs.clone(),
+        sink_ctx: sink_ctx.clone(),
+        dead_letters,
+        samples: Vec::new(),
+    };
+
+    if let Err(error) = sink.open(&sink_ctx).await.context("cannot open the sink") {
+        first_error.record("sink", error, &stop);
+        return Ok(run.summary(SourceReport::default(), None, first_error.take(), cancel.is_cancelled()));
+    }
+
+    progress.started(
+        &pipeline.name,
+        LiveCounters {
+            source: source_ctx.counters.clone(),
+            sink: sink_ctx.counters.clone(),
+            estimated_total: source_ctx.estimated_total.clone(),
+        },
+    );
+
+    // source -> transforms[0] -> ... -> (sample tap) -> sink
+    let (source_tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
+    let source_task = {
+        let first_error = first_error.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            match source.run(source_tx, source_ctx).await {
+                Ok(report) => Some(report),
+                Err(error) => {
+                    first_error.record("source", error, &stop);
+                    None
+                }
+            }
+        })
+    };
+    let mut transform_tasks = Vec::new();
+    for (transform, ctx) in transforms.into_iter().zip(transform_ctxs) {
+        let (tx, next_rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
+        transform_tasks.push(spawn_transform(
+            Arc::new(transform),
+            ctx,
+            rx,
+            tx,
+            first_error.clone(),
+            stop.clone(),
+        ));
+        rx = next_rx;
+    }
+    let tap_task = if sample > 0 {
+        let (tx, next_rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
+        let task = spawn_sample_tap(rx, tx, sample, sink_ctx.run_timestamp.clone());
+        rx = next_rx;
+        Some(task)
+    } else {
+        None
+    };
+    let sink_task: JoinHandle<(Sink, anyhow::Result<()>)> = {
+        let ctx = sink_ctx.clone();
+        tokio::spawn(async move {
+            let result = sink.consume(rx, &ctx).await;
+            (sink, result)
+        })
+    };
+
+    let source_report = join(source_task, "source", &first_error, &stop).await.flatten();
+    for (i, task) in transform_tasks.into_iter().enumerate() {
+        join(task, &format!("transforms[{i}]"), &first_error, &stop).await;
+    }
+    if let Some(task) = tap_task {
+        if let Some(samples) = join(task, "sample", &first_error, &stop).await {
+            run.samples = samples;
+        }
+    }
+    let sink_report = match join(sink_task, "sink", &first_error, &stop).await {
+        Some((sink, consumed)) => {
+            if let Err(error) = consumed {
+                first_error.record("sink", error, &stop);
+            }
+            let interrupted = cancel.is_cancelled();
+            let complete = source_report.is_some() && !first_error.is_set() && !interrupted;
+            match sink.finish(UpstreamOutcome { complete }, &sink_ctx).await {
+                Ok(report) => Some(report),
+                Err(error) => {
+                    first_error.record("sink", error.context("cannot finish the sink"), &stop);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    progress.finished(&pipeline.name);
+    Ok(run.summary(
+        source_report.unwrap_or_default(),
+        sink_report,
+        first_error.take(),
+        cancel.is_cancelled(),
+    ))
+}
+
+/// Builds every stage; all configuration errors together.
+fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, Sink)> {
+    let mut errors: Vec<String> = Vec::new();
+    let mut push = |prefix: &str, list: Vec<FieldError>| {
+        errors.extend(
+            list.into_iter()
+                .map(|e| format!("{prefix}{}: {}", e.pointer, e.message)),
+        );
+    };
+    let source = Source::build(&pipeline.source).map_err(|e| push("/source", e)).ok();
+    let mut transforms = Vec::new();
+    for (i, config) in pipeline.transforms.iter().enumerate() {
+        match Transform::build(config) {
+            Ok(t) => transforms.push(t),
+            Err(e) => push(&format!("/transforms/{i}"), e),
+        }
+    }
+    let sink = Sink::build(&pipeline.sink).map_err(|e| push("/sink", e)).ok();
+    match (source, sink) {
+        (Some(source), Some(sink)) if errors.is_empty() => Ok((source, transforms, sink)),
+        _ => anyhow::bail!("pipeline `{}` is invalid: {}", pipeline.name, errors.join("; ")),
+    }
+}
+
+/// The sink's own dead-letter file, when its configuration names one.
+fn sink_dead_letter(config: &SinkConfig) -> Option<PathBuf> {
+    match config {
+        SinkConfig::Elasticsearch(es) => es.dead_letter.clone(),
+        SinkConfig::Ndjson(_) => None,
+    }
+}
+
+/// One transform task: applies the transform to each batch on the blocking pool and
+/// passes the result on; ends when its input closes or its output is gone.
+fn spawn_transform(
+    transform: Arc<Transform>,
+    ctx: StageContext,
+    mut input: mpsc::Receiver<Batch>,
+    output: mpsc::Sender<Batch>,
+    first_error: Arc<FirstError>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(batch) = input.recv().await {
+            ctx.counters.add_received(batch.len() as u64);
+            let busy = Instant::now();
+            let (transform_ref, ctx_ref) = (transform.clone(), ctx.clone());
+            let applied = tokio::task::spawn_blocking(move || transform_ref.apply(batch, &ctx_ref)).await;
+            ctx.counters.add_busy(busy.elapsed());
+            let batch = match applied {
+                Ok(batch) => batch,
+                Err(panic) => {
+                    first_error.record(&ctx.stage, anyhow::anyhow!("the transform panicked: {panic}"), &stop);
+                    return;
+                }
+            };
+            ctx.counters.add_out(batch.len() as u64);
+            if !batch.is_empty() && output.send(batch).await.is_err() {
+                // The sink is gone (it failed); its error is the one reported.
+                return;
+            }
+        }
+    })
+}
+
+/// Passes batches on unchanged and keeps the first `n` documents, as the sink will
+/// see them (`_id`, `_index` when set, then the body).
+fn spawn_sample_tap(
+    mut input: mpsc::Receiver<Batch>,
+    output: mpsc::Sender<Batch>,
+    n: usize,
+    timestamp: Arc<str>,
+) -> JoinHandle<Vec<Json>> {
+    tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while let Some(batch) = input.recv().await {
+            for record in batch.iter().take(n.saturating_sub(samples.len())) {
+                let document = record.document_or_default(&timestamp);
+                let mut shown = Map::new();
+                shown.insert("_id".into(), Json::String(document.id.clone()));
+                if let Some(index) = &document.index {
+                    shown.insert("_index".into(), Json::String(index.clone()));
+                }
+                shown.extend(document.body.iter().map(|(k, v)| (k.clone(), v.clone())));
+                samples.push(Json::Object(shown));
+            }
+            if output.send(batch).await.is_err() {
+                break;
+            }
+        }
+        samples
+    })
+}
+
+/// Awaits a stage task; a panic is that stage's fatal error.
+async fn join<T>(task: JoinHandle<T>, stage: &str, first_error: &FirstError, stop: &CancellationToken) -> Option<T> {
+    match task.await {
+        Ok(value) => Some(value),
+        Err(error) => {
+            first_error.record(stage, anyhow::anyhow!("the stage task failed: {error}"), stop);
+            None
+        }
+    }
+}
+
+/// What the summary is computed from.
+struct Run<'a> {
+    pipeline: &'a Pipeline,
+    started: Instant,
+    dry_run: bool,
+    source_ctx: StageContext,
+    transform_ctxs: Vec<StageContext>,
+    sink_ctx: StageContext,
+    dead_letters: Vec<DeadLetter>,
+    samples: Vec<Json>,
+}
+
+impl Run<'_> {
+    fn summary(
+        &mut self,
+        source: SourceReport,
+        sink: Option<SinkReport>,
+        fatal: Option<String>,
+        interrupted: bool,
+    ) -> PipelineSummary {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let mut stages = vec![StageSummary {
+            stage: "source".into(),
+            counters: self.source_ctx.counters.snapshot(),
+        }];
+        stages.extend(self.transform_ctxs.iter().map(|ctx| StageSummary {
+            stage: ctx.stage.clone(),
+            counters: ctx.counters.snapshot(),
+        }));
+        let sink_counters = self.sink_ctx.counters.snapshot();
+        stages.push(StageSummary {
+            stage: "sink".into(),
+            counters: sink_counters.clone(),
+        });
+
+        let source_counters = &stages[0].counters;
+        let read = source_counters.received + source_counters.skipped;
+        let mut skipped_reasons = std::collections::BTreeMap::new();
+        let (mut filtered, mut skipped, mut failed) = (0, 0, 0);
+        for stage in &stages {
+            filtered += stage.counters.filtered;
+            skipped += stage.counters.skipped;
+            for (reason, n) in &stage.counters.skipped_reasons {
+                *skipped_reasons.entry(reason.clone()).or_insert(0) += n;
+            }
+        }
+        // The sink's written and failed come from its report; its counters stand in
+        // when `finish` failed.
+        for stage in &stages[..stages.len() - 1] {
+            failed += stage.counters.failed;
+        }
+        let report = sink.unwrap_or_else(|| SinkReport {
+            written: sink_counters.out,
+            failed: sink_counters.failed,
+            ..SinkReport::default()
+        });
+        failed += report.failed.max(sink_counters.failed);
+        let written = report.written;
+        let accounted = written + filtered + skipped + failed;
+        // Records lost in flight are expected only when a stage failed fatally.
+        let not_processed = if fatal.is_some() {
+            read.saturating_sub(accounted)
+        } else {
+            0
+        };
+        let counts_add_up = read == accounted + not_processed;
+        if !counts_add_up {
+            tracing::error!(
+                pipeline = %self.pipeline.name,
+                read, written, filtered, skipped, failed,
+                "BUG: the counts do not add up: read != written + filtered + skipped + failed"
+            );
+        }
+        let mut notes = source.notes.clone();
+        notes.extend(report.notes.iter().cloned());
+        let error = fatal.or_else(|| report.error.clone());
+        let status = if error.is_some() || !counts_add_up {
+            Status::Failed
+        } else if interrupted {
+            Status::Interrupted
+        } else if failed > 0 {
+            Status::Failed
+        } else {
+            Status::Ok
+        };
+        PipelineSummary {
+            pipeline: self.pipeline.name.clone(),
+            dry_run: self.dry_run,
+            status,
+            read,
+            written,
+            filtered,
+            skipped,
+            skipped_reasons,
+            failed,
+            not_processed,
+            deleted_stale: report.deleted_stale,
+            stale_found: report.stale_found,
+            seconds,
+            docs_per_second: if seconds > 0.0 { written as f64 / seconds } else { 0.0 },
+            dead_letter: self
+                .dead_letters
+                .iter()
+                .filter(|d| d.written() > 0)
+                .map(DeadLetter::path)
+                .collect(),
+            keys: source.keys,
+            notes,
+            error,
+            counts_add_up,
+            stages,
+            samples: std::mem::take(&mut self.samples),
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The summary of one pipeline run: what was read, written, filtered, skipped,
+//! failed and deleted, how long it took; as JSON (`--summary-json`) and as text.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::stats::CountersSnapshot;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Everything read was written, filtered or skipped; nothing failed.
+    Ok,
+    /// Documents failed, a stage failed fatally, or the sink reported an error.
+    Failed,
+    /// Stopped by Ctrl-C / SIGTERM: what was read was drained, stale deletion skipped.
+    Interrupted,
+}
+
+/// The counters of one stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSummary {
+    /// `source`, `transforms[0]`, `sink`.
+    pub stage: String,
+    #[serde(flatten)]
+    pub counters: CountersSnapshot,
+}
+
+/// The summary of one pipeline run. `read = written + filtered + skipped + failed`
+/// holds in every summary of a run that was not stopped by a fatal error; when a
+/// stage fails fatally, `not_processed` counts the records lost in flight.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineSummary {
+    pub pipeline: String,
+    pub dry_run: bool,
+    pub status: Status,
+    /// Keys read from the source (including the skipped ones).
+    pub read: u64,
+    /// Documents written (in a dry run: that would be written).
+    pub written: u64,
+    /// Records dropped by filter rules.
+    pub filtered: u64,
+    /// Records not processed, for a reason (see `skipped_reasons`).
+    pub skipped: u64,
+    pub skipped_reasons: BTreeMap<String, u64>,
+    /// Records that failed and went to the dead-letter file.
+    pub failed: u64,
+    /// Records read but neither written nor accounted for because the run stopped.
+    pub not_processed: u64,
+    /// Documents deleted as stale.
+    pub deleted_stale: u64,
+    /// Stale documents found (in a dry run: that would be deleted).
+    pub stale_found: u64,
+    pub seconds: f64,
+    /// Documents written per second.
+    pub docs_per_second: f64,
+    /// Dead-letter files that received entries in this run.
+    pub dead_letter: Vec<PathBuf>,
+    /// Keys read, by database then Redis type.
+    pub keys: BTreeMap<u32, BTreeMap<String, u64>>,
+    /// Notes from the stages (fallbacks used, index created, mapping checks).
+    pub notes: Vec<String>,
+    /// Why the run failed, when it did (fatal error or the sink's error).
+    pub error: Option<String>,
+    /// Whether `read = written + filtered + skipped + failed + not_processed`.
+    pub counts_add_up: bool,
+    pub stages: Vec<StageSummary>,
+    /// Rendered documents (dry run with `--sample`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<Json>,
+}
+
+impl PipelineSummary {
+    /// Whether the run should make the process exit non-zero.
+    pub fn is_failure(&self) -> bool {
+        self.status != Status::Ok
+    }
+}
+
+impl fmt::Display for PipelineSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        let status = match self.status {
+            Status::Ok => "ok",
+            Status::Failed => "FAILED",
+            Status::Interrupted => "INTERRUPTED",
+        };
+        let dry = if self.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "pipeline {}: {status}{dry} in {:.2} s, {:.0} docs/s",
+            self.pipeline, self.seconds, self.docs_per_second
+        );
+        let written = if self.dry_run { "would write" } else { "written" };
+        let mut line = format!(
+            "  read {} = {written} {} + filtered {} + skipped {} + failed {}",
+            self.read, self.written, self.filtered, self.skipped, self.failed
+        );
+        if self.not_processed > 0 {
+            let _ = write!(line, " + not processed {}", self.not_processed);
+        }
+        let _ = writeln!(out, "{line}");
+        if !self.skipped_reasons.is_empty() {
+            let reasons: Vec<String> = self.skipped_reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let _ = writeln!(out, "  skipped: {}", reasons.join(", "));
+        }
+        if self.dry_run {
+            let _ = writeln!(out, "  stale documents that would be deleted: {}", self.stale_found);
+        } else if self.deleted_stale > 0 || self.stale_found > 0 {
+            let _ = writeln!(
+                out,
+                "  deleted as stale: {} (found {})",
+                self.deleted_stale, self.stale_found
+            );
+        }
+        if self.dry_run && !self.keys.is_empty() {
+            let _ = writeln!(out, "  keys per database and type:");
+            for (db, types) in &self.keys {
+                let types: Vec<String> = types.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                let _ = writeln!(out, "    db {db}: {}", types.join(", "));
+            }
+        }
+        if self.failed > 0 {
+            let paths: Vec<String> = self.dead_letter.iter().map(|p| p.display().to_string()).collect();
+            let _ = writeln!(out, "  {} documents failed; see {}", self.failed, paths.join(", "));
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
+        if self.status == Status::Interrupted {
+            let _ = writeln!(
+                out,
+                "  interrupted: stopped reading, drained what was in flight, skipped stale deletion"
+            );
+        }
+        if let Some(error) = &self.error {
+            let _ = writeln!(out, "  error: {error}");
+        }
+        if !self.counts_add_up {
+            let _ = writeln!(
+                out,
+                "  BUG: the counts do not add up (read {} != written + filtered + skipped + failed {}); please report it",
+                self.read,
+                self.written + self.filtered + self.skipped + self.failed + self.not_processed
+            );
+        }
+        if !self.samples.is_empty() {
+            let _ = writeln!(out, "  sample documents ({}):", self.samples.len());
+            for sample in &self.samples {
+                let pretty = serde_json::to_string_pretty(sample).unwrap_or_default();
+                for text in pretty.lines() {
+                    let _ = writeln!(out, "    {text}");
+                }
+            }
+        }
+        f.write_str(out.trim_end_matches('\n'))
+    }
+}
