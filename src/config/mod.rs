@@ -7,6 +7,7 @@ pub mod glob;
 pub mod interpolate;
 pub mod locate;
 pub mod model;
+pub mod schema;
 pub mod suggest;
 pub mod units;
 pub mod yaml;
