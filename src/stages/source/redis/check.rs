@@ -1,0 +1,158 @@
+//! Checking a Redis source's configuration before anything connects (pure, no I/O):
+//! rules, globs, TLS files, credentials and tuning values, every problem at once.
+
+use crate::config::glob::check_redis_glob;
+use crate::config::model::RedisSourceConfig;
+use crate::stages::FieldError;
+
+use super::scan::ScanSpec;
+
+/// Checks `config` and returns the rules as scans (empty when there are no rules).
+pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if config.host.trim().is_empty() {
+        errors.push(FieldError::new(
+            "/host",
+            "`host` is empty: give the Redis server's host name or IP",
+        ));
+    }
+    if config.port == 0 {
+        errors.push(FieldError::new(
+            "/port",
+            "`port` must be between 1 and 65535",
+        ));
+    }
+    if config.password.is_some() && config.password_file.is_some() {
+        errors.push(FieldError::new(
+            "/password_file",
+            "give `password` or `password_file`, not both",
+        ));
+    }
+    let tls = &config.tls;
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => errors.push(FieldError::new(
+            "/tls/cert_file",
+            "`cert_file` needs `key_file` (the client certificate's private key) for mutual TLS",
+        )),
+        (None, Some(_)) => errors.push(FieldError::new(
+            "/tls/key_file",
+            "`key_file` needs `cert_file` (the client certificate) for mutual TLS",
+        )),
+        _ => {}
+    }
+    let tls_details = tls.ca_file.is_some()
+        || tls.cert_file.is_some()
+        || tls.key_file.is_some()
+        || tls.insecure_skip_verify;
+    if tls_details && !tls.enabled {
+        errors.push(FieldError::new(
+            "/tls/enabled",
+            "TLS settings are given but `enabled` is false: set `enabled: true` or remove them",
+        ));
+    }
+    for (field, value) in [
+        ("scan_count", config.scan_count),
+        ("pages_in_flight", config.pages_in_flight),
+        ("chunk_size", config.chunk_size),
+    ] {
+        if value == 0 {
+            errors.push(FieldError::new(
+                format!("/{field}"),
+                format!("`{field}` must be at least 1"),
+            ));
+        }
+    }
+    if config.max_value_bytes.0 == 0 {
+        errors.push(FieldError::new(
+            "/max_value_bytes",
+            "`max_value_bytes` must be more than 0",
+        ));
+    }
+    if config.timeout.0.is_zero() {
+        errors.push(FieldError::new("/timeout", "`timeout` must be more than 0"));
+    }
+    let mut specs = Vec::new();
+    for (i, rule) in config.rules.iter().enumerate() {
+        if rule.key_pattern.is_none() && rule.key_type.is_none() {
+            errors.push(FieldError::new(
+                format!("/rules/{i}"),
+                "a rule needs `key_pattern`, `_type` or both (it selects nothing otherwise)",
+            ));
+            continue;
+        }
+        if let Some(pattern) = &rule.key_pattern {
+            if let Err(message) = check_redis_glob(pattern) {
+                errors.push(FieldError::new(format!("/rules/{i}/key_pattern"), message));
+                continue;
+            }
+        }
+        let spec = ScanSpec {
+            database: rule.database,
+            pattern: rule.key_pattern.clone(),
+            key_type: rule.key_type,
+        };
+        // The same rule twice reads the same keys twice for nothing.
+        if !specs.contains(&spec) {
+            specs.push(spec);
+        }
+    }
+    if errors.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> RedisSourceConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn pointers(result: Result<Vec<ScanSpec>, Vec<FieldError>>) -> Vec<String> {
+        result.unwrap_err().into_iter().map(|e| e.pointer).collect()
+    }
+
+    #[test]
+    fn a_rule_needs_a_pattern_or_a_type() {
+        let c = config("host: h\nrules:\n  - {database: 0, key_pattern: 'a*'}\n  - {database: 1}\n  - {database: 2, _type: SET}\n");
+        assert_eq!(pointers(check(&c)), vec!["/rules/1"]);
+    }
+
+    #[test]
+    fn bad_globs_are_reported_at_the_rule_pattern() {
+        let c = config("host: h\nrules:\n  - {database: 0, key_pattern: 'test[12'}\n");
+        let errors = check(&c).unwrap_err();
+        assert_eq!(errors[0].pointer, "/rules/0/key_pattern");
+    }
+
+    #[test]
+    fn mutual_tls_needs_both_files_and_tls_enabled() {
+        let c = config("host: h\ntls: {cert_file: c.pem}\n");
+        assert_eq!(pointers(check(&c)), vec!["/tls/cert_file", "/tls/enabled"]);
+        let c = config("host: h\ntls: {enabled: true, key_file: k.pem}\n");
+        assert_eq!(pointers(check(&c)), vec!["/tls/key_file"]);
+    }
+
+    #[test]
+    fn tuning_values_must_be_positive_and_every_error_is_reported() {
+        let c = config("host: ''\nscan_count: 0\npages_in_flight: 0\nchunk_size: 0\n");
+        assert_eq!(
+            pointers(check(&c)),
+            vec!["/host", "/scan_count", "/pages_in_flight", "/chunk_size"]
+        );
+    }
+
+    #[test]
+    fn rules_become_scans_and_exact_duplicates_collapse() {
+        let c = config(
+            "host: h\nrules:\n  - {database: 0, key_pattern: 'a*', _type: hash}\n  - {database: 0, key_pattern: 'a*', type: HASH}\n  - {database: 3, _type: JSON}\n",
+        );
+        let specs = check(&c).unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[1].database, 3);
+        assert_eq!(specs[1].key_type, Some(crate::record::KeyType::Json));
+    }
+}

@@ -1,0 +1,216 @@
+//! Which databases to read: `"*"` asks `CONFIG GET databases` and the size of each,
+//! falling back to `INFO keyspace` where `CONFIG` is renamed away or denied (managed
+//! Redis); a list is checked first, and every database that does not exist is named
+//! in one error before anything is read.
+
+use redis::aio::MultiplexedConnection;
+use redis::{RedisError, Value};
+
+use super::connect::{is_connection_error, Connector};
+use super::value;
+
+/// The databases chosen, and notes for the summary (fallbacks used).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    pub databases: Vec<u32>,
+    pub notes: Vec<String>,
+}
+
+/// Whether a server error means "this command is not available to us" (renamed away,
+/// unknown, or denied by ACL) rather than a failure worth stopping for.
+fn is_unavailable(error: &RedisError) -> bool {
+    let text = error.to_string();
+    text.contains("unknown command")
+        || text.contains("NOPERM")
+        || text.contains("unknown subcommand")
+}
+
+/// `CONFIG GET databases`, or `None` when `CONFIG` is not available to us.
+pub async fn database_count(
+    connector: &Connector,
+    control: &mut MultiplexedConnection,
+) -> anyhow::Result<Option<u32>> {
+    let reply: Result<Value, RedisError> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("databases")
+        .query_async(control)
+        .await;
+    match reply {
+        Ok(reply) => {
+            let pairs =
+                value::pairs(reply).map_err(|e| anyhow::anyhow!("CONFIG GET databases: {e}"))?;
+            Ok(pairs
+                .into_iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(b"databases"))
+                .and_then(|(_, count)| std::str::from_utf8(&count).ok()?.parse().ok()))
+        }
+        Err(error) if !is_connection_error(&error) && is_unavailable(&error) => Ok(None),
+        Err(error) => Err(anyhow::anyhow!(
+            connector.describe(&error, "CONFIG GET databases")
+        )),
+    }
+}
+
+/// Parses `INFO keyspace`: `(database, keys)` for every database that holds keys.
+pub fn parse_keyspace(info: &str) -> Vec<(u32, u64)> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.trim().split_once(':')?;
+            let db: u32 = name.strip_prefix("db")?.parse().ok()?;
+            let keys = fields
+                .split(',')
+                .find_map(|field| field.strip_prefix("keys="))
+                .and_then(|n| n.parse().ok())?;
+            Some((db, keys))
+        })
+        .collect()
+}
+
+async fn keyspace(
+    connector: &Connector,
+    control: &mut MultiplexedConnection,
+) -> anyhow::Result<Vec<(u32, u64)>> {
+    let info: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query_async(control)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(connector.describe(
+                &e,
+                "INFO keyspace (to list the databases for `database: \"*\"`)"
+            ))
+        })?;
+    Ok(parse_keyspace(&info))
+}
+
+/// `DBSIZE` of databases `0..count`, through `SELECT`; `None` when `SELECT` is denied.
+async fn sizes_by_select(
+    connector: &Connector,
+    control: &mut MultiplexedConnection,
+    count: u32,
+) -> anyhow::Result<Option<Vec<(u32, u64)>>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for db in 0..count {
+        pipe.cmd("SELECT").arg(db).cmd("DBSIZE");
+    }
+    pipe.cmd("SELECT").arg(0);
+    let replies: Vec<Value> = pipe
+        .query_async(control)
+        .await
+        .map_err(|e| anyhow::anyhow!(connector.describe(&e, "DBSIZE of every database")))?;
+    let mut sizes = Vec::new();
+    for (db, pair) in (0..count).zip(replies.chunks(2)) {
+        if pair.iter().any(|v| matches!(v, Value::ServerError(_))) {
+            return Ok(None);
+        }
+        let keys = value::int(&pair[1]).ok().flatten().unwrap_or(0).max(0) as u64;
+        sizes.push((db, keys));
+    }
+    Ok(Some(sizes))
+}
+
+/// `"*"`: every database that holds keys, in order.
+pub async fn resolve_all(
+    connector: &Connector,
+    control: &mut MultiplexedConnection,
+) -> anyhow::Result<Resolved> {
+    if let Some(count) = database_count(connector, control).await? {
+        if let Some(sizes) = sizes_by_select(connector, control, count).await? {
+            let databases = sizes
+                .into_iter()
+                .filter(|(_, keys)| *keys > 0)
+                .map(|(db, _)| db)
+                .collect();
+            return Ok(Resolved {
+                databases,
+                notes: Vec::new(),
+            });
+        }
+    }
+    let databases = keyspace(connector, control)
+        .await?
+        .into_iter()
+        .map(|(db, _)| db)
+        .collect();
+    Ok(Resolved {
+        databases,
+        notes: vec!["CONFIG is not available on this server: the databases holding keys were found with INFO keyspace".into()],
+    })
+}
+
+/// Checks that every database of `listed` exists; the error names all that do not.
+pub async fn check_listed(
+    connector: &Connector,
+    control: &mut MultiplexedConnection,
+    listed: &[u32],
+) -> anyhow::Result<()> {
+    if let Some(count) = database_count(connector, control).await? {
+        let bad: Vec<u32> = listed.iter().copied().filter(|db| *db >= count).collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        return Err(anyhow::anyhow!(
+            "Redis at {} has no {} {} (it has {count} databases, 0 to {})",
+            connector.endpoint(),
+            if bad.len() == 1 {
+                "database"
+            } else {
+                "databases"
+            },
+            join(&bad),
+            count.saturating_sub(1)
+        ));
+    }
+    // Without CONFIG, ask SELECT itself.
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for db in listed {
+        pipe.cmd("SELECT").arg(*db);
+    }
+    pipe.cmd("SELECT").arg(0);
+    let replies: Vec<Value> = pipe
+        .query_async(control)
+        .await
+        .map_err(|e| anyhow::anyhow!(connector.describe(&e, "SELECT (to check the databases)")))?;
+    let bad: Vec<u32> = listed
+        .iter()
+        .zip(&replies)
+        .filter(|(_, reply)| matches!(reply, Value::ServerError(e) if e.details().unwrap_or("").contains("out of range")))
+        .map(|(db, _)| *db)
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "Redis at {} has no {} {} (SELECT: DB index is out of range)",
+            connector.endpoint(),
+            if bad.len() == 1 {
+                "database"
+            } else {
+                "databases"
+            },
+            join(&bad)
+        ))
+    }
+}
+
+fn join(dbs: &[u32]) -> String {
+    dbs.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_lists_databases_with_their_key_counts() {
+        let info =
+            "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb12:keys=40,expires=0,avg_ttl=0\r\n";
+        assert_eq!(parse_keyspace(info), vec![(0, 3), (12, 40)]);
+        assert_eq!(parse_keyspace("# Keyspace\r\n"), vec![]);
+    }
+}

@@ -1,0 +1,115 @@
+//! Reading one database: its scans one after the other, each a stream of SCAN pages
+//! whose values are fetched `pages_in_flight` at a time (SCAN and fetch overlap),
+//! each page sent on as one batch. Keys selected by two rules are sent once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+
+use super::fetch::{fetch_page, FetchSettings, Skips};
+use super::reconnect::DbConnection;
+use super::scan::{ScanSpec, Scanner};
+use crate::record::Batch;
+use crate::stages::StageContext;
+
+/// How one database is read.
+#[derive(Debug, Clone)]
+pub struct ReadSettings {
+    pub fetch: FetchSettings,
+    pub scan_count: u32,
+    pub pages_in_flight: u32,
+}
+
+/// What reading one database gave.
+#[derive(Debug, Default)]
+pub struct DatabaseReport {
+    /// Keys sent, by Redis type name.
+    pub keys: BTreeMap<String, u64>,
+    pub skips: Skips,
+}
+
+/// Reads every scan of one database, sending each page's records on `out`.
+/// Returns early (with what was read) when `ctx.cancel` fires or `out` is closed.
+pub async fn read_database(
+    connection: Arc<DbConnection>,
+    specs: Vec<ScanSpec>,
+    settings: Arc<ReadSettings>,
+    out: mpsc::Sender<Batch>,
+    ctx: StageContext,
+) -> anyhow::Result<DatabaseReport> {
+    let mut report = DatabaseReport::default();
+    // Only rules of the same database can overlap; one walk needs no memory of keys.
+    let dedupe = specs.len() > 1;
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    for spec in specs {
+        let key_type = spec.key_type;
+        let scanner = Scanner::new(spec, settings.scan_count, &connection);
+        let walk = futures::stream::try_unfold(
+            (scanner, connection.clone()),
+            |(mut scanner, connection)| async move {
+                Ok::<_, anyhow::Error>(
+                    scanner
+                        .next_page(&connection)
+                        .await?
+                        .map(|keys| (keys, (scanner, connection))),
+                )
+            },
+        );
+        let seen = &mut seen;
+        let connection = &connection;
+        let settings = &settings;
+        let pages = walk
+            .map_ok(move |mut keys| {
+                if dedupe {
+                    keys.retain(|key| seen.insert(key.clone()));
+                }
+                keys
+            })
+            .try_filter(|keys| std::future::ready(!keys.is_empty()))
+            .map_ok(|keys| fetch_page(connection, &settings.fetch, keys, key_type))
+            .try_buffered(settings.pages_in_flight.max(1) as usize);
+        let mut pages = std::pin::pin!(pages);
+        loop {
+            let started = Instant::now();
+            let next = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return Ok(report),
+                next = pages.next() => next,
+            };
+            let Some(page) = next.transpose()? else { break };
+            for (reason, n) in page.skips.reasons() {
+                ctx.counters.add_skipped(reason, n);
+            }
+            report.skips.vanished += page.skips.vanished;
+            report.skips.too_large += page.skips.too_large;
+            report.skips.unsupported_type += page.skips.unsupported_type;
+            report.skips.json_module_missing += page.skips.json_module_missing;
+            ctx.counters.add_busy(started.elapsed());
+            if page.records.is_empty() {
+                continue;
+            }
+            let mut by_type: BTreeMap<&'static str, u64> = BTreeMap::new();
+            for record in &page.records {
+                *by_type.entry(record.key_type.redis_name()).or_default() += 1;
+            }
+            let n = page.records.len() as u64;
+            let sent = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return Ok(report),
+                sent = out.send(page.records) => sent,
+            };
+            if sent.is_err() {
+                // The next stage has stopped; the executor reports why.
+                return Ok(report);
+            }
+            ctx.counters.add_received(n);
+            for (name, count) in by_type {
+                *report.keys.entry(name.to_owned()).or_default() += count;
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,165 @@
+//! One database's connection that survives drops: a command that fails because the
+//! connection is gone is retried on a new connection (bounded retries with backoff),
+//! and a server restart (a new `run_id`) is noticed so the scan can start over.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::RedisResult;
+
+use super::connect::{is_connection_error, is_loading, Connector};
+
+/// How long to keep trying to get a connection back before the run fails.
+pub const RECONNECT_BUDGET: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A connection to one database that reconnects on I/O errors.
+pub struct DbConnection {
+    connector: Arc<Connector>,
+    db: u32,
+    current: Mutex<(u64, MultiplexedConnection)>,
+    reconnecting: tokio::sync::Mutex<()>,
+    run_id: Mutex<Option<String>>,
+    /// Bumped each time the server is found restarted (or cannot be told apart from one).
+    restarts: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl DbConnection {
+    /// Connects to `db`.
+    pub async fn open(connector: Arc<Connector>, db: u32) -> anyhow::Result<DbConnection> {
+        let mut connection = connector.connect(db).await?;
+        let run_id = server_run_id(&mut connection).await;
+        Ok(DbConnection {
+            connector,
+            db,
+            current: Mutex::new((0, connection)),
+            reconnecting: tokio::sync::Mutex::new(()),
+            run_id: Mutex::new(run_id),
+            restarts: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+        })
+    }
+
+    /// The database number.
+    pub fn db(&self) -> u32 {
+        self.db
+    }
+
+    /// The connector (for error messages).
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// How many times the server was found restarted since the start.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::SeqCst)
+    }
+
+    /// How many times the connection was replaced.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::SeqCst)
+    }
+
+    fn current(&self) -> (u64, MultiplexedConnection) {
+        let guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (guard.0, guard.1.clone())
+    }
+
+    /// Runs `op` on the connection; when the connection is lost (or the server is still
+    /// loading), waits, reconnects and runs it again, for at most [`RECONNECT_BUDGET`].
+    /// Other errors are returned as they are. `doing` names the action in errors.
+    pub async fn run<T, F, Fut>(&self, doing: &str, op: F) -> anyhow::Result<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let mut deadline: Option<Instant> = None;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let (generation, connection) = self.current();
+            let error = match op(connection).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            if !(is_connection_error(&error) || is_loading(&error)) {
+                return Err(anyhow::anyhow!(self.connector.describe(&error, doing)));
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + RECONNECT_BUDGET);
+            if Instant::now() >= deadline {
+                return Err(anyhow::anyhow!(
+                    "{} (gave up after retrying for {} s)",
+                    self.connector.describe(&error, doing),
+                    RECONNECT_BUDGET.as_secs()
+                ));
+            }
+            if is_loading(&error) {
+                tokio::time::sleep(backoff).await;
+            } else {
+                tracing::warn!(
+                    db = self.db,
+                    "lost the connection to Redis at {}: reconnecting",
+                    self.connector.endpoint()
+                );
+                self.reconnect(generation, deadline).await?;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Replaces the connection of `generation` (unless another task already did).
+    async fn reconnect(&self, generation: u64, deadline: Instant) -> anyhow::Result<()> {
+        let _one_at_a_time = self.reconnecting.lock().await;
+        if self.current().0 != generation {
+            return Ok(());
+        }
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.connector.try_connect(self.db).await {
+                Ok(mut connection) => {
+                    let run_id = server_run_id(&mut connection).await;
+                    {
+                        let mut known = self.run_id.lock().unwrap_or_else(|e| e.into_inner());
+                        // Without a run id (INFO denied) a restart cannot be ruled out.
+                        if run_id.is_none() || *known != run_id {
+                            self.restarts.fetch_add(1, Ordering::SeqCst);
+                        }
+                        *known = run_id;
+                    }
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
+                        (generation + 1, connection);
+                    self.reconnects.fetch_add(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Err(error) => {
+                    let retryable = is_connection_error(&error) || is_loading(&error);
+                    if !retryable || Instant::now() >= deadline {
+                        return Err(anyhow::anyhow!(
+                            "{} (after losing the connection while reading)",
+                            self.connector
+                                .describe(&error, &format!("reconnecting to db {}", self.db))
+                        ));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// The server's `run_id` (new at each start), or `None` when `INFO` is not allowed.
+async fn server_run_id(connection: &mut MultiplexedConnection) -> Option<String> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(connection)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+}
