@@ -1,27 +1,956 @@
-//! The Elasticsearch sink (placeholder until it lands).
+//! The Elasticsearch bulk sink stage: checks its configuration (pure), connects and
+//! prepares the target index, writes documents in concurrent bulk requests, and at the
+//! end of a complete run deletes stale documents and refreshes.
+//!
+//! Split by job: `client.rs` speaks HTTP to one or several nodes, `encoder.rs` writes
+//! bulk bodies, `retry.rs` decides what to retry, `service.rs` sends bulks and acts on
+//! the answers, `index.rs` sets indices up, `stale.rs` finds and deletes stale
+//! documents, `compat.rs` checks documents against a mapping in a dry run.
+//!
+//! Templated indices (`index: "redis-{{ database }}"`, or a template transform's
+//! `index`): each index is created at its first document. Stale deletion covers each
+//! index this run wrote to (plus the fixed `index` itself, even when the run wrote
+//! nothing to it); indices the template could name but this run never wrote to are
+//! left alone, since nothing says they are this pipeline's to clean.
 
+pub mod client;
+pub mod compat;
+pub mod encoder;
+pub mod index;
+pub mod retry;
+pub mod service;
+pub mod stale;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use elasticsearch::http::{Method, Url};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::config::model::ElasticsearchSinkConfig;
-use crate::record::Batch;
+use crate::dead_letter::{DeadLetter, DeadLetterEntry};
+use crate::document::default_document;
+use crate::record::{Batch, Record};
 use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
 
+use client::{Auth, EsClient, FailureKind};
+use encoder::{Bulk, SentBulk};
+use index::IndexState;
+use retry::RetryCounters;
+use service::BulkService;
+use stale::{IdSet, Mode};
+
+/// A partly filled bulk is sent when no record arrived for this long.
+const FLUSH_IDLE: Duration = Duration::from_millis(500);
+/// Problems of the dry-run mapping check shown in the summary.
+const MAX_DRY_RUN_PROBLEMS: usize = 10;
+
+/// The Elasticsearch sink.
 pub struct ElasticsearchSink {
     config: ElasticsearchSinkConfig,
+    urls: Vec<Url>,
+    target: Target,
+    running: Option<Running>,
+}
+
+/// Where documents go.
+enum Target {
+    Fixed(String),
+    /// The `index` template, compiled (named `index`).
+    Template(minijinja::Environment<'static>),
+}
+
+/// State of an opened sink.
+struct Running {
+    service: Arc<BulkService>,
+    server: String,
+    /// Every index seen this run, in the order first seen.
+    indices: Vec<IndexState>,
+    positions: HashMap<String, usize>,
+    /// Indices written to (by position in `indices`).
+    written: Vec<bool>,
+    ids: IdSet,
+    fatal: Option<String>,
+    /// Dry run: documents that would fail against an existing mapping.
+    dry_problems: Vec<String>,
+    dry_problem_count: u64,
+    /// Documents rejected before any request (bad index name or index template).
+    rejected_before: u64,
 }
 
 impl ElasticsearchSink {
+    /// Checks and compiles the configuration; no I/O.
     pub fn build(config: &ElasticsearchSinkConfig) -> Result<Self, Vec<FieldError>> {
-        Ok(ElasticsearchSink { config: config.clone() })
+        let mut errors = Vec::new();
+        let urls_text = config.url.to_vec();
+        let many = matches!(config.url, crate::config::model::OneOrMany::Many(_));
+        if urls_text.is_empty() {
+            errors.push(FieldError::new("/url", "give at least one Elasticsearch URL"));
+        }
+        let mut urls = Vec::new();
+        for (i, text) in urls_text.iter().enumerate() {
+            let pointer = if many { format!("/url/{i}") } else { "/url".to_owned() };
+            match parse_url(text) {
+                Ok(url) => urls.push(url),
+                Err(message) => errors.push(FieldError::new(pointer, message)),
+            }
+        }
+        let target = if config.index.contains("{{") || config.index.contains("{%") {
+            let mut env = minijinja::Environment::new();
+            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+            minijinja_contrib::add_to_environment(&mut env);
+            match env.add_template_owned("index", config.index.clone()) {
+                Ok(()) => Some(Target::Template(env)),
+                Err(e) => {
+                    errors.push(FieldError::new(
+                        "/index",
+                        format!("invalid index template: {}", template_error(&e)),
+                    ));
+                    None
+                }
+            }
+        } else {
+            match check_index_name(&config.index) {
+                Ok(()) => Some(Target::Fixed(config.index.clone())),
+                Err(message) => {
+                    errors.push(FieldError::new("/index", message));
+                    None
+                }
+            }
+        };
+        let has_password = config.password.is_some() || config.password_file.is_some();
+        let has_api_key = config.api_key.is_some() || config.api_key_file.is_some();
+        if config.username.is_some() && !has_password {
+            errors.push(FieldError::new(
+                "/username",
+                "username needs a password (password or password_file)",
+            ));
+        }
+        if has_password && config.username.is_none() {
+            let pointer = if config.password.is_some() {
+                "/password"
+            } else {
+                "/password_file"
+            };
+            errors.push(FieldError::new(pointer, "a password needs a username"));
+        }
+        if config.password.is_some() && config.password_file.is_some() {
+            errors.push(FieldError::new(
+                "/password_file",
+                "give password or password_file, not both",
+            ));
+        }
+        if config.api_key.is_some() && config.api_key_file.is_some() {
+            errors.push(FieldError::new(
+                "/api_key_file",
+                "give api_key or api_key_file, not both",
+            ));
+        }
+        if has_api_key && config.username.is_some() {
+            let pointer = if config.api_key.is_some() {
+                "/api_key"
+            } else {
+                "/api_key_file"
+            };
+            errors.push(FieldError::new(
+                pointer,
+                "use either an API key or username/password, not both",
+            ));
+        }
+        if config.bulk.max_docs == 0 {
+            errors.push(FieldError::new("/bulk/max_docs", "must be at least 1"));
+        }
+        if config.bulk.max_bytes.0 == 0 {
+            errors.push(FieldError::new("/bulk/max_bytes", "must be more than 0 bytes"));
+        }
+        if config.bulk.concurrency == 0 {
+            errors.push(FieldError::new("/bulk/concurrency", "must be at least 1"));
+        }
+        let fraction = config.delete_stale.max_fraction;
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            errors.push(FieldError::new(
+                "/delete_stale/max_fraction",
+                format!("must be more than 0 and at most 1 (a fraction of the index), not {fraction}"),
+            ));
+        }
+        if config.timeout.0.is_zero() {
+            errors.push(FieldError::new("/timeout", "must be more than 0"));
+        }
+        match (errors.is_empty(), target) {
+            (true, Some(target)) => Ok(ElasticsearchSink {
+                config: config.clone(),
+                urls,
+                target,
+                running: None,
+            }),
+            _ => Err(errors),
+        }
     }
-    pub async fn open(&mut self, _ctx: &StageContext) -> anyhow::Result<()> {
-        todo!("elasticsearch sink")
+
+    /// Connects (one request that names the server and its version), then checks the
+    /// fixed target index: its ownership marker when stale deletion is on, and in a dry
+    /// run whether it exists. A missing index is created at the first document.
+    pub async fn open(&mut self, ctx: &StageContext) -> anyhow::Result<()> {
+        let auth = self.auth()?;
+        let client = EsClient::new(&self.urls, auth, &self.config.tls, self.config.timeout.0)?;
+        let server = check_cluster(&client, self.urls.len()).await?;
+        tracing::info!(pipeline = %ctx.pipeline, "{server}");
+        let dead_letter = match &self.config.dead_letter {
+            Some(path) => DeadLetter::new(path),
+            None => ctx.dead_letter.clone(),
+        };
+        let service = Arc::new(BulkService {
+            client,
+            policy: self.config.retry.clone(),
+            retries: Arc::new(RetryCounters::default()),
+            pipeline: ctx.pipeline.clone(),
+            stage: ctx.stage.clone(),
+            dead_letter,
+            counters: ctx.counters.clone(),
+        });
+        let mut running = Running {
+            service,
+            server,
+            indices: Vec::new(),
+            positions: HashMap::new(),
+            written: Vec::new(),
+            ids: IdSet::default(),
+            fatal: None,
+            dry_problems: Vec::new(),
+            dry_problem_count: 0,
+            rejected_before: 0,
+        };
+        if let Target::Fixed(name) = &self.target {
+            if let Some(state) = index::inspect(&running.service.client, name).await? {
+                if self.config.delete_stale.enabled {
+                    index::stale_deletion_allowed(&state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
+                }
+                running.add_index(state);
+            }
+        }
+        self.running = Some(running);
+        Ok(())
     }
-    pub async fn consume(&mut self, _input: mpsc::Receiver<Batch>, _ctx: &StageContext) -> anyhow::Result<()> {
-        let _ = &self.config;
-        todo!("elasticsearch sink")
+
+    /// Reads the secrets and chooses the authentication.
+    fn auth(&self) -> anyhow::Result<Option<Auth>> {
+        let password = match (&self.config.password, &self.config.password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(path)) => Some(read_secret(path, "password_file")?),
+            (None, None) => None,
+        };
+        let api_key = match (&self.config.api_key, &self.config.api_key_file) {
+            (Some(k), _) => Some(k.trim().to_owned()),
+            (None, Some(path)) => Some(read_secret(path, "api_key_file")?),
+            (None, None) => None,
+        };
+        Ok(match (&self.config.username, password, api_key) {
+            (_, _, Some(key)) => Some(Auth::ApiKey(key)),
+            (Some(username), Some(password), None) => Some(Auth::Basic {
+                username: username.clone(),
+                password,
+            }),
+            _ => None,
+        })
     }
-    pub async fn finish(self, _upstream: UpstreamOutcome, _ctx: &StageContext) -> anyhow::Result<SinkReport> {
-        todo!("elasticsearch sink")
+
+    /// Writes every batch from `input` until it closes, with up to `bulk.concurrency`
+    /// bulk requests in flight. Returns an error when the run cannot go on.
+    pub async fn consume(&mut self, mut input: mpsc::Receiver<Batch>, ctx: &StageContext) -> anyhow::Result<()> {
+        let mut running = self.running.take().context("the Elasticsearch sink was not opened")?;
+        let result = self.consume_opened(&mut running, &mut input, ctx).await;
+        self.running = Some(running);
+        result
+    }
+
+    async fn consume_opened(
+        &self,
+        running: &mut Running,
+        input: &mut mpsc::Receiver<Batch>,
+        ctx: &StageContext,
+    ) -> anyhow::Result<()> {
+        let max_docs = self.config.bulk.max_docs as usize;
+        let max_bytes = usize::try_from(self.config.bulk.max_bytes.0).unwrap_or(usize::MAX);
+        let concurrency = self.config.bulk.concurrency as usize;
+        let capacity = max_bytes.min(8 << 20) + (max_bytes.min(8 << 20) >> 3);
+        let dry_run = ctx.options.dry_run;
+        let mut in_flight: JoinSet<anyhow::Result<()>> = JoinSet::new();
+        let mut bulk = Bulk::with_capacity(capacity);
+
+        let result: anyhow::Result<()> = async {
+            loop {
+                let next = if bulk.is_empty() {
+                    input.recv().await
+                } else {
+                    match tokio::time::timeout(FLUSH_IDLE, input.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            let full = std::mem::replace(&mut bulk, Bulk::with_capacity(capacity));
+                            dispatch(&mut in_flight, &running.service, full, concurrency).await?;
+                            continue;
+                        }
+                    }
+                };
+                let Some(batch) = next else { break };
+                let started = Instant::now();
+                ctx.counters.add_received(batch.len() as u64);
+                for record in batch {
+                    let Some(index_name) = self.target_index(&record, running, ctx)? else {
+                        continue;
+                    };
+                    let position = running.prepare(&index_name, &record, &self.config, ctx).await?;
+                    running.written[position] = true;
+                    let mut record = record;
+                    let document = match record.document.take() {
+                        Some(document) => document,
+                        None => default_document(&record, &ctx.run_timestamp),
+                    };
+                    running.ids.insert(&index_name, &document.id);
+                    if dry_run {
+                        running.check_dry_run(position, &document, &record);
+                        ctx.counters.add_out(1);
+                        continue;
+                    }
+                    let key = std::mem::take(&mut record.key);
+                    bulk.push_index(&index_name, &document.id, &document.body, record.database, key);
+                    if bulk.byte_len() > max_bytes && bulk.len() > 1 {
+                        let tail = bulk.split_off_last();
+                        let full = std::mem::replace(&mut bulk, tail);
+                        dispatch(&mut in_flight, &running.service, full, concurrency).await?;
+                    }
+                    if bulk.len() >= max_docs || bulk.byte_len() >= max_bytes {
+                        let full = std::mem::replace(&mut bulk, Bulk::with_capacity(capacity));
+                        dispatch(&mut in_flight, &running.service, full, concurrency).await?;
+                    }
+                }
+                ctx.counters.add_busy(started.elapsed());
+                // Surface a failed request early rather than at the end.
+                while let Some(done) = in_flight.try_join_next() {
+                    flatten(done)?;
+                }
+            }
+            if !bulk.is_empty() {
+                let last = std::mem::take(&mut bulk);
+                dispatch(&mut in_flight, &running.service, last, concurrency).await?;
+            }
+            while let Some(done) = in_flight.join_next().await {
+                flatten(done)?;
+            }
+            Ok(())
+        }
+        .await;
+
+        if let Err(error) = result {
+            in_flight.abort_all();
+            let written = ctx.counters.out.load(std::sync::atomic::Ordering::Relaxed);
+            let message = format!("{error:#}; {written} documents written before the failure");
+            running.fatal = Some(message.clone());
+            return Err(anyhow::anyhow!(message));
+        }
+        Ok(())
+    }
+
+    /// The index a record goes to: the document's own, else the sink's (rendered when
+    /// templated). `None` when the record was dead-lettered (bad template or name).
+    fn target_index(
+        &self,
+        record: &Record,
+        running: &mut Running,
+        ctx: &StageContext,
+    ) -> anyhow::Result<Option<String>> {
+        let rendered = match (&record.document, &self.target) {
+            (Some(document), _) if document.index.is_some() => Ok(document.index.clone().unwrap_or_default()),
+            (_, Target::Fixed(name)) => return Ok(Some(name.clone())),
+            (_, Target::Template(env)) => render_index(env, record, &ctx.pipeline),
+        };
+        let problem = match rendered {
+            Ok(name) => match check_index_name(&name) {
+                Ok(()) => return Ok(Some(name)),
+                Err(message) => ("invalid_index_name", message),
+            },
+            Err(message) => ("index_template_error", message),
+        };
+        let (key, is_base64) = record.key_text();
+        let id = record
+            .document
+            .as_ref()
+            .map(|d| d.id.clone())
+            .unwrap_or_else(|| crate::document::default_id(record.database, &record.key));
+        // A document that cannot be placed keeps its id live, so stale deletion keeps
+        // whatever an earlier run wrote for the key in the fixed index.
+        if let Target::Fixed(name) = &self.target {
+            running.ids.insert(name, &id);
+        }
+        running
+            .service
+            .dead_letter
+            .write(&DeadLetterEntry {
+                pipeline: ctx.pipeline.to_string(),
+                stage: ctx.stage.clone(),
+                id: Some(id),
+                key,
+                key_encoding: is_base64.then_some("base64"),
+                database: record.database,
+                error_type: problem.0.to_owned(),
+                reason: problem.1,
+                document: record
+                    .document
+                    .as_ref()
+                    .map(|d| serde_json::Value::Object(d.body.clone())),
+            })
+            .with_context(|| {
+                format!(
+                    "cannot write the dead-letter file {}",
+                    running.service.dead_letter.path().display()
+                )
+            })?;
+        ctx.counters.add_failed(1);
+        running.rejected_before += 1;
+        Ok(None)
+    }
+
+    /// Ends the run: deletes stale documents when the run was complete and nothing
+    /// failed fatally, refreshes, and reports.
+    pub async fn finish(mut self, upstream: UpstreamOutcome, ctx: &StageContext) -> anyhow::Result<SinkReport> {
+        let mut running = self.running.take().context("the Elasticsearch sink was not opened")?;
+        let snapshot = ctx.counters.snapshot();
+        let dry_run = ctx.options.dry_run;
+        let mut report = SinkReport {
+            written: snapshot.out,
+            failed: snapshot.failed,
+            ..SinkReport::default()
+        };
+        report.notes.push(running.server.clone());
+        let mut errors = Vec::new();
+
+        // An empty run still leaves its fixed index in place.
+        if let (Target::Fixed(name), false) = (&self.target, dry_run) {
+            if running.fatal.is_none() && !running.positions.contains_key(name) {
+                let body = index::creation_body(
+                    self.config.settings.as_ref(),
+                    self.config.mappings.as_ref(),
+                    true,
+                    &ctx.pipeline,
+                );
+                index::create(&running.service.client, name, &body).await?;
+                running.add_index(IndexState {
+                    name: name.clone(),
+                    existed: false,
+                    created: true,
+                    owner: Some(ctx.pipeline.to_string()),
+                    docs_at_start: 0,
+                    mapping: None,
+                });
+            }
+        }
+
+        for state in &running.indices {
+            if dry_run {
+                report.notes.push(match (&state.existed, &state.owner) {
+                    (false, _) => format!("index {} does not exist: a real run would create it", state.name),
+                    (true, Some(owner)) => format!(
+                        "index {} exists with {} documents (written by pipeline `{owner}`)",
+                        state.name, state.docs_at_start
+                    ),
+                    (true, None) => format!("index {} exists with {} documents", state.name, state.docs_at_start),
+                });
+            }
+        }
+        if dry_run && running.dry_problem_count > 0 {
+            report.notes.push(format!(
+                "{} documents would be rejected by the existing mapping, e.g.:",
+                running.dry_problem_count
+            ));
+            report
+                .notes
+                .extend(running.dry_problems.iter().map(|p| format!("  {p}")));
+        }
+
+        let fixed = match &self.target {
+            Target::Fixed(name) => Some(name.as_str()),
+            Target::Template(_) => None,
+        };
+        if self.config.delete_stale.enabled {
+            if running.fatal.is_some() {
+                report.notes.push("stale deletion skipped: the run failed".to_owned());
+            } else if !upstream.complete || ctx.cancel.is_cancelled() {
+                report
+                    .notes
+                    .push("stale deletion skipped: the run did not read everything".to_owned());
+            } else {
+                for (i, state) in running.indices.iter().enumerate() {
+                    let in_scope = running.written[i] || Some(state.name.as_str()) == fixed;
+                    if !in_scope || !(state.existed || state.created) {
+                        continue;
+                    }
+                    if let Err(message) = index::stale_deletion_allowed(state, &ctx.pipeline) {
+                        errors.push(message);
+                        continue;
+                    }
+                    if !dry_run {
+                        index::refresh(&running.service.client, std::slice::from_ref(&state.name)).await?;
+                    }
+                    let mode = if dry_run {
+                        Mode::Count
+                    } else if ctx.options.allow_mass_delete {
+                        Mode::DeleteAsFound
+                    } else {
+                        Mode::Collect {
+                            max_fraction: self.config.delete_stale.max_fraction,
+                        }
+                    };
+                    let scan = stale::scan(&running.service, &state.name, &running.ids, mode).await?;
+                    report.stale_found += scan.stale;
+                    let guard = stale::guard_message(
+                        &state.name,
+                        scan.stale,
+                        scan.total,
+                        self.config.delete_stale.max_fraction,
+                    );
+                    match mode {
+                        Mode::Count => {
+                            report.notes.push(format!(
+                                "{} of {} documents in index {} are stale: a real run would delete them",
+                                scan.stale, scan.total, state.name
+                            ));
+                            if let Some(guard) = guard {
+                                report.notes.push(format!("a real run would stop: it {guard}"));
+                            }
+                        }
+                        Mode::DeleteAsFound => {
+                            report.deleted_stale += scan.deleted;
+                            errors.extend(scan.errors);
+                        }
+                        Mode::Collect { .. } => match guard {
+                            Some(message) => errors.push(message),
+                            None => {
+                                let (deleted, failures) = delete_in_chunks(
+                                    &running.service,
+                                    &state.name,
+                                    &scan.held,
+                                    self.config.bulk.max_docs as usize,
+                                )
+                                .await?;
+                                report.deleted_stale += deleted;
+                                errors.extend(failures);
+                            }
+                        },
+                    }
+                    if scan.stale > 0 && !dry_run {
+                        report.notes.push(format!(
+                            "deleted {} stale documents of {} from index {}",
+                            report.deleted_stale, scan.total, state.name
+                        ));
+                    }
+                }
+            }
+        }
+
+        if self.config.refresh && !dry_run && running.fatal.is_none() {
+            let names: Vec<String> = running
+                .indices
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| running.written[*i] || s.created)
+                .map(|(_, s)| s.name.clone())
+                .collect();
+            index::refresh(&running.service.client, &names).await?;
+        }
+
+        let (requests, items) = running.service.retries.get();
+        if requests > 0 || items > 0 {
+            report.notes.push(format!(
+                "retried {requests} bulk requests and {items} documents Elasticsearch rejected with 429"
+            ));
+        }
+        if report.failed > 0 {
+            report.notes.push(format!(
+                "{} documents were rejected; they are in {}",
+                report.failed,
+                running.service.dead_letter.path().display()
+            ));
+        }
+        if !errors.is_empty() {
+            report.error = Some(errors.join("; "));
+        }
+        Ok(report)
+    }
+
+    /// Requests retried so far: `(whole requests, documents rejected with 429)`.
+    /// Zero before `open`.
+    pub fn retries(&self) -> (u64, u64) {
+        self.running.as_ref().map(|r| r.service.retries.get()).unwrap_or((0, 0))
+    }
+}
+
+impl Running {
+    fn add_index(&mut self, state: IndexState) -> usize {
+        let position = self.indices.len();
+        self.positions.insert(state.name.clone(), position);
+        self.indices.push(state);
+        self.written.push(false);
+        position
+    }
+
+    /// The position of `name` in `indices`, creating the index at its first document
+    /// (not in a dry run).
+    async fn prepare(
+        &mut self,
+        name: &str,
+        record: &Record,
+        config: &ElasticsearchSinkConfig,
+        ctx: &StageContext,
+    ) -> anyhow::Result<usize> {
+        if let Some(&position) = self.positions.get(name) {
+            return Ok(position);
+        }
+        let client = &self.service.client;
+        let state = match index::inspect(client, name).await? {
+            Some(state) => state,
+            None if ctx.options.dry_run => IndexState {
+                name: name.to_owned(),
+                existed: false,
+                created: false,
+                owner: None,
+                docs_at_start: 0,
+                mapping: None,
+            },
+            None => {
+                let body = index::creation_body(
+                    config.settings.as_ref(),
+                    config.mappings.as_ref(),
+                    record.document.is_none(),
+                    &ctx.pipeline,
+                );
+                if index::create(client, name, &body).await? {
+                    tracing::info!(index = name, "created index");
+                    IndexState {
+                        name: name.to_owned(),
+                        existed: false,
+                        created: true,
+                        owner: Some(ctx.pipeline.to_string()),
+                        docs_at_start: 0,
+                        mapping: None,
+                    }
+                } else {
+                    index::inspect(client, name)
+                        .await?
+                        .with_context(|| format!("index {name} was reported as existing but cannot be read"))?
+                }
+            }
+        };
+        Ok(self.add_index(state))
+    }
+
+    fn check_dry_run(&mut self, position: usize, document: &crate::document::Document, record: &Record) {
+        let Some(mapping) = &self.indices[position].mapping else {
+            return;
+        };
+        let problems = compat::check_document(mapping, &document.body);
+        if problems.is_empty() {
+            return;
+        }
+        self.dry_problem_count += 1;
+        if self.dry_problems.len() < MAX_DRY_RUN_PROBLEMS {
+            self.dry_problems.push(format!(
+                "document {} (key {}, database {}) in index {}: {}",
+                document.id,
+                record.key_text().0,
+                record.database,
+                self.indices[position].name,
+                problems.join("; ")
+            ));
+        }
+    }
+}
+
+/// Sends `bulk` once fewer than `concurrency` requests are in flight.
+async fn dispatch(
+    in_flight: &mut JoinSet<anyhow::Result<()>>,
+    service: &Arc<BulkService>,
+    bulk: Bulk,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    if bulk.is_empty() {
+        return Ok(());
+    }
+    while in_flight.len() >= concurrency {
+        if let Some(done) = in_flight.join_next().await {
+            flatten(done)?;
+        }
+    }
+    let service = service.clone();
+    let sent = SentBulk::from_bulk(bulk);
+    in_flight.spawn(async move { service.write(sent).await });
+    Ok(())
+}
+
+fn flatten(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    done.map_err(|e| anyhow::anyhow!("a bulk request task failed: {e}"))?
+}
+
+async fn delete_in_chunks(
+    service: &BulkService,
+    index: &str,
+    ids: &[String],
+    chunk: usize,
+) -> anyhow::Result<(u64, Vec<String>)> {
+    let mut deleted = 0;
+    let mut errors = Vec::new();
+    for part in ids.chunks(chunk.max(1)) {
+        let (d, e) = service.delete(index, part).await?;
+        deleted += d;
+        errors.extend(e);
+    }
+    Ok((deleted, errors))
+}
+
+/// The one request of `open`: which server answers, and its version. With several
+/// nodes, each is tried until one answers.
+async fn check_cluster(client: &EsClient, nodes: usize) -> anyhow::Result<String> {
+    let path = "_nodes/_local?filter_path=cluster_name,nodes.*.version,nodes.*.name";
+    let mut last = None;
+    for _ in 0..nodes {
+        match client.request(Method::Get, path, None).await {
+            Ok(reply) if reply.status == 200 => {
+                let body = reply.json()?;
+                let node = body["nodes"]
+                    .as_object()
+                    .and_then(|n| n.values().next())
+                    .cloned()
+                    .unwrap_or_default();
+                return Ok(format!(
+                    "Elasticsearch {} at {} (cluster {}, node {})",
+                    node["version"].as_str().unwrap_or("of unknown version"),
+                    reply.node,
+                    body["cluster_name"].as_str().unwrap_or("?"),
+                    node["name"].as_str().unwrap_or("?"),
+                ));
+            }
+            Ok(reply) => return Err(client.status_error(&reply, "GET _nodes/_local (the connection check)")),
+            Err(failure) if failure.kind == FailureKind::Tls => return Err(anyhow::anyhow!("{failure}")),
+            Err(failure) => last = Some(failure),
+        }
+    }
+    let failure = last.expect("at least one node was tried");
+    Err(anyhow::anyhow!("{failure}: is the url right and the server up?"))
+}
+
+fn read_secret(path: &std::path::Path, field: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {field} {}", path.display()))?;
+    let secret = text.trim().to_owned();
+    anyhow::ensure!(!secret.is_empty(), "{field} {} is empty", path.display());
+    Ok(secret)
+}
+
+fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("`{}` is not a URL: {e}", redact_text(text)))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!(
+            "`{}`: the scheme must be http or https",
+            client::redact_url(&url)
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{}` has no host", client::redact_url(&url)));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "`{}`: a node URL takes no query or fragment",
+            client::redact_url(&url)
+        ));
+    }
+    Ok(url)
+}
+
+/// A URL text that did not parse, with anything that looks like `user:pass@` removed.
+fn redact_text(text: &str) -> String {
+    match (text.find("://"), text.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &text[..scheme], &text[at + 1..]),
+        _ => text.to_owned(),
+    }
+}
+
+/// Elasticsearch's rules for index names.
+fn check_index_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the index name is empty".to_owned());
+    }
+    if name != name.to_lowercase() {
+        return Err(format!("index name `{name}` must be lower case"));
+    }
+    if name.starts_with(['-', '_', '+']) {
+        return Err(format!("index name `{name}` must not start with -, _ or +"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("`{name}` is not a valid index name"));
+    }
+    if let Some(c) = name.chars().find(|c| "\\/*?\"<>| ,#:".contains(*c)) {
+        return Err(format!("index name `{name}` must not contain `{c}`"));
+    }
+    if name.len() > 255 {
+        return Err(format!("index name `{name}` is longer than 255 bytes"));
+    }
+    Ok(())
+}
+
+fn render_index(env: &minijinja::Environment<'static>, record: &Record, pipeline: &str) -> Result<String, String> {
+    let mut context = record.to_context();
+    context.insert("pipeline".into(), serde_json::Value::String(pipeline.to_owned()));
+    env.get_template("index")
+        .and_then(|t| t.render(minijinja::Value::from_serialize(&context)))
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("the index template failed: {}", template_error(&e)))
+}
+
+fn template_error(error: &minijinja::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{DeleteStale, OneOrMany};
+    use crate::record::{KeyType, RedisValue};
+
+    fn config(yaml: &str) -> ElasticsearchSinkConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn pointers(result: Result<ElasticsearchSink, Vec<FieldError>>) -> Vec<String> {
+        match result {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.pointer).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_configuration_builds() {
+        assert!(ElasticsearchSink::build(&config("url: http://127.0.0.1:9200\nindex: redis")).is_ok());
+        assert!(ElasticsearchSink::build(&config(
+            "url: [http://a:9200, https://b:9200]\nindex: 'redis-{{ database }}'\ndelete_stale: {max_fraction: 1}"
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn bad_urls_are_located_by_pointer() {
+        assert_eq!(
+            pointers(ElasticsearchSink::build(&config("url: 'not a url'\nindex: i"))),
+            ["/url"]
+        );
+        assert_eq!(
+            pointers(ElasticsearchSink::build(&config(
+                "url: [http://a:9200, 'ftp://b']\nindex: i"
+            ))),
+            ["/url/1"]
+        );
+    }
+
+    #[test]
+    fn a_url_error_never_shows_its_password() {
+        let errors = ElasticsearchSink::build(&config("url: 'ftp://elastic:hunter2@b'\nindex: i"))
+            .err()
+            .unwrap();
+        assert!(!errors[0].message.contains("hunter2"), "{}", errors[0].message);
+        assert_eq!(redact_text("http://u:hunter2@[bad"), "http://…@[bad");
+    }
+
+    #[test]
+    fn index_template_syntax_errors_point_at_index() {
+        let errors = ElasticsearchSink::build(&config("url: http://a:9200\nindex: 'redis-{{ database '"))
+            .err()
+            .unwrap();
+        assert_eq!(errors[0].pointer, "/index");
+        assert!(
+            errors[0].message.starts_with("invalid index template"),
+            "{}",
+            errors[0].message
+        );
+        assert_eq!(
+            pointers(ElasticsearchSink::build(&config("url: http://a:9200\nindex: Users"))),
+            ["/index"]
+        );
+    }
+
+    #[test]
+    fn credentials_must_come_in_pairs_and_not_mix() {
+        assert_eq!(
+            pointers(ElasticsearchSink::build(&config(
+                "url: http://a:9200\nindex: i\nusername: u"
+            ))),
+            ["/username"]
+        );
+        assert_eq!(
+            pointers(ElasticsearchSink::build(&config(
+                "url: http://a:9200\nindex: i\npassword: p"
+            ))),
+            ["/password"]
+        );
+        assert_eq!(
+            pointers(ElasticsearchSink::build(&config(
+                "url: http://a:9200\nindex: i\nusername: u\npassword: p\napi_key: k"
+            ))),
+            ["/api_key"]
+        );
+    }
+
+    #[test]
+    fn sizes_and_fractions_are_checked() {
+        let mut c = config("url: http://a:9200\nindex: i");
+        c.bulk.max_docs = 0;
+        c.bulk.concurrency = 0;
+        c.delete_stale = DeleteStale {
+            enabled: true,
+            max_fraction: 0.0,
+        };
+        assert_eq!(
+            pointers(ElasticsearchSink::build(&c)),
+            ["/bulk/max_docs", "/bulk/concurrency", "/delete_stale/max_fraction"]
+        );
+        c = config("url: http://a:9200\nindex: i\ndelete_stale: {max_fraction: 1.5}");
+        assert_eq!(pointers(ElasticsearchSink::build(&c)), ["/delete_stale/max_fraction"]);
+        c.url = OneOrMany::Many(vec![]);
+        c.delete_stale.max_fraction = 0.5;
+        assert_eq!(pointers(ElasticsearchSink::build(&c)), ["/url"]);
+    }
+
+    #[test]
+    fn the_index_template_sees_the_record_and_the_pipeline() {
+        let sink = ElasticsearchSink::build(&config(
+            "url: http://a:9200\nindex: '{{ pipeline }}-{{ key_type }}-{{ database }}'",
+        ))
+        .unwrap();
+        let Target::Template(env) = &sink.target else {
+            panic!("templated")
+        };
+        let record = Record {
+            database: 3,
+            key: b"k".to_vec(),
+            key_type: KeyType::Hash,
+            value: RedisValue::Hash(vec![]),
+            size_in_bytes: None,
+            ttl: None,
+            document: None,
+        };
+        assert_eq!(render_index(env, &record, "users").unwrap(), "users-hash-3");
+    }
+
+    #[test]
+    fn index_names_follow_elasticsearch_rules() {
+        assert!(check_index_name("redis-0").is_ok());
+        assert!(check_index_name("Redis").unwrap_err().contains("lower case"));
+        assert!(check_index_name("_x").is_err());
+        assert!(check_index_name("a b").is_err());
+        assert!(check_index_name("").is_err());
     }
 }

@@ -1,0 +1,281 @@
+//! The bulk request body: action and document lines written straight into one byte
+//! buffer (no per-document intermediate `String`), plus, for every document, where its
+//! lines sit in the buffer and which Redis key it came from, so that single items can
+//! be resent (429) or dead-lettered without re-rendering anything. Pure: no I/O.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+/// One document of a bulk body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// Byte range of the action line and the document line (both `\n`-terminated).
+    pub start: usize,
+    pub end: usize,
+    /// The Redis database and key the document came from (for the dead letter).
+    pub database: u32,
+    pub key: Vec<u8>,
+}
+
+/// A bulk request being built, or built.
+#[derive(Debug, Default, Clone)]
+pub struct Bulk {
+    body: Vec<u8>,
+    items: Vec<Item>,
+}
+
+/// Writes `{"index":{"_index":INDEX,"_id":ID}}\n`.
+pub fn write_index_action(buf: &mut Vec<u8>, index: &str, id: &str) {
+    write_action(buf, b"{\"index\":{\"_index\":", index, id);
+}
+
+/// Writes `{"delete":{"_index":INDEX,"_id":ID}}\n`.
+pub fn write_delete_action(buf: &mut Vec<u8>, index: &str, id: &str) {
+    write_action(buf, b"{\"delete\":{\"_index\":", index, id);
+}
+
+fn write_action(buf: &mut Vec<u8>, head: &[u8], index: &str, id: &str) {
+    buf.extend_from_slice(head);
+    write_json_string(buf, index);
+    buf.extend_from_slice(b",\"_id\":");
+    write_json_string(buf, id);
+    buf.extend_from_slice(b"}}\n");
+}
+
+fn write_json_string(buf: &mut Vec<u8>, text: &str) {
+    // Writing a &str into a Vec cannot fail.
+    serde_json::to_writer(&mut *buf, text).expect("a string serializes into a Vec");
+}
+
+impl Bulk {
+    /// An empty body with room for `bytes`.
+    pub fn with_capacity(bytes: usize) -> Bulk {
+        Bulk {
+            body: Vec::with_capacity(bytes),
+            items: Vec::new(),
+        }
+    }
+
+    /// Appends an `index` action for `id` in `index` and the document `body`.
+    /// Returns the bytes the document added.
+    pub fn push_index(
+        &mut self,
+        index: &str,
+        id: &str,
+        body: &Map<String, Value>,
+        database: u32,
+        key: Vec<u8>,
+    ) -> usize {
+        let start = self.body.len();
+        write_index_action(&mut self.body, index, id);
+        serde_json::to_writer(&mut self.body, body).expect("a JSON map serializes into a Vec");
+        self.body.push(b'\n');
+        let end = self.body.len();
+        self.items.push(Item {
+            start,
+            end,
+            database,
+            key,
+        });
+        end - start
+    }
+
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// No documents yet.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Size of the body in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// The documents' positions and keys.
+    pub fn items(&self) -> &[Item] {
+        &self.items
+    }
+
+    /// The body, ready to send (no copy).
+    pub fn take_body(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.body))
+    }
+
+    /// Moves the last document into a bulk of its own (used when it made this one
+    /// exceed `max_bytes`).
+    pub fn split_off_last(&mut self) -> Bulk {
+        let Some(mut last) = self.items.pop() else {
+            return Bulk::default();
+        };
+        let tail = self.body.split_off(last.start);
+        last.end -= last.start;
+        last.start = 0;
+        Bulk {
+            body: tail,
+            items: vec![last],
+        }
+    }
+}
+
+/// A bulk that was sent: its body (shared, cheap to clone) and its items.
+#[derive(Debug, Clone)]
+pub struct SentBulk {
+    pub body: Bytes,
+    pub items: Vec<Item>,
+}
+
+impl SentBulk {
+    /// Freezes a built bulk.
+    pub fn from_bulk(mut bulk: Bulk) -> SentBulk {
+        let body = bulk.take_body();
+        SentBulk {
+            body,
+            items: bulk.items,
+        }
+    }
+
+    /// The action line of item `i` (without its `\n`).
+    pub fn action(&self, i: usize) -> &[u8] {
+        let item = &self.items[i];
+        let lines = &self.body[item.start..item.end];
+        let cut = lines.iter().position(|&b| b == b'\n').unwrap_or(lines.len());
+        &lines[..cut]
+    }
+
+    /// The document line of item `i` (without its `\n`).
+    pub fn document(&self, i: usize) -> &[u8] {
+        let item = &self.items[i];
+        let lines = &self.body[item.start..item.end];
+        let cut = lines
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| p + 1)
+            .unwrap_or(lines.len());
+        let doc = &lines[cut..];
+        doc.strip_suffix(b"\n").unwrap_or(doc)
+    }
+
+    /// `_index` and `_id` of item `i`, read back from its action line.
+    pub fn index_and_id(&self, i: usize) -> (String, String) {
+        let action: Value = serde_json::from_slice(self.action(i)).unwrap_or(Value::Null);
+        let inner = action
+            .as_object()
+            .and_then(|o| o.values().next())
+            .cloned()
+            .unwrap_or(Value::Null);
+        (
+            inner["_index"].as_str().unwrap_or_default().to_owned(),
+            inner["_id"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// A new bulk holding only the items at `positions` (in that order), copied.
+    pub fn subset(&self, positions: &[usize]) -> SentBulk {
+        let mut body = Vec::with_capacity(positions.iter().map(|&i| self.items[i].end - self.items[i].start).sum());
+        let mut items = Vec::with_capacity(positions.len());
+        for &i in positions {
+            let item = &self.items[i];
+            let start = body.len();
+            body.extend_from_slice(&self.body[item.start..item.end]);
+            items.push(Item {
+                start,
+                end: body.len(),
+                database: item.database,
+                key: item.key.clone(),
+            });
+        }
+        SentBulk {
+            body: Bytes::from(body),
+            items,
+        }
+    }
+
+    /// Splits into two halves (for a request that was too large).
+    pub fn halves(&self) -> (SentBulk, SentBulk) {
+        let mid = self.items.len() / 2;
+        let first: Vec<usize> = (0..mid).collect();
+        let second: Vec<usize> = (mid..self.items.len()).collect();
+        (self.subset(&first), self.subset(&second))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn bulk_body_is_action_line_then_document_line() {
+        let mut bulk = Bulk::with_capacity(0);
+        bulk.push_index("idx", "a1", &doc(json!({"key": "k", "n": 1})), 0, b"k".to_vec());
+        bulk.push_index("idx", "b2", &doc(json!({"key": "line\nbreak"})), 3, b"j".to_vec());
+        let text = String::from_utf8(bulk.take_body().to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "{\"index\":{\"_index\":\"idx\",\"_id\":\"a1\"}}\n{\"key\":\"k\",\"n\":1}\n\
+             {\"index\":{\"_index\":\"idx\",\"_id\":\"b2\"}}\n{\"key\":\"line\\nbreak\"}\n"
+        );
+    }
+
+    #[test]
+    fn ids_and_index_names_are_json_escaped() {
+        let mut buf = Vec::new();
+        write_index_action(&mut buf, "i\"x", "a\"b\\c");
+        assert_eq!(buf, b"{\"index\":{\"_index\":\"i\\\"x\",\"_id\":\"a\\\"b\\\\c\"}}\n");
+        let parsed: Value = serde_json::from_slice(&buf[..buf.len() - 1]).unwrap();
+        assert_eq!(parsed["index"]["_id"], "a\"b\\c");
+        let mut buf = Vec::new();
+        write_delete_action(&mut buf, "i", "x");
+        assert_eq!(buf, b"{\"delete\":{\"_index\":\"i\",\"_id\":\"x\"}}\n");
+    }
+
+    #[test]
+    fn items_can_be_read_back_and_resent_alone() {
+        let mut bulk = Bulk::default();
+        for n in 0..3 {
+            bulk.push_index(
+                "idx",
+                &format!("id{n}"),
+                &doc(json!({"n": n})),
+                n,
+                format!("key{n}").into_bytes(),
+            );
+        }
+        let sent = SentBulk::from_bulk(bulk);
+        assert_eq!(sent.index_and_id(1), ("idx".to_owned(), "id1".to_owned()));
+        assert_eq!(sent.document(2), b"{\"n\":2}");
+        let retry = sent.subset(&[2, 0]);
+        assert_eq!(
+            std::str::from_utf8(&retry.body).unwrap(),
+            "{\"index\":{\"_index\":\"idx\",\"_id\":\"id2\"}}\n{\"n\":2}\n{\"index\":{\"_index\":\"idx\",\"_id\":\"id0\"}}\n{\"n\":0}\n"
+        );
+        assert_eq!(retry.items[0].key, b"key2");
+        assert_eq!(retry.document(1), b"{\"n\":0}");
+        let (a, b) = sent.halves();
+        assert_eq!((a.items.len(), b.items.len()), (1, 2));
+        assert_eq!(b.index_and_id(0).1, "id1");
+    }
+
+    #[test]
+    fn the_document_that_overflows_moves_to_its_own_bulk() {
+        let mut bulk = Bulk::default();
+        bulk.push_index("idx", "a", &doc(json!({"n": 1})), 0, b"a".to_vec());
+        let before = bulk.byte_len();
+        bulk.push_index("idx", "b", &doc(json!({"big": "x".repeat(100)})), 0, b"b".to_vec());
+        let tail = bulk.split_off_last();
+        assert_eq!(bulk.byte_len(), before);
+        assert_eq!(bulk.len(), 1);
+        let tail = SentBulk::from_bulk(tail);
+        assert_eq!(tail.items.len(), 1);
+        assert_eq!(tail.index_and_id(0).1, "b");
+        assert!(tail.body.starts_with(b"{\"index\""));
+    }
+}

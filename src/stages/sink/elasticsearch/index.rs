@@ -1,0 +1,242 @@
+//! Index setup: whether an index exists, what its mapping and `_meta` ownership marker
+//! say, creating it (with the pipeline's settings and mappings, or the built-in mapping
+//! of the default document) and refreshing it at the end of a run.
+//!
+//! Ownership: an index this connector creates carries
+//! `_meta: {"redis_connector": {"pipeline": NAME}}`. Stale deletion only ever runs on an
+//! index whose marker names this pipeline, or on one that held no documents before this
+//! run began (see [`stale_deletion_allowed`]).
+
+use elasticsearch::http::Method;
+use serde_json::{json, Value};
+
+use super::client::EsClient;
+
+/// The `_meta` key of the ownership marker.
+pub const META_KEY: &str = "redis_connector";
+
+/// What is known about one target index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexState {
+    pub name: String,
+    /// It existed when this run first looked.
+    pub existed: bool,
+    /// This run created it.
+    pub created: bool,
+    /// The pipeline named in its `_meta` marker, if any.
+    pub owner: Option<String>,
+    /// Documents it held when this run first looked.
+    pub docs_at_start: u64,
+    /// Its mapping (`mappings` object), when it exists.
+    pub mapping: Option<Value>,
+}
+
+/// The built-in mapping of the default document, with the ownership marker.
+pub fn default_mappings(pipeline: &str) -> Value {
+    json!({
+        "_meta": { META_KEY: { "pipeline": pipeline } },
+        "properties": {
+            "key": { "type": "keyword" },
+            "key_encoding": { "type": "keyword" },
+            "value": { "type": "text", "fields": { "keyword": { "type": "keyword", "ignore_above": 256 } } },
+            "value_encoding": { "type": "keyword" },
+            "database": { "type": "integer" },
+            "key_type": { "type": "keyword" },
+            "size_in_bytes": { "type": "long" },
+            "_timestamp": { "type": "date" }
+        }
+    })
+}
+
+/// The body of `PUT /<index>`: the pipeline's `settings`; its `mappings` (or the
+/// built-in mapping when the documents are default ones, or dynamic mapping for
+/// rendered documents without `mappings`), always with the ownership marker added.
+pub fn creation_body(
+    settings: Option<&Value>,
+    mappings: Option<&Value>,
+    default_documents: bool,
+    pipeline: &str,
+) -> Value {
+    let mut mappings = match mappings {
+        Some(m) => m.clone(),
+        None if default_documents => default_mappings(pipeline),
+        None => json!({}),
+    };
+    if let Value::Object(map) = &mut mappings {
+        let meta = map.entry("_meta").or_insert_with(|| json!({}));
+        if let Value::Object(meta) = meta {
+            meta.insert(META_KEY.to_owned(), json!({ "pipeline": pipeline }));
+        }
+    }
+    let mut body = json!({ "mappings": mappings });
+    if let Some(settings) = settings {
+        body["settings"] = settings.clone();
+    }
+    body
+}
+
+/// Whether stale deletion may run on `state` for `pipeline`; the error says why not.
+pub fn stale_deletion_allowed(state: &IndexState, pipeline: &str) -> Result<(), String> {
+    match &state.owner {
+        Some(owner) if owner == pipeline => Ok(()),
+        Some(owner) => Err(format!(
+            "index {} belongs to pipeline `{owner}` (its _meta.{META_KEY}.pipeline), not `{pipeline}`: \
+             stale deletion would remove that pipeline's documents, so it was refused; \
+             use another index, or set delete_stale: false for an index shared by several pipelines",
+            state.name
+        )),
+        None if state.created || state.docs_at_start == 0 => Ok(()),
+        None => Err(format!(
+            "index {} was not created by redis-connector (no _meta.{META_KEY}.pipeline marker) and already \
+             held {} documents: stale deletion would remove documents this pipeline never wrote, so it was refused; \
+             write to a new index, or add the marker with PUT {}/_mapping {{\"_meta\":{{\"{META_KEY}\":{{\"pipeline\":\"{pipeline}\"}}}}}}",
+            state.name, state.docs_at_start, state.name
+        )),
+    }
+}
+
+/// Reads an index's mapping, marker and document count; `None` when it does not exist.
+pub async fn inspect(client: &EsClient, name: &str) -> anyhow::Result<Option<IndexState>> {
+    let path = format!("{}/_mapping", encode(name));
+    let reply = client
+        .request(Method::Get, &path, None)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if reply.status == 404 {
+        return Ok(None);
+    }
+    if reply.status != 200 {
+        return Err(client.status_error(&reply, &format!("GET {name}/_mapping")));
+    }
+    let body = reply.json()?;
+    // The answer is keyed by the concrete index name (the target may be an alias).
+    let mapping = body
+        .as_object()
+        .and_then(|o| o.values().next())
+        .map(|v| v["mappings"].clone())
+        .unwrap_or(Value::Null);
+    let owner = mapping["_meta"][META_KEY]["pipeline"].as_str().map(str::to_owned);
+    let docs_at_start = count(client, name).await?;
+    Ok(Some(IndexState {
+        name: name.to_owned(),
+        existed: true,
+        created: false,
+        owner,
+        docs_at_start,
+        mapping: Some(mapping),
+    }))
+}
+
+/// `GET <index>/_count`.
+pub async fn count(client: &EsClient, name: &str) -> anyhow::Result<u64> {
+    let reply = client
+        .request(Method::Get, &format!("{}/_count", encode(name)), None)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if reply.status != 200 {
+        return Err(client.status_error(&reply, &format!("GET {name}/_count")));
+    }
+    reply.json()?["count"].as_u64().ok_or_else(|| {
+        anyhow::anyhow!(
+            "Elasticsearch at {} answered GET {name}/_count without a count",
+            reply.node
+        )
+    })
+}
+
+/// Creates the index with `body`. Returns `false` when it already existed (someone
+/// else created it in between).
+pub async fn create(client: &EsClient, name: &str, body: &Value) -> anyhow::Result<bool> {
+    let bytes = bytes::Bytes::from(serde_json::to_vec(body)?);
+    let reply = client
+        .request(Method::Put, &encode(name), Some((bytes, "application/json")))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    match reply.status {
+        200 | 201 => Ok(true),
+        400 if reply.error_summary().starts_with("resource_already_exists_exception") => Ok(false),
+        _ => Err(client.status_error(&reply, &format!("PUT {name} (creating the index)"))),
+    }
+}
+
+/// Refreshes the indices so a search right after sees every document.
+pub async fn refresh(client: &EsClient, names: &[String]) -> anyhow::Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let list = names.iter().map(|n| encode(n)).collect::<Vec<_>>().join(",");
+    let reply = client
+        .request(Method::Post, &format!("{list}/_refresh"), None)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if reply.status != 200 {
+        return Err(client.status_error(&reply, &format!("POST {list}/_refresh")));
+    }
+    Ok(())
+}
+
+/// An index name as a path segment (names cannot hold `/`, but may hold `%`, `#`, ...).
+pub fn encode(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(owner: Option<&str>, created: bool, docs: u64) -> IndexState {
+        IndexState {
+            name: "idx".into(),
+            existed: !created,
+            created,
+            owner: owner.map(str::to_owned),
+            docs_at_start: docs,
+            mapping: None,
+        }
+    }
+
+    #[test]
+    fn default_mapping_types_the_default_document() {
+        let m = default_mappings("users");
+        assert_eq!(m["_meta"]["redis_connector"]["pipeline"], "users");
+        assert_eq!(m["properties"]["key"]["type"], "keyword");
+        assert_eq!(m["properties"]["value"]["type"], "text");
+        assert_eq!(m["properties"]["value"]["fields"]["keyword"]["ignore_above"], 256);
+        assert_eq!(m["properties"]["database"]["type"], "integer");
+        assert_eq!(m["properties"]["size_in_bytes"]["type"], "long");
+        assert_eq!(m["properties"]["_timestamp"]["type"], "date");
+    }
+
+    #[test]
+    fn creation_adds_the_marker_to_the_pipelines_own_mappings() {
+        let mappings = json!({"properties": {"age": {"type": "integer"}}, "_meta": {"team": "x"}});
+        let settings = json!({"number_of_shards": 1});
+        let body = creation_body(Some(&settings), Some(&mappings), true, "p");
+        assert_eq!(body["settings"]["number_of_shards"], 1);
+        assert_eq!(body["mappings"]["properties"]["age"]["type"], "integer");
+        assert_eq!(body["mappings"]["_meta"]["team"], "x");
+        assert_eq!(body["mappings"]["_meta"]["redis_connector"]["pipeline"], "p");
+        let body = creation_body(None, None, false, "p");
+        assert_eq!(
+            body,
+            json!({"mappings": {"_meta": {"redis_connector": {"pipeline": "p"}}}})
+        );
+    }
+
+    #[test]
+    fn stale_deletion_only_touches_indices_of_this_pipeline() {
+        assert!(stale_deletion_allowed(&state(Some("p"), false, 10), "p").is_ok());
+        assert!(stale_deletion_allowed(&state(None, true, 0), "p").is_ok());
+        assert!(stale_deletion_allowed(&state(None, false, 0), "p").is_ok());
+        let other = stale_deletion_allowed(&state(Some("q"), false, 10), "p").unwrap_err();
+        assert!(other.contains("belongs to pipeline `q`"), "{other}");
+        let foreign = stale_deletion_allowed(&state(None, false, 5), "p").unwrap_err();
+        assert!(foreign.contains("already held 5 documents"), "{foreign}");
+    }
+
+    #[test]
+    fn index_names_are_path_encoded() {
+        assert_eq!(encode("redis-0"), "redis-0");
+        assert_eq!(encode("a#b"), "a%23b");
+    }
+}
