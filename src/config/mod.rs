@@ -3,8 +3,10 @@
 //! globs and regexes). Every problem is a [`Diagnostic`] located by file, line,
 //! column and JSON pointer, and all problems of a file are reported together.
 
+pub mod cross_file;
 pub mod glob;
 pub mod interpolate;
+pub mod load;
 pub mod locate;
 pub mod model;
 pub mod schema;
@@ -36,7 +38,14 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: error: {}", self.file.display(), self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
         if !self.pointer.is_empty() {
             write!(f, " (at {})", self.pointer)?;
         }
@@ -59,7 +68,10 @@ pub enum UsageError {
     #[error("{0}: no pipeline files (*.yaml, *.yml) in this folder")]
     EmptyFolder(PathBuf),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Expands the command line's paths: files as they are, folders searched (recursively)
@@ -79,7 +91,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
                     path: path.clone(),
                     source: std::io::Error::other(e.to_string()),
                 })? {
-                    let entry = entry.map_err(|e| UsageError::Io { path: path.clone(), source: e.into_error() })?;
+                    let entry = entry.map_err(|e| UsageError::Io {
+                        path: path.clone(),
+                        source: e.into(),
+                    })?;
                     if entry.is_file() {
                         found.push(entry);
                     }
@@ -97,75 +112,54 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
     Ok(files)
 }
 
-/// Loads and checks one pipeline file. Never connects anywhere.
+/// Loads and checks one pipeline file (variables from the environment). Never
+/// connects anywhere.
 pub fn load_pipeline(path: &Path) -> Result<LoadedPipeline, Vec<Diagnostic>> {
-    let whole_file = |message: String| Diagnostic {
-        file: path.to_path_buf(),
-        line: 0,
-        column: 0,
-        pointer: String::new(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| vec![whole_file(format!("cannot read file: {e}"))])?;
-    let value: serde_json::Value =
-        serde_yaml::from_str(&text).map_err(|e| vec![whole_file(format!("invalid YAML: {e}"))])?;
-    let pipeline: Pipeline =
-        serde_json::from_value(value).map_err(|e| vec![whole_file(format!("invalid pipeline: {e}"))])?;
-    let mut diagnostics = Vec::new();
-    let mut stage_errors = |prefix: &str, errors: Vec<crate::stages::FieldError>| {
-        for error in errors {
-            diagnostics.push(Diagnostic {
-                file: path.to_path_buf(),
-                line: 0,
-                column: 0,
-                pointer: format!("{prefix}{}", error.pointer),
-                message: error.message,
-            });
-        }
-    };
-    if let Err(errors) = crate::stages::Source::build(&pipeline.source) {
-        stage_errors("/source", errors);
-    }
-    for (i, transform) in pipeline.transforms.iter().enumerate() {
-        if let Err(errors) = crate::stages::Transform::build(transform) {
-            stage_errors(&format!("/transforms/{i}"), errors);
-        }
-    }
-    if let Err(errors) = crate::stages::Sink::build(&pipeline.sink) {
-        stage_errors("/sink", errors);
-    }
-    if diagnostics.is_empty() {
-        Ok(LoadedPipeline { path: path.to_path_buf(), pipeline })
-    } else {
-        Err(diagnostics)
+    let check = load::check_file(path, &environment);
+    match check.pipeline {
+        Some(pipeline) if check.diagnostics.is_empty() => Ok(LoadedPipeline {
+            path: path.to_path_buf(),
+            pipeline,
+        }),
+        _ => Err(check.diagnostics),
     }
 }
 
-/// Loads every file, then checks what spans files (two pipelines with one `name`).
-/// Returns the pipelines that are valid and every diagnostic found.
+/// Loads every file, then checks what spans files (two pipelines with one `name`,
+/// an Elasticsearch index shared where stale deletion is on). Returns the pipelines
+/// that are valid and every diagnostic found, file by file in the order given.
 pub fn load_all(files: &[PathBuf]) -> (Vec<LoadedPipeline>, Vec<Diagnostic>) {
+    let checks: Vec<(PathBuf, load::FileCheck)> = files
+        .iter()
+        .map(|file| (file.clone(), load::check_file(file, &environment)))
+        .collect();
+    let valid: Vec<cross_file::Checked<'_>> = checks
+        .iter()
+        .filter_map(|(path, check)| match (&check.root, &check.pipeline) {
+            (Some(root), Some(pipeline)) => Some(cross_file::Checked {
+                path,
+                root,
+                pipeline,
+            }),
+            _ => None,
+        })
+        .collect();
+    let cross = cross_file::check(&valid);
     let mut loaded = Vec::new();
     let mut diagnostics = Vec::new();
-    for file in files {
-        match load_pipeline(file) {
-            Ok(pipeline) => loaded.push(pipeline),
-            Err(mut errors) => diagnostics.append(&mut errors),
-        }
-    }
-    for (i, a) in loaded.iter().enumerate() {
-        if let Some(b) = loaded[..i].iter().find(|b| b.pipeline.name == a.pipeline.name) {
-            diagnostics.push(Diagnostic {
-                file: a.path.clone(),
-                line: 0,
-                column: 0,
-                pointer: "/name".into(),
-                message: format!(
-                    "pipeline name `{}` is already used by {}: names must be unique",
-                    a.pipeline.name,
-                    b.path.display()
-                ),
-            });
+    for (path, check) in checks {
+        let mut own = check.diagnostics;
+        own.extend(cross.iter().filter(|d| d.file == path).cloned());
+        load::sort(&mut own);
+        match check.pipeline {
+            Some(pipeline) if own.is_empty() => loaded.push(LoadedPipeline { path, pipeline }),
+            _ => diagnostics.extend(own),
         }
     }
     (loaded, diagnostics)
+}
+
+/// Variables for `${VAR}`: the process environment.
+fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }

@@ -1,0 +1,105 @@
+//! Checks that span pipeline files: two pipelines with one `name`, and two pipelines
+//! writing one Elasticsearch index where stale deletion would delete the other's
+//! documents.
+
+use std::path::PathBuf;
+
+use super::locate::{locate, node_at, Anchor};
+use super::model::{ElasticsearchSinkConfig, Pipeline, SinkConfig};
+use super::yaml::{Node, Position};
+use super::Diagnostic;
+
+/// A valid pipeline and the tree of its file (to locate what is reported).
+pub struct Checked<'a> {
+    pub path: &'a PathBuf,
+    pub root: &'a Node,
+    pub pipeline: &'a Pipeline,
+}
+
+/// Every cross-file problem among `pipelines`.
+pub fn check(pipelines: &[Checked<'_>]) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    let at = |c: &Checked<'_>, pointer: &str, message: String| {
+        let Position { line, column } = locate(c.root, pointer, Anchor::Value);
+        Diagnostic {
+            file: c.path.clone(),
+            line,
+            column,
+            pointer: pointer.to_owned(),
+            message,
+        }
+    };
+    for (i, a) in pipelines.iter().enumerate() {
+        if let Some(first) = pipelines[..i]
+            .iter()
+            .find(|b| b.pipeline.name == a.pipeline.name)
+        {
+            let first_at = locate(first.root, "/name", Anchor::Value);
+            diagnostics.push(at(
+                a,
+                "/name",
+                format!(
+                    "pipeline name `{}` is already used by {}:{}:{}: names must be unique",
+                    a.pipeline.name,
+                    first.path.display(),
+                    first_at.line,
+                    first_at.column
+                ),
+            ));
+        }
+    }
+    for (i, a) in pipelines.iter().enumerate() {
+        for (j, b) in pipelines.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let (SinkConfig::Elasticsearch(sa), SinkConfig::Elasticsearch(sb)) =
+                (&a.pipeline.sink, &b.pipeline.sink)
+            else {
+                continue;
+            };
+            if sa.index != sb.index
+                || urls(sa) != urls(sb)
+                || !(sa.delete_stale.enabled || sb.delete_stale.enabled)
+            {
+                continue;
+            }
+            let pointer = if node_at(a.root, "/sink/delete_stale").is_some() {
+                "/sink/delete_stale"
+            } else {
+                "/sink/index"
+            };
+            let who = if sa.delete_stale.enabled && sb.delete_stale.enabled {
+                "both pipelines delete stale documents"
+            } else if sa.delete_stale.enabled {
+                "this pipeline deletes stale documents"
+            } else {
+                "that pipeline deletes stale documents"
+            };
+            diagnostics.push(at(
+                a,
+                pointer,
+                format!(
+                    "index `{}` is also written by pipeline `{}` ({}) and {who}: stale deletion would delete the other pipeline's documents; a shared index needs `delete_stale: false` in every pipeline that writes it",
+                    sa.index,
+                    b.pipeline.name,
+                    b.path.display()
+                ),
+            ));
+        }
+    }
+    diagnostics
+}
+
+/// The sink's node URLs, normalised (case, trailing `/`) and sorted, to compare clusters.
+fn urls(sink: &ElasticsearchSinkConfig) -> Vec<String> {
+    let mut urls: Vec<String> = sink
+        .url
+        .to_vec()
+        .iter()
+        .map(|u| u.trim().trim_end_matches('/').to_lowercase())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
