@@ -1,6 +1,7 @@
 //! The command line: `validate` and `run`. This is the one place that prints fatal
 //! errors and chooses exit codes (0 success, 1 errors found, 2 usage error).
 
+pub mod progress;
 pub mod run;
 pub mod validate;
 
