@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::fetch::{fetch_page, FetchSettings, Skips};
 use super::reconnect::DbConnection;
@@ -46,31 +47,37 @@ pub async fn read_database(
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     for spec in specs {
         let key_type = spec.key_type;
-        let scanner = Scanner::new(spec, settings.scan_count, &connection);
-        let walk = futures::stream::try_unfold(
-            (scanner, connection.clone()),
-            |(mut scanner, connection)| async move {
-                Ok::<_, anyhow::Error>(
-                    scanner
-                        .next_page(&connection)
-                        .await?
-                        .map(|keys| (keys, (scanner, connection))),
-                )
-            },
-        );
+        // The walk runs ahead in its own task, `pages_in_flight` pages ahead of the
+        // fetches, so SCAN round trips overlap with value reads.
+        let in_flight = settings.pages_in_flight.max(1) as usize;
+        let (page_tx, page_rx) = mpsc::channel::<Vec<Vec<u8>>>(in_flight);
+        let mut scanner = Scanner::new(spec, settings.scan_count, &connection);
+        let walker = AbortOnDropHandle::new(tokio::spawn({
+            let connection = connection.clone();
+            async move {
+                while let Some(keys) = scanner.next_page(&connection).await? {
+                    if !keys.is_empty() && page_tx.send(keys).await.is_err() {
+                        break;
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        }));
         let seen = &mut seen;
         let connection = &connection;
         let settings = &settings;
-        let pages = walk
-            .map_ok(move |mut keys| {
-                if dedupe {
-                    keys.retain(|key| seen.insert(key.clone()));
-                }
-                keys
-            })
-            .try_filter(|keys| std::future::ready(!keys.is_empty()))
-            .map_ok(|keys| fetch_page(connection, &settings.fetch, keys, key_type))
-            .try_buffered(settings.pages_in_flight.max(1) as usize);
+        let pages = futures::stream::unfold(page_rx, |mut rx| async move {
+            rx.recv().await.map(|keys| (keys, rx))
+        })
+        .map(move |mut keys| {
+            if dedupe {
+                keys.retain(|key| seen.insert(key.clone()));
+            }
+            keys
+        })
+        .filter(|keys| std::future::ready(!keys.is_empty()))
+        .map(|keys| fetch_page(connection, &settings.fetch, keys, key_type))
+        .buffered(in_flight);
         let mut pages = std::pin::pin!(pages);
         loop {
             let started = Instant::now();
@@ -79,7 +86,13 @@ pub async fn read_database(
                 _ = ctx.cancel.cancelled() => return Ok(report),
                 next = pages.next() => next,
             };
-            let Some(page) = next.transpose()? else { break };
+            let Some(page) = next.transpose()? else {
+                // The walk ended (or failed: its error is the run's).
+                walker.await.map_err(|e| {
+                    anyhow::anyhow!("the SCAN walk of db {} stopped: {e}", connection.db())
+                })??;
+                break;
+            };
             for (reason, n) in page.skips.reasons() {
                 ctx.counters.add_skipped(reason, n);
             }
