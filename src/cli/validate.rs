@@ -1,9 +1,188 @@
-//! `redis-connector validate` (placeholder until it lands).
+//! `redis-connector validate PATH...`: checks pipeline files offline and prints every
+//! problem. Text output is one `file:line:col: error: message (at /pointer)` line per
+//! problem (plus, on a terminal, the source line underlined); `--format json` prints
+//! one JSON array of `{file, line, column, pointer, message}` and nothing else on
+//! standard output. The `N files checked, M invalid` summary goes to standard error.
+//! Exit codes: 0 all valid, 1 any invalid, 2 usage error.
 
+use std::collections::{BTreeSet, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::ValidateArgs;
+use super::{OutputFormat, ValidateArgs};
+use crate::config::{self, Diagnostic};
 
-pub fn execute(_args: &ValidateArgs) -> ExitCode {
-    todo!("validate")
+/// Runs `validate` and returns its exit code.
+pub fn execute(args: &ValidateArgs) -> ExitCode {
+    let files = match config::discover(&args.paths) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let (_, diagnostics) = config::load_all(&files);
+    let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    let mut out = stdout.lock();
+    // A closed pipe (`validate ... | head`) is not an error worth reporting.
+    let _ = match args.format {
+        OutputFormat::Json => write_json(&mut out, &diagnostics),
+        OutputFormat::Text => write_text(&mut out, &diagnostics, terminal),
+    };
+    let _ = out.flush();
+    let invalid: BTreeSet<&PathBuf> = diagnostics.iter().map(|d| &d.file).collect();
+    eprintln!(
+        "{} {} checked, {} invalid",
+        files.len(),
+        plural(files.len(), "file", "files"),
+        invalid.len()
+    );
+    if diagnostics.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+fn write_json(out: &mut impl Write, diagnostics: &[Diagnostic]) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, diagnostics)?;
+    writeln!(out)
+}
+
+fn write_text(
+    out: &mut impl Write,
+    diagnostics: &[Diagnostic],
+    excerpts: bool,
+) -> std::io::Result<()> {
+    let mut sources: HashMap<&PathBuf, Option<String>> = HashMap::new();
+    for diagnostic in diagnostics {
+        writeln!(out, "{diagnostic}")?;
+        if !excerpts || diagnostic.line == 0 {
+            continue;
+        }
+        let source = sources.entry(&diagnostic.file).or_insert_with(|| {
+            std::fs::read(&diagnostic.file)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        });
+        if let Some(line) = source
+            .as_deref()
+            .and_then(|text| text.lines().nth(diagnostic.line - 1))
+        {
+            write!(out, "{}", excerpt(line, diagnostic.line, diagnostic.column))?;
+        }
+    }
+    Ok(())
+}
+
+/// The source line with the token at `column` underlined, rustc/just style:
+/// ```text
+///    |
+///  5 |   port: 70000
+///    |         ^^^^^
+/// ```
+pub fn excerpt(line_text: &str, line: usize, column: usize) -> String {
+    let line_text = line_text.replace('\t', " ");
+    let number = line.to_string();
+    let gutter = " ".repeat(number.len());
+    let chars: Vec<char> = line_text.chars().collect();
+    let start = column.saturating_sub(1).min(chars.len());
+    let width = token_width(&chars[start..]).max(1);
+    format!(
+        "{gutter} |\n{number} | {line_text}\n{gutter} | {}{}\n",
+        " ".repeat(start),
+        "^".repeat(width)
+    )
+}
+
+/// Width of the token starting a text: a quoted string up to its closing quote, or
+/// plain text up to `: `, `,`, `]`, `}`, ` #` or the end of the line.
+fn token_width(rest: &[char]) -> usize {
+    match rest.first() {
+        None => 0,
+        Some(&quote @ ('"' | '\'')) => {
+            let mut i = 1;
+            while i < rest.len() {
+                if rest[i] == '\\' && quote == '"' {
+                    i += 2;
+                    continue;
+                }
+                if rest[i] == quote {
+                    return i + 1;
+                }
+                i += 1;
+            }
+            rest.len()
+        }
+        Some(_) => {
+            let mut end = rest.len();
+            for i in 0..rest.len() {
+                let next = rest.get(i + 1).copied();
+                let stop = match rest[i] {
+                    ':' => next.is_none_or(|c| c == ' '),
+                    ',' | ']' | '}' => true,
+                    '#' => i > 0 && rest[i - 1] == ' ',
+                    _ => false,
+                };
+                if stop {
+                    end = i;
+                    break;
+                }
+            }
+            rest[..end]
+                .iter()
+                .collect::<String>()
+                .trim_end()
+                .chars()
+                .count()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn underlines_a_plain_value() {
+        assert_eq!(
+            excerpt("  port: 70000", 5, 9),
+            "  |\n5 |   port: 70000\n  |         ^^^^^\n"
+        );
+    }
+
+    #[test]
+    fn underlines_a_key() {
+        assert_eq!(
+            excerpt("  key_patern: 'a*'  # c", 12, 3),
+            "   |\n12 |   key_patern: 'a*'  # c\n   |   ^^^^^^^^^^\n"
+        );
+    }
+
+    #[test]
+    fn underlines_a_quoted_value_and_flow_items() {
+        assert_eq!(
+            excerpt("a: \"x, y\"", 1, 4),
+            "  |\n1 | a: \"x, y\"\n  |    ^^^^^^\n"
+        );
+        assert_eq!(
+            excerpt("d: [0, -1]", 1, 8),
+            "  |\n1 | d: [0, -1]\n  |        ^^\n"
+        );
+    }
+
+    #[test]
+    fn underlines_one_character_at_the_end_of_a_line() {
+        assert_eq!(excerpt("a:", 1, 3), "  |\n1 | a:\n  |   ^\n");
+    }
 }
