@@ -10,6 +10,7 @@ pub mod load;
 pub mod locate;
 pub mod model;
 pub mod schema;
+mod schema_sync;
 pub mod suggest;
 pub mod units;
 pub mod yaml;

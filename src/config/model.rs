@@ -1,7 +1,7 @@
 //! The typed pipeline file. Every struct here mirrors a part of
 //! `schemas/pipeline.schema.json` (the one source of truth for names, types and
-//! defaults); `tests::schema_and_structs_agree` keeps them in step. The doc comment
-//! on each field is its user documentation.
+//! defaults); the `schema_and_structs_agree` test in `config::schema_sync` keeps them
+//! in step. The doc comment on each field is its user documentation.
 
 use std::path::PathBuf;
 
@@ -220,6 +220,7 @@ pub struct TemplateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
+    /// The rules, in order: the first one that matches a record decides.
     pub rules: Vec<FilterRule>,
 }
 
@@ -406,6 +407,7 @@ impl Default for RetryConfig {
 /// `delete_stale: true|false` or `delete_stale: {max_fraction: 0.5}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeleteStale {
+    /// Delete stale documents (default when the mapping form is used: true).
     pub enabled: bool,
     /// A run that would delete more than this fraction of the index deletes nothing
     /// (unless `--allow-mass-delete`).
