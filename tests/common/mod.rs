@@ -34,7 +34,16 @@ impl RedisServer {
     pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir for redis-server");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--dir", dir.path().to_str().unwrap()])
             .args(extra)
             .stdout(Stdio::null())
@@ -52,7 +61,10 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if plain {
-                if let Ok(out) = Command::new("redis-cli").args(["-p", &self.port.to_string(), "ping"]).output() {
+                if let Ok(out) = Command::new("redis-cli")
+                    .args(["-p", &self.port.to_string(), "ping"])
+                    .output()
+                {
                     let text = String::from_utf8_lossy(&out.stdout);
                     if text.contains("PONG") || text.contains("NOAUTH") {
                         return;
@@ -78,7 +90,11 @@ impl RedisServer {
             .args(args)
             .output()
             .expect("redis-cli");
-        assert!(out.status.success(), "redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -122,7 +138,12 @@ pub fn es_url() -> String {
 /// An index name unique to this test and process: `test-<prefix>-<pid>-<n>`.
 pub fn unique_index(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!("test-{}-{}-{}", prefix, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "test-{}-{}-{}",
+        prefix,
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The repository's root.
@@ -144,7 +165,10 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// A blocking HTTP client for checking Elasticsearch from tests.
 pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// `GET {es}/{index}/_count` after a refresh; 0 when the index does not exist.
@@ -161,7 +185,10 @@ pub fn es_count(index: &str) -> u64 {
 
 /// `GET {es}/{index}/_doc/{id}`'s `_source`, or `None` when absent.
 pub fn es_get(index: &str, id: &str) -> Option<serde_json::Value> {
-    let response = http().get(format!("{}/{}/_doc/{}", es_url(), index, id)).send().unwrap();
+    let response = http()
+        .get(format!("{}/{}/_doc/{}", es_url(), index, id))
+        .send()
+        .unwrap();
     if response.status() == 404 {
         return None;
     }
@@ -172,4 +199,151 @@ pub fn es_get(index: &str, id: &str) -> Option<serde_json::Value> {
 /// Deletes an index (ignores "not found").
 pub fn es_delete_index(index: &str) {
     let _ = http().delete(format!("{}/{}", es_url(), index)).send();
+}
+
+/// TLS material made by the test with the openssl CLI: a CA, a server certificate for
+/// 127.0.0.1/localhost (subjectAltName) and a client certificate, both signed by the CA.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    /// Generates a fresh CA, server and client certificate in a temporary folder.
+    pub fn generate() -> TestCerts {
+        let dir = tempfile::tempdir().expect("temp dir for certificates");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl must be installed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-sha256",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        for (who, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            let key = format!("{who}.key");
+            let csr = format!("{who}.csr");
+            let crt = format!("{who}.crt");
+            let ext = format!("{who}.ext");
+            std::fs::write(
+                dir.path().join(&ext),
+                format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
+            )
+            .unwrap();
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-sha256",
+                "-subj",
+                &format!("/CN=test {who}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-sha256",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ]);
+        }
+        TestCerts { dir }
+    }
+
+    /// The path of `name` (`ca.crt`, `server.crt`, `server.key`, `client.crt`, `client.key`).
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl RedisServer {
+    /// A redis-server that speaks only TLS on a free port, with `certs`' server
+    /// certificate; `auth_clients` makes it demand a client certificate (mutual TLS).
+    pub fn start_tls(certs: &TestCerts, auth_clients: bool) -> RedisServer {
+        let port = free_port();
+        let port_text = port.to_string();
+        let (cert, key, ca) = (certs.path("server.crt"), certs.path("server.key"), certs.path("ca.crt"));
+        let auth = if auth_clients { "yes" } else { "no" };
+        Self::start_on(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port_text,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                auth,
+            ],
+        )
+    }
+
+    /// Runs `redis-cli` over TLS (with the client certificate) and returns its output.
+    pub fn cli_tls(&self, certs: &TestCerts, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                &certs.path("ca.crt"),
+                "--cert",
+                &certs.path("client.crt"),
+            ])
+            .args(["--key", &certs.path("client.key"), "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A synchronous `redis` crate connection (binary-safe set-up of test data).
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .expect("connect to the test redis-server")
+    }
 }

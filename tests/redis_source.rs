@@ -1,0 +1,881 @@
+//! The Redis source against real redis-servers (one private server per test): every
+//! type, binary keys and values, the reference's rules, databases, ACL, TLS, failures,
+//! vanished and oversized keys, chunked reads and a server restarted mid-read.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{RedisServer, TestCerts};
+use redis_connector::config::model::RedisSourceConfig;
+use redis_connector::dead_letter::DeadLetter;
+use redis_connector::record::{KeyType, Record, RedisValue, StreamEntry};
+use redis_connector::stages::source::redis::RedisSource;
+use redis_connector::stages::{RunOptions, SourceReport, StageContext};
+use redis_connector::stats::CountersSnapshot;
+
+/// What one run of the source gave.
+struct Run {
+    records: Vec<Record>,
+    report: SourceReport,
+    counters: CountersSnapshot,
+    estimated: u64,
+    batches: usize,
+}
+
+impl Run {
+    fn keys(&self) -> BTreeSet<Vec<u8>> {
+        self.records.iter().map(|r| r.key.clone()).collect()
+    }
+    fn value(&self, key: &[u8]) -> &RedisValue {
+        &self
+            .records
+            .iter()
+            .find(|r| r.key == key)
+            .unwrap_or_else(|| panic!("no record for {key:?}"))
+            .value
+    }
+    fn record(&self, key: &[u8]) -> &Record {
+        self.records
+            .iter()
+            .find(|r| r.key == key)
+            .unwrap_or_else(|| panic!("no record for {key:?}"))
+    }
+}
+
+fn config(port: u16, extra: &str) -> RedisSourceConfig {
+    serde_yaml::from_str(&format!("host: 127.0.0.1\nport: {port}\n{extra}"))
+        .expect("test config parses")
+}
+
+/// Runs the source to its end with a channel of `capacity`, calling `on_batch(n)` before
+/// receiving batch `n` (so a test can act while the source waits on it).
+fn read_with(
+    config: RedisSourceConfig,
+    capacity: usize,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Run, String> {
+    let source = RedisSource::build(&config).map_err(|e| format!("build: {e:?}"))?;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = StageContext::new(
+        "test",
+        "source",
+        DeadLetter::new(dir.path().join("dl.ndjson")),
+        RunOptions::default(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(capacity);
+    let handle = runtime.spawn(source.run(tx, ctx.clone()));
+    let mut records = Vec::new();
+    let mut batches = 0;
+    loop {
+        on_batch(batches);
+        let Some(batch) = rx.blocking_recv() else {
+            break;
+        };
+        assert!(!batch.is_empty(), "the source sends no empty batches");
+        batches += 1;
+        records.extend(batch);
+    }
+    let report = runtime
+        .block_on(handle)
+        .unwrap()
+        .map_err(|e| format!("{e:#}"));
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            assert!(
+                records.is_empty(),
+                "an error came after {} records were sent: {error}",
+                records.len()
+            );
+            return Err(error);
+        }
+    };
+    Ok(Run {
+        records,
+        report,
+        counters: ctx.counters.snapshot(),
+        estimated: ctx
+            .estimated_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        batches,
+    })
+}
+
+fn read(config: RedisSourceConfig) -> Result<Run, String> {
+    read_with(config, 8, |_| {})
+}
+
+fn cmd(connection: &mut redis::Connection, args: &[&[u8]]) {
+    let mut command = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command
+        .exec(connection)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+}
+
+fn commandstat(redis: &RedisServer, command: &str) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+fn text_keys(keys: &[&str]) -> BTreeSet<Vec<u8>> {
+    keys.iter().map(|k| k.as_bytes().to_vec()).collect()
+}
+
+#[test]
+fn every_type_is_read_with_its_typed_value_binary_safe() {
+    let redis = RedisServer::start(&[]);
+    let mut c = redis.connection();
+    let binary_key: &[u8] = &[b'b', 0xff, 0x00, b'\n'];
+    let binary_value: &[u8] = &[0, 159, 146, 150, 255];
+    cmd(&mut c, &[b"SET", b"plain", b"hello"]);
+    cmd(&mut c, &[b"SET", binary_key, binary_value]);
+    cmd(&mut c, &[b"SET", b"empty", b""]);
+    for key in ["with space", "new\nline", "ünïcødé 😀", "sym*?[]\\"] {
+        cmd(
+            &mut c,
+            &[b"SET", key.as_bytes(), format!("value of {key}").as_bytes()],
+        );
+    }
+    cmd(&mut c, &[b"HSET", b"hash", b"a", b"1", b"b", &[0xfe]]);
+    cmd(&mut c, &[b"RPUSH", b"list", b"x", b"y", b"x"]);
+    cmd(&mut c, &[b"SADD", b"set", b"c", b"a", b"b"]);
+    cmd(
+        &mut c,
+        &[
+            b"ZADD", b"zset", b"1.5", b"m1", b"-inf", b"m0", b"+inf", b"m9",
+        ],
+    );
+    cmd(&mut c, &[b"XADD", b"stream", b"1-0", b"f", b"v"]);
+    cmd(
+        &mut c,
+        &[b"XADD", b"stream", b"2-0", b"g", b"w", b"h", b"z"],
+    );
+    cmd(&mut c, &[b"SET", b"expiring", b"soon", b"EX", b"1000"]);
+
+    let run = read(config(redis.port, "database: 0\nscan_count: 3\n")).unwrap();
+
+    assert_eq!(run.records.len(), 13);
+    assert_eq!(run.keys().len(), 13, "each key once");
+    assert!(
+        run.batches >= 2,
+        "one batch per SCAN page, not one for everything: {}",
+        run.batches
+    );
+    assert_eq!(run.value(b"plain"), &RedisValue::String(b"hello".to_vec()));
+    assert_eq!(
+        run.value(binary_key),
+        &RedisValue::String(binary_value.to_vec())
+    );
+    assert_eq!(run.value(b"empty"), &RedisValue::String(Vec::new()));
+    assert_eq!(
+        run.value("new\nline".as_bytes()),
+        &RedisValue::String(b"value of new\nline".to_vec())
+    );
+    assert_eq!(
+        run.value("sym*?[]\\".as_bytes()),
+        &RedisValue::String(b"value of sym*?[]\\".to_vec())
+    );
+    assert_eq!(
+        run.value("ünïcødé 😀".as_bytes()),
+        &RedisValue::String("value of ünïcødé 😀".as_bytes().to_vec())
+    );
+    assert_eq!(
+        run.value(b"hash"),
+        &RedisValue::Hash(vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), vec![0xfe])
+        ])
+    );
+    assert_eq!(
+        run.value(b"list"),
+        &RedisValue::List(vec![b"x".to_vec(), b"y".to_vec(), b"x".to_vec()])
+    );
+    assert_eq!(
+        run.value(b"set"),
+        &RedisValue::Set(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()])
+    );
+    assert_eq!(
+        run.value(b"zset"),
+        &RedisValue::ZSet(vec![
+            (b"m0".to_vec(), f64::NEG_INFINITY),
+            (b"m1".to_vec(), 1.5),
+            (b"m9".to_vec(), f64::INFINITY)
+        ])
+    );
+    assert_eq!(
+        run.value(b"stream"),
+        &RedisValue::Stream(vec![
+            StreamEntry {
+                id: "1-0".into(),
+                fields: vec![(b"f".to_vec(), b"v".to_vec())]
+            },
+            StreamEntry {
+                id: "2-0".into(),
+                fields: vec![
+                    (b"g".to_vec(), b"w".to_vec()),
+                    (b"h".to_vec(), b"z".to_vec())
+                ]
+            },
+        ])
+    );
+    let types: BTreeMap<&[u8], KeyType> = run
+        .records
+        .iter()
+        .map(|r| (r.key.as_slice(), r.key_type))
+        .collect();
+    assert_eq!(types[b"zset".as_slice()], KeyType::ZSet);
+    assert_eq!(types[b"stream".as_slice()], KeyType::Stream);
+
+    let ttl = run.record(b"expiring").ttl.expect("a ttl");
+    assert!((990..=1000).contains(&ttl), "ttl {ttl}");
+    assert_eq!(run.record(b"plain").ttl, None);
+    assert!(
+        run.records
+            .iter()
+            .all(|r| r.size_in_bytes.is_some_and(|s| s > 0)),
+        "MEMORY USAGE for every key"
+    );
+    assert!(run
+        .records
+        .iter()
+        .all(|r| r.database == 0 && r.document.is_none()));
+
+    let db0 = &run.report.keys[&0];
+    assert_eq!(db0["string"], 8);
+    assert_eq!(
+        (
+            db0["hash"],
+            db0["list"],
+            db0["set"],
+            db0["zset"],
+            db0["stream"]
+        ),
+        (1, 1, 1, 1, 1)
+    );
+    assert_eq!(run.counters.received, 13);
+    assert_eq!(run.counters.skipped, 0);
+    assert_eq!(run.estimated, 13);
+}
+
+#[test]
+fn size_in_bytes_false_skips_memory_usage() {
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\nHSET h f v\n");
+    let run = read(config(redis.port, "size_in_bytes: false\n")).unwrap();
+    assert_eq!(run.records.len(), 2);
+    assert!(run.records.iter().all(|r| r.size_in_bytes.is_none()));
+    assert_eq!(commandstat(&redis, "memory|usage"), 0);
+}
+
+/// The key set that tells the reference's seven examples apart.
+fn reference_keys(redis: &RedisServer) {
+    redis.cli_pipe(
+        "SET alpha 1\nSET alpha1 1\nSADD alphabet a b\nSET beta 1\nSET test1 1\nSET test2 1\nSET test3 1\n\
+         SADD test4 x\nSET testa 1\nSET test12 1\nSADD set:one m\nHSET user:1 name ann\n",
+    );
+}
+
+fn redis_cli_scan(redis: &RedisServer, pattern: &str, key_type: Option<&str>) -> BTreeSet<Vec<u8>> {
+    redis
+        .cli(&["--scan", "--pattern", pattern])
+        .lines()
+        .filter(|key| key_type.is_none_or(|t| redis.cli(&["TYPE", key]).trim() == t))
+        .map(|key| key.as_bytes().to_vec())
+        .collect()
+}
+
+#[test]
+fn the_seven_reference_rule_examples_select_what_redis_scan_match_selects() {
+    let redis = RedisServer::start(&[]);
+    reference_keys(&redis);
+    let cases: [(&str, Option<&str>, &[&str]); 7] = [
+        ("alpha*", None, &["alpha", "alpha1", "alphabet"]),
+        ("alpha", None, &["alpha"]),
+        ("test[123]", None, &["test1", "test2", "test3"]),
+        ("test[^123]", None, &["test4", "testa"]),
+        (
+            "*",
+            None,
+            &[
+                "alpha", "alpha1", "alphabet", "beta", "test1", "test2", "test3", "test4", "testa",
+                "test12", "set:one", "user:1",
+            ],
+        ),
+        ("*", Some("SET"), &["alphabet", "test4", "set:one"]),
+        ("", Some("SET"), &["alphabet", "test4", "set:one"]),
+    ];
+    for (pattern, key_type, expected) in cases {
+        let mut rule = String::from("rules:\n  - database: 0\n");
+        if !pattern.is_empty() {
+            rule += &format!("    key_pattern: '{pattern}'\n");
+        }
+        if let Some(t) = key_type {
+            rule += &format!("    _type: {t}\n");
+        }
+        let run = read(config(redis.port, &rule)).unwrap();
+        let redis_says = redis_cli_scan(
+            &redis,
+            if pattern.is_empty() { "*" } else { pattern },
+            key_type.map(|_| "set"),
+        );
+        assert_eq!(
+            run.keys(),
+            redis_says,
+            "rule {pattern:?}/{key_type:?} against redis-cli --scan"
+        );
+        assert_eq!(
+            run.keys(),
+            text_keys(expected),
+            "rule {pattern:?}/{key_type:?}"
+        );
+        assert_eq!(run.records.len(), expected.len(), "no key twice");
+    }
+}
+
+#[test]
+fn type_only_rules_accept_every_spelling() {
+    let redis = RedisServer::start(&[]);
+    reference_keys(&redis);
+    for spelling in ["_type: hash", "type: HASH", "_type: Hash"] {
+        let run = read(config(
+            redis.port,
+            &format!("rules:\n  - database: 0\n    {spelling}\n"),
+        ))
+        .unwrap();
+        assert_eq!(run.keys(), text_keys(&["user:1"]), "{spelling}");
+    }
+    // A rule's type fixes the type: no TYPE command is needed.
+    assert_eq!(commandstat(&redis, "type"), 0);
+}
+
+#[test]
+fn overlapping_rules_produce_each_key_once() {
+    let redis = RedisServer::start(&[]);
+    reference_keys(&redis);
+    let rules = "rules:\n  - {database: 0, key_pattern: 'alpha*'}\n  - {database: 0, key_pattern: '*1'}\n  - {database: 0, _type: SET}\n";
+    let run = read(config(redis.port, rules)).unwrap();
+    let expected = text_keys(&[
+        "alpha", "alpha1", "alphabet", "test1", "set:one", "test4", "user:1",
+    ]);
+    assert_eq!(run.keys(), expected);
+    assert_eq!(run.records.len(), expected.len(), "each key once");
+    assert_eq!(run.counters.received, expected.len() as u64);
+}
+
+fn three_databases(redis: &RedisServer) {
+    redis.cli_pipe(
+        "SELECT 0\nSET a 0\nSET b 0\nSET c 0\nSELECT 2\nSET a 2\nHSET h f v\nSELECT 5\nSET z 5\n",
+    );
+}
+
+fn per_database(run: &Run) -> BTreeMap<u32, BTreeSet<Vec<u8>>> {
+    let mut map: BTreeMap<u32, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for r in &run.records {
+        map.entry(r.database).or_default().insert(r.key.clone());
+    }
+    map
+}
+
+#[test]
+fn star_reads_every_database_that_holds_keys() {
+    let redis = RedisServer::start(&[]);
+    three_databases(&redis);
+    let run = read(config(redis.port, "database: '*'\n")).unwrap();
+    let dbs = per_database(&run);
+    assert_eq!(dbs.keys().copied().collect::<Vec<_>>(), vec![0, 2, 5]);
+    assert_eq!(dbs[&2], text_keys(&["a", "h"]));
+    assert_eq!(run.value(b"z"), &RedisValue::String(b"5".to_vec()));
+    assert_eq!(run.estimated, 6);
+    assert_eq!(run.report.keys[&2]["hash"], 1);
+    assert!(run.report.notes.is_empty(), "{:?}", run.report.notes);
+}
+
+#[test]
+fn a_database_list_reads_those_databases() {
+    let redis = RedisServer::start(&[]);
+    three_databases(&redis);
+    for selection in ["database: '5,0'", "database: [0, 5]"] {
+        let run = read(config(redis.port, selection)).unwrap();
+        let dbs = per_database(&run);
+        assert_eq!(
+            dbs.keys().copied().collect::<Vec<_>>(),
+            vec![0, 5],
+            "{selection}"
+        );
+        assert_eq!(run.records.len(), 4);
+        assert_eq!(run.estimated, 4);
+    }
+    // Rules ignore `database`.
+    let run = read(config(
+        redis.port,
+        "database: 5\nrules:\n  - {database: 2, key_pattern: 'h'}\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        per_database(&run).keys().copied().collect::<Vec<_>>(),
+        vec![2]
+    );
+}
+
+#[test]
+fn databases_that_do_not_exist_are_all_named_in_one_error_before_any_record() {
+    let redis = RedisServer::start(&[]);
+    three_databases(&redis);
+    let error = read(config(redis.port, "database: [0, 16, 99]\n"))
+        .err()
+        .unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "Redis at 127.0.0.1:{} has no databases 16, 99 (it has 16 databases, 0 to 15)",
+            redis.port
+        )
+    );
+    let error = read(config(
+        redis.port,
+        "rules:\n  - {database: 40, key_pattern: 'a'}\n",
+    ))
+    .err()
+    .unwrap();
+    assert!(error.contains("has no database 40 "), "{error}");
+}
+
+#[test]
+fn star_falls_back_to_info_keyspace_when_config_is_renamed_away() {
+    let redis = RedisServer::start(&["--rename-command", "CONFIG", "\"\""]);
+    three_databases(&redis);
+    assert!(redis
+        .cli(&["CONFIG", "GET", "databases"])
+        .contains("unknown command"));
+    let run = read(config(redis.port, "database: '*'\n")).unwrap();
+    assert_eq!(
+        per_database(&run).keys().copied().collect::<Vec<_>>(),
+        vec![0, 2, 5]
+    );
+    assert_eq!(run.records.len(), 6);
+    assert!(
+        run.report.notes.iter().any(|n| n.contains("INFO keyspace")),
+        "{:?}",
+        run.report.notes
+    );
+    // Without CONFIG, a listed database is checked with SELECT.
+    let error = read(config(redis.port, "database: [0, 20, 21]\n"))
+        .err()
+        .unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "Redis at 127.0.0.1:{} has no databases 20, 21 (SELECT: DB index is out of range)",
+            redis.port
+        )
+    );
+}
+
+const READER_PASSWORD: &str = "s3cr3t-Reader-pw";
+
+fn acl_server() -> RedisServer {
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET user:1 ann\nHSET user:2 name bob\nSET secret:1 classified\nSET other x\n");
+    let out = redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "reader",
+        "on",
+        &format!(">{READER_PASSWORD}"),
+        "~user:*",
+        "+@read",
+        "+@connection",
+        "+info",
+        "+config|get",
+    ]);
+    assert_eq!(out.trim(), "OK");
+    redis
+}
+
+#[test]
+fn an_acl_user_restricted_to_user_keys_reads_them_with_a_matching_rule() {
+    let redis = acl_server();
+    let auth = format!("username: reader\npassword: {READER_PASSWORD}\n");
+    let run = read(config(
+        redis.port,
+        &format!("{auth}rules:\n  - {{database: 0, key_pattern: 'user:*'}}\n"),
+    ))
+    .unwrap();
+    assert_eq!(run.keys(), text_keys(&["user:1", "user:2"]));
+    assert_eq!(run.value(b"user:1"), &RedisValue::String(b"ann".to_vec()));
+}
+
+#[test]
+fn an_acl_user_reading_keys_it_may_not_gets_a_noperm_error_naming_user_and_key() {
+    let redis = acl_server();
+    let auth = format!("username: reader\npassword: {READER_PASSWORD}\n");
+    let error = read(config(redis.port, &format!("{auth}database: 0\n")))
+        .err()
+        .unwrap();
+    eprintln!("NOPERM: {error}");
+    assert!(
+        error.starts_with(&format!("Redis at 127.0.0.1:{}: TYPE of key `", redis.port)),
+        "{error}"
+    );
+    assert!(
+        error.contains("permission denied to user `reader` (NOPERM)"),
+        "{error}"
+    );
+    assert!(!error.contains(READER_PASSWORD), "{error}");
+}
+
+#[test]
+fn a_wrong_password_names_server_and_user_but_never_the_password() {
+    let redis = acl_server();
+    let error = read(config(
+        redis.port,
+        "username: reader\npassword: not-the-Password-42\ndatabase: 0\n",
+    ))
+    .err()
+    .unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "Redis at 127.0.0.1:{}: connecting to db 0 failed: authentication failed for user `reader`: wrong password, \
+             or the user does not exist or is disabled (WRONGPASS)",
+            redis.port
+        )
+    );
+}
+
+#[test]
+fn a_password_file_is_read_and_its_trailing_newline_ignored() {
+    let redis = acl_server();
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_file(dir.path(), "pw", &format!("{READER_PASSWORD}\n"));
+    let yaml = format!(
+        "username: reader\npassword_file: {}\nrules:\n  - {{database: 0, key_pattern: 'user:1'}}\n",
+        file.display()
+    );
+    let run = read(config(redis.port, &yaml)).unwrap();
+    assert_eq!(run.keys(), text_keys(&["user:1"]));
+}
+
+#[test]
+fn nothing_listening_gives_connection_refused_naming_host_and_port() {
+    let port = common::free_port();
+    let error = read(config(port, "")).err().unwrap();
+    assert_eq!(
+        error,
+        format!("Redis at 127.0.0.1:{port}: connecting to db 0 failed: connection refused (is Redis running and listening on that port?)")
+    );
+}
+
+fn tls_config(port: u16, certs: &TestCerts, extra: &str) -> RedisSourceConfig {
+    config(
+        port,
+        &format!(
+            "database: 0\ntls:\n  enabled: true\n  ca_file: {}\n{extra}",
+            certs.path("ca.crt")
+        ),
+    )
+}
+
+#[test]
+fn tls_with_the_servers_ca_reads_keys() {
+    let certs = TestCerts::generate();
+    let redis = RedisServer::start_tls(&certs, false);
+    redis.cli_tls(&certs, &["SET", "over-tls", "yes"]);
+    let run = read(tls_config(redis.port, &certs, "")).unwrap();
+    assert_eq!(run.value(b"over-tls"), &RedisValue::String(b"yes".to_vec()));
+}
+
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let certs = TestCerts::generate();
+    let redis = RedisServer::start_tls(&certs, true);
+    redis.cli_tls(&certs, &["SET", "mtls", "ok"]);
+    let with_cert = format!(
+        "  cert_file: {}\n  key_file: {}\n",
+        certs.path("client.crt"),
+        certs.path("client.key")
+    );
+    let run = read(tls_config(redis.port, &certs, &with_cert)).unwrap();
+    assert_eq!(run.value(b"mtls"), &RedisValue::String(b"ok".to_vec()));
+
+    let error = read(tls_config(redis.port, &certs, "")).err().unwrap();
+    eprintln!("without a client certificate: {error}");
+    assert!(
+        error.starts_with(&format!(
+            "Redis at 127.0.0.1:{}: connecting to db 0 failed:",
+            redis.port
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_server_certificate_from_an_unknown_ca_is_refused_unless_verification_is_off() {
+    let certs = TestCerts::generate();
+    let other = TestCerts::generate();
+    let redis = RedisServer::start_tls(&certs, false);
+    redis.cli_tls(&certs, &["SET", "k", "v"]);
+    let error = read(tls_config(redis.port, &other, "")).err().unwrap();
+    eprintln!("unknown CA: {error}");
+    assert!(
+        error.starts_with(&format!(
+            "Redis at 127.0.0.1:{}: connecting to db 0 failed: TLS handshake failed:",
+            redis.port
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains("UnknownIssuer") || error.contains("certificate"),
+        "{error}"
+    );
+
+    let insecure = config(
+        redis.port,
+        "database: 0\ntls: {enabled: true, insecure_skip_verify: true}\n",
+    );
+    assert_eq!(read(insecure).unwrap().keys(), text_keys(&["k"]));
+}
+
+#[test]
+fn keys_deleted_between_scan_and_read_are_counted_as_vanished() {
+    let redis = RedisServer::start(&[]);
+    let mut commands = String::new();
+    for i in 0..2000 {
+        commands += &format!("SET k:{i} v{i}\n");
+    }
+    redis.cli_pipe(&commands);
+    // One page fetched at a time, one batch in the channel: with the consumer not
+    // receiving, the walk stops after exactly 4 SCAN calls, pages 3 and 4 scanned but
+    // not read. Deleting every key then makes those vanish.
+    let yaml = "database: 0\nscan_count: 10\npages_in_flight: 1\n";
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 0 {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while commandstat(&redis, "scan") < 4 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the source never scanned 4 pages"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            redis.cli(&["FLUSHALL"]);
+        }
+    })
+    .unwrap();
+    let vanished = run
+        .counters
+        .skipped_reasons
+        .get("vanished")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        vanished > 0,
+        "keys scanned before the delete and read after it are vanished"
+    );
+    assert!(!run.records.is_empty());
+    assert_eq!(
+        commandstat(&redis, "scan"),
+        5,
+        "after the delete, one more SCAN finds nothing"
+    );
+    for record in &run.records {
+        let key = String::from_utf8(record.key.clone()).unwrap();
+        assert_eq!(
+            record.value,
+            RedisValue::String(key.replace("k:", "v").into_bytes())
+        );
+    }
+    assert_eq!(run.counters.received, run.records.len() as u64);
+    assert_eq!(run.counters.skipped, vanished);
+}
+
+#[test]
+fn values_over_max_value_bytes_are_skipped_and_counted() {
+    let redis = RedisServer::start(&[]);
+    let mut c = redis.connection();
+    let big = vec![b'x'; 5000];
+    cmd(&mut c, &[b"SET", b"big-string", &big]);
+    cmd(&mut c, &[b"SET", b"small-string", b"ok"]);
+    for i in 0..50 {
+        cmd(
+            &mut c,
+            &[
+                b"HSET",
+                b"big-hash",
+                format!("field{i}").as_bytes(),
+                &[b'y'; 100],
+            ],
+        );
+    }
+    cmd(&mut c, &[b"HSET", b"small-hash", b"a", b"1"]);
+    cmd(&mut c, &[b"RPUSH", b"big-list", &[b'z'; 600], &[b'z'; 600]]);
+    for size_in_bytes in [true, false] {
+        let yaml =
+            format!("max_value_bytes: 1000\nchunk_size: 10\nsize_in_bytes: {size_in_bytes}\n");
+        let run = read(config(redis.port, &yaml)).unwrap();
+        assert_eq!(
+            run.keys(),
+            text_keys(&["small-string", "small-hash"]),
+            "size_in_bytes: {size_in_bytes}"
+        );
+        assert_eq!(run.counters.skipped_reasons.get("too_large"), Some(&3));
+        assert_eq!(run.counters.skipped, 3);
+    }
+}
+
+#[test]
+fn a_hash_with_200000_fields_is_read_in_chunks() {
+    let redis = RedisServer::start(&[]);
+    redis.cli(&[
+        "EVAL",
+        "for i=1,200000 do redis.call('HSET', KEYS[1], 'f'..i, 'v'..i) end",
+        "1",
+        "huge",
+    ]);
+    redis.cli(&["SET", "small", "s"]);
+    let run = read(config(redis.port, "chunk_size: 1000\n")).unwrap();
+    let RedisValue::Hash(fields) = run.value(b"huge") else {
+        panic!("a hash")
+    };
+    assert_eq!(fields.len(), 200_000);
+    let map: BTreeMap<&[u8], &[u8]> = fields
+        .iter()
+        .map(|(f, v)| (f.as_slice(), v.as_slice()))
+        .collect();
+    assert_eq!(map.len(), 200_000, "no field twice");
+    assert_eq!(map[b"f1".as_slice()], b"v1");
+    assert_eq!(map[b"f200000".as_slice()], b"v200000");
+    assert!(
+        commandstat(&redis, "hscan") >= 200,
+        "read with HSCAN pages of about 1000 fields"
+    );
+    assert_eq!(
+        commandstat(&redis, "hgetall"),
+        0,
+        "never in one HGETALL reply"
+    );
+    assert_eq!(run.records.len(), 2);
+}
+
+fn load_many(redis: &RedisServer, n: usize) -> BTreeSet<Vec<u8>> {
+    let mut commands = String::new();
+    let mut keys = BTreeSet::new();
+    for i in 0..n {
+        if i % 10 == 0 {
+            commands += &format!("HSET h:{i} n {i}\n");
+            keys.insert(format!("h:{i}").into_bytes());
+        } else {
+            commands += &format!("SET s:{i} {i}\n");
+            keys.insert(format!("s:{i}").into_bytes());
+        }
+    }
+    redis.cli_pipe(&commands);
+    keys
+}
+
+#[test]
+fn dropped_connections_resume_from_the_cursor_and_lose_nothing() {
+    let redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    let yaml = "database: 0\nscan_count: 50\npages_in_flight: 2\n";
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 1 {
+            let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+            assert_ne!(killed.trim(), "0", "the source's connections were killed");
+        }
+    })
+    .unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(
+        run.records.len(),
+        keys.len(),
+        "resumed from the cursor: no key twice"
+    );
+    assert!(
+        run.report.notes.iter().any(|n| n.contains("dropped")),
+        "{:?}",
+        run.report.notes
+    );
+}
+
+#[test]
+fn a_redis_restart_mid_read_loses_nothing_that_still_exists() {
+    let mut redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    redis.cli(&["SAVE"]);
+    let port = redis.port;
+    let mut restarted: Option<RedisServer> = None;
+    let yaml = "database: 0\nscan_count: 50\npages_in_flight: 2\n";
+    let run = read_with(config(port, yaml), 1, |batch| {
+        if batch == 1 {
+            // A crash, then a start on the same port that loads the saved data.
+            redis.kill();
+            let dir = redis.dir.path().to_str().unwrap().to_owned();
+            restarted = Some(RedisServer::start_on(port, &["--dir", &dir]));
+        }
+    })
+    .unwrap();
+    let restarted = restarted.expect("the server was restarted");
+    assert_eq!(
+        restarted.cli(&["DBSIZE"]).trim(),
+        "3000",
+        "the restarted server has the data"
+    );
+    assert_eq!(run.keys(), keys, "every key arrives");
+    assert!(
+        run.report.notes.iter().any(|n| n.contains("restarted")),
+        "{:?}",
+        run.report.notes
+    );
+    for record in &run.records {
+        if record.key.starts_with(b"s:") {
+            assert_eq!(record.value, RedisValue::String(record.key[2..].to_vec()));
+        }
+    }
+}
+
+#[test]
+fn cancelling_stops_the_read_without_error() {
+    let redis = RedisServer::start(&[]);
+    load_many(&redis, 2000);
+    let source = RedisSource::build(&config(redis.port, "scan_count: 10\n")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = StageContext::new(
+        "test",
+        "source",
+        DeadLetter::new(dir.path().join("dl")),
+        RunOptions::default(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let handle = runtime.spawn(source.run(tx, ctx.clone()));
+    let first = rx.blocking_recv().expect("a first batch");
+    ctx.cancel.cancel();
+    let mut total = first.len();
+    while let Some(batch) = rx.blocking_recv() {
+        total += batch.len();
+    }
+    runtime
+        .block_on(handle)
+        .unwrap()
+        .expect("a cancelled read ends without error");
+    assert!(total < 2000, "stopped early, read {total}");
+    assert_eq!(ctx.counters.snapshot().received as usize, total);
+}
