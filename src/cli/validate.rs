@@ -66,7 +66,9 @@ fn write_text(
 ) -> std::io::Result<()> {
     let mut sources: HashMap<&PathBuf, Option<String>> = HashMap::new();
     for diagnostic in diagnostics {
-        writeln!(out, "{diagnostic}")?;
+        // A message of several lines (a regex error's caret diagram) keeps its later
+        // lines indented, so each line that starts at column 0 is one problem.
+        writeln!(out, "{}", diagnostic.to_string().replace('\n', "\n    "))?;
         if !excerpts || diagnostic.line == 0 {
             continue;
         }

@@ -55,9 +55,34 @@ pub fn check(
     is_interpolated: &dyn Fn(&str) -> bool,
 ) -> Vec<SchemaError> {
     let mut errors = Vec::new();
+    let mut missing = Vec::new();
     for error in validator().iter_errors(instance) {
+        let is_missing = matches!(
+            error.kind,
+            ValidationErrorKind::Required { .. } | ValidationErrorKind::AnyOf { .. }
+        );
+        let before = errors.len();
         explain(&error, is_secret, is_interpolated, &mut errors);
+        if is_missing {
+            missing.extend(before..errors.len());
+        }
     }
+    // `key_patern: x` also makes `key_pattern` missing: the suggestion says it all.
+    let suggested_in: Vec<String> = errors
+        .iter()
+        .filter(|e| e.anchor == Anchor::Key && e.message.contains("did you mean"))
+        .filter_map(|e| {
+            e.pointer
+                .rsplit_once('/')
+                .map(|(parent, _)| parent.to_owned())
+        })
+        .collect();
+    let mut index = 0;
+    errors.retain(|e| {
+        let keep = !(missing.contains(&index) && suggested_in.contains(&e.pointer));
+        index += 1;
+        keep
+    });
     errors
 }
 

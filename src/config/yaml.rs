@@ -149,25 +149,26 @@ pub fn parse(text: &str) -> (Option<Node>, Vec<YamlError>) {
     (builder.root, builder.errors)
 }
 
-/// Turns the parser's message into one a user can act on; tabs get their own.
+/// Turns the parser's message into one a user can act on. Tabs get their own: the
+/// parser often trips over a tab-indented line on the line before it (the tab ends
+/// a plain scalar), so the error's line and the next one are both looked at.
 fn syntax_error(text: &str, position: Position, info: &str) -> YamlError {
-    let line_text = text
-        .lines()
-        .nth(position.line.saturating_sub(1))
-        .unwrap_or("");
-    let indentation: String = line_text
-        .chars()
-        .take_while(|c| *c == ' ' || *c == '\t')
-        .collect();
-    if let Some(tab) = indentation.find('\t') {
-        return YamlError {
-            position: Position {
-                line: position.line,
-                column: indentation[..tab].chars().count() + 1,
-            },
-            pointer: String::new(),
-            message: "tab character in indentation: YAML indents with spaces only".into(),
-        };
+    let first = position.line.saturating_sub(1);
+    for (index, line_text) in text.lines().enumerate().skip(first).take(2) {
+        let indentation: String = line_text
+            .chars()
+            .take_while(|c| *c == ' ' || *c == '\t')
+            .collect();
+        if let Some(tab) = indentation.find('\t') {
+            return YamlError {
+                position: Position {
+                    line: index + 1,
+                    column: indentation[..tab].chars().count() + 1,
+                },
+                pointer: String::new(),
+                message: "tab character in indentation: YAML indents with spaces only".into(),
+            };
+        }
     }
     YamlError {
         position,
@@ -509,6 +510,16 @@ mod tests {
             "tab character in indentation: YAML indents with spaces only"
         );
         assert_eq!(errors[0].position, Position { line: 2, column: 1 });
+    }
+
+    #[test]
+    fn a_tab_after_a_plain_value_is_found_on_the_next_line() {
+        let (_, errors) = parse("a:\n  b: x\n\tc: 1\n");
+        assert_eq!(
+            errors[0].message,
+            "tab character in indentation: YAML indents with spaces only"
+        );
+        assert_eq!(errors[0].position, Position { line: 3, column: 1 });
     }
 
     #[test]
