@@ -1,0 +1,322 @@
+//! `redis-connector validate`, driven through the real binary: the exact output for
+//! every invalid fixture (insta snapshots), the JSON format, exit codes, the example
+//! pipelines, cross-file checks and a 5 MB file.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{connector, repo_root, write_file};
+
+/// Set for every run: the fixture `interpolated-value-not-echoed.yaml` reads it.
+const SECRET: &str = "hunter2-secret";
+
+/// Runs `validate ARGS...` from the repository root (so paths in the output are
+/// relative, as given).
+fn validate(args: &[&str]) -> Output {
+    connector()
+        .current_dir(repo_root())
+        .arg("validate")
+        .args(args)
+        .env("REDIS_CONNECTOR_TEST_SECRET", SECRET)
+        .env_remove("REDIS_CONNECTOR_TEST_UNSET_VARIABLE")
+        .output()
+        .expect("run redis-connector")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("UTF-8 output")
+}
+
+#[test]
+fn every_invalid_fixture_reports_its_mistake() {
+    insta::glob!("fixtures/invalid/*.yaml", |path| {
+        let relative = path
+            .strip_prefix(repo_root())
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let output = validate(&[&relative]);
+        let text = stdout(&output);
+        assert_eq!(output.status.code(), Some(1), "{relative}: {text}");
+        assert_eq!(stderr(&output), "1 file checked, 1 invalid\n");
+        for line in text.lines().filter(|l| !l.starts_with(' ')) {
+            assert!(
+                line.starts_with(&format!("{relative}:")),
+                "{relative}: every problem names the file: {line}"
+            );
+        }
+        assert!(
+            !text.contains(SECRET),
+            "{relative}: an interpolated value was echoed"
+        );
+        insta::assert_snapshot!(text);
+    });
+}
+
+#[test]
+fn there_are_at_least_25_distinct_invalid_fixtures() {
+    let count = std::fs::read_dir(repo_root().join("tests/fixtures/invalid"))
+        .unwrap()
+        .count();
+    assert!(count >= 25, "only {count} fixtures");
+}
+
+#[test]
+fn the_example_pipelines_are_all_valid() {
+    let output = connector()
+        .current_dir(repo_root())
+        .args(["validate", "pipelines/"])
+        .env("REDIS_PASSWORD", "redis-secret")
+        .env("ES_API_KEY", "es-secret")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&output), "");
+    let files = std::fs::read_dir(repo_root().join("pipelines"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        stderr(&output),
+        format!("{files} files checked, 0 invalid\n")
+    );
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn the_examples_name_the_schema_and_say_what_they_show() {
+    for entry in std::fs::read_dir(repo_root().join("pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("# yaml-language-server: $schema=../schemas/pipeline.schema.json"),
+            "{}",
+            path.display()
+        );
+        assert!(
+            lines.next().is_some_and(|l| l.starts_with("# ")),
+            "{}: a comment says what it shows",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn the_valid_fixtures_pass() {
+    let output = validate(&["tests/fixtures/valid"]);
+    assert_eq!(stdout(&output), "");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn json_format_prints_only_an_array_of_problems() {
+    let output = validate(&[
+        "--format",
+        "json",
+        "tests/fixtures/invalid/two-errors.yaml",
+        "tests/fixtures/valid",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let problems: serde_json::Value =
+        serde_json::from_str(&stdout(&output)).expect("stdout is one JSON value");
+    assert_eq!(
+        problems,
+        serde_json::json!([
+            {
+                "file": "tests/fixtures/invalid/two-errors.yaml",
+                "line": 5,
+                "column": 9,
+                "pointer": "/source/port",
+                "message": "expected an integer <= 65535, got 70000"
+            },
+            {
+                "file": "tests/fixtures/invalid/two-errors.yaml",
+                "line": 8,
+                "column": 14,
+                "pointer": "/source/rules/0/_type",
+                "message": "`_type` must be one of HASH, LIST, SET, STREAM, STRING, ZSET, ReJSON-RL (or JSON), in any case; got `hashes`"
+            }
+        ])
+    );
+    assert_eq!(stderr(&output), "4 files checked, 1 invalid\n");
+}
+
+#[test]
+fn json_format_of_valid_files_is_an_empty_array() {
+    let output = validate(&["--format", "json", "tests/fixtures/valid"]);
+    assert_eq!(stdout(&output).trim(), "[]");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn a_missing_path_is_a_usage_error() {
+    let output = validate(&["tests/fixtures/no-such-file.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stdout(&output), "");
+    assert_eq!(
+        stderr(&output),
+        "error: tests/fixtures/no-such-file.yaml: no such file or folder\n"
+    );
+}
+
+#[test]
+fn an_empty_folder_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = validate(&[dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: {}: no pipeline files (*.yaml, *.yml) in this folder\n",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn a_bad_flag_is_a_usage_error() {
+    let output = validate(&["--format", "xml", "pipelines/"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("invalid value 'xml' for '--format <FORMAT>'"),
+        "{}",
+        stderr(&output)
+    );
+    let output = validate(&[]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+fn pipeline(name: &str, index: &str, delete_stale: &str) -> String {
+    format!(
+        "name: {name}\nsource:\n  type: redis\n  host: 127.0.0.1\nsink:\n  type: elasticsearch\n  url: http://127.0.0.1:9200\n  index: {index}\n  delete_stale: {delete_stale}\n"
+    )
+}
+
+fn validate_folder(dir: &Path) -> Output {
+    connector()
+        .current_dir(dir)
+        .args(["validate", "."])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn two_pipelines_with_one_name_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "a.yaml", &pipeline("users", "users-a", "false"));
+    write_file(dir.path(), "b.yml", &pipeline("users", "users-b", "false"));
+    let output = validate_folder(dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        "b.yml:1:7: error: pipeline name `users` is already used by a.yaml:1:7: names must be unique (at /name)\n"
+    );
+    assert_eq!(stderr(&output), "2 files checked, 1 invalid\n");
+}
+
+#[test]
+fn a_shared_index_with_stale_deletion_is_an_error_in_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "a.yaml", &pipeline("users", "shared", "true"));
+    write_file(dir.path(), "b.yaml", &pipeline("orders", "shared", "false"));
+    let output = validate_folder(dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        "a.yaml:9:17: error: index `shared` is also written by pipeline `orders` (b.yaml) and this pipeline deletes stale documents: stale deletion would delete the other pipeline's documents; a shared index needs `delete_stale: false` in every pipeline that writes it (at /sink/delete_stale)\n\
+         b.yaml:9:17: error: index `shared` is also written by pipeline `users` (a.yaml) and that pipeline deletes stale documents: stale deletion would delete the other pipeline's documents; a shared index needs `delete_stale: false` in every pipeline that writes it (at /sink/delete_stale)\n"
+    );
+}
+
+#[test]
+fn a_shared_index_without_stale_deletion_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "a.yaml", &pipeline("users", "shared", "false"));
+    write_file(
+        dir.path(),
+        "b.yaml",
+        &pipeline("orders", "shared", "{enabled: false}"),
+    );
+    let output = validate_folder(dir.path());
+    assert_eq!(stdout(&output), "");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn the_same_index_on_another_cluster_is_not_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "a.yaml", &pipeline("users", "shared", "true"));
+    let other = pipeline("orders", "shared", "true").replace("127.0.0.1:9200", "10.0.0.9:9200");
+    write_file(dir.path(), "b.yaml", &other);
+    let output = validate_folder(dir.path());
+    assert_eq!(stdout(&output), "");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn a_5_mb_file_is_checked_and_its_error_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from(
+        "name: big\nsource:\n  type: redis\n  host: 127.0.0.1\ntransforms:\n  - type: filter\n    rules:\n",
+    );
+    let mut rules = 0;
+    while text.len() < 5 * 1024 * 1024 {
+        text.push_str(&format!(
+            "      - policy: exclude\n        field: key\n        rule: equals\n        value: \"user:{rules:08}\"\n"
+        ));
+        rules += 1;
+    }
+    text.push_str(
+        "      - policy: exclude\n        field: key\n        rule: like\n        value: \"x\"\n",
+    );
+    text.push_str("sink:\n  type: ndjson\n  path: \"-\"\n");
+    let line = text
+        .lines()
+        .position(|l| l == "        rule: like")
+        .unwrap()
+        + 1;
+    let path = write_file(dir.path(), "big.yaml", &text);
+    let output = connector().arg("validate").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "{}:{line}:15: error: `rule` must be one of equals, contains, starts_with, ends_with, regex, <, >; got `like` (at /transforms/0/rules/{rules}/rule)\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn help_explains_commands_formats_and_exit_codes() {
+    let output = connector().arg("--help").output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let help = stdout(&output);
+    for expected in ["validate", "run", "Exit codes:", "usage error"] {
+        assert!(
+            help.contains(expected),
+            "--help lacks {expected:?}:\n{help}"
+        );
+    }
+    let output = connector().args(["validate", "--help"]).output().unwrap();
+    let help = stdout(&output);
+    for expected in [
+        "--format",
+        "json",
+        "file:line:col",
+        "Exit codes:",
+        "Never connects",
+    ] {
+        assert!(
+            help.contains(expected),
+            "validate --help lacks {expected:?}:\n{help}"
+        );
+    }
+}
