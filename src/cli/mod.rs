@@ -29,7 +29,12 @@ pub enum Command {
     /// Check pipeline files offline: YAML, schema, templates, globs, regexes.
     ///
     /// Prints `file:line:col: error: message (at /json/pointer)` for every problem in
-    /// every file. Never connects anywhere.
+    /// every file (on a terminal, with the source line underlined), or a JSON array
+    /// with `--format json`; then `N files checked, M invalid` on standard error.
+    /// Folders are searched for `*.yaml` / `*.yml`; two pipelines with one `name`, or
+    /// sharing an index where `delete_stale` is on, are errors. `${VAR}` is read from
+    /// the environment (an unset one is an error); values are never shown in
+    /// messages. Never connects anywhere.
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
     /// Run pipelines: read Redis, transform, write to the sink.
