@@ -1,0 +1,910 @@
+//! The Elasticsearch sink against a real Elasticsearch: the shared one of
+//! `scripts/services` ($ES_URL) with an index per test, and extra instances on ports
+//! 9250-9290 (started by `scripts/services es-instance`, stopped at the end of their
+//! test) for what needs other server settings: a small `http.max_content_length`, a
+//! write queue of 1, a node stopped mid-run, security (basic auth, API key). TLS goes
+//! through a real nginx with the test certificates of `scripts/services tls-certs`.
+//!
+//! The sink is driven through the library: build, open, consume fed by a channel of
+//! batches built here, finish.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use redis_connector::config::model::ElasticsearchSinkConfig;
+use redis_connector::dead_letter::DeadLetter;
+use redis_connector::document::{default_id, Document};
+use redis_connector::record::{KeyType, Record, RedisValue};
+use redis_connector::stages::sink::elasticsearch::ElasticsearchSink;
+use redis_connector::stages::{RunOptions, SinkReport, StageContext, UpstreamOutcome};
+use serde_json::{json, Value};
+
+use common::{es_count, es_delete_index, es_get, es_url, http, repo_root, unique_index};
+
+// --- helpers -------------------------------------------------------------------------
+
+/// What one run of the sink gave.
+struct Outcome {
+    consume: Result<(), String>,
+    report: Result<SinkReport, String>,
+    /// `(whole requests, documents)` retried.
+    retries: (u64, u64),
+    dead_letter: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Outcome {
+    fn report(&self) -> &SinkReport {
+        match &self.report {
+            Ok(report) => report,
+            Err(e) => panic!("finish failed: {e}; consume: {:?}", self.consume),
+        }
+    }
+
+    fn dead_letters(&self) -> Vec<Value> {
+        match std::fs::read_to_string(&self.dead_letter) {
+            Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn sink_config(yaml: &str) -> ElasticsearchSinkConfig {
+    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("bad test config: {e}\n{yaml}"))
+}
+
+/// Runs the sink once over `batches`: open (an error there is returned as `Err`),
+/// consume, finish.
+async fn run_sink_async(
+    config: &ElasticsearchSinkConfig,
+    batches: Vec<Vec<Record>>,
+    options: RunOptions,
+    pipeline: &str,
+) -> Result<Outcome, String> {
+    run_sink_with_async(config, batches, options, pipeline, |_| async {}).await
+}
+
+/// Like [`run_sink`], calling `between(ctx)` after the first half of the batches was
+/// taken in and before the rest is sent.
+async fn run_sink_with_async<F, Fut>(
+    config: &ElasticsearchSinkConfig,
+    mut batches: Vec<Vec<Record>>,
+    options: RunOptions,
+    pipeline: &str,
+    between: F,
+) -> Result<Outcome, String>
+where
+    F: FnOnce(StageContext) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("dead-letter.ndjson");
+    let ctx = StageContext::new(pipeline, "sink", DeadLetter::new(&dead_letter), options);
+    let mut sink = ElasticsearchSink::build(config).map_err(|e| format!("build: {e:?}"))?;
+    sink.open(&ctx).await.map_err(|e| format!("{e:#}"))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let second = batches.split_off(batches.len() / 2);
+    let feeder_ctx = ctx.clone();
+    let feeder = tokio::spawn(async move {
+        for batch in batches {
+            if tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+        between(feeder_ctx).await;
+        for batch in second {
+            if tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    let consume = sink.consume(rx, &ctx).await.map_err(|e| format!("{e:#}"));
+    let complete = feeder.await.is_ok() && consume.is_ok();
+    let retries = sink.retries();
+    let report = sink
+        .finish(UpstreamOutcome { complete }, &ctx)
+        .await
+        .map_err(|e| format!("{e:#}"));
+    Ok(Outcome {
+        consume,
+        report,
+        retries,
+        dead_letter,
+        _dir: dir,
+    })
+}
+
+/// [`run_sink_async`] on a runtime of its own (the checks use a blocking HTTP client,
+/// which must not run inside one).
+fn run_sink(
+    config: &ElasticsearchSinkConfig,
+    batches: Vec<Vec<Record>>,
+    options: RunOptions,
+    pipeline: &str,
+) -> Result<Outcome, String> {
+    runtime().block_on(run_sink_async(config, batches, options, pipeline))
+}
+
+/// [`run_sink_with_async`] on a runtime of its own.
+fn run_sink_with<F, Fut>(
+    config: &ElasticsearchSinkConfig,
+    batches: Vec<Vec<Record>>,
+    options: RunOptions,
+    pipeline: &str,
+    between: F,
+) -> Result<Outcome, String>
+where
+    F: FnOnce(StageContext) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    runtime().block_on(run_sink_with_async(config, batches, options, pipeline, between))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn string_record(database: u32, key: &str, value: &str) -> Record {
+    Record {
+        database,
+        key: key.as_bytes().to_vec(),
+        key_type: KeyType::String,
+        value: RedisValue::String(value.as_bytes().to_vec()),
+        size_in_bytes: Some(50 + value.len() as u64),
+        ttl: None,
+        document: None,
+    }
+}
+
+/// A record whose document a transform rendered: `body` under `_id` = `key`.
+fn rendered_record(key: &str, body: Value) -> Record {
+    let mut record = string_record(0, key, "");
+    record.document = Some(Document {
+        id: key.to_owned(),
+        index: None,
+        body: body.as_object().unwrap().clone(),
+    });
+    record
+}
+
+/// `n` string keys `k:0..n` in database 0, in batches of `batch`.
+fn string_batches(n: usize, batch: usize) -> Vec<Vec<Record>> {
+    let records: Vec<Record> = (0..n)
+        .map(|i| string_record(0, &format!("k:{i}"), &format!("value {i}")))
+        .collect();
+    records.chunks(batch).map(<[Record]>::to_vec).collect()
+}
+
+fn options() -> RunOptions {
+    RunOptions::default()
+}
+
+fn get_json(url: &str) -> Value {
+    http().get(url).send().unwrap().json().unwrap()
+}
+
+/// Deletes the index when dropped, so a failing test leaves nothing behind.
+struct IndexGuard(String);
+impl Drop for IndexGuard {
+    fn drop(&mut self) {
+        es_delete_index(&self.0);
+    }
+}
+
+fn services() -> PathBuf {
+    repo_root().join("scripts/services")
+}
+
+/// An extra Elasticsearch node of `scripts/services`, stopped when dropped.
+struct EsInstance {
+    name: String,
+    port: u16,
+}
+
+impl EsInstance {
+    fn start(name: &str, port: u16, settings: &[&str], env: &[(&str, &str)]) -> EsInstance {
+        let mut command = Command::new(services());
+        command.args(["es-instance", name, &port.to_string()]);
+        for setting in settings {
+            command.args(["-E", setting]);
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().expect("scripts/services");
+        assert!(
+            out.status.success(),
+            "scripts/services es-instance {name} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        EsInstance {
+            name: name.to_owned(),
+            port,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&self) {
+        let out = Command::new(services())
+            .args(["es-instance-stop", &self.name])
+            .output()
+            .expect("scripts/services");
+        assert!(
+            out.status.success(),
+            "es-instance-stop {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for EsInstance {
+    fn drop(&mut self) {
+        let _ = Command::new(services()).args(["es-instance-stop", &self.name]).output();
+    }
+}
+
+fn count_at(base: &str, auth: Option<(&str, &str)>, index: &str) -> u64 {
+    let client = http();
+    let with_auth = |r: reqwest::blocking::RequestBuilder| match auth {
+        Some((u, p)) => r.basic_auth(u, Some(p)),
+        None => r,
+    };
+    let _ = with_auth(client.post(format!("{base}/{index}/_refresh"))).send();
+    let body: Value = with_auth(client.get(format!("{base}/{index}/_count")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    body["count"].as_u64().unwrap_or_else(|| panic!("no count in {body}"))
+}
+
+// --- the shared Elasticsearch -----------------------------------------------------------
+
+#[test]
+fn documents_and_fields_arrive_as_written_with_the_built_in_mapping() {
+    let index = unique_index("fields");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!("url: {}\nindex: {index}", es_url()));
+    let mut hash = string_record(2, "user:1", "");
+    hash.key_type = KeyType::Hash;
+    hash.value = RedisValue::Hash(vec![
+        (b"name".to_vec(), b"Ada".to_vec()),
+        (b"age".to_vec(), b"36".to_vec()),
+    ]);
+    let binary = Record {
+        database: 0,
+        key: vec![0xff, 0x01],
+        key_type: KeyType::String,
+        value: RedisValue::String(vec![0xfe]),
+        size_in_bytes: None,
+        ttl: None,
+        document: None,
+    };
+    let batches = vec![vec![string_record(0, "greeting", "hello world"), hash], vec![binary]];
+    let outcome = run_sink(&config, batches, options(), "fields").unwrap();
+    outcome.consume.as_ref().unwrap();
+    let report = outcome.report();
+    assert_eq!((report.written, report.failed), (3, 0));
+    assert_eq!(es_count(&index), 3);
+
+    let greeting = es_get(&index, &default_id(0, b"greeting")).expect("greeting document");
+    assert_eq!(greeting["key"], "greeting");
+    assert_eq!(greeting["value"], "hello world");
+    assert_eq!(greeting["database"], 0);
+    assert_eq!(greeting["key_type"], "string");
+    assert_eq!(greeting["size_in_bytes"], 61);
+    assert!(greeting["_timestamp"].as_str().unwrap().ends_with('Z'));
+    let user = es_get(&index, &default_id(2, b"user:1")).expect("hash document");
+    assert_eq!(user["value"], r#"{"name":"Ada","age":"36"}"#);
+    assert_eq!(user["key_type"], "hash");
+    assert_eq!(user["database"], 2);
+    let binary = es_get(&index, &default_id(0, &[0xff, 0x01])).expect("binary document");
+    assert_eq!(binary["key"], "/wE=");
+    assert_eq!(binary["key_encoding"], "base64");
+    assert_eq!(binary["value_encoding"], "base64");
+
+    let mapping = get_json(&format!("{}/{index}/_mapping", es_url()));
+    let mappings = &mapping[&index]["mappings"];
+    assert_eq!(mappings["_meta"]["redis_connector"]["pipeline"], "fields");
+    let p = &mappings["properties"];
+    assert_eq!(p["key"]["type"], "keyword");
+    assert_eq!(p["value"]["type"], "text");
+    assert_eq!(p["value"]["fields"]["keyword"]["type"], "keyword");
+    assert_eq!(p["value"]["fields"]["keyword"]["ignore_above"], 256);
+    assert_eq!(p["database"]["type"], "integer");
+    assert_eq!(p["key_type"]["type"], "keyword");
+    assert_eq!(p["size_in_bytes"]["type"], "long");
+    assert_eq!(p["_timestamp"]["type"], "date");
+    assert!(report.notes[0].starts_with("Elasticsearch 9."), "{:?}", report.notes);
+}
+
+#[test]
+fn a_rerun_overwrites_and_stale_deletion_removes_keys_gone_from_redis() {
+    let index = unique_index("stale");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!(
+        "url: {}\nindex: {index}\ndelete_stale: true\nbulk: {{max_docs: 100, concurrency: 3}}",
+        es_url()
+    ));
+    let first = run_sink(&config, string_batches(1000, 64), options(), "stale").unwrap();
+    assert_eq!(first.report().written, 1000);
+    assert_eq!(first.report().deleted_stale, 0);
+    assert_eq!(es_count(&index), 1000);
+
+    // The same keys again: same count, no duplicates.
+    let again = run_sink(&config, string_batches(1000, 64), options(), "stale").unwrap();
+    assert_eq!(again.report().written, 1000);
+    assert_eq!(es_count(&index), 1000);
+
+    // 300 keys gone from Redis: their documents go, the others stay.
+    let mut kept = string_batches(1000, 1000).remove(0);
+    kept.truncate(700);
+    let third = run_sink(&config, vec![kept], options(), "stale").unwrap();
+    let report = third.report();
+    assert_eq!(
+        (report.stale_found, report.deleted_stale),
+        (300, 300),
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(report.error, None);
+    assert_eq!(es_count(&index), 700);
+    assert!(es_get(&index, &default_id(0, b"k:699")).is_some());
+    assert!(es_get(&index, &default_id(0, b"k:700")).is_none());
+}
+
+#[test]
+fn the_mass_delete_guard_deletes_nothing_unless_allowed() {
+    let index = unique_index("guard");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!(
+        "url: {}\nindex: {index}\ndelete_stale: {{max_fraction: 0.5}}",
+        es_url()
+    ));
+    run_sink(&config, string_batches(10, 10), options(), "guard")
+        .unwrap()
+        .report();
+    assert_eq!(es_count(&index), 10);
+
+    // Only 4 of 10 keys left: deleting 6 (60%) is more than 0.5.
+    let mut few = string_batches(10, 10).remove(0);
+    few.truncate(4);
+    let guarded = run_sink(&config, vec![few.clone()], options(), "guard").unwrap();
+    let report = guarded.report();
+    assert_eq!(
+        report.error.as_deref(),
+        Some(&*format!(
+            "would delete 6 of 10 documents (60.0%) from index {index}, more than delete_stale.max_fraction 0.5; \
+             nothing was deleted; rerun with --allow-mass-delete if this is intended"
+        ))
+    );
+    assert_eq!((report.stale_found, report.deleted_stale), (6, 0));
+    assert_eq!(es_count(&index), 10);
+
+    let allowed = run_sink(
+        &config,
+        vec![few],
+        RunOptions {
+            allow_mass_delete: true,
+            ..options()
+        },
+        "guard",
+    )
+    .unwrap();
+    assert_eq!(allowed.report().error, None);
+    assert_eq!(allowed.report().deleted_stale, 6);
+    assert_eq!(es_count(&index), 4);
+}
+
+#[test]
+fn a_mapping_conflict_sends_exactly_the_bad_documents_to_the_dead_letter_file() {
+    let index = unique_index("conflict");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!("url: {}\nindex: {index}\nbulk: {{max_docs: 7}}", es_url()));
+    // The first document maps `n` as a number; docs 13 and 29 carry an object there.
+    let records: Vec<Record> = (0..40)
+        .map(|i| {
+            let n = if i == 13 || i == 29 {
+                json!({"nested": i})
+            } else {
+                json!(i)
+            };
+            rendered_record(&format!("doc{i}"), json!({"n": n, "name": format!("d{i}")}))
+        })
+        .collect();
+    let outcome = run_sink(
+        &config,
+        vec![records[..1].to_vec(), records[1..].to_vec()],
+        options(),
+        "conflict",
+    )
+    .unwrap();
+    outcome.consume.as_ref().unwrap();
+    let report = outcome.report();
+    assert_eq!((report.written, report.failed), (38, 2));
+    assert_eq!(es_count(&index), 38);
+    let lines = outcome.dead_letters();
+    let ids: Vec<&str> = lines.iter().map(|l| l["_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["doc13", "doc29"]);
+    for line in &lines {
+        assert_eq!(line["pipeline"], "conflict");
+        assert_eq!(line["stage"], "sink");
+        assert_eq!(line["key"], line["_id"]);
+        assert_eq!(line["database"], 0);
+        assert_eq!(line["error_type"], "document_parsing_exception");
+        assert!(
+            line["reason"].as_str().unwrap().contains("failed to parse field [n]"),
+            "{line}"
+        );
+        assert_eq!(
+            line["document"]["n"]["nested"].as_u64().unwrap(),
+            if line["_id"] == "doc13" { 13 } else { 29 }
+        );
+    }
+    assert!(
+        report.notes.iter().any(|n| n.contains("2 documents were rejected")),
+        "{:?}",
+        report.notes
+    );
+}
+
+#[test]
+fn stale_deletion_refuses_an_index_another_pipeline_owns() {
+    let index = unique_index("owned");
+    let _guard = IndexGuard(index.clone());
+    let writer = sink_config(&format!("url: {}\nindex: {index}", es_url()));
+    run_sink(&writer, string_batches(5, 5), options(), "owner")
+        .unwrap()
+        .report();
+    let deleter = sink_config(&format!("url: {}\nindex: {index}\ndelete_stale: true", es_url()));
+    let error = run_sink(&deleter, string_batches(1, 1), options(), "intruder")
+        .err()
+        .expect("refused at open");
+    assert!(
+        error.contains(&format!("index {index} belongs to pipeline `owner`")),
+        "{error}"
+    );
+    assert!(error.contains("delete_stale: false"), "{error}");
+    assert_eq!(es_count(&index), 5);
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_says_what_a_run_would_do() {
+    let index = unique_index("dry");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!("url: {}\nindex: {index}\ndelete_stale: true", es_url()));
+    let dry = RunOptions {
+        dry_run: true,
+        ..options()
+    };
+
+    // Missing index: not created.
+    let outcome = run_sink(
+        &config,
+        vec![vec![rendered_record("a", json!({"n": 1}))]],
+        dry.clone(),
+        "dry",
+    )
+    .unwrap();
+    assert_eq!(outcome.report().written, 1);
+    assert!(outcome
+        .report()
+        .notes
+        .iter()
+        .any(|n| n == &format!("index {index} does not exist: a real run would create it")));
+    let status = http().head(format!("{}/{index}", es_url())).send().unwrap().status();
+    assert_eq!(status, 404, "a dry run creates no index");
+
+    // A real run, then a dry run with a conflicting document and a vanished one.
+    let records = vec![
+        rendered_record("a", json!({"n": 1})),
+        rendered_record("b", json!({"n": 2})),
+    ];
+    run_sink(&config, vec![records], options(), "dry").unwrap().report();
+    let outcome = run_sink(
+        &config,
+        vec![vec![rendered_record("a", json!({"n": "not a number"}))]],
+        dry,
+        "dry",
+    )
+    .unwrap();
+    let report = outcome.report();
+    assert_eq!(report.stale_found, 1);
+    assert_eq!(report.deleted_stale, 0);
+    let notes = report.notes.join("\n");
+    assert!(
+        notes.contains(&format!("1 of 2 documents in index {index} are stale")),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("field `n`: mapped as long, got \"not a number\", which is not a number"),
+        "{notes}"
+    );
+    assert_eq!(es_count(&index), 2);
+    assert_eq!(es_get(&index, "a").unwrap()["n"], 1);
+}
+
+#[test]
+fn a_templated_index_creates_one_index_per_database() {
+    let prefix = unique_index("tpl");
+    let guards = [IndexGuard(format!("{prefix}-0")), IndexGuard(format!("{prefix}-1"))];
+    let config = sink_config(&format!(
+        "url: {}\nindex: '{prefix}-{{{{ database }}}}'\ndelete_stale: true",
+        es_url()
+    ));
+    let batches = vec![vec![
+        string_record(0, "a", "1"),
+        string_record(1, "b", "2"),
+        string_record(1, "c", "3"),
+    ]];
+    let outcome = run_sink(&config, batches, options(), "tpl").unwrap();
+    assert_eq!(outcome.report().written, 3);
+    assert_eq!(es_count(&guards[0].0), 1);
+    assert_eq!(es_count(&guards[1].0), 2);
+    // Key c gone: deleted from the index it was written to.
+    let outcome = run_sink(
+        &config,
+        vec![vec![string_record(0, "a", "1"), string_record(1, "b", "2")]],
+        options(),
+        "tpl",
+    )
+    .unwrap();
+    assert_eq!(outcome.report().deleted_stale, 1);
+    assert_eq!(es_count(&guards[1].0), 1);
+}
+
+#[test]
+fn a_wrong_url_is_a_clear_error_and_a_dead_node_in_a_list_is_skipped() {
+    let dead = common::free_port();
+    let config = sink_config(&format!("url: http://elastic:hunter2@127.0.0.1:{dead}\nindex: x"));
+    let error = run_sink(&config, vec![], options(), "p").err().unwrap();
+    assert!(
+        error.starts_with(&format!("cannot connect to Elasticsearch at http://127.0.0.1:{dead}")),
+        "{error}"
+    );
+    assert!(error.contains("is the url right and the server up?"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+
+    let index = unique_index("nodes");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!(
+        "url: [http://127.0.0.1:{dead}, {}]\nindex: {index}\nbulk: {{max_docs: 10}}",
+        es_url()
+    ));
+    let outcome = run_sink(&config, string_batches(200, 20), options(), "nodes").unwrap();
+    outcome.consume.as_ref().unwrap();
+    assert_eq!(outcome.report().written, 200);
+    assert_eq!(es_count(&index), 200);
+}
+
+// --- extra instances ----------------------------------------------------------------
+
+#[test]
+fn a_document_over_http_max_content_length_is_dead_lettered_alone() {
+    let es = EsInstance::start("sink-small-body", 9251, &["http.max_content_length=1mb"], &[]);
+    let index = "big-docs";
+    let config = sink_config(&format!(
+        "url: {}\nindex: {index}\nbulk: {{max_docs: 1000, max_bytes: 5MiB}}",
+        es.url()
+    ));
+    let mut records: Vec<Record> = (0..50).map(|i| string_record(0, &format!("small:{i}"), "x")).collect();
+    records.insert(20, string_record(0, "huge", &"y".repeat(2 << 20)));
+    let outcome = run_sink(&config, vec![records], options(), "big").unwrap();
+    outcome.consume.as_ref().unwrap();
+    let report = outcome.report();
+    assert_eq!((report.written, report.failed), (50, 1));
+    assert_eq!(count_at(&es.url(), None, index), 50);
+    let lines = outcome.dead_letters();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["key"], "huge");
+    assert_eq!(lines[0]["_id"], default_id(0, b"huge"));
+    assert_eq!(lines[0]["error_type"], "request_entity_too_large");
+    assert!(
+        lines[0]["reason"].as_str().unwrap().contains("http.max_content_length"),
+        "{}",
+        lines[0]
+    );
+    es.stop();
+}
+
+#[test]
+fn with_a_write_queue_of_one_every_document_still_arrives() {
+    let es = EsInstance::start(
+        "sink-queue-1",
+        9252,
+        &["thread_pool.write.queue_size=1", "thread_pool.write.size=1"],
+        &[],
+    );
+    let index = "queue-one";
+    let config = sink_config(&format!(
+        "url: {}\nindex: {index}\nbulk: {{max_docs: 20, concurrency: 16}}\nretry: {{initial_backoff: 20ms, max_backoff: 500ms}}",
+        es.url()
+    ));
+    let outcome = run_sink(&config, string_batches(20_000, 500), options(), "queue").unwrap();
+    outcome.consume.as_ref().unwrap();
+    let report = outcome.report();
+    assert_eq!((report.written, report.failed), (20_000, 0));
+    assert_eq!(count_at(&es.url(), None, index), 20_000);
+    let (requests, items) = outcome.retries;
+    println!("429 retries: {requests} whole requests, {items} documents");
+    assert!(
+        requests + items > 0,
+        "a write queue of 1 under 16 concurrent bulks must have rejected something"
+    );
+    assert!(
+        report.notes.iter().any(|n| n.starts_with("retried ")),
+        "{:?}",
+        report.notes
+    );
+    es.stop();
+}
+
+#[test]
+fn elasticsearch_stopped_mid_run_retries_then_fails_clearly_without_stale_deletion() {
+    let es = EsInstance::start("sink-stopped", 9253, &[], &[]);
+    let index = "stopped";
+    let config = sink_config(&format!(
+        "url: {}\nindex: {index}\ndelete_stale: true\nbulk: {{max_docs: 50}}\nretry: {{max_elapsed: 5s, initial_backoff: 100ms}}",
+        es.url()
+    ));
+    let stopper = EsInstance {
+        name: es.name.clone(),
+        port: es.port,
+    };
+    let outcome = run_sink_with(
+        &config,
+        string_batches(2000, 100),
+        options(),
+        "stopped",
+        move |ctx| async move {
+            // Wait until something was written, then stop the node.
+            while ctx.counters.out.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::task::spawn_blocking(move || stopper.stop()).await.unwrap();
+        },
+    )
+    .unwrap();
+    let error = outcome.consume.as_ref().err().expect("the run fails");
+    assert!(
+        error.starts_with("Elasticsearch at http://127.0.0.1:9253 did not answer for 5"),
+        "{error}"
+    );
+    assert!(error.contains("(last error: "), "{error}");
+    assert!(error.contains("documents written before the failure"), "{error}");
+    let report = outcome.report();
+    assert_eq!(report.deleted_stale, 0);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n == "stale deletion skipped: the run failed"),
+        "{:?}",
+        report.notes
+    );
+    assert!(outcome.retries.0 > 0);
+}
+
+#[test]
+fn basic_auth_works_against_elasticsearch_security_and_a_wrong_password_is_a_clear_error() {
+    let es = EsInstance::start(
+        "sink-secure",
+        9254,
+        &["xpack.security.enabled=true"],
+        &[
+            ("ES_USERS", "sinkadmin:s3cret-pw:superuser"),
+            ("ES_HEALTH_AUTH", "sinkadmin:s3cret-pw"),
+        ],
+    );
+    let auth = Some(("sinkadmin", "s3cret-pw"));
+
+    // Basic auth.
+    let config = sink_config(&format!(
+        "url: {}\nindex: basic\nusername: sinkadmin\npassword: s3cret-pw",
+        es.url()
+    ));
+    let outcome = run_sink(&config, string_batches(30, 10), options(), "basic").unwrap();
+    assert_eq!(outcome.report().written, 30);
+    assert_eq!(count_at(&es.url(), auth, "basic"), 30);
+
+    // A password from a file, trimmed.
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = common::write_file(dir.path(), "pw", "s3cret-pw\n");
+    let config = sink_config(&format!(
+        "url: {}\nindex: basic\nusername: sinkadmin\npassword_file: {}",
+        es.url(),
+        password_file.display()
+    ));
+    assert_eq!(
+        run_sink(&config, string_batches(30, 10), options(), "basic")
+            .unwrap()
+            .report()
+            .written,
+        30
+    );
+
+    // A wrong password: one clear error, without the password.
+    let config = sink_config(&format!(
+        "url: {}\nindex: basic\nusername: sinkadmin\npassword: wrong-pw-123",
+        es.url()
+    ));
+    let error = run_sink(&config, vec![], options(), "basic").err().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "authentication failed for user `sinkadmin` at Elasticsearch {}",
+            es.url()
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("wrong-pw-123"), "{error}");
+
+    es.stop();
+}
+
+/// A real nginx in front of the shared Elasticsearch, terminating TLS (the test
+/// certificate of `scripts/services tls-certs`) and/or checking an `Authorization`
+/// header; killed when dropped.
+struct Proxy {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// `certs`: serve TLS with them; `require_authorization`: answer 401 to any
+    /// request without exactly this `Authorization` header.
+    fn start(certs: Option<&Path>, require_authorization: Option<&str>) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let upstream = es_url().trim_start_matches("http://").to_owned();
+        let prefix = dir.path().display();
+        let tls = match certs {
+            Some(certs) => format!(
+                " ssl;\n    ssl_certificate {};\n    ssl_certificate_key {}",
+                certs.join("server.crt").display(),
+                certs.join("server.key").display()
+            ),
+            None => String::new(),
+        };
+        let check = match require_authorization {
+            Some(value) => format!("if ($http_authorization != \"{value}\") {{ return 401; }}"),
+            None => String::new(),
+        };
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nuser root;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {prefix}/body;\n  proxy_temp_path {prefix}/proxy;\n\
+               fastcgi_temp_path {prefix}/fcgi;\n  uwsgi_temp_path {prefix}/uwsgi;\n  scgi_temp_path {prefix}/scgi;\n\
+               client_max_body_size 100m;\n\
+               server {{\n    listen 127.0.0.1:{port}{tls};\n\
+                 location / {{ {check} proxy_pass http://{upstream}; }}\n  }}\n}}\n",
+        );
+        let conf_path = common::write_file(dir.path(), "nginx.conf", &conf);
+        let child = Command::new("nginx")
+            .args([
+                "-p",
+                &prefix.to_string(),
+                "-c",
+                conf_path.to_str().unwrap(),
+                "-e",
+                &format!("{prefix}/error.log"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (Debian's nginx package)");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Proxy { port, child, _dir: dir };
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "nginx did not listen on {port}: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_certs() -> PathBuf {
+    let out = Command::new(services())
+        .arg("tls-certs")
+        .output()
+        .expect("scripts/services tls-certs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+#[test]
+fn tls_is_trusted_through_ca_file_and_an_untrusted_certificate_is_a_clear_error() {
+    let certs = tls_certs();
+    let proxy = Proxy::start(Some(&certs), None);
+    let index = unique_index("tls");
+    let _guard = IndexGuard(index.clone());
+    let url = format!("https://127.0.0.1:{}", proxy.port);
+
+    let config = sink_config(&format!(
+        "url: {url}\nindex: {index}\ntls: {{ca_file: {}}}",
+        certs.join("ca.crt").display()
+    ));
+    let outcome = run_sink(&config, string_batches(25, 10), options(), "tls").unwrap();
+    outcome.consume.as_ref().unwrap();
+    assert_eq!(outcome.report().written, 25);
+    assert_eq!(es_count(&index), 25);
+
+    let config = sink_config(&format!("url: {url}\nindex: {index}"));
+    let error = run_sink(&config, vec![], options(), "tls").err().unwrap();
+    assert!(
+        error.starts_with(&format!("the TLS certificate of Elasticsearch at {url} is not trusted")),
+        "{error}"
+    );
+    assert!(error.contains("set tls.ca_file"), "{error}");
+
+    let config = sink_config(&format!(
+        "url: {url}\nindex: {index}\ntls: {{insecure_skip_verify: true}}"
+    ));
+    let outcome = run_sink(&config, string_batches(5, 5), options(), "tls").unwrap();
+    assert_eq!(outcome.report().written, 5);
+}
+
+/// The distribution's security module cannot create API keys (its security index needs
+/// the analysis-common module, which the stripped distribution lacks), so the key is
+/// checked by a real nginx in front of the shared Elasticsearch: it lets through only
+/// requests with `Authorization: ApiKey <encoded key>`.
+#[test]
+fn an_api_key_is_sent_as_elasticsearch_expects_and_a_wrong_one_is_a_clear_error() {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode("key-id:key-secret");
+    let proxy = Proxy::start(None, Some(&format!("ApiKey {encoded}")));
+    let url = format!("http://127.0.0.1:{}", proxy.port);
+    let index = unique_index("apikey");
+    let _guard = IndexGuard(index.clone());
+
+    let config = sink_config(&format!("url: {url}\nindex: {index}\napi_key: {encoded}"));
+    let outcome = run_sink(&config, string_batches(20, 10), options(), "apikey").unwrap();
+    outcome.consume.as_ref().unwrap();
+    assert_eq!(outcome.report().written, 20);
+    assert_eq!(es_count(&index), 20);
+
+    // The `id:key` form is encoded by the client.
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = common::write_file(dir.path(), "key", "key-id:key-secret\n");
+    let config = sink_config(&format!(
+        "url: {url}\nindex: {index}\napi_key_file: {}",
+        key_file.display()
+    ));
+    assert_eq!(
+        run_sink(&config, string_batches(20, 10), options(), "apikey")
+            .unwrap()
+            .report()
+            .written,
+        20
+    );
+
+    let config = sink_config(&format!("url: {url}\nindex: {index}\napi_key: bm90OmFrZXk="));
+    let error = run_sink(&config, vec![], options(), "apikey").err().unwrap();
+    assert!(
+        error.starts_with(&format!("authentication failed for the API key at Elasticsearch {url}")),
+        "{error}"
+    );
+    assert!(!error.contains("bm90OmFrZXk="), "{error}");
+}
