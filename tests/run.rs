@@ -1,0 +1,491 @@
+//! `redis-connector run` end to end: a private redis-server per test, the NDJSON sink
+//! and the shared Elasticsearch. Covers the summary and its invariant, exit codes,
+//! invalid pipelines stopping before any connection, dry runs writing nothing,
+//! backpressure keeping memory flat, and SIGTERM mid-run.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{connector, es_count, es_delete_index, es_get, es_url, unique_index, write_file, RedisServer};
+use serde_json::Value;
+
+/// Runs the connector in `dir` with `args`.
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    connector().current_dir(dir).args(args).output().expect("the connector binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn summary_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("summary JSON written")).unwrap()
+}
+
+/// Asserts `read = written + filtered + skipped + failed` in a summary's pipeline entry.
+fn assert_counts_add_up(p: &Value) {
+    let n = |f: &str| p[f].as_u64().unwrap_or_else(|| panic!("no {f} in {p}"));
+    assert_eq!(n("read"), n("written") + n("filtered") + n("skipped") + n("failed"), "{p:#}");
+    assert_eq!(p["counts_add_up"], true);
+}
+
+fn ndjson_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Loads `n` string keys `prefix:i` (database 0) holding `bytes` bytes each.
+fn load_strings(redis: &RedisServer, prefix: &str, n: usize, bytes: usize) {
+    let filler = "x".repeat(bytes);
+    let mut commands = String::with_capacity(n * (bytes + 32));
+    for i in 0..n {
+        commands.push_str(&format!("SET {prefix}:{i} {filler}\n"));
+    }
+    redis.cli_pipe(&commands);
+}
+
+#[test]
+fn a_run_writes_every_document_and_the_summary_adds_up() {
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe(
+        "SET user:1 Ada\nSET tmp:1 scratch\nHSET user:2 name Grace age 85\nRPUSH queue a b\nSADD tags x y\nZADD board 1 m\nSELECT 1\nSET user:3 Alan\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            r#"name: users
+source: {{type: redis, host: 127.0.0.1, port: {port}, database: "*"}}
+transforms:
+  - type: filter
+    rules:
+      - {{policy: exclude, field: key, rule: starts_with, value: "tmp:"}}
+sink: {{type: ndjson, path: out.ndjson}}
+"#,
+            port = redis.port
+        ),
+    );
+    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "summary.json", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("pipeline users: ok"), "{stdout}");
+    assert!(stdout.contains("read 7 = written 6 + filtered 1 + skipped 0 + failed 0"), "{stdout}");
+
+    let lines = ndjson_lines(&dir.path().join("out.ndjson"));
+    let mut keys: Vec<(u64, String)> =
+        lines.iter().map(|l| (l["database"].as_u64().unwrap(), l["key"].as_str().unwrap().to_owned())).collect();
+    keys.sort();
+    let expected = [(0, "board"), (0, "queue"), (0, "tags"), (0, "user:1"), (0, "user:2"), (1, "user:3")];
+    assert_eq!(keys, expected.map(|(d, k)| (d, k.to_owned())));
+
+    let summary = summary_json(&dir.path().join("summary.json"));
+    assert_eq!(summary["status"], "ok");
+    let p = &summary["pipelines"][0];
+    assert_eq!((p["pipeline"].as_str(), p["status"].as_str()), (Some("users"), Some("ok")));
+    assert_eq!((p["read"].as_u64(), p["written"].as_u64(), p["filtered"].as_u64()), (Some(7), Some(6), Some(1)));
+    assert_counts_add_up(p);
+    assert_eq!(p["keys"]["0"]["string"], 2);
+    assert_eq!(p["keys"]["1"]["string"], 1);
+    let stages: Vec<&str> = p["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["source", "transforms[0]", "sink"]);
+    assert_eq!(p["stages"][1]["filtered"], 1);
+    assert!(p["dead_letter"].as_array().unwrap().is_empty());
+    assert!(!dir.path().join("users.dead-letter.ndjson").exists(), "no failure, no dead-letter file");
+}
+
+#[test]
+fn failed_documents_exit_1_and_name_the_dead_letter_file() {
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("HSET user:1 name Ada\nSET user:2 plain\nHSET user:3 name Grace\n");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: users\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\ntransforms:\n  - type: template\n    document:\n      name: \"{{{{ value.name }}}}\"\nsink: {{type: ndjson, path: out.ndjson}}\n",
+            redis.port
+        ),
+    );
+    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "s.json", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("pipeline users: FAILED"), "{stdout}");
+    assert!(stdout.contains("1 documents failed; see users.dead-letter.ndjson"), "{stdout}");
+    assert_eq!(ndjson_lines(&dir.path().join("out.ndjson")).len(), 2, "the run went on");
+    let dead = ndjson_lines(&dir.path().join("users.dead-letter.ndjson"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["key"], "user:2");
+    assert_eq!(dead[0]["stage"], "transforms[0]");
+    assert!(dead[0]["reason"].as_str().unwrap().starts_with("/document/name: undefined value"));
+    let p = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
+    assert_eq!((p["status"].as_str(), p["failed"].as_u64()), (Some("failed"), Some(1)));
+    assert_eq!(p["dead_letter"][0], "users.dead-letter.ndjson");
+    assert_counts_add_up(p);
+}
+
+#[test]
+fn an_invalid_pipeline_stops_the_run_before_any_connection() {
+    let closed_port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_file(
+        dir.path(),
+        "a.yaml",
+        &format!("name: a\nsource: {{type: redis, host: 127.0.0.1, port: {closed_port}}}\nsink: {{type: ndjson, path: a.ndjson}}\n"),
+    );
+    let bad = write_file(
+        dir.path(),
+        "b.yaml",
+        &format!(
+            "name: b\nsource: {{type: redis, host: 127.0.0.1, port: {closed_port}}}\ntransforms:\n  - type: template\n    document:\n      name: \"{{{{ value.name | }}}}\"\nsink: {{type: ndjson, path: b.ndjson}}\n"
+        ),
+    );
+    let out = run_in(dir.path(), &["run", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("b.yaml:6:"), "the error names the file and line: {stderr}");
+    assert!(stderr.contains("(at /transforms/0/document/name)"), "{stderr}");
+    assert!(stderr.contains("nothing was run"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("connect"), "no connection was tried: {stderr}");
+    assert!(!dir.path().join("a.ndjson").exists(), "not even the valid pipeline ran");
+    assert!(text(&out.stdout).is_empty());
+}
+
+#[test]
+fn a_missing_pipeline_file_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["run", "no-such.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr).trim(), "error: no-such.yaml: no such file or folder");
+}
+
+#[test]
+fn a_fatal_sink_error_fails_the_run_with_one_message() {
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!("name: p\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: ndjson, path: no/such/dir/out.ndjson}}\n", redis.port),
+    );
+    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "s.json", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("error: sink: cannot open the sink: cannot create the NDJSON output file no/such/dir/out.ndjson"), "{stdout}");
+    let p = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
+    assert_eq!((p["status"].as_str(), p["read"].as_u64()), (Some("failed"), Some(0)), "the sink opens before any read");
+}
+
+/// The write commands Redis ran since `before` (from `INFO commandstats`), judged by
+/// Redis's own `COMMAND INFO` flags.
+fn write_commands_since(redis: &RedisServer, before: &[(String, u64)]) -> Vec<String> {
+    let after = commandstats(redis);
+    after
+        .into_iter()
+        .filter(|(name, calls)| before.iter().find(|(n, _)| n == name).map_or(true, |(_, c)| calls > c))
+        .filter(|(name, _)| redis.cli(&["COMMAND", "INFO", name]).lines().any(|l| l.trim() == "write"))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+fn commandstats(redis: &RedisServer) -> Vec<(String, u64)> {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("cmdstat_")?;
+            let (name, stats) = rest.split_once(':')?;
+            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+fn es_pipeline(dir: &Path, file: &str, name: &str, redis_port: u16, index: &str) -> PathBuf {
+    write_file(
+        dir,
+        file,
+        &format!(
+            "name: {name}\nsource: {{type: redis, host: 127.0.0.1, port: {redis_port}, database: \"*\"}}\nsink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n  delete_stale: true\n",
+            es_url()
+        ),
+    )
+}
+
+#[test]
+fn a_dry_run_writes_nothing_to_elasticsearch_or_redis() {
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET user:1 Ada\nHSET user:2 name Grace\nSELECT 2\nRPUSH q a b\n");
+    let index = unique_index("dry-run");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = es_pipeline(dir.path(), "dry.yaml", "dry", redis.port, &index);
+    let p = pipeline.to_str().unwrap();
+
+    // 1. The index does not exist: a dry run reads, renders, and creates nothing.
+    let before = commandstats(&redis);
+    let out = run_in(dir.path(), &["run", "--dry-run", "--sample", "2", "-q", "--summary-json", "s.json", p]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(write_commands_since(&redis, &before), Vec::<String>::new(), "no Redis write command");
+    let status = common::http().head(format!("{}/{index}", es_url())).send().unwrap().status();
+    assert_eq!(status, 404, "no index created");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("pipeline dry: ok (dry run: nothing written)"), "{stdout}");
+    assert!(stdout.contains("read 3 = would write 3 + filtered 0"), "{stdout}");
+    assert!(stdout.contains("db 0: hash 1, string 1"), "{stdout}");
+    assert!(stdout.contains("db 2: list 1"), "{stdout}");
+    assert!(stdout.contains("sample documents (2):"), "{stdout}");
+    let p_summary = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
+    assert_eq!(p_summary["dry_run"], true);
+    assert_eq!(p_summary["samples"].as_array().unwrap().len(), 2);
+    assert!(p_summary["samples"][0]["_id"].is_string() && p_summary["samples"][0]["key_type"].is_string());
+
+    // 2. The index exists: a dry run leaves its documents alone and counts what would be deleted.
+    let out = run_in(dir.path(), &["run", "-q", p]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(es_count(&index), 3);
+    redis.cli(&["DEL", "user:1"]);
+    redis.cli(&["SET", "user:9", "new"]);
+    let before = commandstats(&redis);
+    let out = run_in(dir.path(), &["run", "--dry-run", "-q", "--summary-json", "s2.json", p]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(write_commands_since(&redis, &before), Vec::<String>::new());
+    assert_eq!(es_count(&index), 3, "document count unchanged");
+    assert!(es_get(&index, &redis_connector::document::default_id(0, b"user:1")).is_some(), "stale document kept");
+    assert!(es_get(&index, &redis_connector::document::default_id(0, b"user:9")).is_none(), "new document not written");
+    let p2 = &summary_json(&dir.path().join("s2.json"))["pipelines"][0];
+    assert_eq!(p2["stale_found"], 1);
+    assert_eq!(p2["deleted_stale"], 0);
+    assert!(text(&out.stdout).contains("stale documents that would be deleted: 1"));
+    es_delete_index(&index);
+}
+
+/// A slow reader of a FIFO the NDJSON sink writes to.
+struct Fifo {
+    path: PathBuf,
+}
+
+impl Fifo {
+    fn new(dir: &Path) -> Fifo {
+        let path = dir.join("out.fifo");
+        let status = Command::new("mkfifo").arg(&path).status().unwrap();
+        assert!(status.success());
+        Fifo { path }
+    }
+}
+
+/// Peak resident memory (`VmHWM`, kB) of a running process.
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[test]
+fn a_slow_sink_keeps_memory_flat() {
+    // 20,000 keys of 10 KB: 200 MB of values. Holding them all would take well over
+    // 200 MB; with bounded channels the process holds a few batches per stage
+    // (scan_count 100 keys ~ 1 MB per batch: 4 per channel, 4 pages in flight, the
+    // sink's current one), plus the runtime: tens of MB. The bound, 100 MB, is half
+    // the data set and several times what the bounded pipeline needs.
+    const KEYS: usize = 20_000;
+    const VALUE_BYTES: usize = 10_000;
+    const BOUND_KB: u64 = 100 * 1024;
+    let redis = RedisServer::start(&[]);
+    load_strings(&redis, "big", KEYS, VALUE_BYTES);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = Fifo::new(dir.path());
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: slow\nsource: {{type: redis, host: 127.0.0.1, port: {}, scan_count: 100}}\nsink: {{type: ndjson, path: {}}}\n",
+            redis.port,
+            fifo.path.display()
+        ),
+    );
+    let mut child = connector()
+        .current_dir(dir.path())
+        .args(["run", "-q", "--summary-json", "s.json", pipeline.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut reader = std::fs::File::open(&fifo.path).unwrap();
+    let (mut total, mut peak) = (0u64, 0u64);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        peak = peak.max(peak_rss_kb(pid).unwrap_or(0));
+        // A slow consumer: the pipeline must wait for it, not buffer everything.
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    eprintln!("peak RSS {peak} kB for {} MB through the sink", total >> 20);
+    assert!(total > (KEYS * VALUE_BYTES) as u64, "the whole data set went through the sink ({total} bytes)");
+    assert!(peak > 0, "the peak RSS was sampled while the run was going");
+    assert!(peak < BOUND_KB, "peak RSS {peak} kB should stay under {BOUND_KB} kB for {} MB of data", total >> 20);
+    let p = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
+    assert_eq!(p["written"].as_u64(), Some(KEYS as u64));
+}
+
+#[test]
+fn sigterm_mid_run_drains_what_was_read_prints_the_summary_and_exits_non_zero() {
+    const KEYS: usize = 20_000;
+    let redis = RedisServer::start(&[]);
+    load_strings(&redis, "k", KEYS, 1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = Fifo::new(dir.path());
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: term\nsource: {{type: redis, host: 127.0.0.1, port: {}, scan_count: 100}}\nsink: {{type: ndjson, path: {}}}\n",
+            redis.port,
+            fifo.path.display()
+        ),
+    );
+    let child = connector()
+        .current_dir(dir.path())
+        .args(["run", "--summary-json", "s.json", pipeline.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::fs::File::open(&fifo.path).unwrap();
+    // Read a first chunk: the run is going. Then stop reading: the sink blocks, the
+    // channels fill, and the source waits (backpressure), mid-run for sure.
+    let mut first = vec![0u8; 256 * 1024];
+    reader.read_exact(&mut first).unwrap();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "interrupted runs exit non-zero");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("pipeline term: INTERRUPTED"), "{stdout}");
+    assert!(stdout.contains("interrupted: stopped reading, drained what was in flight"), "{stdout}");
+    assert!(text(&out.stderr).contains("SIGTERM received"), "{}", text(&out.stderr));
+    let p = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
+    assert_eq!(p["status"], "interrupted");
+    assert_counts_add_up(p);
+    let lines = first.len() + rest.len();
+    let written = p["written"].as_u64().unwrap();
+    assert!(written < KEYS as u64, "the source stopped reading early ({written} of {KEYS})");
+    let newline_count = first.iter().chain(rest.iter()).filter(|b| **b == b'\n').count() as u64;
+    assert_eq!(newline_count, written, "every document read was drained into the sink ({lines} bytes)");
+}
+
+/// A TCP relay between the connector and Redis that stops passing Redis's answers on
+/// once `stall_after` bytes went through: the connector is then mid-run, waiting.
+struct StallingRelay {
+    port: u16,
+    stalled: Arc<AtomicBool>,
+}
+
+impl StallingRelay {
+    fn start(redis_port: u16, stall_after: u64) -> StallingRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let flag = stalled.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)) else { return };
+                let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                let (flag, forwarded) = (flag.clone(), forwarded.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let Ok(n) = s_in.read(&mut buf) else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        if forwarded.fetch_add(n as u64, Ordering::SeqCst) >= stall_after {
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                        while flag.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        StallingRelay { port, stalled }
+    }
+
+    /// Waits until the relay stalls; panics with the connector's output if it ended first.
+    fn wait_stalled(&self, child: &mut std::process::Child) {
+        while !self.stalled.load(Ordering::SeqCst) {
+            if child.try_wait().unwrap().is_some() {
+                let mut out = String::new();
+                child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+                child.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+                panic!("the run ended before the relay stalled: {out}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn sigterm_mid_run_skips_stale_deletion_in_elasticsearch() {
+    let redis = RedisServer::start(&[]);
+    load_strings(&redis, "k", 5_000, 1_000);
+    redis.cli(&["SET", "gone", "soon"]);
+    let index = unique_index("sigterm");
+    let dir = tempfile::tempdir().unwrap();
+    // A complete first run indexes everything, `gone` included.
+    let direct = es_pipeline(dir.path(), "direct.yaml", "stale", redis.port, &index);
+    let out = run_in(dir.path(), &["run", "-q", direct.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(es_count(&index), 5_001);
+    redis.cli(&["DEL", "gone"]);
+
+    // The second run reads through the relay, which stalls after ~1 MB of answers.
+    let relay = StallingRelay::start(redis.port, 1 << 20);
+    let pipeline = es_pipeline(dir.path(), "relayed.yaml", "stale", relay.port, &index);
+    let mut child = connector()
+        .current_dir(dir.path())
+        .args(["run", "--summary-json", "s.json", pipeline.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    relay.wait_stalled(&mut child);
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("pipeline stale: INTERRUPTED"), "{stdout}");
+    let p = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
+    assert_eq!(p["status"], "interrupted");
+    assert_eq!(p["deleted_stale"], 0);
+    assert_counts_add_up(p);
+    assert!(
+        es_get(&index, &redis_connector::document::default_id(0, b"gone")).is_some(),
+        "an interrupted run deletes nothing as stale"
+    );
+    assert_eq!(es_count(&index), 5_001);
+    es_delete_index(&index);
+}
