@@ -908,3 +908,170 @@ fn an_api_key_is_sent_as_elasticsearch_expects_and_a_wrong_one_is_a_clear_error(
     );
     assert!(!error.contains("bm90OmFrZXk="), "{error}");
 }
+
+// --- end to end through `redis-connector run` -------------------------------------------
+
+/// A pipeline file reading every database of the Redis on `redis_port` into `index`.
+fn cli_pipeline(dir: &Path, name: &str, redis_port: u16, es: &str, index: &str, sink_extra: &str) -> PathBuf {
+    common::write_file(
+        dir,
+        &format!("{name}.yaml"),
+        &format!(
+            "name: {name}\nsource: {{type: redis, host: 127.0.0.1, port: {redis_port}, database: \"*\"}}\n\
+             sink:\n  type: elasticsearch\n  url: {es}\n  index: {index}\n  delete_stale: true\n{sink_extra}"
+        ),
+    )
+}
+
+fn run_cli(dir: &Path, pipeline: &Path) -> std::process::Output {
+    common::connector()
+        .current_dir(dir)
+        .args(["run", "-q", pipeline.to_str().unwrap()])
+        .output()
+        .expect("the connector runs")
+}
+
+fn describe(out: &std::process::Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `n` string keys `prefix:i` of `bytes` bytes, through `redis-cli --pipe`.
+fn load_keys(redis: &common::RedisServer, prefix: &str, n: usize, bytes: usize) {
+    let value = "v".repeat(bytes);
+    let mut commands = String::with_capacity(n * (bytes + 32));
+    for i in 0..n {
+        commands.push_str(&format!("SET {prefix}:{i} {value}\n"));
+    }
+    redis.cli_pipe(&commands);
+}
+
+#[test]
+fn end_to_end_a_rerun_keeps_the_count_and_deleted_keys_disappear() {
+    let redis = common::RedisServer::start(&[]);
+    load_keys(&redis, "k", 2_000, 20);
+    redis.cli_pipe("SELECT 1\nHSET user:1 name Ada\nSADD tags a b\n");
+    let index = unique_index("e2e");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = cli_pipeline(dir.path(), "e2e", redis.port, &es_url(), &index, "");
+
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&index), 2_002);
+    let user = es_get(&index, &default_id(1, b"user:1")).unwrap();
+    assert_eq!(user["value"], r#"{"name":"Ada"}"#);
+
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&index), 2_002, "a rerun overwrites, never duplicates");
+
+    redis.cli_pipe("DEL k:0 k:1 k:2\nSELECT 1\nDEL tags\n");
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&index), 1_998);
+    assert!(es_get(&index, &default_id(0, b"k:0")).is_none());
+    assert!(es_get(&index, &default_id(1, b"tags")).is_none());
+    assert!(es_get(&index, &default_id(0, b"k:3")).is_some());
+}
+
+#[test]
+fn end_to_end_a_run_killed_mid_write_then_rerun_leaves_the_index_exact() {
+    let redis = common::RedisServer::start(&[]);
+    load_keys(&redis, "k", 60_000, 200);
+    let index = unique_index("killed");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = cli_pipeline(
+        dir.path(),
+        "killed",
+        redis.port,
+        &es_url(),
+        &index,
+        "  bulk: {max_docs: 200, concurrency: 1}\n",
+    );
+    let mut child = common::connector()
+        .current_dir(dir.path())
+        .args(["run", "-q", pipeline.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL: no draining, no cleanup) once documents are arriving.
+    let client = http();
+    loop {
+        let body: Value = client
+            .get(format!("{}/{index}/_count", es_url()))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if body["count"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = es_count(&index);
+    assert!(partial > 0 && partial < 60_000, "killed mid-write: {partial} documents");
+
+    // Some keys go away meanwhile; the rerun makes the index exactly what Redis holds.
+    redis.cli_pipe("DEL k:10 k:20 k:59999\n");
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&index), 59_997);
+    assert!(es_get(&index, &default_id(0, b"k:10")).is_none());
+}
+
+#[test]
+fn end_to_end_elasticsearch_stopped_mid_run_fails_clearly_and_deletes_nothing() {
+    let es = EsInstance::start("sink-cli-stopped", 9255, &[], &[]);
+    let redis = common::RedisServer::start(&[]);
+    load_keys(&redis, "k", 40_000, 200);
+    let index = "cli-stopped";
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = cli_pipeline(
+        dir.path(),
+        "stopped",
+        redis.port,
+        &es.url(),
+        index,
+        "  bulk: {max_docs: 100, concurrency: 1}\n  retry: {max_elapsed: 5s, initial_backoff: 100ms}\n",
+    );
+    let child = common::connector()
+        .current_dir(dir.path())
+        .args(["run", "-q", pipeline.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = http();
+    loop {
+        let response = client.get(format!("{}/{index}/_count", es.url())).send().unwrap();
+        if response.status() == 200 && response.json::<Value>().unwrap()["count"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    es.stop();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let all = describe(&out);
+    assert!(
+        all.contains("Elasticsearch at http://127.0.0.1:9255 did not answer for 5"),
+        "{all}"
+    );
+    assert!(all.contains("documents written before the failure"), "{all}");
+    assert!(
+        !all.contains("deleted 0 stale") && !all.contains("stale documents of"),
+        "{all}"
+    );
+}
