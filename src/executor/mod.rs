@@ -58,7 +58,7 @@ impl FirstError {
     fn record(&self, stage: &str, error: anyhow::Error, stop: &CancellationToken) {
         let mut first = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
-            tracing::error!(stage, "{error:#}");
+            tracing::debug!(stage, "fatal: {error:#}");
             *first = Some((stage.to_owned(), error));
         } else {
             tracing::debug!(stage, "after the first error: {error:#}");
