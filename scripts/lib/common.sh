@@ -30,8 +30,9 @@ check_name() {
 }
 
 check_port() {
-    [[ "$1" =~ ^[0-9]+$ ]] && (( $1 > 0 && $1 < 65536 )) \
-        || die "invalid port '$1'"
+    if ! [[ "$1" =~ ^[0-9]+$ ]] || (($1 < 1 || $1 > 65535)); then
+        die "invalid port '$1'"
+    fi
 }
 
 # --- locking -------------------------------------------------------------------
@@ -43,14 +44,27 @@ check_port() {
 # with_lock LOCKNAME COMMAND [ARGS...]: run COMMAND while holding the lock.
 # COMMAND is not run in a `||` context on purpose: `set -e` keeps working
 # inside it, and a failure exits the script (which releases the lock).
+LOCK_FDS=()
 with_lock() {
     local name="$1"; shift
     mkdir -p "$SERVICES_DIR/locks"
     local fd
     exec {fd}>"$SERVICES_DIR/locks/$name.lock"
     flock "$fd"
+    LOCK_FDS+=("$fd")
     "$@"
+    unset 'LOCK_FDS[-1]'
     exec {fd}>&-
+}
+
+# without_locks COMMAND [ARGS...]: run COMMAND with the lock fds closed. Every
+# daemon must be started this way: a daemon that inherited a lock fd would
+# hold the lock for as long as it lives.
+without_locks() {
+    (
+        for fd in "${LOCK_FDS[@]}"; do exec {fd}>&-; done
+        exec "$@"
+    )
 }
 
 # --- processes -------------------------------------------------------------------
@@ -63,9 +77,11 @@ pid_alive() {
     pid="$(<"$pidfile")"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    if [[ -n "$needle" ]]; then
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$needle" || return 1
-    fi
+    [[ -n "$needle" ]] || return 0
+    # (Read into a variable: `tr | grep -q` can die of SIGPIPE under pipefail.)
+    local cmdline
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$cmdline" == *"$needle"* ]]
 }
 
 # stop_pid PIDFILE WHAT [SECONDS]: SIGTERM, wait, then SIGKILL.
@@ -98,10 +114,11 @@ fingerprint() {
 # Debian packages the services need. Installed only when missing; `apt-get
 # update` runs only when something has to be installed.
 
+# shellcheck disable=SC2034  # used by scripts/services
 APT_PACKAGES=(redis-server redis-tools nginx openssl curl unzip ca-certificates)
 
 pkg_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
 }
 
 ensure_packages() {

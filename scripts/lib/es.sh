@@ -35,19 +35,27 @@ ES_ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:${ES_VE
 # Pick the JDK: $ES_JAVA_HOME, the Temurin 25 these machines have, or any JDK
 # 21+ under /usr/lib/jvm. Debian 12 packages only Java 17, which ES 9 rejects.
 es_java_home() {
-    local candidate major
+    local candidate
     if [[ -n "${ES_JAVA_HOME:-}" ]]; then
         [[ -x "$ES_JAVA_HOME/bin/java" ]] || die "ES_JAVA_HOME=$ES_JAVA_HOME has no bin/java"
+        (($(java_major "$ES_JAVA_HOME") >= 21)) \
+            || die "ES_JAVA_HOME=$ES_JAVA_HOME is Java $(java_major "$ES_JAVA_HOME"); Elasticsearch $ES_VERSION needs 21+"
         printf '%s\n' "$ES_JAVA_HOME"; return
     fi
     for candidate in /usr/lib/jvm/temurin-25-jdk-amd64 /usr/lib/jvm/*; do
-        [[ -x "$candidate/bin/java" && -r "$candidate/release" ]] || continue
-        major="$(sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$candidate/release")"
-        if [[ -n "$major" ]] && ((major >= 21)); then
+        [[ -x "$candidate/bin/java" ]] || continue
+        if (($(java_major "$candidate") >= 21)); then
             printf '%s\n' "$candidate"; return
         fi
     done
     die "no Java 21+ JDK found: Elasticsearch $ES_VERSION needs one (expected /usr/lib/jvm/temurin-25-jdk-amd64, or set ES_JAVA_HOME)"
+}
+
+# java_major JDK_DIR: the major version from its `release` file (0 if unknown).
+java_major() {
+    local v
+    v="$(sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$1/release" 2>/dev/null)"
+    printf '%s\n' "${v:-0}"
 }
 
 # The system user that owns and runs the Elasticsearch nodes.
@@ -72,8 +80,11 @@ es_ensure_distribution() {
     mkdir -p "$downloads"
     if [[ ! -s "$zip" ]]; then
         log "fetching $ES_ARTIFACT with Maven (cached in ~/.m2 afterwards)"
-        mvn -B -q dependency:copy -Dartifact="$ES_ARTIFACT" -DoutputDirectory="$downloads" >&2 \
-            || die "mvn could not fetch $ES_ARTIFACT (is ES_VERSION=$ES_VERSION published on Maven Central?)"
+        if ! mvn -B -q -Dstyle.color=never dependency:copy -Dartifact="$ES_ARTIFACT" \
+                -DoutputDirectory="$downloads" </dev/null >"$downloads/mvn.out" 2>&1; then
+            cat "$downloads/mvn.out" >&2
+            die "mvn could not fetch $ES_ARTIFACT (is ES_VERSION=$ES_VERSION published on Maven Central?)"
+        fi
     fi
     [[ -s "$zip" ]] || die "Maven did not produce $zip"
 
@@ -107,50 +118,66 @@ es_ensure_installed() {
 es_dir()     { printf '%s/es/%s\n' "$SERVICES_DIR" "$1"; }
 es_pidfile() { printf '%s/es/%s/pid\n' "$SERVICES_DIR" "$1"; }
 
-# Does the pidfile of node NAME name a running Elasticsearch of ours? Its
-# command line carries -Des.path.conf=<instance dir>/config.
+# Does the pidfile of node NAME name a running Elasticsearch of ours? Its JVM
+# command line carries -Djava.io.tmpdir=<instance dir>/tmp (from ES_TMPDIR).
 es_running() {
-    pid_alive "$(es_pidfile "$1")" "$(es_dir "$1")/config"
+    pid_alive "$(es_pidfile "$1")" "-Djava.io.tmpdir=$(es_dir "$1")/tmp"
 }
 
 # es_health PORT [AUTH]: print the cluster status (green/yellow/red) or fail.
+# Without AUTH, a node with security on answers 401 to everything: that
+# proves it is up, and "secured" is printed instead of a status.
 es_health() {
-    local port="$1" auth="${2:-}" body
-    local args=(-sS --max-time 5 -f)
+    local port="$1" auth="${2:-}" body code
+    local args=(-sS --max-time 5 -w '\n%{http_code}')
     [[ -n "$auth" ]] && args+=(-u "$auth")
     body="$(curl "${args[@]}" "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&timeout=1s" 2>/dev/null)" || return 1
-    [[ "$body" =~ \"status\":\"(green|yellow|red)\" ]] || return 1
-    printf '%s\n' "${BASH_REMATCH[1]}"
+    code="${body##*$'\n'}"; body="${body%$'\n'*}"
+    if [[ "$code" == 200 && "$body" =~ \"status\":\"(green|yellow|red)\" ]]; then
+        printf '%s\n' "${BASH_REMATCH[1]}"
+    elif [[ "$code" == 401 && -z "$auth" && "$body" == *security_exception* ]]; then
+        printf 'secured\n'
+    else
+        return 1
+    fi
 }
 
+# Show why a node did not come up: the end of its server log (or of the
+# launcher's output when there is no log yet), long lines cut.
 es_log_tail() {
     local dir="$1" f
-    for f in "$dir/startup.out" "$dir"/logs/*.log; do
-        [[ -s "$f" ]] || continue
+    for f in "$dir"/logs/*.log "$dir/startup.out"; do
+        [[ -s "$f" && "$f" != */gc.log ]] || continue
         printf -- '----- last lines of %s -----\n' "$f" >&2
-        tail -n 40 "$f" >&2
+        tail -n 30 "$f" | cut -c1-400 >&2
+        return 0
     done
 }
 
-# es_wait NAME PORT AUTH: wait until the node is green or yellow.
+# es_wait NAME PORT AUTH: wait until the node is green or yellow (or, with
+# security on and no AUTH, until it answers 401). On failure prints the log
+# tail and returns 1.
 es_wait() {
     local name="$1" port="$2" auth="$3" status deadline
     local dir; dir="$(es_dir "$name")"
     deadline=$((SECONDS + ES_START_TIMEOUT))
     while ((SECONDS < deadline)); do
         if status="$(es_health "$port" "$auth")" && [[ "$status" != red ]]; then
+            if [[ "$status" == secured ]]; then
+                log "elasticsearch '$name' answers 401 (security on, no ES_HEALTH_AUTH given): taken as up"
+            fi
             return 0
         fi
         if [[ -f "$(es_pidfile "$name")" ]] && ! es_running "$name"; then
             es_log_tail "$dir"
-            die "elasticsearch '$name' exited during startup (logs above)"
+            log "elasticsearch '$name' exited during startup (log above)"
+            return 1
         fi
         sleep 1
     done
     es_log_tail "$dir"
-    local hint=""
-    [[ -z "$auth" ]] && hint=" (a node with xpack.security.enabled=true needs ES_HEALTH_AUTH=user:pass)"
-    die "elasticsearch '$name' not healthy on port $port after ${ES_START_TIMEOUT}s$hint"
+    log "elasticsearch '$name' not healthy on port $port after ${ES_START_TIMEOUT}s (log above)"
+    return 1
 }
 
 # es_start NAME PORT HEAP [SETTING=VALUE...]: start node NAME if it is not
@@ -196,7 +223,7 @@ es_start() {
 
     if es_running "$name"; then
         if [[ "$(cat "$dir/fingerprint" 2>/dev/null)" == "$fp" ]]; then
-            es_wait "$name" "$port" "$auth"
+            es_wait "$name" "$port" "$auth" || die "elasticsearch '$name' is running but not healthy"
             log "elasticsearch '$name' already running on http://127.0.0.1:$port (pid $(<"$pidfile"))"
             return 0
         fi
@@ -254,13 +281,18 @@ es_start() {
 
     printf '%s\n' "$fp" >"$dir/fingerprint"
     printf '%s\n' "$port" >"$dir/port"
-    if ! runuser -u "$ES_OS_USER" -- "${es_env[@]}" ES_JAVA_OPTS="-Xms$heap -Xmx$heap" \
+    if ! without_locks runuser -u "$ES_OS_USER" -- "${es_env[@]}" ES_JAVA_OPTS="-Xms$heap -Xmx$heap" \
             "$ES_HOME/bin/elasticsearch" -d -p "$pidfile" "${es_args[@]}" \
             </dev/null >"$dir/startup.out" 2>&1; then
-        es_log_tail "$dir"
-        die "elasticsearch '$name' failed to start (logs above)"
+        echo "----- $dir/startup.out -----" >&2
+        tail -n 30 "$dir/startup.out" | cut -c1-400 >&2
+        die "elasticsearch '$name' failed to start (output above)"
     fi
-    es_wait "$name" "$port" "$auth"
+    if ! es_wait "$name" "$port" "$auth"; then
+        # Leave no half-started node behind: the next start begins afresh.
+        es_stop_one "$name"
+        die "elasticsearch '$name' did not become healthy"
+    fi
     log "elasticsearch '$name' up on http://127.0.0.1:$port (pid $(<"$pidfile"))"
 }
 
@@ -278,6 +310,7 @@ es_stop_one() {
 es_status_one() {
     local name="$1" port="$2" status
     if status="$(es_health "$port" "${ES_HEALTH_AUTH:-}")"; then
+        [[ "$status" == secured ]] && status="unknown (security on; 401 without ES_HEALTH_AUTH)"
         if es_running "$name"; then
             echo "elasticsearch $name: up, http://127.0.0.1:$port, cluster status $status, pid $(<"$(es_pidfile "$name")")"
         else

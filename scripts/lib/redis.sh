@@ -16,8 +16,9 @@ redis_dir()     { printf '%s/redis/%s\n' "$SERVICES_DIR" "$1"; }
 redis_pidfile() { printf '%s/redis/%s/redis.pid\n' "$SERVICES_DIR" "$1"; }
 
 redis_ensure_installed() {
-    command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
-        || die "redis-server/redis-cli not found after installing redis-server and redis-tools"
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        die "redis-server/redis-cli not found after installing redis-server and redis-tools"
+    fi
 }
 
 # Is instance NAME a redis-server of ours? Its pidfile names a live
@@ -109,11 +110,11 @@ redis_start() {
         fi
     done
 
-    log "starting redis '$name' on port $port${*:+ with: $*}"
+    log "starting redis '$name' on port $port${*:+ with: $(printf '%q ' "$@")}"
     mkdir -p "$dir"
     rm -f "$dir/redis.log"
     printf '%s\n' "$fp" >"$dir/fingerprint"
-    if ! redis-server \
+    if ! without_locks redis-server \
             --bind 127.0.0.1 -::1 \
             --port "$port" \
             --daemonize yes \
