@@ -9,6 +9,7 @@
 //! (`password: "${REDIS_PASSWORD}"`).
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use super::yaml::{escape_pointer, resolve_plain, Node, NodeKind, Position, YamlError};
 use serde_json::Value;
@@ -98,13 +99,16 @@ pub fn interpolate_tree(
 ) -> (HashSet<String>, Vec<YamlError>) {
     let mut interpolated = HashSet::new();
     let mut errors = Vec::new();
-    walk(root, String::new(), lookup, &mut interpolated, &mut errors);
+    let mut pointer = String::new();
+    walk(root, &mut pointer, lookup, &mut interpolated, &mut errors);
     (interpolated, errors)
 }
 
+/// Walks the tree; `pointer` is the current node's, grown and shrunk in place (no
+/// allocation per node: large files have hundreds of thousands of them).
 fn walk(
     node: &mut Node,
-    pointer: String,
+    pointer: &mut String,
     lookup: &dyn Fn(&str) -> Option<String>,
     interpolated: &mut HashSet<String>,
     errors: &mut Vec<YamlError>,
@@ -124,7 +128,7 @@ fn walk(
                         Value::String(expanded.clone())
                     };
                     scalar.text = expanded;
-                    interpolated.insert(pointer);
+                    interpolated.insert(pointer.clone());
                 }
                 Err(error) => {
                     let position = if scalar.single_line {
@@ -137,7 +141,7 @@ fn walk(
                     };
                     errors.push(YamlError {
                         position,
-                        pointer,
+                        pointer: pointer.clone(),
                         message: error.message,
                     });
                 }
@@ -145,13 +149,23 @@ fn walk(
         }
         NodeKind::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, format!("{pointer}/{i}"), lookup, interpolated, errors);
+                let len = pointer.len();
+                let _ = write!(pointer, "/{i}");
+                walk(item, pointer, lookup, interpolated, errors);
+                pointer.truncate(len);
             }
         }
         NodeKind::Mapping(entries) => {
             for entry in entries.iter_mut() {
-                let child = format!("{pointer}/{}", escape_pointer(&entry.key));
-                walk(&mut entry.value, child, lookup, interpolated, errors);
+                let len = pointer.len();
+                pointer.push('/');
+                if entry.key.contains(['~', '/']) {
+                    pointer.push_str(&escape_pointer(&entry.key));
+                } else {
+                    pointer.push_str(&entry.key);
+                }
+                walk(&mut entry.value, pointer, lookup, interpolated, errors);
+                pointer.truncate(len);
             }
         }
     }

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::interpolate::interpolate_tree;
@@ -146,7 +147,7 @@ pub fn check_bytes(
         return check;
     }
 
-    match serde_json::from_value::<Pipeline>(value.clone()) {
+    match Pipeline::deserialize(&value) {
         Ok(pipeline) => {
             for error in build_stages(&pipeline) {
                 let position = locate(&root, &error.pointer, Anchor::Value);

@@ -177,10 +177,10 @@ fn syntax_error(text: &str, position: Position, info: &str) -> YamlError {
     }
 }
 
-/// A collection being built: its start, its pointer, and what it holds so far.
+/// A collection being built: its start and what it holds so far. (Its pointer is
+/// computed from the stack only when an error needs it: most files have none.)
 struct Open {
     position: Position,
-    pointer: String,
     anchor: usize,
     kind: OpenKind,
 }
@@ -247,19 +247,15 @@ impl Builder {
                 self.finish_node(node, anchor);
             }
             Event::SequenceStart(anchor, _) => {
-                let pointer = self.child_pointer();
                 self.stack.push(Open {
                     position,
-                    pointer,
                     anchor,
                     kind: OpenKind::Sequence(Vec::new()),
                 });
             }
             Event::MappingStart(anchor, _) => {
-                let pointer = self.child_pointer();
                 self.stack.push(Open {
                     position,
-                    pointer,
                     anchor,
                     kind: OpenKind::Mapping(Vec::new(), None),
                 });
@@ -306,19 +302,26 @@ impl Builder {
         !self.stopped
     }
 
-    /// The JSON pointer of the node that starts next.
+    /// The JSON pointer of the node that starts next (a key being parsed has no
+    /// pointer of its own: it gets its mapping's).
     fn child_pointer(&self) -> String {
-        let Some(open) = self.stack.last() else {
-            return String::new();
-        };
-        match &open.kind {
-            OpenKind::Sequence(items) => format!("{}/{}", open.pointer, items.len()),
-            OpenKind::Mapping(_, Some((key, _))) => {
-                format!("{}/{}", open.pointer, escape_pointer(key))
+        self.pointer_of(self.stack.len())
+    }
+
+    /// The pointer of the node that starts next inside the first `depth` open collections.
+    fn pointer_of(&self, depth: usize) -> String {
+        let mut pointer = String::new();
+        for open in &self.stack[..depth] {
+            match &open.kind {
+                OpenKind::Sequence(items) => pointer.push_str(&format!("/{}", items.len())),
+                OpenKind::Mapping(_, Some((key, _))) => {
+                    pointer.push('/');
+                    pointer.push_str(&escape_pointer(key));
+                }
+                OpenKind::Mapping(_, None) => break,
             }
-            // A key being parsed: it has no pointer of its own; use the mapping's.
-            OpenKind::Mapping(_, None) => open.pointer.clone(),
         }
+        pointer
     }
 
     /// Places a finished node in its parent (as an item, a key or a value) or as the root.
@@ -326,47 +329,56 @@ impl Builder {
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
         }
-        let Some(open) = self.stack.last_mut() else {
+        let depth = self.stack.len();
+        let Some(open) = self.stack.last() else {
             self.root = Some(node);
             return;
         };
-        let parent_pointer = open.pointer.clone();
-        match &mut open.kind {
-            OpenKind::Sequence(items) => items.push(node),
-            OpenKind::Mapping(entries, pending) => match pending.take() {
-                None => {
-                    let key = match &node.kind {
-                        NodeKind::Scalar(scalar) => scalar.text.clone(),
-                        _ => {
-                            self.errors.push(YamlError {
-                                position: node.position,
-                                pointer: parent_pointer.clone(),
-                                message: format!(
-                                    "a key must be plain text, not {}",
-                                    node.kind_name()
-                                ),
-                            });
-                            String::from("\u{0}invalid key")
-                        }
-                    };
-                    if let Some(first) = entries.iter().find(|e| e.key == key) {
-                        self.errors.push(YamlError {
-                            position: node.position,
-                            pointer: format!("{parent_pointer}/{}", escape_pointer(&key)),
-                            message: format!(
-                                "duplicate key `{key}` (first defined at line {}): each key appears once in a mapping",
-                                first.key_position.line
-                            ),
-                        });
-                    }
-                    *pending = Some((key, node.position));
+        // A key: check it (immutably, so the mapping's pointer can be computed), then store it.
+        if let OpenKind::Mapping(entries, None) = &open.kind {
+            let key = match &node.kind {
+                NodeKind::Scalar(scalar) => scalar.text.clone(),
+                _ => {
+                    self.errors.push(YamlError {
+                        position: node.position,
+                        pointer: self.pointer_of(depth - 1),
+                        message: format!("a key must be plain text, not {}", node.kind_name()),
+                    });
+                    String::from("\u{0}invalid key")
                 }
-                Some((key, key_position)) => entries.push(Entry {
-                    key,
-                    key_position,
-                    value: node,
-                }),
-            },
+            };
+            if let Some(first) = entries.iter().find(|e| e.key == key) {
+                let message = format!(
+                    "duplicate key `{key}` (first defined at line {}): each key appears once in a mapping",
+                    first.key_position.line
+                );
+                let pointer = format!("{}/{}", self.pointer_of(depth - 1), escape_pointer(&key));
+                self.errors.push(YamlError {
+                    position: node.position,
+                    pointer,
+                    message,
+                });
+            }
+            if let Some(Open {
+                kind: OpenKind::Mapping(_, pending),
+                ..
+            }) = self.stack.last_mut()
+            {
+                *pending = Some((key, node.position));
+            }
+            return;
+        }
+        match &mut self.stack.last_mut().expect("an open collection").kind {
+            OpenKind::Sequence(items) => items.push(node),
+            OpenKind::Mapping(entries, pending) => {
+                if let Some((key, key_position)) = pending.take() {
+                    entries.push(Entry {
+                        key,
+                        key_position,
+                        value: node,
+                    });
+                }
+            }
         }
     }
 }
