@@ -76,7 +76,7 @@ pub enum UsageError {
 }
 
 /// Expands the command line's paths: files as they are, folders searched (recursively)
-/// for `*.yaml` / `*.yml`, sorted.
+/// for `*.yaml` / `*.yml`, sorted; a file reached twice is listed once.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
     let mut files = Vec::new();
     for path in paths {
@@ -110,6 +110,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
             return Err(UsageError::NotFound(path.clone()));
         }
     }
+    // A file named twice (`pipelines/ pipelines/demo.yaml`) is checked once, or it
+    // would clash with itself over its `name`.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|file| seen.insert(std::fs::canonicalize(file).unwrap_or_else(|_| file.clone())));
     Ok(files)
 }
 
