@@ -879,3 +879,35 @@ fn cancelling_stops_the_read_without_error() {
     assert!(total < 2000, "stopped early, read {total}");
     assert_eq!(ctx.counters.snapshot().received as usize, total);
 }
+
+#[test]
+fn collections_longer_than_a_chunk_are_read_whole_and_in_order() {
+    let redis = RedisServer::start(&[]);
+    let mut commands = String::new();
+    for i in 0..25 {
+        commands += &format!("RPUSH list item{i:02}\nZADD zset {i} m{i:02}\nSADD set s{i:02}\nXADD stream {}-0 n {i}\nHSET hash f{i:02} v{i}\n", i + 1);
+    }
+    redis.cli_pipe(&commands);
+    let run = read(config(redis.port, "chunk_size: 10\n")).unwrap();
+    let expected_list: Vec<Vec<u8>> = (0..25)
+        .map(|i| format!("item{i:02}").into_bytes())
+        .collect();
+    assert_eq!(run.value(b"list"), &RedisValue::List(expected_list));
+    let expected_zset: Vec<(Vec<u8>, f64)> = (0..25)
+        .map(|i| (format!("m{i:02}").into_bytes(), i as f64))
+        .collect();
+    assert_eq!(run.value(b"zset"), &RedisValue::ZSet(expected_zset));
+    let expected_set: Vec<Vec<u8>> = (0..25).map(|i| format!("s{i:02}").into_bytes()).collect();
+    assert_eq!(run.value(b"set"), &RedisValue::Set(expected_set));
+    let RedisValue::Stream(entries) = run.value(b"stream") else {
+        panic!("a stream")
+    };
+    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, (1..=25).map(|i| format!("{i}-0")).collect::<Vec<_>>());
+    let RedisValue::Hash(fields) = run.value(b"hash") else {
+        panic!("a hash")
+    };
+    assert_eq!(fields.len(), 25);
+    assert!(commandstat(&redis, "lrange") >= 3 && commandstat(&redis, "zrange") >= 3);
+    assert!(commandstat(&redis, "xrange") >= 3);
+}

@@ -1,13 +1,15 @@
-//! Reading a large collection in chunks (`HSCAN`/`SSCAN` pages, `ZRANGE`/`LRANGE` by
-//! index, `XRANGE ... COUNT`), so no single reply can blow memory, and stopping as
-//! soon as the value is known to be over `max_value_bytes`.
+//! Reading collections in bounded chunks (`HSCAN`/`SSCAN` pages, `ZRANGE`/`LRANGE` by
+//! index, `XRANGE ... COUNT`), so no single reply can blow memory. The first chunk of
+//! every collection goes in the page's pipeline; only collections with more than one
+//! chunk are continued here, one call at a time, stopping as soon as the value is over
+//! `max_value_bytes`.
 
-use redis::Value;
+use redis::{Cmd, Value};
 
 use super::fetch::show_key;
 use super::reconnect::DbConnection;
 use super::value;
-use crate::record::{KeyType, RedisValue};
+use crate::record::{KeyType, RedisValue, StreamEntry};
 
 /// What a chunked read found.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,169 +21,320 @@ pub enum Chunked {
     TooLarge(u64),
 }
 
-async fn call(
-    connection: &DbConnection,
-    key: &[u8],
-    command: &redis::Cmd,
-    name: &str,
-) -> anyhow::Result<Value> {
-    let doing = format!(
-        "{name} of key `{}` in db {}",
-        show_key(key),
-        connection.db()
-    );
-    connection
-        .run(&doing, |mut c| async move {
-            command.query_async::<Value>(&mut c).await
-        })
-        .await
+/// Where the next chunk starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing more to read.
+    Done,
+    /// `HSCAN`/`SSCAN` cursor.
+    Cursor(u64),
+    /// `LRANGE`/`ZRANGE` start index.
+    Index(i64),
+    /// `XRANGE` start (`-`, or `(id` for "after id").
+    From(String),
 }
 
-/// Reads `key` of `key_type` (hash, list, set, zset or stream) `chunk` elements at a time.
-pub async fn read_chunked(
-    connection: &DbConnection,
-    key: &[u8],
+/// A collection read so far.
+#[derive(Debug)]
+pub struct Partial {
     key_type: KeyType,
-    chunk: u32,
-    max: u64,
-) -> anyhow::Result<Chunked> {
-    let chunk = chunk.max(1);
-    let db = connection.db();
-    let context = |e: String| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(key));
-    let mut size: u64 = 0;
-    match key_type {
-        KeyType::Hash | KeyType::Set => {
-            let (command_name, is_hash) = if key_type == KeyType::Hash {
-                ("HSCAN", true)
-            } else {
-                ("SSCAN", false)
-            };
-            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-            let mut members: Vec<Vec<u8>> = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let mut command = redis::cmd(command_name);
-                command.arg(key).arg(cursor).arg("COUNT").arg(chunk);
-                let reply = call(connection, key, &command, command_name).await?;
-                let (next, items) = value::scan_page(reply).map_err(context)?;
-                if is_hash {
-                    for (field, val) in value::pairs(Value::Array(items)).map_err(context)? {
-                        size += (field.len() + val.len()) as u64;
-                        pairs.push((field, val));
-                    }
-                } else {
-                    for member in value::byte_list(Value::Array(items)).map_err(context)? {
-                        size += member.len() as u64;
-                        members.push(member);
-                    }
-                }
-                if size > max {
-                    return Ok(Chunked::TooLarge(size));
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
-            }
-            // A SCAN-family walk may return an element twice (while the table rehashes).
-            if is_hash {
-                pairs.sort_by(|a, b| a.0.cmp(&b.0));
-                pairs.dedup_by(|a, b| a.0 == b.0);
-                Ok(if pairs.is_empty() {
-                    Chunked::Vanished
-                } else {
-                    Chunked::Value(RedisValue::Hash(pairs))
-                })
-            } else {
-                members.sort_unstable();
-                members.dedup();
-                Ok(if members.is_empty() {
-                    Chunked::Vanished
-                } else {
-                    Chunked::Value(RedisValue::Set(members))
-                })
-            }
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    items: Vec<Vec<u8>>,
+    scored: Vec<(Vec<u8>, f64)>,
+    entries: Vec<StreamEntry>,
+    /// Payload bytes read so far.
+    pub size: u64,
+    /// Chunks read so far.
+    chunks: u32,
+    pub next: Next,
+}
+
+impl Partial {
+    /// Nothing read yet of a collection of `key_type`.
+    pub fn start(key_type: KeyType) -> Partial {
+        let next = match key_type {
+            KeyType::Hash | KeyType::Set => Next::Cursor(0),
+            KeyType::Stream => Next::From("-".into()),
+            _ => Next::Index(0),
+        };
+        Partial {
+            key_type,
+            pairs: Vec::new(),
+            items: Vec::new(),
+            scored: Vec::new(),
+            entries: Vec::new(),
+            size: 0,
+            chunks: 0,
+            next,
         }
-        KeyType::List | KeyType::ZSet => {
-            let is_list = key_type == KeyType::List;
-            let name = if is_list { "LRANGE" } else { "ZRANGE" };
-            let mut items: Vec<Vec<u8>> = Vec::new();
-            let mut scored: Vec<(Vec<u8>, f64)> = Vec::new();
-            let mut start: i64 = 0;
-            loop {
-                let stop = start + i64::from(chunk) - 1;
-                let mut command = redis::cmd(name);
-                command.arg(key).arg(start).arg(stop);
-                if !is_list {
-                    command.arg("WITHSCORES");
-                }
-                let reply = call(connection, key, &command, name).await?;
-                let got = if is_list {
-                    let page = value::byte_list(reply).map_err(context)?;
-                    let n = page.len();
-                    size += page.iter().map(|i| i.len() as u64).sum::<u64>();
-                    items.extend(page);
-                    n
+    }
+
+    /// The command that reads the next chunk of `key` (`chunk` elements or so).
+    pub fn command(&self, key: &[u8], chunk: u32) -> Cmd {
+        let mut command;
+        match (&self.next, self.key_type) {
+            (Next::Cursor(cursor), KeyType::Hash | KeyType::Set) => {
+                command = redis::cmd(if self.key_type == KeyType::Hash {
+                    "HSCAN"
                 } else {
-                    let page = value::scored_members(reply).map_err(context)?;
-                    let n = page.len();
-                    size += page.iter().map(|(m, _)| m.len() as u64 + 8).sum::<u64>();
-                    scored.extend(page);
-                    n
-                };
-                if size > max {
-                    return Ok(Chunked::TooLarge(size));
-                }
-                if (got as u64) < u64::from(chunk) {
-                    break;
-                }
-                start += i64::from(chunk);
+                    "SSCAN"
+                });
+                command.arg(key).arg(*cursor).arg("COUNT").arg(chunk);
             }
-            Ok(match (is_list, items.is_empty() && scored.is_empty()) {
-                (_, true) => Chunked::Vanished,
-                (true, false) => Chunked::Value(RedisValue::List(items)),
-                (false, false) => Chunked::Value(RedisValue::ZSet(scored)),
-            })
-        }
-        KeyType::Stream => {
-            let mut entries = Vec::new();
-            let mut start = "-".to_owned();
-            loop {
-                let mut command = redis::cmd("XRANGE");
+            (Next::Index(start), KeyType::ZSet) => {
+                command = redis::cmd("ZRANGE");
                 command
                     .arg(key)
-                    .arg(&start)
+                    .arg(*start)
+                    .arg(start + i64::from(chunk) - 1)
+                    .arg("WITHSCORES");
+            }
+            (Next::Index(start), _) => {
+                command = redis::cmd("LRANGE");
+                command
+                    .arg(key)
+                    .arg(*start)
+                    .arg(start + i64::from(chunk) - 1);
+            }
+            (Next::From(start), _) => {
+                command = redis::cmd("XRANGE");
+                command
+                    .arg(key)
+                    .arg(start.as_str())
                     .arg("+")
                     .arg("COUNT")
                     .arg(chunk);
-                let reply = call(connection, key, &command, "XRANGE").await?;
-                let page = value::stream_entries(reply).map_err(context)?;
+            }
+            (Next::Done, _) | (Next::Cursor(_), _) => {
+                // Not reached: callers stop at `Done`; a cursor only goes with hashes and sets.
+                command = redis::cmd("PING");
+            }
+        }
+        command
+    }
+
+    /// The name of the command that reads a chunk, for messages.
+    pub fn command_name(&self) -> &'static str {
+        match self.key_type {
+            KeyType::Hash => "HSCAN",
+            KeyType::Set => "SSCAN",
+            KeyType::ZSet => "ZRANGE",
+            KeyType::Stream => "XRANGE",
+            _ => "LRANGE",
+        }
+    }
+
+    /// Adds the reply of [`Partial::command`]; `next` says where the following chunk starts.
+    pub fn add(&mut self, reply: Value, chunk: u32) -> Result<(), String> {
+        self.chunks += 1;
+        let full = |n: usize| n as u64 >= u64::from(chunk);
+        match self.key_type {
+            KeyType::Hash | KeyType::Set => {
+                let (cursor, items) = value::scan_page(reply)?;
+                if self.key_type == KeyType::Hash {
+                    for (field, val) in value::pairs(Value::Array(items))? {
+                        self.size += (field.len() + val.len()) as u64;
+                        self.pairs.push((field, val));
+                    }
+                } else {
+                    for member in value::byte_list(Value::Array(items))? {
+                        self.size += member.len() as u64;
+                        self.items.push(member);
+                    }
+                }
+                self.next = if cursor == 0 {
+                    Next::Done
+                } else {
+                    Next::Cursor(cursor)
+                };
+            }
+            KeyType::List => {
+                let page = value::byte_list(reply)?;
+                let n = page.len();
+                self.size += page.iter().map(|i| i.len() as u64).sum::<u64>();
+                self.items.extend(page);
+                self.next = match &self.next {
+                    Next::Index(start) if full(n) => Next::Index(start + n as i64),
+                    _ => Next::Done,
+                };
+            }
+            KeyType::ZSet => {
+                let page = value::scored_members(reply)?;
+                let n = page.len();
+                self.size += page.iter().map(|(m, _)| m.len() as u64 + 8).sum::<u64>();
+                self.scored.extend(page);
+                self.next = match &self.next {
+                    Next::Index(start) if full(n) => Next::Index(start + n as i64),
+                    _ => Next::Done,
+                };
+            }
+            KeyType::Stream => {
+                let page = value::stream_entries(reply)?;
                 let n = page.len();
                 for entry in page {
-                    size += entry.id.len() as u64
+                    self.size += entry.id.len() as u64
                         + entry
                             .fields
                             .iter()
                             .map(|(f, v)| (f.len() + v.len()) as u64)
                             .sum::<u64>();
-                    start = format!("({}", entry.id);
-                    entries.push(entry);
+                    self.entries.push(entry);
                 }
-                if size > max {
-                    return Ok(Chunked::TooLarge(size));
-                }
-                if (n as u64) < u64::from(chunk) {
-                    break;
-                }
+                self.next = match self.entries.last() {
+                    Some(last) if full(n) => Next::From(format!("({}", last.id)),
+                    _ => Next::Done,
+                };
             }
-            Ok(if entries.is_empty() {
-                Chunked::Vanished
-            } else {
-                Chunked::Value(RedisValue::Stream(entries))
-            })
+            KeyType::String | KeyType::Json => {
+                return Err(format!(
+                    "internal error: {} values are not read in chunks",
+                    self.key_type
+                ))
+            }
         }
-        KeyType::String | KeyType::Json => Err(anyhow::anyhow!(
-            "internal error: {key_type} values are not read in chunks"
-        )),
+        Ok(())
+    }
+
+    /// The value read: `None` when the collection turned out empty (the key is gone;
+    /// a stream, which may exist empty, is the exception).
+    pub fn finish(mut self) -> Option<RedisValue> {
+        let value = match self.key_type {
+            KeyType::Hash => {
+                if self.chunks > 1 {
+                    // A walk over several calls may return a field twice (while rehashing).
+                    self.pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                    self.pairs.dedup_by(|a, b| a.0 == b.0);
+                }
+                (!self.pairs.is_empty()).then_some(RedisValue::Hash(self.pairs))
+            }
+            KeyType::Set => {
+                self.items.sort_unstable();
+                self.items.dedup();
+                (!self.items.is_empty()).then_some(RedisValue::Set(self.items))
+            }
+            KeyType::List => (!self.items.is_empty()).then_some(RedisValue::List(self.items)),
+            KeyType::ZSet => (!self.scored.is_empty()).then_some(RedisValue::ZSet(self.scored)),
+            KeyType::Stream => Some(RedisValue::Stream(self.entries)),
+            KeyType::String | KeyType::Json => None,
+        };
+        value
+    }
+}
+
+/// Reads the rest of a collection of which `partial` holds the start, one chunk per
+/// call, stopping once it is over `max` bytes.
+pub async fn read_rest(
+    connection: &DbConnection,
+    key: &[u8],
+    mut partial: Partial,
+    chunk: u32,
+    max: u64,
+) -> anyhow::Result<Chunked> {
+    let chunk = chunk.max(1);
+    let db = connection.db();
+    loop {
+        if partial.size > max {
+            return Ok(Chunked::TooLarge(partial.size));
+        }
+        if partial.next == Next::Done {
+            return Ok(match partial.finish() {
+                Some(value) => Chunked::Value(value),
+                None => Chunked::Vanished,
+            });
+        }
+        let command = partial.command(key, chunk);
+        let doing = format!(
+            "{} of key `{}` in db {db}",
+            partial.command_name(),
+            show_key(key)
+        );
+        let reply: Value = connection
+            .run(&doing, |mut c| {
+                let command = &command;
+                async move { command.query_async(&mut c).await }
+            })
+            .await?;
+        partial
+            .add(reply, chunk)
+            .map_err(|e| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(key)))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_full_list_chunk_asks_for_the_next_index_and_a_short_one_ends() {
+        let mut partial = Partial::start(KeyType::List);
+        partial
+            .add(Value::Array(vec![bulk("a"), bulk("b")]), 2)
+            .unwrap();
+        assert_eq!(partial.next, Next::Index(2));
+        partial.add(Value::Array(vec![bulk("c")]), 2).unwrap();
+        assert_eq!(partial.next, Next::Done);
+        assert_eq!(partial.size, 3);
+        assert_eq!(
+            partial.finish(),
+            Some(RedisValue::List(vec![
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"c".to_vec()
+            ]))
+        );
+    }
+
+    #[test]
+    fn hash_chunks_follow_the_cursor_and_drop_repeated_fields() {
+        let mut partial = Partial::start(KeyType::Hash);
+        let page =
+            |cursor: &str, items: Vec<Value>| Value::Array(vec![bulk(cursor), Value::Array(items)]);
+        partial
+            .add(
+                page("7", vec![bulk("b"), bulk("2"), bulk("a"), bulk("1")]),
+                2,
+            )
+            .unwrap();
+        assert_eq!(partial.next, Next::Cursor(7));
+        partial
+            .add(page("0", vec![bulk("a"), bulk("1")]), 2)
+            .unwrap();
+        assert_eq!(partial.next, Next::Done);
+        assert_eq!(
+            partial.finish(),
+            Some(RedisValue::Hash(vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]))
+        );
+    }
+
+    #[test]
+    fn stream_chunks_continue_after_the_last_id() {
+        let mut partial = Partial::start(KeyType::Stream);
+        let entry =
+            |id: &str| Value::Array(vec![bulk(id), Value::Array(vec![bulk("f"), bulk("v")])]);
+        partial
+            .add(Value::Array(vec![entry("1-0"), entry("2-0")]), 2)
+            .unwrap();
+        assert_eq!(partial.next, Next::From("(2-0".into()));
+        let command = partial.command(b"s", 2);
+        assert_eq!(command.args_iter().count(), 6, "XRANGE s (2-0 + COUNT 2");
+    }
+
+    #[test]
+    fn an_empty_first_chunk_means_the_key_is_gone_except_for_streams() {
+        let mut partial = Partial::start(KeyType::Set);
+        partial
+            .add(Value::Array(vec![bulk("0"), Value::Array(vec![])]), 10)
+            .unwrap();
+        assert_eq!(partial.finish(), None);
+        let mut partial = Partial::start(KeyType::Stream);
+        partial.add(Value::Array(vec![]), 10).unwrap();
+        assert_eq!(partial.finish(), Some(RedisValue::Stream(vec![])));
     }
 }

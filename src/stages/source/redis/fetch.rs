@@ -1,11 +1,11 @@
-//! Reading one SCAN page: pipelined `TYPE` (unless the rule fixes it), then one
-//! pipeline of `TTL`, `MEMORY USAGE` and a cheap size probe (`STRLEN`, `HLEN`, ...),
-//! then one pipeline of value reads for every key that fits; large collections go
-//! through the chunked reader. No round trip per key.
+//! Reading one SCAN page in two pipelined round trips: `TYPE` (unless the rule fixes
+//! it), `TTL` and `MEMORY USAGE` (or `STRLEN`) for every key, then every value that
+//! fits, with the first bounded chunk of each collection. Only large collections take
+//! more calls (see `chunked`). No round trip per key.
 
 use redis::{Pipeline, RedisError, Value};
 
-use super::chunked::{read_chunked, Chunked};
+use super::chunked::{read_rest, Chunked, Next, Partial};
 use super::reconnect::DbConnection;
 use super::value;
 use crate::record::{bytes_to_text, KeyType, Record, RedisValue};
@@ -65,18 +65,20 @@ struct Slot {
     key_type: KeyType,
     ttl: Option<i64>,
     memory: Option<u64>,
-    /// `STRLEN` or the element count.
+    /// `STRLEN` of a string, when asked.
     len: Option<u64>,
 }
 
 /// One value-read plan for a key.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Read {
-    /// One command reads the whole value.
+    /// One command reads the whole value (string, RedisJSON).
     Whole,
+    /// The first bounded chunk of a collection, in the page's pipeline.
+    FirstChunk,
     /// `STRLEN` first (its memory was over the limit), then `GET` if it fits.
     CheckedString,
-    /// Read in chunks, stopping past the size limit.
+    /// Read in chunks from the start, stopping past the size limit.
     Chunked,
 }
 
@@ -136,6 +138,11 @@ fn fatal(
 }
 
 /// Reads the values of `keys` (one SCAN page). `fixed_type` is the rule's `_type`.
+///
+/// Two pipelined round trips per page: (1) `TYPE` (unless fixed), `TTL`, `MEMORY USAGE`
+/// (or `STRLEN` when sizes are off) for every key; (2) the value, or the first bounded
+/// chunk of a collection, for every key that fits. Collections longer than one chunk
+/// and strings whose size needs a closer look are finished one at a time afterwards.
 pub async fn fetch_page(
     connection: &DbConnection,
     settings: &FetchSettings,
@@ -143,113 +150,73 @@ pub async fn fetch_page(
     fixed_type: Option<KeyType>,
 ) -> anyhow::Result<Page> {
     let db = connection.db();
+    let max = settings.max_value_bytes;
+    let chunk = settings.chunk_size.max(1);
     let mut outcome: Vec<Option<Skip>> = vec![None; keys.len()];
-    let mut slots: Vec<Option<Slot>> = Vec::with_capacity(keys.len());
+    let mut slots: Vec<Slot> = Vec::with_capacity(keys.len());
 
-    // 1. Types.
-    match fixed_type {
-        Some(key_type) => {
-            slots.extend(keys.iter().map(|_| {
-                Some(Slot {
-                    key_type,
-                    ttl: None,
-                    memory: None,
-                    len: None,
-                })
-            }));
-        }
-        None => {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for key in &keys {
-                pipe.cmd("TYPE").arg(key);
-            }
-            let replies =
-                run_pipeline(connection, &format!("TYPE of a page of db {db}"), &pipe).await?;
-            for (i, reply) in replies.into_iter().enumerate() {
-                if let Some(error) = server_error(&reply) {
-                    return Err(fatal(connection, &error, "TYPE", &keys[i]));
-                }
-                let name = value::status(&reply).map_err(|e| anyhow::anyhow!("db {db}: {e}"))?;
-                if name == "none" {
-                    outcome[i] = Some(Skip::Vanished);
-                    slots.push(None);
-                } else if let Some(key_type) = KeyType::parse(&name) {
-                    slots.push(Some(Slot {
-                        key_type,
-                        ttl: None,
-                        memory: None,
-                        len: None,
-                    }));
-                } else {
-                    tracing::debug!(db, key = %show_key(&keys[i]), "skipping key of unsupported type {name}");
-                    outcome[i] = Some(Skip::Unsupported);
-                    slots.push(None);
-                }
-            }
-        }
-    }
-
-    // 2. TTL, MEMORY USAGE and the size probe.
+    // 1. Type, TTL and size of every key, in one pipeline.
+    let ask_strlen = !settings.size_in_bytes && matches!(fixed_type, None | Some(KeyType::String));
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    let mut probed = Vec::new();
-    for (i, slot) in slots.iter().enumerate() {
-        let Some(slot) = slot else { continue };
-        let key = &keys[i];
+    for key in &keys {
+        if fixed_type.is_none() {
+            pipe.cmd("TYPE").arg(key);
+        }
         pipe.cmd("TTL").arg(key);
         if settings.size_in_bytes {
             pipe.cmd("MEMORY").arg("USAGE").arg(key);
         }
-        let probe = match slot.key_type {
-            KeyType::String if !settings.size_in_bytes => Some("STRLEN"),
-            KeyType::String | KeyType::Json => None,
-            KeyType::Hash => Some("HLEN"),
-            KeyType::List => Some("LLEN"),
-            KeyType::Set => Some("SCARD"),
-            KeyType::ZSet => Some("ZCARD"),
-            KeyType::Stream => Some("XLEN"),
-        };
-        if let Some(probe) = probe {
-            pipe.cmd(probe).arg(key);
+        if ask_strlen {
+            pipe.cmd("STRLEN").arg(key);
         }
-        probed.push((i, probe));
     }
-    if !probed.is_empty() {
-        let replies = run_pipeline(
-            connection,
-            &format!("TTL/MEMORY USAGE of a page of db {db}"),
-            &pipe,
-        )
-        .await?;
-        let mut replies = replies.into_iter();
-        for (i, probe) in probed {
-            let ttl_reply = replies.next().unwrap_or_default();
-            let memory_reply = if settings.size_in_bytes {
-                Some(replies.next().unwrap_or_default())
-            } else {
-                None
-            };
-            let probe_reply = probe.map(|_| replies.next().unwrap_or_default());
-            let slot = slots[i].as_mut().expect("probed keys have a slot");
+    let replies = run_pipeline(
+        connection,
+        &format!("TYPE/TTL/MEMORY USAGE of a page of db {db}"),
+        &pipe,
+    )
+    .await?;
+    let mut replies = replies.into_iter();
+    let parse = |v: &Value| value::int(v).map_err(|e| anyhow::anyhow!("db {db}: {e}"));
+    for (i, key) in keys.iter().enumerate() {
+        let type_reply = fixed_type
+            .is_none()
+            .then(|| replies.next().unwrap_or_default());
+        let ttl_reply = replies.next().unwrap_or_default();
+        let memory_reply = settings
+            .size_in_bytes
+            .then(|| replies.next().unwrap_or_default());
+        let strlen_reply = ask_strlen.then(|| replies.next().unwrap_or_default());
+        let mut slot = Slot {
+            key_type: fixed_type.unwrap_or(KeyType::String),
+            ttl: None,
+            memory: None,
+            len: None,
+        };
+        if let Some(reply) = &type_reply {
+            if let Some(error) = server_error(reply) {
+                return Err(fatal(connection, &error, "TYPE", key));
+            }
+            let name = value::status(reply).map_err(|e| anyhow::anyhow!("db {db}: {e}"))?;
+            match KeyType::parse(&name) {
+                _ if name == "none" => outcome[i] = Some(Skip::Vanished),
+                Some(key_type) => slot.key_type = key_type,
+                None => {
+                    tracing::debug!(db, key = %show_key(key), "skipping key of unsupported type {name}");
+                    outcome[i] = Some(Skip::Unsupported);
+                }
+            }
+        }
+        if outcome[i].is_none() {
             for (command, reply) in [
                 ("TTL", Some(&ttl_reply)),
                 ("MEMORY USAGE", memory_reply.as_ref()),
-                (probe.unwrap_or(""), probe_reply.as_ref()),
             ] {
                 if let Some(error) = reply.and_then(server_error) {
-                    if is_wrong_type(&error) {
-                        // Deleted and re-created with another type since TYPE: not the key we saw.
-                        outcome[i] = Some(Skip::Vanished);
-                    } else {
-                        return Err(fatal(connection, &error, command, &keys[i]));
-                    }
+                    return Err(fatal(connection, &error, command, key));
                 }
             }
-            if outcome[i].is_some() {
-                continue;
-            }
-            let parse = |v: &Value| value::int(v).map_err(|e| anyhow::anyhow!("db {db}: {e}"));
             match parse(&ttl_reply)? {
                 Some(-2) | None => outcome[i] = Some(Skip::Vanished),
                 Some(-1) => slot.ttl = None,
@@ -261,22 +228,24 @@ pub async fn fetch_page(
                     None => outcome[i] = Some(Skip::Vanished),
                 }
             }
-            if let Some(reply) = &probe_reply {
-                let len = parse(reply)?.unwrap_or(0).max(0) as u64;
-                if len == 0 && !matches!(slot.key_type, KeyType::String | KeyType::Stream) {
-                    // Hashes, lists, sets and zsets cannot be empty: it is gone.
-                    outcome[i] = Some(Skip::Vanished);
+            if let Some(reply) = strlen_reply
+                .as_ref()
+                .filter(|_| slot.key_type == KeyType::String)
+            {
+                match server_error(reply) {
+                    // Re-created with another type since TYPE: not the key we saw.
+                    Some(error) if is_wrong_type(&error) => outcome[i] = Some(Skip::Vanished),
+                    Some(error) => return Err(fatal(connection, &error, "STRLEN", key)),
+                    None => slot.len = parse(reply)?.map(|n| n.max(0) as u64),
                 }
-                slot.len = Some(len);
             }
         }
+        slots.push(slot);
     }
 
-    // 3. Decide how to read each value.
-    let max = settings.max_value_bytes;
+    // 2. Decide how to read each value.
     let mut plans: Vec<Option<Read>> = vec![None; keys.len()];
     for (i, slot) in slots.iter().enumerate() {
-        let Some(slot) = slot else { continue };
         if outcome[i].is_some() {
             continue;
         }
@@ -284,102 +253,130 @@ pub async fn fetch_page(
         plans[i] = Some(match slot.key_type {
             KeyType::String => match slot.len {
                 Some(len) if len > max => {
-                    outcome[i] = Some(Skip::TooLarge);
                     warn_too_large(db, &keys[i], len, max);
-                    continue;
-                }
-                Some(_) => Read::Whole,
-                None if over_memory => Read::CheckedString,
-                None => Read::Whole,
-            },
-            KeyType::Json => {
-                if over_memory {
                     outcome[i] = Some(Skip::TooLarge);
-                    warn_too_large(db, &keys[i], slot.memory.unwrap_or_default(), max);
                     continue;
                 }
-                Read::Whole
+                None if over_memory => Read::CheckedString,
+                _ => Read::Whole,
+            },
+            KeyType::Json if over_memory => {
+                warn_too_large(db, &keys[i], slot.memory.unwrap_or_default(), max);
+                outcome[i] = Some(Skip::TooLarge);
+                continue;
             }
-            _ if over_memory || slot.len.is_some_and(|n| n > u64::from(settings.chunk_size)) => {
-                Read::Chunked
-            }
-            _ => Read::Whole,
+            KeyType::Json => Read::Whole,
+            // Probably over the limit: read chunk by chunk, stopping once it is.
+            _ if over_memory => Read::Chunked,
+            _ => Read::FirstChunk,
         });
     }
 
-    // 4. One pipeline reads every value that fits in one reply.
+    // 3. One pipeline reads every value that fits in one reply, and the first chunk
+    //    of every collection.
     let mut values: Vec<Option<RedisValue>> = vec![None; keys.len()];
+    let mut partials: Vec<Option<Partial>> = (0..keys.len()).map(|_| None).collect();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    let mut whole = Vec::new();
+    let mut asked = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
-        if *plan != Some(Read::Whole) {
-            continue;
-        }
         let key = &keys[i];
-        let key_type = slots[i]
-            .as_ref()
-            .expect("planned keys have a slot")
-            .key_type;
-        match key_type {
-            KeyType::String => pipe.cmd("GET").arg(key),
-            KeyType::Hash => pipe.cmd("HGETALL").arg(key),
-            KeyType::List => pipe.cmd("LRANGE").arg(key).arg(0).arg(-1),
-            KeyType::Set => pipe.cmd("SMEMBERS").arg(key),
-            KeyType::ZSet => pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
-            KeyType::Stream => pipe.cmd("XRANGE").arg(key).arg("-").arg("+"),
-            KeyType::Json => pipe.cmd("JSON.GET").arg(key).arg("$"),
+        let key_type = slots[i].key_type;
+        match plan {
+            Some(Read::Whole) if key_type == KeyType::Json => {
+                pipe.cmd("JSON.GET").arg(key).arg("$")
+            }
+            Some(Read::Whole) => pipe.cmd("GET").arg(key),
+            Some(Read::FirstChunk) => {
+                let partial = Partial::start(key_type);
+                pipe.add_command(partial.command(key, chunk));
+                partials[i] = Some(partial);
+                &mut pipe
+            }
+            _ => continue,
         };
-        whole.push((i, key_type));
+        asked.push(i);
     }
-    if !whole.is_empty() {
+    if !asked.is_empty() {
         let replies = run_pipeline(
             connection,
             &format!("reading the values of a page of db {db}"),
             &pipe,
         )
         .await?;
-        for ((i, key_type), reply) in whole.into_iter().zip(replies) {
+        for (i, reply) in asked.into_iter().zip(replies) {
+            let key_type = slots[i].key_type;
             if let Some(error) = server_error(&reply) {
+                partials[i] = None;
                 if is_wrong_type(&error) {
                     outcome[i] = Some(Skip::Vanished);
                 } else if key_type == KeyType::Json && is_unknown_command(&error) {
                     outcome[i] = Some(Skip::JsonModuleMissing);
                 } else {
-                    return Err(fatal(connection, &error, read_command(key_type), &keys[i]));
+                    let command = match key_type {
+                        KeyType::String => "GET",
+                        KeyType::Json => "JSON.GET",
+                        _ => Partial::start(key_type).command_name(),
+                    };
+                    return Err(fatal(connection, &error, command, &keys[i]));
                 }
                 continue;
             }
-            match typed_value(key_type, reply)
-                .map_err(|e| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(&keys[i])))?
-            {
-                None => outcome[i] = Some(Skip::Vanished),
-                Some(value) => {
-                    let size = value.payload_len() as u64;
-                    if size > max {
-                        warn_too_large(db, &keys[i], size, max);
-                        outcome[i] = Some(Skip::TooLarge);
-                    } else {
-                        values[i] = Some(value);
+            let context = |e: String| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(&keys[i]));
+            if let Some(partial) = partials[i].as_mut() {
+                partial.add(reply, chunk).map_err(context)?;
+                if partial.size > max {
+                    warn_too_large(db, &keys[i], partial.size, max);
+                    outcome[i] = Some(Skip::TooLarge);
+                    partials[i] = None;
+                } else if partial.next == Next::Done {
+                    match partials[i].take().and_then(Partial::finish) {
+                        Some(value) => values[i] = Some(value),
+                        None => outcome[i] = Some(Skip::Vanished),
                     }
                 }
+                continue;
+            }
+            let read = match key_type {
+                KeyType::Json => value::json_root(reply)
+                    .map_err(context)?
+                    .map(RedisValue::Json),
+                _ => value::bytes(reply)
+                    .map_err(context)?
+                    .map(RedisValue::String),
+            };
+            match read {
+                None => outcome[i] = Some(Skip::Vanished),
+                Some(value) if value.payload_len() as u64 > max => {
+                    warn_too_large(db, &keys[i], value.payload_len() as u64, max);
+                    outcome[i] = Some(Skip::TooLarge);
+                }
+                Some(value) => values[i] = Some(value),
             }
         }
     }
 
-    // 5. The rare keys that need more care, one at a time.
-    for (i, plan) in plans.iter().enumerate() {
-        let Some(plan) = plan else { continue };
-        if *plan == Read::Whole || outcome[i].is_some() {
+    // 4. The rare keys that need more calls, one at a time.
+    for i in 0..keys.len() {
+        if outcome[i].is_some() || values[i].is_some() {
             continue;
         }
-        let key_type = slots[i]
-            .as_ref()
-            .expect("planned keys have a slot")
-            .key_type;
-        let result = match plan {
-            Read::CheckedString => read_checked_string(connection, &keys[i], max).await?,
-            _ => read_chunked(connection, &keys[i], key_type, settings.chunk_size, max).await?,
+        let result = match (plans[i], partials[i].take()) {
+            (Some(Read::CheckedString), _) => {
+                read_checked_string(connection, &keys[i], max).await?
+            }
+            (Some(Read::Chunked), _) => {
+                read_rest(
+                    connection,
+                    &keys[i],
+                    Partial::start(slots[i].key_type),
+                    chunk,
+                    max,
+                )
+                .await?
+            }
+            (_, Some(partial)) => read_rest(connection, &keys[i], partial, chunk, max).await?,
+            _ => continue,
         };
         match result {
             Chunked::Value(value) => values[i] = Some(value),
@@ -391,74 +388,33 @@ pub async fn fetch_page(
         }
     }
 
-    // 6. Records, in SCAN order.
+    // 5. Records, in SCAN order.
     let mut page = Page {
         records: Vec::with_capacity(keys.len()),
         skips: Skips::default(),
     };
-    for (i, key) in keys.into_iter().enumerate() {
-        match outcome[i] {
-            Some(Skip::Vanished) => page.skips.vanished += 1,
-            Some(Skip::TooLarge) => page.skips.too_large += 1,
-            Some(Skip::Unsupported) => page.skips.unsupported_type += 1,
-            Some(Skip::JsonModuleMissing) => page.skips.json_module_missing += 1,
-            None => {
-                let slot = slots[i].take().expect("emitted keys have a slot");
-                let value = values[i].take().expect("emitted keys have a value");
-                page.records.push(Record {
-                    database: db,
-                    key,
-                    key_type: slot.key_type,
-                    value,
-                    size_in_bytes: slot.memory,
-                    ttl: slot.ttl,
-                    document: None,
-                });
-            }
+    for ((key, slot), (skip, value)) in keys
+        .into_iter()
+        .zip(slots)
+        .zip(outcome.into_iter().zip(values))
+    {
+        match (skip, value) {
+            (Some(Skip::Vanished), _) | (None, None) => page.skips.vanished += 1,
+            (Some(Skip::TooLarge), _) => page.skips.too_large += 1,
+            (Some(Skip::Unsupported), _) => page.skips.unsupported_type += 1,
+            (Some(Skip::JsonModuleMissing), _) => page.skips.json_module_missing += 1,
+            (None, Some(value)) => page.records.push(Record {
+                database: db,
+                key,
+                key_type: slot.key_type,
+                value,
+                size_in_bytes: slot.memory,
+                ttl: slot.ttl,
+                document: None,
+            }),
         }
     }
     Ok(page)
-}
-
-fn read_command(key_type: KeyType) -> &'static str {
-    match key_type {
-        KeyType::String => "GET",
-        KeyType::Hash => "HGETALL",
-        KeyType::List => "LRANGE",
-        KeyType::Set => "SMEMBERS",
-        KeyType::ZSet => "ZRANGE",
-        KeyType::Stream => "XRANGE",
-        KeyType::Json => "JSON.GET",
-    }
-}
-
-/// A whole-value reply as a typed value; `None` when the key is gone (nil or empty).
-fn typed_value(key_type: KeyType, reply: Value) -> Result<Option<RedisValue>, String> {
-    let value = match key_type {
-        KeyType::String => return Ok(value::bytes(reply)?.map(RedisValue::String)),
-        KeyType::Json => return Ok(value::json_root(reply)?.map(RedisValue::Json)),
-        KeyType::Hash => RedisValue::Hash(value::pairs(reply)?),
-        KeyType::List => RedisValue::List(value::byte_list(reply)?),
-        KeyType::Set => {
-            let mut members = value::byte_list(reply)?;
-            members.sort_unstable();
-            RedisValue::Set(members)
-        }
-        KeyType::ZSet => RedisValue::ZSet(value::scored_members(reply)?),
-        KeyType::Stream => RedisValue::Stream(value::stream_entries(reply)?),
-    };
-    let empty = match &value {
-        RedisValue::Hash(items) => items.is_empty(),
-        RedisValue::List(items) | RedisValue::Set(items) => items.is_empty(),
-        RedisValue::ZSet(items) => items.is_empty(),
-        RedisValue::Stream(items) => items.is_empty(),
-        RedisValue::String(_) | RedisValue::Json(_) => false,
-    };
-    Ok(if empty && key_type != KeyType::Stream {
-        None
-    } else {
-        Some(value)
-    })
 }
 
 /// `STRLEN` then `GET`: for a string whose memory use is over the limit.
@@ -499,35 +455,6 @@ fn warn_too_large(db: u32, key: &[u8], size: u64, max: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn empty_collections_read_as_gone_but_empty_strings_do_not() {
-        assert_eq!(
-            typed_value(KeyType::Hash, Value::Array(vec![])).unwrap(),
-            None
-        );
-        assert_eq!(
-            typed_value(KeyType::Set, Value::Array(vec![])).unwrap(),
-            None
-        );
-        assert_eq!(
-            typed_value(KeyType::String, Value::BulkString(vec![])).unwrap(),
-            Some(RedisValue::String(vec![]))
-        );
-        assert_eq!(typed_value(KeyType::String, Value::Nil).unwrap(), None);
-    }
-
-    #[test]
-    fn sets_come_out_sorted() {
-        let reply = Value::Array(vec![
-            Value::BulkString(b"b".to_vec()),
-            Value::BulkString(b"a".to_vec()),
-        ]);
-        assert_eq!(
-            typed_value(KeyType::Set, reply).unwrap(),
-            Some(RedisValue::Set(vec![b"a".to_vec(), b"b".to_vec()]))
-        );
-    }
 
     #[test]
     fn keys_that_are_not_utf8_are_shown_as_base64() {
