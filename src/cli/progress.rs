@@ -77,12 +77,12 @@ impl Progress for BarProgress {
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {prefix}: {pos} keys read ({per_sec}), {msg}")
+    ProgressStyle::with_template("{spinner} {prefix}: {pos} keys read, {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix}: [{bar:30}] {pos}/{len} keys ({per_sec}, ETA {eta}), {msg}")
+    ProgressStyle::with_template("{prefix}: [{bar:30}] {pos}/{len} keys, ETA {eta}, {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
 }
