@@ -21,6 +21,7 @@ pub mod retry;
 pub mod service;
 pub mod stale;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -355,20 +356,20 @@ impl ElasticsearchSink {
 
     /// The index a record goes to: the document's own, else the sink's (rendered when
     /// templated). `None` when the record was dead-lettered (bad template or name).
-    fn target_index(
-        &self,
+    fn target_index<'a>(
+        &'a self,
         record: &Record,
         running: &mut Running,
         ctx: &StageContext,
-    ) -> anyhow::Result<Option<String>> {
+    ) -> anyhow::Result<Option<Cow<'a, str>>> {
         let rendered = match (&record.document, &self.target) {
             (Some(document), _) if document.index.is_some() => Ok(document.index.clone().unwrap_or_default()),
-            (_, Target::Fixed(name)) => return Ok(Some(name.clone())),
+            (_, Target::Fixed(name)) => return Ok(Some(Cow::Borrowed(name))),
             (_, Target::Template(env)) => render_index(env, record, &ctx.pipeline),
         };
         let problem = match rendered {
             Ok(name) => match check_index_name(&name) {
-                Ok(()) => return Ok(Some(name)),
+                Ok(()) => return Ok(Some(Cow::Owned(name))),
                 Err(message) => ("invalid_index_name", message),
             },
             Err(message) => ("index_template_error", message),
@@ -502,6 +503,7 @@ impl ElasticsearchSink {
                             max_fraction: self.config.delete_stale.max_fraction,
                         }
                     };
+                    let deleted_before = report.deleted_stale;
                     let scan = stale::scan(&running.service, &state.name, &running.ids, mode).await?;
                     report.stale_found += scan.stale;
                     let guard = stale::guard_message(
@@ -539,10 +541,11 @@ impl ElasticsearchSink {
                             }
                         },
                     }
-                    if scan.stale > 0 && !dry_run {
+                    let deleted_here = report.deleted_stale - deleted_before;
+                    if deleted_here > 0 {
                         report.notes.push(format!(
-                            "deleted {} stale documents of {} from index {}",
-                            report.deleted_stale, scan.total, state.name
+                            "deleted {deleted_here} stale documents of {} from index {}",
+                            scan.total, state.name
                         ));
                     }
                 }
