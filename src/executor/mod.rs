@@ -420,6 +420,7 @@ impl Run<'_> {
             stale_found: report.stale_found,
             seconds,
             docs_per_second: if seconds > 0.0 { written as f64 / seconds } else { 0.0 },
+            keys_per_second: if seconds > 0.0 { read as f64 / seconds } else { 0.0 },
             dead_letter: self
                 .dead_letters
                 .iter()

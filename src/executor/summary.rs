@@ -59,6 +59,8 @@ pub struct PipelineSummary {
     pub seconds: f64,
     /// Documents written per second.
     pub docs_per_second: f64,
+    /// Keys read per second.
+    pub keys_per_second: f64,
     /// Dead-letter files that received entries in this run.
     pub dead_letter: Vec<PathBuf>,
     /// Keys read, by database then Redis type.
@@ -97,8 +99,8 @@ impl fmt::Display for PipelineSummary {
         };
         let _ = writeln!(
             out,
-            "pipeline {}: {status}{dry} in {:.2} s, {:.0} docs/s",
-            self.pipeline, self.seconds, self.docs_per_second
+            "pipeline {}: {status}{dry} in {:.2} s, {:.0} keys/s, {:.0} docs/s",
+            self.pipeline, self.seconds, self.keys_per_second, self.docs_per_second
         );
         let written = if self.dry_run { "would write" } else { "written" };
         let mut line = format!(
@@ -163,5 +165,60 @@ impl fmt::Display for PipelineSummary {
             }
         }
         f.write_str(out.trim_end_matches('\n'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> PipelineSummary {
+        PipelineSummary {
+            pipeline: "users".into(),
+            dry_run: false,
+            status: Status::Failed,
+            read: 10,
+            written: 6,
+            filtered: 1,
+            skipped: 1,
+            skipped_reasons: [("vanished".to_owned(), 1)].into(),
+            failed: 2,
+            not_processed: 0,
+            deleted_stale: 3,
+            stale_found: 3,
+            seconds: 2.0,
+            docs_per_second: 3.0,
+            keys_per_second: 5.0,
+            dead_letter: vec![PathBuf::from("users.dead-letter.ndjson")],
+            keys: BTreeMap::new(),
+            notes: vec![],
+            error: None,
+            counts_add_up: true,
+            stages: vec![],
+            samples: vec![],
+        }
+    }
+
+    #[test]
+    fn failed_documents_name_the_dead_letter_file() {
+        let text = summary().to_string();
+        assert_eq!(
+            text,
+            "pipeline users: FAILED in 2.00 s, 5 keys/s, 3 docs/s\n  \
+             read 10 = written 6 + filtered 1 + skipped 1 + failed 2\n  \
+             skipped: vanished 1\n  \
+             deleted as stale: 3 (found 3)\n  \
+             2 documents failed; see users.dead-letter.ndjson"
+        );
+    }
+
+    #[test]
+    fn counts_that_do_not_add_up_are_reported_as_a_bug() {
+        let mut s = summary();
+        s.counts_add_up = false;
+        s.read = 11;
+        assert!(s
+            .to_string()
+            .contains("BUG: the counts do not add up (read 11 != written + filtered + skipped + failed 10)"));
     }
 }
