@@ -659,3 +659,33 @@ fn sigterm_mid_run_skips_stale_deletion_in_elasticsearch() {
     assert_eq!(es_count(&index), 5_001);
     es_delete_index(&index);
 }
+
+#[test]
+fn an_unreachable_redis_fails_the_run_with_the_error_once() {
+    let closed_port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!("name: p\nsource: {{type: redis, host: 127.0.0.1, port: {closed_port}}}\nsink: {{type: ndjson, path: out.ndjson}}\n"),
+    );
+    let out = run_in(
+        dir.path(),
+        &["run", "-q", "--summary-json", "s.json", pipeline.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        all.matches("connection refused").count(),
+        1,
+        "the error is shown once: {all}"
+    );
+    assert!(
+        text(&out.stdout).contains(&format!("error: source: Redis at 127.0.0.1:{closed_port}")),
+        "{all}"
+    );
+    let p = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
+    assert_eq!(p["status"], "failed");
+    assert!(p["error"].as_str().unwrap().starts_with("source: "));
+    assert_counts_add_up(p);
+}
