@@ -268,7 +268,7 @@ fn write_commands_since(redis: &RedisServer, before: &[(String, u64)]) -> Vec<St
     let after = commandstats(redis);
     after
         .into_iter()
-        .filter(|(name, calls)| before.iter().find(|(n, _)| n == name).map_or(true, |(_, c)| calls > c))
+        .filter(|(name, calls)| before.iter().find(|(n, _)| n == name).is_none_or(|(_, c)| calls > c))
         .filter(|(name, _)| {
             redis
                 .cli(&["COMMAND", "INFO", name])
