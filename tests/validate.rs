@@ -323,7 +323,10 @@ fn help_explains_commands_formats_and_exit_codes() {
 
 #[test]
 fn a_file_named_twice_is_checked_once() {
-    let output = validate(&["tests/fixtures/valid", "tests/fixtures/valid/anchors-and-sizes.yaml"]);
+    let output = validate(&[
+        "tests/fixtures/valid",
+        "tests/fixtures/valid/anchors-and-sizes.yaml",
+    ]);
     assert_eq!(stdout(&output), "");
     assert_eq!(stderr(&output), "3 files checked, 0 invalid\n");
     assert_eq!(output.status.code(), Some(0));
