@@ -11,6 +11,7 @@
 //!   (`source:`), or at the object's first line when it has no key (a list item, the root);
 //! - a pointer that goes deeper than the file (a template error inside a string)
 //!   stops at the deepest node that exists.
+//!
 //! No index is built: a walk costs the depth of the pointer times the width of the
 //! mappings on the way, which keeps a 5 MB file cheap.
 
