@@ -158,16 +158,20 @@ pub fn stream_entries(value: Value) -> Result<Vec<StreamEntry>, String> {
 
 /// A `SCAN`-family reply: the next cursor and the page's items.
 pub fn scan_page(value: Value) -> Result<(u64, Vec<Value>), String> {
-    let shown = unexpected("SCAN", &value);
     let mut parts = array(value)?.into_iter();
     let (Some(cursor), Some(items)) = (parts.next(), parts.next()) else {
-        return Err(shown);
+        return Err("unexpected reply to SCAN: not a [cursor, items] pair".into());
     };
     let cursor = bytes(cursor)?.unwrap_or_default();
     let cursor = std::str::from_utf8(&cursor)
         .ok()
         .and_then(|c| c.parse().ok())
-        .ok_or(shown)?;
+        .ok_or_else(|| {
+            format!(
+                "unexpected SCAN cursor `{}`",
+                String::from_utf8_lossy(&cursor)
+            )
+        })?;
     Ok((cursor, array(items)?))
 }
 
