@@ -198,7 +198,7 @@ impl Partial {
     /// The value read: `None` when the collection turned out empty (the key is gone;
     /// a stream, which may exist empty, is the exception).
     pub fn finish(mut self) -> Option<RedisValue> {
-        let value = match self.key_type {
+        match self.key_type {
             KeyType::Hash => {
                 if self.chunks > 1 {
                     // A walk over several calls may return a field twice (while rehashing).
@@ -216,8 +216,7 @@ impl Partial {
             KeyType::ZSet => (!self.scored.is_empty()).then_some(RedisValue::ZSet(self.scored)),
             KeyType::Stream => Some(RedisValue::Stream(self.entries)),
             KeyType::String | KeyType::Json => None,
-        };
-        value
+        }
     }
 }
 

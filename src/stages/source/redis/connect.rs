@@ -229,7 +229,7 @@ fn strip_kind(text: &str) -> &str {
 }
 
 fn humantime(duration: Duration) -> String {
-    if duration.as_millis() % 1000 == 0 {
+    if duration.subsec_millis() == 0 {
         format!("{} s", duration.as_secs())
     } else {
         format!("{} ms", duration.as_millis())

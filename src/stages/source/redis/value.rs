@@ -78,8 +78,11 @@ pub fn byte_list(value: Value) -> Result<Vec<Vec<u8>>, String> {
         .collect()
 }
 
+/// Field/value pairs, binary-safe.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Field/value pairs from a flat `[f1, v1, f2, v2, ...]` array (RESP2) or a map (RESP3).
-pub fn pairs(value: Value) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn pairs(value: Value) -> Result<Pairs, String> {
     match value {
         Value::Map(entries) => entries
             .into_iter()
