@@ -109,7 +109,13 @@ fn path_dash_writes_the_documents_to_standard_output() {
         .output()
         .unwrap();
     assert_eq!(result.status.code(), Some(0));
-    let docs = lines(&String::from_utf8_lossy(&result.stdout));
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    // Standard output holds the documents and nothing else: the summary goes to stderr.
+    for line in stdout.lines() {
+        assert!(line.starts_with('{'), "stdout must be pure NDJSON, found: {line}");
+    }
+    assert!(String::from_utf8_lossy(&result.stderr).contains("written"), "summary on stderr");
+    let docs = lines(&stdout);
     let keys: Vec<&str> = docs
         .iter()
         .map(|d| d["key"].as_str().unwrap())

@@ -48,6 +48,9 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         return ExitCode::from(1);
     }
 
+    let writes_documents_to_stdout = loaded.iter().any(|l| {
+        matches!(&l.pipeline.sink, crate::config::model::SinkConfig::Ndjson(nd) if nd.path == "-")
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -70,17 +73,24 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     // must not hold the process.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 
-    let mut stdout = std::io::stdout().lock();
+    // The summary goes to stdout, unless a pipeline writes its documents there
+    // (an NDJSON sink with `path: -`): then to stderr, so stdout stays pure NDJSON.
+    let mut out: Box<dyn Write> = if writes_documents_to_stdout {
+        Box::new(std::io::stderr().lock())
+    } else {
+        Box::new(std::io::stdout().lock())
+    };
     for (i, summary) in outcome.summaries.iter().enumerate() {
         if i > 0 {
-            let _ = writeln!(stdout);
+            let _ = writeln!(out);
         }
-        let _ = writeln!(stdout, "{summary}");
+        let _ = writeln!(out, "{summary}");
     }
     for name in &outcome.not_run {
-        let _ = writeln!(stdout, "pipeline {name}: not run (interrupted)");
+        let _ = writeln!(out, "pipeline {name}: not run (interrupted)");
     }
-    let _ = stdout.flush();
+    let _ = out.flush();
+    drop(out);
     let mut failed = outcome.failed || !outcome.not_run.is_empty();
     failed |= outcome.summaries.iter().any(PipelineSummary::is_failure);
     if let Some(path) = &args.summary_json {
