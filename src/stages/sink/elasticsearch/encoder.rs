@@ -3,8 +3,12 @@
 //! lines sit in the buffer and which Redis key it came from, so that single items can
 //! be resent (429) or dead-lettered without re-rendering anything. Pure: no I/O.
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
+
+use crate::record::{Record, RedisValue};
 
 /// One document of a bulk body.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +122,132 @@ impl Bulk {
             body: tail,
             items: vec![last],
         }
+    }
+}
+
+impl Bulk {
+    /// Appends an `index` action for `id` and the record's default document, written
+    /// straight from the record: the same bytes as serializing
+    /// [`crate::document::default_document`]'s body, without building it (no map, no
+    /// copy of the value into a `String`). Returns the bytes the document added.
+    pub fn push_default(&mut self, index: &str, id: &str, record: &mut Record, timestamp: &str) -> usize {
+        let start = self.body.len();
+        write_index_action(&mut self.body, index, id);
+        write_default_document(&mut self.body, record, timestamp);
+        self.body.push(b'\n');
+        let end = self.body.len();
+        self.items.push(Item {
+            start,
+            end,
+            database: record.database,
+            key: std::mem::take(&mut record.key),
+        });
+        end - start
+    }
+}
+
+/// Writes the default document of `record` as one JSON object (see [`Bulk::push_default`]).
+pub fn write_default_document(buf: &mut Vec<u8>, record: &Record, timestamp: &str) {
+    buf.extend_from_slice(b"{\"key\":");
+    let key_is_text = write_bytes_as_text(buf, &record.key);
+    if !key_is_text {
+        buf.extend_from_slice(b",\"key_encoding\":\"base64\"");
+    }
+    buf.extend_from_slice(b",\"value\":");
+    match &record.value {
+        RedisValue::String(bytes) => {
+            if !write_bytes_as_text(buf, bytes) {
+                buf.extend_from_slice(b",\"value_encoding\":\"base64\"");
+            }
+        }
+        other => {
+            // The JSON text of the value, as a JSON string: serialized straight
+            // through an escaping writer.
+            buf.push(b'"');
+            serde_json::to_writer(StringContent(&mut *buf), &other.to_json()).expect("JSON serializes into a Vec");
+            buf.push(b'"');
+        }
+    }
+    buf.extend_from_slice(b",\"size_in_bytes\":");
+    match record.size_in_bytes {
+        Some(n) => {
+            let _ = write!(buf, "{n}");
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    let _ = write!(buf, ",\"database\":{},\"key_type\":", record.database);
+    write_json_string(buf, record.key_type.redis_name());
+    buf.extend_from_slice(b",\"_timestamp\":");
+    write_json_string(buf, timestamp);
+    buf.push(b'}');
+}
+
+/// Writes bytes as a JSON string: the text when UTF-8 (returns `true`), else its
+/// standard base64 (returns `false`).
+fn write_bytes_as_text(buf: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            write_json_string(buf, text);
+            true
+        }
+        Err(_) => {
+            use base64::Engine as _;
+            buf.push(b'"');
+            let at = buf.len();
+            buf.resize(at + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
+            let written = base64::engine::general_purpose::STANDARD
+                .encode_slice(bytes, &mut buf[at..])
+                .expect("the buffer was sized for the encoding");
+            buf.truncate(at + written);
+            buf.push(b'"');
+            false
+        }
+    }
+}
+
+/// A writer that escapes what it is given as the content of a JSON string, the way
+/// serde_json escapes strings. Its input is JSON text, so always UTF-8: only `"`, `\`
+/// and control characters need escaping. (By hand: serde_json has no public escaping
+/// writer, and this is a dozen lines.)
+struct StringContent<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for StringContent<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut plain = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..=0x1f => {
+                    self.0.extend_from_slice(&bytes[plain..i]);
+                    self.0.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[(b >> 4) as usize],
+                        HEX[(b & 15) as usize],
+                    ]);
+                    plain = i + 1;
+                    continue;
+                }
+                _ => continue,
+            };
+            self.0.extend_from_slice(&bytes[plain..i]);
+            self.0.extend_from_slice(escape);
+            plain = i + 1;
+        }
+        self.0.extend_from_slice(&bytes[plain..]);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -277,5 +407,82 @@ mod tests {
         assert_eq!(tail.items.len(), 1);
         assert_eq!(tail.index_and_id(0).1, "b");
         assert!(tail.body.starts_with(b"{\"index\""));
+    }
+
+    #[test]
+    fn default_documents_are_written_byte_for_byte_as_default_document_serializes() {
+        use crate::document::default_document;
+        use crate::record::{KeyType, StreamEntry};
+        let records = vec![
+            (
+                KeyType::String,
+                RedisValue::String(b"hello \"w\"\n\\ \x01 \xc3\xa9".to_vec()),
+                b"k".to_vec(),
+                Some(56),
+            ),
+            (
+                KeyType::String,
+                RedisValue::String(vec![0xff, 0xfe, 0x00]),
+                vec![0xff, 0x10],
+                None,
+            ),
+            (
+                KeyType::Hash,
+                RedisValue::Hash(vec![
+                    (b"na\"me".to_vec(), b"A\tda\x02".to_vec()),
+                    (vec![0xff], vec![0xfe]),
+                ]),
+                b"h".to_vec(),
+                Some(1),
+            ),
+            (
+                KeyType::List,
+                RedisValue::List(vec![b"a".to_vec(), b"\\".to_vec()]),
+                b"l".to_vec(),
+                Some(2),
+            ),
+            (KeyType::Set, RedisValue::Set(vec![]), b"s".to_vec(), Some(3)),
+            (
+                KeyType::ZSet,
+                RedisValue::ZSet(vec![(b"m".to_vec(), 1.5), (b"n".to_vec(), f64::INFINITY)]),
+                b"z".to_vec(),
+                None,
+            ),
+            (
+                KeyType::Stream,
+                RedisValue::Stream(vec![StreamEntry {
+                    id: "1-0".into(),
+                    fields: vec![(b"f".to_vec(), "v\u{2028}".as_bytes().to_vec())],
+                }]),
+                b"x".to_vec(),
+                Some(9),
+            ),
+            (
+                KeyType::Json,
+                RedisValue::Json(json!({"a": [1, "two", {"b": null}], "c": "\u{7f}\u{1f}"})),
+                "clé".as_bytes().to_vec(),
+                Some(4),
+            ),
+        ];
+        for (key_type, value, key, size) in records {
+            let mut record = Record {
+                database: 7,
+                key,
+                key_type,
+                value,
+                size_in_bytes: size,
+                ttl: None,
+                document: None,
+            };
+            let expected = serde_json::to_vec(&default_document(&record, "2026-01-01T00:00:00.000Z").body).unwrap();
+            let mut bulk = Bulk::default();
+            bulk.push_default("i", "id", &mut record, "2026-01-01T00:00:00.000Z");
+            let sent = SentBulk::from_bulk(bulk);
+            assert_eq!(
+                String::from_utf8_lossy(sent.document(0)),
+                String::from_utf8_lossy(&expected),
+                "{key_type:?}"
+            );
+        }
     }
 }

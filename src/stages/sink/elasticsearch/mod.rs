@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 
 use crate::config::model::ElasticsearchSinkConfig;
 use crate::dead_letter::{DeadLetter, DeadLetterEntry};
-use crate::document::default_document;
+use crate::document::{default_document, default_id};
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
 
@@ -305,18 +305,32 @@ impl ElasticsearchSink {
                     let position = running.prepare(&index_name, &record, &self.config, ctx).await?;
                     running.written[position] = true;
                     let mut record = record;
-                    let document = match record.document.take() {
-                        Some(document) => document,
-                        None => default_document(&record, &ctx.run_timestamp),
-                    };
-                    running.ids.insert(&index_name, &document.id);
+                    match record.document.take() {
+                        Some(document) => {
+                            running.ids.insert(&index_name, &document.id);
+                            if dry_run {
+                                running.check_dry_run(position, &document, &record);
+                            } else {
+                                let key = std::mem::take(&mut record.key);
+                                bulk.push_index(&index_name, &document.id, &document.body, record.database, key);
+                            }
+                        }
+                        None if dry_run => {
+                            let document = default_document(&record, &ctx.run_timestamp);
+                            running.ids.insert(&index_name, &document.id);
+                            running.check_dry_run(position, &document, &record);
+                        }
+                        None => {
+                            // The hot path: the default document written straight into the body.
+                            let id = default_id(record.database, &record.key);
+                            running.ids.insert(&index_name, &id);
+                            bulk.push_default(&index_name, &id, &mut record, &ctx.run_timestamp);
+                        }
+                    }
                     if dry_run {
-                        running.check_dry_run(position, &document, &record);
                         ctx.counters.add_out(1);
                         continue;
                     }
-                    let key = std::mem::take(&mut record.key);
-                    bulk.push_index(&index_name, &document.id, &document.body, record.database, key);
                     if bulk.byte_len() > max_bytes && bulk.len() > 1 {
                         let tail = bulk.split_off_last();
                         let full = std::mem::replace(&mut bulk, tail);
@@ -379,7 +393,7 @@ impl ElasticsearchSink {
             .document
             .as_ref()
             .map(|d| d.id.clone())
-            .unwrap_or_else(|| crate::document::default_id(record.database, &record.key));
+            .unwrap_or_else(|| default_id(record.database, &record.key));
         // A document that cannot be placed keeps its id live, so stale deletion keeps
         // whatever an earlier run wrote for the key in the fixed index.
         if let Target::Fixed(name) = &self.target {
