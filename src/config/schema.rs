@@ -58,7 +58,7 @@ pub fn check(
     let mut missing = Vec::new();
     for error in validator().iter_errors(instance) {
         let is_missing = matches!(
-            error.kind,
+            error.kind(),
             ValidationErrorKind::Required { .. } | ValidationErrorKind::AnyOf { .. }
         );
         let before = errors.len();
@@ -102,17 +102,17 @@ fn explain(
     is_interpolated: &dyn Fn(&str) -> bool,
     out: &mut Vec<SchemaError>,
 ) {
-    let pointer = error.instance_path.as_str().to_owned();
-    let node = schema_node_of(error.schema_path.as_str());
+    let pointer = error.instance_path().as_str().to_owned();
+    let node = schema_node_of(error.schema_path().as_str());
     let secret = is_secret(&pointer) || is_interpolated(&pointer);
-    let value: &Value = &error.instance;
+    let value: &Value = error.instance();
     let field = segments(&pointer).last().cloned().unwrap_or_default();
     let at_value = |message: String| SchemaError {
         pointer: pointer.clone(),
         anchor: Anchor::Value,
         message,
     };
-    match &error.kind {
+    match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let known: Vec<&str> = node
                 .and_then(|n| n.get("properties"))
@@ -168,7 +168,7 @@ fn explain(
             out.push(at_value(message));
         }
         ValidationErrorKind::Minimum { limit } | ValidationErrorKind::Maximum { limit } => {
-            let op = if matches!(error.kind, ValidationErrorKind::Minimum { .. }) {
+            let op = if matches!(error.kind(), ValidationErrorKind::Minimum { .. }) {
                 ">="
             } else {
                 "<="
