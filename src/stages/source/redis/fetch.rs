@@ -1,7 +1,8 @@
 //! Reading one SCAN page in two pipelined round trips: `TYPE` (unless the rule fixes
-//! it), `TTL` and `MEMORY USAGE` (or `STRLEN`) for every key, then every value that
-//! fits, with the first bounded chunk of each collection. Only large collections take
-//! more calls (see `chunked`). No round trip per key.
+//! it), `TTL` and `MEMORY USAGE` (or `STRLEN`) for every key ([`inspect_page`]), then
+//! every value that fits, with the first bounded chunk of each collection
+//! ([`read_page`], on the whole page or on parts of it bounded in bytes). Only large
+//! collections take more calls (see `chunked`). No round trip per key.
 
 use redis::{Pipeline, RedisError, Value};
 
@@ -137,21 +138,98 @@ fn fatal(
     ))
 }
 
-/// Reads the values of `keys` (one SCAN page). `fixed_type` is the rule's `_type`.
-///
-/// Two pipelined round trips per page: (1) `TYPE` (unless fixed), `TTL`, `MEMORY USAGE`
-/// (or `STRLEN` when sizes are off) for every key; (2) the value, or the first bounded
-/// chunk of a collection, for every key that fits. Collections longer than one chunk
-/// and strings whose size needs a closer look are finished one at a time afterwards.
-pub async fn fetch_page(
+/// A page whose keys' types, TTLs and sizes are known, and whose reads are planned:
+/// what [`inspect_page`] gives and [`read_page`] takes.
+pub struct Inspected {
+    keys: Vec<Vec<u8>>,
+    slots: Vec<Slot>,
+    outcome: Vec<Option<Skip>>,
+    plans: Vec<Option<Read>>,
+}
+
+/// What a key is assumed to weigh when its size is not known (sizes off, a collection).
+const UNKNOWN_KEY_BYTES: u64 = 256;
+
+impl Inspected {
+    fn key_bytes(&self, i: usize) -> u64 {
+        let slot = &self.slots[i];
+        let value = slot.len.or(slot.memory).unwrap_or(UNKNOWN_KEY_BYTES);
+        value + self.keys[i].len() as u64
+    }
+
+    /// What reading the page's values should bring into memory, by the sizes known.
+    pub fn estimated_bytes(&self) -> u64 {
+        (0..self.keys.len())
+            .filter(|&i| self.outcome[i].is_none())
+            .map(|i| self.key_bytes(i))
+            .sum()
+    }
+
+    /// Splits the page, in SCAN order, into parts of at most `max_bytes` each by the
+    /// sizes known (a single key over it is a part of its own), so a page of big
+    /// values is read and sent a few megabytes at a time, not whole.
+    pub fn split(self, max_bytes: u64) -> Vec<Inspected> {
+        if self.estimated_bytes() <= max_bytes {
+            return vec![self];
+        }
+        let sizes: Vec<u64> = (0..self.keys.len())
+            .map(|i| {
+                if self.outcome[i].is_some() {
+                    0
+                } else {
+                    self.key_bytes(i)
+                }
+            })
+            .collect();
+        let mut parts = Vec::new();
+        let mut keys = self.keys.into_iter();
+        let mut slots = self.slots.into_iter();
+        let mut outcome = self.outcome.into_iter();
+        let mut plans = self.plans.into_iter();
+        let mut current = Inspected {
+            keys: Vec::new(),
+            slots: Vec::new(),
+            outcome: Vec::new(),
+            plans: Vec::new(),
+        };
+        let mut bytes = 0u64;
+        for size in sizes {
+            if !current.keys.is_empty() && bytes + size > max_bytes {
+                parts.push(std::mem::replace(
+                    &mut current,
+                    Inspected {
+                        keys: Vec::new(),
+                        slots: Vec::new(),
+                        outcome: Vec::new(),
+                        plans: Vec::new(),
+                    },
+                ));
+                bytes = 0;
+            }
+            bytes += size;
+            current.keys.extend(keys.next());
+            current.slots.extend(slots.next());
+            current.outcome.extend(outcome.next());
+            current.plans.extend(plans.next());
+        }
+        if !current.keys.is_empty() {
+            parts.push(current);
+        }
+        parts
+    }
+}
+
+/// The first round trip of a page: `TYPE` (unless fixed), `TTL`, `MEMORY USAGE` (or
+/// `STRLEN` when sizes are off) for every key, in one pipeline; then how each value
+/// will be read (skipping, with a warning, what is known to be over the limit).
+pub async fn inspect_page(
     connection: &DbConnection,
     settings: &FetchSettings,
     keys: Vec<Vec<u8>>,
     fixed_type: Option<KeyType>,
-) -> anyhow::Result<Page> {
+) -> anyhow::Result<Inspected> {
     let db = connection.db();
     let max = settings.max_value_bytes;
-    let chunk = settings.chunk_size.max(1);
     let mut outcome: Vec<Option<Skip>> = vec![None; keys.len()];
     let mut slots: Vec<Slot> = Vec::with_capacity(keys.len());
 
@@ -271,6 +349,33 @@ pub async fn fetch_page(
             _ => Read::FirstChunk,
         });
     }
+
+    Ok(Inspected {
+        keys,
+        slots,
+        outcome,
+        plans,
+    })
+}
+
+/// The second round trip of a page: the value, or the first bounded chunk of a
+/// collection, of every key that fits, in one pipeline. Collections longer than one
+/// chunk and strings whose size needs a closer look are finished one at a time
+/// afterwards. Gives the records in SCAN order.
+pub async fn read_page(
+    connection: &DbConnection,
+    settings: &FetchSettings,
+    inspected: Inspected,
+) -> anyhow::Result<Page> {
+    let db = connection.db();
+    let max = settings.max_value_bytes;
+    let chunk = settings.chunk_size.max(1);
+    let Inspected {
+        keys,
+        slots,
+        mut outcome,
+        plans,
+    } = inspected;
 
     // 3. One pipeline reads every value that fits in one reply, and the first chunk
     //    of every collection.
@@ -460,6 +565,52 @@ mod tests {
     fn keys_that_are_not_utf8_are_shown_as_base64() {
         assert_eq!(show_key(b"user:1"), "user:1");
         assert_eq!(show_key(&[0xff, 0x00]), "base64:/wA=");
+    }
+
+    fn inspected(memories: &[u64]) -> Inspected {
+        Inspected {
+            keys: (0..memories.len())
+                .map(|i| vec![b'k', b'0' + i as u8])
+                .collect(),
+            slots: memories
+                .iter()
+                .map(|&m| Slot {
+                    key_type: KeyType::String,
+                    ttl: None,
+                    memory: Some(m),
+                    len: None,
+                })
+                .collect(),
+            outcome: vec![None; memories.len()],
+            plans: vec![Some(Read::Whole); memories.len()],
+        }
+    }
+
+    #[test]
+    fn a_page_of_big_values_is_split_in_scan_order_into_parts_under_the_bound() {
+        let parts = inspected(&[600, 600, 600, 5000, 100]).split(1300);
+        let keys: Vec<Vec<Vec<u8>>> = parts.iter().map(|p| p.keys.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                vec![b"k0".to_vec(), b"k1".to_vec()],
+                vec![b"k2".to_vec()],
+                // One key over the bound is a part of its own.
+                vec![b"k3".to_vec()],
+                vec![b"k4".to_vec()],
+            ]
+        );
+        assert!(parts.iter().all(|p| p.slots.len() == p.keys.len()
+            && p.plans.len() == p.keys.len()
+            && p.outcome.len() == p.keys.len()));
+    }
+
+    #[test]
+    fn a_page_under_the_bound_stays_whole_and_skipped_keys_weigh_nothing() {
+        let mut page = inspected(&[600, 600, 600]);
+        page.outcome[1] = Some(Skip::TooLarge);
+        assert_eq!(page.estimated_bytes(), 2 * (600 + 2));
+        assert_eq!(page.split(1300).len(), 1);
     }
 
     #[test]

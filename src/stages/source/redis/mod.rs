@@ -1,6 +1,7 @@
 //! The Redis source: connects (TLS, ACL), resolves the databases, then reads every
 //! database concurrently on its own connection, pipelining SCAN pages' reads, and
-//! sends one batch per page. Binary-safe; survives dropped connections.
+//! sends one batch per page (or per part of a page of big values, bounded in bytes).
+//! Binary-safe; survives dropped connections.
 //!
 //! Files: `check` (config checks, pure), `connect` (client and errors), `reconnect`
 //! (a connection that survives drops), `databases` (`"*"` and lists), `scan` (SCAN
@@ -124,6 +125,7 @@ impl RedisSource {
             },
             scan_count: self.config.scan_count,
             pages_in_flight: self.config.pages_in_flight,
+            bytes_in_flight: ReadSettings::bytes_in_flight_semaphore(),
         });
         let mut tasks = JoinSet::new();
         for (connection, (db, specs)) in connections.iter().cloned().zip(plan) {

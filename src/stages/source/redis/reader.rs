@@ -6,22 +6,43 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
-use tokio::sync::mpsc;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::fetch::{fetch_page, FetchSettings, Skips};
+use super::fetch::{inspect_page, read_page, FetchSettings, Skips};
 use super::reconnect::DbConnection;
 use super::scan::{ScanSpec, Scanner};
 use crate::record::Batch;
 use crate::stages::StageContext;
 
+/// A page of big values is read and sent in parts of at most this many bytes (by the
+/// sizes `MEMORY USAGE` or `STRLEN` gave), so memory does not grow with value sizes.
+pub const PART_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Bytes of values read but not yet handed to the next stage, all databases together.
+pub const BYTES_IN_FLIGHT: u64 = 16 * 1024 * 1024;
+
+/// The unit of [`ReadSettings::bytes_in_flight`]'s permits.
+const PERMIT_BYTES: u64 = 1024;
+
 /// How one database is read.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ReadSettings {
     pub fetch: FetchSettings,
     pub scan_count: u32,
     pub pages_in_flight: u32,
+    /// Shared by every database's reader: one permit per KiB of values in flight
+    /// ([`BYTES_IN_FLIGHT`] in all), taken before a part is read, given back once it
+    /// is sent on.
+    pub bytes_in_flight: Arc<Semaphore>,
+}
+
+impl ReadSettings {
+    /// The semaphore [`ReadSettings::bytes_in_flight`] starts with.
+    pub fn bytes_in_flight_semaphore() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new((BYTES_IN_FLIGHT / PERMIT_BYTES) as usize))
+    }
 }
 
 /// What reading one database gave.
@@ -76,8 +97,27 @@ pub async fn read_database(
             keys
         })
         .filter(|keys| std::future::ready(!keys.is_empty()))
-        .map(|keys| fetch_page(connection, &settings.fetch, keys, key_type))
-        .buffered(in_flight);
+        .map(|keys| inspect_page(connection, &settings.fetch, keys, key_type))
+        .buffered(in_flight)
+        .map_ok(|inspected| futures::stream::iter(inspected.split(PART_BYTES).into_iter().map(Ok)))
+        .try_flatten()
+        .map_ok(|part| async move {
+            // Parts are asked in order, and the semaphore is fair: the oldest part of
+            // every reader is always served first, so readers cannot block each other.
+            let permits = part
+                .estimated_bytes()
+                .div_ceil(PERMIT_BYTES)
+                .clamp(1, BYTES_IN_FLIGHT / PERMIT_BYTES) as u32;
+            let permit = settings
+                .bytes_in_flight
+                .clone()
+                .acquire_many_owned(permits)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading db {}: {e}", connection.db()))?;
+            let page = read_page(connection, &settings.fetch, part).await?;
+            Ok::<_, anyhow::Error>((page, permit))
+        })
+        .try_buffered(in_flight);
         let mut pages = std::pin::pin!(pages);
         loop {
             let started = Instant::now();
@@ -86,7 +126,7 @@ pub async fn read_database(
                 _ = ctx.cancel.cancelled() => return Ok(report),
                 next = pages.next() => next,
             };
-            let Some(page) = next.transpose()? else {
+            let Some((page, _permit)) = next.transpose()? else {
                 // The walk ended (or failed: its error is the run's).
                 walker.await.map_err(|e| {
                     anyhow::anyhow!("the SCAN walk of db {} stopped: {e}", connection.db())
