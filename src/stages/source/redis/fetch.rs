@@ -276,13 +276,30 @@ pub async fn inspect_page(
             if let Some(error) = server_error(reply) {
                 return Err(fatal(connection, &error, "TYPE", key));
             }
-            let name = value::status(reply).map_err(|e| anyhow::anyhow!("db {db}: {e}"))?;
-            match KeyType::parse(&name) {
-                _ if name == "none" => outcome[i] = Some(Skip::Vanished),
-                Some(key_type) => slot.key_type = key_type,
-                None => {
-                    tracing::debug!(db, key = %show_key(key), "skipping key of unsupported type {name}");
-                    outcome[i] = Some(Skip::Unsupported);
+            // Redis's own spellings first: no allocation for the usual replies.
+            let known = match reply {
+                Value::SimpleString(name) => match name.as_str() {
+                    "string" => Some(KeyType::String),
+                    "hash" => Some(KeyType::Hash),
+                    "list" => Some(KeyType::List),
+                    "set" => Some(KeyType::Set),
+                    "zset" => Some(KeyType::ZSet),
+                    "stream" => Some(KeyType::Stream),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(key_type) = known {
+                slot.key_type = key_type;
+            } else {
+                let name = value::status(reply).map_err(|e| anyhow::anyhow!("db {db}: {e}"))?;
+                match KeyType::parse(&name) {
+                    _ if name == "none" => outcome[i] = Some(Skip::Vanished),
+                    Some(key_type) => slot.key_type = key_type,
+                    None => {
+                        tracing::debug!(db, key = %show_key(key), "skipping key of unsupported type {name}");
+                        outcome[i] = Some(Skip::Unsupported);
+                    }
                 }
             }
         }
