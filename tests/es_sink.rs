@@ -1075,3 +1075,48 @@ fn end_to_end_elasticsearch_stopped_mid_run_fails_clearly_and_deletes_nothing() 
         "{all}"
     );
 }
+
+#[test]
+fn end_to_end_stale_deletion_covers_routed_indices_the_run_no_longer_writes_to() {
+    // Documents routed per type by a template transform: when the last key of a type
+    // is gone, its index gets no write this run, yet its documents are stale.
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("HSET user:1 name Ada\nHSET user:2 name Bob\nSADD tags a b\n");
+    let base = unique_index("routed");
+    let (hashes, sets) = (format!("{base}-hash"), format!("{base}-set"));
+    let _guards = (IndexGuard(base.clone()), IndexGuard(hashes.clone()), IndexGuard(sets.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "routed.yaml",
+        &format!(
+            "name: routed\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+             transforms:\n  - type: template\n    index: \"{base}-{{{{ key_type }}}}\"\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {base}\n  delete_stale: true\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!((es_count(&hashes), es_count(&sets)), (2, 1));
+
+    // The set index would lose all its documents: the guard stops it and says so.
+    redis.cli_pipe("DEL tags\n");
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("would delete 1 of 1 documents (100.0%) from index {sets}")),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(es_count(&sets), 1, "the guard deleted nothing");
+
+    let out = common::connector()
+        .current_dir(dir.path())
+        .args(["run", "-q", "--allow-mass-delete", pipeline.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!((es_count(&hashes), es_count(&sets)), (2, 0));
+}

@@ -127,6 +127,34 @@ pub async fn inspect(client: &EsClient, name: &str) -> anyhow::Result<Option<Ind
     }))
 }
 
+/// The names of every open index whose `_meta` marker names `pipeline`: the indices a
+/// templated `index` wrote to in earlier runs, which stale deletion must also cover
+/// (a key whose database or type no longer exists leaves documents in an index this
+/// run never writes to).
+pub async fn owned_by(client: &EsClient, pipeline: &str) -> anyhow::Result<Vec<String>> {
+    let path = format!("_mapping?filter_path=*.mappings._meta.{META_KEY}.pipeline");
+    let reply = client
+        .request(Method::Get, &path, None)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if reply.status != 200 {
+        return Err(client.status_error(&reply, "GET _mapping (finding this pipeline's indices)"));
+    }
+    let body = reply.json()?;
+    let mut names: Vec<String> = body
+        .as_object()
+        .map(|indices| {
+            indices
+                .iter()
+                .filter(|(_, v)| v["mappings"]["_meta"][META_KEY]["pipeline"].as_str() == Some(pipeline))
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
+}
+
 /// `GET <index>/_count`.
 pub async fn count(client: &EsClient, name: &str) -> anyhow::Result<u64> {
     let reply = client

@@ -496,8 +496,29 @@ impl ElasticsearchSink {
                     .notes
                     .push("stale deletion skipped: the run did not read everything".to_owned());
             } else {
+                // Documents routed per document (a templated `index`, in the sink or in
+                // a template transform): also cover the indices earlier runs of this
+                // pipeline wrote to and this run did not (their keys are all gone).
+                // A run that wrote nothing cannot tell routing is used: it checks only
+                // the sink's own index, which errs on the side of deleting nothing.
+                let routed = fixed.is_none()
+                    || running
+                        .indices
+                        .iter()
+                        .zip(&running.written)
+                        .any(|(state, written)| *written && Some(state.name.as_str()) != fixed);
+                if routed {
+                    for name in index::owned_by(&running.service.client, &ctx.pipeline).await? {
+                        if !running.positions.contains_key(&name) {
+                            if let Some(state) = index::inspect(&running.service.client, &name).await? {
+                                running.add_index(state);
+                            }
+                        }
+                    }
+                }
                 for (i, state) in running.indices.iter().enumerate() {
-                    let in_scope = running.written[i] || Some(state.name.as_str()) == fixed;
+                    let owned = state.owner.as_deref() == Some(&*ctx.pipeline);
+                    let in_scope = running.written[i] || Some(state.name.as_str()) == fixed || (routed && owned);
                     if !in_scope || !(state.existed || state.created) {
                         continue;
                     }
