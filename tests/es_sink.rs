@@ -594,7 +594,8 @@ fn a_wrong_url_is_a_clear_error_and_a_dead_node_in_a_list_is_skipped() {
 #[test]
 fn a_document_over_http_max_content_length_is_dead_lettered_alone() {
     let es = EsInstance::start("sink-small-body", 9251, &["http.max_content_length=1mb"], &[]);
-    let index = "big-docs";
+    // Unique per run: the extra instance keeps its data between runs.
+    let index = &unique_index("big-docs");
     let config = sink_config(&format!(
         "url: {}\nindex: {index}\nbulk: {{max_docs: 1000, max_bytes: 5MiB}}",
         es.url()
@@ -627,7 +628,8 @@ fn with_a_write_queue_of_one_every_document_still_arrives() {
         &["thread_pool.write.queue_size=1", "thread_pool.write.size=1"],
         &[],
     );
-    let index = "queue-one";
+    // Unique per run: the extra instance keeps its data between runs.
+    let index = &unique_index("queue-one");
     let config = sink_config(&format!(
         "url: {}\nindex: {index}\nbulk: {{max_docs: 20, concurrency: 16}}\nretry: {{initial_backoff: 20ms, max_backoff: 500ms}}",
         es.url()
@@ -654,7 +656,8 @@ fn with_a_write_queue_of_one_every_document_still_arrives() {
 #[test]
 fn elasticsearch_stopped_mid_run_retries_then_fails_clearly_without_stale_deletion() {
     let es = EsInstance::start("sink-stopped", 9253, &[], &[]);
-    let index = "stopped";
+    // Unique per run: the extra instance keeps its data between runs.
+    let index = &unique_index("stopped");
     let config = sink_config(&format!(
         "url: {}\nindex: {index}\ndelete_stale: true\nbulk: {{max_docs: 50}}\nretry: {{max_elapsed: 5s, initial_backoff: 100ms}}",
         es.url()
@@ -1036,7 +1039,8 @@ fn end_to_end_elasticsearch_stopped_mid_run_fails_clearly_and_deletes_nothing() 
     let es = EsInstance::start("sink-cli-stopped", 9255, &[], &[]);
     let redis = common::RedisServer::start(&[]);
     load_keys(&redis, "k", 40_000, 200);
-    let index = "cli-stopped";
+    // Unique per run: the extra instance keeps its data between runs.
+    let index = &unique_index("cli-stopped");
     let dir = tempfile::tempdir().unwrap();
     let pipeline = cli_pipeline(
         dir.path(),
