@@ -69,16 +69,21 @@ impl KeyType {
     /// Parses a type as a rule's `_type` or Redis's `TYPE` spells it
     /// (`HASH`, `hash`, `ReJSON-RL`, `JSON`, ...). Case-insensitive.
     pub fn parse(name: &str) -> Option<KeyType> {
-        match name.to_ascii_lowercase().as_str() {
-            "string" => Some(KeyType::String),
-            "hash" => Some(KeyType::Hash),
-            "list" => Some(KeyType::List),
-            "set" => Some(KeyType::Set),
-            "zset" => Some(KeyType::ZSet),
-            "stream" => Some(KeyType::Stream),
-            "rejson-rl" | "json" => Some(KeyType::Json),
-            _ => None,
-        }
+        // No allocation: this runs once per key on the source's hot path.
+        const SPELLINGS: [(&str, KeyType); 8] = [
+            ("string", KeyType::String),
+            ("hash", KeyType::Hash),
+            ("list", KeyType::List),
+            ("set", KeyType::Set),
+            ("zset", KeyType::ZSet),
+            ("stream", KeyType::Stream),
+            ("rejson-rl", KeyType::Json),
+            ("json", KeyType::Json),
+        ];
+        SPELLINGS
+            .iter()
+            .find(|(spelling, _)| spelling.eq_ignore_ascii_case(name))
+            .map(|(_, key_type)| *key_type)
     }
 }
 

@@ -276,17 +276,9 @@ pub async fn inspect_page(
             if let Some(error) = server_error(reply) {
                 return Err(fatal(connection, &error, "TYPE", key));
             }
-            // Redis's own spellings first: no allocation for the usual replies.
+            // The usual reply, matched without allocating.
             let known = match reply {
-                Value::SimpleString(name) => match name.as_str() {
-                    "string" => Some(KeyType::String),
-                    "hash" => Some(KeyType::Hash),
-                    "list" => Some(KeyType::List),
-                    "set" => Some(KeyType::Set),
-                    "zset" => Some(KeyType::ZSet),
-                    "stream" => Some(KeyType::Stream),
-                    _ => None,
-                },
+                Value::SimpleString(name) => KeyType::parse(name),
                 _ => None,
             };
             if let Some(key_type) = known {
