@@ -9,6 +9,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod document;
 pub mod executor;
+pub mod json_out;
 pub mod record;
 pub mod stages;
 pub mod stats;

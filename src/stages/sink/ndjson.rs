@@ -2,20 +2,24 @@
 //! to a file (created or truncated) or to standard output (`path: -`).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::config::model::NdjsonSinkConfig;
-use crate::document::{default_id, Document};
-use crate::record::{bytes_to_text, Batch, Record, RedisValue};
+use crate::document::{default_id, write_default_members, Document};
+use crate::json_out;
+use crate::record::{Batch, Record};
 use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
 
 /// Writes each document as one JSON line.
 pub struct NdjsonSink {
     config: NdjsonSinkConfig,
-    writer: Option<BufWriter<Box<dyn Write + Send>>>,
+    /// The file or standard output; `None` in a dry run.
+    target: Option<Box<dyn Write + Send>>,
+    /// Lines not yet written to `target`: lines are encoded straight into it (see
+    /// [`crate::json_out`]) and it is written out once it holds [`BUFFER_BYTES`].
+    buffer: Vec<u8>,
     written: u64,
 }
 
@@ -32,7 +36,8 @@ impl NdjsonSink {
         }
         Ok(NdjsonSink {
             config: config.clone(),
-            writer: None,
+            target: None,
+            buffer: Vec::new(),
             written: 0,
         })
     }
@@ -54,7 +59,8 @@ impl NdjsonSink {
             })?;
             Box::new(file)
         };
-        self.writer = Some(BufWriter::with_capacity(BUFFER_BYTES, target));
+        self.target = Some(target);
+        self.buffer = Vec::with_capacity(BUFFER_BYTES + BUFFER_BYTES / 4);
         Ok(())
     }
 
@@ -68,20 +74,15 @@ impl NdjsonSink {
             let started = std::time::Instant::now();
             let n = batch.len() as u64;
             ctx.counters.add_received(n);
-            if let Some(writer) = self.writer.as_mut() {
+            if self.target.is_some() {
                 for record in &batch {
-                    let written = match (&record.document, &record.value) {
-                        (None, RedisValue::String(value)) => {
-                            write_default_string_line(writer, record, value, &ctx.run_timestamp)
-                        }
-                        _ => write_line(writer, &record.document_or_default(&ctx.run_timestamp)),
-                    };
-                    written.map_err(|e| {
-                        anyhow::anyhow!(
-                            "cannot write to the NDJSON output {}: {e}",
-                            self.config.path
-                        )
-                    })?;
+                    match &record.document {
+                        None => write_default_line(&mut self.buffer, record, &ctx.run_timestamp),
+                        Some(document) => write_line(&mut self.buffer, document),
+                    }
+                    if self.buffer.len() >= BUFFER_BYTES {
+                        self.write_out()?;
+                    }
                 }
             }
             self.written += n;
@@ -91,14 +92,26 @@ impl NdjsonSink {
         Ok(())
     }
 
+    /// Writes the buffered lines to the target.
+    fn write_out(&mut self) -> anyhow::Result<()> {
+        if let Some(target) = self.target.as_mut() {
+            target.write_all(&self.buffer).map_err(|e| {
+                anyhow::anyhow!("cannot write to the NDJSON output {}: {e}", self.config.path)
+            })?;
+        }
+        self.buffer.clear();
+        Ok(())
+    }
+
     /// Flushes the output and reports what was written.
     pub async fn finish(
         mut self,
         _upstream: UpstreamOutcome,
         _ctx: &StageContext,
     ) -> anyhow::Result<SinkReport> {
-        if let Some(writer) = self.writer.as_mut() {
-            writer.flush().map_err(|e| {
+        self.write_out()?;
+        if let Some(target) = self.target.as_mut() {
+            target.flush().map_err(|e| {
                 anyhow::anyhow!(
                     "cannot write to the NDJSON output {}: {e}",
                     self.config.path
@@ -112,82 +125,38 @@ impl NdjsonSink {
     }
 }
 
-/// Writes `{"_id":..,"_index":..,<body fields>}\n` straight into `out`, with no
-/// intermediate `String` or merged map.
-pub fn write_line<W: Write>(out: &mut W, document: &Document) -> std::io::Result<()> {
-    out.write_all(b"{\"_id\":")?;
-    serde_json::to_writer(&mut *out, &document.id)?;
+/// Appends `{"_id":..,"_index":..,<body fields>}\n`, with no intermediate `String` or
+/// merged map.
+pub fn write_line(out: &mut Vec<u8>, document: &Document) {
+    out.extend_from_slice(b"{\"_id\":");
+    json_out::write_str(out, &document.id);
     if let Some(index) = &document.index {
-        out.write_all(b",\"_index\":")?;
-        serde_json::to_writer(&mut *out, index)?;
+        out.extend_from_slice(b",\"_index\":");
+        json_out::write_str(out, index);
     }
-    write_fields(out, &document.body)?;
-    out.write_all(b"}\n")
+    // `_id` and `_index` in the body were written from the document itself; a second
+    // copy would make the line's meaning depend on the reader's duplicate-key rule.
+    json_out::write_members(out, &document.body, |name| name != "_id" && name != "_index", true);
+    out.extend_from_slice(b"}\n");
 }
 
-/// Writes the default document of a string record (no template) straight from the
-/// record: the same bytes as `write_line` of `default_document` (a unit test holds
-/// them equal), without building the document's map or copying the value, which is
-/// most of the sink's work on plain string keys (measured: see the commit).
-fn write_default_string_line<W: Write>(
-    out: &mut W,
-    record: &Record,
-    value: &[u8],
-    timestamp: &str,
-) -> std::io::Result<()> {
-    out.write_all(b"{\"_id\":")?;
-    serde_json::to_writer(&mut *out, &default_id(record.database, &record.key))?;
-    out.write_all(b",\"key\":")?;
-    write_text(out, &record.key, "key_encoding")?;
-    out.write_all(b",\"value\":")?;
-    write_text(out, value, "value_encoding")?;
-    out.write_all(b",\"size_in_bytes\":")?;
-    match record.size_in_bytes {
-        Some(size) => serde_json::to_writer(&mut *out, &size)?,
-        None => out.write_all(b"null")?,
-    }
-    out.write_all(b",\"database\":")?;
-    serde_json::to_writer(&mut *out, &record.database)?;
-    out.write_all(b",\"key_type\":")?;
-    serde_json::to_writer(&mut *out, record.key_type.redis_name())?;
-    out.write_all(b",\"_timestamp\":")?;
-    serde_json::to_writer(&mut *out, timestamp)?;
-    out.write_all(b"}\n")
-}
-
-/// Bytes as a JSON string (UTF-8 as it is, otherwise base64 followed by the
-/// `"<encoding_field>":"base64"` member), as `default_document` stores them.
-fn write_text<W: Write>(out: &mut W, bytes: &[u8], encoding_field: &str) -> std::io::Result<()> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::to_writer(&mut *out, text).map_err(Into::into),
-        Err(_) => {
-            serde_json::to_writer(&mut *out, &bytes_to_text(bytes).0)?;
-            out.write_all(b",")?;
-            serde_json::to_writer(&mut *out, encoding_field)?;
-            out.write_all(b":\"base64\"")
-        }
-    }
-}
-
-fn write_fields<W: Write>(out: &mut W, body: &Map<String, Value>) -> std::io::Result<()> {
-    for (name, value) in body {
-        if name == "_id" || name == "_index" {
-            // Already written from the document itself; a second copy would make the
-            // line's meaning depend on the reader's duplicate-key rule.
-            continue;
-        }
-        out.write_all(b",")?;
-        serde_json::to_writer(&mut *out, name)?;
-        out.write_all(b":")?;
-        serde_json::to_writer(&mut *out, value)?;
-    }
-    Ok(())
+/// Appends the line of a record that has no rendered document: its default document,
+/// written straight from the record, the same bytes as `write_line` of
+/// `default_document` (a unit test holds them equal), without building the document's
+/// map or copying the value (most of the sink's work on plain string keys).
+fn write_default_line(out: &mut Vec<u8>, record: &Record, timestamp: &str) {
+    out.extend_from_slice(b"{\"_id\":");
+    json_out::write_str(out, &default_id(record.database, &record.key));
+    out.push(b',');
+    write_default_members(out, record, timestamp);
+    out.extend_from_slice(b"}\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::record::RedisValue;
+    use serde_json::{json, Value};
 
     fn document(index: Option<&str>) -> Document {
         let body = json!({"key": "user:1", "value": "line\nbreak \"quoted\"", "database": 0});
@@ -201,7 +170,7 @@ mod tests {
     #[test]
     fn a_line_is_one_json_object_with_id_first_then_the_body() {
         let mut out = Vec::new();
-        write_line(&mut out, &document(None)).unwrap();
+        write_line(&mut out, &document(None));
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "{\"_id\":\"abc\",\"key\":\"user:1\",\"value\":\"line\\nbreak \\\"quoted\\\"\",\"database\":0}\n");
     }
@@ -209,14 +178,14 @@ mod tests {
     #[test]
     fn a_document_index_is_written_as_underscore_index() {
         let mut out = Vec::new();
-        write_line(&mut out, &document(Some("users-0"))).unwrap();
+        write_line(&mut out, &document(Some("users-0")));
         let line: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["_index"], "users-0");
         assert_eq!(line["_id"], "abc");
     }
 
     #[test]
-    fn string_records_are_written_as_their_default_document_is() {
+    fn records_without_a_document_are_written_as_their_default_document_is() {
         use crate::document::default_document;
         use crate::record::KeyType;
         let cases: Vec<(Vec<u8>, Vec<u8>, Option<u64>)> = vec![
@@ -243,15 +212,29 @@ mod tests {
             };
             let timestamp = "2026-11-27T11:36:27.123Z";
             let mut expected = Vec::new();
-            write_line(&mut expected, &default_document(&record, timestamp)).unwrap();
+            write_line(&mut expected, &default_document(&record, timestamp));
             let mut got = Vec::new();
-            write_default_string_line(&mut got, &record, &value, timestamp).unwrap();
+            write_default_line(&mut got, &record, timestamp);
             assert_eq!(
                 String::from_utf8_lossy(&got),
                 String::from_utf8_lossy(&expected)
             );
             assert_eq!(got, expected);
         }
+        let hash = Record {
+            database: 2,
+            key: b"h".to_vec(),
+            key_type: KeyType::Hash,
+            value: RedisValue::Hash(vec![(b"f\"".to_vec(), b"v\n".to_vec()), (vec![0xff], vec![0xfe])]),
+            size_in_bytes: Some(7),
+            ttl: None,
+            document: None,
+        };
+        let mut expected = Vec::new();
+        write_line(&mut expected, &default_document(&hash, "T"));
+        let mut got = Vec::new();
+        write_default_line(&mut got, &hash, "T");
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&expected));
     }
 
     #[test]

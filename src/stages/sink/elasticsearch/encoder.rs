@@ -3,12 +3,12 @@
 //! lines sit in the buffer and which Redis key it came from, so that single items can
 //! be resent (429) or dead-lettered without re-rendering anything. Pure: no I/O.
 
-use std::io::Write as _;
-
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::record::{Record, RedisValue};
+use crate::document::write_default_document;
+use crate::json_out;
+use crate::record::Record;
 
 /// One document of a bulk body.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,16 +40,12 @@ pub fn write_delete_action(buf: &mut Vec<u8>, index: &str, id: &str) {
 
 fn write_action(buf: &mut Vec<u8>, head: &[u8], index: &str, id: &str) {
     buf.extend_from_slice(head);
-    write_json_string(buf, index);
+    json_out::write_str(buf, index);
     buf.extend_from_slice(b",\"_id\":");
-    write_json_string(buf, id);
+    json_out::write_str(buf, id);
     buf.extend_from_slice(b"}}\n");
 }
 
-fn write_json_string(buf: &mut Vec<u8>, text: &str) {
-    // Writing a &str into a Vec cannot fail.
-    serde_json::to_writer(&mut *buf, text).expect("a string serializes into a Vec");
-}
 
 impl Bulk {
     /// An empty body with room for `bytes`.
@@ -72,7 +68,7 @@ impl Bulk {
     ) -> usize {
         let start = self.body.len();
         write_index_action(&mut self.body, index, id);
-        serde_json::to_writer(&mut self.body, body).expect("a JSON map serializes into a Vec");
+        json_out::write_map(&mut self.body, body);
         self.body.push(b'\n');
         let end = self.body.len();
         self.items.push(Item {
@@ -143,111 +139,6 @@ impl Bulk {
             key: std::mem::take(&mut record.key),
         });
         end - start
-    }
-}
-
-/// Writes the default document of `record` as one JSON object (see [`Bulk::push_default`]).
-pub fn write_default_document(buf: &mut Vec<u8>, record: &Record, timestamp: &str) {
-    buf.extend_from_slice(b"{\"key\":");
-    let key_is_text = write_bytes_as_text(buf, &record.key);
-    if !key_is_text {
-        buf.extend_from_slice(b",\"key_encoding\":\"base64\"");
-    }
-    buf.extend_from_slice(b",\"value\":");
-    match &record.value {
-        RedisValue::String(bytes) => {
-            if !write_bytes_as_text(buf, bytes) {
-                buf.extend_from_slice(b",\"value_encoding\":\"base64\"");
-            }
-        }
-        other => {
-            // The JSON text of the value, as a JSON string: serialized straight
-            // through an escaping writer.
-            buf.push(b'"');
-            serde_json::to_writer(StringContent(&mut *buf), &other.to_json()).expect("JSON serializes into a Vec");
-            buf.push(b'"');
-        }
-    }
-    buf.extend_from_slice(b",\"size_in_bytes\":");
-    match record.size_in_bytes {
-        Some(n) => {
-            let _ = write!(buf, "{n}");
-        }
-        None => buf.extend_from_slice(b"null"),
-    }
-    let _ = write!(buf, ",\"database\":{},\"key_type\":", record.database);
-    write_json_string(buf, record.key_type.redis_name());
-    buf.extend_from_slice(b",\"_timestamp\":");
-    write_json_string(buf, timestamp);
-    buf.push(b'}');
-}
-
-/// Writes bytes as a JSON string: the text when UTF-8 (returns `true`), else its
-/// standard base64 (returns `false`).
-fn write_bytes_as_text(buf: &mut Vec<u8>, bytes: &[u8]) -> bool {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => {
-            write_json_string(buf, text);
-            true
-        }
-        Err(_) => {
-            use base64::Engine as _;
-            buf.push(b'"');
-            let at = buf.len();
-            buf.resize(at + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
-            let written = base64::engine::general_purpose::STANDARD
-                .encode_slice(bytes, &mut buf[at..])
-                .expect("the buffer was sized for the encoding");
-            buf.truncate(at + written);
-            buf.push(b'"');
-            false
-        }
-    }
-}
-
-/// A writer that escapes what it is given as the content of a JSON string, the way
-/// serde_json escapes strings. Its input is JSON text, so always UTF-8: only `"`, `\`
-/// and control characters need escaping. (By hand: serde_json has no public escaping
-/// writer, and this is a dozen lines.)
-struct StringContent<'a>(&'a mut Vec<u8>);
-
-impl std::io::Write for StringContent<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut plain = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escape: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0..=0x1f => {
-                    self.0.extend_from_slice(&bytes[plain..i]);
-                    self.0.extend_from_slice(&[
-                        b'\\',
-                        b'u',
-                        b'0',
-                        b'0',
-                        HEX[(b >> 4) as usize],
-                        HEX[(b & 15) as usize],
-                    ]);
-                    plain = i + 1;
-                    continue;
-                }
-                _ => continue,
-            };
-            self.0.extend_from_slice(&bytes[plain..i]);
-            self.0.extend_from_slice(escape);
-            plain = i + 1;
-        }
-        self.0.extend_from_slice(&bytes[plain..]);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -336,6 +227,7 @@ impl SentBulk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::RedisValue;
     use serde_json::json;
 
     fn doc(value: Value) -> Map<String, Value> {
