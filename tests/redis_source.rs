@@ -54,9 +54,18 @@ fn config(port: u16, extra: &str) -> RedisSourceConfig {
 fn read_with(
     config: RedisSourceConfig,
     capacity: usize,
-    mut on_batch: impl FnMut(usize),
+    on_batch: impl FnMut(usize),
 ) -> Result<Run, String> {
     let source = RedisSource::build(&config).map_err(|e| format!("build: {e:?}"))?;
+    read_source(source, capacity, on_batch)
+}
+
+/// [`read_with`] for a source already built (and adjusted).
+fn read_source(
+    source: RedisSource,
+    capacity: usize,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Run, String> {
     let dir = tempfile::tempdir().unwrap();
     let ctx = StageContext::new(
         "test",
@@ -651,6 +660,14 @@ fn a_server_certificate_from_an_unknown_ca_is_refused_unless_verification_is_off
 
 #[test]
 fn keys_deleted_between_scan_and_read_are_counted_as_vanished() {
+    // With every per-key lookup, and with neither TTL (nothing reads `ttl`) nor
+    // MEMORY USAGE: the read itself must then notice the key is gone.
+    for (ttl, sizes) in [(true, true), (false, false), (false, true)] {
+        keys_deleted_between_scan_and_read_are_counted_as_vanished_with(ttl, sizes);
+    }
+}
+
+fn keys_deleted_between_scan_and_read_are_counted_as_vanished_with(ttl: bool, sizes: bool) {
     let redis = RedisServer::start(&[]);
     let mut commands = String::new();
     for i in 0..2000 {
@@ -660,8 +677,10 @@ fn keys_deleted_between_scan_and_read_are_counted_as_vanished() {
     // One page fetched at a time, one batch in the channel: with the consumer not
     // receiving, the walk stops after exactly 4 SCAN calls, pages 3 and 4 scanned but
     // not read. Deleting every key then makes those vanish.
-    let yaml = "database: 0\nscan_count: 10\npages_in_flight: 1\n";
-    let run = read_with(config(redis.port, yaml), 1, |batch| {
+    let yaml = format!("database: 0\nscan_count: 10\npages_in_flight: 1\nsize_in_bytes: {sizes}\n");
+    let mut source = RedisSource::build(&config(redis.port, &yaml)).unwrap();
+    source.set_ttl_needed(ttl);
+    let run = read_source(source, 1, |batch| {
         if batch == 0 {
             let deadline = Instant::now() + Duration::from_secs(30);
             while commandstat(&redis, "scan") < 4 {
@@ -683,7 +702,7 @@ fn keys_deleted_between_scan_and_read_are_counted_as_vanished() {
         .unwrap_or(0);
     assert!(
         vanished > 0,
-        "keys scanned before the delete and read after it are vanished"
+        "keys scanned before the delete and read after it are vanished (ttl {ttl}, sizes {sizes})"
     );
     assert!(!run.records.is_empty());
     assert_eq!(

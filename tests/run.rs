@@ -689,3 +689,62 @@ fn an_unreachable_redis_fails_the_run_with_the_error_once() {
     assert!(p["error"].as_str().unwrap().starts_with("source: "));
     assert_counts_add_up(p);
 }
+
+/// Calls of one Redis command so far (`INFO commandstats`).
+fn calls_of(redis: &RedisServer, command: &str) -> u64 {
+    commandstats(redis)
+        .into_iter()
+        .find(|(name, _)| name == command)
+        .map_or(0, |(_, calls)| calls)
+}
+
+#[test]
+fn ttl_is_asked_only_when_a_stage_reads_it_and_then_arrives_in_documents_and_filters() {
+    let redis = RedisServer::start(&[]);
+    redis.cli(&["SET", "plain", "a"]);
+    redis.cli(&["SET", "expiring", "b", "EX", "1000"]);
+    redis.cli(&["HSET", "hash", "f", "v"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = redis.port;
+    let run = |file: &str, transforms: &str| {
+        let pipeline = write_file(
+            dir.path(),
+            &format!("{file}.yaml"),
+            &format!(
+                "name: {file}\nsource: {{type: redis, host: 127.0.0.1, port: {port}}}\n{transforms}sink: {{type: ndjson, path: {file}.ndjson}}\n"
+            ),
+        );
+        let before = calls_of(&redis, "ttl");
+        let out = run_in(dir.path(), &["run", "-q", pipeline.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let mut lines = ndjson_lines(&dir.path().join(format!("{file}.ndjson")));
+        lines.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+        (calls_of(&redis, "ttl") - before, lines)
+    };
+
+    // Default documents carry no ttl: nothing asks Redis for it.
+    let (ttl_calls, lines) = run("plain", "");
+    assert_eq!(ttl_calls, 0);
+    assert_eq!(lines.len(), 3);
+
+    // A template that reads `ttl` gets it for every key (`null` without expiry).
+    let (ttl_calls, lines) = run(
+        "templated",
+        "transforms:\n  - type: template\n    document:\n      key: \"{{ key }}\"\n      ttl: {expr: ttl}\n",
+    );
+    assert_eq!(ttl_calls, 3);
+    let ttl = lines[0]["ttl"].as_i64().expect("expiring has a ttl");
+    assert_eq!(lines[0]["key"], "expiring");
+    assert!((990..=1000).contains(&ttl), "ttl {ttl}");
+    assert_eq!(lines[1]["ttl"], Value::Null);
+    assert_eq!(lines[2]["ttl"], Value::Null);
+
+    // A filter on `ttl` (no template before it) sees it too.
+    let (ttl_calls, lines) = run(
+        "filtered",
+        "transforms:\n  - type: filter\n    rules:\n      - {policy: include, field: ttl, rule: \">\", value: 0}\n      - {policy: exclude, field: key, rule: regex, value: \".*\"}\n",
+    );
+    assert_eq!(ttl_calls, 3);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["key"], "expiring");
+}

@@ -234,7 +234,10 @@ fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, 
     }
     let sink = Sink::build(&pipeline.sink).map_err(|e| push("/sink", e)).ok();
     match (source, sink) {
-        (Some(source), Some(sink)) if errors.is_empty() => Ok((source, transforms, sink)),
+        (Some(mut source), Some(sink)) if errors.is_empty() => {
+            source.set_ttl_needed(transforms.iter().any(|t| t.reads("ttl")) || sink.reads("ttl"));
+            Ok((source, transforms, sink))
+        }
         _ => anyhow::bail!("pipeline `{}` is invalid: {}", pipeline.name, errors.join("; ")),
     }
 }

@@ -80,6 +80,14 @@ impl Source {
         }
     }
 
+    /// Tells the source whether any later stage reads the record's `ttl`; when none
+    /// does, it is not asked (one command per key fewer).
+    pub fn set_ttl_needed(&mut self, needed: bool) {
+        match self {
+            Source::Redis(redis) => redis.set_ttl_needed(needed),
+        }
+    }
+
     /// Reads everything, sending batches to `out`, until done or `ctx.cancel` fires.
     pub async fn run(self, out: mpsc::Sender<Batch>, ctx: StageContext) -> anyhow::Result<SourceReport> {
         match self {
@@ -100,6 +108,15 @@ impl Transform {
         match config {
             TransformConfig::Template(t) => transform::template::TemplateTransform::build(t).map(Transform::Template),
             TransformConfig::Filter(f) => transform::filter::FilterTransform::build(f).map(Transform::Filter),
+        }
+    }
+
+    /// Whether this stage reads the record's `field` (`ttl`, ...), so the source
+    /// must fetch it.
+    pub fn reads(&self, field: &str) -> bool {
+        match self {
+            Transform::Template(t) => t.reads(field),
+            Transform::Filter(f) => f.reads(field),
         }
     }
 
@@ -127,6 +144,14 @@ impl Sink {
                 sink::elasticsearch::ElasticsearchSink::build(es).map(|s| Sink::Elasticsearch(Box::new(s)))
             }
             SinkConfig::Ndjson(nd) => sink::ndjson::NdjsonSink::build(nd).map(Sink::Ndjson),
+        }
+    }
+
+    /// Whether this sink reads the record's `field` (in an `index` template).
+    pub fn reads(&self, field: &str) -> bool {
+        match self {
+            Sink::Elasticsearch(es) => es.reads(field),
+            Sink::Ndjson(_) => false,
         }
     }
 

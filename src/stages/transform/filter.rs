@@ -129,6 +129,14 @@ impl FilterTransform {
         }
     }
 
+    /// Whether a rule looks at the record's `field` (or inside it).
+    pub fn reads(&self, field: &str) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.field == field
+                || rule.field.strip_prefix(field).is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+
     /// Keeps the records the rules include; counts the others as filtered.
     pub fn apply(&self, mut batch: Batch, ctx: &StageContext) -> Batch {
         let before = batch.len();
@@ -294,6 +302,15 @@ mod tests {
 
     fn filter(yaml: &str) -> Result<FilterTransform, Vec<FieldError>> {
         FilterTransform::build(&serde_yaml::from_str(yaml).unwrap())
+    }
+
+    #[test]
+    fn reads_names_the_fields_rules_look_at() {
+        let f = filter("rules: [{policy: include, field: ttl.x, rule: equals, value: 1}, {policy: exclude, field: key, rule: equals, value: a}]").unwrap();
+        assert!(f.reads("ttl"));
+        assert!(f.reads("key"));
+        assert!(!f.reads("value"));
+        assert!(!filter("rules: [{policy: include, field: ttlx, rule: equals, value: 1}]").unwrap().reads("ttl"));
     }
 
     fn string(key: &str, value: &str) -> Record {

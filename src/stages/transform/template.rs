@@ -181,6 +181,17 @@ impl TemplateTransform {
         }
     }
 
+    /// Whether any template or expression of this stage reads the record's `field`
+    /// (see [`environment_reads`]).
+    pub fn reads(&self, field: &str) -> bool {
+        environment_reads(self.compiled.borrow_owner(), field)
+            || self
+                .compiled
+                .borrow_dependent()
+                .iter()
+                .any(|expr| reads_among(&expr.undeclared_variables(false), field))
+    }
+
     /// Renders every record of the batch; records that fail go to the dead-letter file
     /// and are counted as failed.
     pub fn apply(&self, mut batch: Batch, ctx: &StageContext) -> Batch {
@@ -386,6 +397,19 @@ fn md5_hex(value: Value) -> String {
     format!("{digest:x}")
 }
 
+/// Whether any template of `env` reads the record's `field` (a top-level name of the
+/// context), from the templates' syntax. Lets the source skip what nothing reads
+/// (`TTL` is one command per key). A template that calls `debug()` sees the whole
+/// context, so it reads every field.
+pub fn environment_reads(env: &Environment<'_>, field: &str) -> bool {
+    env.templates()
+        .any(|(_, template)| reads_among(&template.undeclared_variables(false), field))
+}
+
+fn reads_among(names: &std::collections::HashSet<String>, field: &str) -> bool {
+    names.contains(field) || names.contains("debug")
+}
+
 /// The value templates see for one record, built once per record: the same shape as
 /// [`Record::to_context`] plus `pipeline` and `timestamp`. Built directly as minijinja
 /// values (not through `serde_json`), which halves the allocations per record.
@@ -570,6 +594,19 @@ mod tests {
 
     fn config(yaml: &str) -> TemplateConfig {
         serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn reads_says_which_record_fields_the_templates_use() {
+        let reads = |yaml: &str| TemplateTransform::build(&config(yaml)).ok().unwrap().reads("ttl");
+        assert!(!reads("document: {k: '{{ key }}', v: {expr: value}}"));
+        assert!(!reads("id: '{{ key }}'"));
+        assert!(reads("document: {t: '{% if ttl %}{{ ttl }}{% endif %}'}"));
+        assert!(reads("document: {t: {expr: 'ttl or 0'}}"));
+        assert!(reads("document: {expr: '{\"t\": ttl}'}"));
+        assert!(reads("index: 'i-{{ ttl }}'"));
+        assert!(reads("document: {all: '{{ debug() }}'}"), "debug() shows the whole context");
+        assert!(!reads("document: {t: '{% set ttl = 1 %}{{ ttl }}'}"), "a local of that name");
     }
 
     fn hash_record() -> Record {

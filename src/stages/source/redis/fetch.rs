@@ -16,6 +16,8 @@ use crate::record::{bytes_to_text, KeyType, Record, RedisValue};
 pub struct FetchSettings {
     /// Ask `MEMORY USAGE` for every key.
     pub size_in_bytes: bool,
+    /// Ask `TTL` for every key (records carry `ttl: None` otherwise).
+    pub ttl: bool,
     /// Values larger than this are skipped.
     pub max_value_bytes: u64,
     /// Elements per call for large collections; collections longer than this are chunked.
@@ -235,13 +237,15 @@ pub async fn inspect_page(
 
     // 1. Type, TTL and size of every key, in one pipeline.
     let ask_strlen = !settings.size_in_bytes && matches!(fixed_type, None | Some(KeyType::String));
-    let mut pipe = redis::pipe();
+    let mut pipe = redis::Pipeline::with_capacity(keys.len() * 4);
     pipe.ignore_errors();
     for key in &keys {
         if fixed_type.is_none() {
             pipe.cmd("TYPE").arg(key);
         }
-        pipe.cmd("TTL").arg(key);
+        if settings.ttl {
+            pipe.cmd("TTL").arg(key);
+        }
         if settings.size_in_bytes {
             pipe.cmd("MEMORY").arg("USAGE").arg(key);
         }
@@ -261,7 +265,7 @@ pub async fn inspect_page(
         let type_reply = fixed_type
             .is_none()
             .then(|| replies.next().unwrap_or_default());
-        let ttl_reply = replies.next().unwrap_or_default();
+        let ttl_reply = settings.ttl.then(|| replies.next().unwrap_or_default());
         let memory_reply = settings
             .size_in_bytes
             .then(|| replies.next().unwrap_or_default());
@@ -297,17 +301,19 @@ pub async fn inspect_page(
         }
         if outcome[i].is_none() {
             for (command, reply) in [
-                ("TTL", Some(&ttl_reply)),
+                ("TTL", ttl_reply.as_ref()),
                 ("MEMORY USAGE", memory_reply.as_ref()),
             ] {
                 if let Some(error) = reply.and_then(server_error) {
                     return Err(fatal(connection, &error, command, key));
                 }
             }
-            match parse(&ttl_reply)? {
-                Some(-2) | None => outcome[i] = Some(Skip::Vanished),
-                Some(-1) => slot.ttl = None,
-                Some(ttl) => slot.ttl = Some(ttl),
+            if let Some(reply) = &ttl_reply {
+                match parse(reply)? {
+                    Some(-2) | None => outcome[i] = Some(Skip::Vanished),
+                    Some(-1) => slot.ttl = None,
+                    Some(ttl) => slot.ttl = Some(ttl),
+                }
             }
             if let Some(reply) = &memory_reply {
                 match parse(reply)? {
@@ -390,7 +396,7 @@ pub async fn read_page(
     //    of every collection.
     let mut values: Vec<Option<RedisValue>> = vec![None; keys.len()];
     let mut partials: Vec<Option<Partial>> = (0..keys.len()).map(|_| None).collect();
-    let mut pipe = redis::pipe();
+    let mut pipe = redis::Pipeline::with_capacity(keys.len());
     pipe.ignore_errors();
     let mut asked = Vec::new();
     for (i, plan) in plans.iter().enumerate() {

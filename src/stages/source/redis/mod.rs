@@ -41,6 +41,8 @@ pub struct RedisSource {
     config: RedisSourceConfig,
     /// The rules as scans; empty means "read the configured databases whole".
     rules: Vec<ScanSpec>,
+    /// Ask every key's `TTL` (some later stage reads `ttl`).
+    ttl_needed: bool,
 }
 
 impl RedisSource {
@@ -50,7 +52,14 @@ impl RedisSource {
         Ok(RedisSource {
             config: config.clone(),
             rules,
+            ttl_needed: true,
         })
+    }
+
+    /// Whether records carry `ttl`; when nothing reads it, `TTL` is not asked, which
+    /// saves one command of the four per key. On by default.
+    pub fn set_ttl_needed(&mut self, needed: bool) {
+        self.ttl_needed = needed;
     }
 
     /// Connects, resolves the databases, sets `ctx.estimated_total`, and reads every
@@ -120,6 +129,7 @@ impl RedisSource {
         let settings = Arc::new(ReadSettings {
             fetch: FetchSettings {
                 size_in_bytes: self.config.size_in_bytes,
+                ttl: self.ttl_needed,
                 max_value_bytes: self.config.max_value_bytes.0,
                 chunk_size: self.config.chunk_size,
             },
