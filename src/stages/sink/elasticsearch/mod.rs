@@ -73,7 +73,13 @@ struct Running {
     positions: HashMap<String, usize>,
     /// Indices written to (by position in `indices`).
     written: Vec<bool>,
+    /// The `(index, _id)` this run produced; kept only with `delete_stale`, the one
+    /// thing that reads it.
     ids: IdSet,
+    track_ids: bool,
+    /// The sink's fixed index, when `open` found it missing: the first document
+    /// creates it without asking again.
+    known_missing: Option<String>,
     fatal: Option<String>,
     /// Dry run: documents that would fail against an existing mapping.
     dry_problems: Vec<String>,
@@ -219,21 +225,34 @@ impl ElasticsearchSink {
             positions: HashMap::new(),
             written: Vec::new(),
             ids: IdSet::default(),
+            track_ids: self.config.delete_stale.enabled,
+            known_missing: None,
             fatal: None,
             dry_problems: Vec::new(),
             dry_problem_count: 0,
             rejected_before: 0,
         };
         if let Target::Fixed(name) = &self.target {
-            if let Some(state) = index::inspect(&running.service.client, name).await? {
-                if self.config.delete_stale.enabled {
-                    index::stale_deletion_allowed(&state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
+            match index::inspect(&running.service.client, name).await? {
+                Some(state) => {
+                    if self.config.delete_stale.enabled {
+                        index::stale_deletion_allowed(&state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
+                    }
+                    running.add_index(state);
                 }
-                running.add_index(state);
+                None => running.known_missing = Some(name.clone()),
             }
         }
         self.running = Some(running);
         Ok(())
+    }
+
+    /// Whether the `index` template reads the record's `field`.
+    pub fn reads(&self, field: &str) -> bool {
+        match &self.target {
+            Target::Fixed(_) => false,
+            Target::Template(env) => crate::stages::transform::template::environment_reads(env, field),
+        }
     }
 
     /// Reads the secrets and chooses the authentication.
@@ -307,7 +326,7 @@ impl ElasticsearchSink {
                     let mut record = record;
                     match record.document.take() {
                         Some(document) => {
-                            running.ids.insert(&index_name, &document.id);
+                            running.produced(&index_name, &document.id);
                             if dry_run {
                                 running.check_dry_run(position, &document, &record);
                             } else {
@@ -317,13 +336,13 @@ impl ElasticsearchSink {
                         }
                         None if dry_run => {
                             let document = default_document(&record, &ctx.run_timestamp);
-                            running.ids.insert(&index_name, &document.id);
+                            running.produced(&index_name, &document.id);
                             running.check_dry_run(position, &document, &record);
                         }
                         None => {
                             // The hot path: the default document written straight into the body.
                             let id = default_id(record.database, &record.key);
-                            running.ids.insert(&index_name, &id);
+                            running.produced(&index_name, &id);
                             bulk.push_default(&index_name, &id, &mut record, &ctx.run_timestamp);
                         }
                     }
@@ -397,7 +416,7 @@ impl ElasticsearchSink {
         // A document that cannot be placed keeps its id live, so stale deletion keeps
         // whatever an earlier run wrote for the key in the fixed index.
         if let Target::Fixed(name) = &self.target {
-            running.ids.insert(name, &id);
+            running.produced(name, &id);
         }
         running
             .service
@@ -625,6 +644,13 @@ impl ElasticsearchSink {
 }
 
 impl Running {
+    /// Notes that this run produced document `id` for `index` (for stale deletion).
+    fn produced(&mut self, index: &str, id: &str) {
+        if self.track_ids {
+            self.ids.insert(index, id);
+        }
+    }
+
     fn add_index(&mut self, state: IndexState) -> usize {
         let position = self.indices.len();
         self.positions.insert(state.name.clone(), position);
@@ -645,8 +671,11 @@ impl Running {
         if let Some(&position) = self.positions.get(name) {
             return Ok(position);
         }
+        let known_missing = self.known_missing.as_deref() == Some(name);
+        self.known_missing = None;
         let client = &self.service.client;
-        let state = match index::inspect(client, name).await? {
+        let found = if known_missing { None } else { index::inspect(client, name).await? };
+        let state = match found {
             Some(state) => state,
             None if ctx.options.dry_run => IndexState {
                 name: name.to_owned(),
