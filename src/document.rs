@@ -19,11 +19,18 @@ pub struct Document {
 
 /// The reference's document id: md5 hex of `"{database}/{key}"` (key bytes as they are).
 pub fn default_id(database: u32, key: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hasher = Md5::new();
     hasher.update(database.to_string().as_bytes());
     hasher.update(b"/");
     hasher.update(key);
-    format!("{:x}", hasher.finalize())
+    // Once per document: hex digits from a table rather than through `fmt`.
+    let mut id = String::with_capacity(32);
+    for byte in hasher.finalize() {
+        id.push(HEX[usize::from(byte >> 4)] as char);
+        id.push(HEX[usize::from(byte & 15)] as char);
+    }
+    id
 }
 
 /// The current time as ISO 8601 UTC (`2026-11-27T11:36:27.123Z`), as `_timestamp` holds it.
@@ -93,7 +100,7 @@ pub fn write_default_members(buf: &mut Vec<u8>, record: &Record, timestamp: &str
                 buf.extend_from_slice(b",\"value_encoding\":\"base64\"");
             }
         }
-        other => json_out::write_value_as_json_text(buf, &other.to_json()),
+        other => json_out::write_json_text_as_string(buf, |text| other.write_json(text)),
     }
     buf.extend_from_slice(b",\"size_in_bytes\":");
     match record.size_in_bytes {

@@ -93,11 +93,27 @@ pub fn write_members(
 /// Appends the JSON text of `value` as a JSON string (the text escaped once more), as
 /// `Value::String(value.to_string())` would serialize.
 pub fn write_value_as_json_text(buf: &mut Vec<u8>, value: &Value) {
-    let mut text = Vec::new();
-    write_value(&mut text, value);
-    // JSON text written from a `Value` is UTF-8 by construction; checking costs little
-    // next to the escape and keeps this free of `unsafe`.
-    write_str(buf, std::str::from_utf8(&text).expect("JSON text is UTF-8"));
+    write_json_text_as_string(buf, |text| write_value(text, value));
+}
+
+/// Appends, as one JSON string, the JSON text that `write_text` writes (which must be
+/// UTF-8, as any JSON text is).
+pub fn write_json_text_as_string(buf: &mut Vec<u8>, write_text: impl FnOnce(&mut Vec<u8>)) {
+    thread_local! {
+        /// The JSON text before it is escaped, reused: a fresh `Vec` per value was
+        /// measured growing (reallocating) several times for most values.
+        static TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    TEXT.with_borrow_mut(|text| {
+        text.clear();
+        write_text(text);
+        // Checking costs little next to the escape and keeps this free of `unsafe`.
+        write_str(buf, std::str::from_utf8(text).expect("JSON text is UTF-8"));
+        if text.capacity() > 1 << 20 {
+            // Do not keep a big value's buffer for the rest of the run.
+            *text = Vec::new();
+        }
+    });
 }
 
 #[cfg(test)]

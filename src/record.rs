@@ -170,6 +170,59 @@ impl RedisValue {
         }
     }
 
+    /// Appends the JSON text of [`RedisValue::to_json`], the same bytes serde_json
+    /// writes for it (a test holds them equal), without building the `Value` for the
+    /// common shapes. Streams (whose entries may repeat a field name), RedisJSON, and
+    /// hashes with a field that is not UTF-8 (whose `base64:` name could meet a text
+    /// field's) go through `to_json`, so the two can never differ.
+    pub fn write_json(&self, buf: &mut Vec<u8>) {
+        let list = |buf: &mut Vec<u8>, items: &[Vec<u8>]| {
+            buf.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_bytes_json(buf, item);
+            }
+            buf.push(b']');
+        };
+        match self {
+            RedisValue::String(bytes) => write_bytes_json(buf, bytes),
+            RedisValue::List(items) | RedisValue::Set(items) => list(buf, items),
+            RedisValue::ZSet(members) => {
+                buf.push(b'[');
+                for (i, (member, score)) in members.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    buf.extend_from_slice(b"{\"member\":");
+                    write_bytes_json(buf, member);
+                    buf.extend_from_slice(b",\"score\":");
+                    if score.is_finite() {
+                        serde_json::to_writer(&mut *buf, score).expect("a number serializes into a Vec");
+                    } else {
+                        buf.extend_from_slice(if *score > 0.0 { b"\"inf\"" } else { b"\"-inf\"" });
+                    }
+                    buf.push(b'}');
+                }
+                buf.push(b']');
+            }
+            RedisValue::Hash(pairs) if pairs.iter().all(|(field, _)| std::str::from_utf8(field).is_ok()) => {
+                buf.push(b'{');
+                for (i, (field, value)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    crate::json_out::write_bytes_as_text(buf, field);
+                    buf.push(b':');
+                    write_bytes_json(buf, value);
+                }
+                buf.push(b'}');
+            }
+            other => crate::json_out::write_value(buf, &other.to_json()),
+        }
+    }
+
     /// Approximate size in bytes of the value's payload (used for limits and batching).
     pub fn payload_len(&self) -> usize {
         match self {
@@ -183,6 +236,19 @@ impl RedisValue {
                 .sum(),
             RedisValue::Json(value) => value.to_string().len(),
         }
+    }
+}
+
+/// Appends [`bytes_to_json`] of `bytes` as JSON text.
+fn write_bytes_json(buf: &mut Vec<u8>, bytes: &[u8]) {
+    if std::str::from_utf8(bytes).is_err() {
+        buf.extend_from_slice(b"{\"");
+        buf.extend_from_slice(BASE64_MARKER.as_bytes());
+        buf.extend_from_slice(b"\":");
+        crate::json_out::write_bytes_as_text(buf, bytes);
+        buf.push(b'}');
+    } else {
+        crate::json_out::write_bytes_as_text(buf, bytes);
     }
 }
 
@@ -223,6 +289,43 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_json_gives_the_bytes_serde_json_writes_for_to_json() {
+        let text = |s: &str| s.as_bytes().to_vec();
+        let odd = "q\"b\\s\n\u{1}é\u{2028}".as_bytes().to_vec();
+        let values = vec![
+            RedisValue::String(odd.clone()),
+            RedisValue::String(vec![0xff, 0x00]),
+            RedisValue::List(vec![text("a"), vec![0xfe], odd.clone(), Vec::new()]),
+            RedisValue::Set(vec![]),
+            RedisValue::ZSet(vec![
+                (text("m"), 1.5),
+                (text("n"), 3.0),
+                (vec![0xff], -0.0),
+                (text("big"), 1e300),
+                (text("x"), f64::INFINITY),
+                (text("y"), f64::NEG_INFINITY),
+            ]),
+            RedisValue::Hash(vec![(text("f"), odd.clone()), (odd.clone(), vec![0xc3])]),
+            RedisValue::Hash(vec![(vec![0xff], text("v")), (text("base64:/w=="), text("w"))]),
+            RedisValue::Hash(vec![]),
+            RedisValue::Stream(vec![StreamEntry {
+                id: "1-0".into(),
+                fields: vec![(text("a"), text("1")), (text("a"), text("2"))],
+            }]),
+            RedisValue::Json(json!({"a": [1, 2.5, null, "t"]})),
+        ];
+        for value in values {
+            let mut buf = Vec::new();
+            value.write_json(&mut buf);
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                serde_json::to_string(&value.to_json()).unwrap(),
+                "{value:?}"
+            );
+        }
+    }
 
     #[test]
     fn non_utf8_bytes_become_base64_objects_not_empty_strings() {
