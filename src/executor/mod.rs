@@ -234,8 +234,9 @@ fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, 
     }
     let sink = Sink::build(&pipeline.sink).map_err(|e| push("/sink", e)).ok();
     match (source, sink) {
-        (Some(mut source), Some(sink)) if errors.is_empty() => {
+        (Some(mut source), Some(mut sink)) if errors.is_empty() => {
             source.set_ttl_needed(transforms.iter().any(|t| t.reads("ttl")) || sink.reads("ttl"));
+            sink.set_rendered_documents(transforms.iter().any(|t| matches!(t, Transform::Template(_))));
             Ok((source, transforms, sink))
         }
         _ => anyhow::bail!("pipeline `{}` is invalid: {}", pipeline.name, errors.join("; ")),

@@ -147,6 +147,14 @@ impl Sink {
         }
     }
 
+    /// Tells the sink whether a template stage renders the documents (otherwise they
+    /// are default documents, with their built-in mapping).
+    pub fn set_rendered_documents(&mut self, rendered: bool) {
+        if let Sink::Elasticsearch(es) = self {
+            es.set_rendered_documents(rendered);
+        }
+    }
+
     /// Whether this sink reads the record's `field` (in an `index` template).
     pub fn reads(&self, field: &str) -> bool {
         match self {

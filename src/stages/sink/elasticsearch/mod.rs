@@ -55,6 +55,9 @@ pub struct ElasticsearchSink {
     urls: Vec<Url>,
     target: Target,
     running: Option<Running>,
+    /// A template stage renders the documents (so the built-in mapping of the
+    /// default document must not be given to an index created before any arrived).
+    rendered_documents: bool,
 }
 
 /// Where documents go.
@@ -192,6 +195,7 @@ impl ElasticsearchSink {
                 urls,
                 target,
                 running: None,
+                rendered_documents: false,
             }),
             _ => Err(errors),
         }
@@ -245,6 +249,11 @@ impl ElasticsearchSink {
         }
         self.running = Some(running);
         Ok(())
+    }
+
+    /// Tells the sink whether a template stage renders the documents.
+    pub fn set_rendered_documents(&mut self, rendered: bool) {
+        self.rendered_documents = rendered;
     }
 
     /// Whether the `index` template reads the record's `field`.
@@ -460,13 +469,15 @@ impl ElasticsearchSink {
         report.notes.push(running.server.clone());
         let mut errors = Vec::new();
 
-        // An empty run still leaves its fixed index in place.
+        // A complete run that found nothing still leaves its fixed index in place (a
+        // run that failed or was interrupted before any document creates nothing).
         if let (Target::Fixed(name), false) = (&self.target, dry_run) {
-            if running.fatal.is_none() && !running.positions.contains_key(name) {
+            let read_everything = upstream.complete && !ctx.cancel.is_cancelled();
+            if read_everything && running.fatal.is_none() && !running.positions.contains_key(name) {
                 let body = index::creation_body(
                     self.config.settings.as_ref(),
                     self.config.mappings.as_ref(),
-                    true,
+                    !self.rendered_documents,
                     &ctx.pipeline,
                 );
                 index::create(&running.service.client, name, &body).await?;
