@@ -252,11 +252,24 @@ fn write_bytes_json(buf: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// Field/value pairs as a JSON object. A name that comes twice (a stream entry may
+/// repeat a field, `XADD s * a 1 a 2`; a binary hash field's `base64:` name could meet
+/// a text one) keeps every value: the field holds them as a list, in order. (A byte
+/// string's JSON is never a list, so a list here always means a repeated name.)
 fn pairs_to_map(pairs: &[(Vec<u8>, Vec<u8>)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(field, value)| (bytes_to_map_key(field), bytes_to_json(value)))
-        .collect()
+    let mut map = Map::new();
+    for (field, value) in pairs {
+        let name = bytes_to_map_key(field);
+        let value = bytes_to_json(value);
+        match map.get_mut(&name) {
+            None => {
+                map.insert(name, value);
+            }
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
+        }
+    }
+    map
 }
 
 /// A score as JSON: a number, or the strings `inf` / `-inf` that JSON cannot hold.
@@ -289,6 +302,23 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_repeated_in_a_stream_entry_keeps_every_value() {
+        let value = RedisValue::Stream(vec![StreamEntry {
+            id: "1-0".into(),
+            fields: vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"x".to_vec()),
+                (b"a".to_vec(), b"2".to_vec()),
+                (b"a".to_vec(), b"3".to_vec()),
+            ],
+        }]);
+        assert_eq!(
+            value.to_json(),
+            json!([{"id": "1-0", "fields": {"a": ["1", "2", "3"], "b": "x"}}])
+        );
+    }
 
     #[test]
     fn write_json_gives_the_bytes_serde_json_writes_for_to_json() {

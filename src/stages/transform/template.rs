@@ -465,15 +465,29 @@ fn bytes_value(bytes: &[u8]) -> Value {
     }
 }
 
+/// Mirrors `RedisValue::to_json` for field/value pairs: a repeated name keeps every
+/// value, as a list in order.
 fn pairs_value(pairs: &[(Vec<u8>, Vec<u8>)]) -> Value {
-    pairs
-        .iter()
-        .map(|(field, value)| {
-            let name = match std::str::from_utf8(field) {
-                Ok(text) => text.to_owned(),
-                Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(field)),
-            };
-            (name, bytes_value(value))
+    let mut fields: Vec<(String, Vec<Value>)> = Vec::with_capacity(pairs.len());
+    let mut positions: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (field, value) in pairs {
+        let name = match std::str::from_utf8(field) {
+            Ok(text) => text.to_owned(),
+            Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(field)),
+        };
+        match positions.get(&name) {
+            Some(&at) => fields[at].1.push(bytes_value(value)),
+            None => {
+                positions.insert(name.clone(), fields.len());
+                fields.push((name, vec![bytes_value(value)]));
+            }
+        }
+    }
+    fields
+        .into_iter()
+        .map(|(name, mut values)| {
+            let value = if values.len() == 1 { values.pop().unwrap_or_default() } else { Value::from(values) };
+            (name, value)
         })
         .collect()
 }
@@ -655,6 +669,22 @@ document:
                    "nested": {"db": 2, "literal": 5}})
         );
         assert_eq!(doc.id, default_id(2, b"user:1"));
+    }
+
+    #[test]
+    fn templates_see_values_as_to_json_gives_them_repeated_stream_fields_included() {
+        use crate::record::StreamEntry;
+        let t = TemplateTransform::build(&config("document: {v: {expr: value}}")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = hash_record();
+        record.key_type = KeyType::Stream;
+        record.value = RedisValue::Stream(vec![StreamEntry {
+            id: "1-0".into(),
+            fields: vec![(b"a".to_vec(), b"1".to_vec()), (b"a".to_vec(), b"2".to_vec()), (vec![0xff], b"b".to_vec())],
+        }]);
+        let doc = t.render(&record, &ctx(&dir)).unwrap();
+        assert_eq!(doc.body["v"], record.value.to_json());
+        assert_eq!(doc.body["v"][0]["fields"]["a"], json!(["1", "2"]));
     }
 
     #[test]
