@@ -350,7 +350,7 @@ impl std::fmt::Display for RenderFailure {
 fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
     let (key, key_is_base64) = record.key_text();
     let reason = failure.to_string();
-    tracing::warn!(pipeline = %ctx.pipeline, stage = %ctx.stage, key = %key, database = record.database, "template error: {reason}");
+    tracing::warn!(pipeline = %ctx.pipeline, stage = %ctx.stage, key = ?key, database = record.database, "template error: {reason}");
     let entry = DeadLetterEntry {
         pipeline: ctx.pipeline.to_string(),
         stage: ctx.stage.clone(),
@@ -365,7 +365,7 @@ fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
     if let Err(error) = ctx.dead_letter.write(&entry) {
         tracing::error!(
             pipeline = %ctx.pipeline,
-            key = %entry.key,
+            key = ?entry.key,
             "cannot write to the dead-letter file {}: {error}",
             ctx.dead_letter.path().display()
         );

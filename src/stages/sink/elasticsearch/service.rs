@@ -162,7 +162,7 @@ impl BulkService {
         let (_, id) = bulk.index_and_id(i);
         let (key, is_base64) = bytes_to_text(&item.key);
         let document = serde_json::from_slice::<Value>(bulk.document(i)).ok();
-        tracing::warn!(key = %key, database = item.database, error_type, reason, "document rejected by Elasticsearch");
+        tracing::warn!(key = ?key, database = item.database, error_type, reason, "document rejected by Elasticsearch");
         self.dead_letter
             .write(&DeadLetterEntry {
                 pipeline: self.pipeline.to_string(),

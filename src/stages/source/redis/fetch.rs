@@ -106,6 +106,9 @@ pub fn show_key(key: &[u8]) -> String {
     let (text, base64) = bytes_to_text(key);
     if base64 {
         format!("base64:{text}")
+    } else if text.chars().any(char::is_control) {
+        // A newline or escape code in a key must not break or color the log line.
+        text.escape_debug().to_string()
     } else {
         text
     }
@@ -293,7 +296,7 @@ pub async fn inspect_page(
                     _ if name == "none" => outcome[i] = Some(Skip::Vanished),
                     Some(key_type) => slot.key_type = key_type,
                     None => {
-                        tracing::debug!(db, key = %show_key(key), "skipping key of unsupported type {name}");
+                        tracing::debug!(db, key = ?show_key(key), "skipping key of unsupported type {name}");
                         outcome[i] = Some(Skip::Unsupported);
                     }
                 }
@@ -577,9 +580,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_that_are_not_utf8_are_shown_as_base64() {
+    fn keys_are_shown_as_base64_when_binary_and_escaped_when_they_hold_control_characters() {
         assert_eq!(show_key(b"user:1"), "user:1");
         assert_eq!(show_key(&[0xff, 0x00]), "base64:/wA=");
+        assert_eq!(show_key(b"a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
     }
 
     fn inspected(memories: &[u64]) -> Inspected {
