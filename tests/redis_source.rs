@@ -547,6 +547,34 @@ fn an_acl_user_reading_keys_it_may_not_gets_a_noperm_error_naming_user_and_key()
 }
 
 #[test]
+fn a_user_denied_config_and_info_still_reads_every_database_and_lists_are_checked() {
+    // An ACL like managed Redis read-only users: reads allowed, CONFIG and INFO
+    // (both @dangerous) denied. `"*"` then finds the databases with SELECT/DBSIZE.
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\nSELECT 3\nSET b 2\n");
+    let out = redis.cli(&["ACL", "SETUSER", "ro", "on", ">ro-pw", "~*", "+@read", "+@connection", "-@dangerous"]);
+    assert_eq!(out.trim(), "OK");
+    let auth = "username: ro\npassword: ro-pw\n";
+    let denied = redis.cli(&["--user", "ro", "--pass", "ro-pw", "--no-auth-warning", "CONFIG", "GET", "databases"]);
+    assert!(denied.contains("NOPERM"), "the user must be denied CONFIG: {denied}");
+
+    let run = read(config(redis.port, &format!("{auth}database: \"*\"\n"))).unwrap();
+    assert_eq!(run.keys(), text_keys(&["a", "b"]));
+    assert!(
+        run.report.notes.iter().any(|n| n.contains("SELECT and DBSIZE")),
+        "{:?}",
+        run.report.notes
+    );
+
+    let run = read(config(redis.port, &format!("{auth}database: \"0,3\"\n"))).unwrap();
+    assert_eq!(run.keys(), text_keys(&["a", "b"]));
+    let error = read(config(redis.port, &format!("{auth}database: \"0,3,99\"\n")))
+        .err()
+        .unwrap();
+    assert!(error.contains("has no database 99"), "{error}");
+}
+
+#[test]
 fn a_wrong_password_names_server_and_user_but_never_the_password() {
     let redis = acl_server();
     let error = read(config(

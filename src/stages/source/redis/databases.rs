@@ -20,7 +20,10 @@ pub struct Resolved {
 /// unknown, or denied by ACL) rather than a failure worth stopping for.
 fn is_unavailable(error: &RedisError) -> bool {
     let text = error.to_string();
-    text.contains("unknown command")
+    // A user whose ACL denies CONFIG gets NOPERM, which the redis crate reports as its
+    // own error kind, not always with that word in the text.
+    error.code() == Some("NOPERM")
+        || text.contains("unknown command")
         || text.contains("NOPERM")
         || text.contains("unknown subcommand")
 }
@@ -128,15 +131,56 @@ pub async fn resolve_all(
             });
         }
     }
-    let databases = keyspace(connector, control)
-        .await?
-        .into_iter()
-        .map(|(db, _)| db)
-        .collect();
-    Ok(Resolved {
-        databases,
-        notes: vec!["CONFIG is not available on this server: the databases holding keys were found with INFO keyspace".into()],
-    })
+    match keyspace(connector, control).await {
+        Ok(keyspace) => Ok(Resolved {
+            databases: keyspace.into_iter().map(|(db, _)| db).collect(),
+            notes: vec!["CONFIG is not available on this server: the databases holding keys were found with INFO keyspace".into()],
+        }),
+        Err(error) => match probe_sizes(connector, control).await? {
+            Some(sizes) => Ok(Resolved {
+                databases: sizes.into_iter().filter(|(_, keys)| *keys > 0).map(|(db, _)| db).collect(),
+                notes: vec!["neither CONFIG nor INFO is available to this user: the databases holding keys were found with SELECT and DBSIZE".into()],
+            }),
+            None => Err(error),
+        },
+    }
+}
+
+/// `DBSIZE` of every database, found by `SELECT`ing 0, 1, 2, ... until Redis answers
+/// "DB index is out of range", for a user allowed neither `CONFIG` nor `INFO` (ACLs
+/// such as `+@read -@dangerous`). `None` when `SELECT` or `DBSIZE` is denied too.
+async fn probe_sizes(
+    connector: &Connector,
+    control: &mut MultiplexedConnection,
+) -> anyhow::Result<Option<Vec<(u32, u64)>>> {
+    const STEP: u32 = 64;
+    let mut sizes = Vec::new();
+    let mut first = 0u32;
+    loop {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for db in first..first + STEP {
+            pipe.cmd("SELECT").arg(db).cmd("DBSIZE");
+        }
+        pipe.cmd("SELECT").arg(0);
+        let replies: Vec<Value> = pipe
+            .query_async(control)
+            .await
+            .map_err(|e| anyhow::anyhow!(connector.describe(&e, "SELECT and DBSIZE (to list the databases)")))?;
+        for (db, pair) in (first..first + STEP).zip(replies.chunks(2)) {
+            match &pair[0] {
+                Value::ServerError(e) if e.details().unwrap_or("").contains("out of range") => return Ok(Some(sizes)),
+                Value::ServerError(_) => return Ok(None),
+                _ => {}
+            }
+            if matches!(pair[1], Value::ServerError(_)) {
+                return Ok(None);
+            }
+            let keys = value::int(&pair[1]).ok().flatten().unwrap_or(0).max(0) as u64;
+            sizes.push((db, keys));
+        }
+        first += STEP;
+    }
 }
 
 /// Checks that every database of `listed` exists; the error names all that do not.
