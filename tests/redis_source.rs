@@ -575,6 +575,22 @@ fn a_user_denied_config_and_info_still_reads_every_database_and_lists_are_checke
 }
 
 #[test]
+fn without_memory_usage_sizes_are_null_with_a_note_and_limits_still_hold() {
+    let redis = RedisServer::start(&["--rename-command", "MEMORY", ""]);
+    let big = "x".repeat(5000);
+    redis.cli_pipe(&format!("SET small s\nSET big {big}\nHSET h f v\n"));
+    let run = read(config(redis.port, "database: 0\nmax_value_bytes: 1000\n")).unwrap();
+    assert_eq!(run.keys(), text_keys(&["small", "h"]));
+    assert!(run.records.iter().all(|r| r.size_in_bytes.is_none()));
+    assert!(
+        run.report.notes.iter().any(|n| n.contains("MEMORY USAGE is not available")),
+        "{:?}",
+        run.report.notes
+    );
+    assert_eq!(run.counters.skipped_reasons.get("too_large").copied(), Some(1));
+}
+
+#[test]
 fn a_wrong_password_names_server_and_user_but_never_the_password() {
     let redis = acl_server();
     let error = read(config(

@@ -102,6 +102,16 @@ impl RedisSource {
             let listed: Vec<u32> = plan.keys().copied().collect();
             databases::check_listed(&connector, &mut control, &listed).await?;
         }
+        // Managed Redis sometimes disables MEMORY: then sizes are not asked (null in
+        // documents, said in a note), and limits are checked as with `size_in_bytes: false`.
+        let mut size_in_bytes = self.config.size_in_bytes;
+        if size_in_bytes && !memory_usage_available(&connector, &mut control).await? {
+            size_in_bytes = false;
+            report.notes.push(format!(
+                "MEMORY USAGE is not available on Redis at {}: size_in_bytes is null in every document (set size_in_bytes: false to say so)",
+                connector.endpoint()
+            ));
+        }
         drop(control);
 
         // One connection per database, and the estimate of what is to come.
@@ -128,7 +138,7 @@ impl RedisSource {
 
         let settings = Arc::new(ReadSettings {
             fetch: FetchSettings {
-                size_in_bytes: self.config.size_in_bytes,
+                size_in_bytes,
                 ttl: self.ttl_needed,
                 max_value_bytes: self.config.max_value_bytes.0,
                 chunk_size: self.config.chunk_size,
@@ -189,5 +199,25 @@ impl RedisSource {
             }
         }
         Ok(report)
+    }
+}
+
+/// Whether this server answers `MEMORY USAGE` (asked of a key that need not exist:
+/// a missing key gives nil, a disabled, renamed or denied command an error).
+async fn memory_usage_available(
+    connector: &Connector,
+    control: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<bool> {
+    let reply: Result<redis::Value, redis::RedisError> = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("redis-connector:probe")
+        .query_async(control)
+        .await;
+    match reply {
+        Ok(_) => Ok(true),
+        Err(error) if connect::is_connection_error(&error) => {
+            Err(anyhow::anyhow!(connector.describe(&error, "MEMORY USAGE")))
+        }
+        Err(_) => Ok(false),
     }
 }
