@@ -292,12 +292,19 @@ fn documents_and_fields_arrive_as_written_with_the_built_in_mapping() {
         ttl: None,
         document: None,
     };
-    let batches = vec![vec![string_record(0, "greeting", "hello world"), hash], vec![binary]];
+    // Longer than the 32,766 bytes Lucene takes for one term: stored, not rejected.
+    let long_key = "k".repeat(40_000);
+    let batches = vec![
+        vec![string_record(0, "greeting", "hello world"), hash],
+        vec![binary, string_record(0, &long_key, "v")],
+    ];
     let outcome = run_sink(&config, batches, options(), "fields").unwrap();
     outcome.consume.as_ref().unwrap();
     let report = outcome.report();
-    assert_eq!((report.written, report.failed), (3, 0));
-    assert_eq!(es_count(&index), 3);
+    assert_eq!((report.written, report.failed), (4, 0));
+    assert_eq!(es_count(&index), 4);
+    let long = es_get(&index, &default_id(0, long_key.as_bytes())).expect("the long key's document");
+    assert_eq!(long["key"], long_key.as_str());
 
     let greeting = es_get(&index, &default_id(0, b"greeting")).expect("greeting document");
     assert_eq!(greeting["key"], "greeting");
@@ -320,6 +327,7 @@ fn documents_and_fields_arrive_as_written_with_the_built_in_mapping() {
     assert_eq!(mappings["_meta"]["redis_connector"]["pipeline"], "fields");
     let p = &mappings["properties"];
     assert_eq!(p["key"]["type"], "keyword");
+    assert_eq!(p["key"]["ignore_above"], 8191);
     assert_eq!(p["value"]["type"], "text");
     assert_eq!(p["value"]["fields"]["keyword"]["type"], "keyword");
     assert_eq!(p["value"]["fields"]["keyword"]["ignore_above"], 256);

@@ -36,7 +36,10 @@ pub fn default_mappings(pipeline: &str) -> Value {
     json!({
         "_meta": { META_KEY: { "pipeline": pipeline } },
         "properties": {
-            "key": { "type": "keyword" },
+            // Lucene refuses a term over 32,766 bytes, and a Redis key can be far
+            // longer: such a key stays in `_source`, unindexed, rather than failing
+            // its document (8191 characters fit in the limit whatever the UTF-8).
+            "key": { "type": "keyword", "ignore_above": 8191 },
             "key_encoding": { "type": "keyword" },
             "value": { "type": "text", "fields": { "keyword": { "type": "keyword", "ignore_above": 256 } } },
             "value_encoding": { "type": "keyword" },
@@ -228,6 +231,7 @@ mod tests {
         let m = default_mappings("users");
         assert_eq!(m["_meta"]["redis_connector"]["pipeline"], "users");
         assert_eq!(m["properties"]["key"]["type"], "keyword");
+        assert_eq!(m["properties"]["key"]["ignore_above"], 8191);
         assert_eq!(m["properties"]["value"]["type"], "text");
         assert_eq!(m["properties"]["value"]["fields"]["keyword"]["ignore_above"], 256);
         assert_eq!(m["properties"]["database"]["type"], "integer");
