@@ -91,6 +91,10 @@ struct Running {
     rejected_before: u64,
 }
 
+/// The largest request Elasticsearch can take: `http.max_content_length` is an `int`
+/// number of bytes.
+const MAX_REQUEST_BYTES: u64 = i32::MAX as u64;
+
 impl ElasticsearchSink {
     /// Checks and compiles the configuration; no I/O.
     pub fn build(config: &ElasticsearchSinkConfig) -> Result<Self, Vec<FieldError>> {
@@ -175,6 +179,12 @@ impl ElasticsearchSink {
         }
         if config.bulk.max_bytes.0 == 0 {
             errors.push(FieldError::new("/bulk/max_bytes", "must be more than 0 bytes"));
+        } else if config.bulk.max_bytes.0 > MAX_REQUEST_BYTES {
+            errors.push(FieldError::new(
+                "/bulk/max_bytes",
+                "must be at most 2GiB: Elasticsearch takes no larger request (http.max_content_length \
+                 cannot be set higher, and is 100mb by default); a few MiB per request is fastest",
+            ));
         }
         if config.bulk.concurrency == 0 {
             errors.push(FieldError::new("/bulk/concurrency", "must be at least 1"));
@@ -995,6 +1005,8 @@ mod tests {
             pointers(ElasticsearchSink::build(&c)),
             ["/bulk/max_docs", "/bulk/concurrency", "/delete_stale/max_fraction"]
         );
+        c = config("url: http://a:9200\nindex: i\nbulk: {max_bytes: 10GB}");
+        assert_eq!(pointers(ElasticsearchSink::build(&c)), ["/bulk/max_bytes"]);
         c = config("url: http://a:9200\nindex: i\ndelete_stale: {max_fraction: 1.5}");
         assert_eq!(pointers(ElasticsearchSink::build(&c)), ["/delete_stale/max_fraction"]);
         c.url = OneOrMany::Many(vec![]);
