@@ -50,15 +50,23 @@ pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError
             "TLS settings are given but `enabled` is false: set `enabled: true` or remove them",
         ));
     }
-    for (field, value) in [
-        ("scan_count", config.scan_count),
-        ("pages_in_flight", config.pages_in_flight),
-        ("chunk_size", config.chunk_size),
+    // Upper bounds: Redis serves no other client while one SCAN, HSCAN or LRANGE call
+    // walks its entries (about a microsecond each), and every page in flight holds its
+    // keys in memory.
+    for (field, value, max, why) in [
+        ("scan_count", config.scan_count, 100_000, "one SCAN call walking that many entries stalls Redis for every other client"),
+        ("pages_in_flight", config.pages_in_flight, 1_000, "more pages in flight only hold more keys in memory"),
+        ("chunk_size", config.chunk_size, 100_000, "one call reading that many elements stalls Redis for every other client"),
     ] {
         if value == 0 {
             errors.push(FieldError::new(
                 format!("/{field}"),
                 format!("`{field}` must be at least 1"),
+            ));
+        } else if value > max {
+            errors.push(FieldError::new(
+                format!("/{field}"),
+                format!("`{field}` must be at most {max}: {why}"),
             ));
         }
     }
@@ -143,6 +151,15 @@ mod tests {
             pointers(check(&c)),
             vec!["/host", "/scan_count", "/pages_in_flight", "/chunk_size"]
         );
+    }
+
+    #[test]
+    fn tuning_values_have_upper_bounds_that_say_why() {
+        let c = config("host: h\nscan_count: 10000000\npages_in_flight: 1001\nchunk_size: 100000\n");
+        let errors = check(&c).err().unwrap();
+        let pointers: Vec<_> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/scan_count", "/pages_in_flight"]);
+        assert!(errors[0].message.contains("at most 100000: one SCAN call"), "{}", errors[0].message);
     }
 
     #[test]
