@@ -46,18 +46,21 @@ pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
             serde_json::to_writer(&mut *buf, number).expect("a number serializes into a Vec")
         }
         Value::String(text) => write_str(buf, text),
-        Value::Array(items) => {
-            buf.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_value(buf, item);
-            }
-            buf.push(b']');
-        }
+        Value::Array(items) => write_array(buf, items, write_value),
         Value::Object(map) => write_map(buf, map),
     }
+}
+
+/// Appends a JSON array of `items`, each written by `write_item`.
+pub fn write_array<T>(buf: &mut Vec<u8>, items: &[T], mut write_item: impl FnMut(&mut Vec<u8>, &T)) {
+    buf.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_item(buf, item);
+    }
+    buf.push(b']');
 }
 
 /// Appends a JSON object.

@@ -176,37 +176,23 @@ impl RedisValue {
     /// hashes with a field that is not UTF-8 (whose `base64:` name could meet a text
     /// field's) go through `to_json`, so the two can never differ.
     pub fn write_json(&self, buf: &mut Vec<u8>) {
-        let list = |buf: &mut Vec<u8>, items: &[Vec<u8>]| {
-            buf.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_bytes_json(buf, item);
-            }
-            buf.push(b']');
-        };
+        use crate::json_out::write_array;
         match self {
             RedisValue::String(bytes) => write_bytes_json(buf, bytes),
-            RedisValue::List(items) | RedisValue::Set(items) => list(buf, items),
-            RedisValue::ZSet(members) => {
-                buf.push(b'[');
-                for (i, (member, score)) in members.iter().enumerate() {
-                    if i > 0 {
-                        buf.push(b',');
-                    }
-                    buf.extend_from_slice(b"{\"member\":");
-                    write_bytes_json(buf, member);
-                    buf.extend_from_slice(b",\"score\":");
-                    if score.is_finite() {
-                        serde_json::to_writer(&mut *buf, score).expect("a number serializes into a Vec");
-                    } else {
-                        buf.extend_from_slice(if *score > 0.0 { b"\"inf\"" } else { b"\"-inf\"" });
-                    }
-                    buf.push(b'}');
-                }
-                buf.push(b']');
+            RedisValue::List(items) | RedisValue::Set(items) => {
+                write_array(buf, items, |buf, item| write_bytes_json(buf, item))
             }
+            RedisValue::ZSet(members) => write_array(buf, members, |buf, (member, score)| {
+                buf.extend_from_slice(b"{\"member\":");
+                write_bytes_json(buf, member);
+                buf.extend_from_slice(b",\"score\":");
+                if score.is_finite() {
+                    serde_json::to_writer(&mut *buf, score).expect("a number serializes into a Vec");
+                } else {
+                    buf.extend_from_slice(if *score > 0.0 { b"\"inf\"" } else { b"\"-inf\"" });
+                }
+                buf.push(b'}');
+            }),
             RedisValue::Hash(pairs) if pairs.iter().all(|(field, _)| std::str::from_utf8(field).is_ok()) => {
                 buf.push(b'{');
                 for (i, (field, value)) in pairs.iter().enumerate() {

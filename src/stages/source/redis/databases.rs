@@ -86,22 +86,32 @@ async fn keyspace(
     Ok(parse_keyspace(&info))
 }
 
+/// `SELECT db` then `DBSIZE` for every database of `databases`, in one pipeline that
+/// ends back on database 0: the replies, two per database, errors included.
+async fn select_and_dbsize(
+    connector: &Connector,
+    control: &mut MultiplexedConnection,
+    databases: std::ops::Range<u32>,
+    doing: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for db in databases {
+        pipe.cmd("SELECT").arg(db).cmd("DBSIZE");
+    }
+    pipe.cmd("SELECT").arg(0);
+    pipe.query_async(control)
+        .await
+        .map_err(|e| anyhow::anyhow!(connector.describe(&e, doing)))
+}
+
 /// `DBSIZE` of databases `0..count`, through `SELECT`; `None` when `SELECT` is denied.
 async fn sizes_by_select(
     connector: &Connector,
     control: &mut MultiplexedConnection,
     count: u32,
 ) -> anyhow::Result<Option<Vec<(u32, u64)>>> {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    for db in 0..count {
-        pipe.cmd("SELECT").arg(db).cmd("DBSIZE");
-    }
-    pipe.cmd("SELECT").arg(0);
-    let replies: Vec<Value> = pipe
-        .query_async(control)
-        .await
-        .map_err(|e| anyhow::anyhow!(connector.describe(&e, "DBSIZE of every database")))?;
+    let replies = select_and_dbsize(connector, control, 0..count, "DBSIZE of every database").await?;
     let mut sizes = Vec::new();
     for (db, pair) in (0..count).zip(replies.chunks(2)) {
         if pair.iter().any(|v| matches!(v, Value::ServerError(_))) {
@@ -157,16 +167,8 @@ async fn probe_sizes(
     let mut sizes = Vec::new();
     let mut first = 0u32;
     loop {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for db in first..first + STEP {
-            pipe.cmd("SELECT").arg(db).cmd("DBSIZE");
-        }
-        pipe.cmd("SELECT").arg(0);
-        let replies: Vec<Value> = pipe
-            .query_async(control)
-            .await
-            .map_err(|e| anyhow::anyhow!(connector.describe(&e, "SELECT and DBSIZE (to list the databases)")))?;
+        let doing = "SELECT and DBSIZE (to list the databases)";
+        let replies = select_and_dbsize(connector, control, first..first + STEP, doing).await?;
         for (db, pair) in (first..first + STEP).zip(replies.chunks(2)) {
             match &pair[0] {
                 Value::ServerError(e) if e.details().unwrap_or("").contains("out of range") => return Ok(Some(sizes)),
