@@ -1,6 +1,8 @@
 //! The [`Document`] a sink writes, and the default document built from a record when
 //! no template is given: the reference connector's document, field for field.
 
+use std::io::Write as _;
+
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 
@@ -103,12 +105,12 @@ pub fn write_default_members(buf: &mut Vec<u8>, record: &Record, timestamp: &str
         other => json_out::write_json_text_as_string(buf, |text| other.write_json(text)),
     }
     buf.extend_from_slice(b",\"size_in_bytes\":");
-    match record.size_in_bytes {
-        Some(n) => buf.extend_from_slice(n.to_string().as_bytes()),
-        None => buf.extend_from_slice(b"null"),
-    }
-    buf.extend_from_slice(b",\"database\":");
-    buf.extend_from_slice(record.database.to_string().as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = match record.size_in_bytes {
+        Some(n) => write!(buf, "{n}"),
+        None => buf.write_all(b"null"),
+    };
+    let _ = write!(buf, ",\"database\":{}", record.database);
     buf.extend_from_slice(b",\"key_type\":");
     json_out::write_str(buf, record.key_type.redis_name());
     buf.extend_from_slice(b",\"_timestamp\":");

@@ -93,12 +93,6 @@ pub fn write_members(
     }
 }
 
-/// Appends the JSON text of `value` as a JSON string (the text escaped once more), as
-/// `Value::String(value.to_string())` would serialize.
-pub fn write_value_as_json_text(buf: &mut Vec<u8>, value: &Value) {
-    write_json_text_as_string(buf, |text| write_value(text, value));
-}
-
 /// Appends, as one JSON string, the JSON text that `write_text` writes (which must be
 /// UTF-8, as any JSON text is).
 pub fn write_json_text_as_string(buf: &mut Vec<u8>, write_text: impl FnOnce(&mut Vec<u8>)) {
@@ -160,7 +154,7 @@ mod tests {
             serde_json::to_string(&value).unwrap()
         );
         let mut buf = Vec::new();
-        write_value_as_json_text(&mut buf, &value);
+        write_json_text_as_string(&mut buf, |text| write_value(text, &value));
         assert_eq!(
             buf,
             serde_json::to_vec(&Value::String(value.to_string())).unwrap()

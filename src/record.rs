@@ -2,6 +2,7 @@
 //! (once a transform has rendered it) the document that will be written.
 
 use base64::Engine as _;
+use serde_json::map::Entry;
 use serde_json::{json, Map, Value};
 
 use crate::document::Document;
@@ -137,7 +138,7 @@ pub fn bytes_to_text(bytes: &[u8]) -> (String, bool) {
 }
 
 /// A JSON object key: the text when UTF-8, otherwise `base64:` followed by the encoding.
-fn bytes_to_map_key(bytes: &[u8]) -> String {
+pub fn bytes_to_map_key(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) => text.to_owned(),
         Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(bytes)),
@@ -227,14 +228,15 @@ impl RedisValue {
 
 /// Appends [`bytes_to_json`] of `bytes` as JSON text.
 fn write_bytes_json(buf: &mut Vec<u8>, bytes: &[u8]) {
-    if std::str::from_utf8(bytes).is_err() {
-        buf.extend_from_slice(b"{\"");
-        buf.extend_from_slice(BASE64_MARKER.as_bytes());
-        buf.extend_from_slice(b"\":");
-        crate::json_out::write_bytes_as_text(buf, bytes);
-        buf.push(b'}');
-    } else {
-        crate::json_out::write_bytes_as_text(buf, bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => crate::json_out::write_str(buf, text),
+        Err(_) => {
+            buf.extend_from_slice(b"{\"");
+            buf.extend_from_slice(BASE64_MARKER.as_bytes());
+            buf.extend_from_slice(b"\":");
+            crate::json_out::write_bytes_as_text(buf, bytes);
+            buf.push(b'}');
+        }
     }
 }
 
@@ -245,14 +247,15 @@ fn write_bytes_json(buf: &mut Vec<u8>, bytes: &[u8]) {
 fn pairs_to_map(pairs: &[(Vec<u8>, Vec<u8>)]) -> Map<String, Value> {
     let mut map = Map::new();
     for (field, value) in pairs {
-        let name = bytes_to_map_key(field);
         let value = bytes_to_json(value);
-        match map.get_mut(&name) {
-            None => {
-                map.insert(name, value);
+        match map.entry(bytes_to_map_key(field)) {
+            Entry::Vacant(entry) => {
+                entry.insert(value);
             }
-            Some(Value::Array(values)) => values.push(value),
-            Some(first) => *first = Value::Array(vec![first.take(), value]),
+            Entry::Occupied(mut entry) => match entry.get_mut() {
+                Value::Array(values) => values.push(value),
+                first => *first = Value::Array(vec![first.take(), value]),
+            },
         }
     }
     map

@@ -81,7 +81,7 @@ impl NdjsonSink {
                         Some(document) => write_line(&mut self.buffer, document),
                     }
                     if self.buffer.len() >= BUFFER_BYTES {
-                        self.write_out()?;
+                        self.write_out(false)?;
                     }
                 }
             }
@@ -92,12 +92,13 @@ impl NdjsonSink {
         Ok(())
     }
 
-    /// Writes the buffered lines to the target.
-    fn write_out(&mut self) -> anyhow::Result<()> {
+    /// Writes the buffered lines to the target; with `flush`, flushes it too.
+    fn write_out(&mut self, flush: bool) -> anyhow::Result<()> {
         if let Some(target) = self.target.as_mut() {
-            target.write_all(&self.buffer).map_err(|e| {
-                anyhow::anyhow!("cannot write to the NDJSON output {}: {e}", self.config.path)
-            })?;
+            target
+                .write_all(&self.buffer)
+                .and_then(|()| if flush { target.flush() } else { Ok(()) })
+                .map_err(|e| anyhow::anyhow!("cannot write to the NDJSON output {}: {e}", self.config.path))?;
         }
         self.buffer.clear();
         Ok(())
@@ -109,15 +110,7 @@ impl NdjsonSink {
         _upstream: UpstreamOutcome,
         _ctx: &StageContext,
     ) -> anyhow::Result<SinkReport> {
-        self.write_out()?;
-        if let Some(target) = self.target.as_mut() {
-            target.flush().map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot write to the NDJSON output {}: {e}",
-                    self.config.path
-                )
-            })?;
-        }
+        self.write_out(true)?;
         Ok(SinkReport {
             written: self.written,
             ..SinkReport::default()

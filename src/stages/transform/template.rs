@@ -23,9 +23,8 @@ use serde_json::{Map, Value as Json};
 use crate::config::model::TemplateConfig;
 use crate::dead_letter::DeadLetterEntry;
 use crate::document::{default_document, default_id, Document};
-use base64::Engine as _;
 
-use crate::record::{bytes_to_json, Batch, Record, RedisValue};
+use crate::record::{bytes_to_json, bytes_to_map_key, Batch, Record, RedisValue};
 use crate::stages::{FieldError, StageContext};
 
 /// A compiled `template` stage.
@@ -431,7 +430,9 @@ fn record_context(record: &Record, pipeline: &str, timestamp: &str) -> Value {
 fn redis_value(value: &RedisValue) -> Value {
     match value {
         RedisValue::String(bytes) => bytes_value(bytes),
-        RedisValue::Hash(pairs) => pairs_value(pairs),
+        RedisValue::Hash(pairs) => {
+            pairs_value(pairs, pairs.iter().any(|(field, _)| std::str::from_utf8(field).is_err()))
+        }
         RedisValue::List(items) | RedisValue::Set(items) => items.iter().map(|item| bytes_value(item)).collect(),
         RedisValue::ZSet(members) => members
             .iter()
@@ -449,7 +450,7 @@ fn redis_value(value: &RedisValue) -> Value {
             .map(|entry| {
                 Value::from_iter([
                     ("id", Value::from(entry.id.as_str())),
-                    ("fields", pairs_value(&entry.fields)),
+                    ("fields", pairs_value(&entry.fields, true)),
                 ])
             })
             .collect(),
@@ -466,20 +467,21 @@ fn bytes_value(bytes: &[u8]) -> Value {
 }
 
 /// Mirrors `RedisValue::to_json` for field/value pairs: a repeated name keeps every
-/// value, as a list in order.
-fn pairs_value(pairs: &[(Vec<u8>, Vec<u8>)]) -> Value {
+/// value, as a list in order. `names_may_repeat` is false for a hash whose field names
+/// are all text (Redis keeps them unique), which skips the grouping.
+fn pairs_value(pairs: &[(Vec<u8>, Vec<u8>)], names_may_repeat: bool) -> Value {
+    let named = pairs.iter().map(|(field, value)| (bytes_to_map_key(field), bytes_value(value)));
+    if !names_may_repeat {
+        return named.collect();
+    }
     let mut fields: Vec<(String, Vec<Value>)> = Vec::with_capacity(pairs.len());
     let mut positions: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (field, value) in pairs {
-        let name = match std::str::from_utf8(field) {
-            Ok(text) => text.to_owned(),
-            Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(field)),
-        };
+    for (name, value) in named {
         match positions.get(&name) {
-            Some(&at) => fields[at].1.push(bytes_value(value)),
+            Some(&at) => fields[at].1.push(value),
             None => {
                 positions.insert(name.clone(), fields.len());
-                fields.push((name, vec![bytes_value(value)]));
+                fields.push((name, vec![value]));
             }
         }
     }

@@ -692,8 +692,7 @@ impl Running {
         if let Some(&position) = self.positions.get(name) {
             return Ok(position);
         }
-        let known_missing = self.known_missing.as_deref() == Some(name);
-        self.known_missing = None;
+        let known_missing = self.known_missing.take().is_some_and(|missing| missing == name);
         let client = &self.service.client;
         let found = if known_missing { None } else { index::inspect(client, name).await? };
         let state = match found {

@@ -164,6 +164,12 @@ pub fn is_connection_error(error: &RedisError) -> bool {
         || error.is_timeout()
 }
 
+/// Whether the server refused the command to this user (ACL, `NOPERM`). The redis
+/// crate reports it as its own error kind, not always with that word in the text.
+pub fn is_permission_denied(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) || error.to_string().contains("NOPERM")
+}
+
 /// Whether the server is still loading its data set (`LOADING`): wait and retry.
 pub fn is_loading(error: &RedisError) -> bool {
     error.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)
@@ -189,8 +195,7 @@ pub fn describe_error(
         format!("authentication failed for {who}: wrong password, or the user does not exist or is disabled (WRONGPASS)")
     } else if text.contains("NOAUTH") {
         "the server requires a password (NOAUTH): set `password` or `password_file`".to_owned()
-    } else if error.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) || text.contains("NOPERM")
-    {
+    } else if is_permission_denied(error) {
         let detail = error
             .detail()
             .map(str::to_owned)

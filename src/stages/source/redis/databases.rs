@@ -6,7 +6,7 @@
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
-use super::connect::{is_connection_error, Connector};
+use super::connect::{is_connection_error, is_permission_denied, Connector};
 use super::value;
 
 /// The databases chosen, and notes for the summary (fallbacks used).
@@ -20,12 +20,7 @@ pub struct Resolved {
 /// unknown, or denied by ACL) rather than a failure worth stopping for.
 fn is_unavailable(error: &RedisError) -> bool {
     let text = error.to_string();
-    // A user whose ACL denies CONFIG gets NOPERM, which the redis crate reports as its
-    // own error kind, not always with that word in the text.
-    error.code() == Some("NOPERM")
-        || text.contains("unknown command")
-        || text.contains("NOPERM")
-        || text.contains("unknown subcommand")
+    is_permission_denied(error) || text.contains("unknown command") || text.contains("unknown subcommand")
 }
 
 /// `CONFIG GET databases`, or `None` when `CONFIG` is not available to us.

@@ -145,6 +145,7 @@ fn fatal(
 
 /// A page whose keys' types, TTLs and sizes are known, and whose reads are planned:
 /// what [`inspect_page`] gives and [`read_page`] takes.
+#[derive(Default)]
 pub struct Inspected {
     keys: Vec<Vec<u8>>,
     slots: Vec<Slot>,
@@ -156,7 +157,12 @@ pub struct Inspected {
 const UNKNOWN_KEY_BYTES: u64 = 256;
 
 impl Inspected {
-    fn key_bytes(&self, i: usize) -> u64 {
+    /// What reading key `i` should bring into memory: its known size (else a guess)
+    /// plus the key; nothing for a key that will not be read.
+    fn weight(&self, i: usize) -> u64 {
+        if self.outcome[i].is_some() {
+            return 0;
+        }
         let slot = &self.slots[i];
         let value = slot.len.or(slot.memory).unwrap_or(UNKNOWN_KEY_BYTES);
         value + self.keys[i].len() as u64
@@ -164,10 +170,7 @@ impl Inspected {
 
     /// What reading the page's values should bring into memory, by the sizes known.
     pub fn estimated_bytes(&self) -> u64 {
-        (0..self.keys.len())
-            .filter(|&i| self.outcome[i].is_none())
-            .map(|i| self.key_bytes(i))
-            .sum()
+        (0..self.keys.len()).map(|i| self.weight(i)).sum()
     }
 
     /// Splits the page, in SCAN order, into parts of at most `max_bytes` each by the
@@ -177,41 +180,20 @@ impl Inspected {
         if self.estimated_bytes() <= max_bytes {
             return vec![self];
         }
-        let sizes: Vec<u64> = (0..self.keys.len())
-            .map(|i| {
-                if self.outcome[i].is_some() {
-                    0
-                } else {
-                    self.key_bytes(i)
-                }
-            })
-            .collect();
+        let weights: Vec<u64> = (0..self.keys.len()).map(|i| self.weight(i)).collect();
         let mut parts = Vec::new();
         let mut keys = self.keys.into_iter();
         let mut slots = self.slots.into_iter();
         let mut outcome = self.outcome.into_iter();
         let mut plans = self.plans.into_iter();
-        let mut current = Inspected {
-            keys: Vec::new(),
-            slots: Vec::new(),
-            outcome: Vec::new(),
-            plans: Vec::new(),
-        };
+        let mut current = Inspected::default();
         let mut bytes = 0u64;
-        for size in sizes {
-            if !current.keys.is_empty() && bytes + size > max_bytes {
-                parts.push(std::mem::replace(
-                    &mut current,
-                    Inspected {
-                        keys: Vec::new(),
-                        slots: Vec::new(),
-                        outcome: Vec::new(),
-                        plans: Vec::new(),
-                    },
-                ));
+        for weight in weights {
+            if !current.keys.is_empty() && bytes + weight > max_bytes {
+                parts.push(std::mem::take(&mut current));
                 bytes = 0;
             }
-            bytes += size;
+            bytes += weight;
             current.keys.extend(keys.next());
             current.slots.extend(slots.next());
             current.outcome.extend(outcome.next());
