@@ -597,6 +597,45 @@ fn a_wrong_url_is_a_clear_error_and_a_dead_node_in_a_list_is_skipped() {
     assert_eq!(es_count(&index), 200);
 }
 
+#[test]
+fn a_dead_node_anywhere_in_the_list_fails_no_request_index_checks_included() {
+    // Not only bulks: opening (mapping, count), creating a templated index, stale
+    // deletion (point in time, search, deletes) and the refresh go to the next node
+    // when one refuses connections, wherever the dead node sits in the list.
+    let dead = common::free_port();
+    for (n, urls) in [
+        format!("[{}, http://127.0.0.1:{dead}]", es_url()),
+        format!("[http://127.0.0.1:{dead}, {}, http://127.0.0.1:{dead}]", es_url()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let fixed = unique_index("dead-node");
+        let routed = format!("{fixed}-r");
+        let _guards = (IndexGuard(fixed.clone()), IndexGuard(routed.clone()));
+        let pipeline = format!("dead-node-{n}");
+        let config = sink_config(&format!(
+            "url: {urls}\nindex: {fixed}\nbulk: {{max_docs: 3}}\ndelete_stale: true"
+        ));
+        let mut batches = string_batches(10, 4);
+        let mut record = rendered_record("r:1", json!({"a": 1}));
+        record.document.as_mut().unwrap().index = Some(routed.clone());
+        batches.push(vec![record]);
+        for run in 0..2 {
+            let outcome = run_sink(&config, batches.clone(), options(), &pipeline)
+                .unwrap_or_else(|e| panic!("{urls}, run {run}: {e}"));
+            outcome.consume.as_ref().unwrap();
+            let report = outcome.report();
+            assert_eq!((report.written, report.failed), (11, 0), "{urls}, run {run}: {report:?}");
+            assert!(report.error.is_none(), "{urls}: {:?}", report.error);
+        }
+        batches.remove(0);
+        let outcome = run_sink(&config, batches, options(), &pipeline).unwrap();
+        assert_eq!(outcome.report().deleted_stale, 4, "{urls}: {:?}", outcome.report());
+        assert_eq!((es_count(&fixed), es_count(&routed)), (6, 1));
+    }
+}
+
 // --- extra instances ----------------------------------------------------------------
 
 #[test]

@@ -250,13 +250,37 @@ impl EsClient {
     /// Sends one request (`path` may carry a query string) to the next node.
     /// `body` is `(bytes, content type)`. Any HTTP status is a [`Reply`]; no answer
     /// at all is a [`SendFailure`] (and marks that node down for a few seconds).
+    ///
+    /// A node that cannot be connected to is skipped: the request goes to the next
+    /// node, once to each at most, so a dead node in the list fails no request while
+    /// another answers (index checks and refreshes included, not only bulks).
     pub async fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<(Bytes, &'static str)>,
     ) -> Result<Reply, SendFailure> {
-        let node = self.pick();
+        let mut attempts = self.nodes.len();
+        loop {
+            let node = self.pick();
+            match self.request_to(node, method, path, body.clone()).await {
+                Err(failure) if failure.kind == FailureKind::Connect && attempts > 1 => {
+                    tracing::debug!(node = %failure.node, error = %failure.message, "node unreachable; trying the next one");
+                    attempts -= 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// [`EsClient::request`] to one given node.
+    async fn request_to(
+        &self,
+        node: &Node,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+    ) -> Result<Reply, SendFailure> {
         let mut headers = HeaderMap::new();
         if let Some((_, content_type)) = &body {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
