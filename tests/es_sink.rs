@@ -469,6 +469,45 @@ fn a_mapping_conflict_sends_exactly_the_bad_documents_to_the_dead_letter_file() 
 }
 
 #[test]
+fn an_empty_index_made_beforehand_is_claimed_so_stale_deletion_works_on_every_run() {
+    // The common set-up: the index is created by hand with its own mapping and
+    // `_meta`, then synced with `delete_stale: true`. The first run may clean it (it
+    // held nothing); the second run must still be allowed to, and `_meta` keeps the
+    // team's entry.
+    let index = unique_index("claimed");
+    let _guard = IndexGuard(index.clone());
+    let created = http()
+        .put(format!("{}/{index}", es_url()))
+        .json(&json!({"mappings": {"_meta": {"team": "search"}, "properties": {"key": {"type": "keyword"}}}}))
+        .send()
+        .unwrap();
+    assert!(created.status().is_success(), "{:?}", created.text());
+    let config = sink_config(&format!("url: {}\nindex: {index}\ndelete_stale: true", es_url()));
+    let outcome = run_sink(&config, string_batches(10, 5), options(), "claimer").unwrap();
+    assert_eq!(outcome.report().written, 10);
+    let meta = get_json(&format!("{}/{index}/_mapping", es_url()))[&index]["mappings"]["_meta"].clone();
+    assert_eq!(meta, json!({"team": "search", "redis_connector": {"pipeline": "claimer"}}));
+
+    let mut batches = string_batches(10, 5);
+    batches[1].truncate(2);
+    let outcome = run_sink(&config, batches, options(), "claimer").unwrap();
+    let report = outcome.report();
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!((report.written, report.deleted_stale), (7, 3), "{report:?}");
+    assert_eq!(es_count(&index), 7);
+
+    // A dry run claims nothing.
+    let other = unique_index("unclaimed");
+    let _other_guard = IndexGuard(other.clone());
+    http().put(format!("{}/{other}", es_url())).send().unwrap();
+    let config = sink_config(&format!("url: {}\nindex: {other}\ndelete_stale: true", es_url()));
+    let dry = RunOptions { dry_run: true, ..options() };
+    run_sink(&config, string_batches(3, 3), dry, "claimer").unwrap();
+    let meta = get_json(&format!("{}/{other}/_mapping", es_url()))[&other]["mappings"].clone();
+    assert!(meta.get("_meta").is_none(), "{meta}");
+}
+
+#[test]
 fn stale_deletion_refuses_an_index_another_pipeline_owns() {
     let index = unique_index("owned");
     let _guard = IndexGuard(index.clone());

@@ -92,10 +92,52 @@ pub fn stale_deletion_allowed(state: &IndexState, pipeline: &str) -> Result<(), 
         None => Err(format!(
             "index {} was not created by redis-connector (no _meta.{META_KEY}.pipeline marker) and already \
              held {} documents: stale deletion would remove documents this pipeline never wrote, so it was refused; \
-             write to a new index, or add the marker with PUT {}/_mapping {{\"_meta\":{{\"{META_KEY}\":{{\"pipeline\":\"{pipeline}\"}}}}}}",
-            state.name, state.docs_at_start, state.name
+             write to a new index, or add the marker with PUT {}/_mapping {}",
+            state.name,
+            state.docs_at_start,
+            state.name,
+            json!({ "_meta": marked_meta(state, pipeline) })
         )),
     }
+}
+
+/// The index's `_meta` with this pipeline's marker added. A mapping update replaces
+/// `_meta` as a whole, so whatever else it holds is kept by sending it again.
+fn marked_meta(state: &IndexState, pipeline: &str) -> Value {
+    let mut meta = match state.mapping.as_ref().map(|m| &m["_meta"]) {
+        Some(Value::Object(meta)) => meta.clone(),
+        _ => serde_json::Map::new(),
+    };
+    meta.insert(META_KEY.to_owned(), json!({ "pipeline": pipeline }));
+    Value::Object(meta)
+}
+
+/// Marks an existing index that has no owner as `pipeline`'s (`PUT <index>/_mapping`
+/// with its `_meta` plus the marker). Used for an index that was empty when a pipeline
+/// with stale deletion first wrote to it: stale deletion was allowed there because
+/// nothing in it could be another writer's, and the marker keeps it allowed on the
+/// next run, when the index holds this pipeline's documents.
+pub async fn claim(client: &EsClient, state: &mut IndexState, pipeline: &str) -> anyhow::Result<()> {
+    let body = json!({ "_meta": marked_meta(state, pipeline) });
+    let reply = client
+        .request(
+            Method::Put,
+            &format!("{}/_mapping", encode(&state.name)),
+            Some((bytes::Bytes::from(serde_json::to_vec(&body)?), "application/json")),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if reply.status != 200 {
+        return Err(client.status_error(
+            &reply,
+            &format!("PUT {}/_mapping (marking the empty index as this pipeline's)", state.name),
+        ));
+    }
+    if let Some(Value::Object(mapping)) = &mut state.mapping {
+        mapping.insert("_meta".to_owned(), body["_meta"].clone());
+    }
+    state.owner = Some(pipeline.to_owned());
+    Ok(())
 }
 
 /// Reads an index's mapping, marker and document count; `None` when it does not exist.
@@ -264,6 +306,22 @@ mod tests {
         assert!(other.contains("belongs to pipeline `q`"), "{other}");
         let foreign = stale_deletion_allowed(&state(None, false, 5), "p").unwrap_err();
         assert!(foreign.contains("already held 5 documents"), "{foreign}");
+    }
+
+    #[test]
+    fn the_marker_suggested_or_added_keeps_the_rest_of_meta() {
+        let mut foreign = state(None, false, 5);
+        foreign.mapping = Some(json!({"_meta": {"team": "search"}, "properties": {}}));
+        assert_eq!(
+            marked_meta(&foreign, "p"),
+            json!({"team": "search", "redis_connector": {"pipeline": "p"}})
+        );
+        let message = stale_deletion_allowed(&foreign, "p").unwrap_err();
+        assert!(
+            message.ends_with(r#"PUT idx/_mapping {"_meta":{"team":"search","redis_connector":{"pipeline":"p"}}}"#),
+            "{message}"
+        );
+        assert_eq!(marked_meta(&state(None, false, 0), "p"), json!({"redis_connector": {"pipeline": "p"}}));
     }
 
     #[test]

@@ -248,9 +248,10 @@ impl ElasticsearchSink {
         };
         if let Target::Fixed(name) = &self.target {
             match index::inspect(&running.service.client, name).await? {
-                Some(state) => {
+                Some(mut state) => {
                     if self.config.delete_stale.enabled {
                         index::stale_deletion_allowed(&state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
+                        running.claim_if_unowned(&mut state, ctx).await?;
                     }
                     running.add_index(state);
                 }
@@ -672,6 +673,18 @@ impl Running {
         }
     }
 
+    /// With stale deletion on, an existing index without an owner that stale deletion
+    /// may clean (it held no documents) is marked as this pipeline's, so that the next
+    /// run, finding this run's documents in it, may clean it too. Not in a dry run.
+    async fn claim_if_unowned(&self, state: &mut IndexState, ctx: &StageContext) -> anyhow::Result<()> {
+        if state.owner.is_some() || ctx.options.dry_run {
+            return Ok(());
+        }
+        index::claim(&self.service.client, state, &ctx.pipeline).await?;
+        tracing::info!(index = %state.name, "marked the empty index as this pipeline's (_meta.{})", index::META_KEY);
+        Ok(())
+    }
+
     fn add_index(&mut self, state: IndexState) -> usize {
         let position = self.indices.len();
         self.positions.insert(state.name.clone(), position);
@@ -696,7 +709,12 @@ impl Running {
         let client = &self.service.client;
         let found = if known_missing { None } else { index::inspect(client, name).await? };
         let state = match found {
-            Some(state) => state,
+            Some(mut state) => {
+                if self.track_ids && index::stale_deletion_allowed(&state, &ctx.pipeline).is_ok() {
+                    self.claim_if_unowned(&mut state, ctx).await?;
+                }
+                state
+            }
             None if ctx.options.dry_run => IndexState {
                 name: name.to_owned(),
                 existed: false,
