@@ -469,6 +469,38 @@ fn a_mapping_conflict_sends_exactly_the_bad_documents_to_the_dead_letter_file() 
 }
 
 #[test]
+fn an_id_over_512_bytes_is_dead_lettered_alone_and_the_rest_of_its_bulk_is_written() {
+    // Elasticsearch refuses a whole bulk request for one id over 512 bytes.
+    let index = unique_index("long-id");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!("url: {}\nindex: {index}", es_url()));
+    let long_id = "é".repeat(300);
+    let mut long = rendered_record("long", json!({"n": 2}));
+    long.document.as_mut().unwrap().id = long_id.clone();
+    let batch = vec![
+        rendered_record("a", json!({"n": 1})),
+        long,
+        rendered_record("b", json!({"n": 3})),
+    ];
+    let outcome = run_sink(&config, vec![batch], options(), "long-id").unwrap();
+    outcome.consume.as_ref().unwrap();
+    let report = outcome.report();
+    assert_eq!((report.written, report.failed), (2, 1), "{report:?}");
+    assert_eq!(es_count(&index), 2);
+    let dead = outcome.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["error_type"], "invalid_id");
+    assert_eq!(dead[0]["key"], "long");
+    assert_eq!(dead[0]["_id"], long_id.as_str());
+    assert_eq!(dead[0]["document"], json!({"n": 2}));
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("600 bytes long"),
+        "{}",
+        dead[0]["reason"]
+    );
+}
+
+#[test]
 fn an_empty_index_made_beforehand_is_claimed_so_stale_deletion_works_on_every_run() {
     // The common set-up: the index is created by hand with its own mapping and
     // `_meta`, then synced with `delete_stale: true`. The first run may clean it (it

@@ -341,6 +341,13 @@ impl ElasticsearchSink {
                     let Some(index_name) = self.target_index(&record, running, ctx)? else {
                         continue;
                     };
+                    if let Some(document) = &record.document {
+                        if let Err(reason) = check_id(&document.id) {
+                            // Elasticsearch refuses the whole bulk request for one such id.
+                            self.reject(&record, document.id.clone(), running, ctx, "invalid_id", reason)?;
+                            continue;
+                        }
+                    }
                     let position = running.prepare(&index_name, &record, &self.config, ctx).await?;
                     running.written[position] = true;
                     let mut record = record;
@@ -420,14 +427,13 @@ impl ElasticsearchSink {
             (_, Target::Fixed(name)) => return Ok(Some(Cow::Borrowed(name))),
             (_, Target::Template(env)) => render_index(env, record, &ctx.pipeline),
         };
-        let problem = match rendered {
+        let (error_type, reason) = match rendered {
             Ok(name) => match check_index_name(&name) {
                 Ok(()) => return Ok(Some(Cow::Owned(name))),
                 Err(message) => ("invalid_index_name", message),
             },
             Err(message) => ("index_template_error", message),
         };
-        let (key, is_base64) = record.key_text();
         let id = record
             .document
             .as_ref()
@@ -438,6 +444,22 @@ impl ElasticsearchSink {
         if let Target::Fixed(name) = &self.target {
             running.produced(name, &id);
         }
+        self.reject(record, id, running, ctx, error_type, reason)?;
+        Ok(None)
+    }
+
+    /// Sends a record the sink cannot write (no valid index, an id Elasticsearch
+    /// refuses) to the dead-letter file, before any request, and counts it as failed.
+    fn reject(
+        &self,
+        record: &Record,
+        id: String,
+        running: &mut Running,
+        ctx: &StageContext,
+        error_type: &str,
+        reason: String,
+    ) -> anyhow::Result<()> {
+        let (key, is_base64) = record.key_text();
         running
             .service
             .dead_letter
@@ -448,8 +470,8 @@ impl ElasticsearchSink {
                 key,
                 key_encoding: is_base64.then_some("base64"),
                 database: record.database,
-                error_type: problem.0.to_owned(),
-                reason: problem.1,
+                error_type: error_type.to_owned(),
+                reason,
                 document: record
                     .document
                     .as_ref()
@@ -463,7 +485,7 @@ impl ElasticsearchSink {
             })?;
         ctx.counters.add_failed(1);
         running.rejected_before += 1;
-        Ok(None)
+        Ok(())
     }
 
     /// Ends the run: deletes stale documents when the run was complete and nothing
@@ -897,6 +919,22 @@ fn check_index_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Elasticsearch's limit on a document id: at most 512 bytes. One longer id makes it
+/// refuse the whole bulk request (`action_request_validation_exception`), so it is
+/// caught here, for that document alone.
+fn check_id(id: &str) -> Result<(), String> {
+    const MAX_ID_BYTES: usize = 512;
+    if id.len() <= MAX_ID_BYTES {
+        return Ok(());
+    }
+    let start: String = id.chars().take(40).collect();
+    Err(format!(
+        "the document id `{start}…` is {} bytes long; Elasticsearch takes at most {MAX_ID_BYTES}: \
+         make the `id` template shorter (e.g. `{{{{ key | md5 }}}}`)",
+        id.len()
+    ))
+}
+
 fn render_index(env: &minijinja::Environment<'static>, record: &Record, pipeline: &str) -> Result<String, String> {
     let mut context = record.to_context();
     context.insert("pipeline".into(), serde_json::Value::String(pipeline.to_owned()));
@@ -1045,6 +1083,14 @@ mod tests {
             document: None,
         };
         assert_eq!(render_index(env, &record, "users").unwrap(), "users-hash-3");
+    }
+
+    #[test]
+    fn ids_over_512_bytes_are_refused_with_their_length() {
+        assert!(check_id(&"a".repeat(512)).is_ok());
+        let error = check_id(&"é".repeat(300)).unwrap_err();
+        assert!(error.contains("is 600 bytes long; Elasticsearch takes at most 512"), "{error}");
+        assert!(error.contains("{{ key | md5 }}"), "{error}");
     }
 
     #[test]
