@@ -1242,3 +1242,70 @@ fn end_to_end_stale_deletion_covers_routed_indices_the_run_no_longer_writes_to()
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!((es_count(&hashes), es_count(&sets)), (2, 0));
 }
+
+#[test]
+fn end_to_end_a_key_its_template_cannot_render_keeps_its_document_through_stale_deletion() {
+    // The key still exists; only its value changed so that the template fails. Its
+    // document of the last good run stays (in whichever index it went) while the
+    // dead-letter file says why it was not updated; a key that is really gone is
+    // deleted as usual.
+    let redis = common::RedisServer::start(&[]);
+    let mut load = String::new();
+    for i in 1..=6 {
+        load.push_str(&format!("HSET user:{i} name u{i} age {i}\n"));
+    }
+    redis.cli_pipe(&load);
+    let base = unique_index("render-fails");
+    let (fixed, young, old) = (base.clone(), format!("{base}-young"), format!("{base}-old"));
+    let _guards = (IndexGuard(fixed.clone()), IndexGuard(young.clone()), IndexGuard(old.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let write = |id: &str| {
+        common::write_file(
+            dir.path(),
+            "render.yaml",
+            &format!(
+                "name: render\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+                 transforms:\n  - type: template\n    id: \"{id}\"\n\
+                 \x20   index: \"{base}-{{{{ 'young' if (value.age | int) < 4 else 'old' }}}}\"\n\
+                 \x20   document: {{name: \"{{{{ value.name }}}}\", age: {{expr: \"value.age | int\"}}}}\n\
+                 sink:\n  type: elasticsearch\n  url: {}\n  index: {fixed}\n  delete_stale: true\n",
+                redis.port,
+                es_url()
+            ),
+        )
+    };
+    let pipeline = write("{{ key }}");
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!((es_count(&young), es_count(&old)), (3, 3));
+
+    // user:2 (young) and user:5 (old) no longer render; user:6 is gone.
+    redis.cli_pipe("HSET user:2 age two\nHDEL user:5 name\nDEL user:6\n");
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("read 5 = written 3 + filtered 0 + skipped 0 + failed 2"), "{}", describe(&out));
+    assert!(stdout.contains("deleted as stale: 1 (found 1)"), "{}", describe(&out));
+    assert!(es_get(&young, "user:2").is_some(), "kept: its key exists");
+    assert!(es_get(&old, "user:5").is_some(), "kept: its key exists");
+    assert!(es_get(&old, "user:6").is_none(), "deleted: its key is gone");
+    let dead = std::fs::read_to_string(dir.path().join("render.dead-letter.ndjson")).unwrap();
+    assert_eq!(dead.lines().count(), 2, "{dead}");
+
+    // An id template that fails leaves no id to keep: stale deletion is skipped and
+    // says why, rather than deleting that key's document.
+    let pipeline = write("{{ value.name }}-{{ key }}");
+    redis.cli_pipe("HSET user:5 name u5\nHSET user:2 age 2\nHDEL user:1 name\n");
+    let out = common::connector()
+        .current_dir(dir.path())
+        .args(["run", "-q", "--allow-mass-delete", pipeline.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("stale deletion skipped: 1 records failed before their document id was rendered"),
+        "{}",
+        describe(&out)
+    );
+    assert!(es_get(&young, "user:1").is_some(), "{}", describe(&out));
+}

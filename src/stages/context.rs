@@ -1,8 +1,9 @@
 //! What the executor hands every stage: who it is, where failures go, its counters,
 //! the cancellation signal and the run's options.
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +40,45 @@ pub struct StageContext {
     pub estimated_total: Arc<AtomicU64>,
     /// Timestamp of the run's start (ISO 8601 UTC), used as the documents' `_timestamp`.
     pub run_timestamp: Arc<str>,
+    /// The run's records that failed before the sink (shared by every stage).
+    pub failed_before_sink: Arc<FailedBeforeSink>,
+}
+
+/// The document ids of records that failed on their way to the sink (a template that
+/// could not render them): their keys still exist, so stale deletion must keep what
+/// an earlier run wrote for them. Ids are kept as 64-bit xxh3 hashes; a record that
+/// failed before its id was known is only counted.
+#[derive(Debug, Default)]
+pub struct FailedBeforeSink(Mutex<FailedIds>);
+
+#[derive(Debug, Default)]
+struct FailedIds {
+    ids: HashSet<u64>,
+    without_id: u64,
+}
+
+impl FailedBeforeSink {
+    /// Notes one failed record, with its document id when it was known.
+    pub fn add(&self, id: Option<&str>) {
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match id {
+            Some(id) => {
+                inner.ids.insert(xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
+            }
+            None => inner.without_id += 1,
+        }
+    }
+
+    /// The hashes ([`xxhash_rust::xxh3::xxh3_64`] of the id) of the ids noted.
+    pub fn id_hashes(&self) -> Vec<u64> {
+        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.ids.iter().copied().collect()
+    }
+
+    /// Failed records whose id was not known.
+    pub fn without_id(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).without_id
+    }
 }
 
 impl StageContext {
@@ -54,6 +94,7 @@ impl StageContext {
             options: Arc::new(options),
             estimated_total: Arc::new(AtomicU64::new(0)),
             run_timestamp: Arc::from(crate::document::now_timestamp()),
+            failed_before_sink: Arc::new(FailedBeforeSink::default()),
         }
     }
 

@@ -349,6 +349,8 @@ impl std::fmt::Display for RenderFailure {
 fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
     let (key, key_is_base64) = record.key_text();
     let reason = failure.to_string();
+    // The key still exists: stale deletion keeps what an earlier run wrote for it.
+    ctx.failed_before_sink.add(failure.id.as_deref());
     tracing::warn!(pipeline = %ctx.pipeline, stage = %ctx.stage, key = ?key, database = record.database, "template error: {reason}");
     let entry = DeadLetterEntry {
         pipeline: ctx.pipeline.to_string(),

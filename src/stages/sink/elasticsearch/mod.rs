@@ -439,10 +439,10 @@ impl ElasticsearchSink {
             .as_ref()
             .map(|d| d.id.clone())
             .unwrap_or_else(|| default_id(record.database, &record.key));
-        // A document that cannot be placed keeps its id live, so stale deletion keeps
-        // whatever an earlier run wrote for the key in the fixed index.
-        if let Target::Fixed(name) = &self.target {
-            running.produced(name, &id);
+        // A document that cannot be placed keeps its id live in every index, so stale
+        // deletion keeps whatever an earlier run wrote for the key, wherever it went.
+        if running.track_ids {
+            running.ids.insert_anywhere(&id);
         }
         self.reject(record, id, running, ctx, error_type, reason)?;
         Ok(None)
@@ -558,7 +558,19 @@ impl ElasticsearchSink {
                 report
                     .notes
                     .push("stale deletion skipped: the run did not read everything".to_owned());
+            } else if ctx.failed_before_sink.without_id() > 0 {
+                report.notes.push(format!(
+                    "stale deletion skipped: {} records failed before their document id was rendered \
+                     (see the dead-letter file), so what earlier runs wrote for their keys cannot be told \
+                     from stale documents",
+                    ctx.failed_before_sink.without_id()
+                ));
             } else {
+                // Records a template could not render still exist in Redis: keep their
+                // documents, in whichever index they are.
+                for hash in ctx.failed_before_sink.id_hashes() {
+                    running.ids.insert_anywhere_hash(hash);
+                }
                 // Documents routed per document (a templated `index`, in the sink or in
                 // a template transform): also cover the indices earlier runs of this
                 // pipeline wrote to and this run did not (their keys are all gone).

@@ -45,9 +45,13 @@ impl Hasher for PassThroughHasher {
     }
 }
 
-/// The set of `(index, _id)` a run produced, as 64-bit hashes.
+/// The set of `(index, _id)` a run produced, as 64-bit hashes, plus the ids to keep in
+/// every index (records that failed before they could be placed: their keys exist).
 #[derive(Default)]
-pub struct IdSet(HashSet<u64, BuildHasherDefault<PassThroughHasher>>);
+pub struct IdSet {
+    placed: HashSet<u64, BuildHasherDefault<PassThroughHasher>>,
+    anywhere: HashSet<u64, BuildHasherDefault<PassThroughHasher>>,
+}
 
 /// The 64-bit hash of `index + "\0" + id`.
 pub fn id_hash(index: &str, id: &str) -> u64 {
@@ -60,16 +64,25 @@ pub fn id_hash(index: &str, id: &str) -> u64 {
 
 impl IdSet {
     pub fn insert(&mut self, index: &str, id: &str) {
-        self.0.insert(id_hash(index, id));
+        self.placed.insert(id_hash(index, id));
+    }
+    /// Keeps `id` live in every index.
+    pub fn insert_anywhere(&mut self, id: &str) {
+        self.anywhere.insert(xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
+    }
+    /// Keeps live in every index the id whose [`xxhash_rust::xxh3::xxh3_64`] is `hash`.
+    pub fn insert_anywhere_hash(&mut self, hash: u64) {
+        self.anywhere.insert(hash);
     }
     pub fn contains(&self, index: &str, id: &str) -> bool {
-        self.0.contains(&id_hash(index, id))
+        self.placed.contains(&id_hash(index, id))
+            || (!self.anywhere.is_empty() && self.anywhere.contains(&xxhash_rust::xxh3::xxh3_64(id.as_bytes())))
     }
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.placed.len() + self.anywhere.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.placed.is_empty() && self.anywhere.is_empty()
     }
 }
 
@@ -230,6 +243,11 @@ mod tests {
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(id_hash("ab", "c"), id_hash("a", "bc"));
         assert_eq!(set.len(), 1);
+        set.insert_anywhere("9");
+        assert!(set.contains("a", "9") && set.contains("b", "9"));
+        set.insert_anywhere_hash(xxhash_rust::xxh3::xxh3_64(b"8"));
+        assert!(set.contains("c", "8"));
+        assert!(!set.contains("c", "7"));
     }
 
     #[test]
