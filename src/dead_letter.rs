@@ -85,6 +85,19 @@ impl DeadLetter {
     }
 }
 
+/// Where a dry run puts its failures: beside `path`, with `.dry-run` before the
+/// extension (`users.dead-letter.dry-run.ndjson`), so a dry run never overwrites the
+/// dead-letter file of the last real run, the one record of what that run failed to
+/// write.
+pub fn dry_run_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dry = match name.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => format!("{stem}.dry-run.{extension}"),
+        _ => format!("{name}.dry-run"),
+    };
+    path.with_file_name(dry)
+}
+
 fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
     std::io::Error::new(error.kind(), format!("cannot create dead-letter file {}: {error}", path.display()))
 }
@@ -92,6 +105,16 @@ fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dry_run_writes_beside_the_real_file() {
+        assert_eq!(
+            dry_run_path(Path::new("users.dead-letter.ndjson")),
+            PathBuf::from("users.dead-letter.dry-run.ndjson")
+        );
+        assert_eq!(dry_run_path(Path::new("/var/dl/failed")), PathBuf::from("/var/dl/failed.dry-run"));
+        assert_eq!(dry_run_path(Path::new("dl/.hidden")), PathBuf::from("dl/.hidden.dry-run"));
+    }
 
     #[test]
     fn entries_are_appended_as_ndjson_and_counted() {

@@ -1309,3 +1309,56 @@ fn end_to_end_a_key_its_template_cannot_render_keeps_its_document_through_stale_
     );
     assert!(es_get(&young, "user:1").is_some(), "{}", describe(&out));
 }
+
+#[test]
+fn end_to_end_dead_letter_files_are_named_in_the_summary_and_a_dry_run_keeps_the_real_ones() {
+    // A template failure goes to the pipeline's file, a mapping conflict to the sink's
+    // own `dead_letter`; the summary names both. A dry run afterwards leaves both
+    // files as the real run wrote them and puts its own failures beside them.
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("HSET user:1 age 1\nHSET user:2 age two\nHSET user:3 name x\n");
+    let index = unique_index("dead-letters");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "dl.yaml",
+        &format!(
+            "name: dl\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+             transforms:\n  - type: template\n    id: \"{{{{ key }}}}\"\n    document: {{age: \"{{{{ value.age }}}}\"}}\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n  dead_letter: rejected.ndjson\n\
+             \x20 mappings: {{properties: {{age: {{type: long}}}}}}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "-q", "--summary-json", "s.json"];
+        args.extend_from_slice(extra);
+        args.push(pipeline.to_str().unwrap());
+        let out = common::connector().current_dir(dir.path()).args(&args).output().unwrap();
+        let summary: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
+        (out, summary["pipelines"][0]["dead_letter"].clone())
+    };
+    let (out, files) = run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(files, json!(["dl.dead-letter.ndjson", "rejected.ndjson"]), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 documents failed; see dl.dead-letter.ndjson, rejected.ndjson"),
+        "{}",
+        describe(&out)
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let (template_failures, rejected) = (read("dl.dead-letter.ndjson"), read("rejected.ndjson"));
+    assert!(template_failures.contains("\"key\":\"user:3\""), "{template_failures}");
+    assert!(rejected.contains("\"key\":\"user:2\""), "{rejected}");
+
+    let (out, files) = run(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(files, json!(["dl.dead-letter.dry-run.ndjson"]), "{}", describe(&out));
+    assert!(read("dl.dead-letter.dry-run.ndjson").contains("\"key\":\"user:3\""));
+    assert_eq!(read("dl.dead-letter.ndjson"), template_failures, "the real run's file is untouched");
+    assert_eq!(read("rejected.ndjson"), rejected, "the real run's file is untouched");
+    assert_eq!(es_count(&index), 1);
+}

@@ -92,7 +92,8 @@ pub async fn run_pipeline(
     let dry_run = options.dry_run;
     let sample = if dry_run { options.sample } else { 0 };
 
-    let dead_letter = DeadLetter::new(dead_letter_path(pipeline));
+    let in_this_run = |path: PathBuf| if dry_run { crate::dead_letter::dry_run_path(&path) } else { path };
+    let dead_letter = DeadLetter::new(in_this_run(dead_letter_path(pipeline)));
     let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
     // A child token: a fatal error here stops this pipeline, not the caller's others.
     let stop = cancel.child_token();
@@ -100,7 +101,7 @@ pub async fn run_pipeline(
     let source_ctx = root.for_stage("source");
     let mut sink_ctx = root.for_stage("sink");
     let mut dead_letters = vec![dead_letter];
-    if let Some(path) = sink_dead_letter(&pipeline.sink) {
+    if let Some(path) = sink_dead_letter(&pipeline.sink).map(in_this_run) {
         if path != dead_letters[0].path() {
             sink_ctx.dead_letter = DeadLetter::new(path);
             dead_letters.push(sink_ctx.dead_letter.clone());

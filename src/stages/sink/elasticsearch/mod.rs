@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::model::ElasticsearchSinkConfig;
-use crate::dead_letter::{DeadLetter, DeadLetterEntry};
+use crate::dead_letter::DeadLetterEntry;
 use crate::document::{default_document, default_id};
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
@@ -219,10 +219,9 @@ impl ElasticsearchSink {
         let client = EsClient::new(&self.urls, auth, &self.config.tls, self.config.timeout.0)?;
         let server = check_cluster(&client).await?;
         tracing::info!(pipeline = %ctx.pipeline, "{server}");
-        let dead_letter = match &self.config.dead_letter {
-            Some(path) => DeadLetter::new(path),
-            None => ctx.dead_letter.clone(),
-        };
+        // The executor hands the sink its own `dead_letter` file, when one is set, in
+        // `ctx` (a dry run's beside it), and names it in the summary from there.
+        let dead_letter = ctx.dead_letter.clone();
         let service = Arc::new(BulkService {
             client,
             policy: self.config.retry.clone(),
