@@ -501,6 +501,29 @@ fn an_id_over_512_bytes_is_dead_lettered_alone_and_the_rest_of_its_bulk_is_writt
 }
 
 #[test]
+fn stale_deletion_refuses_a_routed_index_another_pipeline_owns_before_writing_to_it() {
+    let index = unique_index("owned-routed");
+    let _guard = IndexGuard(index.clone());
+    let writer = sink_config(&format!("url: {}\nindex: {index}", es_url()));
+    run_sink(&writer, string_batches(5, 5), options(), "owner")
+        .unwrap()
+        .report();
+    let fixed = format!("{index}-fixed");
+    let _fixed_guard = IndexGuard(fixed.clone());
+    let deleter = sink_config(&format!("url: {}\nindex: {fixed}\ndelete_stale: true", es_url()));
+    let mut record = rendered_record("intruder:1", json!({"a": 1}));
+    record.document.as_mut().unwrap().index = Some(index.clone());
+    let outcome = run_sink(&deleter, vec![vec![record]], options(), "intruder").unwrap();
+    let error = outcome.consume.as_ref().err().expect("refused before writing");
+    assert!(
+        error.contains(&format!("index {index} belongs to pipeline `owner`")),
+        "{error}"
+    );
+    assert_eq!(es_count(&index), 5);
+    assert!(es_get(&index, "intruder:1").is_none());
+}
+
+#[test]
 fn an_empty_index_made_beforehand_is_claimed_so_stale_deletion_works_on_every_run() {
     // The common set-up: the index is created by hand with its own mapping and
     // `_meta`, then synced with `delete_stale: true`. The first run may clean it (it

@@ -743,7 +743,10 @@ impl Running {
         let found = if known_missing { None } else { index::inspect(client, name).await? };
         let state = match found {
             Some(mut state) => {
-                if self.track_ids && index::stale_deletion_allowed(&state, &ctx.pipeline).is_ok() {
+                // As `open` does for the fixed index: refused before anything is written
+                // to another pipeline's index (whose stale deletion would then remove it).
+                if self.track_ids {
+                    index::stale_deletion_allowed(&state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
                     self.claim_if_unowned(&mut state, ctx).await?;
                 }
                 state
