@@ -1326,7 +1326,7 @@ fn end_to_end_a_key_its_template_cannot_render_keeps_its_document_through_stale_
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("stale deletion skipped: 1 records failed before their document id was rendered"),
+        stdout.contains("stale deletion skipped: 1 records failed or were skipped before their document id was rendered"),
         "{}",
         describe(&out)
     );
@@ -1384,4 +1384,59 @@ fn end_to_end_dead_letter_files_are_named_in_the_summary_and_a_dry_run_keeps_the
     assert_eq!(read("dl.dead-letter.ndjson"), template_failures, "the real run's file is untouched");
     assert_eq!(read("rejected.ndjson"), rejected, "the real run's file is untouched");
     assert_eq!(es_count(&index), 1);
+}
+
+#[test]
+fn end_to_end_a_key_skipped_as_too_large_keeps_its_document_through_stale_deletion() {
+    // The key grew past max_value_bytes: it is skipped, but it exists, so the document
+    // of the run before stays; with an `id` template its id is unknown, and stale
+    // deletion is skipped for the run rather than guessing.
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("SET k:1 a\nSET k:2 b\nSET k:3 c\nSET k:4 d\n");
+    let index = unique_index("too-large");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let write = |transforms: &str| {
+        common::write_file(
+            dir.path(),
+            "big.yaml",
+            &format!(
+                "name: big\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0, max_value_bytes: 1KiB}}\n\
+                 {transforms}sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n  delete_stale: true\n",
+                redis.port,
+                es_url()
+            ),
+        )
+    };
+    let pipeline = write("");
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    redis.cli_pipe(&format!("SET k:2 {}\nDEL k:4\n", "x".repeat(5000)));
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("skipped: too_large 1"), "{}", describe(&out));
+    assert!(stdout.contains("deleted as stale: 1 (found 1)"), "{}", describe(&out));
+    assert_eq!(es_get(&index, &default_id(0, b"k:2")).unwrap()["value"], "b", "kept");
+    assert!(es_get(&index, &default_id(0, b"k:4")).is_none(), "its key is gone");
+
+    let templated = write("transforms:\n  - type: template\n    id: \"{{ key }}\"\n");
+    common::connector()
+        .current_dir(dir.path())
+        .args(["run", "-q", "--allow-mass-delete", templated.to_str().unwrap()])
+        .output()
+        .unwrap();
+    redis.cli_pipe("SET k:2 b\n");
+    let out = run_cli(dir.path(), &templated);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(es_get(&index, "k:2").is_some());
+    redis.cli_pipe(&format!("SET k:2 {}\n", "x".repeat(5000)));
+    let out = run_cli(dir.path(), &templated);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("stale deletion skipped: 1 records failed or were skipped before their document id was rendered"),
+        "{}",
+        describe(&out)
+    );
+    assert!(es_get(&index, "k:2").is_some(), "kept");
 }

@@ -95,6 +95,11 @@ pub async fn run_pipeline(
     let in_this_run = |path: PathBuf| if dry_run { crate::dead_letter::dry_run_path(&path) } else { path };
     let dead_letter = DeadLetter::new(in_this_run(dead_letter_path(pipeline)));
     let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
+    root.failed_before_sink.set_ids_rendered(
+        transforms
+            .iter()
+            .any(|t| matches!(t, Transform::Template(template) if template.renders_id())),
+    );
     // A child token: a fatal error here stops this pipeline, not the caller's others.
     let stop = cancel.child_token();
     root.cancel = stop.clone();

@@ -45,9 +45,10 @@ pub struct StageContext {
 }
 
 /// The document ids of records that failed on their way to the sink (a template that
-/// could not render them): their keys still exist, so stale deletion must keep what
-/// an earlier run wrote for them. Ids are kept as 64-bit xxh3 hashes; a record that
-/// failed before its id was known is only counted.
+/// could not render them, a key the source skipped although it exists): their keys
+/// still exist, so stale deletion must keep what an earlier run wrote for them. Ids
+/// are kept as 64-bit xxh3 hashes; a record that failed before its id was known is
+/// only counted.
 #[derive(Debug, Default)]
 pub struct FailedBeforeSink(Mutex<FailedIds>);
 
@@ -55,9 +56,28 @@ pub struct FailedBeforeSink(Mutex<FailedIds>);
 struct FailedIds {
     ids: HashSet<u64>,
     without_id: u64,
+    /// A template renders the documents' ids (so a skipped key's id is unknown).
+    ids_rendered: bool,
 }
 
 impl FailedBeforeSink {
+    /// Says whether a template stage renders the documents' ids (`id:`); without one,
+    /// a document's id is the default one, computed from its key.
+    pub fn set_ids_rendered(&self, rendered: bool) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).ids_rendered = rendered;
+    }
+
+    /// Notes a key the source skipped although it exists (too large, ...): its id is
+    /// the default one unless a template renders ids, when it is not known.
+    pub fn add_skipped_key(&self, database: u32, key: &[u8]) {
+        let rendered = self.0.lock().unwrap_or_else(|e| e.into_inner()).ids_rendered;
+        if rendered {
+            self.add(None);
+        } else {
+            self.add(Some(&crate::document::default_id(database, key)));
+        }
+    }
+
     /// Notes one failed record, with its document id when it was known.
     pub fn add(&self, id: Option<&str>) {
         let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -180,6 +180,11 @@ impl TemplateTransform {
         }
     }
 
+    /// Whether this stage renders the documents' ids (an `id` template).
+    pub fn renders_id(&self) -> bool {
+        self.id.is_some()
+    }
+
     /// Whether any template or expression of this stage reads the record's `field`
     /// (see [`environment_reads`]).
     pub fn reads(&self, field: &str) -> bool {

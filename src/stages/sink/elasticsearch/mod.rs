@@ -559,14 +559,14 @@ impl ElasticsearchSink {
                     .push("stale deletion skipped: the run did not read everything".to_owned());
             } else if ctx.failed_before_sink.without_id() > 0 {
                 report.notes.push(format!(
-                    "stale deletion skipped: {} records failed before their document id was rendered \
-                     (see the dead-letter file), so what earlier runs wrote for their keys cannot be told \
-                     from stale documents",
+                    "stale deletion skipped: {} records failed or were skipped before their document id \
+                     was rendered, so what earlier runs wrote for their keys cannot be told from stale documents",
                     ctx.failed_before_sink.without_id()
                 ));
             } else {
-                // Records a template could not render still exist in Redis: keep their
-                // documents, in whichever index they are.
+                // Records a template could not render, and keys the source skipped
+                // (too large, ...), still exist in Redis: keep their documents, in
+                // whichever index they are.
                 for hash in ctx.failed_before_sink.id_hashes() {
                     running.ids.insert_anywhere_hash(hash);
                 }

@@ -52,6 +52,9 @@ impl Skips {
 pub struct Page {
     pub records: Vec<Record>,
     pub skips: Skips,
+    /// Keys skipped although they exist (too large, unsupported type, no RedisJSON
+    /// module): stale deletion must keep what earlier runs wrote for them.
+    pub skipped_existing: Vec<Vec<u8>>,
 }
 
 /// Why a key was not emitted.
@@ -497,6 +500,7 @@ pub async fn read_page(
     let mut page = Page {
         records: Vec::with_capacity(keys.len()),
         skips: Skips::default(),
+        skipped_existing: Vec::new(),
     };
     for ((key, slot), (skip, value)) in keys
         .into_iter()
@@ -505,9 +509,18 @@ pub async fn read_page(
     {
         match (skip, value) {
             (Some(Skip::Vanished), _) | (None, None) => page.skips.vanished += 1,
-            (Some(Skip::TooLarge), _) => page.skips.too_large += 1,
-            (Some(Skip::Unsupported), _) => page.skips.unsupported_type += 1,
-            (Some(Skip::JsonModuleMissing), _) => page.skips.json_module_missing += 1,
+            (Some(Skip::TooLarge), _) => {
+                page.skips.too_large += 1;
+                page.skipped_existing.push(key);
+            }
+            (Some(Skip::Unsupported), _) => {
+                page.skips.unsupported_type += 1;
+                page.skipped_existing.push(key);
+            }
+            (Some(Skip::JsonModuleMissing), _) => {
+                page.skips.json_module_missing += 1;
+                page.skipped_existing.push(key);
+            }
             (None, Some(value)) => page.records.push(Record {
                 database: db,
                 key,

@@ -136,6 +136,9 @@ pub async fn read_database(
             for (reason, n) in page.skips.reasons() {
                 ctx.counters.add_skipped(reason, n);
             }
+            for key in &page.skipped_existing {
+                ctx.failed_before_sink.add_skipped_key(connection.db(), key);
+            }
             report.skips.vanished += page.skips.vanished;
             report.skips.too_large += page.skips.too_large;
             report.skips.unsupported_type += page.skips.unsupported_type;
