@@ -668,6 +668,36 @@ fn a_templated_index_creates_one_index_per_database() {
 }
 
 #[test]
+fn documents_routed_to_many_long_named_indices_are_all_refreshed() {
+    // 20 names of ~250 bytes: one `POST a,b,.../_refresh` would pass Elasticsearch's
+    // 4096-byte request line and fail the run after every document was written.
+    let base = unique_index("many");
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("{base}-{}-{i:02}", "x".repeat(250 - base.len() - 4)))
+        .collect();
+    let _guards: Vec<IndexGuard> = names.iter().cloned().map(IndexGuard).collect();
+    let _unused = IndexGuard(format!("{base}-unused"));
+    let config = sink_config(&format!("url: {}\nindex: {base}-unused", es_url()));
+    let batch: Vec<Record> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut record = rendered_record(&format!("k:{i}"), json!({"n": i}));
+            record.document.as_mut().unwrap().index = Some(name.clone());
+            record
+        })
+        .collect();
+    let outcome = run_sink(&config, vec![batch], options(), "many").unwrap();
+    outcome.consume.as_ref().unwrap();
+    assert_eq!(outcome.report().written, 20);
+    // No refresh of our own: the run's refresh made every document searchable.
+    for name in &names {
+        let count = get_json(&format!("{}/{name}/_count", es_url()))["count"].as_u64();
+        assert_eq!(count, Some(1), "{name}");
+    }
+}
+
+#[test]
 fn a_wrong_url_is_a_clear_error_and_a_dead_node_in_a_list_is_skipped() {
     let dead = common::free_port();
     let config = sink_config(&format!("url: http://elastic:hunter2@127.0.0.1:{dead}\nindex: x"));

@@ -232,20 +232,50 @@ pub async fn create(client: &EsClient, name: &str, body: &Value) -> anyhow::Resu
     }
 }
 
-/// Refreshes the indices so a search right after sees every document.
+/// Refreshes the indices so a search right after sees every document: one request
+/// per group of names that fits an HTTP request line (see [`name_lists`]).
 pub async fn refresh(client: &EsClient, names: &[String]) -> anyhow::Result<()> {
-    if names.is_empty() {
-        return Ok(());
-    }
-    let list = names.iter().map(|n| encode(n)).collect::<Vec<_>>().join(",");
-    let reply = client
-        .request(Method::Post, &format!("{list}/_refresh"), None)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    if reply.status != 200 {
-        return Err(client.status_error(&reply, &format!("POST {list}/_refresh")));
+    for list in name_lists(names, MAX_NAME_LIST_BYTES) {
+        let reply = client
+            .request(Method::Post, &format!("{list}/_refresh"), None)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if reply.status != 200 {
+            let shown = if list.contains(',') {
+                format!("{} indices", list.split(',').count())
+            } else {
+                list.clone()
+            };
+            return Err(client.status_error(&reply, &format!("POST {shown}/_refresh")));
+        }
     }
     Ok(())
+}
+
+/// How long a comma-separated list of index names in a request path may be:
+/// Elasticsearch refuses a request line over 4096 bytes (`http.max_initial_line_length`),
+/// and a templated `index` can route a run to many indices of up to 255 bytes each.
+const MAX_NAME_LIST_BYTES: usize = 3000;
+
+/// The path-encoded `names`, comma-joined in groups of at most `max_bytes` (a single
+/// name longer than that is a group of its own).
+fn name_lists(names: &[String], max_bytes: usize) -> Vec<String> {
+    let mut lists: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for name in names {
+        let name = encode(name);
+        if !current.is_empty() && current.len() + 1 + name.len() > max_bytes {
+            lists.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(',');
+        }
+        current.push_str(&name);
+    }
+    if !current.is_empty() {
+        lists.push(current);
+    }
+    lists
 }
 
 /// An index name as a path segment (names cannot hold `/`, but may hold `%`, `#`, ...).
@@ -322,6 +352,18 @@ mod tests {
             "{message}"
         );
         assert_eq!(marked_meta(&state(None, false, 0), "p"), json!({"redis_connector": {"pipeline": "p"}}));
+    }
+
+    #[test]
+    fn refreshed_names_are_grouped_to_fit_a_request_line() {
+        let names: Vec<String> = (0..20).map(|i| format!("{}-{i:02}", "x".repeat(240))).collect();
+        let lists = name_lists(&names, MAX_NAME_LIST_BYTES);
+        assert_eq!(lists.len(), 2);
+        assert!(lists.iter().all(|l| l.len() <= MAX_NAME_LIST_BYTES));
+        assert_eq!(lists.join(","), names.join(","), "every name, in order");
+        assert_eq!(name_lists(&["a".into(), "b#c".into()], 3000), ["a,b%23c"]);
+        assert!(name_lists(&[], 3000).is_empty());
+        assert_eq!(name_lists(&["abcdef".into(), "g".into()], 3), ["abcdef", "g"]);
     }
 
     #[test]
