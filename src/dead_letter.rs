@@ -1,8 +1,9 @@
 //! The dead-letter file: every record that failed (a template error, a document
 //! Elasticsearch rejected) is kept here as one NDJSON line, so nothing is lost.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +35,10 @@ pub struct DeadLetterEntry {
 }
 
 /// A shared, lazily created dead-letter file. Cloning shares the same file.
+///
+/// The file is truncated at its first entry in this process only: a second pipeline
+/// of the same run naming the same file (each entry names its pipeline) appends to it
+/// rather than wiping what the first wrote, in turn or in parallel.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     inner: Arc<Mutex<Inner>>,
@@ -42,14 +47,17 @@ pub struct DeadLetter {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    writer: Option<BufWriter<File>>,
+    file: Option<File>,
     written: u64,
 }
+
+/// The dead-letter files this process has created (absolute paths).
+static CREATED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
 impl DeadLetter {
     /// A dead-letter file at `path`, created (truncated) at the first entry only.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        DeadLetter { inner: Arc::new(Mutex::new(Inner { path: path.into(), writer: None, written: 0 })) }
+        DeadLetter { inner: Arc::new(Mutex::new(Inner { path: path.into(), file: None, written: 0 })) }
     }
 
     /// Where entries go.
@@ -57,25 +65,25 @@ impl DeadLetter {
         self.lock().path.clone()
     }
 
-    /// How many entries were written.
+    /// How many entries were written (through this handle and its clones).
     pub fn written(&self) -> u64 {
         self.lock().written
     }
 
-    /// Appends one entry (and flushes it, so a crash loses nothing already reported).
+    /// Appends one entry, in one write of its whole line (so lines of pipelines
+    /// sharing the file never interleave), and flushes it, so a crash loses nothing
+    /// already reported.
     pub fn write(&self, entry: &DeadLetterEntry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(entry)?;
+        line.push(b'\n');
         let mut inner = self.lock();
-        if inner.writer.is_none() {
-            if let Some(parent) = inner.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)?;
-            }
-            let file = File::create(&inner.path).map_err(|e| with_path(e, &inner.path))?;
-            inner.writer = Some(BufWriter::new(file));
+        if inner.file.is_none() {
+            let file = open(&inner.path).map_err(|e| with_path(e, &inner.path))?;
+            inner.file = Some(file);
         }
-        let writer = inner.writer.as_mut().expect("writer was just created");
-        serde_json::to_writer(&mut *writer, entry)?;
-        writer.write_all(b"\n")?;
-        writer.flush()?;
+        let file = inner.file.as_mut().expect("file was just opened");
+        file.write_all(&line)?;
+        file.flush()?;
         inner.written += 1;
         Ok(())
     }
@@ -98,6 +106,19 @@ pub fn dry_run_path(path: &Path) -> PathBuf {
     path.with_file_name(dry)
 }
 
+/// Opens `path` for appending; truncated first unless this process created it already.
+fn open(path: &Path) -> std::io::Result<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let absolute = std::path::absolute(path)?;
+    let mut created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+    if created.get_or_insert_with(HashSet::new).insert(absolute) {
+        File::create(path)?;
+    }
+    OpenOptions::new().append(true).create(true).open(path)
+}
+
 fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
     std::io::Error::new(error.kind(), format!("cannot create dead-letter file {}: {error}", path.display()))
 }
@@ -114,6 +135,36 @@ mod tests {
         );
         assert_eq!(dry_run_path(Path::new("/var/dl/failed")), PathBuf::from("/var/dl/failed.dry-run"));
         assert_eq!(dry_run_path(Path::new("dl/.hidden")), PathBuf::from("dl/.hidden.dry-run"));
+    }
+
+    #[test]
+    fn two_handles_on_one_path_in_one_process_append_to_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.ndjson");
+        std::fs::write(&path, "from an earlier process\n").unwrap();
+        let entry = |pipeline: &str| DeadLetterEntry {
+            pipeline: pipeline.into(),
+            stage: "sink".into(),
+            id: None,
+            key: "k".into(),
+            key_encoding: None,
+            database: 0,
+            error_type: "e".into(),
+            reason: "r".into(),
+            document: None,
+        };
+        let first = DeadLetter::new(&path);
+        first.write(&entry("a")).unwrap();
+        drop(first);
+        let second = DeadLetter::new(dir.path().join(".").join("shared.ndjson"));
+        second.write(&entry("b")).unwrap();
+        assert_eq!(second.written(), 1, "counted per handle");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let pipelines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["pipeline"].clone())
+            .collect();
+        assert_eq!(pipelines, ["a", "b"], "the earlier process's line is gone, this one's kept");
     }
 
     #[test]

@@ -193,6 +193,40 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
 }
 
 #[test]
+fn pipelines_of_one_run_sharing_a_dead_letter_file_all_keep_their_failures() {
+    // The second pipeline used to truncate the file the first had written to.
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\nSET b 2\n");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = |name: &str| {
+        write_file(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\ndead_letter: failed.ndjson\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\n\
+                 transforms:\n  - type: template\n    document: {{x: \"{{{{ value.nope }}}}\"}}\n\
+                 sink: {{type: ndjson, path: out-{name}.ndjson}}\n",
+                redis.port
+            ),
+        )
+    };
+    let (first, second) = (pipeline("first"), pipeline("second"));
+    for parallel in ["1", "2"] {
+        let out = run_in(
+            dir.path(),
+            &["run", "-q", "--parallel", parallel, first.to_str().unwrap(), second.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let mut pipelines: Vec<String> = ndjson_lines(&dir.path().join("failed.ndjson"))
+            .iter()
+            .map(|l| l["pipeline"].as_str().unwrap().to_owned())
+            .collect();
+        pipelines.sort();
+        assert_eq!(pipelines, ["first", "first", "second", "second"], "--parallel {parallel}");
+    }
+}
+
+#[test]
 fn an_invalid_pipeline_stops_the_run_before_any_connection() {
     let closed_port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
