@@ -1470,3 +1470,38 @@ fn end_to_end_a_key_skipped_as_too_large_keeps_its_document_through_stale_deleti
     );
     assert!(es_get(&index, "k:2").is_some(), "kept");
 }
+
+#[test]
+fn end_to_end_a_template_with_only_an_id_keeps_the_built_in_mapping_of_the_default_document() {
+    // `id` (or `index`) alone leaves the default document; its index must get the
+    // built-in mapping (`key` keyword), not dynamic mapping (`key` text).
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("SET user:1 a\n");
+    let index = unique_index("id-only");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "id-only.yaml",
+        &format!(
+            "name: id-only\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+             transforms:\n  - type: template\n    id: \"{{{{ database }}}}:{{{{ key }}}}\"\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let properties = get_json(&format!("{}/{index}/_mapping", es_url()))[&index]["mappings"]["properties"].clone();
+    assert_eq!(properties["key"]["type"], "keyword", "{properties}");
+    assert_eq!(properties["database"]["type"], "integer", "{properties}");
+    let hits = http()
+        .post(format!("{}/{index}/_search", es_url()))
+        .json(&json!({"query": {"term": {"key": "user:1"}}}))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    assert_eq!(hits["hits"]["hits"][0]["_id"], "0:user:1", "{hits}");
+}

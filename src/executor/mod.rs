@@ -242,7 +242,11 @@ fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, 
     match (source, sink) {
         (Some(mut source), Some(mut sink)) if errors.is_empty() => {
             source.set_ttl_needed(transforms.iter().any(|t| t.reads("ttl")) || sink.reads("ttl"));
-            sink.set_rendered_documents(transforms.iter().any(|t| matches!(t, Transform::Template(_))));
+            sink.set_rendered_documents(
+                transforms
+                    .iter()
+                    .any(|t| matches!(t, Transform::Template(template) if template.renders_body())),
+            );
             Ok((source, transforms, sink))
         }
         _ => anyhow::bail!("pipeline `{}` is invalid: {}", pipeline.name, errors.join("; ")),

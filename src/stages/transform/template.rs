@@ -180,6 +180,12 @@ impl TemplateTransform {
         }
     }
 
+    /// Whether this stage renders the documents' bodies (a `document`); without one
+    /// the body is the default document's.
+    pub fn renders_body(&self) -> bool {
+        !matches!(self.body, BodyPlan::Default)
+    }
+
     /// Whether this stage renders the documents' ids (an `id` template).
     pub fn renders_id(&self) -> bool {
         self.id.is_some()

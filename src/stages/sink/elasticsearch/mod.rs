@@ -55,9 +55,10 @@ pub struct ElasticsearchSink {
     urls: Vec<Url>,
     target: Target,
     running: Option<Running>,
-    /// A template stage renders the documents (so the built-in mapping of the
-    /// default document must not be given to an index created before any arrived).
-    rendered_documents: bool,
+    /// Whether a template stage renders the documents' bodies (so the built-in
+    /// mapping of the default document must not be given to a new index); `None`
+    /// when not told, and then each record says (a rendered document or none).
+    rendered_documents: Option<bool>,
 }
 
 /// Where documents go.
@@ -205,7 +206,7 @@ impl ElasticsearchSink {
                 urls,
                 target,
                 running: None,
-                rendered_documents: false,
+                rendered_documents: None,
             }),
             _ => Err(errors),
         }
@@ -261,9 +262,10 @@ impl ElasticsearchSink {
         Ok(())
     }
 
-    /// Tells the sink whether a template stage renders the documents.
+    /// Tells the sink whether a template stage renders the documents' bodies (a
+    /// template with only `id` or `index` keeps the default document, and its mapping).
     pub fn set_rendered_documents(&mut self, rendered: bool) {
-        self.rendered_documents = rendered;
+        self.rendered_documents = Some(rendered);
     }
 
     /// Whether the `index` template reads the record's `field`.
@@ -347,7 +349,10 @@ impl ElasticsearchSink {
                             continue;
                         }
                     }
-                    let position = running.prepare(&index_name, &record, &self.config, ctx).await?;
+                    let default_documents = !self.rendered_documents.unwrap_or(record.document.is_some());
+                    let position = running
+                        .prepare(&index_name, default_documents, &self.config, ctx)
+                        .await?;
                     running.written[position] = true;
                     let mut record = record;
                     match record.document.take() {
@@ -509,7 +514,7 @@ impl ElasticsearchSink {
                 let body = index::creation_body(
                     self.config.settings.as_ref(),
                     self.config.mappings.as_ref(),
-                    !self.rendered_documents,
+                    !self.rendered_documents.unwrap_or(false),
                     &ctx.pipeline,
                 );
                 index::create(&running.service.client, name, &body).await?;
@@ -727,11 +732,11 @@ impl Running {
     }
 
     /// The position of `name` in `indices`, creating the index at its first document
-    /// (not in a dry run).
+    /// (not in a dry run), with the built-in mapping when `default_documents`.
     async fn prepare(
         &mut self,
         name: &str,
-        record: &Record,
+        default_documents: bool,
         config: &ElasticsearchSinkConfig,
         ctx: &StageContext,
     ) -> anyhow::Result<usize> {
@@ -763,7 +768,7 @@ impl Running {
                 let body = index::creation_body(
                     config.settings.as_ref(),
                     config.mappings.as_ref(),
-                    record.document.is_none(),
+                    default_documents,
                     &ctx.pipeline,
                 );
                 if index::create(client, name, &body).await? {
