@@ -516,7 +516,7 @@ fn stale_deletion_refuses_a_routed_index_another_pipeline_owns_before_writing_to
     let mut record = rendered_record("intruder:1", json!({"a": 1}));
     record.document.as_mut().unwrap().index = Some(index.clone());
     let outcome = run_sink(&deleter, vec![vec![record]], options(), "intruder").unwrap();
-    let error = outcome.consume.as_ref().err().expect("refused before writing");
+    let error = outcome.consume.as_ref().expect_err("refused before writing");
     assert!(
         error.contains(&format!("index {index} belongs to pipeline `owner`")),
         "{error}"
