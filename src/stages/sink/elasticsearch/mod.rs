@@ -218,7 +218,7 @@ impl ElasticsearchSink {
     pub async fn open(&mut self, ctx: &StageContext) -> anyhow::Result<()> {
         let auth = self.auth()?;
         let client = EsClient::new(&self.urls, auth, &self.config.tls, self.config.timeout.0)?;
-        let server = check_cluster(&client).await?;
+        let server = check_cluster(&client, self.urls.len()).await?;
         tracing::info!(pipeline = %ctx.pipeline, "{server}");
         // The executor hands the sink its own `dead_letter` file, when one is set, in
         // `ctx` (a dry run's beside it), and names it in the summary from there.
@@ -855,29 +855,35 @@ async fn delete_in_chunks(
 }
 
 /// The one request of `open`: which server answers, and its version. With several
-/// nodes, the client tries each until one answers.
-async fn check_cluster(client: &EsClient) -> anyhow::Result<String> {
+/// nodes, each is tried until one answers (the client itself moves on from a node
+/// that refuses connections; this also moves on from one that does not answer in time).
+async fn check_cluster(client: &EsClient, nodes: usize) -> anyhow::Result<String> {
     let path = "_nodes/_local?filter_path=cluster_name,nodes.*.version,nodes.*.name";
-    match client.request(Method::Get, path, None).await {
-        Ok(reply) if reply.status == 200 => {
-            let body = reply.json()?;
-            let node = body["nodes"]
-                .as_object()
-                .and_then(|n| n.values().next())
-                .cloned()
-                .unwrap_or_default();
-            Ok(format!(
-                "Elasticsearch {} at {} (cluster {}, node {})",
-                node["version"].as_str().unwrap_or("of unknown version"),
-                reply.node,
-                body["cluster_name"].as_str().unwrap_or("?"),
-                node["name"].as_str().unwrap_or("?"),
-            ))
+    let mut last = None;
+    for _ in 0..nodes {
+        match client.request(Method::Get, path, None).await {
+            Ok(reply) if reply.status == 200 => {
+                let body = reply.json()?;
+                let node = body["nodes"]
+                    .as_object()
+                    .and_then(|n| n.values().next())
+                    .cloned()
+                    .unwrap_or_default();
+                return Ok(format!(
+                    "Elasticsearch {} at {} (cluster {}, node {})",
+                    node["version"].as_str().unwrap_or("of unknown version"),
+                    reply.node,
+                    body["cluster_name"].as_str().unwrap_or("?"),
+                    node["name"].as_str().unwrap_or("?"),
+                ));
+            }
+            Ok(reply) => return Err(client.status_error(&reply, "GET _nodes/_local (the connection check)")),
+            Err(failure) if failure.kind == FailureKind::Tls => return Err(anyhow::anyhow!("{failure}")),
+            Err(failure) => last = Some(failure),
         }
-        Ok(reply) => Err(client.status_error(&reply, "GET _nodes/_local (the connection check)")),
-        Err(failure) if failure.kind == FailureKind::Tls => Err(anyhow::anyhow!("{failure}")),
-        Err(failure) => Err(anyhow::anyhow!("{failure}: is the url right and the server up?")),
     }
+    let failure = last.expect("at least one node was tried");
+    Err(anyhow::anyhow!("{failure}: is the url right and the server up?"))
 }
 
 fn read_secret(path: &std::path::Path, field: &str) -> anyhow::Result<String> {
