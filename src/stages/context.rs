@@ -56,6 +56,8 @@ pub struct FailedBeforeSink(Mutex<FailedIds>);
 struct FailedIds {
     ids: HashSet<u64>,
     without_id: u64,
+    /// Keys skipped by the source whose id is unknown (a template renders ids).
+    skipped_without_id: u64,
     /// A template renders the documents' ids (so a skipped key's id is unknown).
     ids_rendered: bool,
 }
@@ -68,14 +70,23 @@ impl FailedBeforeSink {
     }
 
     /// Notes a key the source skipped although it exists (too large, ...): its id is
-    /// the default one unless a template renders ids, when it is not known.
+    /// the default one unless a template renders ids, when it is not known and only
+    /// counted. (Unlike a record that failed, such a key does not stop stale
+    /// deletion: it may stay too large for good, and would stop it for good.)
     pub fn add_skipped_key(&self, database: u32, key: &[u8]) {
-        let rendered = self.0.lock().unwrap_or_else(|e| e.into_inner()).ids_rendered;
-        if rendered {
-            self.add(None);
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.ids_rendered {
+            inner.skipped_without_id += 1;
         } else {
-            self.add(Some(&crate::document::default_id(database, key)));
+            inner.ids.insert(xxhash_rust::xxh3::xxh3_64(
+                crate::document::default_id(database, key).as_bytes(),
+            ));
         }
+    }
+
+    /// Keys skipped by the source whose document id is not known.
+    pub fn skipped_without_id(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).skipped_without_id
     }
 
     /// Notes one failed record, with its document id when it was known.

@@ -564,11 +564,18 @@ impl ElasticsearchSink {
                     .push("stale deletion skipped: the run did not read everything".to_owned());
             } else if ctx.failed_before_sink.without_id() > 0 {
                 report.notes.push(format!(
-                    "stale deletion skipped: {} records failed or were skipped before their document id \
-                     was rendered, so what earlier runs wrote for their keys cannot be told from stale documents",
+                    "stale deletion skipped: {} records failed before their document id was rendered, \
+                     so what earlier runs wrote for their keys cannot be told from stale documents",
                     ctx.failed_before_sink.without_id()
                 ));
             } else {
+                let unknown = ctx.failed_before_sink.skipped_without_id();
+                if unknown > 0 {
+                    report.notes.push(format!(
+                        "{unknown} keys the source skipped have no rendered id: documents earlier runs \
+                         wrote for them are deleted as stale"
+                    ));
+                }
                 // Records a template could not render, and keys the source skipped
                 // (too large, ...), still exist in Redis: keep their documents, in
                 // whichever index they are.

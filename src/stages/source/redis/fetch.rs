@@ -52,8 +52,8 @@ impl Skips {
 pub struct Page {
     pub records: Vec<Record>,
     pub skips: Skips,
-    /// Keys skipped although they exist (too large, unsupported type, no RedisJSON
-    /// module): stale deletion must keep what earlier runs wrote for them.
+    /// Keys skipped although they exist and earlier runs may have written them (too
+    /// large, no RedisJSON module): stale deletion must keep those documents.
     pub skipped_existing: Vec<Vec<u8>>,
 }
 
@@ -513,10 +513,7 @@ pub async fn read_page(
                 page.skips.too_large += 1;
                 page.skipped_existing.push(key);
             }
-            (Some(Skip::Unsupported), _) => {
-                page.skips.unsupported_type += 1;
-                page.skipped_existing.push(key);
-            }
+            (Some(Skip::Unsupported), _) => page.skips.unsupported_type += 1,
             (Some(Skip::JsonModuleMissing), _) => {
                 page.skips.json_module_missing += 1;
                 page.skipped_existing.push(key);
