@@ -49,6 +49,8 @@ struct Inner {
     path: PathBuf,
     file: Option<File>,
     written: u64,
+    /// The first write that failed (see [`DeadLetter::write_error`]).
+    error: Option<String>,
 }
 
 /// The dead-letter files this process has created (absolute paths).
@@ -57,7 +59,7 @@ static CREATED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 impl DeadLetter {
     /// A dead-letter file at `path`, created (truncated) at the first entry only.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        DeadLetter { inner: Arc::new(Mutex::new(Inner { path: path.into(), file: None, written: 0 })) }
+        DeadLetter { inner: Arc::new(Mutex::new(Inner { path: path.into(), file: None, written: 0, error: None })) }
     }
 
     /// Where entries go.
@@ -77,15 +79,30 @@ impl DeadLetter {
         let mut line = serde_json::to_vec(entry)?;
         line.push(b'\n');
         let mut inner = self.lock();
+        let result = Self::write_line(&mut inner, &line);
+        if let Err(error) = &result {
+            inner.error.get_or_insert_with(|| error.to_string());
+        }
+        result
+    }
+
+    fn write_line(inner: &mut Inner, line: &[u8]) -> std::io::Result<()> {
         if inner.file.is_none() {
             let file = open(&inner.path).map_err(|e| with_path(e, &inner.path))?;
             inner.file = Some(file);
         }
         let file = inner.file.as_mut().expect("file was just opened");
-        file.write_all(&line)?;
+        file.write_all(line)?;
         file.flush()?;
         inner.written += 1;
         Ok(())
+    }
+
+    /// The first write that failed, if any: a stage that cannot return the error
+    /// where it happens (a transform, per record) lets the executor stop the run on it,
+    /// since a failed record that is in no file is lost.
+    pub fn write_error(&self) -> Option<String> {
+        self.lock().error.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

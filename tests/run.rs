@@ -227,6 +227,33 @@ fn pipelines_of_one_run_sharing_a_dead_letter_file_all_keep_their_failures() {
 }
 
 #[test]
+fn a_template_failure_that_cannot_reach_the_dead_letter_file_stops_the_run() {
+    // Counted as failed but in no file, the record would be lost: the run stops and
+    // says why, as the sink does for documents Elasticsearch rejects.
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\n");
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "not-a-folder", "");
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: lost\ndead_letter: not-a-folder/dl.ndjson\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\n\
+             transforms:\n  - type: template\n    document: {{x: \"{{{{ value.nope }}}}\"}}\n\
+             sink: {{type: ndjson, path: out.ndjson}}\n",
+            redis.port
+        ),
+    );
+    let out = run_in(dir.path(), &["run", "-q", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("error: transforms[0]: cannot write the dead-letter file not-a-folder/dl.ndjson"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn an_invalid_pipeline_stops_the_run_before_any_connection() {
     let closed_port = common::free_port();
     let dir = tempfile::tempdir().unwrap();

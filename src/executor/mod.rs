@@ -285,6 +285,15 @@ fn spawn_transform(
                     return;
                 }
             };
+            if let Some(error) = ctx.dead_letter.write_error() {
+                // A failed record that reached no file would be lost: stop the run.
+                first_error.record(
+                    &ctx.stage,
+                    anyhow::anyhow!("cannot write the dead-letter file {}: {error}", ctx.dead_letter.path().display()),
+                    &stop,
+                );
+                return;
+            }
             ctx.counters.add_out(batch.len() as u64);
             if !batch.is_empty() && output.send(batch).await.is_err() {
                 // The sink is gone (it failed); its error is the one reported.
