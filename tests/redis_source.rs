@@ -371,6 +371,36 @@ fn type_only_rules_accept_every_spelling() {
 }
 
 #[test]
+fn type_only_rules_read_with_sizes_and_ttls_off() {
+    // With the type fixed by the rule, `size_in_bytes: false` and no stage reading
+    // `ttl`, nothing is left to ask before the values: the page must still be read.
+    let redis = RedisServer::start(&[]);
+    reference_keys(&redis);
+    redis.cli_pipe("RPUSH list:1 a b\nZADD zset:1 1 m\nXADD stream:1 1-0 f v\n");
+    for (rule, expected) in [
+        ("_type: SET", vec!["alphabet", "test4", "set:one"]),
+        ("_type: HASH", vec!["user:1"]),
+        ("_type: LIST", vec!["list:1"]),
+        ("_type: ZSET", vec!["zset:1"]),
+        ("_type: STREAM", vec!["stream:1"]),
+        ("{_type: HASH, key_pattern: 'user:*'}", vec!["user:1"]),
+    ] {
+        let rule = if rule.starts_with('{') {
+            format!("rules:\n  - {{database: 0, {}\n", &rule[1..])
+        } else {
+            format!("rules:\n  - {{database: 0, {rule}}}\n")
+        };
+        let mut source =
+            RedisSource::build(&config(redis.port, &format!("size_in_bytes: false\n{rule}")))
+                .unwrap();
+        source.set_ttl_needed(false);
+        let run = read_source(source, 8, |_| {}).unwrap_or_else(|e| panic!("{rule}: {e}"));
+        assert_eq!(run.keys(), text_keys(&expected), "{rule}");
+        assert_eq!(run.counters.skipped, 0, "{rule}");
+    }
+}
+
+#[test]
 fn overlapping_rules_produce_each_key_once() {
     let redis = RedisServer::start(&[]);
     reference_keys(&redis);

@@ -238,12 +238,18 @@ pub async fn inspect_page(
             pipe.cmd("STRLEN").arg(key);
         }
     }
-    let replies = run_pipeline(
-        connection,
-        &format!("TYPE/TTL/MEMORY USAGE of a page of db {db}"),
-        &pipe,
-    )
-    .await?;
+    // A rule that fixes the type, with sizes and TTLs off, has nothing to ask here
+    // (and the redis crate refuses to send an empty pipeline: "empty command").
+    let replies = if pipe.is_empty() {
+        Vec::new()
+    } else {
+        run_pipeline(
+            connection,
+            &format!("TYPE/TTL/MEMORY USAGE of a page of db {db}"),
+            &pipe,
+        )
+        .await?
+    };
     let mut replies = replies.into_iter();
     let parse = |v: &Value| value::int(v).map_err(|e| anyhow::anyhow!("db {db}: {e}"));
     for (i, key) in keys.iter().enumerate() {
