@@ -555,6 +555,18 @@ fn an_acl_user_restricted_to_user_keys_reads_them_with_a_matching_rule() {
     .unwrap();
     assert_eq!(run.keys(), text_keys(&["user:1", "user:2"]));
     assert_eq!(run.value(b"user:1"), &RedisValue::String(b"ann".to_vec()));
+    // MEMORY USAGE is allowed on the user's keys: sizes are there, and no note says
+    // otherwise (the probe's own key name is outside `~user:*`).
+    assert!(
+        run.records.iter().all(|r| r.size_in_bytes.is_some_and(|n| n > 0)),
+        "{:?}",
+        run.records
+    );
+    assert!(
+        !run.report.notes.iter().any(|n| n.contains("MEMORY USAGE")),
+        "{:?}",
+        run.report.notes
+    );
 }
 
 #[test]

@@ -203,7 +203,9 @@ impl RedisSource {
 }
 
 /// Whether this server answers `MEMORY USAGE` (asked of a key that need not exist:
-/// a missing key gives nil, a disabled, renamed or denied command an error).
+/// a missing key gives nil, a disabled, renamed or denied command an error). A user
+/// whose ACL does not cover the probe's key name (`~user:*`) may still run the command
+/// on its own keys: that refusal means "available".
 async fn memory_usage_available(
     connector: &Connector,
     control: &mut redis::aio::MultiplexedConnection,
@@ -218,6 +220,6 @@ async fn memory_usage_available(
         Err(error) if connect::is_connection_error(&error) => {
             Err(anyhow::anyhow!(connector.describe(&error, "MEMORY USAGE")))
         }
-        Err(_) => Ok(false),
+        Err(error) => Ok(connect::is_key_permission_denied(&error)),
     }
 }
