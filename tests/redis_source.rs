@@ -1016,3 +1016,65 @@ fn collections_longer_than_a_chunk_are_read_whole_and_in_order() {
     assert!(commandstat(&redis, "lrange") >= 3 && commandstat(&redis, "zrange") >= 3);
     assert!(commandstat(&redis, "xrange") >= 3);
 }
+
+#[test]
+fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_vanished_not_cut_short() {
+    // One element per call: 20,000 calls take seconds, so the key is deleted (or
+    // overwritten with a string, which changes its type), by another client, well
+    // inside the read. What was read of it must not be sent as if it were the whole
+    // value, and the run must go on.
+    for (key_type, command, fill, change) in [
+        ("list", "lrange", "RPUSH big", "DEL"),
+        ("hash", "hscan", "HSET big", "DEL"),
+        ("zset", "zrange", "ZADD big", "DEL"),
+        ("stream", "xrange", "XADD big *", "DEL"),
+        ("list", "lrange", "RPUSH big", "SET"),
+        ("hash", "hscan", "HSET big", "SET"),
+    ] {
+        let redis = RedisServer::start(&[]);
+        let mut commands = String::from("SET other v\n");
+        for block in 0..20 {
+            if key_type == "stream" {
+                for i in 0..1000 {
+                    commands += &format!("{fill} f {}\n", block * 1000 + i);
+                }
+                continue;
+            }
+            commands += fill;
+            for i in 0..1000 {
+                let n = block * 1000 + i;
+                match key_type {
+                    "list" => commands += &format!(" e{n}"),
+                    _ => commands += &format!(" {n} e{n}"),
+                }
+            }
+            commands.push('\n');
+        }
+        redis.cli_pipe(&commands);
+        let case = format!("{key_type} then {change}");
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while commandstat(&redis, command) < 20 {
+                    assert!(Instant::now() < deadline, "{case}: the source never read `big` in chunks");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                match change {
+                    "DEL" => redis.cli(&["DEL", "big"]),
+                    _ => redis.cli(&["SET", "big", "now a string"]),
+                };
+                commandstat(&redis, command)
+            });
+            let run = read(config(redis.port, "database: 0\nchunk_size: 1\n"))
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            let calls_at_change = watcher.join().unwrap();
+            assert!(calls_at_change < 10_000, "{case}: `big` changed too late to test anything");
+            assert_eq!(run.keys(), text_keys(&["other"]), "{case}: no cut-short `big`");
+            assert_eq!(
+                run.counters.skipped_reasons.get("vanished").copied(),
+                Some(1),
+                "{case}"
+            );
+        });
+    }
+}

@@ -6,7 +6,7 @@
 
 use redis::{Cmd, Value};
 
-use super::fetch::show_key;
+use super::fetch::{show_key, unless_wrong_type};
 use super::reconnect::DbConnection;
 use super::value;
 use crate::record::{KeyType, RedisValue, StreamEntry};
@@ -195,6 +195,15 @@ impl Partial {
         Ok(())
     }
 
+    /// Whether the end of this read needs the key's existence confirmed before the
+    /// value is trusted: a read over several calls ends on an empty or short chunk,
+    /// which is also what a key deleted (or expired) between two calls gives, and
+    /// would otherwise be sent cut short as if whole; and `XRANGE` of a missing key
+    /// answers an empty list, as an empty stream does.
+    pub fn needs_existence_check(&self) -> bool {
+        self.chunks > 1 || (self.key_type == KeyType::Stream && self.entries.is_empty())
+    }
+
     /// The value read: `None` when the collection turned out empty (the key is gone;
     /// a stream, which may exist empty, is the exception).
     pub fn finish(mut self) -> Option<RedisValue> {
@@ -236,6 +245,9 @@ pub async fn read_rest(
             return Ok(Chunked::TooLarge(partial.size));
         }
         if partial.next == Next::Done {
+            if partial.needs_existence_check() && !still_has_type(connection, key, partial.key_type).await? {
+                return Ok(Chunked::Vanished);
+            }
             return Ok(match partial.finish() {
                 Some(value) => Chunked::Value(value),
                 None => Chunked::Vanished,
@@ -247,16 +259,40 @@ pub async fn read_rest(
             partial.command_name(),
             show_key(key)
         );
-        let reply: Value = connection
+        let reply: Option<Value> = connection
             .run(&doing, |mut c| {
                 let command = &command;
-                async move { command.query_async(&mut c).await }
+                async move { unless_wrong_type(command.query_async(&mut c).await) }
             })
             .await?;
+        let Some(reply) = reply else {
+            // Another type now: the collection we were reading is gone.
+            return Ok(Chunked::Vanished);
+        };
         partial
             .add(reply, chunk)
             .map_err(|e| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(key)))?;
     }
+}
+
+/// Whether `key` still exists with type `key_type`, after a read over several calls.
+async fn still_has_type(
+    connection: &DbConnection,
+    key: &[u8],
+    key_type: KeyType,
+) -> anyhow::Result<bool> {
+    let doing = format!(
+        "TYPE of key `{}` in db {} (after reading it in chunks)",
+        show_key(key),
+        connection.db()
+    );
+    let reply: Value = connection
+        .run(&doing, |mut c| async move {
+            redis::cmd("TYPE").arg(key).query_async(&mut c).await
+        })
+        .await?;
+    let name = value::status(&reply).map_err(|e| anyhow::anyhow!("{doing}: {e}"))?;
+    Ok(KeyType::parse(&name) == Some(key_type))
 }
 
 #[cfg(test)]
@@ -323,6 +359,20 @@ mod tests {
         assert_eq!(partial.next, Next::From("(2-0".into()));
         let command = partial.command(b"s", 2);
         assert_eq!(command.args_iter().count(), 6, "XRANGE s (2-0 + COUNT 2");
+    }
+
+    #[test]
+    fn reads_over_several_calls_and_empty_streams_need_the_key_confirmed() {
+        let mut partial = Partial::start(KeyType::List);
+        partial.add(Value::Array(vec![bulk("a")]), 10).unwrap();
+        assert!(!partial.needs_existence_check(), "one short chunk is the whole list");
+        let mut partial = Partial::start(KeyType::List);
+        partial.add(Value::Array(vec![bulk("a"), bulk("b")]), 2).unwrap();
+        partial.add(Value::Array(vec![]), 2).unwrap();
+        assert!(partial.needs_existence_check(), "an empty second chunk may be a deleted key");
+        let mut partial = Partial::start(KeyType::Stream);
+        partial.add(Value::Array(vec![]), 10).unwrap();
+        assert!(partial.needs_existence_check(), "XRANGE of a missing key is empty too");
     }
 
     #[test]

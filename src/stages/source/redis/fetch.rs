@@ -96,6 +96,17 @@ fn is_wrong_type(error: &RedisError) -> bool {
     error.code() == Some("WRONGTYPE")
 }
 
+/// A reply, or `None` when the key now holds another type (`WRONGTYPE`: it was
+/// deleted and created again, or overwritten, since its type was asked): the key we
+/// saw is gone, as a vanished one is; not a reason to stop the run.
+pub fn unless_wrong_type<T>(result: redis::RedisResult<T>) -> redis::RedisResult<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if is_wrong_type(&error) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 fn is_unknown_command(error: &RedisError) -> bool {
     let text = error.to_string();
     text.contains("unknown command") || text.contains("unknown subcommand")
@@ -440,7 +451,8 @@ pub async fn read_page(
                     warn_too_large(db, &keys[i], partial.size, max);
                     outcome[i] = Some(Skip::TooLarge);
                     partials[i] = None;
-                } else if partial.next == Next::Done {
+                } else if partial.next == Next::Done && !partial.needs_existence_check() {
+                    // (An empty stream is confirmed in step 4, by `read_rest`.)
                     match partials[i].take().and_then(Partial::finish) {
                         Some(value) => values[i] = Some(value),
                         None => outcome[i] = Some(Skip::Vanished),
@@ -536,21 +548,24 @@ async fn read_checked_string(
 ) -> anyhow::Result<Chunked> {
     let db = connection.db();
     let doing = format!("STRLEN of key `{}` in db {db}", show_key(key));
-    let len: i64 = connection
+    let len: Option<i64> = connection
         .run(&doing, |mut c| async move {
-            redis::cmd("STRLEN").arg(key).query_async(&mut c).await
+            unless_wrong_type(redis::cmd("STRLEN").arg(key).query_async(&mut c).await)
         })
         .await?;
+    let Some(len) = len else {
+        return Ok(Chunked::Vanished);
+    };
     if len as u64 > max {
         return Ok(Chunked::TooLarge(len as u64));
     }
     let doing = format!("GET of key `{}` in db {db}", show_key(key));
-    let value: Option<Vec<u8>> = connection
+    let value: Option<Option<Vec<u8>>> = connection
         .run(&doing, |mut c| async move {
-            redis::cmd("GET").arg(key).query_async(&mut c).await
+            unless_wrong_type(redis::cmd("GET").arg(key).query_async(&mut c).await)
         })
         .await?;
-    Ok(match value {
+    Ok(match value.flatten() {
         Some(bytes) => Chunked::Value(RedisValue::String(bytes)),
         None => Chunked::Vanished,
     })
