@@ -30,7 +30,7 @@ pub enum Next {
     Cursor(u64),
     /// `LRANGE`/`ZRANGE` start index.
     Index(i64),
-    /// `XRANGE` start (`-`, or `(id` for "after id").
+    /// `XRANGE` start (`-`, or the smallest id after the last one read).
     From(String),
 }
 
@@ -181,7 +181,7 @@ impl Partial {
                     self.entries.push(entry);
                 }
                 self.next = match self.entries.last() {
-                    Some(last) if full(n) => Next::From(format!("({}", last.id)),
+                    Some(last) if full(n) => Next::From(id_after(&last.id)),
                     _ => Next::Done,
                 };
             }
@@ -226,6 +226,21 @@ impl Partial {
             KeyType::Stream => Some(RedisValue::Stream(self.entries)),
             KeyType::String | KeyType::Json => None,
         }
+    }
+}
+
+/// The smallest stream id after `id` (`5-3` gives `5-4`, `5-18446744073709551615`
+/// gives `6-0`), as an inclusive `XRANGE` start. The exclusive `(id` form needs Redis
+/// 6.2; servers before it (Debian 11 ships 6.0) refuse it, and streams longer than one
+/// chunk could not be read there. An id of another shape falls back to `(id`.
+fn id_after(id: &str) -> String {
+    let parsed = id
+        .split_once('-')
+        .and_then(|(ms, seq)| Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?)));
+    match parsed {
+        Some((ms, seq)) if seq < u64::MAX => format!("{ms}-{}", seq + 1),
+        Some((ms, _)) if ms < u64::MAX => format!("{}-0", ms + 1),
+        _ => format!("({id}"),
     }
 }
 
@@ -356,9 +371,18 @@ mod tests {
         partial
             .add(Value::Array(vec![entry("1-0"), entry("2-0")]), 2)
             .unwrap();
-        assert_eq!(partial.next, Next::From("(2-0".into()));
+        assert_eq!(partial.next, Next::From("2-1".into()));
         let command = partial.command(b"s", 2);
-        assert_eq!(command.args_iter().count(), 6, "XRANGE s (2-0 + COUNT 2");
+        assert_eq!(command.args_iter().count(), 6, "XRANGE s 2-1 + COUNT 2");
+    }
+
+    #[test]
+    fn the_next_stream_chunk_starts_at_the_smallest_id_after_the_last() {
+        // No `(id` (Redis 6.2+ only) where an inclusive id can say the same.
+        assert_eq!(id_after("1526985054069-0"), "1526985054069-1");
+        assert_eq!(id_after("7-18446744073709551615"), "8-0");
+        assert_eq!(id_after("18446744073709551615-18446744073709551615"), "(18446744073709551615-18446744073709551615");
+        assert_eq!(id_after("odd"), "(odd");
     }
 
     #[test]
