@@ -1078,3 +1078,67 @@ fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_vanished_not_cut_
         });
     }
 }
+
+#[test]
+fn many_databases_are_read_a_few_at_a_time_within_the_servers_maxclients() {
+    // 60 databases holding keys, a server that takes 20 clients: one connection per
+    // database at once would be refused ("max number of clients reached"). (8 at a
+    // time, plus connections closed but not yet noticed by the server, fit.)
+    let redis = RedisServer::start(&["--databases", "60"]);
+    let mut commands = String::new();
+    for db in 0..60 {
+        commands += &format!("SELECT {db}\nSET k{db} v\n");
+    }
+    redis.cli_pipe(&commands);
+    redis.cli(&["CONFIG", "SET", "maxclients", "20"]);
+    let run = read(config(redis.port, "database: \"*\"\n")).unwrap();
+    assert_eq!(run.records.len(), 60);
+    assert_eq!(per_database(&run).len(), 60);
+    assert_eq!(run.estimated, 60);
+    let stats = redis.cli(&["INFO", "stats"]);
+    assert!(stats.contains("rejected_connections:0"), "{stats}");
+}
+
+#[test]
+fn a_user_denied_dbsize_still_reads_and_a_user_denied_select_is_stopped_before_any_read() {
+    // DBSIZE only feeds the progress estimate: an ACL listing the read commands
+    // without it must not stop the run.
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\nSELECT 3\nSET b 2\nHSET h f v\n");
+    let out = redis.cli(&[
+        "ACL", "SETUSER", "nodbsize", "on", ">pw", "~*", "+@read", "+@connection", "+config|get",
+        "-dbsize",
+    ]);
+    assert_eq!(out.trim(), "OK");
+    let auth = "username: nodbsize\npassword: pw\n";
+    for databases in ["\"*\"", "\"0,3\""] {
+        let run = read(config(redis.port, &format!("{auth}database: {databases}\n")))
+            .unwrap_or_else(|e| panic!("{databases}: {e}"));
+        assert_eq!(run.keys(), text_keys(&["a", "b", "h"]), "{databases}");
+        assert_eq!(run.estimated, 0, "{databases}");
+        if databases == "\"*\"" {
+            assert!(
+                run.report.notes.iter().any(|n| n.contains("DBSIZE is not available")),
+                "{:?}",
+                run.report.notes
+            );
+        }
+    }
+
+    let out = redis.cli(&["ACL", "SETUSER", "noselect", "on", ">pw", "~*", "+@read", "+config|get"]);
+    assert_eq!(out.trim(), "OK");
+    let auth = "username: noselect\npassword: pw\n";
+    // Database 0 needs no SELECT.
+    let run = read(config(redis.port, &format!("{auth}database: 0\n"))).unwrap();
+    assert_eq!(run.keys(), text_keys(&["a"]));
+    let error = read(config(redis.port, &format!("{auth}database: \"0,3\"\n")))
+        .err()
+        .unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "Redis at 127.0.0.1:{}: SELECT of db 3 failed: permission denied to user `noselect` (NOPERM)",
+            redis.port
+        )),
+        "{error}"
+    );
+}
