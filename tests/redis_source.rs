@@ -22,6 +22,8 @@ struct Run {
     counters: CountersSnapshot,
     estimated: u64,
     batches: usize,
+    /// Payload bytes of each batch received, in order.
+    batch_bytes: Vec<u64>,
 }
 
 impl Run {
@@ -82,6 +84,7 @@ fn read_source(
     let handle = runtime.spawn(source.run(tx, ctx.clone()));
     let mut records = Vec::new();
     let mut batches = 0;
+    let mut batch_bytes = Vec::new();
     loop {
         on_batch(batches);
         let Some(batch) = rx.blocking_recv() else {
@@ -89,6 +92,7 @@ fn read_source(
         };
         assert!(!batch.is_empty(), "the source sends no empty batches");
         batches += 1;
+        batch_bytes.push(batch.iter().map(|r| r.value.payload_len() as u64).sum());
         records.extend(batch);
     }
     let report = runtime
@@ -114,6 +118,7 @@ fn read_source(
             .estimated_total
             .load(std::sync::atomic::Ordering::Relaxed),
         batches,
+        batch_bytes,
     })
 }
 
@@ -1141,4 +1146,47 @@ fn a_user_denied_dbsize_still_reads_and_a_user_denied_select_is_stopped_before_a
         )),
         "{error}"
     );
+}
+
+#[test]
+fn a_page_of_big_collections_of_unknown_size_is_sent_in_parts_bounded_in_bytes() {
+    // Without MEMORY USAGE (size_in_bytes: false, or MEMORY disabled) the sizes are
+    // known only once read: ten lists of about 1 MB in one SCAN page must not be
+    // read and sent as one 10 MB batch.
+    let redis = RedisServer::start(&[]);
+    let element = "x".repeat(20);
+    let mut commands = String::new();
+    for k in 0..10 {
+        for _ in 0..50 {
+            commands += &format!("RPUSH list{k}");
+            for _ in 0..1000 {
+                commands += " ";
+                commands += &element;
+            }
+            commands.push('\n');
+        }
+    }
+    redis.cli_pipe(&commands);
+    let run = read(config(
+        redis.port,
+        "database: 0\nsize_in_bytes: false\nscan_count: 1000\n",
+    ))
+    .unwrap();
+    assert_eq!(run.records.len(), 10);
+    assert!(
+        run.records.iter().all(|r| r.value.payload_len() == 50_000 * 20),
+        "every list read whole"
+    );
+    let bound = redis_connector_part_bytes() + 50_000 * 20;
+    assert!(
+        run.batch_bytes.iter().all(|&b| b <= bound),
+        "batches of {:?} bytes, bound {bound}",
+        run.batch_bytes
+    );
+    assert!(run.batches >= 4, "{:?}", run.batch_bytes);
+}
+
+/// The reader's part size (2 MiB), as `reader::PART_BYTES` says.
+fn redis_connector_part_bytes() -> u64 {
+    2 * 1024 * 1024
 }

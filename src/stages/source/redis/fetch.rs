@@ -378,12 +378,15 @@ pub async fn inspect_page(
 /// The second round trip of a page: the value, or the first bounded chunk of a
 /// collection, of every key that fits, in one pipeline. Collections longer than one
 /// chunk and strings whose size needs a closer look are finished one at a time
-/// afterwards. Gives the records in SCAN order.
+/// afterwards, until the values read reach `budget` bytes: the keys left then are
+/// given back, to be read as a part of their own (their sizes were unknown, or the
+/// split would have kept them apart). Gives the records in SCAN order.
 pub async fn read_page(
     connection: &DbConnection,
     settings: &FetchSettings,
     inspected: Inspected,
-) -> anyhow::Result<Page> {
+    budget: u64,
+) -> anyhow::Result<(Page, Option<Inspected>)> {
     let db = connection.db();
     let max = settings.max_value_bytes;
     let chunk = settings.chunk_size.max(1);
@@ -479,9 +482,19 @@ pub async fn read_page(
         }
     }
 
-    // 4. The rare keys that need more calls, one at a time.
+    // 4. The rare keys that need more calls, one at a time, while the page is under
+    //    its budget (at least one is read, so every call makes progress).
+    let mut bytes: u64 = values.iter().flatten().map(|v| v.payload_len() as u64).sum();
+    let mut read_one = false;
+    let mut later = vec![false; keys.len()];
     for i in 0..keys.len() {
         if outcome[i].is_some() || values[i].is_some() {
+            continue;
+        }
+        let more_calls = matches!(plans[i], Some(Read::CheckedString | Read::Chunked))
+            || partials[i].is_some();
+        if more_calls && read_one && bytes >= budget {
+            later[i] = true;
             continue;
         }
         let result = match (plans[i], partials[i].take()) {
@@ -501,8 +514,12 @@ pub async fn read_page(
             (_, Some(partial)) => read_rest(connection, &keys[i], partial, chunk, max).await?,
             _ => continue,
         };
+        read_one = true;
         match result {
-            Chunked::Value(value) => values[i] = Some(value),
+            Chunked::Value(value) => {
+                bytes += value.payload_len() as u64;
+                values[i] = Some(value);
+            }
             Chunked::Vanished => outcome[i] = Some(Skip::Vanished),
             Chunked::TooLarge(size) => {
                 warn_too_large(db, &keys[i], size, max);
@@ -511,16 +528,28 @@ pub async fn read_page(
         }
     }
 
-    // 5. Records, in SCAN order.
+    // 5. Records, in SCAN order; the keys left for later, read again from the start.
     let mut page = Page {
         records: Vec::with_capacity(keys.len()),
         skips: Skips::default(),
     };
-    for ((key, slot), (skip, value)) in keys
+    let mut rest = Inspected::default();
+    for (((key, slot), (skip, value)), (later, plan)) in keys
         .into_iter()
         .zip(slots)
         .zip(outcome.into_iter().zip(values))
+        .zip(later.into_iter().zip(plans))
     {
+        if later {
+            rest.keys.push(key);
+            rest.slots.push(slot);
+            rest.outcome.push(None);
+            rest.plans.push(match plan {
+                Some(Read::CheckedString) => plan,
+                _ => Some(Read::Chunked),
+            });
+            continue;
+        }
         match (skip, value) {
             (Some(Skip::Vanished), _) | (None, None) => page.skips.vanished += 1,
             (Some(Skip::TooLarge), _) => page.skips.too_large += 1,
@@ -537,7 +566,7 @@ pub async fn read_page(
             }),
         }
     }
-    Ok(page)
+    Ok((page, (!rest.keys.is_empty()).then_some(rest)))
 }
 
 /// `STRLEN` then `GET`: for a string whose memory use is over the limit.
