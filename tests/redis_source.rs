@@ -1136,6 +1136,14 @@ fn a_user_denied_dbsize_still_reads_and_a_user_denied_select_is_stopped_before_a
     // Database 0 needs no SELECT.
     let run = read(config(redis.port, &format!("{auth}database: 0\n"))).unwrap();
     assert_eq!(run.keys(), text_keys(&["a"]));
+    // Denied INFO and SELECT, it cannot list the databases: the error says what to do.
+    let error = read(config(redis.port, &format!("{auth}database: \"*\"\n")))
+        .err()
+        .unwrap();
+    assert!(
+        error.contains("SELECT is denied to this user too") && error.contains("`database: 0`"),
+        "{error}"
+    );
     let error = read(config(redis.port, &format!("{auth}database: \"0,3\"\n")))
         .err()
         .unwrap();

@@ -151,7 +151,10 @@ pub async fn resolve_all(
                 databases: sizes.into_iter().filter(|(_, keys)| *keys > 0).map(|(db, _)| db).collect(),
                 notes: vec!["neither CONFIG nor INFO is available to this user: the databases holding keys were found with SELECT and DBSIZE".into()],
             }),
-            None => Err(error),
+            // Only database 0 can be read, and the user may not know it.
+            None => Err(anyhow::anyhow!(
+                "{error}; SELECT is denied to this user too, so `database: \"*\"` cannot find the databases: name them instead (`database: 0`)"
+            )),
         },
     }
 }
