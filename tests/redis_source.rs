@@ -1198,3 +1198,31 @@ fn a_page_of_big_collections_of_unknown_size_is_sent_in_parts_bounded_in_bytes()
 fn redis_connector_part_bytes() -> u64 {
     2 * 1024 * 1024
 }
+
+fn net_output_bytes(redis: &RedisServer) -> u64 {
+    let info = redis.cli(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_net_output_bytes:"))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_collection_of_big_elements_over_the_limit_is_not_read_a_whole_chunk_at_a_time() {
+    // 100 elements of 100 KB (10 MB) against max_value_bytes 1 MiB: `chunk_size`
+    // (1000) elements in one reply would be the whole 10 MB, read only to be dropped.
+    let redis = RedisServer::start(&[]);
+    let element = "x".repeat(100_000);
+    let mut commands = String::from("SET small v\n");
+    for _ in 0..100 {
+        commands += &format!("RPUSH fat {element}\nXADD fatstream * f {element}\n");
+    }
+    redis.cli_pipe(&commands);
+    let before = net_output_bytes(&redis);
+    let run = read(config(redis.port, "database: 0\nmax_value_bytes: 1MiB\n")).unwrap();
+    let sent = net_output_bytes(&redis) - before;
+    assert_eq!(run.keys(), text_keys(&["small"]));
+    assert_eq!(run.counters.skipped_reasons.get("too_large").copied(), Some(2));
+    // Each of the two keys: about the limit plus an element or so, not 10 MB.
+    assert!(sent < 2 * 3 * 1024 * 1024, "Redis sent {sent} bytes");
+}

@@ -34,6 +34,10 @@ pub enum Next {
     From(String),
 }
 
+/// Elements asked by the first call of a read from the start, before any element's
+/// size is known (see [`Partial::next_count`]).
+const FIRST_PROBE: u32 = 16;
+
 /// A collection read so far.
 #[derive(Debug)]
 pub struct Partial {
@@ -111,6 +115,27 @@ impl Partial {
             }
         }
         command
+    }
+
+    /// Elements read so far.
+    fn elements(&self) -> usize {
+        self.pairs.len() + self.items.len() + self.scored.len() + self.entries.len()
+    }
+
+    /// How many elements the next call of [`read_rest`] asks for: `chunk` is a count,
+    /// and elements can be big (a list of 1 MB items: 1000 of them in one reply is
+    /// 1 GB, whatever `max_value_bytes` says). So a read from the start (a key whose
+    /// memory is known to be over the limit) opens with [`FIRST_PROBE`] elements, and
+    /// every later call asks only what, at the average size read so far, still fits
+    /// under `max`, plus one to see it pass: at most `chunk`, at least 1.
+    pub fn next_count(&self, chunk: u32, max: u64) -> u32 {
+        let read = self.elements() as u64;
+        if read == 0 {
+            return chunk.min(FIRST_PROBE);
+        }
+        let average = (self.size / read).max(1);
+        let room = max.saturating_sub(self.size) / average + 1;
+        room.clamp(1, u64::from(chunk)) as u32
     }
 
     /// The name of the command that reads a chunk, for messages.
@@ -268,7 +293,8 @@ pub async fn read_rest(
                 None => Chunked::Vanished,
             });
         }
-        let command = partial.command(key, chunk);
+        let count = partial.next_count(chunk, max);
+        let command = partial.command(key, count);
         let doing = format!(
             "{} of key `{}` in db {db}",
             partial.command_name(),
@@ -285,7 +311,7 @@ pub async fn read_rest(
             return Ok(Chunked::Vanished);
         };
         partial
-            .add(reply, chunk)
+            .add(reply, count)
             .map_err(|e| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(key)))?;
     }
 }
@@ -336,6 +362,22 @@ mod tests {
                 b"c".to_vec()
             ]))
         );
+    }
+
+    #[test]
+    fn chunks_shrink_to_what_still_fits_under_the_limit() {
+        let mut partial = Partial::start(KeyType::List);
+        assert_eq!(partial.next_count(1000, 10_000), 16, "nothing known yet: a probe");
+        // Two elements of 1000 bytes: 8000 bytes of room is 8 more, plus one.
+        let big = Value::BulkString(vec![b'x'; 1000]);
+        partial.add(Value::Array(vec![big.clone(), big]), 2).unwrap();
+        assert_eq!(partial.next_count(1000, 10_000), 9);
+        assert_eq!(partial.next_count(5, 10_000), 5, "never more than a chunk");
+        assert_eq!(partial.next_count(1000, 1_000), 1, "never less than one");
+        // Small elements: the whole chunk.
+        let mut partial = Partial::start(KeyType::List);
+        partial.add(Value::Array(vec![bulk("a")]), 1).unwrap();
+        assert_eq!(partial.next_count(1000, 10_000), 1000);
     }
 
     #[test]
