@@ -22,6 +22,8 @@ struct Run {
     counters: CountersSnapshot,
     estimated: u64,
     batches: usize,
+    /// Payload bytes of each batch received, in order.
+    batch_bytes: Vec<u64>,
 }
 
 impl Run {
@@ -82,6 +84,7 @@ fn read_source(
     let handle = runtime.spawn(source.run(tx, ctx.clone()));
     let mut records = Vec::new();
     let mut batches = 0;
+    let mut batch_bytes = Vec::new();
     loop {
         on_batch(batches);
         let Some(batch) = rx.blocking_recv() else {
@@ -89,6 +92,7 @@ fn read_source(
         };
         assert!(!batch.is_empty(), "the source sends no empty batches");
         batches += 1;
+        batch_bytes.push(batch.iter().map(|r| r.value.payload_len() as u64).sum());
         records.extend(batch);
     }
     let report = runtime
@@ -114,6 +118,7 @@ fn read_source(
             .estimated_total
             .load(std::sync::atomic::Ordering::Relaxed),
         batches,
+        batch_bytes,
     })
 }
 
@@ -371,6 +376,36 @@ fn type_only_rules_accept_every_spelling() {
 }
 
 #[test]
+fn type_only_rules_read_with_sizes_and_ttls_off() {
+    // With the type fixed by the rule, `size_in_bytes: false` and no stage reading
+    // `ttl`, nothing is left to ask before the values: the page must still be read.
+    let redis = RedisServer::start(&[]);
+    reference_keys(&redis);
+    redis.cli_pipe("RPUSH list:1 a b\nZADD zset:1 1 m\nXADD stream:1 1-0 f v\n");
+    for (rule, expected) in [
+        ("_type: SET", vec!["alphabet", "test4", "set:one"]),
+        ("_type: HASH", vec!["user:1"]),
+        ("_type: LIST", vec!["list:1"]),
+        ("_type: ZSET", vec!["zset:1"]),
+        ("_type: STREAM", vec!["stream:1"]),
+        ("{_type: HASH, key_pattern: 'user:*'}", vec!["user:1"]),
+    ] {
+        let rule = if rule.starts_with('{') {
+            format!("rules:\n  - {{database: 0, {}\n", &rule[1..])
+        } else {
+            format!("rules:\n  - {{database: 0, {rule}}}\n")
+        };
+        let mut source =
+            RedisSource::build(&config(redis.port, &format!("size_in_bytes: false\n{rule}")))
+                .unwrap();
+        source.set_ttl_needed(false);
+        let run = read_source(source, 8, |_| {}).unwrap_or_else(|e| panic!("{rule}: {e}"));
+        assert_eq!(run.keys(), text_keys(&expected), "{rule}");
+        assert_eq!(run.counters.skipped, 0, "{rule}");
+    }
+}
+
+#[test]
 fn overlapping_rules_produce_each_key_once() {
     let redis = RedisServer::start(&[]);
     reference_keys(&redis);
@@ -525,6 +560,18 @@ fn an_acl_user_restricted_to_user_keys_reads_them_with_a_matching_rule() {
     .unwrap();
     assert_eq!(run.keys(), text_keys(&["user:1", "user:2"]));
     assert_eq!(run.value(b"user:1"), &RedisValue::String(b"ann".to_vec()));
+    // MEMORY USAGE is allowed on the user's keys: sizes are there, and no note says
+    // otherwise (the probe's own key name is outside `~user:*`).
+    assert!(
+        run.records.iter().all(|r| r.size_in_bytes.is_some_and(|n| n > 0)),
+        "{:?}",
+        run.records
+    );
+    assert!(
+        !run.report.notes.iter().any(|n| n.contains("MEMORY USAGE")),
+        "{:?}",
+        run.report.notes
+    );
 }
 
 #[test]
@@ -973,4 +1020,209 @@ fn collections_longer_than_a_chunk_are_read_whole_and_in_order() {
     assert_eq!(fields.len(), 25);
     assert!(commandstat(&redis, "lrange") >= 3 && commandstat(&redis, "zrange") >= 3);
     assert!(commandstat(&redis, "xrange") >= 3);
+}
+
+#[test]
+fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_vanished_not_cut_short() {
+    // One element per call: 20,000 calls take seconds, so the key is deleted (or
+    // overwritten with a string, which changes its type), by another client, well
+    // inside the read. What was read of it must not be sent as if it were the whole
+    // value, and the run must go on.
+    for (key_type, command, fill, change) in [
+        ("list", "lrange", "RPUSH big", "DEL"),
+        ("hash", "hscan", "HSET big", "DEL"),
+        ("zset", "zrange", "ZADD big", "DEL"),
+        ("stream", "xrange", "XADD big *", "DEL"),
+        ("list", "lrange", "RPUSH big", "SET"),
+        ("hash", "hscan", "HSET big", "SET"),
+    ] {
+        let redis = RedisServer::start(&[]);
+        let mut commands = String::from("SET other v\n");
+        for block in 0..20 {
+            if key_type == "stream" {
+                for i in 0..1000 {
+                    commands += &format!("{fill} f {}\n", block * 1000 + i);
+                }
+                continue;
+            }
+            commands += fill;
+            for i in 0..1000 {
+                let n = block * 1000 + i;
+                match key_type {
+                    "list" => commands += &format!(" e{n}"),
+                    _ => commands += &format!(" {n} e{n}"),
+                }
+            }
+            commands.push('\n');
+        }
+        redis.cli_pipe(&commands);
+        let case = format!("{key_type} then {change}");
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while commandstat(&redis, command) < 20 {
+                    assert!(Instant::now() < deadline, "{case}: the source never read `big` in chunks");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                match change {
+                    "DEL" => redis.cli(&["DEL", "big"]),
+                    _ => redis.cli(&["SET", "big", "now a string"]),
+                };
+                commandstat(&redis, command)
+            });
+            let run = read(config(redis.port, "database: 0\nchunk_size: 1\n"))
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            let calls_at_change = watcher.join().unwrap();
+            assert!(calls_at_change < 10_000, "{case}: `big` changed too late to test anything");
+            assert_eq!(run.keys(), text_keys(&["other"]), "{case}: no cut-short `big`");
+            assert_eq!(
+                run.counters.skipped_reasons.get("vanished").copied(),
+                Some(1),
+                "{case}"
+            );
+        });
+    }
+}
+
+#[test]
+fn many_databases_are_read_a_few_at_a_time_within_the_servers_maxclients() {
+    // 60 databases holding keys, a server that takes 20 clients: one connection per
+    // database at once would be refused ("max number of clients reached"). (8 at a
+    // time, plus connections closed but not yet noticed by the server, fit.)
+    let redis = RedisServer::start(&["--databases", "60"]);
+    let mut commands = String::new();
+    for db in 0..60 {
+        commands += &format!("SELECT {db}\nSET k{db} v\n");
+    }
+    redis.cli_pipe(&commands);
+    redis.cli(&["CONFIG", "SET", "maxclients", "20"]);
+    let run = read(config(redis.port, "database: \"*\"\n")).unwrap();
+    assert_eq!(run.records.len(), 60);
+    assert_eq!(per_database(&run).len(), 60);
+    assert_eq!(run.estimated, 60);
+    let stats = redis.cli(&["INFO", "stats"]);
+    assert!(stats.contains("rejected_connections:0"), "{stats}");
+}
+
+#[test]
+fn a_user_denied_dbsize_still_reads_and_a_user_denied_select_is_stopped_before_any_read() {
+    // DBSIZE only feeds the progress estimate: an ACL listing the read commands
+    // without it must not stop the run.
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\nSELECT 3\nSET b 2\nHSET h f v\n");
+    let out = redis.cli(&[
+        "ACL", "SETUSER", "nodbsize", "on", ">pw", "~*", "+@read", "+@connection", "+config|get",
+        "-dbsize",
+    ]);
+    assert_eq!(out.trim(), "OK");
+    let auth = "username: nodbsize\npassword: pw\n";
+    for databases in ["\"*\"", "\"0,3\""] {
+        let run = read(config(redis.port, &format!("{auth}database: {databases}\n")))
+            .unwrap_or_else(|e| panic!("{databases}: {e}"));
+        assert_eq!(run.keys(), text_keys(&["a", "b", "h"]), "{databases}");
+        assert_eq!(run.estimated, 0, "{databases}");
+        if databases == "\"*\"" {
+            assert!(
+                run.report.notes.iter().any(|n| n.contains("DBSIZE is not available")),
+                "{:?}",
+                run.report.notes
+            );
+        }
+    }
+
+    let out = redis.cli(&["ACL", "SETUSER", "noselect", "on", ">pw", "~*", "+@read", "+config|get"]);
+    assert_eq!(out.trim(), "OK");
+    let auth = "username: noselect\npassword: pw\n";
+    // Database 0 needs no SELECT.
+    let run = read(config(redis.port, &format!("{auth}database: 0\n"))).unwrap();
+    assert_eq!(run.keys(), text_keys(&["a"]));
+    // Denied INFO and SELECT, it cannot list the databases: the error says what to do.
+    let error = read(config(redis.port, &format!("{auth}database: \"*\"\n")))
+        .err()
+        .unwrap();
+    assert!(
+        error.contains("SELECT is denied to this user too") && error.contains("`database: 0`"),
+        "{error}"
+    );
+    let error = read(config(redis.port, &format!("{auth}database: \"0,3\"\n")))
+        .err()
+        .unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "Redis at 127.0.0.1:{}: SELECT of db 3 failed: permission denied to user `noselect` (NOPERM)",
+            redis.port
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_page_of_big_collections_of_unknown_size_is_sent_in_parts_bounded_in_bytes() {
+    // Without MEMORY USAGE (size_in_bytes: false, or MEMORY disabled) the sizes are
+    // known only once read: ten lists of about 1 MB in one SCAN page must not be
+    // read and sent as one 10 MB batch.
+    let redis = RedisServer::start(&[]);
+    let element = "x".repeat(20);
+    let mut commands = String::new();
+    for k in 0..10 {
+        for _ in 0..50 {
+            commands += &format!("RPUSH list{k}");
+            for _ in 0..1000 {
+                commands += " ";
+                commands += &element;
+            }
+            commands.push('\n');
+        }
+    }
+    redis.cli_pipe(&commands);
+    let run = read(config(
+        redis.port,
+        "database: 0\nsize_in_bytes: false\nscan_count: 1000\n",
+    ))
+    .unwrap();
+    assert_eq!(run.records.len(), 10);
+    assert!(
+        run.records.iter().all(|r| r.value.payload_len() == 50_000 * 20),
+        "every list read whole"
+    );
+    let bound = redis_connector_part_bytes() + 50_000 * 20;
+    assert!(
+        run.batch_bytes.iter().all(|&b| b <= bound),
+        "batches of {:?} bytes, bound {bound}",
+        run.batch_bytes
+    );
+    assert!(run.batches >= 4, "{:?}", run.batch_bytes);
+}
+
+/// The reader's part size (2 MiB), as `reader::PART_BYTES` says.
+fn redis_connector_part_bytes() -> u64 {
+    2 * 1024 * 1024
+}
+
+fn net_output_bytes(redis: &RedisServer) -> u64 {
+    let info = redis.cli(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_net_output_bytes:"))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_collection_of_big_elements_over_the_limit_is_not_read_a_whole_chunk_at_a_time() {
+    // 100 elements of 100 KB (10 MB) against max_value_bytes 1 MiB: `chunk_size`
+    // (1000) elements in one reply would be the whole 10 MB, read only to be dropped.
+    let redis = RedisServer::start(&[]);
+    let element = "x".repeat(100_000);
+    let mut commands = String::from("SET small v\n");
+    for _ in 0..100 {
+        commands += &format!("RPUSH fat {element}\nXADD fatstream * f {element}\n");
+    }
+    redis.cli_pipe(&commands);
+    let before = net_output_bytes(&redis);
+    let run = read(config(redis.port, "database: 0\nmax_value_bytes: 1MiB\n")).unwrap();
+    let sent = net_output_bytes(&redis) - before;
+    assert_eq!(run.keys(), text_keys(&["small"]));
+    assert_eq!(run.counters.skipped_reasons.get("too_large").copied(), Some(2));
+    // Each of the two keys: about the limit plus an element or so, not 10 MB.
+    assert!(sent < 2 * 3 * 1024 * 1024, "Redis sent {sent} bytes");
 }

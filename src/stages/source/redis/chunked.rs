@@ -6,7 +6,7 @@
 
 use redis::{Cmd, Value};
 
-use super::fetch::show_key;
+use super::fetch::{show_key, unless_wrong_type};
 use super::reconnect::DbConnection;
 use super::value;
 use crate::record::{KeyType, RedisValue, StreamEntry};
@@ -30,9 +30,13 @@ pub enum Next {
     Cursor(u64),
     /// `LRANGE`/`ZRANGE` start index.
     Index(i64),
-    /// `XRANGE` start (`-`, or `(id` for "after id").
+    /// `XRANGE` start (`-`, or the smallest id after the last one read).
     From(String),
 }
+
+/// Elements asked by the first call of a read from the start, before any element's
+/// size is known (see [`Partial::next_count`]).
+const FIRST_PROBE: u32 = 16;
 
 /// A collection read so far.
 #[derive(Debug)]
@@ -113,6 +117,27 @@ impl Partial {
         command
     }
 
+    /// Elements read so far.
+    fn elements(&self) -> usize {
+        self.pairs.len() + self.items.len() + self.scored.len() + self.entries.len()
+    }
+
+    /// How many elements the next call of [`read_rest`] asks for: `chunk` is a count,
+    /// and elements can be big (a list of 1 MB items: 1000 of them in one reply is
+    /// 1 GB, whatever `max_value_bytes` says). So a read from the start (a key whose
+    /// memory is known to be over the limit) opens with [`FIRST_PROBE`] elements, and
+    /// every later call asks only what, at the average size read so far, still fits
+    /// under `max`, plus one to see it pass: at most `chunk`, at least 1.
+    pub fn next_count(&self, chunk: u32, max: u64) -> u32 {
+        let read = self.elements() as u64;
+        if read == 0 {
+            return chunk.min(FIRST_PROBE);
+        }
+        let average = (self.size / read).max(1);
+        let room = max.saturating_sub(self.size) / average + 1;
+        room.clamp(1, u64::from(chunk)) as u32
+    }
+
     /// The name of the command that reads a chunk, for messages.
     pub fn command_name(&self) -> &'static str {
         match self.key_type {
@@ -181,7 +206,7 @@ impl Partial {
                     self.entries.push(entry);
                 }
                 self.next = match self.entries.last() {
-                    Some(last) if full(n) => Next::From(format!("({}", last.id)),
+                    Some(last) if full(n) => Next::From(id_after(&last.id)),
                     _ => Next::Done,
                 };
             }
@@ -193,6 +218,15 @@ impl Partial {
             }
         }
         Ok(())
+    }
+
+    /// Whether the end of this read needs the key's existence confirmed before the
+    /// value is trusted: a read over several calls ends on an empty or short chunk,
+    /// which is also what a key deleted (or expired) between two calls gives, and
+    /// would otherwise be sent cut short as if whole; and `XRANGE` of a missing key
+    /// answers an empty list, as an empty stream does.
+    pub fn needs_existence_check(&self) -> bool {
+        self.chunks > 1 || (self.key_type == KeyType::Stream && self.entries.is_empty())
     }
 
     /// The value read: `None` when the collection turned out empty (the key is gone;
@@ -220,6 +254,21 @@ impl Partial {
     }
 }
 
+/// The smallest stream id after `id` (`5-3` gives `5-4`, `5-18446744073709551615`
+/// gives `6-0`), as an inclusive `XRANGE` start. The exclusive `(id` form needs Redis
+/// 6.2; servers before it (Debian 11 ships 6.0) refuse it, and streams longer than one
+/// chunk could not be read there. An id of another shape falls back to `(id`.
+fn id_after(id: &str) -> String {
+    let parsed = id
+        .split_once('-')
+        .and_then(|(ms, seq)| Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?)));
+    match parsed {
+        Some((ms, seq)) if seq < u64::MAX => format!("{ms}-{}", seq + 1),
+        Some((ms, _)) if ms < u64::MAX => format!("{}-0", ms + 1),
+        _ => format!("({id}"),
+    }
+}
+
 /// Reads the rest of a collection of which `partial` holds the start, one chunk per
 /// call, stopping once it is over `max` bytes.
 pub async fn read_rest(
@@ -236,27 +285,55 @@ pub async fn read_rest(
             return Ok(Chunked::TooLarge(partial.size));
         }
         if partial.next == Next::Done {
+            if partial.needs_existence_check() && !still_has_type(connection, key, partial.key_type).await? {
+                return Ok(Chunked::Vanished);
+            }
             return Ok(match partial.finish() {
                 Some(value) => Chunked::Value(value),
                 None => Chunked::Vanished,
             });
         }
-        let command = partial.command(key, chunk);
+        let count = partial.next_count(chunk, max);
+        let command = partial.command(key, count);
         let doing = format!(
             "{} of key `{}` in db {db}",
             partial.command_name(),
             show_key(key)
         );
-        let reply: Value = connection
+        let reply: Option<Value> = connection
             .run(&doing, |mut c| {
                 let command = &command;
-                async move { command.query_async(&mut c).await }
+                async move { unless_wrong_type(command.query_async(&mut c).await) }
             })
             .await?;
+        let Some(reply) = reply else {
+            // Another type now: the collection we were reading is gone.
+            return Ok(Chunked::Vanished);
+        };
         partial
-            .add(reply, chunk)
+            .add(reply, count)
             .map_err(|e| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(key)))?;
     }
+}
+
+/// Whether `key` still exists with type `key_type`, after a read over several calls.
+async fn still_has_type(
+    connection: &DbConnection,
+    key: &[u8],
+    key_type: KeyType,
+) -> anyhow::Result<bool> {
+    let doing = format!(
+        "TYPE of key `{}` in db {} (after reading it in chunks)",
+        show_key(key),
+        connection.db()
+    );
+    let reply: Value = connection
+        .run(&doing, |mut c| async move {
+            redis::cmd("TYPE").arg(key).query_async(&mut c).await
+        })
+        .await?;
+    let name = value::status(&reply).map_err(|e| anyhow::anyhow!("{doing}: {e}"))?;
+    Ok(KeyType::parse(&name) == Some(key_type))
 }
 
 #[cfg(test)]
@@ -285,6 +362,22 @@ mod tests {
                 b"c".to_vec()
             ]))
         );
+    }
+
+    #[test]
+    fn chunks_shrink_to_what_still_fits_under_the_limit() {
+        let mut partial = Partial::start(KeyType::List);
+        assert_eq!(partial.next_count(1000, 10_000), 16, "nothing known yet: a probe");
+        // Two elements of 1000 bytes: 8000 bytes of room is 8 more, plus one.
+        let big = Value::BulkString(vec![b'x'; 1000]);
+        partial.add(Value::Array(vec![big.clone(), big]), 2).unwrap();
+        assert_eq!(partial.next_count(1000, 10_000), 9);
+        assert_eq!(partial.next_count(5, 10_000), 5, "never more than a chunk");
+        assert_eq!(partial.next_count(1000, 1_000), 1, "never less than one");
+        // Small elements: the whole chunk.
+        let mut partial = Partial::start(KeyType::List);
+        partial.add(Value::Array(vec![bulk("a")]), 1).unwrap();
+        assert_eq!(partial.next_count(1000, 10_000), 1000);
     }
 
     #[test]
@@ -320,9 +413,32 @@ mod tests {
         partial
             .add(Value::Array(vec![entry("1-0"), entry("2-0")]), 2)
             .unwrap();
-        assert_eq!(partial.next, Next::From("(2-0".into()));
+        assert_eq!(partial.next, Next::From("2-1".into()));
         let command = partial.command(b"s", 2);
-        assert_eq!(command.args_iter().count(), 6, "XRANGE s (2-0 + COUNT 2");
+        assert_eq!(command.args_iter().count(), 6, "XRANGE s 2-1 + COUNT 2");
+    }
+
+    #[test]
+    fn the_next_stream_chunk_starts_at_the_smallest_id_after_the_last() {
+        // No `(id` (Redis 6.2+ only) where an inclusive id can say the same.
+        assert_eq!(id_after("1526985054069-0"), "1526985054069-1");
+        assert_eq!(id_after("7-18446744073709551615"), "8-0");
+        assert_eq!(id_after("18446744073709551615-18446744073709551615"), "(18446744073709551615-18446744073709551615");
+        assert_eq!(id_after("odd"), "(odd");
+    }
+
+    #[test]
+    fn reads_over_several_calls_and_empty_streams_need_the_key_confirmed() {
+        let mut partial = Partial::start(KeyType::List);
+        partial.add(Value::Array(vec![bulk("a")]), 10).unwrap();
+        assert!(!partial.needs_existence_check(), "one short chunk is the whole list");
+        let mut partial = Partial::start(KeyType::List);
+        partial.add(Value::Array(vec![bulk("a"), bulk("b")]), 2).unwrap();
+        partial.add(Value::Array(vec![]), 2).unwrap();
+        assert!(partial.needs_existence_check(), "an empty second chunk may be a deleted key");
+        let mut partial = Partial::start(KeyType::Stream);
+        partial.add(Value::Array(vec![]), 10).unwrap();
+        assert!(partial.needs_existence_check(), "XRANGE of a missing key is empty too");
     }
 
     #[test]

@@ -170,6 +170,15 @@ pub fn is_permission_denied(error: &RedisError) -> bool {
     error.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) || error.to_string().contains("NOPERM")
 }
 
+/// Whether the server refused a command only because of the key it names: the user
+/// may run the command, not on that key (`NOPERM this user has no permissions to
+/// access one of the keys used as arguments` in Redis 6 and 7.0, `NOPERM No
+/// permissions to access a key` from 7.2). A denied command says "run" instead.
+pub fn is_key_permission_denied(error: &RedisError) -> bool {
+    let text = error.to_string().to_ascii_lowercase();
+    is_permission_denied(error) && text.contains("access") && text.contains("key")
+}
+
 /// Whether the server is still loading its data set (`LOADING`): wait and retry.
 pub fn is_loading(error: &RedisError) -> bool {
     error.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)

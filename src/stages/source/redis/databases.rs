@@ -101,18 +101,22 @@ async fn select_and_dbsize(
 }
 
 /// `DBSIZE` of databases `0..count`, through `SELECT`; `None` when `SELECT` is denied.
+/// A size is `None` when `DBSIZE` is denied (an ACL listing only the read commands).
 async fn sizes_by_select(
     connector: &Connector,
     control: &mut MultiplexedConnection,
     count: u32,
-) -> anyhow::Result<Option<Vec<(u32, u64)>>> {
+) -> anyhow::Result<Option<Vec<(u32, Option<u64>)>>> {
     let replies = select_and_dbsize(connector, control, 0..count, "DBSIZE of every database").await?;
     let mut sizes = Vec::new();
     for (db, pair) in (0..count).zip(replies.chunks(2)) {
-        if pair.iter().any(|v| matches!(v, Value::ServerError(_))) {
+        if matches!(pair[0], Value::ServerError(_)) {
             return Ok(None);
         }
-        let keys = value::int(&pair[1]).ok().flatten().unwrap_or(0).max(0) as u64;
+        let keys = match &pair[1] {
+            Value::ServerError(_) => None,
+            reply => Some(value::int(reply).ok().flatten().unwrap_or(0).max(0) as u64),
+        };
         sizes.push((db, keys));
     }
     Ok(Some(sizes))
@@ -125,15 +129,16 @@ pub async fn resolve_all(
 ) -> anyhow::Result<Resolved> {
     if let Some(count) = database_count(connector, control).await? {
         if let Some(sizes) = sizes_by_select(connector, control, count).await? {
+            let mut notes = Vec::new();
+            if sizes.iter().any(|(_, keys)| keys.is_none()) {
+                notes.push("DBSIZE is not available to this user: databases of unknown size were read too (an empty one costs one SCAN)".to_owned());
+            }
             let databases = sizes
                 .into_iter()
-                .filter(|(_, keys)| *keys > 0)
+                .filter(|(_, keys)| *keys != Some(0))
                 .map(|(db, _)| db)
                 .collect();
-            return Ok(Resolved {
-                databases,
-                notes: Vec::new(),
-            });
+            return Ok(Resolved { databases, notes });
         }
     }
     match keyspace(connector, control).await {
@@ -146,7 +151,10 @@ pub async fn resolve_all(
                 databases: sizes.into_iter().filter(|(_, keys)| *keys > 0).map(|(db, _)| db).collect(),
                 notes: vec!["neither CONFIG nor INFO is available to this user: the databases holding keys were found with SELECT and DBSIZE".into()],
             }),
-            None => Err(error),
+            // Only database 0 can be read, and the user may not know it.
+            None => Err(anyhow::anyhow!(
+                "{error}; SELECT is denied to this user too, so `database: \"*\"` cannot find the databases: name them instead (`database: 0`)"
+            )),
         },
     }
 }
@@ -178,6 +186,50 @@ async fn probe_sizes(
         }
         first += STEP;
     }
+}
+
+/// How many keys the databases to read hold, for the progress estimate: `DBSIZE` of
+/// each, through `SELECT` on the control connection (database 0 needs none; the
+/// pipeline ends back on 0). A database this user may not `SELECT` is an error naming
+/// it, before anything is read; a `DBSIZE` that fails (denied by an ACL that allows
+/// the reads) only leaves that database out of the estimate.
+pub async fn estimate_keys(
+    connector: &Connector,
+    control: &mut MultiplexedConnection,
+    databases: &[u32],
+) -> anyhow::Result<u64> {
+    if databases.is_empty() {
+        return Ok(0);
+    }
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for &db in databases {
+        if db != 0 {
+            pipe.cmd("SELECT").arg(db);
+        }
+        pipe.cmd("DBSIZE");
+    }
+    if databases.iter().any(|&db| db != 0) {
+        pipe.cmd("SELECT").arg(0);
+    }
+    let replies: Vec<Value> = pipe
+        .query_async(control)
+        .await
+        .map_err(|e| anyhow::anyhow!(connector.describe(&e, "DBSIZE (to estimate the keys to read)")))?;
+    let mut replies = replies.into_iter();
+    let mut total = 0u64;
+    for &db in databases {
+        if db != 0 {
+            if let Some(Value::ServerError(error)) = replies.next() {
+                let error = RedisError::from(error);
+                return Err(anyhow::anyhow!(connector.describe(&error, &format!("SELECT of db {db}"))));
+            }
+        }
+        if let Some(Ok(Some(keys))) = replies.next().map(|reply| value::int(&reply)) {
+            total += keys.max(0) as u64;
+        }
+    }
+    Ok(total)
 }
 
 /// Checks that every database of `listed` exists; the error names all that do not.

@@ -99,6 +99,17 @@ fn is_wrong_type(error: &RedisError) -> bool {
     error.code() == Some("WRONGTYPE")
 }
 
+/// A reply, or `None` when the key now holds another type (`WRONGTYPE`: it was
+/// deleted and created again, or overwritten, since its type was asked): the key we
+/// saw is gone, as a vanished one is; not a reason to stop the run.
+pub fn unless_wrong_type<T>(result: redis::RedisResult<T>) -> redis::RedisResult<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if is_wrong_type(&error) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 fn is_unknown_command(error: &RedisError) -> bool {
     let text = error.to_string();
     text.contains("unknown command") || text.contains("unknown subcommand")
@@ -241,12 +252,18 @@ pub async fn inspect_page(
             pipe.cmd("STRLEN").arg(key);
         }
     }
-    let replies = run_pipeline(
-        connection,
-        &format!("TYPE/TTL/MEMORY USAGE of a page of db {db}"),
-        &pipe,
-    )
-    .await?;
+    // A rule that fixes the type, with sizes and TTLs off, has nothing to ask here
+    // (and the redis crate refuses to send an empty pipeline: "empty command").
+    let replies = if pipe.is_empty() {
+        Vec::new()
+    } else {
+        run_pipeline(
+            connection,
+            &format!("TYPE/TTL/MEMORY USAGE of a page of db {db}"),
+            &pipe,
+        )
+        .await?
+    };
     let mut replies = replies.into_iter();
     let parse = |v: &Value| value::int(v).map_err(|e| anyhow::anyhow!("db {db}: {e}"));
     for (i, key) in keys.iter().enumerate() {
@@ -364,12 +381,15 @@ pub async fn inspect_page(
 /// The second round trip of a page: the value, or the first bounded chunk of a
 /// collection, of every key that fits, in one pipeline. Collections longer than one
 /// chunk and strings whose size needs a closer look are finished one at a time
-/// afterwards. Gives the records in SCAN order.
+/// afterwards, until the values read reach `budget` bytes: the keys left then are
+/// given back, to be read as a part of their own (their sizes were unknown, or the
+/// split would have kept them apart). Gives the records in SCAN order.
 pub async fn read_page(
     connection: &DbConnection,
     settings: &FetchSettings,
     inspected: Inspected,
-) -> anyhow::Result<Page> {
+    budget: u64,
+) -> anyhow::Result<(Page, Option<Inspected>)> {
     let db = connection.db();
     let max = settings.max_value_bytes;
     let chunk = settings.chunk_size.max(1);
@@ -437,7 +457,8 @@ pub async fn read_page(
                     warn_too_large(db, &keys[i], partial.size, max);
                     outcome[i] = Some(Skip::TooLarge);
                     partials[i] = None;
-                } else if partial.next == Next::Done {
+                } else if partial.next == Next::Done && !partial.needs_existence_check() {
+                    // (An empty stream is confirmed in step 4, by `read_rest`.)
                     match partials[i].take().and_then(Partial::finish) {
                         Some(value) => values[i] = Some(value),
                         None => outcome[i] = Some(Skip::Vanished),
@@ -464,9 +485,19 @@ pub async fn read_page(
         }
     }
 
-    // 4. The rare keys that need more calls, one at a time.
+    // 4. The rare keys that need more calls, one at a time, while the page is under
+    //    its budget (at least one is read, so every call makes progress).
+    let mut bytes: u64 = values.iter().flatten().map(|v| v.payload_len() as u64).sum();
+    let mut read_one = false;
+    let mut later = vec![false; keys.len()];
     for i in 0..keys.len() {
         if outcome[i].is_some() || values[i].is_some() {
+            continue;
+        }
+        let more_calls = matches!(plans[i], Some(Read::CheckedString | Read::Chunked))
+            || partials[i].is_some();
+        if more_calls && read_one && bytes >= budget {
+            later[i] = true;
             continue;
         }
         let result = match (plans[i], partials[i].take()) {
@@ -486,8 +517,12 @@ pub async fn read_page(
             (_, Some(partial)) => read_rest(connection, &keys[i], partial, chunk, max).await?,
             _ => continue,
         };
+        read_one = true;
         match result {
-            Chunked::Value(value) => values[i] = Some(value),
+            Chunked::Value(value) => {
+                bytes += value.payload_len() as u64;
+                values[i] = Some(value);
+            }
             Chunked::Vanished => outcome[i] = Some(Skip::Vanished),
             Chunked::TooLarge(size) => {
                 warn_too_large(db, &keys[i], size, max);
@@ -496,17 +531,29 @@ pub async fn read_page(
         }
     }
 
-    // 5. Records, in SCAN order.
+    // 5. Records, in SCAN order; the keys left for later, read again from the start.
     let mut page = Page {
         records: Vec::with_capacity(keys.len()),
         skips: Skips::default(),
         skipped_existing: Vec::new(),
     };
-    for ((key, slot), (skip, value)) in keys
+    let mut rest = Inspected::default();
+    for (((key, slot), (skip, value)), (later, plan)) in keys
         .into_iter()
         .zip(slots)
         .zip(outcome.into_iter().zip(values))
+        .zip(later.into_iter().zip(plans))
     {
+        if later {
+            rest.keys.push(key);
+            rest.slots.push(slot);
+            rest.outcome.push(None);
+            rest.plans.push(match plan {
+                Some(Read::CheckedString) => plan,
+                _ => Some(Read::Chunked),
+            });
+            continue;
+        }
         match (skip, value) {
             (Some(Skip::Vanished), _) | (None, None) => page.skips.vanished += 1,
             (Some(Skip::TooLarge), _) => {
@@ -529,7 +576,7 @@ pub async fn read_page(
             }),
         }
     }
-    Ok(page)
+    Ok((page, (!rest.keys.is_empty()).then_some(rest)))
 }
 
 /// `STRLEN` then `GET`: for a string whose memory use is over the limit.
@@ -540,21 +587,24 @@ async fn read_checked_string(
 ) -> anyhow::Result<Chunked> {
     let db = connection.db();
     let doing = format!("STRLEN of key `{}` in db {db}", show_key(key));
-    let len: i64 = connection
+    let len: Option<i64> = connection
         .run(&doing, |mut c| async move {
-            redis::cmd("STRLEN").arg(key).query_async(&mut c).await
+            unless_wrong_type(redis::cmd("STRLEN").arg(key).query_async(&mut c).await)
         })
         .await?;
+    let Some(len) = len else {
+        return Ok(Chunked::Vanished);
+    };
     if len as u64 > max {
         return Ok(Chunked::TooLarge(len as u64));
     }
     let doing = format!("GET of key `{}` in db {db}", show_key(key));
-    let value: Option<Vec<u8>> = connection
+    let value: Option<Option<Vec<u8>>> = connection
         .run(&doing, |mut c| async move {
-            redis::cmd("GET").arg(key).query_async(&mut c).await
+            unless_wrong_type(redis::cmd("GET").arg(key).query_async(&mut c).await)
         })
         .await?;
-    Ok(match value {
+    Ok(match value.flatten() {
         Some(bytes) => Chunked::Value(RedisValue::String(bytes)),
         None => Chunked::Vanished,
     })

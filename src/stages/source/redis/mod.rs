@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::model::{DatabaseSelection, RedisSourceConfig};
@@ -35,6 +35,9 @@ use fetch::FetchSettings;
 use reader::{read_database, ReadSettings};
 use reconnect::DbConnection;
 use scan::ScanSpec;
+
+/// Databases read at the same time, each on its own connection.
+pub const DATABASES_AT_ONCE: usize = 8;
 
 /// A checked Redis source, ready to run.
 pub struct RedisSource {
@@ -112,29 +115,12 @@ impl RedisSource {
                 connector.endpoint()
             ));
         }
-        drop(control);
-
-        // One connection per database, and the estimate of what is to come.
-        let mut connections = Vec::new();
-        for db in plan.keys() {
-            connections.push(DbConnection::open(connector.clone(), *db));
-        }
-        let connections: Vec<Arc<DbConnection>> = futures::future::try_join_all(connections)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-        let mut estimate = 0u64;
-        for connection in &connections {
-            let doing = format!("DBSIZE of db {}", connection.db());
-            let size: u64 = connection
-                .run(&doing, |mut c| async move {
-                    redis::cmd("DBSIZE").query_async(&mut c).await
-                })
-                .await?;
-            estimate += size;
-        }
+        // The estimate of what is to come, asked on the control connection; a database
+        // this user may not SELECT stops the run here, before anything is read.
+        let databases: Vec<u32> = plan.keys().copied().collect();
+        let estimate = databases::estimate_keys(&connector, &mut control, &databases).await?;
         ctx.estimated_total.store(estimate, Ordering::Relaxed);
+        drop(control);
 
         let settings = Arc::new(ReadSettings {
             fetch: FetchSettings {
@@ -147,30 +133,58 @@ impl RedisSource {
             pages_in_flight: self.config.pages_in_flight,
             bytes_in_flight: ReadSettings::bytes_in_flight_semaphore(),
         });
+        // Databases are read concurrently, each on its own connection, but at most
+        // DATABASES_AT_ONCE at a time: one connection per database of a server with
+        // hundreds would run out of file descriptors or of the server's `maxclients`
+        // (managed plans allow a few dozen), and two cores gain nothing past a few.
+        let at_once = Arc::new(Semaphore::new(DATABASES_AT_ONCE));
         let mut tasks = JoinSet::new();
-        for (connection, (db, specs)) in connections.iter().cloned().zip(plan) {
-            let task = read_database(
-                connection,
-                specs,
+        for (db, specs) in plan {
+            let (connector, settings, out, ctx, at_once) = (
+                connector.clone(),
                 settings.clone(),
                 out.clone(),
                 ctx.clone(),
+                at_once.clone(),
             );
-            tasks.spawn(async move { (db, task.await) });
+            tasks.spawn(async move {
+                let _turn = tokio::select! {
+                    biased;
+                    _ = ctx.cancel.cancelled() => return (db, Ok(None)),
+                    turn = at_once.acquire_owned() => turn,
+                };
+                let read = async {
+                    let connection = Arc::new(DbConnection::open(connector, db).await?);
+                    let db_report =
+                        read_database(connection.clone(), specs, settings, out, ctx).await?;
+                    Ok::<_, anyhow::Error>(Some((
+                        db_report,
+                        connection.restarts(),
+                        connection.reconnects(),
+                    )))
+                };
+                (db, read.await)
+            });
         }
         drop(out);
 
         let mut json_missing = 0;
+        let mut dropped: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {
             let (db, result) =
                 joined.map_err(|e| anyhow::anyhow!("reading a Redis database stopped: {e}"))?;
             match result {
-                Ok(db_report) => {
+                Ok(Some((db_report, restarts, reconnects))) => {
                     json_missing += db_report.skips.json_module_missing;
                     if !db_report.keys.is_empty() {
                         report.keys.insert(db, db_report.keys);
                     }
+                    if restarts > 0 || reconnects > 0 {
+                        dropped.insert(db, (restarts, reconnects));
+                    }
                 }
+                // Cancelled before its turn came.
+                Ok(None) => {}
                 Err(error) => {
                     tasks.abort_all();
                     return Err(error);
@@ -182,19 +196,16 @@ impl RedisSource {
                 "{json_missing} RedisJSON (ReJSON-RL) keys skipped: the server does not answer JSON.GET (RedisJSON module missing)"
             ));
         }
-        for connection in &connections {
-            if connection.restarts() > 0 {
+        for (db, (restarts, reconnects)) in dropped {
+            if restarts > 0 {
                 report.notes.push(format!(
-                    "Redis at {} restarted while db {} was read: its scan started over, so some keys may have been sent twice",
+                    "Redis at {} restarted while db {db} was read: its scan started over, so some keys may have been sent twice",
                     connector.endpoint(),
-                    connection.db()
                 ));
-            } else if connection.reconnects() > 0 {
+            } else {
                 report.notes.push(format!(
-                    "the connection to Redis at {} (db {}) dropped {} time(s); the scan went on from its cursor",
+                    "the connection to Redis at {} (db {db}) dropped {reconnects} time(s); the scan went on from its cursor",
                     connector.endpoint(),
-                    connection.db(),
-                    connection.reconnects()
                 ));
             }
         }
@@ -203,7 +214,9 @@ impl RedisSource {
 }
 
 /// Whether this server answers `MEMORY USAGE` (asked of a key that need not exist:
-/// a missing key gives nil, a disabled, renamed or denied command an error).
+/// a missing key gives nil, a disabled, renamed or denied command an error). A user
+/// whose ACL does not cover the probe's key name (`~user:*`) may still run the command
+/// on its own keys: that refusal means "available".
 async fn memory_usage_available(
     connector: &Connector,
     control: &mut redis::aio::MultiplexedConnection,
@@ -218,6 +231,6 @@ async fn memory_usage_available(
         Err(error) if connect::is_connection_error(&error) => {
             Err(anyhow::anyhow!(connector.describe(&error, "MEMORY USAGE")))
         }
-        Err(_) => Ok(false),
+        Err(error) => Ok(connect::is_key_permission_denied(&error)),
     }
 }

@@ -2,22 +2,24 @@
 //! whose values are fetched `pages_in_flight` at a time (SCAN and fetch overlap),
 //! each page sent on as one batch. Keys selected by two rules are sent once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
-use tokio::sync::{mpsc, Semaphore};
+use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::fetch::{inspect_page, read_page, FetchSettings, Skips};
+use super::fetch::{inspect_page, read_page, FetchSettings, Inspected, Page, Skips};
 use super::reconnect::DbConnection;
 use super::scan::{ScanSpec, Scanner};
 use crate::record::Batch;
 use crate::stages::StageContext;
 
 /// A page of big values is read and sent in parts of at most this many bytes (by the
-/// sizes `MEMORY USAGE` or `STRLEN` gave), so memory does not grow with value sizes.
+/// sizes `MEMORY USAGE` or `STRLEN` gave, and by the bytes actually read where they are
+/// unknown: plus one value), so memory does not grow with value sizes.
 pub const PART_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Bytes of values read but not yet handed to the next stage, all databases together.
@@ -51,6 +53,45 @@ pub struct DatabaseReport {
     /// Keys sent, by Redis type name.
     pub keys: BTreeMap<String, u64>,
     pub skips: Skips,
+}
+
+/// The pages of one part, each with the permits its bytes took. One part gives one
+/// page, or several when its collections turn out big (their sizes unknown,
+/// `size_in_bytes: false`): `read_page` stops once it holds [`PART_BYTES`] and gives
+/// back the rest, read next as parts of its own. (Boxed: the reader polls several at
+/// once, and a named type keeps the spawned task's future `Send`.)
+fn read_part(
+    connection: Arc<DbConnection>,
+    settings: Arc<ReadSettings>,
+    part: Inspected,
+) -> Pin<Box<dyn Stream<Item = anyhow::Result<(Page, OwnedSemaphorePermit)>> + Send>> {
+    Box::pin(futures::stream::try_unfold(
+        VecDeque::from([part]),
+        move |mut pending| {
+            let (connection, settings) = (connection.clone(), settings.clone());
+            async move {
+                let Some(part) = pending.pop_front() else {
+                    return Ok(None);
+                };
+                let permits = part
+                    .estimated_bytes()
+                    .div_ceil(PERMIT_BYTES)
+                    .clamp(1, BYTES_IN_FLIGHT / PERMIT_BYTES) as u32;
+                let permit = settings
+                    .bytes_in_flight
+                    .clone()
+                    .acquire_many_owned(permits)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading db {}: {e}", connection.db()))?;
+                let (page, rest) =
+                    read_page(&connection, &settings.fetch, part, PART_BYTES).await?;
+                if let Some(rest) = rest {
+                    pending.extend(rest.split(PART_BYTES));
+                }
+                Ok(Some(((page, permit), pending)))
+            }
+        },
+    ))
 }
 
 /// Reads every scan of one database, sending each page's records on `out`.
@@ -99,25 +140,13 @@ pub async fn read_database(
         .filter(|keys| std::future::ready(!keys.is_empty()))
         .map(|keys| inspect_page(connection, &settings.fetch, keys, key_type))
         .buffered(in_flight)
-        .map_ok(|inspected| futures::stream::iter(inspected.split(PART_BYTES).into_iter().map(Ok)))
+        .map_ok(|inspected| futures::stream::iter(inspected.split(PART_BYTES).into_iter().map(Ok::<_, anyhow::Error>)))
         .try_flatten()
-        .map_ok(|part| async move {
-            // Parts are asked in order, and the semaphore is fair: the oldest part of
-            // every reader is always served first, so readers cannot block each other.
-            let permits = part
-                .estimated_bytes()
-                .div_ceil(PERMIT_BYTES)
-                .clamp(1, BYTES_IN_FLIGHT / PERMIT_BYTES) as u32;
-            let permit = settings
-                .bytes_in_flight
-                .clone()
-                .acquire_many_owned(permits)
-                .await
-                .map_err(|e| anyhow::anyhow!("reading db {}: {e}", connection.db()))?;
-            let page = read_page(connection, &settings.fetch, part).await?;
-            Ok::<_, anyhow::Error>((page, permit))
-        })
-        .try_buffered(in_flight);
+        // Up to `in_flight` parts are read at once, and their pages handed on as soon
+        // as they are read, in no set order: a part waiting for permits never holds
+        // up a page that is ready to be sent (and to give its permits back).
+        .map_ok(|part| read_part(connection.clone(), settings.clone(), part))
+        .try_flatten_unordered(in_flight);
         let mut pages = std::pin::pin!(pages);
         loop {
             let started = Instant::now();
