@@ -154,7 +154,7 @@ fn json_format_prints_only_an_array_of_problems() {
             }
         ])
     );
-    assert_eq!(stderr(&output), "4 files checked, 1 invalid\n");
+    assert_eq!(stderr(&output), "5 files checked, 1 invalid\n");
 }
 
 #[test]
@@ -337,6 +337,6 @@ fn a_file_named_twice_is_checked_once() {
         "tests/fixtures/valid/anchors-and-sizes.yaml",
     ]);
     assert_eq!(stdout(&output), "");
-    assert_eq!(stderr(&output), "3 files checked, 0 invalid\n");
+    assert_eq!(stderr(&output), "4 files checked, 0 invalid\n");
     assert_eq!(output.status.code(), Some(0));
 }
