@@ -169,6 +169,20 @@ impl TemplateTransform {
         });
         errors.extend(expr_errors);
         if errors.is_empty() {
+            let env = compiled.borrow_owner();
+            for (name, template) in env.templates() {
+                errors.extend(unknown_names(env, name, &template.undeclared_variables(false), &RECORD_NAMES));
+            }
+            for ((pointer, _), expr) in expr_sources.iter().zip(compiled.borrow_dependent()) {
+                errors.extend(unknown_names(
+                    env,
+                    &format!("{pointer}/expr"),
+                    &expr.undeclared_variables(false),
+                    &RECORD_NAMES,
+                ));
+            }
+        }
+        if errors.is_empty() {
             Ok(TemplateTransform {
                 compiled,
                 body,
@@ -394,6 +408,52 @@ fn md5_hex(value: Value) -> String {
         },
     };
     format!("{digest:x}")
+}
+
+/// The names a record's templates see (see [`record_context`]). `timestamp` comes
+/// last: the sink's `index` template sees every name before it.
+pub const RECORD_NAMES: [&str; 8] = [
+    "key",
+    "database",
+    "key_type",
+    "value",
+    "size_in_bytes",
+    "ttl",
+    "pipeline",
+    "timestamp",
+];
+
+/// An error for each name in `read` (the names a template reads without setting
+/// them) that is neither one of `names` nor a global of `env` (`range`, `now`, ...).
+/// Strict mode fails every record on such a name at run time, so a typo
+/// (`{{ vlaue.name }}`) is reported by `validate` instead, at `pointer`.
+pub fn unknown_names(
+    env: &Environment<'_>,
+    pointer: &str,
+    read: &std::collections::HashSet<String>,
+    names: &[&str],
+) -> Vec<FieldError> {
+    let mut unknown: Vec<&String> = read
+        .iter()
+        .filter(|name| !names.contains(&name.as_str()) && !env.globals().any(|(global, _)| global == name.as_str()))
+        .collect();
+    unknown.sort();
+    unknown
+        .into_iter()
+        .map(|name| {
+            let hint = match crate::config::suggest::did_you_mean(name, names.iter().copied()) {
+                Some(suggestion) => format!(", did you mean `{suggestion}`?"),
+                None => String::new(),
+            };
+            FieldError::new(
+                pointer,
+                format!(
+                    "unknown variable `{name}`: a template sees {}{hint}",
+                    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Whether any template of `env` reads the record's `field` (a top-level name of the
@@ -704,6 +764,30 @@ document:
             "{}",
             errors[0].message
         );
+    }
+
+    #[test]
+    fn unknown_variable_names_are_build_errors() {
+        let errors = TemplateTransform::build(&config(
+            "id: \"{{ kye }}\"\ndocument:\n  a: \"{{ vlaue.name }}\"\n  b: { expr: \"sizeinbytes + zzz\" }\n",
+        ))
+        .err()
+        .unwrap();
+        let found: Vec<_> = errors.iter().map(|e| (e.pointer.as_str(), e.message.as_str())).collect();
+        let sees = "a template sees `key`, `database`, `key_type`, `value`, `size_in_bytes`, `ttl`, `pipeline`, `timestamp`";
+        assert!(found.contains(&("/id", &*format!("unknown variable `kye`: {sees}, did you mean `key`?"))), "{found:?}");
+        assert!(found.contains(&("/document/a", &*format!("unknown variable `vlaue`: {sees}, did you mean `value`?"))), "{found:?}");
+        assert!(found.contains(&("/document/b/expr", &*format!("unknown variable `sizeinbytes`: {sees}, did you mean `size_in_bytes`?"))), "{found:?}");
+        assert!(found.contains(&("/document/b/expr", &*format!("unknown variable `zzz`: {sees}"))), "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
+    }
+
+    #[test]
+    fn locals_loops_and_globals_are_known_names() {
+        let built = TemplateTransform::build(&config(
+            "document:\n  a: \"{% set x = key %}{{ x }}{% for i in range(2) %}{{ loop.index }}{{ i }}{% endfor %}\"\n  b: \"{{ now() }} {{ timestamp }} {{ pipeline }} {{ ttl }} {{ dict(a=1) }}\"\n  c: { expr: \"[value, database, key_type, size_in_bytes] | length\" }\n",
+        ));
+        assert!(built.is_ok(), "{:?}", built.err());
     }
 
     #[test]

@@ -117,7 +117,14 @@ impl ElasticsearchSink {
             env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
             minijinja_contrib::add_to_environment(&mut env);
             match env.add_template_owned("index", config.index.clone()) {
-                Ok(()) => Some(Target::Template(env)),
+                Ok(()) => {
+                    // The index template sees the record and `pipeline` (not `timestamp`).
+                    let names = &crate::stages::transform::template::RECORD_NAMES[..7];
+                    let read = env.get_template("index").map(|t| t.undeclared_variables(false)).unwrap_or_default();
+                    let unknown = crate::stages::transform::template::unknown_names(&env, "/index", &read, names);
+                    errors.extend(unknown);
+                    Some(Target::Template(env))
+                }
                 Err(e) => {
                     errors.push(FieldError::new(
                         "/index",
