@@ -226,6 +226,26 @@ fn an_invalid_pipeline_stops_the_run_before_any_connection() {
 }
 
 #[test]
+fn an_invalid_pipeline_replaces_the_summary_json_with_its_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_file(
+        dir.path(),
+        "b.yaml",
+        "name: b\nsource: {type: redis, host: 127.0.0.1, databse: 0}\nsink: {type: ndjson, path: b.ndjson}\n",
+    );
+    // What an earlier, successful run left: a bot must not read it as this run's.
+    std::fs::write(dir.path().join("s.json"), r#"{"status": "ok", "pipelines": []}"#).unwrap();
+    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "s.json", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let summary = summary_json(&dir.path().join("s.json"));
+    assert_eq!(summary["status"], "invalid");
+    assert_eq!(summary["pipelines"], serde_json::json!([]));
+    let problem = &summary["problems"][0];
+    assert_eq!((problem["line"].as_u64(), problem["pointer"].as_str()), (Some(2), Some("/source/databse")));
+    assert!(problem["message"].as_str().unwrap().contains("did you mean `database`?"), "{problem}");
+}
+
+#[test]
 fn a_missing_pipeline_file_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_in(dir.path(), &["run", "no-such.yaml"]);
