@@ -340,3 +340,40 @@ fn a_file_named_twice_is_checked_once() {
     assert_eq!(stderr(&output), "4 files checked, 0 invalid\n");
     assert_eq!(output.status.code(), Some(0));
 }
+
+#[test]
+fn a_quoted_pattern_is_expanded_and_one_matching_nothing_is_a_usage_error() {
+    // CI files often pass the pattern quoted, so no shell expands it.
+    let output = validate(&["tests/fixtures/valid/*.yaml"]);
+    assert_eq!(stdout(&output), "");
+    assert_eq!(stderr(&output), "4 files checked, 0 invalid\n");
+    assert_eq!(output.status.code(), Some(0));
+
+    let output = validate(&["tests/fixtures/invalid/two-*.yaml"]);
+    assert_eq!(stderr(&output), "2 files checked, 2 invalid\n");
+    assert_eq!(output.status.code(), Some(1));
+
+    let output = validate(&["tests/fixtures/valid/*.json"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        "error: tests/fixtures/valid/*.json: no file or folder matches this pattern\n"
+    );
+}
+
+#[test]
+fn a_folder_search_skips_hidden_files_and_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "users.yaml", &pipeline("users", "users", "false"));
+    // A CI workflow, and the `..data` folder Kubernetes puts beside a mounted
+    // ConfigMap's files: neither is a pipeline of this folder.
+    std::fs::create_dir_all(dir.path().join(".github/workflows")).unwrap();
+    std::fs::create_dir_all(dir.path().join("..data")).unwrap();
+    write_file(&dir.path().join(".github/workflows"), "ci.yml", "on: push\n");
+    write_file(&dir.path().join("..data"), "users.yaml", &pipeline("users", "users", "false"));
+    write_file(dir.path(), ".draft.yaml", "name: [\n");
+    let output = validate_folder(dir.path());
+    assert_eq!(stdout(&output), "");
+    assert_eq!(stderr(&output), "1 file checked, 0 invalid\n");
+    assert_eq!(output.status.code(), Some(0));
+}
