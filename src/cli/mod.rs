@@ -31,7 +31,8 @@ pub enum Command {
     /// Prints `file:line:col: error: message (at /json/pointer)` for every problem in
     /// every file (on a terminal, with the source line underlined), or a JSON array
     /// with `--format json`; then `N files checked, M invalid` on standard error.
-    /// Folders are searched for `*.yaml` / `*.yml`; two pipelines with one `name`, or
+    /// Folders are searched for `*.yaml` / `*.yml` (hidden files and folders skipped);
+    /// a quoted pattern (`'pipelines/*.yaml'`) is expanded. Two pipelines with one `name`, or
     /// sharing an index where `delete_stale` is on, are errors. `${VAR}` is read from
     /// the environment (an unset one is an error); values are never shown in
     /// messages. Never connects anywhere.
@@ -61,7 +62,7 @@ pub enum LogFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// Pipeline files, or folders searched for `*.yaml` / `*.yml`.
+    /// Pipeline files, folders searched for `*.yaml` / `*.yml`, or patterns.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Output format.
@@ -71,7 +72,7 @@ pub struct ValidateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Pipeline files, or folders searched for `*.yaml` / `*.yml`.
+    /// Pipeline files, folders searched for `*.yaml` / `*.yml`, or patterns.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Read and render everything, check the target, write nothing.
