@@ -173,13 +173,16 @@ impl TemplateTransform {
             for (name, template) in env.templates() {
                 errors.extend(unknown_names(env, name, &template.undeclared_variables(false), &RECORD_NAMES));
             }
-            for ((pointer, _), expr) in expr_sources.iter().zip(compiled.borrow_dependent()) {
-                errors.extend(unknown_names(
-                    env,
-                    &format!("{pointer}/expr"),
-                    &expr.undeclared_variables(false),
-                    &RECORD_NAMES,
-                ));
+            for ((pointer, source), expr) in expr_sources.iter().zip(compiled.borrow_dependent()) {
+                let pointer = format!("{pointer}/expr");
+                errors.extend(unknown_names(env, &pointer, &expr.undeclared_variables(false), &RECORD_NAMES));
+                errors.extend(unknown_filters(env, &pointer, source, true));
+            }
+            let fixed = [("/id", config.id.as_deref()), ("/index", config.index.as_deref())];
+            let fixed = fixed.into_iter().filter_map(|(pointer, source)| Some((pointer, source?)));
+            let leaves = template_leaves.iter().map(|(pointer, source)| (pointer.as_str(), source.as_str()));
+            for (pointer, source) in fixed.chain(leaves) {
+                errors.extend(unknown_filters(env, pointer, source, false));
             }
         }
         if errors.is_empty() {
@@ -387,7 +390,7 @@ fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
 
 /// The environment every template of a stage is compiled in: strict undefined, no
 /// auto-escaping, the contrib filters and Python-style methods, and `md5`.
-fn environment() -> Environment<'static> {
+pub(crate) fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -454,6 +457,92 @@ pub fn unknown_names(
             )
         })
         .collect()
+}
+
+/// An error for each filter `source` applies (`{{ value | to_json }}`) that `env`
+/// does not have. minijinja looks filters up only when it applies them, so such a
+/// template compiles and then fails every record; Jinja2 itself refuses it when it
+/// compiles. `expression` says whether `source` is an expression (all code) rather
+/// than a template (code inside `{{ }}` and `{% %}`).
+pub fn unknown_filters(env: &Environment<'_>, pointer: &str, source: &str, expression: bool) -> Vec<FieldError> {
+    filter_names(source, expression)
+        .into_iter()
+        .filter(|name| {
+            let probe = env.render_str(&format!("{{{{ none | {name} }}}}"), ());
+            matches!(probe, Err(error) if error.kind() == minijinja::ErrorKind::UnknownFilter)
+        })
+        .map(|name| {
+            let hint = match crate::config::suggest::did_you_mean(&name, COMMON_FILTERS) {
+                Some(suggestion) => format!(", did you mean `{suggestion}`?"),
+                None => String::new(),
+            };
+            FieldError::new(pointer, format!("unknown filter `{name}`{hint}"))
+        })
+        .collect()
+}
+
+/// Filters a template may mean when it names one that does not exist (suggestions
+/// only: whether a filter exists is asked of the environment).
+const COMMON_FILTERS: [&str; 32] = [
+    "tojson", "lower", "upper", "title", "capitalize", "trim", "replace", "default", "split",
+    "join", "int", "float", "string", "bool", "length", "first", "last", "list", "map",
+    "select", "reject", "sort", "unique", "round", "abs", "items", "min", "max", "sum",
+    "reverse", "datetimeformat", "md5",
+];
+
+/// The names after each `|` in the code of `source`, outside string literals and
+/// comments: the filters it applies, sorted.
+fn filter_names(source: &str, expression: bool) -> std::collections::BTreeSet<String> {
+    let chars: Vec<char> = source.chars().collect();
+    let mut names = std::collections::BTreeSet::new();
+    let mut in_code = expression;
+    let mut i = 0;
+    while i < chars.len() {
+        let (c, next) = (chars[i], chars.get(i + 1).copied());
+        if !in_code {
+            match (c, next) {
+                ('{', Some('{' | '%')) => {
+                    in_code = true;
+                    i += 2;
+                }
+                ('{', Some('#')) => {
+                    // A comment, to its `#}`.
+                    let end = (i + 2..chars.len().saturating_sub(1)).find(|&j| chars[j] == '#' && chars[j + 1] == '}');
+                    i = end.map_or(chars.len(), |j| j + 2);
+                }
+                _ => i += 1,
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => {
+                i += 1;
+                while i < chars.len() && chars[i] != c {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            '}' | '%' if !expression && next == Some('}') => {
+                in_code = false;
+                i += 2;
+            }
+            '|' => {
+                i += 1;
+                while i < chars.len() && chars[i].is_whitespace() {
+                    i += 1;
+                }
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                if i > start && !chars[start].is_ascii_digit() {
+                    names.insert(chars[start..i].iter().collect());
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    names
 }
 
 /// Whether any template of `env` reads the record's `field` (a top-level name of the
@@ -780,6 +869,32 @@ document:
         assert!(found.contains(&("/document/b/expr", &*format!("unknown variable `sizeinbytes`: {sees}, did you mean `size_in_bytes`?"))), "{found:?}");
         assert!(found.contains(&("/document/b/expr", &*format!("unknown variable `zzz`: {sees}"))), "{found:?}");
         assert_eq!(found.len(), 4, "{found:?}");
+    }
+
+    #[test]
+    fn unknown_filters_are_build_errors() {
+        let errors = TemplateTransform::build(&config(
+            "id: \"{{ key | lowr }}\"\ndocument:\n  a: \"x | y {{ value | to_json }} {# | nope #}{{ '|nope' }}\"\n  b: { expr: \"key | md5 | upper | uppr\" }\n",
+        ))
+        .err()
+        .unwrap();
+        let found: Vec<_> = errors.iter().map(|e| (e.pointer.as_str(), e.message.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                ("/document/b/expr", "unknown filter `uppr`, did you mean `upper`?"),
+                ("/id", "unknown filter `lowr`, did you mean `lower`?"),
+                ("/document/a", "unknown filter `to_json`, did you mean `tojson`?"),
+            ]
+        );
+    }
+
+    #[test]
+    fn filter_names_are_read_from_code_only() {
+        let names = |source: &str, expression: bool| filter_names(source, expression).into_iter().collect::<Vec<_>>();
+        assert_eq!(names("a|b {{ x|f1(1) | f2 }} c | d {%- if y | f3 -%}{% endif %}", false), ["f1", "f2", "f3"]);
+        assert_eq!(names("{{ '|a' ~ \"|b\\\"|c\" | f }}{# {{ x | g }} #}", false), ["f"]);
+        assert_eq!(names("value | tojson(indent=2)", true), ["tojson"]);
     }
 
     #[test]

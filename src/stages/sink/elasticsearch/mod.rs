@@ -113,9 +113,8 @@ impl ElasticsearchSink {
             }
         }
         let target = if config.index.contains("{{") || config.index.contains("{%") {
-            let mut env = minijinja::Environment::new();
-            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-            minijinja_contrib::add_to_environment(&mut env);
+            // The transforms' environment: the same filters (`md5`, ...) everywhere.
+            let mut env = crate::stages::transform::template::environment();
             match env.add_template_owned("index", config.index.clone()) {
                 Ok(()) => {
                     // The index template sees the record and `pipeline` (not `timestamp`).
@@ -123,6 +122,12 @@ impl ElasticsearchSink {
                     let read = env.get_template("index").map(|t| t.undeclared_variables(false)).unwrap_or_default();
                     let unknown = crate::stages::transform::template::unknown_names(&env, "/index", &read, names);
                     errors.extend(unknown);
+                    errors.extend(crate::stages::transform::template::unknown_filters(
+                        &env,
+                        "/index",
+                        &config.index,
+                        false,
+                    ));
                     Some(Target::Template(env))
                 }
                 Err(e) => {
