@@ -145,10 +145,26 @@ fn explain(
                     )
                 })
                 .unwrap_or_default();
+            // `tpye: filter`: the stage's own fields are checked only once its `type`
+            // is known, so a misspelt `type` would get no "did you mean" otherwise.
+            let known: Vec<&str> = node
+                .and_then(|n| n.get("properties"))
+                .and_then(Value::as_object)
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let misspelt = value.as_object().and_then(|fields| {
+                fields
+                    .keys()
+                    .filter(|key| !known.contains(&key.as_str()))
+                    .find(|key| did_you_mean(key, [name]).is_some())
+            });
+            let hint = misspelt
+                .map(|key| format!("; `{key}` is not a field, did you mean `{name}`?"))
+                .unwrap_or_default();
             out.push(SchemaError {
                 pointer,
                 anchor: Anchor::Key,
-                message: format!("missing required field `{name}`{choices}"),
+                message: format!("missing required field `{name}`{choices}{hint}"),
             });
         }
         ValidationErrorKind::Type { kind } => {
@@ -396,6 +412,19 @@ mod tests {
             vec![(
                 "/sink".into(),
                 "missing required field `type` (one of elasticsearch, ndjson)".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_misspelt_type_is_named_in_the_missing_type_message() {
+        let mut p = minimal();
+        p["transforms"] = json!([{"tpye": "filter", "rules": []}]);
+        assert_eq!(
+            errors(p),
+            vec![(
+                "/transforms/0".into(),
+                "missing required field `type` (one of template, filter); `tpye` is not a field, did you mean `type`?".into()
             )]
         );
     }
