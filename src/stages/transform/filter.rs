@@ -111,6 +111,9 @@ impl FilterTransform {
                 FilterRuleKind::Regex => match Regex::new(&format!("^(?:{text})")) {
                     Ok(regex) => Test::Regex(regex),
                     Err(error) => {
+                        // The error of the pattern as written, so its caret diagram
+                        // points into the user's text rather than the `^(?:...)` wrapper.
+                        let error = Regex::new(&text).err().unwrap_or(error);
                         errors.push(FieldError::new(pointer, format!("invalid regex `{text}`: {error}")));
                         continue;
                     }
@@ -358,6 +361,9 @@ mod tests {
             "{}",
             errors[0].message
         );
+        // The caret diagram shows the pattern as written, not the `^(?:...)` wrapper.
+        assert!(errors[0].message.contains("\n    (unclosed\n    ^\n"), "{}", errors[0].message);
+        assert!(!errors[0].message.contains("^(?:"), "{}", errors[0].message);
     }
 
     #[test]
