@@ -258,10 +258,12 @@ impl Builder {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let forced_string = tag
-                    .as_ref()
-                    .is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str");
-                let plain = style == ScalarStyle::Plain && !forced_string;
+                self.check_tag(tag.as_deref(), &["str", "int", "float", "bool", "null"], position);
+                let core = tag.as_ref().filter(|t| t.is_yaml_core_schema()).map(|t| t.suffix.as_str());
+                let forced_string = core == Some("str");
+                // `!!int "6379"`: a core-schema type asks for that type, quoted or not.
+                let typed = matches!(core, Some("int" | "float" | "bool" | "null"));
+                let plain = (style == ScalarStyle::Plain || typed) && !forced_string;
                 let quoted = matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted);
                 let single_line = span.start.line() == span.end.line();
                 let text = text.into_owned();
@@ -284,14 +286,16 @@ impl Builder {
                 };
                 self.finish_node(node, anchor);
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, tag) => {
+                self.check_tag(tag.as_deref(), &["seq"], position);
                 self.stack.push(Open {
                     position,
                     anchor,
                     kind: OpenKind::Sequence(Vec::new()),
                 });
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(anchor, tag) => {
+                self.check_tag(tag.as_deref(), &["map"], position);
                 self.stack.push(Open {
                     position,
                     anchor,
@@ -353,6 +357,30 @@ impl Builder {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
         !self.stopped
+    }
+
+    /// Reports a tag other than the core-schema ones in `allowed` (`!!int`, ...) and
+    /// the non-specific `!`: a custom tag (`!Ref`, `!ENV`) or `!!binary` would
+    /// otherwise be dropped silently, its value read as plain text.
+    fn check_tag(&mut self, tag: Option<&saphyr_parser::Tag>, allowed: &[&str], position: Position) {
+        let Some(tag) = tag else { return };
+        if (tag.is_yaml_core_schema() && allowed.contains(&tag.suffix.as_str()))
+            || (tag.handle == "!" && tag.suffix.is_empty())
+        {
+            return;
+        }
+        let written = if tag.is_yaml_core_schema() {
+            format!("!!{}", tag.suffix)
+        } else {
+            format!("{}{}", tag.handle, tag.suffix)
+        };
+        self.errors.push(YamlError {
+            position,
+            pointer: self.child_pointer(),
+            message: format!(
+                "the tag `{written}` is not taken here: a pipeline file is plain YAML (only `!!str`, `!!int`, `!!float`, `!!bool` and `!!null` on values); remove it"
+            ),
+        });
     }
 
     /// The JSON pointer of the node that starts next (a key being parsed has no
@@ -688,6 +716,19 @@ mod tests {
         );
         let (_, errors) = parse("rules:\n  - {database: 0, key_pattern: *abc}\n");
         assert!(errors[0].message.contains("quote it: `\"*abc\"`"), "{errors:?}");
+    }
+
+    #[test]
+    fn core_schema_tags_set_the_type_and_other_tags_are_errors() {
+        let root = parse_ok("a: !!int \"6379\"\nb: !!str 12\nc: !!bool 'true'\nd: !!float '1.5'\ne: !!null ''\nf: !!map {x: 1}\n");
+        assert_eq!(root.to_json(), json!({"a": 6379, "b": "12", "c": true, "d": 1.5, "e": null, "f": {"x": 1}}));
+        let (_, errors) = parse("a:\n  b: !Ref x\n  c: !!binary aGk=\n");
+        let found: Vec<_> = errors.iter().map(|e| (e.position.line, e.pointer.as_str(), e.message.as_str())).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, 2);
+        assert_eq!(found[0].1, "/a/b");
+        assert!(found[0].2.starts_with("the tag `!Ref` is not taken here"), "{found:?}");
+        assert!(found[1].2.starts_with("the tag `!!binary` is not taken here"), "{found:?}");
     }
 
     #[test]
