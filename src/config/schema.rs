@@ -234,7 +234,15 @@ fn explain(
             out.push(at_value(format!("{meaning}; got {}", got(value, secret))));
         }
         ValidationErrorKind::MinLength { limit: 1 } => {
-            out.push(at_value(format!("`{field}` must not be empty")))
+            // A list item has an index, not a name: say which list it is in.
+            let parts = segments(&pointer);
+            let message = match parts.as_slice() {
+                [.., list, index] if index.parse::<usize>().is_ok() => {
+                    format!("item {index} of `{list}` must not be empty")
+                }
+                _ => format!("`{field}` must not be empty"),
+            };
+            out.push(at_value(message))
         }
         ValidationErrorKind::MinItems { limit: 1 } => {
             out.push(at_value(format!("`{field}` must not be an empty list")))
@@ -413,6 +421,16 @@ mod tests {
                 "/sink".into(),
                 "missing required field `type` (one of elasticsearch, ndjson)".into()
             )]
+        );
+    }
+
+    #[test]
+    fn an_empty_list_item_is_named_by_its_list() {
+        let mut p = minimal();
+        p["sink"] = json!({"type": "elasticsearch", "url": ["http://a:9200", ""], "index": "i"});
+        assert_eq!(
+            errors(p),
+            vec![("/sink/url/1".into(), "item 1 of `url` must not be empty".into())]
         );
     }
 
