@@ -176,6 +176,13 @@ fn explain(
                 }
             };
             let mut message = format!("expected {expected}, got {}", got_with_kind(value, secret));
+            // YAML 1.1 (PyYAML, Ansible) reads these as booleans; YAML 1.2 as text.
+            let yaml11_boolean = value.as_str().map(str::to_ascii_lowercase).is_some_and(|text| {
+                matches!(text.as_str(), "yes" | "no" | "on" | "off" | "y" | "n")
+            });
+            if expected.contains("a boolean") && yaml11_boolean && !secret {
+                message.push_str(" (YAML 1.2 reads it as text: write `true` or `false`)");
+            }
             if is_interpolated(&pointer) && expected.contains("string") {
                 message.push_str(
                     " (the value comes from `${...}`: quote it, `\"${...}\"`, to keep it a string)",
@@ -420,6 +427,19 @@ mod tests {
             vec![(
                 "/sink".into(),
                 "missing required field `type` (one of elasticsearch, ndjson)".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_get_a_hint() {
+        let mut p = minimal();
+        p["source"]["size_in_bytes"] = json!("no");
+        assert_eq!(
+            errors(p),
+            vec![(
+                "/source/size_in_bytes".into(),
+                "expected a boolean, got a string `no` (YAML 1.2 reads it as text: write `true` or `false`)".into()
             )]
         );
     }
