@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use super::interpolate::interpolate_tree;
 use super::locate::{self, locate, Anchor};
-use super::model::Pipeline;
+use super::model::{Pipeline, TransformConfig};
 use super::schema::{self, is_secret_field};
 use super::yaml::{self, Node, NodeKind, Position};
 use super::Diagnostic;
+use crate::stages::transform::filter;
 use crate::stages::{FieldError, Sink, Source, Transform};
 
 /// Everything learnt about one file: its tree (for locating later, cross-file
@@ -237,9 +238,18 @@ fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
     if let Err(found) = Source::build(&pipeline.source) {
         add("/source".into(), found);
     }
+    let mut last_template = None;
     for (i, transform) in pipeline.transforms.iter().enumerate() {
         if let Err(found) = Transform::build(transform) {
             add(format!("/transforms/{i}"), found);
+        }
+        match transform {
+            TransformConfig::Template(template) => last_template = Some(template),
+            TransformConfig::Filter(filter) => {
+                if let Some(seen) = filter::fields_seen(last_template) {
+                    add(format!("/transforms/{i}"), filter::unknown_fields(filter, &seen));
+                }
+            }
         }
     }
     if let Err(found) = Sink::build(&pipeline.sink) {
