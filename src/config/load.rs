@@ -264,34 +264,55 @@ fn failing_field(value: &Value, error: &str) -> String {
     search_failing(value, error, "").unwrap_or_default()
 }
 
-/// Serde's messages name no field, so parts are taken away one at a time, from the
-/// top: a part whose removal leaves the error as it was does not hold it (nor is
-/// searched); one whose removal ends the error, or changes it into another, holds
-/// it and is searched further; a required part (its removal only makes it missing)
-/// is searched too, and is itself the culprit when it is a whole number written as
-/// a float (`database: 1.0`) that converts once written as an integer. Costs one
-/// conversion per field beside the path to the culprit, only for a failed file.
+/// Serde's messages name no field, so parts are taken away, from the top: a part
+/// whose removal leaves the error as it was does not hold it (nor is searched); one
+/// whose removal ends the error, or changes it into another, holds it and is
+/// searched further; a required part (its removal only makes it missing) is searched
+/// too, and is itself the culprit when it is a whole number written as a float
+/// (`database: 1.0`) that converts once written as an integer. The items of a list
+/// are searched by halves (a file of 60,000 rules costs some 16 conversions, not
+/// 60,000), the members of a mapping one by one. Runs only for a failed file.
 fn search_failing(value: &Value, error: &str, pointer: &str) -> Option<String> {
-    let children: Vec<(String, String)> = match value.pointer(pointer)? {
-        Value::Object(map) => map
-            .keys()
-            .map(|key| (format!("{pointer}/{}", yaml::escape_pointer(key)), key.clone()))
-            .collect(),
-        Value::Array(items) => (0..items.len())
-            .map(|i| (format!("{pointer}/{i}"), String::new()))
-            .collect(),
-        _ => return None,
-    };
     let still_fails = |changed: &Value| match Pipeline::deserialize(changed) {
         Ok(_) => None,
         Err(other) => Some(other.to_string()),
     };
-    for (child, key) in children {
+    let keys: Vec<String> = match value.pointer(pointer)? {
+        Value::Object(map) => map.keys().cloned().collect(),
+        Value::Array(items) => {
+            // The first `k` items removed: find the smallest `k` that changes the
+            // error; item `k - 1` then holds it.
+            let without_first = |k: usize| {
+                let mut changed = value.clone();
+                if let Some(Value::Array(items)) = changed.pointer_mut(pointer) {
+                    items.drain(..k);
+                }
+                still_fails(&changed).as_deref() != Some(error)
+            };
+            if items.is_empty() || !without_first(items.len()) {
+                return None;
+            }
+            let (mut low, mut high) = (0, items.len());
+            while high - low > 1 {
+                let middle = low + (high - low) / 2;
+                if without_first(middle) {
+                    high = middle;
+                } else {
+                    low = middle;
+                }
+            }
+            let child = format!("{pointer}/{low}");
+            return Some(search_failing(value, error, &child).unwrap_or(child));
+        }
+        _ => return None,
+    };
+    for key in keys {
+        let child = format!("{pointer}/{}", yaml::escape_pointer(&key));
         let mut without = value.clone();
         remove(&mut without, &child);
         match still_fails(&without) {
             Some(other) if other == error => continue,
-            Some(other) if !key.is_empty() && other.contains(&format!("missing field `{key}`")) => {
+            Some(other) if other.contains(&format!("missing field `{key}`")) => {
                 if let Some(whole) = value.pointer(&child).and_then(as_whole_number) {
                     let mut fixed = value.clone();
                     if let Some(slot) = fixed.pointer_mut(&child) {
@@ -457,6 +478,17 @@ mod tests {
             messages(text.as_bytes()),
             vec!["7:18 /source/rules/1/database expected a whole number, got `1.0`: write it without a decimal point or exponent"]
         );
+    }
+
+    #[test]
+    fn a_float_deep_in_a_long_list_is_found_by_halves() {
+        let rules: String = (0..5000).map(|i| format!("    - {{database: 0, key_pattern: k{i}}}\n")).collect();
+        let text = format!("name: p\nsource:\n  type: redis\n  host: h\n  rules:\n{rules}    - {{database: 2.0, key_pattern: x}}\nsink:\n  type: ndjson\n  path: '-'\n");
+        let started = std::time::Instant::now();
+        let found = messages(text.as_bytes());
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("5006:18 /source/rules/5000/database expected a whole number"), "{found:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]
