@@ -218,6 +218,9 @@ enum OpenKind {
         entries: Vec<Entry>,
         pending: Option<PendingKey>,
         merged: Vec<Entry>,
+        /// The line where each key was first written, for duplicates (a lookup, not a
+        /// scan of the entries: a document of 50,000 fields was quadratic).
+        first_lines: std::collections::HashMap<String, usize>,
     },
 }
 
@@ -303,6 +306,7 @@ impl Builder {
                         entries: Vec::new(),
                         pending: None,
                         merged: Vec::new(),
+                        first_lines: std::collections::HashMap::new(),
                     },
                 });
             }
@@ -313,10 +317,12 @@ impl Builder {
                         OpenKind::Mapping {
                             mut entries,
                             merged,
+                            mut first_lines,
                             ..
                         } => {
                             for entry in merged {
-                                if !entries.iter().any(|e| e.key == entry.key) {
+                                if !first_lines.contains_key(&entry.key) {
+                                    first_lines.insert(entry.key.clone(), entry.key_position.line);
                                     entries.push(entry);
                                 }
                             }
@@ -420,8 +426,8 @@ impl Builder {
         };
         // A key: check it (immutably, so the mapping's pointer can be computed), then store it.
         if let OpenKind::Mapping {
-            entries,
             pending: None,
+            first_lines,
             ..
         } = &open.kind
         {
@@ -436,10 +442,9 @@ impl Builder {
                     (String::from("\u{0}invalid key"), false)
                 }
             };
-            if let Some(first) = entries.iter().find(|e| e.key == key) {
+            if let Some(first_line) = first_lines.get(&key).filter(|_| !merge) {
                 let message = format!(
-                    "duplicate key `{key}` (first defined at line {}): each key appears once in a mapping",
-                    first.key_position.line
+                    "duplicate key `{key}` (first defined at line {first_line}): each key appears once in a mapping"
                 );
                 let pointer = format!("{}/{}", self.pointer_of(depth - 1), escape_pointer(&key));
                 self.errors.push(YamlError {
@@ -449,10 +454,17 @@ impl Builder {
                 });
             }
             if let Some(Open {
-                kind: OpenKind::Mapping { pending, .. },
+                kind: OpenKind::Mapping {
+                    pending,
+                    first_lines,
+                    ..
+                },
                 ..
             }) = self.stack.last_mut()
             {
+                if !merge {
+                    first_lines.entry(key.clone()).or_insert(node.position.line);
+                }
                 *pending = Some(PendingKey {
                     key,
                     position: node.position,
@@ -468,6 +480,7 @@ impl Builder {
                 entries,
                 pending,
                 merged,
+                ..
             } => match pending.take() {
                 Some(PendingKey { merge: true, .. }) => {
                     let sources = match node.kind {

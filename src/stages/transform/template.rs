@@ -173,17 +173,18 @@ impl TemplateTransform {
             for (name, template) in env.templates() {
                 errors.extend(unknown_names(env, name, &template.undeclared_variables(false), &RECORD_NAMES));
             }
-            for ((pointer, source), expr) in expr_sources.iter().zip(compiled.borrow_dependent()) {
-                let pointer = format!("{pointer}/expr");
-                errors.extend(unknown_names(env, &pointer, &expr.undeclared_variables(false), &RECORD_NAMES));
-                errors.extend(unknown_filters(env, &pointer, source, true));
+            let expr_pointers: Vec<String> = expr_sources.iter().map(|(pointer, _)| format!("{pointer}/expr")).collect();
+            for (pointer, expr) in expr_pointers.iter().zip(compiled.borrow_dependent()) {
+                errors.extend(unknown_names(env, pointer, &expr.undeclared_variables(false), &RECORD_NAMES));
             }
+            let exprs = expr_pointers
+                .iter()
+                .zip(&expr_sources)
+                .map(|(pointer, (_, source))| (pointer.as_str(), source.as_str(), true));
             let fixed = [("/id", config.id.as_deref()), ("/index", config.index.as_deref())];
-            let fixed = fixed.into_iter().filter_map(|(pointer, source)| Some((pointer, source?)));
-            let leaves = template_leaves.iter().map(|(pointer, source)| (pointer.as_str(), source.as_str()));
-            for (pointer, source) in fixed.chain(leaves) {
-                errors.extend(unknown_filters(env, pointer, source, false));
-            }
+            let fixed = fixed.into_iter().filter_map(|(pointer, source)| Some((pointer, source?, false)));
+            let leaves = template_leaves.iter().map(|(pointer, source)| (pointer.as_str(), source.as_str(), false));
+            errors.extend(unknown_filters(env, exprs.chain(fixed).chain(leaves)));
         }
         if errors.is_empty() {
             Ok(TemplateTransform {
@@ -459,26 +460,35 @@ pub fn unknown_names(
         .collect()
 }
 
-/// An error for each filter `source` applies (`{{ value | to_json }}`) that `env`
+/// An error for each filter a source applies (`{{ value | to_json }}`) that `env`
 /// does not have. minijinja looks filters up only when it applies them, so such a
 /// template compiles and then fails every record; Jinja2 itself refuses it when it
-/// compiles. `expression` says whether `source` is an expression (all code) rather
-/// than a template (code inside `{{ }}` and `{% %}`).
-pub fn unknown_filters(env: &Environment<'_>, pointer: &str, source: &str, expression: bool) -> Vec<FieldError> {
-    filter_names(source, expression)
-        .into_iter()
-        .filter(|name| {
-            let probe = env.render_str(&format!("{{{{ none | {name} }}}}"), ());
-            matches!(probe, Err(error) if error.kind() == minijinja::ErrorKind::UnknownFilter)
-        })
-        .map(|name| {
+/// compiles. Each source is `(pointer, text, expression)`, `expression` saying
+/// whether the text is an expression (all code) rather than a template (code
+/// inside `{{ }}` and `{% %}`). Each name is asked of `env` once.
+pub fn unknown_filters<'a>(
+    env: &Environment<'_>,
+    sources: impl IntoIterator<Item = (&'a str, &'a str, bool)>,
+) -> Vec<FieldError> {
+    let mut known: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut errors = Vec::new();
+    for (pointer, source, expression) in sources {
+        for name in filter_names(source, expression) {
+            let exists = *known.entry(name.clone()).or_insert_with(|| {
+                let probe = env.render_str(&format!("{{{{ none | {name} }}}}"), ());
+                !matches!(probe, Err(error) if error.kind() == minijinja::ErrorKind::UnknownFilter)
+            });
+            if exists {
+                continue;
+            }
             let hint = match crate::config::suggest::did_you_mean(&name, COMMON_FILTERS) {
                 Some(suggestion) => format!(", did you mean `{suggestion}`?"),
                 None => String::new(),
             };
-            FieldError::new(pointer, format!("unknown filter `{name}`{hint}"))
-        })
-        .collect()
+            errors.push(FieldError::new(pointer, format!("unknown filter `{name}`{hint}")));
+        }
+    }
+    errors
 }
 
 /// Filters a template may mean when it names one that does not exist (suggestions

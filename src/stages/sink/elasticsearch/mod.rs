@@ -124,9 +124,7 @@ impl ElasticsearchSink {
                     errors.extend(unknown);
                     errors.extend(crate::stages::transform::template::unknown_filters(
                         &env,
-                        "/index",
-                        &config.index,
-                        false,
+                        [("/index", config.index.as_str(), false)],
                     ));
                     Some(Target::Template(env))
                 }
