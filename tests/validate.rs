@@ -403,3 +403,24 @@ fn a_document_of_100_000_fields_is_checked_in_linear_time() {
     );
     assert!(elapsed < std::time::Duration::from_secs(40), "{elapsed:?}");
 }
+
+#[test]
+fn a_pipe_is_read_as_a_file() {
+    // `validate /dev/stdin` and `validate <(envsubst < p.yaml)` name pipes, which are
+    // neither files nor folders; they used to be "no such file or folder".
+    let mut child = connector()
+        .current_dir(repo_root())
+        .args(["validate", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = std::fs::read(repo_root().join("tests/fixtures/invalid/two-errors.yaml")).unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &text).unwrap();
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("/dev/stdin:5:9: error: expected an integer <= 65535"), "{}", stdout(&output));
+    assert_eq!(stderr(&output), "1 file checked, 1 invalid\n");
+}

@@ -77,7 +77,7 @@ pub enum UsageError {
     },
 }
 
-/// Expands the command line's paths: files as they are, folders searched (recursively)
+/// Expands the command line's paths: files (or pipes) as they are, folders searched (recursively)
 /// for `*.yaml` / `*.yml`, sorted, and patterns (`'pipelines/*.yaml'`, quoted so the
 /// shell left them alone, as CI files often do) expanded the same way. A folder
 /// search skips hidden files and folders (`.git/`, Kubernetes' `..data/` beside the
@@ -85,7 +85,9 @@ pub enum UsageError {
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
     let mut files = Vec::new();
     for path in paths {
-        if path.is_file() {
+        // Not only regular files: `validate <(envsubst < p.yaml)` and `/dev/stdin`
+        // name pipes.
+        if path.exists() && !path.is_dir() {
             files.push(path.clone());
         } else if path.is_dir() {
             files.extend(search_folder(path)?);
