@@ -104,6 +104,9 @@ impl TemplateTransform {
             .index
             .as_deref()
             .and_then(|s| add_template(&mut env, "/index", s).then(|| "/index".to_owned()));
+        if let Some(Err(message)) = config.index.as_deref().map(crate::stages::sink::elasticsearch::check_index_template) {
+            errors.push(FieldError::new("/index", message));
+        }
 
         let mut template_leaves: Vec<(String, String)> = Vec::new();
         let body = match &config.document {
@@ -499,6 +502,30 @@ const COMMON_FILTERS: [&str; 32] = [
     "select", "reject", "sort", "unique", "round", "abs", "items", "min", "max", "sum",
     "reverse", "datetimeformat", "md5",
 ];
+
+/// The text of a template outside its `{{ }}`, `{% %}` and `{# #}` blocks: what
+/// every rendering contains, whatever the record. `None` when there is no block at
+/// all (the template is plain text).
+pub(crate) fn literal_parts(source: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let mut rest = source;
+    let mut any_block = false;
+    while let Some(start) = ["{{", "{%", "{#"].iter().filter_map(|open| rest.find(open)).min() {
+        any_block = true;
+        parts.push(&rest[..start]);
+        let close = match &rest[start..start + 2] {
+            "{{" => "}}",
+            "{%" => "%}",
+            _ => "#}",
+        };
+        match rest[start + 2..].find(close) {
+            Some(end) => rest = &rest[start + 2 + end + 2..],
+            None => return Some(parts),
+        }
+    }
+    parts.push(rest);
+    any_block.then_some(parts)
+}
 
 /// The names after each `|` in the code of `source`, outside string literals and
 /// comments: the filters it applies, sorted.
@@ -897,6 +924,22 @@ document:
                 ("/document/a", "unknown filter `to_json`, did you mean `tojson`?"),
             ]
         );
+    }
+
+    #[test]
+    fn literal_parts_are_the_text_outside_blocks() {
+        assert_eq!(literal_parts("redis"), None);
+        assert_eq!(literal_parts("Redis-{{ database }}-x{# c #}y{% if a %}z{% endif %}"), Some(vec!["Redis-", "-x", "y", "z", ""]));
+        assert_eq!(literal_parts("a{{ b"), Some(vec!["a"]));
+    }
+
+    #[test]
+    fn a_plain_index_that_is_no_index_name_is_a_build_error() {
+        let errors = TemplateTransform::build(&config("index: Users\n")).err().unwrap();
+        assert_eq!((errors[0].pointer.as_str(), errors[0].message.as_str()), ("/index", "index name `Users` must be lower case"));
+        let errors = TemplateTransform::build(&config("index: \"Users-{{ database }}\"\n")).err().unwrap();
+        assert!(errors[0].message.starts_with("the index template writes `U` outside `{{ }}`"), "{errors:?}");
+        assert!(TemplateTransform::build(&config("index: \" users-{{ key | lower }} \"\n")).is_ok());
     }
 
     #[test]

@@ -115,6 +115,9 @@ impl ElasticsearchSink {
         let target = if config.index.contains("{{") || config.index.contains("{%") {
             // The transforms' environment: the same filters (`md5`, ...) everywhere.
             let mut env = crate::stages::transform::template::environment();
+            if let Err(message) = check_index_template(&config.index) {
+                errors.push(FieldError::new("/index", message));
+            }
             match env.add_template_owned("index", config.index.clone()) {
                 Ok(()) => {
                     // The index template sees the record and `pipeline` (not `timestamp`).
@@ -872,6 +875,30 @@ fn redact_text(text: &str) -> String {
 }
 
 /// Elasticsearch's rules for index names.
+/// Checks an index that may be a template: a plain name as [`check_index_name`]
+/// does; a template by its text outside `{{ }}` and `{% %}`, which every rendered
+/// name holds: an upper-case letter or a character no index name takes there
+/// (`Redis-{{ database }}`) would make Elasticsearch reject every document.
+pub fn check_index_template(source: &str) -> Result<(), String> {
+    let Some(parts) = crate::stages::transform::template::literal_parts(source) else {
+        return check_index_name(source);
+    };
+    // The sink trims a rendered name; inner spaces stay.
+    let text = parts.concat();
+    let text = text.trim();
+    if let Some(c) = text.chars().find(|c| c.is_uppercase()) {
+        return Err(format!(
+            "the index template writes `{c}` outside `{{{{ }}}}`: index names are lower case, so Elasticsearch would reject every document"
+        ));
+    }
+    if let Some(c) = text.chars().find(|c| "\\/*?\"<>| ,#:".contains(*c)) {
+        return Err(format!(
+            "the index template writes `{c}` outside `{{{{ }}}}`: index names must not contain it, so Elasticsearch would reject every document"
+        ));
+    }
+    Ok(())
+}
+
 fn check_index_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the index name is empty".to_owned());
