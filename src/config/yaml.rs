@@ -237,6 +237,8 @@ struct Builder {
     stack: Vec<Open>,
     root: Option<Node>,
     documents: usize,
+    /// Where a second document starts, if one does.
+    second_document: Option<Position>,
     anchors: std::collections::HashMap<usize, Node>,
     alias_nodes: usize,
     errors: Vec<YamlError>,
@@ -252,13 +254,25 @@ impl Builder {
             Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    self.errors.push(YamlError {
-                        position,
-                        pointer: String::new(),
-                        message: "a pipeline file holds one YAML document; a second one starts here (remove `---`, or split the file)".into(),
-                    });
-                    return false;
+                    // An empty document after the first (a trailing `---`, as many
+                    // generated files end) is nothing; one with content is an error.
+                    self.second_document = Some(position);
                 }
+            }
+            Event::Scalar(ref text, style, _, _)
+                if self.documents > 1
+                    && self.stack.is_empty()
+                    && style == ScalarStyle::Plain
+                    && matches!(text.as_ref(), "" | "~") => {}
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_)
+                if self.documents > 1 =>
+            {
+                self.errors.push(YamlError {
+                    position: self.second_document.unwrap_or(position),
+                    pointer: String::new(),
+                    message: "a pipeline file holds one YAML document; a second one starts here (remove `---`, or split the file)".into(),
+                });
+                return false;
             }
             Event::Scalar(text, style, anchor, tag) => {
                 self.check_tag(tag.as_deref(), &["str", "int", "float", "bool", "null"], position);
@@ -684,6 +698,14 @@ mod tests {
         let (_, errors) = parse("a: 1\n---\nb: 2\n");
         assert_eq!(errors[0].position.line, 2);
         assert!(errors[0].message.contains("one YAML document"));
+    }
+
+    #[test]
+    fn an_empty_document_after_the_first_is_nothing() {
+        assert_eq!(parse_ok("a: 1\n---\n").to_json(), json!({"a": 1}));
+        assert_eq!(parse_ok("---\na: 1\n...\n---\n# end\n").to_json(), json!({"a": 1}));
+        let (_, errors) = parse("a: 1\n---\n\nb: 2\n");
+        assert_eq!(errors[0].position.line, 2);
     }
 
     #[test]
