@@ -424,3 +424,26 @@ fn a_pipe_is_read_as_a_file() {
     assert!(stdout(&output).starts_with("/dev/stdin:5:9: error: expected an integer <= 65535"), "{}", stdout(&output));
     assert_eq!(stderr(&output), "1 file checked, 1 invalid\n");
 }
+
+#[test]
+fn two_pipelines_with_one_dead_letter_file_are_an_error() {
+    // Each run empties its dead-letter file at its first failure: in one `run` of
+    // both, the second pipeline's failures erased the first's.
+    let dir = tempfile::tempdir().unwrap();
+    let with_dead_letter = |name: &str, path: &str| {
+        format!("{}dead_letter: {path}\n", pipeline(name, name, "false"))
+    };
+    write_file(dir.path(), "a.yaml", &with_dead_letter("a", "failed.ndjson"));
+    write_file(dir.path(), "b.yaml", &with_dead_letter("b", "./failed.ndjson"));
+    // `team/x` and `team_x` both default to `team_x.dead-letter.ndjson`.
+    write_file(dir.path(), "c.yaml", &pipeline("team/x", "c", "false"));
+    write_file(dir.path(), "d.yaml", &pipeline("team_x", "d", "false"));
+    let output = validate_folder(dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        "b.yaml:10:14: error: dead-letter file `failed.ndjson` is also written by pipeline `a` (a.yaml): each run empties it at its first failure, so one pipeline's failed records would erase the other's; give each pipeline its own `dead_letter` (at /dead_letter)\n\
+         d.yaml:1:7: error: dead-letter file `team_x.dead-letter.ndjson` is also written by pipeline `team/x` (c.yaml): each run empties it at its first failure, so one pipeline's failed records would erase the other's; give each pipeline its own `dead_letter` (at /name)\n"
+    );
+    assert_eq!(stderr(&output), "4 files checked, 2 invalid\n");
+}
