@@ -32,8 +32,9 @@ pub enum Command {
     /// every file (on a terminal, with the source line underlined), or a JSON array
     /// with `--format json`; then `N files checked, M invalid` on standard error.
     /// Folders are searched for `*.yaml` / `*.yml` (hidden files and folders skipped);
-    /// a quoted pattern (`'pipelines/*.yaml'`) is expanded. Two pipelines with one `name`, or
-    /// sharing an index where `delete_stale` is on, are errors. `${VAR}` is read from
+    /// a quoted pattern (`'pipelines/*.yaml'`) is expanded. Two pipelines with one
+    /// `name`, sharing an index where `delete_stale` is on, or writing one dead-letter
+    /// file, are errors. `${VAR}` is read from
     /// the environment (an unset one is an error); values are never shown in
     /// messages. Never connects anywhere.
     #[command(after_help = EXIT_CODES)]
