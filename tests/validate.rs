@@ -364,13 +364,25 @@ fn a_quoted_pattern_is_expanded_and_one_matching_nothing_is_a_usage_error() {
 #[test]
 fn a_folder_search_skips_hidden_files_and_folders() {
     let dir = tempfile::tempdir().unwrap();
-    write_file(dir.path(), "users.yaml", &pipeline("users", "users", "false"));
+    write_file(
+        dir.path(),
+        "users.yaml",
+        &pipeline("users", "users", "false"),
+    );
     // A CI workflow, and the `..data` folder Kubernetes puts beside a mounted
     // ConfigMap's files: neither is a pipeline of this folder.
     std::fs::create_dir_all(dir.path().join(".github/workflows")).unwrap();
     std::fs::create_dir_all(dir.path().join("..data")).unwrap();
-    write_file(&dir.path().join(".github/workflows"), "ci.yml", "on: push\n");
-    write_file(&dir.path().join("..data"), "users.yaml", &pipeline("users", "users", "false"));
+    write_file(
+        &dir.path().join(".github/workflows"),
+        "ci.yml",
+        "on: push\n",
+    );
+    write_file(
+        &dir.path().join("..data"),
+        "users.yaml",
+        &pipeline("users", "users", "false"),
+    );
     write_file(dir.path(), ".draft.yaml", "name: [\n");
     let output = validate_folder(dir.path());
     assert_eq!(stdout(&output), "");
@@ -421,7 +433,11 @@ fn a_pipe_is_read_as_a_file() {
     drop(child.stdin.take());
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(stdout(&output).starts_with("/dev/stdin:5:9: error: expected an integer <= 65535"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).starts_with("/dev/stdin:5:9: error: expected an integer <= 65535"),
+        "{}",
+        stdout(&output)
+    );
     assert_eq!(stderr(&output), "1 file checked, 1 invalid\n");
 }
 
@@ -430,11 +446,18 @@ fn two_pipelines_with_one_dead_letter_file_are_an_error() {
     // Each run empties its dead-letter file at its first failure: in one `run` of
     // both, the second pipeline's failures erased the first's.
     let dir = tempfile::tempdir().unwrap();
-    let with_dead_letter = |name: &str, path: &str| {
-        format!("{}dead_letter: {path}\n", pipeline(name, name, "false"))
-    };
-    write_file(dir.path(), "a.yaml", &with_dead_letter("a", "failed.ndjson"));
-    write_file(dir.path(), "b.yaml", &with_dead_letter("b", "./failed.ndjson"));
+    let with_dead_letter =
+        |name: &str, path: &str| format!("{}dead_letter: {path}\n", pipeline(name, name, "false"));
+    write_file(
+        dir.path(),
+        "a.yaml",
+        &with_dead_letter("a", "failed.ndjson"),
+    );
+    write_file(
+        dir.path(),
+        "b.yaml",
+        &with_dead_letter("b", "./failed.ndjson"),
+    );
     // `team/x` and `team_x` both default to `team_x.dead-letter.ndjson`.
     write_file(dir.path(), "c.yaml", &pipeline("team/x", "c", "false"));
     write_file(dir.path(), "d.yaml", &pipeline("team_x", "d", "false"));

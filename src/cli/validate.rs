@@ -173,7 +173,10 @@ mod tests {
         let mut out = Vec::new();
         super::write_text(&mut out, &[diagnostic], true).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.ends_with("  |\n1 | name: 5\n  |       ^\n"), "{text:?}");
+        assert!(
+            text.ends_with("  |\n1 | name: 5\n  |       ^\n"),
+            "{text:?}"
+        );
     }
 
     #[test]

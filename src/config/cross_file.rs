@@ -123,7 +123,11 @@ fn dead_letter_files(checked: &Checked<'_>) -> Vec<(&'static str, PathBuf)> {
             .collect()
     };
     let pipeline = checked.pipeline;
-    let own_pointer = if pipeline.dead_letter.is_some() { "/dead_letter" } else { "/name" };
+    let own_pointer = if pipeline.dead_letter.is_some() {
+        "/dead_letter"
+    } else {
+        "/name"
+    };
     let own = normal(crate::executor::dead_letter_path(pipeline));
     let mut files = vec![(own_pointer, own.clone())];
     if let SinkConfig::Elasticsearch(sink) = &pipeline.sink {

@@ -91,7 +91,13 @@ pub fn check_bytes(
         // (a `transforms:` section) would be silently ignored.
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
         check.diagnostics.push(diagnostic(
             Position { line, column },
             String::new(),
@@ -190,8 +196,8 @@ pub fn check_bytes(
             // largest one). Place it at the field that fails to convert.
             let pointer = failing_field(&value, &error.to_string());
             let position = locate(&root, &pointer, Anchor::Value);
-            let secret = is_secret_field(&pointer)
-                || interpolated.iter().any(|p| p.starts_with(&pointer));
+            let secret =
+                is_secret_field(&pointer) || interpolated.iter().any(|p| p.starts_with(&pointer));
             let message = match locate::node_at(&root, &pointer).map(|n| &n.kind) {
                 _ if secret => {
                     "invalid value (not shown: it comes from `${...}` or is a secret)".to_owned()
@@ -247,7 +253,10 @@ fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
             TransformConfig::Template(template) => last_template = Some(template),
             TransformConfig::Filter(filter) => {
                 if let Some(seen) = filter::fields_seen(last_template) {
-                    add(format!("/transforms/{i}"), filter::unknown_fields(filter, &seen));
+                    add(
+                        format!("/transforms/{i}"),
+                        filter::unknown_fields(filter, &seen),
+                    );
                 }
             }
         }
@@ -414,9 +423,14 @@ mod tests {
         );
         let text = VALID.replace("host: h", "host: h\u{1}x");
         assert_eq!(messages(text.as_bytes())[0].split(' ').next(), Some("4:10"));
-        assert_eq!(messages(VALID.replace("name: p", "name: p\u{7f}").as_bytes()).len(), 1);
+        assert_eq!(
+            messages(VALID.replace("name: p", "name: p\u{7f}").as_bytes()).len(),
+            1
+        );
         // Tabs, CR LF, escapes inside double quotes and non-ASCII text are fine.
-        let text = VALID.replace('\n', "\r\n").replace("host: h", "host: \"h\\0\\t\" # é\t");
+        let text = VALID
+            .replace('\n', "\r\n")
+            .replace("host: h", "host: \"h\\0\\t\" # é\t");
         assert_eq!(messages(text.as_bytes()), Vec::<String>::new());
     }
 
@@ -482,13 +496,22 @@ mod tests {
 
     #[test]
     fn a_float_deep_in_a_long_list_is_found_by_halves() {
-        let rules: String = (0..5000).map(|i| format!("    - {{database: 0, key_pattern: k{i}}}\n")).collect();
+        let rules: String = (0..5000)
+            .map(|i| format!("    - {{database: 0, key_pattern: k{i}}}\n"))
+            .collect();
         let text = format!("name: p\nsource:\n  type: redis\n  host: h\n  rules:\n{rules}    - {{database: 2.0, key_pattern: x}}\nsink:\n  type: ndjson\n  path: '-'\n");
         let started = std::time::Instant::now();
         let found = messages(text.as_bytes());
         assert_eq!(found.len(), 1);
-        assert!(found[0].starts_with("5006:18 /source/rules/5000/database expected a whole number"), "{found:?}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            found[0].starts_with("5006:18 /source/rules/5000/database expected a whole number"),
+            "{found:?}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -93,10 +93,11 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
             files.extend(search_folder(path)?);
         } else if is_pattern(path) {
             let text = path.display().to_string();
-            let entries = ::glob::glob_with(&text, hidden_excluded()).map_err(|e| UsageError::Io {
-                path: path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+            let entries =
+                ::glob::glob_with(&text, hidden_excluded()).map_err(|e| UsageError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
             let mut matched = Vec::new();
             for entry in entries {
                 let entry = entry.map_err(|e| UsageError::Io {
@@ -126,7 +127,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
 
 /// Whether a path that names nothing is a glob pattern to expand.
 fn is_pattern(path: &Path) -> bool {
-    path.to_str().is_some_and(|text| text.contains(['*', '?', '[']))
+    path.to_str()
+        .is_some_and(|text| text.contains(['*', '?', '[']))
 }
 
 /// Pattern matching that leaves hidden files and folders out unless the pattern
@@ -149,10 +151,11 @@ fn search_folder(folder: &Path) -> Result<Vec<PathBuf>, UsageError> {
             .join(format!("*.{extension}"))
             .display()
             .to_string();
-        let entries = ::glob::glob_with(&pattern, hidden_excluded()).map_err(|e| UsageError::Io {
-            path: folder.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let entries =
+            ::glob::glob_with(&pattern, hidden_excluded()).map_err(|e| UsageError::Io {
+                path: folder.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         for entry in entries {
             let entry = entry.map_err(|e| UsageError::Io {
                 path: folder.to_path_buf(),

@@ -177,9 +177,12 @@ fn explain(
             };
             let mut message = format!("expected {expected}, got {}", got_with_kind(value, secret));
             // YAML 1.1 (PyYAML, Ansible) reads these as booleans; YAML 1.2 as text.
-            let yaml11_boolean = value.as_str().map(str::to_ascii_lowercase).is_some_and(|text| {
-                matches!(text.as_str(), "yes" | "no" | "on" | "off" | "y" | "n")
-            });
+            let yaml11_boolean = value
+                .as_str()
+                .map(str::to_ascii_lowercase)
+                .is_some_and(|text| {
+                    matches!(text.as_str(), "yes" | "no" | "on" | "off" | "y" | "n")
+                });
             if expected.contains("a boolean") && yaml11_boolean && !secret {
                 message.push_str(" (YAML 1.2 reads it as text: write `true` or `false`)");
             }
@@ -450,7 +453,10 @@ mod tests {
         p["sink"] = json!({"type": "elasticsearch", "url": ["http://a:9200", ""], "index": "i"});
         assert_eq!(
             errors(p),
-            vec![("/sink/url/1".into(), "item 1 of `url` must not be empty".into())]
+            vec![(
+                "/sink/url/1".into(),
+                "item 1 of `url` must not be empty".into()
+            )]
         );
     }
 

@@ -264,7 +264,10 @@ impl Builder {
                     && self.stack.is_empty()
                     && style == ScalarStyle::Plain
                     && matches!(text.as_ref(), "" | "~") => {}
-            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_)
+            Event::Scalar(..)
+            | Event::SequenceStart(..)
+            | Event::MappingStart(..)
+            | Event::Alias(_)
                 if self.documents > 1 =>
             {
                 self.errors.push(YamlError {
@@ -275,8 +278,15 @@ impl Builder {
                 return false;
             }
             Event::Scalar(text, style, anchor, tag) => {
-                self.check_tag(tag.as_deref(), &["str", "int", "float", "bool", "null"], position);
-                let core = tag.as_ref().filter(|t| t.is_yaml_core_schema()).map(|t| t.suffix.as_str());
+                self.check_tag(
+                    tag.as_deref(),
+                    &["str", "int", "float", "bool", "null"],
+                    position,
+                );
+                let core = tag
+                    .as_ref()
+                    .filter(|t| t.is_yaml_core_schema())
+                    .map(|t| t.suffix.as_str());
                 let forced_string = core == Some("str");
                 // `!!int "6379"`: a core-schema type asks for that type, quoted or not.
                 let typed = matches!(core, Some("int" | "float" | "bool" | "null"));
@@ -382,7 +392,12 @@ impl Builder {
     /// Reports a tag other than the core-schema ones in `allowed` (`!!int`, ...) and
     /// the non-specific `!`: a custom tag (`!Ref`, `!ENV`) or `!!binary` would
     /// otherwise be dropped silently, its value read as plain text.
-    fn check_tag(&mut self, tag: Option<&saphyr_parser::Tag>, allowed: &[&str], position: Position) {
+    fn check_tag(
+        &mut self,
+        tag: Option<&saphyr_parser::Tag>,
+        allowed: &[&str],
+        position: Position,
+    ) {
         let Some(tag) = tag else { return };
         if (tag.is_yaml_core_schema() && allowed.contains(&tag.suffix.as_str()))
             || (tag.handle == "!" && tag.suffix.is_empty())
@@ -446,7 +461,9 @@ impl Builder {
         } = &open.kind
         {
             let (key, merge) = match &node.kind {
-                NodeKind::Scalar(scalar) => (scalar.text.clone(), scalar.plain && scalar.text == "<<"),
+                NodeKind::Scalar(scalar) => {
+                    (scalar.text.clone(), scalar.plain && scalar.text == "<<")
+                }
                 _ => {
                     self.errors.push(YamlError {
                         position: node.position,
@@ -468,11 +485,12 @@ impl Builder {
                 });
             }
             if let Some(Open {
-                kind: OpenKind::Mapping {
-                    pending,
-                    first_lines,
-                    ..
-                },
+                kind:
+                    OpenKind::Mapping {
+                        pending,
+                        first_lines,
+                        ..
+                    },
                 ..
             }) = self.stack.last_mut()
             {
@@ -525,8 +543,14 @@ impl Builder {
         }
         if let Some(node) = not_mergeable {
             let (position, got) = match &node.kind {
-                NodeKind::Sequence(items) => match items.iter().find(|i| !matches!(i.kind, NodeKind::Mapping(_))) {
-                    Some(item) => (item.position, format!("a list holding {}", item.kind_name())),
+                NodeKind::Sequence(items) => match items
+                    .iter()
+                    .find(|i| !matches!(i.kind, NodeKind::Mapping(_)))
+                {
+                    Some(item) => (
+                        item.position,
+                        format!("a list holding {}", item.kind_name()),
+                    ),
                     None => (node.position, node.kind_name().to_owned()),
                 },
                 _ => (node.position, node.kind_name().to_owned()),
@@ -703,7 +727,10 @@ mod tests {
     #[test]
     fn an_empty_document_after_the_first_is_nothing() {
         assert_eq!(parse_ok("a: 1\n---\n").to_json(), json!({"a": 1}));
-        assert_eq!(parse_ok("---\na: 1\n...\n---\n# end\n").to_json(), json!({"a": 1}));
+        assert_eq!(
+            parse_ok("---\na: 1\n...\n---\n# end\n").to_json(),
+            json!({"a": 1})
+        );
         let (_, errors) = parse("a: 1\n---\n\nb: 2\n");
         assert_eq!(errors[0].position.line, 2);
     }
@@ -716,7 +743,9 @@ mod tests {
 
     #[test]
     fn merge_keys_bring_in_what_the_mapping_does_not_write() {
-        let root = parse_ok("d: &d {a: 1, b: 2}\ne: &e {b: 3, c: 4}\nm:\n  b: 9\n  <<: [*d, *e]\n  z: 0\n");
+        let root = parse_ok(
+            "d: &d {a: 1, b: 2}\ne: &e {b: 3, c: 4}\nm:\n  b: 9\n  <<: [*d, *e]\n  z: 0\n",
+        );
         assert_eq!(
             root.to_json(),
             json!({"d": {"a": 1, "b": 2}, "e": {"b": 3, "c": 4}, "m": {"b": 9, "z": 0, "a": 1, "c": 4}})
@@ -724,12 +753,25 @@ mod tests {
         let root = parse_ok("s:\n  <<: {type: redis, host: h}\n  host: k\n");
         assert_eq!(root.to_json(), json!({"s": {"host": "k", "type": "redis"}}));
         // Merged entries keep the position where they are written, for messages.
-        let NodeKind::Mapping(entries) = &root.kind else { panic!() };
-        let NodeKind::Mapping(inner) = &entries[0].value.kind else { panic!() };
+        let NodeKind::Mapping(entries) = &root.kind else {
+            panic!()
+        };
+        let NodeKind::Mapping(inner) = &entries[0].value.kind else {
+            panic!()
+        };
         assert_eq!(inner[1].key, "type");
-        assert_eq!(inner[1].value.position, Position { line: 2, column: 14 });
+        assert_eq!(
+            inner[1].value.position,
+            Position {
+                line: 2,
+                column: 14
+            }
+        );
         // A quoted `<<` is an ordinary key.
-        assert_eq!(parse_ok("'<<': {a: 1}\n").to_json(), json!({"<<": {"a": 1}}));
+        assert_eq!(
+            parse_ok("'<<': {a: 1}\n").to_json(),
+            json!({"<<": {"a": 1}})
+        );
     }
 
     #[test]
@@ -738,32 +780,60 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].pointer, "/s/<<");
         assert_eq!(errors[0].position, Position { line: 2, column: 7 });
-        assert!(errors[0].message.starts_with("a merge key `<<` takes a mapping"), "{errors:?}");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("a merge key `<<` takes a mapping"),
+            "{errors:?}"
+        );
     }
 
     #[test]
     fn an_unquoted_star_gets_a_hint_to_quote_it() {
         let (_, errors) = parse("database: *\n");
-        assert_eq!(errors[0].position, Position { line: 1, column: 11 });
+        assert_eq!(
+            errors[0].position,
+            Position {
+                line: 1,
+                column: 11
+            }
+        );
         assert_eq!(
             errors[0].message,
             "invalid YAML: an unquoted `*` starts an alias (a reference to an `&anchor`); to write the text `*`, quote it: `\"*\"`"
         );
         let (_, errors) = parse("rules:\n  - {database: 0, key_pattern: *abc}\n");
-        assert!(errors[0].message.contains("quote it: `\"*abc\"`"), "{errors:?}");
+        assert!(
+            errors[0].message.contains("quote it: `\"*abc\"`"),
+            "{errors:?}"
+        );
     }
 
     #[test]
     fn core_schema_tags_set_the_type_and_other_tags_are_errors() {
         let root = parse_ok("a: !!int \"6379\"\nb: !!str 12\nc: !!bool 'true'\nd: !!float '1.5'\ne: !!null ''\nf: !!map {x: 1}\n");
-        assert_eq!(root.to_json(), json!({"a": 6379, "b": "12", "c": true, "d": 1.5, "e": null, "f": {"x": 1}}));
+        assert_eq!(
+            root.to_json(),
+            json!({"a": 6379, "b": "12", "c": true, "d": 1.5, "e": null, "f": {"x": 1}})
+        );
         let (_, errors) = parse("a:\n  b: !Ref x\n  c: !!binary aGk=\n");
-        let found: Vec<_> = errors.iter().map(|e| (e.position.line, e.pointer.as_str(), e.message.as_str())).collect();
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.position.line, e.pointer.as_str(), e.message.as_str()))
+            .collect();
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0].0, 2);
         assert_eq!(found[0].1, "/a/b");
-        assert!(found[0].2.starts_with("the tag `!Ref` is not taken here"), "{found:?}");
-        assert!(found[1].2.starts_with("the tag `!!binary` is not taken here"), "{found:?}");
+        assert!(
+            found[0].2.starts_with("the tag `!Ref` is not taken here"),
+            "{found:?}"
+        );
+        assert!(
+            found[1]
+                .2
+                .starts_with("the tag `!!binary` is not taken here"),
+            "{found:?}"
+        );
     }
 
     #[test]
