@@ -190,6 +190,17 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
     assert_eq!((p["status"].as_str(), p["failed"].as_u64()), (Some("failed"), Some(1)));
     assert_eq!(p["dead_letter"][0], "users.dead-letter.ndjson");
     assert_counts_add_up(p);
+
+    // A dry run afterwards keeps the real run's dead letters and puts its own beside them.
+    let out = run_in(dir.path(), &["run", "--dry-run", "-q", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 documents failed; see users.dead-letter.dry-run.ndjson"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(ndjson_lines(&dir.path().join("users.dead-letter.ndjson")), dead);
+    assert_eq!(ndjson_lines(&dir.path().join("users.dead-letter.dry-run.ndjson")).len(), 1);
 }
 
 #[test]

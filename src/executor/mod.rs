@@ -18,7 +18,7 @@
 pub mod progress;
 pub mod summary;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -56,9 +56,23 @@ pub fn dead_letter_path(pipeline: &Pipeline) -> PathBuf {
     })
 }
 
+/// Where a dry run puts the failures a real run would put at `path`:
+/// `users.dead-letter.ndjson` -> `users.dead-letter.dry-run.ndjson`.
+pub fn dry_run_path(path: &Path) -> PathBuf {
+    let name = match (path.file_stem(), path.extension()) {
+        (Some(stem), Some(extension)) => format!(
+            "{}.dry-run.{}",
+            stem.to_string_lossy(),
+            extension.to_string_lossy()
+        ),
+        _ => format!("{}.dry-run", path.file_name().unwrap_or_default().to_string_lossy()),
+    };
+    path.with_file_name(name)
+}
+
 #[cfg(test)]
 mod dead_letter_path_tests {
-    use super::dead_letter_path;
+    use super::{dead_letter_path, dry_run_path};
     use crate::config::model::Pipeline;
     use std::path::PathBuf;
 
@@ -78,6 +92,15 @@ mod dead_letter_path_tests {
         assert_eq!(dead_letter_path(&p("../x")), PathBuf::from(".._x.dead-letter.ndjson"));
         let given = pipeline("name: a/b\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: '-'}\ndead_letter: out/dl.ndjson\n");
         assert_eq!(dead_letter_path(&given), PathBuf::from("out/dl.ndjson"));
+    }
+
+    #[test]
+    fn a_dry_run_has_its_own_dead_letter_file() {
+        assert_eq!(
+            dry_run_path(std::path::Path::new("users.dead-letter.ndjson")),
+            PathBuf::from("users.dead-letter.dry-run.ndjson")
+        );
+        assert_eq!(dry_run_path(std::path::Path::new("out/failed")), PathBuf::from("out/failed.dry-run"));
     }
 }
 
@@ -124,7 +147,10 @@ pub async fn run_pipeline(
     let dry_run = options.dry_run;
     let sample = if dry_run { options.sample } else { 0 };
 
-    let dead_letter = DeadLetter::new(dead_letter_path(pipeline));
+    // A dry run writes nothing a real run reads or keeps: its failures go beside the
+    // dead-letter file, which still holds the last real run's.
+    let for_run = |path: PathBuf| if dry_run { dry_run_path(&path) } else { path };
+    let dead_letter = DeadLetter::new(for_run(dead_letter_path(pipeline)));
     let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
     // A child token: a fatal error here stops this pipeline, not the caller's others.
     let stop = cancel.child_token();
@@ -132,7 +158,7 @@ pub async fn run_pipeline(
     let source_ctx = root.for_stage("source");
     let mut sink_ctx = root.for_stage("sink");
     let mut dead_letters = vec![dead_letter];
-    if let Some(path) = sink_dead_letter(&pipeline.sink) {
+    if let Some(path) = sink_dead_letter(&pipeline.sink).map(for_run) {
         if path != dead_letters[0].path() {
             sink_ctx.dead_letter = DeadLetter::new(path);
             dead_letters.push(sink_ctx.dead_letter.clone());
