@@ -853,7 +853,7 @@ fn elasticsearch_stopped_mid_run_retries_then_fails_clearly_without_stale_deleti
         },
     )
     .unwrap();
-    let error = outcome.consume.as_ref().err().expect("the run fails");
+    let error = outcome.consume.as_ref().expect_err("the run fails");
     assert!(
         error.starts_with("Elasticsearch at http://127.0.0.1:9253 did not answer for 5"),
         "{error}"
@@ -968,7 +968,7 @@ impl Proxy {
                  location / {{ {check} proxy_pass http://{upstream}; }}\n  }}\n}}\n",
         );
         let conf_path = common::write_file(dir.path(), "nginx.conf", &conf);
-        let child = Command::new("nginx")
+        let mut child = Command::new("nginx")
             .args([
                 "-p",
                 &prefix.to_string(),
@@ -987,6 +987,8 @@ impl Proxy {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "nginx did not listen on {port}: {}",
             std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()

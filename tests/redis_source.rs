@@ -390,8 +390,8 @@ fn type_only_rules_read_with_sizes_and_ttls_off() {
         ("_type: STREAM", vec!["stream:1"]),
         ("{_type: HASH, key_pattern: 'user:*'}", vec!["user:1"]),
     ] {
-        let rule = if rule.starts_with('{') {
-            format!("rules:\n  - {{database: 0, {}\n", &rule[1..])
+        let rule = if let Some(inner) = rule.strip_prefix('{') {
+            format!("rules:\n  - {{database: 0, {inner}\n")
         } else {
             format!("rules:\n  - {{database: 0, {rule}}}\n")
         };

@@ -190,6 +190,17 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
     assert_eq!((p["status"].as_str(), p["failed"].as_u64()), (Some("failed"), Some(1)));
     assert_eq!(p["dead_letter"][0], "users.dead-letter.ndjson");
     assert_counts_add_up(p);
+
+    // A dry run afterwards keeps the real run's dead letters and puts its own beside them.
+    let out = run_in(dir.path(), &["run", "--dry-run", "-q", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 documents failed; see users.dead-letter.dry-run.ndjson"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(ndjson_lines(&dir.path().join("users.dead-letter.ndjson")), dead);
+    assert_eq!(ndjson_lines(&dir.path().join("users.dead-letter.dry-run.ndjson")).len(), 1);
 }
 
 #[test]
@@ -284,6 +295,26 @@ fn an_invalid_pipeline_stops_the_run_before_any_connection() {
     );
     assert!(!dir.path().join("a.ndjson").exists(), "not even the valid pipeline ran");
     assert!(text(&out.stdout).is_empty());
+}
+
+#[test]
+fn an_invalid_pipeline_replaces_the_summary_json_with_its_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_file(
+        dir.path(),
+        "b.yaml",
+        "name: b\nsource: {type: redis, host: 127.0.0.1, databse: 0}\nsink: {type: ndjson, path: b.ndjson}\n",
+    );
+    // What an earlier, successful run left: a bot must not read it as this run's.
+    std::fs::write(dir.path().join("s.json"), r#"{"status": "ok", "pipelines": []}"#).unwrap();
+    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "s.json", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let summary = summary_json(&dir.path().join("s.json"));
+    assert_eq!(summary["status"], "invalid");
+    assert_eq!(summary["pipelines"], serde_json::json!([]));
+    let problem = &summary["problems"][0];
+    assert_eq!((problem["line"].as_u64(), problem["pointer"].as_str()), (Some(2), Some("/source/databse")));
+    assert!(problem["message"].as_str().unwrap().contains("did you mean `database`?"), "{problem}");
 }
 
 #[test]

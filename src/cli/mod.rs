@@ -31,8 +31,10 @@ pub enum Command {
     /// Prints `file:line:col: error: message (at /json/pointer)` for every problem in
     /// every file (on a terminal, with the source line underlined), or a JSON array
     /// with `--format json`; then `N files checked, M invalid` on standard error.
-    /// Folders are searched for `*.yaml` / `*.yml`; two pipelines with one `name`, or
-    /// sharing an index where `delete_stale` is on, are errors. `${VAR}` is read from
+    /// Folders are searched for `*.yaml` / `*.yml` (hidden files and folders skipped);
+    /// a quoted pattern (`'pipelines/*.yaml'`) is expanded. Two pipelines with one
+    /// `name`, sharing an index where `delete_stale` is on, or writing one dead-letter
+    /// file, are errors. `${VAR}` is read from
     /// the environment (an unset one is an error); values are never shown in
     /// messages. Never connects anywhere.
     #[command(after_help = EXIT_CODES)]
@@ -61,7 +63,7 @@ pub enum LogFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// Pipeline files, or folders searched for `*.yaml` / `*.yml`.
+    /// Pipeline files, folders searched for `*.yaml` / `*.yml`, or patterns.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Output format.
@@ -71,7 +73,7 @@ pub struct ValidateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Pipeline files, or folders searched for `*.yaml` / `*.yml`.
+    /// Pipeline files, folders searched for `*.yaml` / `*.yml`, or patterns.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Read and render everything, check the target, write nothing.

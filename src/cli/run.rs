@@ -45,6 +45,12 @@ pub fn execute(args: &RunArgs) -> ExitCode {
             "error: {} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
             diagnostics.len()
         );
+        // A bot reading the summary must not find the previous run's `ok` there.
+        if let Some(path) = &args.summary_json {
+            if let Err(error) = write_invalid_summary_json(path, &diagnostics) {
+                eprintln!("error: cannot write the summary to {}: {error}", path.display());
+            }
+        }
         return ExitCode::from(1);
     }
 
@@ -200,6 +206,19 @@ fn write_summary_json(path: &Path, outcome: &Outcome, failed: bool) -> std::io::
         "status": if failed { "failed" } else { "ok" },
         "pipelines": outcome.summaries,
         "not_run": outcome.not_run,
+    });
+    let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
+    std::fs::write(path, text + "\n")
+}
+
+/// The `--summary-json` of a run stopped by invalid pipelines: status `invalid`, no
+/// pipeline run, and every problem as `validate --format json` gives it.
+fn write_invalid_summary_json(path: &Path, problems: &[config::Diagnostic]) -> std::io::Result<()> {
+    let document = serde_json::json!({
+        "status": "invalid",
+        "pipelines": [],
+        "not_run": [],
+        "problems": problems,
     });
     let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")

@@ -73,9 +73,12 @@ fn write_text(
             continue;
         }
         let source = sources.entry(&diagnostic.file).or_insert_with(|| {
-            std::fs::read(&diagnostic.file)
-                .ok()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
+            // Without the byte-order mark the loader skipped, or line 1's columns
+            // would be off by one.
+            std::fs::read(&diagnostic.file).ok().map(|b| {
+                let text = String::from_utf8_lossy(&b);
+                text.strip_prefix('\u{feff}').unwrap_or(&text).to_owned()
+            })
         });
         if let Some(line) = source
             .as_deref()
@@ -154,6 +157,27 @@ fn token_width(rest: &[char]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::excerpt;
+
+    #[test]
+    fn excerpts_of_a_file_with_a_byte_order_mark_line_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        std::fs::write(&file, "\u{feff}name: 5\n").unwrap();
+        let diagnostic = crate::config::Diagnostic {
+            file: file.clone(),
+            line: 1,
+            column: 7,
+            pointer: "/name".into(),
+            message: "expected a string".into(),
+        };
+        let mut out = Vec::new();
+        super::write_text(&mut out, &[diagnostic], true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("  |\n1 | name: 5\n  |       ^\n"),
+            "{text:?}"
+        );
+    }
 
     #[test]
     fn underlines_a_plain_value() {

@@ -1,6 +1,6 @@
-//! Checks that span pipeline files: two pipelines with one `name`, and two pipelines
+//! Checks that span pipeline files: two pipelines with one `name`, two pipelines
 //! writing one Elasticsearch index where stale deletion would delete the other's
-//! documents.
+//! documents, and two pipelines writing one dead-letter file (each run empties it).
 
 use std::path::PathBuf;
 
@@ -88,7 +88,54 @@ pub fn check(pipelines: &[Checked<'_>]) -> Vec<Diagnostic> {
             ));
         }
     }
+    for (i, a) in pipelines.iter().enumerate() {
+        for (pointer, path) in dead_letter_files(a) {
+            let Some((b, _)) = pipelines[..i]
+                .iter()
+                .flat_map(|b| dead_letter_files(b).into_iter().map(move |(_, p)| (b, p)))
+                // Two pipelines of one name are reported as such already.
+                .find(|(b, other)| *other == path && b.pipeline.name != a.pipeline.name)
+            else {
+                continue;
+            };
+            diagnostics.push(at(
+                a,
+                pointer,
+                format!(
+                    "dead-letter file `{}` is also written by pipeline `{}` ({}): each run empties it at its first failure, so one pipeline's failed records would erase the other's; give each pipeline its own `dead_letter`",
+                    path.display(),
+                    b.pipeline.name,
+                    b.path.display()
+                ),
+            ));
+        }
+    }
     diagnostics
+}
+
+/// The dead-letter files a pipeline writes (its own, and its sink's when that is
+/// another), each with the pointer that names it (`/name` for the default one,
+/// which comes from the name), as written without `./` parts.
+fn dead_letter_files(checked: &Checked<'_>) -> Vec<(&'static str, PathBuf)> {
+    let normal = |path: PathBuf| -> PathBuf {
+        path.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    };
+    let pipeline = checked.pipeline;
+    let own_pointer = if pipeline.dead_letter.is_some() {
+        "/dead_letter"
+    } else {
+        "/name"
+    };
+    let own = normal(crate::executor::dead_letter_path(pipeline));
+    let mut files = vec![(own_pointer, own.clone())];
+    if let SinkConfig::Elasticsearch(sink) = &pipeline.sink {
+        if let Some(path) = sink.dead_letter.clone().map(normal).filter(|p| *p != own) {
+            files.push(("/sink/dead_letter", path));
+        }
+    }
+    files
 }
 
 /// The sink's node URLs, normalised (case, trailing `/`) and sorted, to compare clusters.

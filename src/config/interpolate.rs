@@ -66,10 +66,34 @@ pub fn expand(
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
+            // `${X-default}`, `${X:=default}`, `${X:?message}`: shell forms this does not take.
+            let prefix: String = name
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let message = if !prefix.is_empty()
+                && !prefix.starts_with(|c: char| c.is_ascii_digit())
+                && name[prefix.len()..].starts_with(['-', ':', '=', '?', '+'])
+            {
+                format!(
+                    "`${{{inner}}}` is not a form this takes: write `${{{prefix}}}`, or `${{{prefix}:-default}}` for a default"
+                )
+            } else {
+                format!(
+                    "`${{{name}}}` is not a variable name: use letters, digits and `_`, not starting with a digit"
+                )
+            };
+            return Err(ExpandError {
+                offset: start,
+                message,
+            });
+        }
+        if default.is_some_and(|d| d.contains("${")) {
+            // `${A:-${B}}` would stop at the first `}` and leave a literal `${B}`.
             return Err(ExpandError {
                 offset: start,
                 message: format!(
-                    "`${{{name}}}` is not a variable name: use letters, digits and `_`, not starting with a digit"
+                    "the default of `${{{name}:-...}}` holds another `${{`: nested variables are not expanded; give a plain default"
                 ),
             });
         }
@@ -233,6 +257,23 @@ mod tests {
             .unwrap_err()
             .message
             .contains("is not a variable name"));
+    }
+
+    #[test]
+    fn shell_forms_and_nested_defaults_are_errors_that_say_what_to_write() {
+        assert_eq!(
+            expand("${NOPE-x}", &env).unwrap_err().message,
+            "`${NOPE-x}` is not a form this takes: write `${NOPE}`, or `${NOPE:-default}` for a default"
+        );
+        assert!(expand("${HOST:?need it}", &env)
+            .unwrap_err()
+            .message
+            .contains("write `${HOST}`, or `${HOST:-default}`"));
+        // It used to give the literal text `${HOST}` (the first `}` closed the reference).
+        assert_eq!(
+            expand("${NOPE:-${HOST}}", &env).unwrap_err().message,
+            "the default of `${NOPE:-...}` holds another `${`: nested variables are not expanded; give a plain default"
+        );
     }
 
     #[test]

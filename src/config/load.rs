@@ -10,11 +10,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::interpolate::interpolate_tree;
-use super::locate::{locate, Anchor};
-use super::model::{Pipeline, SinkConfig, SourceConfig, TransformConfig};
+use super::locate::{self, locate, Anchor};
+use super::model::{Pipeline, TransformConfig};
 use super::schema::{self, is_secret_field};
 use super::yaml::{self, Node, NodeKind, Position};
 use super::Diagnostic;
+use crate::stages::transform::filter;
 use crate::stages::{FieldError, Sink, Source, Transform};
 
 /// Everything learnt about one file: its tree (for locating later, cross-file
@@ -85,9 +86,38 @@ pub fn check_bytes(
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some((offset, c)) = text.char_indices().find(|(_, c)| !is_yaml_printable(*c)) {
+        // The YAML parser stops at a NUL as at the end of the file: whatever follows
+        // (a `transforms:` section) would be silently ignored.
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
+        check.diagnostics.push(diagnostic(
+            Position { line, column },
+            String::new(),
+            format!(
+                "control character U+{:04X} here: YAML text cannot hold it; remove it (inside double quotes, write it as an escape such as `\\x{:02x}`)",
+                u32::from(c),
+                u32::from(c) & 0xff
+            ),
+        ));
+        return check;
+    }
 
     let (root, yaml_errors) = yaml::parse(text);
+    let mut reported: HashSet<String> = HashSet::new();
     for error in yaml_errors {
+        // A merge key that brought nothing in leaves its mapping short of fields: that
+        // mapping's "missing field" messages would only repeat the problem.
+        if let Some(mapping) = error.pointer.strip_suffix("/<<") {
+            reported.insert(mapping.to_owned());
+        }
         check
             .diagnostics
             .push(diagnostic(error.position, error.pointer, error.message));
@@ -116,7 +146,6 @@ pub fn check_bytes(
     }
 
     let (interpolated, interpolation_errors) = interpolate_tree(&mut root, lookup);
-    let mut reported: HashSet<String> = HashSet::new();
     for error in interpolation_errors {
         reported.insert(error.pointer.clone());
         check
@@ -132,8 +161,10 @@ pub fn check_bytes(
     let schema_errors = schema::check(&value, &is_secret_field, &is_interpolated);
     let schema_failed = !schema_errors.is_empty();
     for error in schema_errors {
-        // A value whose `${VAR}` failed is reported once, not again for its raw text.
-        if reported.contains(&error.pointer) {
+        // A value whose `${VAR}` failed is reported once, not again for its raw text;
+        // a key that is not text (`? [a, b]`) was reported by the YAML step, and its
+        // stand-in name is no field to report as unknown.
+        if reported.contains(&error.pointer) || error.pointer.contains('\u{0}') {
             continue;
         }
         let position = locate(&root, &error.pointer, error.anchor);
@@ -160,14 +191,26 @@ pub fn check_bytes(
             }
         }
         Err(error) => {
-            // The schema mirrors the structs, so this is rare (e.g. a number too large
-            // for its field); place it at the stage that fails to convert.
-            let pointer = failing_part(&value);
+            // The schema mirrors the structs, so this is rare: what the schema cannot
+            // say (`1e3` or `1.0` where a whole number is needed, a duration past the
+            // largest one). Place it at the field that fails to convert.
+            let pointer = failing_field(&value, &error.to_string());
             let position = locate(&root, &pointer, Anchor::Value);
-            let message = if interpolated.is_empty() {
-                format!("invalid value: {error}")
-            } else {
-                "invalid value (not shown: the file uses `${...}`)".to_owned()
+            let secret =
+                is_secret_field(&pointer) || interpolated.iter().any(|p| p.starts_with(&pointer));
+            let message = match locate::node_at(&root, &pointer).map(|n| &n.kind) {
+                _ if secret => {
+                    "invalid value (not shown: it comes from `${...}` or is a secret)".to_owned()
+                }
+                Some(NodeKind::Scalar(scalar))
+                    if scalar.value.is_f64() && error.to_string().contains("floating point") =>
+                {
+                    format!(
+                        "expected a whole number, got `{}`: write it without a decimal point or exponent",
+                        scalar.text
+                    )
+                }
+                _ => format!("invalid value: {error}"),
             };
             check
                 .diagnostics
@@ -177,6 +220,13 @@ pub fn check_bytes(
     sort(&mut check.diagnostics);
     check.root = Some(root);
     check
+}
+
+/// Whether YAML allows `c` in a file (the spec's `c-printable`): tab, line breaks
+/// and every printable character, but no other control character.
+fn is_yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+        || c >= '\u{10000}'
 }
 
 /// Builds every stage (pure: compiles templates, globs, regexes) and returns their
@@ -194,9 +244,21 @@ fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
     if let Err(found) = Source::build(&pipeline.source) {
         add("/source".into(), found);
     }
+    let mut last_template = None;
     for (i, transform) in pipeline.transforms.iter().enumerate() {
         if let Err(found) = Transform::build(transform) {
             add(format!("/transforms/{i}"), found);
+        }
+        match transform {
+            TransformConfig::Template(template) => last_template = Some(template),
+            TransformConfig::Filter(filter) => {
+                if let Some(seen) = filter::fields_seen(last_template) {
+                    add(
+                        format!("/transforms/{i}"),
+                        filter::unknown_fields(filter, &seen),
+                    );
+                }
+            }
         }
     }
     if let Err(found) = Sink::build(&pipeline.sink) {
@@ -205,26 +267,108 @@ fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
     errors
 }
 
-/// The pointer of the first part of `value` that does not convert to its struct.
-fn failing_part(value: &Value) -> String {
-    if let Some(source) = value.get("source") {
-        if serde_json::from_value::<SourceConfig>(source.clone()).is_err() {
-            return "/source".into();
+/// The pointer of the deepest part of `value` that keeps it from converting to a
+/// [`Pipeline`] (whose conversion failed with `error`); `""` when none is found.
+fn failing_field(value: &Value, error: &str) -> String {
+    search_failing(value, error, "").unwrap_or_default()
+}
+
+/// Serde's messages name no field, so parts are taken away, from the top: a part
+/// whose removal leaves the error as it was does not hold it (nor is searched); one
+/// whose removal ends the error, or changes it into another, holds it and is
+/// searched further; a required part (its removal only makes it missing) is searched
+/// too, and is itself the culprit when it is a whole number written as a float
+/// (`database: 1.0`) that converts once written as an integer. The items of a list
+/// are searched by halves (a file of 60,000 rules costs some 16 conversions, not
+/// 60,000), the members of a mapping one by one. Runs only for a failed file.
+fn search_failing(value: &Value, error: &str, pointer: &str) -> Option<String> {
+    let still_fails = |changed: &Value| match Pipeline::deserialize(changed) {
+        Ok(_) => None,
+        Err(other) => Some(other.to_string()),
+    };
+    let keys: Vec<String> = match value.pointer(pointer)? {
+        Value::Object(map) => map.keys().cloned().collect(),
+        Value::Array(items) => {
+            // The first `k` items removed: find the smallest `k` that changes the
+            // error; item `k - 1` then holds it.
+            let without_first = |k: usize| {
+                let mut changed = value.clone();
+                if let Some(Value::Array(items)) = changed.pointer_mut(pointer) {
+                    items.drain(..k);
+                }
+                still_fails(&changed).as_deref() != Some(error)
+            };
+            if items.is_empty() || !without_first(items.len()) {
+                return None;
+            }
+            let (mut low, mut high) = (0, items.len());
+            while high - low > 1 {
+                let middle = low + (high - low) / 2;
+                if without_first(middle) {
+                    high = middle;
+                } else {
+                    low = middle;
+                }
+            }
+            let child = format!("{pointer}/{low}");
+            return Some(search_failing(value, error, &child).unwrap_or(child));
+        }
+        _ => return None,
+    };
+    for key in keys {
+        let child = format!("{pointer}/{}", yaml::escape_pointer(&key));
+        let mut without = value.clone();
+        remove(&mut without, &child);
+        match still_fails(&without) {
+            Some(other) if other == error => continue,
+            Some(other) if other.contains(&format!("missing field `{key}`")) => {
+                if let Some(whole) = value.pointer(&child).and_then(as_whole_number) {
+                    let mut fixed = value.clone();
+                    if let Some(slot) = fixed.pointer_mut(&child) {
+                        *slot = whole;
+                    }
+                    if still_fails(&fixed).as_deref() != Some(error) {
+                        return Some(child);
+                    }
+                }
+                if let Some(found) = search_failing(value, error, &child) {
+                    return Some(found);
+                }
+            }
+            _ => return Some(search_failing(value, error, &child).unwrap_or(child)),
         }
     }
-    if let Some(Value::Array(transforms)) = value.get("transforms") {
-        for (i, transform) in transforms.iter().enumerate() {
-            if serde_json::from_value::<TransformConfig>(transform.clone()).is_err() {
-                return format!("/transforms/{i}");
+    None
+}
+
+/// `1000` for `1e3` or `1000.0`: a float with no fraction, as an integer.
+fn as_whole_number(value: &Value) -> Option<Value> {
+    let number = value.as_f64().filter(|_| value.is_f64())?;
+    if number.fract() != 0.0 || number.abs() > 9.0e15 {
+        return None;
+    }
+    Some(Value::from(number as i64))
+}
+
+/// Removes the member or item at `pointer` (which exists) from `value`.
+fn remove(value: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match value.pointer_mut(parent) {
+        Some(Value::Object(map)) => {
+            map.shift_remove(&last);
+        }
+        Some(Value::Array(items)) => {
+            if let Ok(i) = last.parse::<usize>() {
+                if i < items.len() {
+                    items.remove(i);
+                }
             }
         }
+        _ => {}
     }
-    if let Some(sink) = value.get("sink") {
-        if serde_json::from_value::<SinkConfig>(sink.clone()).is_err() {
-            return "/sink".into();
-        }
-    }
-    String::new()
 }
 
 /// Orders a file's diagnostics by position, dropping exact repeats.
@@ -270,6 +414,36 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_are_located_errors_not_the_end_of_the_file() {
+        // A NUL used to end the parse there: the filter after it was silently dropped.
+        let text = format!("{VALID}\0transforms:\n  - type: filter\n    rules: []\n");
+        assert_eq!(
+            messages(text.as_bytes()),
+            vec!["8:1  control character U+0000 here: YAML text cannot hold it; remove it (inside double quotes, write it as an escape such as `\\x00`)"]
+        );
+        let text = VALID.replace("host: h", "host: h\u{1}x");
+        assert_eq!(messages(text.as_bytes())[0].split(' ').next(), Some("4:10"));
+        assert_eq!(
+            messages(VALID.replace("name: p", "name: p\u{7f}").as_bytes()).len(),
+            1
+        );
+        // Tabs, CR LF, escapes inside double quotes and non-ASCII text are fine.
+        let text = VALID
+            .replace('\n', "\r\n")
+            .replace("host: h", "host: \"h\\0\\t\" # é\t");
+        assert_eq!(messages(text.as_bytes()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_key_that_is_not_text_is_reported_once() {
+        let text = VALID.replace("host: h", "host: h\n  ? [a, b]\n  : 1");
+        assert_eq!(
+            messages(text.as_bytes()),
+            vec!["5:5 /source a key must be plain text, not a list"]
+        );
+    }
+
+    #[test]
     fn empty_and_comment_only_files_are_errors() {
         let expected =
             vec!["1:1  the file is empty: a pipeline needs at least `name`, `source` and `sink`"];
@@ -304,6 +478,59 @@ mod tests {
             messages(text.as_bytes()),
             vec!["5:9 /source/port environment variable `NO_SUCH_PORT` is not set (set it, or give a default: `${NO_SUCH_PORT:-default}`)"]
         );
+    }
+
+    #[test]
+    fn a_whole_number_written_as_a_float_is_located_at_its_field() {
+        let text = VALID.replace("host: h", "host: h\n  scan_count: 1e3");
+        assert_eq!(
+            messages(text.as_bytes()),
+            vec!["5:15 /source/scan_count expected a whole number, got `1e3`: write it without a decimal point or exponent"]
+        );
+        let text = VALID.replace("host: h", "host: h\n  rules:\n    - {database: 0, key_pattern: a}\n    - {database: 1.0, key_pattern: b}");
+        assert_eq!(
+            messages(text.as_bytes()),
+            vec!["7:18 /source/rules/1/database expected a whole number, got `1.0`: write it without a decimal point or exponent"]
+        );
+    }
+
+    #[test]
+    fn a_float_deep_in_a_long_list_is_found_by_halves() {
+        let rules: String = (0..5000)
+            .map(|i| format!("    - {{database: 0, key_pattern: k{i}}}\n"))
+            .collect();
+        let text = format!("name: p\nsource:\n  type: redis\n  host: h\n  rules:\n{rules}    - {{database: 2.0, key_pattern: x}}\nsink:\n  type: ndjson\n  path: '-'\n");
+        let started = std::time::Instant::now();
+        let found = messages(text.as_bytes());
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with("5006:18 /source/rules/5000/database expected a whole number"),
+            "{found:?}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_duration_too_large_is_an_error_at_its_field() {
+        let text = "name: p\nsource:\n  type: redis\n  host: h\n  timeout: 99999999999999999999h\nsink:\n  type: ndjson\n  path: '-'\n";
+        assert_eq!(
+            messages(text.as_bytes()),
+            vec!["5:12 /source/timeout invalid value: duration `99999999999999999999h` is out of range"]
+        );
+    }
+
+    #[test]
+    fn a_value_from_a_variable_that_fails_to_convert_is_not_echoed() {
+        let text = VALID.replace("host: h", "host: h\n  timeout: ${T}");
+        let lookup = |name: &str| (name == "T").then(|| "99999999999999999999h".to_string());
+        let found = check_bytes(Path::new("p.yaml"), text.as_bytes(), &lookup).diagnostics;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].pointer, "/source/timeout");
+        assert!(!found[0].message.contains("9999"), "{}", found[0].message);
     }
 
     #[test]

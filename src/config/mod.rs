@@ -68,6 +68,8 @@ pub enum UsageError {
     NotFound(PathBuf),
     #[error("{0}: no pipeline files (*.yaml, *.yml) in this folder")]
     EmptyFolder(PathBuf),
+    #[error("{0}: no file or folder matches this pattern")]
+    NoMatch(PathBuf),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -75,37 +77,43 @@ pub enum UsageError {
     },
 }
 
-/// Expands the command line's paths: files as they are, folders searched (recursively)
-/// for `*.yaml` / `*.yml`, sorted; a file reached twice is listed once.
+/// Expands the command line's paths: files (or pipes) as they are, folders searched (recursively)
+/// for `*.yaml` / `*.yml`, sorted, and patterns (`'pipelines/*.yaml'`, quoted so the
+/// shell left them alone, as CI files often do) expanded the same way. A folder
+/// search skips hidden files and folders (`.git/`, Kubernetes' `..data/` beside the
+/// files of a mounted ConfigMap). A file reached twice is listed once.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
     let mut files = Vec::new();
     for path in paths {
-        if path.is_file() {
+        // Not only regular files: `validate <(envsubst < p.yaml)` and `/dev/stdin`
+        // name pipes.
+        if path.exists() && !path.is_dir() {
             files.push(path.clone());
         } else if path.is_dir() {
-            let mut found = Vec::new();
-            for extension in ["yaml", "yml"] {
-                let pattern = path.join("**").join(format!("*.{extension}"));
-                let pattern = ::glob::Pattern::escape(&path.display().to_string())
-                    + &pattern.display().to_string()[path.display().to_string().len()..];
-                for entry in ::glob::glob(&pattern).map_err(|e| UsageError::Io {
+            files.extend(search_folder(path)?);
+        } else if is_pattern(path) {
+            let text = path.display().to_string();
+            let entries =
+                ::glob::glob_with(&text, hidden_excluded()).map_err(|e| UsageError::Io {
                     path: path.clone(),
                     source: std::io::Error::other(e.to_string()),
-                })? {
-                    let entry = entry.map_err(|e| UsageError::Io {
-                        path: path.clone(),
-                        source: e.into(),
-                    })?;
-                    if entry.is_file() {
-                        found.push(entry);
-                    }
+                })?;
+            let mut matched = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| UsageError::Io {
+                    path: path.clone(),
+                    source: e.into(),
+                })?;
+                if entry.is_file() {
+                    matched.push(entry);
+                } else if entry.is_dir() {
+                    matched.extend(search_folder(&entry)?);
                 }
             }
-            if found.is_empty() {
-                return Err(UsageError::EmptyFolder(path.clone()));
+            if matched.is_empty() {
+                return Err(UsageError::NoMatch(path.clone()));
             }
-            found.sort();
-            files.extend(found);
+            files.extend(matched);
         } else {
             return Err(UsageError::NotFound(path.clone()));
         }
@@ -115,6 +123,54 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
     let mut seen = std::collections::HashSet::new();
     files.retain(|file| seen.insert(std::fs::canonicalize(file).unwrap_or_else(|_| file.clone())));
     Ok(files)
+}
+
+/// Whether a path that names nothing is a glob pattern to expand.
+fn is_pattern(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(|text| text.contains(['*', '?', '[']))
+}
+
+/// Pattern matching that leaves hidden files and folders out unless the pattern
+/// names them with a literal `.`.
+fn hidden_excluded() -> ::glob::MatchOptions {
+    ::glob::MatchOptions {
+        require_literal_leading_dot: true,
+        ..::glob::MatchOptions::new()
+    }
+}
+
+/// The `*.yaml` / `*.yml` files under `folder`, at any depth, sorted; hidden files and
+/// folders are skipped.
+fn search_folder(folder: &Path) -> Result<Vec<PathBuf>, UsageError> {
+    let mut found = Vec::new();
+    for extension in ["yaml", "yml"] {
+        let literal = ::glob::Pattern::escape(&folder.display().to_string());
+        let pattern = PathBuf::from(literal)
+            .join("**")
+            .join(format!("*.{extension}"))
+            .display()
+            .to_string();
+        let entries =
+            ::glob::glob_with(&pattern, hidden_excluded()).map_err(|e| UsageError::Io {
+                path: folder.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        for entry in entries {
+            let entry = entry.map_err(|e| UsageError::Io {
+                path: folder.to_path_buf(),
+                source: e.into(),
+            })?;
+            if entry.is_file() {
+                found.push(entry);
+            }
+        }
+    }
+    if found.is_empty() {
+        return Err(UsageError::EmptyFolder(folder.to_path_buf()));
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Loads and checks one pipeline file (variables from the environment). Never

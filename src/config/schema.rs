@@ -145,10 +145,26 @@ fn explain(
                     )
                 })
                 .unwrap_or_default();
+            // `tpye: filter`: the stage's own fields are checked only once its `type`
+            // is known, so a misspelt `type` would get no "did you mean" otherwise.
+            let known: Vec<&str> = node
+                .and_then(|n| n.get("properties"))
+                .and_then(Value::as_object)
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let misspelt = value.as_object().and_then(|fields| {
+                fields
+                    .keys()
+                    .filter(|key| !known.contains(&key.as_str()))
+                    .find(|key| did_you_mean(key, [name]).is_some())
+            });
+            let hint = misspelt
+                .map(|key| format!("; `{key}` is not a field, did you mean `{name}`?"))
+                .unwrap_or_default();
             out.push(SchemaError {
                 pointer,
                 anchor: Anchor::Key,
-                message: format!("missing required field `{name}`{choices}"),
+                message: format!("missing required field `{name}`{choices}{hint}"),
             });
         }
         ValidationErrorKind::Type { kind } => {
@@ -160,6 +176,16 @@ fn explain(
                 }
             };
             let mut message = format!("expected {expected}, got {}", got_with_kind(value, secret));
+            // YAML 1.1 (PyYAML, Ansible) reads these as booleans; YAML 1.2 as text.
+            let yaml11_boolean = value
+                .as_str()
+                .map(str::to_ascii_lowercase)
+                .is_some_and(|text| {
+                    matches!(text.as_str(), "yes" | "no" | "on" | "off" | "y" | "n")
+                });
+            if expected.contains("a boolean") && yaml11_boolean && !secret {
+                message.push_str(" (YAML 1.2 reads it as text: write `true` or `false`)");
+            }
             if is_interpolated(&pointer) && expected.contains("string") {
                 message.push_str(
                     " (the value comes from `${...}`: quote it, `\"${...}\"`, to keep it a string)",
@@ -218,7 +244,15 @@ fn explain(
             out.push(at_value(format!("{meaning}; got {}", got(value, secret))));
         }
         ValidationErrorKind::MinLength { limit: 1 } => {
-            out.push(at_value(format!("`{field}` must not be empty")))
+            // A list item has an index, not a name: say which list it is in.
+            let parts = segments(&pointer);
+            let message = match parts.as_slice() {
+                [.., list, index] if index.parse::<usize>().is_ok() => {
+                    format!("item {index} of `{list}` must not be empty")
+                }
+                _ => format!("`{field}` must not be empty"),
+            };
+            out.push(at_value(message))
         }
         ValidationErrorKind::MinItems { limit: 1 } => {
             out.push(at_value(format!("`{field}` must not be an empty list")))
@@ -396,6 +430,45 @@ mod tests {
             vec![(
                 "/sink".into(),
                 "missing required field `type` (one of elasticsearch, ndjson)".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_get_a_hint() {
+        let mut p = minimal();
+        p["source"]["size_in_bytes"] = json!("no");
+        assert_eq!(
+            errors(p),
+            vec![(
+                "/source/size_in_bytes".into(),
+                "expected a boolean, got a string `no` (YAML 1.2 reads it as text: write `true` or `false`)".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn an_empty_list_item_is_named_by_its_list() {
+        let mut p = minimal();
+        p["sink"] = json!({"type": "elasticsearch", "url": ["http://a:9200", ""], "index": "i"});
+        assert_eq!(
+            errors(p),
+            vec![(
+                "/sink/url/1".into(),
+                "item 1 of `url` must not be empty".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_misspelt_type_is_named_in_the_missing_type_message() {
+        let mut p = minimal();
+        p["transforms"] = json!([{"tpye": "filter", "rules": []}]);
+        assert_eq!(
+            errors(p),
+            vec![(
+                "/transforms/0".into(),
+                "missing required field `type` (one of template, filter); `tpye` is not a field, did you mean `type`?".into()
             )]
         );
     }

@@ -65,10 +65,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => number * 3600.0,
         other => return Err(format!("unknown duration unit `{other}` in `{text}`: use ms, s, m or h")),
     };
-    if !seconds.is_finite() || seconds < 0.0 {
+    // `from_secs_f64` panics past `Duration::MAX` (about 584 billion years): a
+    // duration that large is a mistake to report, not a reason to crash.
+    if seconds < 0.0 {
         return Err(format!("duration `{text}` is out of range"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration `{text}` is out of range"))
 }
 
 impl<'de> Deserialize<'de> for ByteSize {
@@ -140,5 +142,15 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("3 days").is_err());
+    }
+
+    #[test]
+    fn durations_too_large_for_a_duration_are_errors_not_panics() {
+        assert_eq!(
+            parse_duration("99999999999999999999h"),
+            Err("duration `99999999999999999999h` is out of range".to_owned())
+        );
+        assert!(parse_duration("99999999999999999999999999999999999999999s").is_err());
+        assert!(parse_duration(&"9".repeat(400)).is_err());
     }
 }

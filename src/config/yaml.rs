@@ -5,7 +5,9 @@
 //! One parse serves both purposes, so every later error can be located in the very
 //! text that produced the value. YAML 1.2 core-schema scalars (`true`, `null`, `12`,
 //! `0x1f`, `1.5`); anchors and aliases are expanded (bounded, against alias bombs);
-//! duplicate keys, several documents and tab indentation are errors.
+//! merge keys (`<<: *defaults`, or a list of them) bring in the entries a mapping
+//! does not write itself; duplicate keys, several documents and tab indentation
+//! are errors.
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
@@ -170,6 +172,28 @@ fn syntax_error(text: &str, position: Position, info: &str) -> YamlError {
             };
         }
     }
+    // `database: *` or `key_pattern: *abc`, as the reference's docs write them: YAML
+    // reads an unquoted `*` as an alias.
+    let token: String = text
+        .lines()
+        .nth(first)
+        .map(|line_text| {
+            line_text
+                .chars()
+                .skip(position.column.saturating_sub(1))
+                .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ']' | '}'))
+                .collect()
+        })
+        .unwrap_or_default();
+    if token.starts_with('*') && (info.contains("alias") || info.contains("anchor")) {
+        return YamlError {
+            position,
+            pointer: String::new(),
+            message: format!(
+                "invalid YAML: an unquoted `*` starts an alias (a reference to an `&anchor`); to write the text `{token}`, quote it: `\"{token}\"`"
+            ),
+        };
+    }
     YamlError {
         position,
         pointer: String::new(),
@@ -187,8 +211,25 @@ struct Open {
 
 enum OpenKind {
     Sequence(Vec<Node>),
-    /// Entries so far, and the key waiting for its value.
-    Mapping(Vec<Entry>, Option<(String, Position)>),
+    /// Entries so far, the key waiting for its value, and the entries a merge key
+    /// (`<<: *defaults`) brings in, added at the end where no key of the mapping
+    /// itself has their name.
+    Mapping {
+        entries: Vec<Entry>,
+        pending: Option<PendingKey>,
+        merged: Vec<Entry>,
+        /// The line where each key was first written, for duplicates (a lookup, not a
+        /// scan of the entries: a document of 50,000 fields was quadratic).
+        first_lines: std::collections::HashMap<String, usize>,
+    },
+}
+
+/// A mapping key waiting for its value.
+struct PendingKey {
+    key: String,
+    position: Position,
+    /// A plain `<<`: its value is merged into the mapping instead of being an entry.
+    merge: bool,
 }
 
 #[derive(Default)]
@@ -196,6 +237,8 @@ struct Builder {
     stack: Vec<Open>,
     root: Option<Node>,
     documents: usize,
+    /// Where a second document starts, if one does.
+    second_document: Option<Position>,
     anchors: std::collections::HashMap<usize, Node>,
     alias_nodes: usize,
     errors: Vec<YamlError>,
@@ -211,19 +254,43 @@ impl Builder {
             Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    self.errors.push(YamlError {
-                        position,
-                        pointer: String::new(),
-                        message: "a pipeline file holds one YAML document; a second one starts here (remove `---`, or split the file)".into(),
-                    });
-                    return false;
+                    // An empty document after the first (a trailing `---`, as many
+                    // generated files end) is nothing; one with content is an error.
+                    self.second_document = Some(position);
                 }
             }
+            Event::Scalar(ref text, style, _, _)
+                if self.documents > 1
+                    && self.stack.is_empty()
+                    && style == ScalarStyle::Plain
+                    && matches!(text.as_ref(), "" | "~") => {}
+            Event::Scalar(..)
+            | Event::SequenceStart(..)
+            | Event::MappingStart(..)
+            | Event::Alias(_)
+                if self.documents > 1 =>
+            {
+                self.errors.push(YamlError {
+                    position: self.second_document.unwrap_or(position),
+                    pointer: String::new(),
+                    message: "a pipeline file holds one YAML document; a second one starts here (remove `---`, or split the file)".into(),
+                });
+                return false;
+            }
             Event::Scalar(text, style, anchor, tag) => {
-                let forced_string = tag
+                self.check_tag(
+                    tag.as_deref(),
+                    &["str", "int", "float", "bool", "null"],
+                    position,
+                );
+                let core = tag
                     .as_ref()
-                    .is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str");
-                let plain = style == ScalarStyle::Plain && !forced_string;
+                    .filter(|t| t.is_yaml_core_schema())
+                    .map(|t| t.suffix.as_str());
+                let forced_string = core == Some("str");
+                // `!!int "6379"`: a core-schema type asks for that type, quoted or not.
+                let typed = matches!(core, Some("int" | "float" | "bool" | "null"));
+                let plain = (style == ScalarStyle::Plain || typed) && !forced_string;
                 let quoted = matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted);
                 let single_line = span.start.line() == span.end.line();
                 let text = text.into_owned();
@@ -246,25 +313,45 @@ impl Builder {
                 };
                 self.finish_node(node, anchor);
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, tag) => {
+                self.check_tag(tag.as_deref(), &["seq"], position);
                 self.stack.push(Open {
                     position,
                     anchor,
                     kind: OpenKind::Sequence(Vec::new()),
                 });
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(anchor, tag) => {
+                self.check_tag(tag.as_deref(), &["map"], position);
                 self.stack.push(Open {
                     position,
                     anchor,
-                    kind: OpenKind::Mapping(Vec::new(), None),
+                    kind: OpenKind::Mapping {
+                        entries: Vec::new(),
+                        pending: None,
+                        merged: Vec::new(),
+                        first_lines: std::collections::HashMap::new(),
+                    },
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(open) = self.stack.pop() {
                     let kind = match open.kind {
                         OpenKind::Sequence(items) => NodeKind::Sequence(items),
-                        OpenKind::Mapping(entries, _) => NodeKind::Mapping(entries),
+                        OpenKind::Mapping {
+                            mut entries,
+                            merged,
+                            mut first_lines,
+                            ..
+                        } => {
+                            for entry in merged {
+                                if !first_lines.contains_key(&entry.key) {
+                                    first_lines.insert(entry.key.clone(), entry.key_position.line);
+                                    entries.push(entry);
+                                }
+                            }
+                            NodeKind::Mapping(entries)
+                        }
                     };
                     self.finish_node(
                         Node {
@@ -302,6 +389,35 @@ impl Builder {
         !self.stopped
     }
 
+    /// Reports a tag other than the core-schema ones in `allowed` (`!!int`, ...) and
+    /// the non-specific `!`: a custom tag (`!Ref`, `!ENV`) or `!!binary` would
+    /// otherwise be dropped silently, its value read as plain text.
+    fn check_tag(
+        &mut self,
+        tag: Option<&saphyr_parser::Tag>,
+        allowed: &[&str],
+        position: Position,
+    ) {
+        let Some(tag) = tag else { return };
+        if (tag.is_yaml_core_schema() && allowed.contains(&tag.suffix.as_str()))
+            || (tag.handle == "!" && tag.suffix.is_empty())
+        {
+            return;
+        }
+        let written = if tag.is_yaml_core_schema() {
+            format!("!!{}", tag.suffix)
+        } else {
+            format!("{}{}", tag.handle, tag.suffix)
+        };
+        self.errors.push(YamlError {
+            position,
+            pointer: self.child_pointer(),
+            message: format!(
+                "the tag `{written}` is not taken here: a pipeline file is plain YAML (only `!!str`, `!!int`, `!!float`, `!!bool` and `!!null` on values); remove it"
+            ),
+        });
+    }
+
     /// The JSON pointer of the node that starts next (a key being parsed has no
     /// pointer of its own: it gets its mapping's).
     fn child_pointer(&self) -> String {
@@ -314,11 +430,14 @@ impl Builder {
         for open in &self.stack[..depth] {
             match &open.kind {
                 OpenKind::Sequence(items) => pointer.push_str(&format!("/{}", items.len())),
-                OpenKind::Mapping(_, Some((key, _))) => {
+                OpenKind::Mapping {
+                    pending: Some(PendingKey { key, .. }),
+                    ..
+                } => {
                     pointer.push('/');
                     pointer.push_str(&escape_pointer(key));
                 }
-                OpenKind::Mapping(_, None) => break,
+                OpenKind::Mapping { pending: None, .. } => break,
             }
         }
         pointer
@@ -335,22 +454,28 @@ impl Builder {
             return;
         };
         // A key: check it (immutably, so the mapping's pointer can be computed), then store it.
-        if let OpenKind::Mapping(entries, None) = &open.kind {
-            let key = match &node.kind {
-                NodeKind::Scalar(scalar) => scalar.text.clone(),
+        if let OpenKind::Mapping {
+            pending: None,
+            first_lines,
+            ..
+        } = &open.kind
+        {
+            let (key, merge) = match &node.kind {
+                NodeKind::Scalar(scalar) => {
+                    (scalar.text.clone(), scalar.plain && scalar.text == "<<")
+                }
                 _ => {
                     self.errors.push(YamlError {
                         position: node.position,
                         pointer: self.pointer_of(depth - 1),
                         message: format!("a key must be plain text, not {}", node.kind_name()),
                     });
-                    String::from("\u{0}invalid key")
+                    (String::from("\u{0}invalid key"), false)
                 }
             };
-            if let Some(first) = entries.iter().find(|e| e.key == key) {
+            if let Some(first_line) = first_lines.get(&key).filter(|_| !merge) {
                 let message = format!(
-                    "duplicate key `{key}` (first defined at line {}): each key appears once in a mapping",
-                    first.key_position.line
+                    "duplicate key `{key}` (first defined at line {first_line}): each key appears once in a mapping"
                 );
                 let pointer = format!("{}/{}", self.pointer_of(depth - 1), escape_pointer(&key));
                 self.errors.push(YamlError {
@@ -360,25 +485,83 @@ impl Builder {
                 });
             }
             if let Some(Open {
-                kind: OpenKind::Mapping(_, pending),
+                kind:
+                    OpenKind::Mapping {
+                        pending,
+                        first_lines,
+                        ..
+                    },
                 ..
             }) = self.stack.last_mut()
             {
-                *pending = Some((key, node.position));
+                if !merge {
+                    first_lines.entry(key.clone()).or_insert(node.position.line);
+                }
+                *pending = Some(PendingKey {
+                    key,
+                    position: node.position,
+                    merge,
+                });
             }
             return;
         }
+        let mut not_mergeable = None;
         match &mut self.stack.last_mut().expect("an open collection").kind {
             OpenKind::Sequence(items) => items.push(node),
-            OpenKind::Mapping(entries, pending) => {
-                if let Some((key, key_position)) = pending.take() {
-                    entries.push(Entry {
-                        key,
-                        key_position,
-                        value: node,
-                    });
+            OpenKind::Mapping {
+                entries,
+                pending,
+                merged,
+                ..
+            } => match pending.take() {
+                Some(PendingKey { merge: true, .. }) => {
+                    let sources = match node.kind {
+                        NodeKind::Mapping(_) => vec![node],
+                        NodeKind::Sequence(items)
+                            if items.iter().all(|i| matches!(i.kind, NodeKind::Mapping(_))) =>
+                        {
+                            items
+                        }
+                        _ => {
+                            not_mergeable = Some(node);
+                            Vec::new()
+                        }
+                    };
+                    for source in sources {
+                        if let NodeKind::Mapping(source_entries) = source.kind {
+                            merged.extend(source_entries);
+                        }
+                    }
                 }
-            }
+                Some(PendingKey { key, position, .. }) => entries.push(Entry {
+                    key,
+                    key_position: position,
+                    value: node,
+                }),
+                None => {}
+            },
+        }
+        if let Some(node) = not_mergeable {
+            let (position, got) = match &node.kind {
+                NodeKind::Sequence(items) => match items
+                    .iter()
+                    .find(|i| !matches!(i.kind, NodeKind::Mapping(_)))
+                {
+                    Some(item) => (
+                        item.position,
+                        format!("a list holding {}", item.kind_name()),
+                    ),
+                    None => (node.position, node.kind_name().to_owned()),
+                },
+                _ => (node.position, node.kind_name().to_owned()),
+            };
+            self.errors.push(YamlError {
+                position,
+                pointer: format!("{}/<<", self.pointer_of(depth - 1)),
+                message: format!(
+                    "a merge key `<<` takes a mapping or a list of mappings (`<<: *defaults`), not {got}"
+                ),
+            });
         }
     }
 }
@@ -542,9 +725,115 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_document_after_the_first_is_nothing() {
+        assert_eq!(parse_ok("a: 1\n---\n").to_json(), json!({"a": 1}));
+        assert_eq!(
+            parse_ok("---\na: 1\n...\n---\n# end\n").to_json(),
+            json!({"a": 1})
+        );
+        let (_, errors) = parse("a: 1\n---\n\nb: 2\n");
+        assert_eq!(errors[0].position.line, 2);
+    }
+
+    #[test]
     fn aliases_are_expanded() {
         let root = parse_ok("k: &x {a: 1}\nj: *x\n");
         assert_eq!(root.to_json(), json!({"k": {"a": 1}, "j": {"a": 1}}));
+    }
+
+    #[test]
+    fn merge_keys_bring_in_what_the_mapping_does_not_write() {
+        let root = parse_ok(
+            "d: &d {a: 1, b: 2}\ne: &e {b: 3, c: 4}\nm:\n  b: 9\n  <<: [*d, *e]\n  z: 0\n",
+        );
+        assert_eq!(
+            root.to_json(),
+            json!({"d": {"a": 1, "b": 2}, "e": {"b": 3, "c": 4}, "m": {"b": 9, "z": 0, "a": 1, "c": 4}})
+        );
+        let root = parse_ok("s:\n  <<: {type: redis, host: h}\n  host: k\n");
+        assert_eq!(root.to_json(), json!({"s": {"host": "k", "type": "redis"}}));
+        // Merged entries keep the position where they are written, for messages.
+        let NodeKind::Mapping(entries) = &root.kind else {
+            panic!()
+        };
+        let NodeKind::Mapping(inner) = &entries[0].value.kind else {
+            panic!()
+        };
+        assert_eq!(inner[1].key, "type");
+        assert_eq!(
+            inner[1].value.position,
+            Position {
+                line: 2,
+                column: 14
+            }
+        );
+        // A quoted `<<` is an ordinary key.
+        assert_eq!(
+            parse_ok("'<<': {a: 1}\n").to_json(),
+            json!({"<<": {"a": 1}})
+        );
+    }
+
+    #[test]
+    fn a_merge_key_needs_a_mapping() {
+        let (_, errors) = parse("s:\n  <<: 5\n");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].pointer, "/s/<<");
+        assert_eq!(errors[0].position, Position { line: 2, column: 7 });
+        assert!(
+            errors[0]
+                .message
+                .starts_with("a merge key `<<` takes a mapping"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn an_unquoted_star_gets_a_hint_to_quote_it() {
+        let (_, errors) = parse("database: *\n");
+        assert_eq!(
+            errors[0].position,
+            Position {
+                line: 1,
+                column: 11
+            }
+        );
+        assert_eq!(
+            errors[0].message,
+            "invalid YAML: an unquoted `*` starts an alias (a reference to an `&anchor`); to write the text `*`, quote it: `\"*\"`"
+        );
+        let (_, errors) = parse("rules:\n  - {database: 0, key_pattern: *abc}\n");
+        assert!(
+            errors[0].message.contains("quote it: `\"*abc\"`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn core_schema_tags_set_the_type_and_other_tags_are_errors() {
+        let root = parse_ok("a: !!int \"6379\"\nb: !!str 12\nc: !!bool 'true'\nd: !!float '1.5'\ne: !!null ''\nf: !!map {x: 1}\n");
+        assert_eq!(
+            root.to_json(),
+            json!({"a": 6379, "b": "12", "c": true, "d": 1.5, "e": null, "f": {"x": 1}})
+        );
+        let (_, errors) = parse("a:\n  b: !Ref x\n  c: !!binary aGk=\n");
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.position.line, e.pointer.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, 2);
+        assert_eq!(found[0].1, "/a/b");
+        assert!(
+            found[0].2.starts_with("the tag `!Ref` is not taken here"),
+            "{found:?}"
+        );
+        assert!(
+            found[1]
+                .2
+                .starts_with("the tag `!!binary` is not taken here"),
+            "{found:?}"
+        );
     }
 
     #[test]

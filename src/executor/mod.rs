@@ -41,12 +41,44 @@ use crate::stages::{
 /// Batches each channel between two stages holds before the sender waits.
 pub const CHANNEL_CAPACITY: usize = 4;
 
-/// The dead-letter file of a pipeline: `dead_letter:` or `<name>.dead-letter.ndjson`.
+/// The dead-letter file of a pipeline: `dead_letter:` or `<name>.dead-letter.ndjson`
+/// in the working directory. A name is a label, not a path: its `/`, `\` and NUL
+/// become `_`, so `name: team/users` (or `../x`) does not put the file in another
+/// folder.
 pub fn dead_letter_path(pipeline: &Pipeline) -> PathBuf {
-    pipeline
-        .dead_letter
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}.dead-letter.ndjson", pipeline.name)))
+    pipeline.dead_letter.clone().unwrap_or_else(|| {
+        let name: String = pipeline
+            .name
+            .chars()
+            .map(|c| if matches!(c, '/' | '\\' | '\0') { '_' } else { c })
+            .collect();
+        PathBuf::from(format!("{name}.dead-letter.ndjson"))
+    })
+}
+
+#[cfg(test)]
+mod dead_letter_path_tests {
+    use super::dead_letter_path;
+    use crate::config::model::Pipeline;
+    use std::path::PathBuf;
+
+    fn pipeline(yaml: &str) -> Pipeline {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn the_default_dead_letter_file_stays_in_the_working_directory() {
+        let p = |name: &str| {
+            pipeline(&format!(
+                "name: '{name}'\nsource: {{type: redis, host: h}}\nsink: {{type: ndjson, path: '-'}}\n"
+            ))
+        };
+        assert_eq!(dead_letter_path(&p("users")), PathBuf::from("users.dead-letter.ndjson"));
+        assert_eq!(dead_letter_path(&p("team/users")), PathBuf::from("team_users.dead-letter.ndjson"));
+        assert_eq!(dead_letter_path(&p("../x")), PathBuf::from(".._x.dead-letter.ndjson"));
+        let given = pipeline("name: a/b\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: '-'}\ndead_letter: out/dl.ndjson\n");
+        assert_eq!(dead_letter_path(&given), PathBuf::from("out/dl.ndjson"));
+    }
 }
 
 /// The first fatal error of a run, and the stage it came from.

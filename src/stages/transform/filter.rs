@@ -9,7 +9,8 @@
 //! `database`, `key_type`, `value` typed, `size_in_bytes`, `ttl`) plus the default
 //! document's `_id`. Dots reach into objects and lists (`value.name`, `value.0`); a
 //! field whose full name contains dots is found first. A missing field (or `null`)
-//! never matches.
+//! never matches; a top-level name no record reaching the filter can have is a
+//! load-time error ([`unknown_fields`]).
 //!
 //! **How values compare** (the reference's `BasicRule.matches`, with numbers made
 //! dependable since Redis holds numbers as text):
@@ -30,7 +31,7 @@ use std::cmp::Ordering;
 use regex::Regex;
 use serde_json::{Map, Value as Json};
 
-use crate::config::model::{FilterConfig, FilterPolicy, FilterRuleKind};
+use crate::config::model::{FilterConfig, FilterPolicy, FilterRuleKind, TemplateConfig};
 use crate::document::default_id;
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, StageContext};
@@ -111,6 +112,9 @@ impl FilterTransform {
                 FilterRuleKind::Regex => match Regex::new(&format!("^(?:{text})")) {
                     Ok(regex) => Test::Regex(regex),
                     Err(error) => {
+                        // The error of the pattern as written, so its caret diagram
+                        // points into the user's text rather than the `^(?:...)` wrapper.
+                        let error = Regex::new(&text).err().unwrap_or(error);
                         errors.push(FieldError::new(pointer, format!("invalid regex `{text}`: {error}")));
                         continue;
                     }
@@ -236,6 +240,58 @@ fn kind(value: &Json) -> &'static str {
     }
 }
 
+/// The top-level fields a filter can find (see [`lookup`]), given the last `template`
+/// stage before it: the record's fields when there is none, the default document's
+/// when it has no `document`, the document's own names when it is a mapping. `None`
+/// when they cannot be known before a run (`document: {expr: ...}`).
+pub fn fields_seen(template: Option<&TemplateConfig>) -> Option<Vec<String>> {
+    let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    match template.map(|t| &t.document) {
+        None => Some(names(&["key", "database", "key_type", "value", "size_in_bytes", "ttl", "_id"])),
+        Some(None) => Some(names(&[
+            "key",
+            "key_encoding",
+            "value",
+            "value_encoding",
+            "size_in_bytes",
+            "database",
+            "key_type",
+            "_timestamp",
+            "_id",
+        ])),
+        Some(Some(Json::Object(map))) if !(map.len() == 1 && map.contains_key("expr")) => {
+            Some(map.keys().cloned().chain(["_id".to_owned()]).collect())
+        }
+        Some(Some(_)) => None,
+    }
+}
+
+/// An error for each rule whose `field` names none of `seen` (from [`fields_seen`]):
+/// a missing field never matches, so such a rule (`field: kye`) silently does
+/// nothing. Pointers are from the stage (`/rules/0/field`).
+pub fn unknown_fields(config: &FilterConfig, seen: &[String]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (i, rule) in config.rules.iter().enumerate() {
+        let first = rule.field.split('.').next().unwrap_or_default();
+        if rule.field.is_empty() || seen.iter().any(|name| *name == rule.field || name == first) {
+            continue;
+        }
+        let hint = match crate::config::suggest::did_you_mean(first, seen.iter().map(String::as_str)) {
+            Some(suggestion) => format!(", did you mean `{suggestion}`?"),
+            None => String::new(),
+        };
+        let names: Vec<String> = seen.iter().map(|n| format!("`{n}`")).collect();
+        errors.push(FieldError::new(
+            format!("/rules/{i}/field"),
+            format!(
+                "no field `{first}` here, so this rule would never match: the records reaching this filter have {}{hint}",
+                names.join(", ")
+            ),
+        ));
+    }
+    errors
+}
+
 /// Finds `field` in the rendered document, or in the record's fields when none was rendered.
 fn lookup(record: &Record, field: &str) -> Option<Json> {
     match &record.document {
@@ -347,6 +403,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_on_a_field_no_record_has_is_an_error() {
+        let config: FilterConfig = serde_yaml::from_str(
+            "rules: [{policy: exclude, field: kye, rule: equals, value: a}, {policy: exclude, field: value.name, rule: equals, value: a}]",
+        )
+        .unwrap();
+        let seen = fields_seen(None).unwrap();
+        let errors = unknown_fields(&config, &seen);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].pointer, "/rules/0/field");
+        assert!(errors[0].message.starts_with("no field `kye` here"), "{}", errors[0].message);
+        assert!(errors[0].message.ends_with("did you mean `key`?"), "{}", errors[0].message);
+
+        // After a template: the document's own names (a dotted name counts whole).
+        let template: TemplateConfig = serde_yaml::from_str("document: {name: x, a.b: y}").unwrap();
+        let seen = fields_seen(Some(&template)).unwrap();
+        let config: FilterConfig = serde_yaml::from_str(
+            "rules: [{policy: include, field: a.b, rule: equals, value: a}, {policy: include, field: name.first, rule: equals, value: a}, {policy: include, field: _id, rule: equals, value: a}, {policy: include, field: key, rule: equals, value: a}]",
+        )
+        .unwrap();
+        let errors = unknown_fields(&config, &seen);
+        assert_eq!(errors.iter().map(|e| e.pointer.as_str()).collect::<Vec<_>>(), ["/rules/3/field"]);
+        // The default document, and a document whose names only a run knows.
+        let default: TemplateConfig = serde_yaml::from_str("id: '{{ key }}'").unwrap();
+        assert!(fields_seen(Some(&default)).unwrap().contains(&"_timestamp".to_owned()));
+        let whole: TemplateConfig = serde_yaml::from_str("document: {expr: value}").unwrap();
+        assert_eq!(fields_seen(Some(&whole)), None);
+    }
+
+    #[test]
     fn invalid_regex_is_a_field_error_at_the_value() {
         let errors = filter("rules: [{policy: include, field: key, rule: equals, value: a}, {policy: exclude, field: key, rule: regex, value: '(unclosed'}]")
             .err()
@@ -358,6 +443,9 @@ mod tests {
             "{}",
             errors[0].message
         );
+        // The caret diagram shows the pattern as written, not the `^(?:...)` wrapper.
+        assert!(errors[0].message.contains("\n    (unclosed\n    ^\n"), "{}", errors[0].message);
+        assert!(!errors[0].message.contains("^(?:"), "{}", errors[0].message);
     }
 
     #[test]

@@ -104,6 +104,9 @@ impl TemplateTransform {
             .index
             .as_deref()
             .and_then(|s| add_template(&mut env, "/index", s).then(|| "/index".to_owned()));
+        if let Some(Err(message)) = config.index.as_deref().map(crate::stages::sink::elasticsearch::check_index_template) {
+            errors.push(FieldError::new("/index", message));
+        }
 
         let mut template_leaves: Vec<(String, String)> = Vec::new();
         let body = match &config.document {
@@ -168,6 +171,24 @@ impl TemplateTransform {
             compiled
         });
         errors.extend(expr_errors);
+        if errors.is_empty() {
+            let env = compiled.borrow_owner();
+            for (name, template) in env.templates() {
+                errors.extend(unknown_names(env, name, &template.undeclared_variables(false), &RECORD_NAMES));
+            }
+            let expr_pointers: Vec<String> = expr_sources.iter().map(|(pointer, _)| format!("{pointer}/expr")).collect();
+            for (pointer, expr) in expr_pointers.iter().zip(compiled.borrow_dependent()) {
+                errors.extend(unknown_names(env, pointer, &expr.undeclared_variables(false), &RECORD_NAMES));
+            }
+            let exprs = expr_pointers
+                .iter()
+                .zip(&expr_sources)
+                .map(|(pointer, (_, source))| (pointer.as_str(), source.as_str(), true));
+            let fixed = [("/id", config.id.as_deref()), ("/index", config.index.as_deref())];
+            let fixed = fixed.into_iter().filter_map(|(pointer, source)| Some((pointer, source?, false)));
+            let leaves = template_leaves.iter().map(|(pointer, source)| (pointer.as_str(), source.as_str(), false));
+            errors.extend(unknown_filters(env, exprs.chain(fixed).chain(leaves)));
+        }
         if errors.is_empty() {
             Ok(TemplateTransform {
                 compiled,
@@ -386,7 +407,7 @@ fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
 
 /// The environment every template of a stage is compiled in: strict undefined, no
 /// auto-escaping, the contrib filters and Python-style methods, and `md5`.
-fn environment() -> Environment<'static> {
+pub(crate) fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -407,6 +428,171 @@ fn md5_hex(value: Value) -> String {
         },
     };
     format!("{digest:x}")
+}
+
+/// The names a record's templates see (see [`record_context`]). `timestamp` comes
+/// last: the sink's `index` template sees every name before it.
+pub const RECORD_NAMES: [&str; 8] = [
+    "key",
+    "database",
+    "key_type",
+    "value",
+    "size_in_bytes",
+    "ttl",
+    "pipeline",
+    "timestamp",
+];
+
+/// An error for each name in `read` (the names a template reads without setting
+/// them) that is neither one of `names` nor a global of `env` (`range`, `now`, ...).
+/// Strict mode fails every record on such a name at run time, so a typo
+/// (`{{ vlaue.name }}`) is reported by `validate` instead, at `pointer`.
+pub fn unknown_names(
+    env: &Environment<'_>,
+    pointer: &str,
+    read: &std::collections::HashSet<String>,
+    names: &[&str],
+) -> Vec<FieldError> {
+    let mut unknown: Vec<&String> = read
+        .iter()
+        .filter(|name| !names.contains(&name.as_str()) && !env.globals().any(|(global, _)| global == name.as_str()))
+        .collect();
+    unknown.sort();
+    unknown
+        .into_iter()
+        .map(|name| {
+            let hint = match crate::config::suggest::did_you_mean(name, names.iter().copied()) {
+                Some(suggestion) => format!(", did you mean `{suggestion}`?"),
+                None => String::new(),
+            };
+            FieldError::new(
+                pointer,
+                format!(
+                    "unknown variable `{name}`: a template sees {}{hint}",
+                    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+        .collect()
+}
+
+/// An error for each filter a source applies (`{{ value | to_json }}`) that `env`
+/// does not have. minijinja looks filters up only when it applies them, so such a
+/// template compiles and then fails every record; Jinja2 itself refuses it when it
+/// compiles. Each source is `(pointer, text, expression)`, `expression` saying
+/// whether the text is an expression (all code) rather than a template (code
+/// inside `{{ }}` and `{% %}`). Each name is asked of `env` once.
+pub fn unknown_filters<'a>(
+    env: &Environment<'_>,
+    sources: impl IntoIterator<Item = (&'a str, &'a str, bool)>,
+) -> Vec<FieldError> {
+    let mut known: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut errors = Vec::new();
+    for (pointer, source, expression) in sources {
+        for name in filter_names(source, expression) {
+            let exists = *known.entry(name.clone()).or_insert_with(|| {
+                let probe = env.render_str(&format!("{{{{ none | {name} }}}}"), ());
+                !matches!(probe, Err(error) if error.kind() == minijinja::ErrorKind::UnknownFilter)
+            });
+            if exists {
+                continue;
+            }
+            let hint = match crate::config::suggest::did_you_mean(&name, COMMON_FILTERS) {
+                Some(suggestion) => format!(", did you mean `{suggestion}`?"),
+                None => String::new(),
+            };
+            errors.push(FieldError::new(pointer, format!("unknown filter `{name}`{hint}")));
+        }
+    }
+    errors
+}
+
+/// Filters a template may mean when it names one that does not exist (suggestions
+/// only: whether a filter exists is asked of the environment).
+const COMMON_FILTERS: [&str; 32] = [
+    "tojson", "lower", "upper", "title", "capitalize", "trim", "replace", "default", "split",
+    "join", "int", "float", "string", "bool", "length", "first", "last", "list", "map",
+    "select", "reject", "sort", "unique", "round", "abs", "items", "min", "max", "sum",
+    "reverse", "datetimeformat", "md5",
+];
+
+/// The text of a template outside its `{{ }}`, `{% %}` and `{# #}` blocks: what
+/// every rendering contains, whatever the record. `None` when there is no block at
+/// all (the template is plain text).
+pub(crate) fn literal_parts(source: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let mut rest = source;
+    let mut any_block = false;
+    while let Some(start) = ["{{", "{%", "{#"].iter().filter_map(|open| rest.find(open)).min() {
+        any_block = true;
+        parts.push(&rest[..start]);
+        let close = match &rest[start..start + 2] {
+            "{{" => "}}",
+            "{%" => "%}",
+            _ => "#}",
+        };
+        match rest[start + 2..].find(close) {
+            Some(end) => rest = &rest[start + 2 + end + 2..],
+            None => return Some(parts),
+        }
+    }
+    parts.push(rest);
+    any_block.then_some(parts)
+}
+
+/// The names after each `|` in the code of `source`, outside string literals and
+/// comments: the filters it applies, sorted.
+fn filter_names(source: &str, expression: bool) -> std::collections::BTreeSet<String> {
+    let chars: Vec<char> = source.chars().collect();
+    let mut names = std::collections::BTreeSet::new();
+    let mut in_code = expression;
+    let mut i = 0;
+    while i < chars.len() {
+        let (c, next) = (chars[i], chars.get(i + 1).copied());
+        if !in_code {
+            match (c, next) {
+                ('{', Some('{' | '%')) => {
+                    in_code = true;
+                    i += 2;
+                }
+                ('{', Some('#')) => {
+                    // A comment, to its `#}`.
+                    let end = (i + 2..chars.len().saturating_sub(1)).find(|&j| chars[j] == '#' && chars[j + 1] == '}');
+                    i = end.map_or(chars.len(), |j| j + 2);
+                }
+                _ => i += 1,
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => {
+                i += 1;
+                while i < chars.len() && chars[i] != c {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            '}' | '%' if !expression && next == Some('}') => {
+                in_code = false;
+                i += 2;
+            }
+            '|' => {
+                i += 1;
+                while i < chars.len() && chars[i].is_whitespace() {
+                    i += 1;
+                }
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                if i > start && !chars[start].is_ascii_digit() {
+                    names.insert(chars[start..i].iter().collect());
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    names
 }
 
 /// Whether any template of `env` reads the record's `field` (a top-level name of the
@@ -717,6 +903,72 @@ document:
             "{}",
             errors[0].message
         );
+    }
+
+    #[test]
+    fn unknown_variable_names_are_build_errors() {
+        let errors = TemplateTransform::build(&config(
+            "id: \"{{ kye }}\"\ndocument:\n  a: \"{{ vlaue.name }}\"\n  b: { expr: \"sizeinbytes + zzz\" }\n",
+        ))
+        .err()
+        .unwrap();
+        let found: Vec<_> = errors.iter().map(|e| (e.pointer.as_str(), e.message.as_str())).collect();
+        let sees = "a template sees `key`, `database`, `key_type`, `value`, `size_in_bytes`, `ttl`, `pipeline`, `timestamp`";
+        assert!(found.contains(&("/id", &*format!("unknown variable `kye`: {sees}, did you mean `key`?"))), "{found:?}");
+        assert!(found.contains(&("/document/a", &*format!("unknown variable `vlaue`: {sees}, did you mean `value`?"))), "{found:?}");
+        assert!(found.contains(&("/document/b/expr", &*format!("unknown variable `sizeinbytes`: {sees}, did you mean `size_in_bytes`?"))), "{found:?}");
+        assert!(found.contains(&("/document/b/expr", &*format!("unknown variable `zzz`: {sees}"))), "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
+    }
+
+    #[test]
+    fn unknown_filters_are_build_errors() {
+        let errors = TemplateTransform::build(&config(
+            "id: \"{{ key | lowr }}\"\ndocument:\n  a: \"x | y {{ value | to_json }} {# | nope #}{{ '|nope' }}\"\n  b: { expr: \"key | md5 | upper | uppr\" }\n",
+        ))
+        .err()
+        .unwrap();
+        let found: Vec<_> = errors.iter().map(|e| (e.pointer.as_str(), e.message.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                ("/document/b/expr", "unknown filter `uppr`, did you mean `upper`?"),
+                ("/id", "unknown filter `lowr`, did you mean `lower`?"),
+                ("/document/a", "unknown filter `to_json`, did you mean `tojson`?"),
+            ]
+        );
+    }
+
+    #[test]
+    fn literal_parts_are_the_text_outside_blocks() {
+        assert_eq!(literal_parts("redis"), None);
+        assert_eq!(literal_parts("Redis-{{ database }}-x{# c #}y{% if a %}z{% endif %}"), Some(vec!["Redis-", "-x", "y", "z", ""]));
+        assert_eq!(literal_parts("a{{ b"), Some(vec!["a"]));
+    }
+
+    #[test]
+    fn a_plain_index_that_is_no_index_name_is_a_build_error() {
+        let errors = TemplateTransform::build(&config("index: Users\n")).err().unwrap();
+        assert_eq!((errors[0].pointer.as_str(), errors[0].message.as_str()), ("/index", "index name `Users` must be lower case"));
+        let errors = TemplateTransform::build(&config("index: \"Users-{{ database }}\"\n")).err().unwrap();
+        assert!(errors[0].message.starts_with("the index template writes `U` outside `{{ }}`"), "{errors:?}");
+        assert!(TemplateTransform::build(&config("index: \" users-{{ key | lower }} \"\n")).is_ok());
+    }
+
+    #[test]
+    fn filter_names_are_read_from_code_only() {
+        let names = |source: &str, expression: bool| filter_names(source, expression).into_iter().collect::<Vec<_>>();
+        assert_eq!(names("a|b {{ x|f1(1) | f2 }} c | d {%- if y | f3 -%}{% endif %}", false), ["f1", "f2", "f3"]);
+        assert_eq!(names("{{ '|a' ~ \"|b\\\"|c\" | f }}{# {{ x | g }} #}", false), ["f"]);
+        assert_eq!(names("value | tojson(indent=2)", true), ["tojson"]);
+    }
+
+    #[test]
+    fn locals_loops_and_globals_are_known_names() {
+        let built = TemplateTransform::build(&config(
+            "document:\n  a: \"{% set x = key %}{{ x }}{% for i in range(2) %}{{ loop.index }}{{ i }}{% endfor %}\"\n  b: \"{{ now() }} {{ timestamp }} {{ pipeline }} {{ ttl }} {{ dict(a=1) }}\"\n  c: { expr: \"[value, database, key_type, size_in_bytes] | length\" }\n",
+        ));
+        assert!(built.is_ok(), "{:?}", built.err());
     }
 
     #[test]

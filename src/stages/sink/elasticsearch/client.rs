@@ -371,10 +371,8 @@ fn classify(error: &(dyn std::error::Error + 'static), node: Arc<str>) -> SendFa
                 kind = FailureKind::Timeout;
             }
         }
-        if text.contains("operation timed out") || text.to_ascii_lowercase().contains("timed out") {
-            if kind != FailureKind::Tls {
-                kind = FailureKind::Timeout;
-            }
+        if kind != FailureKind::Tls && text.to_ascii_lowercase().contains("timed out") {
+            kind = FailureKind::Timeout;
         }
         // Drop the request URL reqwest puts in its message: it is already named.
         let text = match text.find(" for url (") {

@@ -114,11 +114,24 @@ impl ElasticsearchSink {
             }
         }
         let target = if config.index.contains("{{") || config.index.contains("{%") {
-            let mut env = minijinja::Environment::new();
-            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-            minijinja_contrib::add_to_environment(&mut env);
+            // The transforms' environment: the same filters (`md5`, ...) everywhere.
+            let mut env = crate::stages::transform::template::environment();
+            if let Err(message) = check_index_template(&config.index) {
+                errors.push(FieldError::new("/index", message));
+            }
             match env.add_template_owned("index", config.index.clone()) {
-                Ok(()) => Some(Target::Template(env)),
+                Ok(()) => {
+                    // The index template sees the record and `pipeline` (not `timestamp`).
+                    let names = &crate::stages::transform::template::RECORD_NAMES[..7];
+                    let read = env.get_template("index").map(|t| t.undeclared_variables(false)).unwrap_or_default();
+                    let unknown = crate::stages::transform::template::unknown_names(&env, "/index", &read, names);
+                    errors.extend(unknown);
+                    errors.extend(crate::stages::transform::template::unknown_filters(
+                        &env,
+                        [("/index", config.index.as_str(), false)],
+                    ));
+                    Some(Target::Template(env))
+                }
                 Err(e) => {
                     errors.push(FieldError::new(
                         "/index",
@@ -929,6 +942,30 @@ fn redact_text(text: &str) -> String {
 }
 
 /// Elasticsearch's rules for index names.
+/// Checks an index that may be a template: a plain name as [`check_index_name`]
+/// does; a template by its text outside `{{ }}` and `{% %}`, which every rendered
+/// name holds: an upper-case letter or a character no index name takes there
+/// (`Redis-{{ database }}`) would make Elasticsearch reject every document.
+pub fn check_index_template(source: &str) -> Result<(), String> {
+    let Some(parts) = crate::stages::transform::template::literal_parts(source) else {
+        return check_index_name(source);
+    };
+    // The sink trims a rendered name; inner spaces stay.
+    let text = parts.concat();
+    let text = text.trim();
+    if let Some(c) = text.chars().find(|c| c.is_uppercase()) {
+        return Err(format!(
+            "the index template writes `{c}` outside `{{{{ }}}}`: index names are lower case, so Elasticsearch would reject every document"
+        ));
+    }
+    if let Some(c) = text.chars().find(|c| "\\/*?\"<>| ,#:".contains(*c)) {
+        return Err(format!(
+            "the index template writes `{c}` outside `{{{{ }}}}`: index names must not contain it, so Elasticsearch would reject every document"
+        ));
+    }
+    Ok(())
+}
+
 fn check_index_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the index name is empty".to_owned());

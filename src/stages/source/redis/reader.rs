@@ -55,6 +55,9 @@ pub struct DatabaseReport {
     pub skips: Skips,
 }
 
+/// The pages of a part, as [`read_part`] yields them.
+type PageStream = Pin<Box<dyn Stream<Item = anyhow::Result<(Page, OwnedSemaphorePermit)>> + Send>>;
+
 /// The pages of one part, each with the permits its bytes took. One part gives one
 /// page, or several when its collections turn out big (their sizes unknown,
 /// `size_in_bytes: false`): `read_page` stops once it holds [`PART_BYTES`] and gives
@@ -64,7 +67,7 @@ fn read_part(
     connection: Arc<DbConnection>,
     settings: Arc<ReadSettings>,
     part: Inspected,
-) -> Pin<Box<dyn Stream<Item = anyhow::Result<(Page, OwnedSemaphorePermit)>> + Send>> {
+) -> PageStream {
     Box::pin(futures::stream::try_unfold(
         VecDeque::from([part]),
         move |mut pending| {
