@@ -5,9 +5,10 @@
 //! rule matches is kept (the reference's default rule).
 //!
 //! **Which field.** `field` is looked up in the rendered document when a `template`
-//! stage ran before this one, otherwise in the record as templates see it (`key`,
-//! `database`, `key_type`, `value` typed, `size_in_bytes`, `ttl`) plus the default
-//! document's `_id`. Dots reach into objects and lists (`value.name`, `value.0`); a
+//! stage ran before this one, then, for a name the document does not have, in the
+//! record as templates see it (`key`, `database`, `key_type`, `value` typed,
+//! `size_in_bytes`, `ttl`) plus the document's `_id`: `field: key` after a template
+//! whose document has only `name` still filters on the Redis key. Dots reach into objects and lists (`value.name`, `value.0`); a
 //! field whose full name contains dots is found first. A missing field (or `null`)
 //! never matches; a top-level name no record reaching the filter can have is a
 //! load-time error ([`unknown_fields`]).
@@ -240,30 +241,29 @@ fn kind(value: &Json) -> &'static str {
     }
 }
 
+/// The record's own fields, found whatever a template rendered (see [`lookup`]).
+const RECORD_FIELDS: [&str; 7] = ["key", "database", "key_type", "value", "size_in_bytes", "ttl", "_id"];
+
 /// The top-level fields a filter can find (see [`lookup`]), given the last `template`
-/// stage before it: the record's fields when there is none, the default document's
-/// when it has no `document`, the document's own names when it is a mapping. `None`
-/// when they cannot be known before a run (`document: {expr: ...}`).
+/// stage before it: the record's fields, plus the default document's when that
+/// template has no `document`, or the document's own names when it is a mapping.
+/// `None` when they cannot be known before a run (`document: {expr: ...}`).
 pub fn fields_seen(template: Option<&TemplateConfig>) -> Option<Vec<String>> {
-    let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
-    match template.map(|t| &t.document) {
-        None => Some(names(&["key", "database", "key_type", "value", "size_in_bytes", "ttl", "_id"])),
-        Some(None) => Some(names(&[
-            "key",
-            "key_encoding",
-            "value",
-            "value_encoding",
-            "size_in_bytes",
-            "database",
-            "key_type",
-            "_timestamp",
-            "_id",
-        ])),
+    let mut names: Vec<String> = RECORD_FIELDS.iter().map(|n| (*n).to_owned()).collect();
+    let document: Vec<String> = match template.map(|t| &t.document) {
+        None => Vec::new(),
+        Some(None) => ["key_encoding", "value_encoding", "_timestamp"].iter().map(|n| (*n).to_owned()).collect(),
         Some(Some(Json::Object(map))) if !(map.len() == 1 && map.contains_key("expr")) => {
-            Some(map.keys().cloned().chain(["_id".to_owned()]).collect())
+            map.keys().cloned().collect()
         }
-        Some(Some(_)) => None,
+        Some(Some(_)) => return None,
+    };
+    for name in document {
+        if !names.contains(&name) {
+            names.push(name);
+        }
     }
+    Some(names)
 }
 
 /// An error for each rule whose `field` names none of `seen` (from [`fields_seen`]):
@@ -292,35 +292,34 @@ pub fn unknown_fields(config: &FilterConfig, seen: &[String]) -> Vec<FieldError>
     errors
 }
 
-/// Finds `field` in the rendered document, or in the record's fields when none was rendered.
+/// Finds `field` in the rendered document, else (a name the document does not have,
+/// or no document rendered) in the record's own fields.
 fn lookup(record: &Record, field: &str) -> Option<Json> {
-    match &record.document {
-        Some(document) => {
-            if field == "_id" && !document.body.contains_key("_id") {
-                return Some(Json::String(document.id.clone()));
-            }
-            lookup_path(&document.body, field).cloned()
+    let (first, rest) = match field.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (field, None),
+    };
+    if let Some(document) = &record.document {
+        if document.body.contains_key(field) || document.body.contains_key(first) {
+            return lookup_path(&document.body, field).cloned();
         }
-        None => {
-            let (first, rest) = match field.split_once('.') {
-                Some((first, rest)) => (first, Some(rest)),
-                None => (field, None),
-            };
-            let top = match first {
-                "key" => Json::String(record.key_text().0),
-                "database" => Json::from(record.database),
-                "key_type" => Json::String(record.key_type.redis_name().to_owned()),
-                "size_in_bytes" => record.size_in_bytes.map(Json::from).unwrap_or(Json::Null),
-                "ttl" => record.ttl.map(Json::from).unwrap_or(Json::Null),
-                "_id" => Json::String(default_id(record.database, &record.key)),
-                "value" => record.value.to_json(),
-                _ => return None,
-            };
-            match rest {
-                None => Some(top),
-                Some(rest) => lookup_in(&top, rest).cloned(),
-            }
+        if first == "_id" {
+            return Some(Json::String(document.id.clone()));
         }
+    }
+    let top = match first {
+        "key" => Json::String(record.key_text().0),
+        "database" => Json::from(record.database),
+        "key_type" => Json::String(record.key_type.redis_name().to_owned()),
+        "size_in_bytes" => record.size_in_bytes.map(Json::from).unwrap_or(Json::Null),
+        "ttl" => record.ttl.map(Json::from).unwrap_or(Json::Null),
+        "_id" => Json::String(default_id(record.database, &record.key)),
+        "value" => record.value.to_json(),
+        _ => return None,
+    };
+    match rest {
+        None => Some(top),
+        Some(rest) => lookup_in(&top, rest).cloned(),
     }
 }
 
@@ -382,6 +381,28 @@ mod tests {
     }
 
     #[test]
+    fn after_a_template_the_document_comes_first_then_the_record() {
+        // DESIGN.md's example: a document of `name` only, filtered on the Redis key.
+        let f = filter("rules: [{policy: exclude, field: key, rule: starts_with, value: 'tmp:'}, {policy: exclude, field: name, rule: equals, value: bob}]").unwrap();
+        let rendered = |key: &str, body: serde_json::Value| {
+            let mut record = string(key, "");
+            record.document = Some(crate::document::Document {
+                id: format!("id-{key}"),
+                index: None,
+                body: body.as_object().unwrap().clone(),
+            });
+            record
+        };
+        assert!(!f.includes(&rendered("tmp:1", serde_json::json!({"name": "ann"}))));
+        assert!(f.includes(&rendered("user:1", serde_json::json!({"name": "ann"}))));
+        assert!(!f.includes(&rendered("user:2", serde_json::json!({"name": "bob"}))));
+        // A document field of the same name wins over the record's.
+        assert!(f.includes(&rendered("tmp:2", serde_json::json!({"key": "user:2"}))));
+        let by_id = filter("rules: [{policy: exclude, field: _id, rule: equals, value: id-a}]").unwrap();
+        assert!(!by_id.includes(&rendered("a", serde_json::json!({}))));
+    }
+
+    #[test]
     fn numeric_text_compares_as_a_number() {
         let f = filter("rules: [{policy: exclude, field: value, rule: '>', value: 9}]").unwrap();
         assert!(
@@ -422,8 +443,12 @@ mod tests {
             "rules: [{policy: include, field: a.b, rule: equals, value: a}, {policy: include, field: name.first, rule: equals, value: a}, {policy: include, field: _id, rule: equals, value: a}, {policy: include, field: key, rule: equals, value: a}]",
         )
         .unwrap();
+        assert!(unknown_fields(&config, &seen).is_empty(), "the record's `key` is found after a template too");
+        let config: FilterConfig =
+            serde_yaml::from_str("rules: [{policy: include, field: nmae, rule: equals, value: a}]").unwrap();
         let errors = unknown_fields(&config, &seen);
-        assert_eq!(errors.iter().map(|e| e.pointer.as_str()).collect::<Vec<_>>(), ["/rules/3/field"]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.ends_with("did you mean `name`?"), "{}", errors[0].message);
         // The default document, and a document whose names only a run knows.
         let default: TemplateConfig = serde_yaml::from_str("id: '{{ key }}'").unwrap();
         assert!(fields_seen(Some(&default)).unwrap().contains(&"_timestamp".to_owned()));
