@@ -204,8 +204,9 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
 }
 
 #[test]
-fn pipelines_of_one_run_sharing_a_dead_letter_file_all_keep_their_failures() {
-    // The second pipeline used to truncate the file the first had written to.
+fn pipelines_of_one_run_sharing_a_dead_letter_file_are_refused_before_anything_runs() {
+    // Each run empties its dead-letter file: a second pipeline (in this process or a
+    // later cron run) would erase the first one's failed records, so sharing is an error.
     let redis = RedisServer::start(&[]);
     redis.cli_pipe("SET a 1\nSET b 2\n");
     let dir = tempfile::tempdir().unwrap();
@@ -228,12 +229,13 @@ fn pipelines_of_one_run_sharing_a_dead_letter_file_all_keep_their_failures() {
             &["run", "-q", "--parallel", parallel, first.to_str().unwrap(), second.to_str().unwrap()],
         );
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-        let mut pipelines: Vec<String> = ndjson_lines(&dir.path().join("failed.ndjson"))
-            .iter()
-            .map(|l| l["pipeline"].as_str().unwrap().to_owned())
-            .collect();
-        pipelines.sort();
-        assert_eq!(pipelines, ["first", "first", "second", "second"], "--parallel {parallel}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("second.yaml:2:14: error: dead-letter file `failed.ndjson` is also written by pipeline `first`"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("nothing was run"), "{stderr}");
+        assert!(!dir.path().join("failed.ndjson").exists() && !dir.path().join("out-first.ndjson").exists());
     }
 }
 
