@@ -543,7 +543,7 @@ fn an_empty_index_made_beforehand_is_claimed_so_stale_deletion_works_on_every_ru
     let outcome = run_sink(&config, string_batches(10, 5), options(), "claimer").unwrap();
     assert_eq!(outcome.report().written, 10);
     let meta = get_json(&format!("{}/{index}/_mapping", es_url()))[&index]["mappings"]["_meta"].clone();
-    assert_eq!(meta, json!({"team": "search", "redis_connector": {"pipeline": "claimer"}}));
+    assert_eq!(meta, json!({"team": "search", "redis_connector": {"pipeline": "claimer", "delete_stale": true}}));
 
     let mut batches = string_batches(10, 5);
     batches[1].truncate(2);
@@ -1509,4 +1509,125 @@ fn end_to_end_a_template_with_only_an_id_keeps_the_built_in_mapping_of_the_defau
         .json::<Value>()
         .unwrap();
     assert_eq!(hits["hits"]["hits"][0]["_id"], "0:user:1", "{hits}");
+}
+
+/// A pipeline file reading the keys `pattern` of database 0 into `index`.
+fn owner_pipeline(dir: &Path, name: &str, redis_port: u16, pattern: &str, extra: &str, index: &str, delete_stale: bool) -> PathBuf {
+    common::write_file(
+        dir,
+        &format!("{name}.yaml"),
+        &format!(
+            "name: {name}\nsource:\n  type: redis\n  host: 127.0.0.1\n  port: {redis_port}\n  \
+             rules: [{{database: 0, key_pattern: \"{pattern}\"}}]\n{extra}\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n  delete_stale: {delete_stale}\n",
+            es_url()
+        ),
+    )
+}
+
+#[test]
+fn end_to_end_without_delete_stale_an_index_another_pipeline_keeps_exact_with_stale_deletion_is_refused() {
+    // Two pipelines run separately (two cron jobs): `validate` never sees them together,
+    // so the index's marker is what tells the second one its documents would be deleted.
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("SET a:1 x\nSET a:2 x\nSET a:3 x\nSET b:1 y\nSET b:2 y\n");
+    let kept = unique_index("kept");
+    let fresh = unique_index("fresh");
+    let shared_by_routing = unique_index("routed-sink");
+    let _guards = (
+        IndexGuard(kept.clone()),
+        IndexGuard(fresh.clone()),
+        IndexGuard(shared_by_routing.clone()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let exact = owner_pipeline(dir.path(), "exact", redis.port, "a:*", "", &kept, true);
+    let out = run_cli(dir.path(), &exact);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&kept), 3);
+
+    let expected = format!(
+        "index {kept} belongs to pipeline `exact`, which keeps it exact with delete_stale \
+         (its _meta.redis_connector.delete_stale): documents this pipeline writes there would be deleted \
+         as stale by `exact`'s next run, so nothing was written; write to another index, or merge the two \
+         pipelines into one"
+    );
+    let intruder = owner_pipeline(dir.path(), "intruder", redis.port, "b:*", "", &kept, false);
+    let out = run_cli(dir.path(), &intruder);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(describe(&out).contains(&expected), "{}", describe(&out));
+    assert_eq!(es_count(&kept), 3, "nothing written");
+    assert!(es_get(&kept, &default_id(0, b"b:1")).is_none());
+
+    // A dry run reports the same problem.
+    let out = common::connector()
+        .current_dir(dir.path())
+        .args(["run", "--dry-run", intruder.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(describe(&out).contains(&expected), "{}", describe(&out));
+
+    // Routed per document (a templated `index`) into the same index: refused as well.
+    let routed = owner_pipeline(
+        dir.path(),
+        "routed-intruder",
+        redis.port,
+        "b:*",
+        &format!("transforms:\n  - type: template\n    index: \"{kept}\"\n"),
+        &shared_by_routing,
+        false,
+    );
+    let out = run_cli(dir.path(), &routed);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(describe(&out).contains(&expected), "{}", describe(&out));
+    assert_eq!(es_count(&kept), 3, "nothing written");
+
+    // Into a fresh index it works; another pipeline without stale deletion may share
+    // that one (its marker says its owner deletes nothing).
+    let elsewhere = owner_pipeline(dir.path(), "elsewhere", redis.port, "b:*", "", &fresh, false);
+    let out = run_cli(dir.path(), &elsewhere);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&fresh), 2);
+    let marker = &get_json(&format!("{}/{fresh}/_mapping", es_url()))[&fresh]["mappings"]["_meta"]["redis_connector"];
+    assert_eq!(marker, &json!({"pipeline": "elsewhere", "delete_stale": false}));
+    let sharer = owner_pipeline(dir.path(), "sharer", redis.port, "a:*", "", &fresh, false);
+    let out = run_cli(dir.path(), &sharer);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&fresh), 5);
+
+    // The owner's next run is unchanged: its documents, nothing else deleted.
+    redis.cli_pipe("DEL a:3\n");
+    let out = run_cli(dir.path(), &exact);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&kept), 2);
+}
+
+#[test]
+fn stale_deletion_marker_without_delete_stale_is_brought_up_to_date_by_its_owner() {
+    // An index marked before the marker recorded delete_stale: another pipeline without
+    // stale deletion is refused (the owner may delete stale documents); once the owner,
+    // which does not, has run, the marker says so and the other pipeline may write.
+    let index = unique_index("legacy");
+    let _guard = IndexGuard(index.clone());
+    let put = common::http()
+        .put(format!("{}/{index}", es_url()))
+        .json(&json!({"mappings": {"_meta": {"redis_connector": {"pipeline": "old"}}}}))
+        .send()
+        .unwrap();
+    assert!(put.status().is_success());
+    let other = sink_config(&format!("url: {}\nindex: {index}", es_url()));
+    let outcome = run_sink(&other, string_batches(2, 2), options(), "other");
+    let error = outcome.err().expect("refused at open");
+    assert!(
+        error.contains(&format!("index {index} belongs to pipeline `old`, which may keep it exact with delete_stale"))
+            && error.contains("written before the marker recorded delete_stale"),
+        "{error}"
+    );
+    assert_eq!(es_count(&index), 0);
+
+    run_sink(&other, Vec::new(), options(), "old").unwrap().report();
+    let marker = &get_json(&format!("{}/{index}/_mapping", es_url()))[&index]["mappings"]["_meta"]["redis_connector"];
+    assert_eq!(marker, &json!({"pipeline": "old", "delete_stale": false}));
+    run_sink(&other, string_batches(2, 2), options(), "other").unwrap().report();
+    assert_eq!(es_count(&index), 2);
 }

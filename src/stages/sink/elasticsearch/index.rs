@@ -3,9 +3,14 @@
 //! of the default document) and refreshing it at the end of a run.
 //!
 //! Ownership: an index this connector creates carries
-//! `_meta: {"redis_connector": {"pipeline": NAME}}`. Stale deletion only ever runs on an
-//! index whose marker names this pipeline, or on one that held no documents before this
-//! run began (see [`stale_deletion_allowed`]).
+//! `_meta: {"redis_connector": {"pipeline": NAME, "delete_stale": BOOL}}`. Stale deletion
+//! only ever runs on an index whose marker names this pipeline, or on one that held no
+//! documents before this run began (see [`stale_deletion_allowed`]). A pipeline without
+//! stale deletion does not write into an index another pipeline keeps exact with it
+//! (see [`writing_allowed`]): that pipeline's next run would delete what it wrote.
+//! `delete_stale` is kept up to date by the owner's runs; a marker without it (written
+//! before it was recorded) counts as `true` until the owner's next run without stale
+//! deletion records `false`.
 
 use elasticsearch::http::Method;
 use serde_json::{json, Value};
@@ -25,16 +30,24 @@ pub struct IndexState {
     pub created: bool,
     /// The pipeline named in its `_meta` marker, if any.
     pub owner: Option<String>,
+    /// The marker's `delete_stale` (whether the owner deletes stale documents there);
+    /// `None` when the marker does not say (or there is no marker).
+    pub owner_deletes_stale: Option<bool>,
     /// Documents it held when this run first looked.
     pub docs_at_start: u64,
     /// Its mapping (`mappings` object), when it exists.
     pub mapping: Option<Value>,
 }
 
+/// The ownership marker: the pipeline, and whether it deletes stale documents.
+pub fn marker(pipeline: &str, delete_stale: bool) -> Value {
+    json!({ "pipeline": pipeline, "delete_stale": delete_stale })
+}
+
 /// The built-in mapping of the default document, with the ownership marker.
-pub fn default_mappings(pipeline: &str) -> Value {
+pub fn default_mappings(pipeline: &str, delete_stale: bool) -> Value {
     json!({
-        "_meta": { META_KEY: { "pipeline": pipeline } },
+        "_meta": { META_KEY: marker(pipeline, delete_stale) },
         "properties": {
             // Lucene refuses a term over 32,766 bytes, and a Redis key can be far
             // longer: such a key stays in `_source`, unindexed, rather than failing
@@ -59,16 +72,17 @@ pub fn creation_body(
     mappings: Option<&Value>,
     default_documents: bool,
     pipeline: &str,
+    delete_stale: bool,
 ) -> Value {
     let mut mappings = match mappings {
         Some(m) => m.clone(),
-        None if default_documents => default_mappings(pipeline),
+        None if default_documents => default_mappings(pipeline, delete_stale),
         None => json!({}),
     };
     if let Value::Object(map) = &mut mappings {
         let meta = map.entry("_meta").or_insert_with(|| json!({}));
         if let Value::Object(meta) = meta {
-            meta.insert(META_KEY.to_owned(), json!({ "pipeline": pipeline }));
+            meta.insert(META_KEY.to_owned(), marker(pipeline, delete_stale));
         }
     }
     let mut body = json!({ "mappings": mappings });
@@ -96,29 +110,61 @@ pub fn stale_deletion_allowed(state: &IndexState, pipeline: &str) -> Result<(), 
             state.name,
             state.docs_at_start,
             state.name,
-            json!({ "_meta": marked_meta(state, pipeline) })
+            json!({ "_meta": marked_meta(state, pipeline, true) })
         )),
+    }
+}
+
+/// Whether `pipeline`, which does not delete stale documents, may write into `state`:
+/// not when the index's marker names another pipeline that keeps it exact with
+/// `delete_stale` (or a marker that predates the flag), whose next run would delete
+/// every document written here as stale. The error says why and what to do.
+pub fn writing_allowed(state: &IndexState, pipeline: &str) -> Result<(), String> {
+    match (&state.owner, state.owner_deletes_stale) {
+        (Some(owner), deletes) if owner != pipeline && deletes != Some(false) => Err(format!(
+            "index {} belongs to pipeline `{owner}`, which {} it exact with delete_stale \
+             (its _meta.{META_KEY}{}): documents this pipeline writes there would be deleted as stale \
+             by `{owner}`'s next run, so nothing was written; write to another index, or merge the two \
+             pipelines into one",
+            state.name,
+            if deletes.is_none() { "may keep" } else { "keeps" },
+            if deletes.is_none() {
+                format!(
+                    ".pipeline, written before the marker recorded delete_stale; if `{owner}` does not \
+                     delete stale documents, its next run records delete_stale: false there"
+                )
+            } else {
+                ".delete_stale".to_owned()
+            }
+        )),
+        _ => Ok(()),
     }
 }
 
 /// The index's `_meta` with this pipeline's marker added. A mapping update replaces
 /// `_meta` as a whole, so whatever else it holds is kept by sending it again.
-fn marked_meta(state: &IndexState, pipeline: &str) -> Value {
+fn marked_meta(state: &IndexState, pipeline: &str, delete_stale: bool) -> Value {
     let mut meta = match state.mapping.as_ref().map(|m| &m["_meta"]) {
         Some(Value::Object(meta)) => meta.clone(),
         _ => serde_json::Map::new(),
     };
-    meta.insert(META_KEY.to_owned(), json!({ "pipeline": pipeline }));
+    meta.insert(META_KEY.to_owned(), marker(pipeline, delete_stale));
     Value::Object(meta)
 }
 
-/// Marks an existing index that has no owner as `pipeline`'s (`PUT <index>/_mapping`
-/// with its `_meta` plus the marker). Used for an index that was empty when a pipeline
-/// with stale deletion first wrote to it: stale deletion was allowed there because
-/// nothing in it could be another writer's, and the marker keeps it allowed on the
-/// next run, when the index holds this pipeline's documents.
-pub async fn claim(client: &EsClient, state: &mut IndexState, pipeline: &str) -> anyhow::Result<()> {
-    let body = json!({ "_meta": marked_meta(state, pipeline) });
+/// Marks an existing index as `pipeline`'s (`PUT <index>/_mapping` with its `_meta`
+/// plus the marker). Used for an index that was empty when a pipeline with stale
+/// deletion first wrote to it: stale deletion was allowed there because nothing in it
+/// could be another writer's, and the marker keeps it allowed on the next run, when
+/// the index holds this pipeline's documents. Also used to bring the marker's
+/// `delete_stale` of an index this pipeline owns up to date.
+pub async fn claim(
+    client: &EsClient,
+    state: &mut IndexState,
+    pipeline: &str,
+    delete_stale: bool,
+) -> anyhow::Result<()> {
+    let body = json!({ "_meta": marked_meta(state, pipeline, delete_stale) });
     let reply = client
         .request(
             Method::Put,
@@ -130,13 +176,14 @@ pub async fn claim(client: &EsClient, state: &mut IndexState, pipeline: &str) ->
     if reply.status != 200 {
         return Err(client.status_error(
             &reply,
-            &format!("PUT {}/_mapping (marking the empty index as this pipeline's)", state.name),
+            &format!("PUT {}/_mapping (marking the index as this pipeline's)", state.name),
         ));
     }
     if let Some(Value::Object(mapping)) = &mut state.mapping {
         mapping.insert("_meta".to_owned(), body["_meta"].clone());
     }
     state.owner = Some(pipeline.to_owned());
+    state.owner_deletes_stale = Some(delete_stale);
     Ok(())
 }
 
@@ -161,12 +208,14 @@ pub async fn inspect(client: &EsClient, name: &str) -> anyhow::Result<Option<Ind
         .map(|v| v["mappings"].clone())
         .unwrap_or(Value::Null);
     let owner = mapping["_meta"][META_KEY]["pipeline"].as_str().map(str::to_owned);
+    let owner_deletes_stale = mapping["_meta"][META_KEY]["delete_stale"].as_bool();
     let docs_at_start = count(client, name).await?;
     Ok(Some(IndexState {
         name: name.to_owned(),
         existed: true,
         created: false,
         owner,
+        owner_deletes_stale,
         docs_at_start,
         mapping: Some(mapping),
     }))
@@ -293,6 +342,7 @@ mod tests {
             existed: !created,
             created,
             owner: owner.map(str::to_owned),
+            owner_deletes_stale: owner.map(|_| true),
             docs_at_start: docs,
             mapping: None,
         }
@@ -300,8 +350,9 @@ mod tests {
 
     #[test]
     fn default_mapping_types_the_default_document() {
-        let m = default_mappings("users");
+        let m = default_mappings("users", true);
         assert_eq!(m["_meta"]["redis_connector"]["pipeline"], "users");
+        assert_eq!(m["_meta"]["redis_connector"]["delete_stale"], true);
         assert_eq!(m["properties"]["key"]["type"], "keyword");
         assert_eq!(m["properties"]["key"]["ignore_above"], 8191);
         assert_eq!(m["properties"]["value"]["type"], "text");
@@ -315,15 +366,16 @@ mod tests {
     fn creation_adds_the_marker_to_the_pipelines_own_mappings() {
         let mappings = json!({"properties": {"age": {"type": "integer"}}, "_meta": {"team": "x"}});
         let settings = json!({"number_of_shards": 1});
-        let body = creation_body(Some(&settings), Some(&mappings), true, "p");
+        let body = creation_body(Some(&settings), Some(&mappings), true, "p", true);
         assert_eq!(body["settings"]["number_of_shards"], 1);
         assert_eq!(body["mappings"]["properties"]["age"]["type"], "integer");
         assert_eq!(body["mappings"]["_meta"]["team"], "x");
         assert_eq!(body["mappings"]["_meta"]["redis_connector"]["pipeline"], "p");
-        let body = creation_body(None, None, false, "p");
+        assert_eq!(body["mappings"]["_meta"]["redis_connector"]["delete_stale"], true);
+        let body = creation_body(None, None, false, "p", false);
         assert_eq!(
             body,
-            json!({"mappings": {"_meta": {"redis_connector": {"pipeline": "p"}}}})
+            json!({"mappings": {"_meta": {"redis_connector": {"pipeline": "p", "delete_stale": false}}}})
         );
     }
 
@@ -343,15 +395,42 @@ mod tests {
         let mut foreign = state(None, false, 5);
         foreign.mapping = Some(json!({"_meta": {"team": "search"}, "properties": {}}));
         assert_eq!(
-            marked_meta(&foreign, "p"),
-            json!({"team": "search", "redis_connector": {"pipeline": "p"}})
+            marked_meta(&foreign, "p", true),
+            json!({"team": "search", "redis_connector": {"pipeline": "p", "delete_stale": true}})
         );
         let message = stale_deletion_allowed(&foreign, "p").unwrap_err();
         assert!(
-            message.ends_with(r#"PUT idx/_mapping {"_meta":{"team":"search","redis_connector":{"pipeline":"p"}}}"#),
+            message.ends_with(r#"PUT idx/_mapping {"_meta":{"team":"search","redis_connector":{"pipeline":"p","delete_stale":true}}}"#),
             "{message}"
         );
-        assert_eq!(marked_meta(&state(None, false, 0), "p"), json!({"redis_connector": {"pipeline": "p"}}));
+        assert_eq!(
+            marked_meta(&state(None, false, 0), "p", false),
+            json!({"redis_connector": {"pipeline": "p", "delete_stale": false}})
+        );
+    }
+
+    #[test]
+    fn without_stale_deletion_an_index_another_pipeline_keeps_exact_is_refused() {
+        // Unmarked, or marked by this pipeline: fine.
+        assert!(writing_allowed(&state(None, false, 10), "p").is_ok());
+        assert!(writing_allowed(&state(Some("p"), false, 10), "p").is_ok());
+        // Another pipeline's index that it does not keep exact: shared, fine.
+        let mut shared = state(Some("q"), false, 10);
+        shared.owner_deletes_stale = Some(false);
+        assert!(writing_allowed(&shared, "p").is_ok());
+        let message = writing_allowed(&state(Some("q"), false, 10), "p").unwrap_err();
+        assert_eq!(
+            message,
+            "index idx belongs to pipeline `q`, which keeps it exact with delete_stale \
+             (its _meta.redis_connector.delete_stale): documents this pipeline writes there would be \
+             deleted as stale by `q`'s next run, so nothing was written; write to another index, or \
+             merge the two pipelines into one"
+        );
+        // A marker written before delete_stale was recorded: refused, and says so.
+        let mut legacy = state(Some("q"), false, 10);
+        legacy.owner_deletes_stale = None;
+        let message = writing_allowed(&legacy, "p").unwrap_err();
+        assert!(message.contains("written before the marker recorded delete_stale"), "{message}");
     }
 
     #[test]

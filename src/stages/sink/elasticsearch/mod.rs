@@ -226,8 +226,10 @@ impl ElasticsearchSink {
     }
 
     /// Connects (one request that names the server and its version), then checks the
-    /// fixed target index: its ownership marker when stale deletion is on, and in a dry
-    /// run whether it exists. A missing index is created at the first document.
+    /// fixed target index: its ownership marker (with stale deletion on, that the index
+    /// is this pipeline's to clean; without, that no other pipeline keeps it exact with
+    /// stale deletion), and in a dry run whether it exists. A missing index is created
+    /// at the first document.
     pub async fn open(&mut self, ctx: &StageContext) -> anyhow::Result<()> {
         let auth = self.auth()?;
         let client = EsClient::new(&self.urls, auth, &self.config.tls, self.config.timeout.0)?;
@@ -262,10 +264,7 @@ impl ElasticsearchSink {
         if let Target::Fixed(name) = &self.target {
             match index::inspect(&running.service.client, name).await? {
                 Some(mut state) => {
-                    if self.config.delete_stale.enabled {
-                        index::stale_deletion_allowed(&state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
-                        running.claim_if_unowned(&mut state, ctx).await?;
-                    }
+                    running.check_owner(&mut state, ctx).await?;
                     running.add_index(state);
                 }
                 None => running.known_missing = Some(name.clone()),
@@ -529,6 +528,7 @@ impl ElasticsearchSink {
                     self.config.mappings.as_ref(),
                     !self.rendered_documents.unwrap_or(false),
                     &ctx.pipeline,
+                    self.config.delete_stale.enabled,
                 );
                 index::create(&running.service.client, name, &body).await?;
                 running.add_index(IndexState {
@@ -536,6 +536,7 @@ impl ElasticsearchSink {
                     existed: false,
                     created: true,
                     owner: Some(ctx.pipeline.to_string()),
+                    owner_deletes_stale: Some(self.config.delete_stale.enabled),
                     docs_at_start: 0,
                     mapping: None,
                 });
@@ -731,15 +732,53 @@ impl Running {
         }
     }
 
-    /// With stale deletion on, an existing index without an owner that stale deletion
+    /// Checks an existing target index's ownership marker before anything is written to
+    /// it (in a dry run too): with stale deletion on, that stale deletion may clean it;
+    /// without, that no other pipeline keeps it exact with stale deletion (its next run
+    /// would delete what this run writes). Then, not in a dry run, keeps the marker
+    /// current: with stale deletion on, an index without an owner that stale deletion
     /// may clean (it held no documents) is marked as this pipeline's, so that the next
-    /// run, finding this run's documents in it, may clean it too. Not in a dry run.
-    async fn claim_if_unowned(&self, state: &mut IndexState, ctx: &StageContext) -> anyhow::Result<()> {
-        if state.owner.is_some() || ctx.options.dry_run {
+    /// run, finding this run's documents in it, may clean it too; on an index this
+    /// pipeline owns, the marker's `delete_stale` is set to the pipeline's when it
+    /// differs.
+    async fn check_owner(&self, state: &mut IndexState, ctx: &StageContext) -> anyhow::Result<()> {
+        if self.track_ids {
+            index::stale_deletion_allowed(state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
+        } else {
+            index::writing_allowed(state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
+        }
+        if ctx.options.dry_run {
             return Ok(());
         }
-        index::claim(&self.service.client, state, &ctx.pipeline).await?;
-        tracing::info!(index = %state.name, "marked the empty index as this pipeline's (_meta.{})", index::META_KEY);
+        match state.owner.as_deref() {
+            None if self.track_ids => {
+                index::claim(&self.service.client, state, &ctx.pipeline, true).await?;
+                tracing::info!(index = %state.name, "marked the empty index as this pipeline's (_meta.{})", index::META_KEY);
+            }
+            // A marker that does not say counts as `delete_stale: true` (see
+            // `index::writing_allowed`), so only a change is written.
+            Some(owner) if owner == &*ctx.pipeline && state.owner_deletes_stale.unwrap_or(true) != self.track_ids => {
+                match index::claim(&self.service.client, state, &ctx.pipeline, self.track_ids).await {
+                    Ok(()) => tracing::info!(
+                        index = %state.name,
+                        "recorded delete_stale: {} in the index's marker (_meta.{})",
+                        self.track_ids,
+                        index::META_KEY
+                    ),
+                    // Other pipelines must learn that this one now deletes stale documents.
+                    Err(error) if self.track_ids => return Err(error),
+                    // That it no longer does only lets other pipelines share the index:
+                    // a key allowed to write documents but not mappings loses nothing.
+                    Err(error) => tracing::warn!(
+                        index = %state.name,
+                        error = %format!("{error:#}"),
+                        "could not record delete_stale: false in the index's marker; other pipelines \
+                         without delete_stale are still refused this index"
+                    ),
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -770,10 +809,7 @@ impl Running {
             Some(mut state) => {
                 // As `open` does for the fixed index: refused before anything is written
                 // to another pipeline's index (whose stale deletion would then remove it).
-                if self.track_ids {
-                    index::stale_deletion_allowed(&state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
-                    self.claim_if_unowned(&mut state, ctx).await?;
-                }
+                self.check_owner(&mut state, ctx).await?;
                 state
             }
             None if ctx.options.dry_run => IndexState {
@@ -781,6 +817,7 @@ impl Running {
                 existed: false,
                 created: false,
                 owner: None,
+                owner_deletes_stale: None,
                 docs_at_start: 0,
                 mapping: None,
             },
@@ -790,6 +827,7 @@ impl Running {
                     config.mappings.as_ref(),
                     default_documents,
                     &ctx.pipeline,
+                    config.delete_stale.enabled,
                 );
                 if index::create(client, name, &body).await? {
                     tracing::info!(index = name, "created index");
@@ -798,13 +836,17 @@ impl Running {
                         existed: false,
                         created: true,
                         owner: Some(ctx.pipeline.to_string()),
+                        owner_deletes_stale: Some(config.delete_stale.enabled),
                         docs_at_start: 0,
                         mapping: None,
                     }
                 } else {
-                    index::inspect(client, name)
+                    // Made meanwhile by another writer: checked as an existing index.
+                    let mut state = index::inspect(client, name)
                         .await?
-                        .with_context(|| format!("index {name} was reported as existing but cannot be read"))?
+                        .with_context(|| format!("index {name} was reported as existing but cannot be read"))?;
+                    self.check_owner(&mut state, ctx).await?;
+                    state
                 }
             }
         };
