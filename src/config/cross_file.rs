@@ -88,14 +88,13 @@ pub fn check(pipelines: &[Checked<'_>]) -> Vec<Diagnostic> {
             ));
         }
     }
+    let files: Vec<_> = pipelines.iter().map(dead_letter_files).collect();
     for (i, a) in pipelines.iter().enumerate() {
-        for (pointer, path) in dead_letter_files(a) {
-            let Some((b, _)) = pipelines[..i]
-                .iter()
-                .flat_map(|b| dead_letter_files(b).into_iter().map(move |(_, p)| (b, p)))
+        for (pointer, path) in &files[i] {
+            let Some(b) = pipelines[..i].iter().zip(&files).find_map(|(b, theirs)| {
                 // Two pipelines of one name are reported as such already.
-                .find(|(b, other)| *other == path && b.pipeline.name != a.pipeline.name)
-            else {
+                (b.pipeline.name != a.pipeline.name && theirs.iter().any(|(_, other)| other == path)).then_some(b)
+            }) else {
                 continue;
             };
             diagnostics.push(at(

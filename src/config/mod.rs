@@ -92,18 +92,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
         } else if path.is_dir() {
             files.extend(search_folder(path)?);
         } else if is_pattern(path) {
-            let text = path.display().to_string();
-            let entries =
-                ::glob::glob_with(&text, hidden_excluded()).map_err(|e| UsageError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
             let mut matched = Vec::new();
-            for entry in entries {
-                let entry = entry.map_err(|e| UsageError::Io {
-                    path: path.clone(),
-                    source: e.into(),
-                })?;
+            for entry in glob_paths(&path.display().to_string(), path)? {
                 if entry.is_file() {
                     matched.push(entry);
                 } else if entry.is_dir() {
@@ -131,13 +121,21 @@ fn is_pattern(path: &Path) -> bool {
         .is_some_and(|text| text.contains(['*', '?', '[']))
 }
 
-/// Pattern matching that leaves hidden files and folders out unless the pattern
-/// names them with a literal `.`.
-fn hidden_excluded() -> ::glob::MatchOptions {
-    ::glob::MatchOptions {
+/// What `pattern` matches, leaving hidden files and folders out unless the pattern
+/// names them with a literal `.`; errors are reported as about `path`.
+fn glob_paths(pattern: &str, path: &Path) -> Result<Vec<PathBuf>, UsageError> {
+    let io = |source: std::io::Error| UsageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let options = ::glob::MatchOptions {
         require_literal_leading_dot: true,
         ..::glob::MatchOptions::new()
-    }
+    };
+    ::glob::glob_with(pattern, options)
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?
+        .map(|entry| entry.map_err(|e| io(e.into())))
+        .collect()
 }
 
 /// The `*.yaml` / `*.yml` files under `folder`, at any depth, sorted; hidden files and
@@ -151,20 +149,7 @@ fn search_folder(folder: &Path) -> Result<Vec<PathBuf>, UsageError> {
             .join(format!("*.{extension}"))
             .display()
             .to_string();
-        let entries =
-            ::glob::glob_with(&pattern, hidden_excluded()).map_err(|e| UsageError::Io {
-                path: folder.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        for entry in entries {
-            let entry = entry.map_err(|e| UsageError::Io {
-                path: folder.to_path_buf(),
-                source: e.into(),
-            })?;
-            if entry.is_file() {
-                found.push(entry);
-            }
-        }
+        found.extend(glob_paths(&pattern, folder)?.into_iter().filter(|entry| entry.is_file()));
     }
     if found.is_empty() {
         return Err(UsageError::EmptyFolder(folder.to_path_buf()));

@@ -62,11 +62,21 @@ struct FailedIds {
     ids_rendered: bool,
 }
 
+/// The 64-bit hash by which a failed record's document id is kept (xxh3 of the id):
+/// stale deletion looks ids up by the same hash.
+pub fn failed_id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
 impl FailedBeforeSink {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FailedIds> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Says whether a template stage renders the documents' ids (`id:`); without one,
     /// a document's id is the default one, computed from its key.
     pub fn set_ids_rendered(&self, rendered: bool) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).ids_rendered = rendered;
+        self.lock().ids_rendered = rendered;
     }
 
     /// Notes a key the source skipped although it exists (too large, ...): its id is
@@ -74,41 +84,38 @@ impl FailedBeforeSink {
     /// counted. (Unlike a record that failed, such a key does not stop stale
     /// deletion: it may stay too large for good, and would stop it for good.)
     pub fn add_skipped_key(&self, database: u32, key: &[u8]) {
-        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
         if inner.ids_rendered {
             inner.skipped_without_id += 1;
         } else {
-            inner.ids.insert(xxhash_rust::xxh3::xxh3_64(
-                crate::document::default_id(database, key).as_bytes(),
-            ));
+            inner.ids.insert(failed_id_hash(&crate::document::default_id(database, key)));
         }
     }
 
     /// Keys skipped by the source whose document id is not known.
     pub fn skipped_without_id(&self) -> u64 {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).skipped_without_id
+        self.lock().skipped_without_id
     }
 
     /// Notes one failed record, with its document id when it was known.
     pub fn add(&self, id: Option<&str>) {
-        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
         match id {
             Some(id) => {
-                inner.ids.insert(xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
+                inner.ids.insert(failed_id_hash(id));
             }
             None => inner.without_id += 1,
         }
     }
 
-    /// The hashes ([`xxhash_rust::xxh3::xxh3_64`] of the id) of the ids noted.
+    /// The [`failed_id_hash`]es of the ids noted.
     pub fn id_hashes(&self) -> Vec<u64> {
-        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        inner.ids.iter().copied().collect()
+        self.lock().ids.iter().copied().collect()
     }
 
     /// Failed records whose id was not known.
     pub fn without_id(&self) -> u64 {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).without_id
+        self.lock().without_id
     }
 }
 

@@ -430,16 +430,20 @@ fn md5_hex(value: Value) -> String {
     format!("{digest:x}")
 }
 
-/// The names a record's templates see (see [`record_context`]). `timestamp` comes
-/// last: the sink's `index` template sees every name before it.
+/// The names the sink's `index` template sees: the record and `pipeline`.
+pub const INDEX_TEMPLATE_NAMES: [&str; 7] =
+    ["key", "database", "key_type", "value", "size_in_bytes", "ttl", "pipeline"];
+
+/// The names a record's templates see (see [`record_context`]): the index
+/// template's, and `timestamp`.
 pub const RECORD_NAMES: [&str; 8] = [
-    "key",
-    "database",
-    "key_type",
-    "value",
-    "size_in_bytes",
-    "ttl",
-    "pipeline",
+    INDEX_TEMPLATE_NAMES[0],
+    INDEX_TEMPLATE_NAMES[1],
+    INDEX_TEMPLATE_NAMES[2],
+    INDEX_TEMPLATE_NAMES[3],
+    INDEX_TEMPLATE_NAMES[4],
+    INDEX_TEMPLATE_NAMES[5],
+    INDEX_TEMPLATE_NAMES[6],
     "timestamp",
 ];
 

@@ -122,7 +122,7 @@ impl ElasticsearchSink {
             match env.add_template_owned("index", config.index.clone()) {
                 Ok(()) => {
                     // The index template sees the record and `pipeline` (not `timestamp`).
-                    let names = &crate::stages::transform::template::RECORD_NAMES[..7];
+                    let names = &crate::stages::transform::template::INDEX_TEMPLATE_NAMES;
                     let read = env.get_template("index").map(|t| t.undeclared_variables(false)).unwrap_or_default();
                     let unknown = crate::stages::transform::template::unknown_names(&env, "/index", &read, names);
                     errors.extend(unknown);
@@ -984,6 +984,9 @@ fn redact_text(text: &str) -> String {
 }
 
 /// Elasticsearch's rules for index names.
+/// The characters Elasticsearch refuses anywhere in an index name.
+const INDEX_NAME_FORBIDDEN: &str = "\\/*?\"<>| ,#:";
+
 /// Checks an index that may be a template: a plain name as [`check_index_name`]
 /// does; a template by its text outside `{{ }}` and `{% %}`, which every rendered
 /// name holds: an upper-case letter or a character no index name takes there
@@ -1000,7 +1003,7 @@ pub fn check_index_template(source: &str) -> Result<(), String> {
             "the index template writes `{c}` outside `{{{{ }}}}`: index names are lower case, so Elasticsearch would reject every document"
         ));
     }
-    if let Some(c) = text.chars().find(|c| "\\/*?\"<>| ,#:".contains(*c)) {
+    if let Some(c) = text.chars().find(|c| INDEX_NAME_FORBIDDEN.contains(*c)) {
         return Err(format!(
             "the index template writes `{c}` outside `{{{{ }}}}`: index names must not contain it, so Elasticsearch would reject every document"
         ));
@@ -1021,7 +1024,7 @@ fn check_index_name(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("`{name}` is not a valid index name"));
     }
-    if let Some(c) = name.chars().find(|c| "\\/*?\"<>| ,#:".contains(*c)) {
+    if let Some(c) = name.chars().find(|c| INDEX_NAME_FORBIDDEN.contains(*c)) {
         return Err(format!("index name `{name}` must not contain `{c}`"));
     }
     if name.len() > 255 {

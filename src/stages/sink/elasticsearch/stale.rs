@@ -24,6 +24,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::index::encode;
 use super::service::BulkService;
+use crate::stages::context::failed_id_hash;
 
 /// A `Hasher` that passes a `u64` through: the keys are already xxh3 hashes, so
 /// hashing them again would only cost time. (Written by hand: it is five lines, and
@@ -68,15 +69,15 @@ impl IdSet {
     }
     /// Keeps `id` live in every index.
     pub fn insert_anywhere(&mut self, id: &str) {
-        self.anywhere.insert(xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
+        self.anywhere.insert(failed_id_hash(id));
     }
-    /// Keeps live in every index the id whose [`xxhash_rust::xxh3::xxh3_64`] is `hash`.
+    /// Keeps live in every index the id whose [`failed_id_hash`] is `hash`.
     pub fn insert_anywhere_hash(&mut self, hash: u64) {
         self.anywhere.insert(hash);
     }
     pub fn contains(&self, index: &str, id: &str) -> bool {
         self.placed.contains(&id_hash(index, id))
-            || (!self.anywhere.is_empty() && self.anywhere.contains(&xxhash_rust::xxh3::xxh3_64(id.as_bytes())))
+            || (!self.anywhere.is_empty() && self.anywhere.contains(&failed_id_hash(id)))
     }
     pub fn len(&self) -> usize {
         self.placed.len() + self.anywhere.len()
@@ -245,7 +246,7 @@ mod tests {
         assert_eq!(set.len(), 1);
         set.insert_anywhere("9");
         assert!(set.contains("a", "9") && set.contains("b", "9"));
-        set.insert_anywhere_hash(xxhash_rust::xxh3::xxh3_64(b"8"));
+        set.insert_anywhere_hash(failed_id_hash("8"));
         assert!(set.contains("c", "8"));
         assert!(!set.contains("c", "7"));
     }
