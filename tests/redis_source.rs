@@ -1085,6 +1085,60 @@ fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_vanished_not_cut_
 }
 
 #[test]
+fn pages_are_read_on_extra_connections_logged_in_as_the_acl_user_on_their_database() {
+    // The hot path reads pages on lean connections of its own (see `packed`): each
+    // must authenticate as the configured user and select the database, or the
+    // values would come from db 0 or be refused.
+    let redis = acl_server();
+    let mut commands = String::from("SELECT 3\n");
+    for i in 0..3000 {
+        commands += &format!("SET user:{i} v{i}\n");
+    }
+    redis.cli_pipe(&commands);
+    let yaml = format!(
+        "username: reader\npassword: {READER_PASSWORD}\nscan_count: 50\npages_in_flight: 2\n\
+         rules:\n  - {{database: 3, key_pattern: 'user:*'}}\n"
+    );
+    let mut on_db3 = 0;
+    let run = read_with(config(redis.port, &yaml), 1, |batch| {
+        if batch == 2 {
+            on_db3 = redis
+                .cli(&["CLIENT", "LIST"])
+                .lines()
+                .filter(|line| line.contains(" db=3 ") && line.contains(" user=reader "))
+                .count();
+        }
+    })
+    .unwrap();
+    assert_eq!(run.records.len(), 3000);
+    assert_eq!(run.value(b"user:2999"), &RedisValue::String(b"v2999".to_vec()));
+    assert!(run.records.iter().all(|r| r.database == 3));
+    assert!(
+        on_db3 >= 2,
+        "the crate's connection and at least one lean one on db 3, as `reader`: {on_db3}"
+    );
+}
+
+#[test]
+fn a_server_refusing_extra_connections_is_read_on_one_connection() {
+    // maxclients 2: the control connection and the database's own fit, the lean
+    // connection for pages is refused ("max number of clients reached"); the read
+    // goes on, whole, on the connection it has.
+    let redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    redis.cli(&["CONFIG", "SET", "maxclients", "2"]);
+    let run = read(config(redis.port, "database: 0\nscan_count: 100\n")).unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len());
+    redis.cli(&["CONFIG", "SET", "maxclients", "100"]);
+    let stats = redis.cli(&["INFO", "stats"]);
+    assert!(
+        !stats.contains("rejected_connections:0"),
+        "the lean connection was tried and refused: {stats}"
+    );
+}
+
+#[test]
 fn many_databases_are_read_a_few_at_a_time_within_the_servers_maxclients() {
     // 60 databases holding keys, a server that takes 20 clients: one connection per
     // database at once would be refused ("max number of clients reached"). (8 at a

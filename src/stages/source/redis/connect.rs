@@ -3,6 +3,7 @@
 //! server failed and how, without ever showing the password.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -11,6 +12,7 @@ use redis::{
     IntoConnectionInfo, RedisConnectionInfo, RedisError, ServerErrorKind, TlsCertificates,
 };
 
+use super::packed::PlainServer;
 use crate::config::model::RedisSourceConfig;
 
 /// Opens connections to one Redis server, each on a chosen database.
@@ -21,6 +23,11 @@ pub struct Connector {
     endpoint: String,
     user: Option<String>,
     timeout: Duration,
+    /// The same server for the lean connection of the hot path, when it is plain TCP.
+    plain: Option<PlainServer>,
+    /// Set once the server refused a lean connection (`maxclients` reached, ...):
+    /// from then on every database reads on its one connection.
+    lean_refused: AtomicBool,
 }
 
 impl std::fmt::Debug for Connector {
@@ -104,12 +111,21 @@ impl Connector {
         } else {
             None
         };
+        let plain = (!config.tls.enabled).then(|| PlainServer {
+            host: config.host.clone(),
+            port: config.port,
+            username: config.username.clone(),
+            password: password.clone(),
+            timeout: config.timeout.0,
+        });
         Ok(Connector {
             info,
             tls,
             endpoint,
             user: config.username.clone(),
             timeout: config.timeout.0,
+            plain,
+            lean_refused: AtomicBool::new(false),
         })
     }
 
@@ -135,6 +151,26 @@ impl Connector {
         self.client(db)?
             .get_multiplexed_async_connection_with_config(&config)
             .await
+    }
+
+    /// The server as the lean connection reaches it: `None` with TLS, where the
+    /// crate's connection does all the reading.
+    pub fn plain_server(&self) -> Option<&PlainServer> {
+        self.plain
+            .as_ref()
+            .filter(|_| !self.lean_refused.load(Ordering::Relaxed))
+    }
+
+    /// Stops opening lean connections, after the server refused one with `error`
+    /// (says so once): the crate's connection of each database does the reading.
+    pub fn refuse_lean(&self, error: &RedisError) {
+        if !self.lean_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "Redis at {} refused an extra connection ({}): reading each database on its one connection, which is slower",
+                self.endpoint,
+                error
+            );
+        }
     }
 
     /// Opens a connection on database `db`, with an error that names the server.

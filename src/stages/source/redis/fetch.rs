@@ -133,11 +133,7 @@ async fn run_pipeline(
     doing: &str,
     pipe: &Pipeline,
 ) -> anyhow::Result<Vec<Value>> {
-    connection
-        .run(doing, |mut c| async move {
-            pipe.query_async::<Vec<Value>>(&mut c).await
-        })
-        .await
+    connection.pipeline(doing, pipe).await
 }
 
 /// A server error on one key of a pipeline that no skip explains: the run fails.

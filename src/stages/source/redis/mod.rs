@@ -6,15 +6,18 @@
 //! Files: `check` (config checks, pure), `connect` (client and errors), `reconnect`
 //! (a connection that survives drops), `databases` (`"*"` and lists), `scan` (SCAN
 //! walks), `reader` (one database's read loop), `fetch` (one page's values),
-//! `chunked` (large collections), `value` (replies to typed values).
+//! `chunked` (large collections), `value` (replies to typed values), `packed` and
+//! `resp` (the lean connection that reads pages' pipelines on plain TCP).
 
 mod check;
 mod chunked;
 mod connect;
 mod databases;
 mod fetch;
+mod packed;
 mod reader;
 mod reconnect;
+mod resp;
 mod scan;
 mod value;
 

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::RedisResult;
+use redis::{Pipeline, RedisResult, Value};
 
 use super::connect::{is_connection_error, is_loading, Connector};
+use super::packed::PackedConnection;
 
 /// How long to keep trying to get a connection back before the run fails.
 pub const RECONNECT_BUDGET: Duration = Duration::from_secs(30);
@@ -27,6 +28,9 @@ pub struct DbConnection {
     /// Bumped each time the server is found restarted (or cannot be told apart from one).
     restarts: AtomicU64,
     reconnects: AtomicU64,
+    /// Idle lean connections for pages' pipelines (plain TCP only), one per page in
+    /// flight at most; opened when first needed.
+    idle_packed: Mutex<Vec<PackedConnection>>,
 }
 
 impl DbConnection {
@@ -42,6 +46,7 @@ impl DbConnection {
             run_id: Mutex::new(run_id),
             restarts: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            idle_packed: Mutex::new(Vec::new()),
         })
     }
 
@@ -109,6 +114,58 @@ impl DbConnection {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Sends a page's pipeline and gives its replies, a server error on one command
+    /// being that command's reply (as with the crate's `ignore_errors`). On plain TCP
+    /// it goes over a lean connection (see `packed`), else over the crate's; either
+    /// way a lost connection is retried as [`DbConnection::run`] retries.
+    pub async fn pipeline(&self, doing: &str, pipe: &Pipeline) -> anyhow::Result<Vec<Value>> {
+        let Some(server) = self.connector.plain_server() else {
+            return self
+                .run(doing, |mut c| async move {
+                    pipe.query_async::<Vec<Value>>(&mut c).await
+                })
+                .await;
+        };
+        let packed = pipe.get_packed_pipeline();
+        let packed = packed.as_slice();
+        self.run(doing, |mut shared| async move {
+            let idle = self.idle_packed.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut connection = match idle {
+                Some(connection) => connection,
+                None => match PackedConnection::open(server, self.db).await {
+                    Ok(connection) => connection,
+                    Err(error) if is_connection_error(&error) || is_loading(&error) => {
+                        return Err(error)
+                    }
+                    // Refused (too many clients, ...): the crate's connection reads.
+                    Err(error) => {
+                        self.connector.refuse_lean(&error);
+                        return pipe.query_async::<Vec<Value>>(&mut shared).await;
+                    }
+                },
+            };
+            match connection.query(packed, pipe.len()).await {
+                Ok(replies) => {
+                    self.idle_packed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(connection);
+                    Ok(replies)
+                }
+                Err(error) => {
+                    // This connection is dropped; the idle ones may be as dead (a
+                    // restarted server), so the retry starts on a new one.
+                    self.idle_packed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                    Err(error)
+                }
+            }
+        })
+        .await
     }
 
     /// Replaces the connection of `generation` (unless another task already did).
