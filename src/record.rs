@@ -137,6 +137,19 @@ pub fn bytes_to_text(bytes: &[u8]) -> (String, bool) {
     }
 }
 
+/// The key as text for messages (base64 when it is not UTF-8).
+pub fn show_key(key: &[u8]) -> String {
+    let (text, base64) = bytes_to_text(key);
+    if base64 {
+        format!("base64:{text}")
+    } else if text.chars().any(char::is_control) {
+        // A newline or escape code in a key must not break or color the log line.
+        text.escape_debug().to_string()
+    } else {
+        text
+    }
+}
+
 /// A JSON object key: the text when UTF-8, otherwise `base64:` followed by the encoding.
 pub fn bytes_to_map_key(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {

@@ -1631,3 +1631,54 @@ fn stale_deletion_marker_without_delete_stale_is_brought_up_to_date_by_its_owner
     run_sink(&other, string_batches(2, 2), options(), "other").unwrap().report();
     assert_eq!(es_count(&index), 2);
 }
+
+#[test]
+fn end_to_end_an_id_template_giving_two_keys_one_id_is_reported_not_silently_lost() {
+    // Two users share an email, the pipeline's `id`: Elasticsearch keeps one document
+    // for both. The run still succeeds (nothing failed), but says so, naming a key.
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe(
+        "HSET user:1 email a@x.org\nHSET user:2 email b@x.org\nHSET user:3 email c@x.org\nHSET user:4 email b@x.org\n",
+    );
+    let index = unique_index("repeated-ids");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "by-email.yaml",
+        &format!(
+            "name: by-email\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+             transforms:\n  - type: template\n    id: \"{{{{ value.email }}}}\"\n    document: {{user: \"{{{{ key }}}}\"}}\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(count_at(&es_url(), None, &index), 3);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("written 4"), "{}", describe(&out));
+    assert!(
+        stdout.contains("1 documents had the _id of an earlier document of this run and replaced it"),
+        "{}",
+        describe(&out)
+    );
+    assert!(stdout.contains("rendered _id `b@x.org`"), "{}", describe(&out));
+
+    // Unique ids: no such note.
+    let unique = common::write_file(
+        dir.path(),
+        "by-key.yaml",
+        &std::fs::read_to_string(&pipeline)
+            .unwrap()
+            .replace("name: by-email", "name: by-key")
+            .replace("{{ value.email }}", "{{ key }}")
+            .replace(&index, &format!("{index}-k")),
+    );
+    let _guard_k = IndexGuard(format!("{index}-k"));
+    let out = run_cli(dir.path(), &unique);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("earlier document"), "{}", describe(&out));
+    assert_eq!(count_at(&es_url(), None, &format!("{index}-k")), 4);
+}

@@ -17,6 +17,7 @@ pub mod client;
 pub mod compat;
 pub mod encoder;
 pub mod index;
+pub mod repeated;
 pub mod retry;
 pub mod service;
 pub mod stale;
@@ -40,6 +41,7 @@ use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
 use client::{Auth, EsClient, FailureKind};
 use encoder::{Bulk, SentBulk};
 use index::IndexState;
+use repeated::RepeatedIds;
 use retry::RetryCounters;
 use service::BulkService;
 use stale::{IdSet, Mode};
@@ -77,10 +79,12 @@ struct Running {
     positions: HashMap<String, usize>,
     /// Indices written to (by position in `indices`).
     written: Vec<bool>,
-    /// The `(index, _id)` this run produced; kept only with `delete_stale`, the one
-    /// thing that reads it.
+    /// The `(index, _id)` this run produced: kept with `delete_stale`, which reads it,
+    /// and for rendered documents (an `id` template can give two records one `_id`).
     ids: IdSet,
     track_ids: bool,
+    /// Documents whose `_id` an earlier document of this run already had.
+    repeated: RepeatedIds,
     /// The sink's fixed index, when `open` found it missing: the first document
     /// creates it without asking again.
     known_missing: Option<String>,
@@ -255,6 +259,7 @@ impl ElasticsearchSink {
             written: Vec::new(),
             ids: IdSet::default(),
             track_ids: self.config.delete_stale.enabled,
+            repeated: RepeatedIds::default(),
             known_missing: None,
             fatal: None,
             dry_problems: Vec::new(),
@@ -369,7 +374,7 @@ impl ElasticsearchSink {
                     let mut record = record;
                     match record.document.take() {
                         Some(document) => {
-                            running.produced(&index_name, &document.id);
+                            running.produced(&index_name, &document.id, true, &record);
                             if dry_run {
                                 running.check_dry_run(position, &document, &record);
                             } else {
@@ -379,13 +384,13 @@ impl ElasticsearchSink {
                         }
                         None if dry_run => {
                             let document = default_document(&record, &ctx.run_timestamp);
-                            running.produced(&index_name, &document.id);
+                            running.produced(&index_name, &document.id, false, &record);
                             running.check_dry_run(position, &document, &record);
                         }
                         None => {
                             // The hot path: the default document written straight into the body.
                             let id = default_id(record.database, &record.key);
-                            running.produced(&index_name, &id);
+                            running.produced(&index_name, &id, false, &record);
                             bulk.push_default(&index_name, &id, &mut record, &ctx.run_timestamp);
                         }
                     }
@@ -698,6 +703,7 @@ impl ElasticsearchSink {
             index::refresh(&running.service.client, &names).await?;
         }
 
+        report.notes.extend(running.repeated.notes());
         let (requests, items) = running.service.retries.get();
         if requests > 0 || items > 0 {
             report.notes.push(format!(
@@ -725,10 +731,12 @@ impl ElasticsearchSink {
 }
 
 impl Running {
-    /// Notes that this run produced document `id` for `index` (for stale deletion).
-    fn produced(&mut self, index: &str, id: &str) {
-        if self.track_ids {
-            self.ids.insert(index, id);
+    /// Notes that this run produced document `id` for `index` from `record` (for stale
+    /// deletion, and to tell when a document replaces one this run wrote). `rendered`:
+    /// the id came from a template transform, not from the key.
+    fn produced(&mut self, index: &str, id: &str, rendered: bool, record: &Record) {
+        if (self.track_ids || rendered) && !self.ids.insert(index, id) {
+            self.repeated.add(index, id, rendered, record);
         }
     }
 

@@ -64,8 +64,9 @@ pub fn id_hash(index: &str, id: &str) -> u64 {
 }
 
 impl IdSet {
-    pub fn insert(&mut self, index: &str, id: &str) {
-        self.placed.insert(id_hash(index, id));
+    /// Adds `(index, id)`; `false` when this run had produced it already.
+    pub fn insert(&mut self, index: &str, id: &str) -> bool {
+        self.placed.insert(id_hash(index, id))
     }
     /// Keeps `id` live in every index.
     pub fn insert_anywhere(&mut self, id: &str) {

@@ -9,7 +9,8 @@ use redis::{Pipeline, RedisError, Value};
 use super::chunked::{read_rest, Chunked, Next, Partial};
 use super::reconnect::DbConnection;
 use super::value;
-use crate::record::{bytes_to_text, KeyType, Record, RedisValue};
+pub use crate::record::show_key;
+use crate::record::{KeyType, Record, RedisValue};
 
 /// How values are read.
 #[derive(Debug, Clone)]
@@ -113,19 +114,6 @@ pub fn unless_wrong_type<T>(result: redis::RedisResult<T>) -> redis::RedisResult
 fn is_unknown_command(error: &RedisError) -> bool {
     let text = error.to_string();
     text.contains("unknown command") || text.contains("unknown subcommand")
-}
-
-/// The key as text for messages (base64 when it is not UTF-8).
-pub fn show_key(key: &[u8]) -> String {
-    let (text, base64) = bytes_to_text(key);
-    if base64 {
-        format!("base64:{text}")
-    } else if text.chars().any(char::is_control) {
-        // A newline or escape code in a key must not break or color the log line.
-        text.escape_debug().to_string()
-    } else {
-        text
-    }
 }
 
 async fn run_pipeline(
