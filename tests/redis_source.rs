@@ -1023,18 +1023,21 @@ fn collections_longer_than_a_chunk_are_read_whole_and_in_order() {
 }
 
 #[test]
-fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_vanished_not_cut_short() {
+fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_never_cut_short() {
     // One element per call: 20,000 calls take seconds, so the key is deleted (or
     // overwritten with a string, which changes its type), by another client, well
     // inside the read. What was read of it must not be sent as if it were the whole
-    // value, and the run must go on.
-    for (key_type, command, fill, change) in [
-        ("list", "lrange", "RPUSH big", "DEL"),
-        ("hash", "hscan", "HSET big", "DEL"),
-        ("zset", "zrange", "ZADD big", "DEL"),
-        ("stream", "xrange", "XADD big *", "DEL"),
-        ("list", "lrange", "RPUSH big", "SET"),
-        ("hash", "hscan", "HSET big", "SET"),
+    // value, and the run must go on. Deleted, it is vanished; overwritten, it is read
+    // again as what it holds now, unless the rule selects only the old type.
+    for (key_type, command, fill, change, rule) in [
+        ("list", "lrange", "RPUSH big", "DEL", ""),
+        ("hash", "hscan", "HSET big", "DEL", ""),
+        ("zset", "zrange", "ZADD big", "DEL", ""),
+        ("stream", "xrange", "XADD big *", "DEL", ""),
+        ("list", "lrange", "RPUSH big", "SET", ""),
+        ("hash", "hscan", "HSET big", "SET", ""),
+        ("stream", "xrange", "XADD big *", "SET", ""),
+        ("list", "lrange", "RPUSH big", "SET", "list"),
     ] {
         let redis = RedisServer::start(&[]);
         let mut commands = String::from("SET other v\n");
@@ -1056,7 +1059,7 @@ fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_vanished_not_cut_
             commands.push('\n');
         }
         redis.cli_pipe(&commands);
-        let case = format!("{key_type} then {change}");
+        let case = format!("{key_type} then {change} (rule type `{rule}`)");
         std::thread::scope(|scope| {
             let watcher = scope.spawn(|| {
                 let deadline = Instant::now() + Duration::from_secs(60);
@@ -1070,18 +1073,78 @@ fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_vanished_not_cut_
                 };
                 commandstat(&redis, command)
             });
-            let run = read(config(redis.port, "database: 0\nchunk_size: 1\n"))
-                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            let yaml = match rule {
+                "" => "database: 0\nchunk_size: 1\n".to_owned(),
+                _ => format!("chunk_size: 1\nrules:\n  - {{database: 0, key_pattern: '*', _type: {rule}}}\n"),
+            };
+            let run = read(config(redis.port, &yaml)).unwrap_or_else(|e| panic!("{case}: {e}"));
             let calls_at_change = watcher.join().unwrap();
             assert!(calls_at_change < 10_000, "{case}: `big` changed too late to test anything");
-            assert_eq!(run.keys(), text_keys(&["other"]), "{case}: no cut-short `big`");
-            assert_eq!(
-                run.counters.skipped_reasons.get("vanished").copied(),
-                Some(1),
-                "{case}"
-            );
+            let vanished = run.counters.skipped_reasons.get("vanished").copied();
+            match (change, rule) {
+                ("SET", "") => {
+                    assert_eq!(run.keys(), text_keys(&["big", "other"]), "{case}: read again");
+                    assert_eq!(run.value(b"big"), &RedisValue::String(b"now a string".to_vec()), "{case}");
+                    assert_eq!(run.record(b"big").key_type, KeyType::String, "{case}");
+                    assert_eq!(vanished, None, "{case}");
+                }
+                ("SET", _) => {
+                    // `other` is a string too: the rule selects neither.
+                    assert!(run.keys().is_empty(), "{case}: no cut-short `big`");
+                    assert_eq!(vanished, Some(1), "{case}: out of the rule's selection");
+                }
+                _ => {
+                    assert_eq!(run.keys(), text_keys(&["other"]), "{case}: no cut-short `big`");
+                    assert_eq!(vanished, Some(1), "{case}");
+                }
+            }
         });
     }
+}
+
+#[test]
+fn a_key_overwritten_with_another_type_at_every_read_is_skipped_after_three_and_the_run_goes_on() {
+    // `big` turns from a list into a hash and back (an atomic RENAME over it) each
+    // time the source has read 20 of its 20,000 elements: read again twice, it is
+    // then skipped as `kept_changing_type`, not read forever and not sent cut short.
+    let redis = RedisServer::start(&[]);
+    let fill = |key: &str, list: bool| {
+        let mut commands = String::new();
+        for block in 0..20 {
+            commands += if list { "RPUSH " } else { "HSET " };
+            commands += key;
+            for i in 0..1000 {
+                let n = block * 1000 + i;
+                commands += &if list { format!(" e{n}") } else { format!(" {n} e{n}") };
+            }
+            commands.push('\n');
+        }
+        redis.cli_pipe(&commands);
+    };
+    redis.cli(&["SET", "other", "v"]);
+    fill("big", true);
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut list = true;
+            for _ in 0..3 {
+                let command = if list { "lrange" } else { "hscan" };
+                let start = commandstat(&redis, command);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while commandstat(&redis, command) < start + 20 {
+                    assert!(Instant::now() < deadline, "the source never read `big` as a {command}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                list = !list;
+                fill("next", list);
+                redis.cli(&["RENAME", "next", "big"]);
+            }
+        });
+        let run = read(config(redis.port, "database: 0\nchunk_size: 1\n")).unwrap();
+        watcher.join().unwrap();
+        assert_eq!(run.keys(), text_keys(&["other"]));
+        assert_eq!(run.counters.skipped_reasons.get("kept_changing_type").copied(), Some(1));
+        assert_eq!(run.counters.skipped_reasons.get("vanished").copied(), None);
+    });
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub enum Chunked {
     Value(RedisValue),
     /// The key was deleted before or while it was read.
     Vanished,
+    /// The key now holds another type (overwritten while it was read): read it again.
+    Changed,
     /// The value passed the limit after this many bytes (it was not read further).
     TooLarge(u64),
 }
@@ -285,8 +287,12 @@ pub async fn read_rest(
             return Ok(Chunked::TooLarge(partial.size));
         }
         if partial.next == Next::Done {
-            if partial.needs_existence_check() && !still_has_type(connection, key, partial.key_type).await? {
-                return Ok(Chunked::Vanished);
+            if partial.needs_existence_check() {
+                match type_now(connection, key).await?.as_str() {
+                    "none" => return Ok(Chunked::Vanished),
+                    name if KeyType::parse(name) != Some(partial.key_type) => return Ok(Chunked::Changed),
+                    _ => {}
+                }
             }
             return Ok(match partial.finish() {
                 Some(value) => Chunked::Value(value),
@@ -307,8 +313,8 @@ pub async fn read_rest(
             })
             .await?;
         let Some(reply) = reply else {
-            // Another type now: the collection we were reading is gone.
-            return Ok(Chunked::Vanished);
+            // Another type now: the collection we were reading was overwritten.
+            return Ok(Chunked::Changed);
         };
         partial
             .add(reply, count)
@@ -316,12 +322,8 @@ pub async fn read_rest(
     }
 }
 
-/// Whether `key` still exists with type `key_type`, after a read over several calls.
-async fn still_has_type(
-    connection: &DbConnection,
-    key: &[u8],
-    key_type: KeyType,
-) -> anyhow::Result<bool> {
+/// The type `key` holds now (`none` when it is gone), after a read over several calls.
+async fn type_now(connection: &DbConnection, key: &[u8]) -> anyhow::Result<String> {
     let doing = format!(
         "TYPE of key `{}` in db {} (after reading it in chunks)",
         show_key(key),
@@ -332,8 +334,7 @@ async fn still_has_type(
             redis::cmd("TYPE").arg(key).query_async(&mut c).await
         })
         .await?;
-    let name = value::status(&reply).map_err(|e| anyhow::anyhow!("{doing}: {e}"))?;
-    Ok(KeyType::parse(&name) == Some(key_type))
+    value::status(&reply).map_err(|e| anyhow::anyhow!("{doing}: {e}"))
 }
 
 #[cfg(test)]

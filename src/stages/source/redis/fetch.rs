@@ -32,6 +32,8 @@ pub struct Skips {
     pub too_large: u64,
     pub unsupported_type: u64,
     pub json_module_missing: u64,
+    /// Overwritten with another type each time it was read (see `reader`).
+    pub kept_changing_type: u64,
 }
 
 impl Skips {
@@ -42,6 +44,7 @@ impl Skips {
             ("too_large", self.too_large),
             ("unsupported_type", self.unsupported_type),
             ("json_module_missing", self.json_module_missing),
+            ("kept_changing_type", self.kept_changing_type),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -56,12 +59,18 @@ pub struct Page {
     /// Keys skipped although they exist and earlier runs may have written them (too
     /// large, no RedisJSON module): stale deletion must keep those documents.
     pub skipped_existing: Vec<Vec<u8>>,
+    /// Keys overwritten with another type while they were read (`WRONGTYPE`, or a
+    /// collection read in chunks that ended another type): they exist, and are read
+    /// again, from their type, by the caller.
+    pub changed: Vec<Vec<u8>>,
 }
 
 /// Why a key was not emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Skip {
     Vanished,
+    /// Overwritten with another type while it was read: to be read again.
+    Changed,
     TooLarge,
     Unsupported,
     JsonModuleMissing,
@@ -145,6 +154,9 @@ fn fatal(
 /// what [`inspect_page`] gives and [`read_page`] takes.
 #[derive(Default)]
 pub struct Inspected {
+    /// The rule's type, when it fixes one: a key found another type is then out of
+    /// the selection (vanished), not read again.
+    fixed_type: Option<KeyType>,
     keys: Vec<Vec<u8>>,
     slots: Vec<Slot>,
     outcome: Vec<Option<Skip>>,
@@ -184,11 +196,16 @@ impl Inspected {
         let mut slots = self.slots.into_iter();
         let mut outcome = self.outcome.into_iter();
         let mut plans = self.plans.into_iter();
-        let mut current = Inspected::default();
+        let fixed_type = self.fixed_type;
+        let fresh = || Inspected {
+            fixed_type,
+            ..Inspected::default()
+        };
+        let mut current = fresh();
         let mut bytes = 0u64;
         for weight in weights {
             if !current.keys.is_empty() && bytes + weight > max_bytes {
-                parts.push(std::mem::take(&mut current));
+                parts.push(std::mem::replace(&mut current, fresh()));
                 bytes = 0;
             }
             bytes += weight;
@@ -316,7 +333,7 @@ pub async fn inspect_page(
             {
                 match server_error(reply) {
                     // Re-created with another type since TYPE: not the key we saw.
-                    Some(error) if is_wrong_type(&error) => outcome[i] = Some(Skip::Vanished),
+                    Some(error) if is_wrong_type(&error) => outcome[i] = Some(Skip::Changed),
                     Some(error) => return Err(fatal(connection, &error, "STRLEN", key)),
                     None => slot.len = parse(reply)?.map(|n| n.max(0) as u64),
                 }
@@ -355,6 +372,7 @@ pub async fn inspect_page(
     }
 
     Ok(Inspected {
+        fixed_type,
         keys,
         slots,
         outcome,
@@ -378,6 +396,7 @@ pub async fn read_page(
     let max = settings.max_value_bytes;
     let chunk = settings.chunk_size.max(1);
     let Inspected {
+        fixed_type,
         keys,
         slots,
         mut outcome,
@@ -421,7 +440,7 @@ pub async fn read_page(
             if let Some(error) = server_error(&reply) {
                 partials[i] = None;
                 if is_wrong_type(&error) {
-                    outcome[i] = Some(Skip::Vanished);
+                    outcome[i] = Some(Skip::Changed);
                 } else if key_type == KeyType::Json && is_unknown_command(&error) {
                     outcome[i] = Some(Skip::JsonModuleMissing);
                 } else {
@@ -508,6 +527,7 @@ pub async fn read_page(
                 values[i] = Some(value);
             }
             Chunked::Vanished => outcome[i] = Some(Skip::Vanished),
+            Chunked::Changed => outcome[i] = Some(Skip::Changed),
             Chunked::TooLarge(size) => {
                 warn_too_large(db, &keys[i], size, max);
                 outcome[i] = Some(Skip::TooLarge);
@@ -520,8 +540,12 @@ pub async fn read_page(
         records: Vec::with_capacity(keys.len()),
         skips: Skips::default(),
         skipped_existing: Vec::new(),
+        changed: Vec::new(),
     };
-    let mut rest = Inspected::default();
+    let mut rest = Inspected {
+        fixed_type,
+        ..Inspected::default()
+    };
     for (((key, slot), (skip, value)), (later, plan)) in keys
         .into_iter()
         .zip(slots)
@@ -540,6 +564,9 @@ pub async fn read_page(
         }
         match (skip, value) {
             (Some(Skip::Vanished), _) | (None, None) => page.skips.vanished += 1,
+            (Some(Skip::Changed), _) if fixed_type.is_none() => page.changed.push(key),
+            // Another type than the rule selects: out of the selection now.
+            (Some(Skip::Changed), _) => page.skips.vanished += 1,
             (Some(Skip::TooLarge), _) => {
                 page.skips.too_large += 1;
                 page.skipped_existing.push(key);
@@ -577,7 +604,7 @@ async fn read_checked_string(
         })
         .await?;
     let Some(len) = len else {
-        return Ok(Chunked::Vanished);
+        return Ok(Chunked::Changed);
     };
     if len as u64 > max {
         return Ok(Chunked::TooLarge(len as u64));
@@ -588,9 +615,10 @@ async fn read_checked_string(
             unless_wrong_type(redis::cmd("GET").arg(key).query_async(&mut c).await)
         })
         .await?;
-    Ok(match value.flatten() {
-        Some(bytes) => Chunked::Value(RedisValue::String(bytes)),
-        None => Chunked::Vanished,
+    Ok(match value {
+        Some(Some(bytes)) => Chunked::Value(RedisValue::String(bytes)),
+        Some(None) => Chunked::Vanished,
+        None => Chunked::Changed,
     })
 }
 
@@ -614,6 +642,7 @@ mod tests {
 
     fn inspected(memories: &[u64]) -> Inspected {
         Inspected {
+            fixed_type: None,
             keys: (0..memories.len())
                 .map(|i| vec![b'k', b'0' + i as u8])
                 .collect(),
@@ -665,10 +694,11 @@ mod tests {
             too_large: 0,
             unsupported_type: 1,
             json_module_missing: 0,
+            kept_changing_type: 3,
         };
         assert_eq!(
             skips.reasons().collect::<Vec<_>>(),
-            vec![("vanished", 2), ("unsupported_type", 1)]
+            vec![("vanished", 2), ("unsupported_type", 1), ("kept_changing_type", 3)]
         );
     }
 }

@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::fetch::{inspect_page, read_page, FetchSettings, Inspected, Page, Skips};
+use super::fetch::{inspect_page, read_page, show_key, FetchSettings, Inspected, Page, Skips};
 use super::reconnect::DbConnection;
 use super::scan::{ScanSpec, Scanner};
 use crate::record::Batch;
@@ -24,6 +24,11 @@ pub const PART_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Bytes of values read but not yet handed to the next stage, all databases together.
 pub const BYTES_IN_FLIGHT: u64 = 16 * 1024 * 1024;
+
+/// Times a key overwritten with another type while it was read is read again (from
+/// its new type); after that it is skipped as `kept_changing_type`, its document of an
+/// earlier run kept, so a key rewritten without pause cannot stall the run.
+const READS_OF_A_CHANGING_KEY: u32 = 3;
 
 /// The unit of [`ReadSettings::bytes_in_flight`]'s permits.
 const PERMIT_BYTES: u64 = 1024;
@@ -61,7 +66,8 @@ type PageStream = Pin<Box<dyn Stream<Item = anyhow::Result<(Page, OwnedSemaphore
 /// The pages of one part, each with the permits its bytes took. One part gives one
 /// page, or several when its collections turn out big (their sizes unknown,
 /// `size_in_bytes: false`): `read_page` stops once it holds [`PART_BYTES`] and gives
-/// back the rest, read next as parts of its own. (Boxed: the reader polls several at
+/// back the rest, read next as parts of its own. Keys overwritten with another type
+/// while they were read are inspected again and read as a part of their own. (Boxed: the reader polls several at
 /// once, and a named type keeps the spawned task's future `Send`.)
 fn read_part(
     connection: Arc<DbConnection>,
@@ -69,11 +75,11 @@ fn read_part(
     part: Inspected,
 ) -> PageStream {
     Box::pin(futures::stream::try_unfold(
-        VecDeque::from([part]),
-        move |mut pending| {
+        VecDeque::from([(part, 1)]),
+        move |mut pending: VecDeque<(Inspected, u32)>| {
             let (connection, settings) = (connection.clone(), settings.clone());
             async move {
-                let Some(part) = pending.pop_front() else {
+                let Some((part, reads)) = pending.pop_front() else {
                     return Ok(None);
                 };
                 let permits = part
@@ -86,10 +92,25 @@ fn read_part(
                     .acquire_many_owned(permits)
                     .await
                     .map_err(|e| anyhow::anyhow!("reading db {}: {e}", connection.db()))?;
-                let (page, rest) =
+                let (mut page, rest) =
                     read_page(&connection, &settings.fetch, part, PART_BYTES).await?;
                 if let Some(rest) = rest {
-                    pending.extend(rest.split(PART_BYTES));
+                    pending.extend(rest.split(PART_BYTES).into_iter().map(|p| (p, reads)));
+                }
+                let changed = std::mem::take(&mut page.changed);
+                if reads >= READS_OF_A_CHANGING_KEY {
+                    for key in changed {
+                        tracing::warn!(
+                            db = connection.db(),
+                            "skipping key `{}`: overwritten with another type each of the {reads} times it was read",
+                            show_key(&key)
+                        );
+                        page.skips.kept_changing_type += 1;
+                        page.skipped_existing.push(key);
+                    }
+                } else if !changed.is_empty() {
+                    let again = inspect_page(&connection, &settings.fetch, changed, None).await?;
+                    pending.extend(again.split(PART_BYTES).into_iter().map(|p| (p, reads + 1)));
                 }
                 Ok(Some(((page, permit), pending)))
             }
@@ -175,6 +196,7 @@ pub async fn read_database(
             report.skips.too_large += page.skips.too_large;
             report.skips.unsupported_type += page.skips.unsupported_type;
             report.skips.json_module_missing += page.skips.json_module_missing;
+            report.skips.kept_changing_type += page.skips.kept_changing_type;
             ctx.counters.add_busy(started.elapsed());
             if page.records.is_empty() {
                 continue;
