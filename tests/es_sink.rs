@@ -1682,3 +1682,34 @@ fn end_to_end_an_id_template_giving_two_keys_one_id_is_reported_not_silently_los
     assert!(!String::from_utf8_lossy(&out.stdout).contains("earlier document"), "{}", describe(&out));
     assert_eq!(count_at(&es_url(), None, &format!("{index}-k")), 4);
 }
+
+#[test]
+fn end_to_end_a_redis_cluster_is_synced_whole_and_keys_deleted_on_any_master_disappear() {
+    let cluster = common::RedisCluster::start(3, 0);
+    let mut commands = String::new();
+    for i in 0..1500 {
+        commands += &format!("SET k:{i} v{i}\n");
+    }
+    cluster.cli_pipe(&commands);
+    let index = unique_index("e2e-cluster");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = cli_pipeline(dir.path(), "e2e-cluster", cluster.nodes[1].port, &es_url(), &index, "");
+
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&index), 1_500);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("read 1500 = written 1500"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(es_get(&index, &default_id(0, b"k:7")).unwrap()["value"], "v7");
+
+    // Ten keys, on whichever masters their slots live.
+    cluster.cli_pipe(&(0..10).map(|i| format!("DEL k:{i}\n")).collect::<String>());
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(es_count(&index), 1_490);
+    assert!(es_get(&index, &default_id(0, b"k:3")).is_none());
+}

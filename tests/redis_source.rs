@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{RedisServer, TestCerts};
+use common::{RedisCluster, RedisServer, TestCerts};
 use redis_connector::config::model::RedisSourceConfig;
 use redis_connector::dead_letter::DeadLetter;
 use redis_connector::record::{KeyType, Record, RedisValue, StreamEntry};
@@ -1342,4 +1342,75 @@ fn a_collection_of_big_elements_over_the_limit_is_not_read_a_whole_chunk_at_a_ti
     assert_eq!(run.counters.skipped_reasons.get("too_large").copied(), Some(2));
     // Each of the two keys: about the limit plus an element or so, not 10 MB.
     assert!(sent < 2 * 3 * 1024 * 1024, "Redis sent {sent} bytes");
+}
+
+/// 3,000 keys of three types spread over a cluster's slots.
+fn load_cluster(cluster: &RedisCluster) -> BTreeSet<Vec<u8>> {
+    let mut commands = String::new();
+    let mut keys = BTreeSet::new();
+    for i in 0..1000 {
+        commands += &format!("SET s:{i} {i}\nHSET h:{i} f {i}\nRPUSH l:{i} a b\n");
+        for prefix in ["s", "h", "l"] {
+            keys.insert(format!("{prefix}:{i}").into_bytes());
+        }
+    }
+    cluster.cli_pipe(&commands);
+    keys
+}
+
+#[test]
+fn a_cluster_is_read_from_every_master_each_key_once_and_never_from_replicas() {
+    let cluster = RedisCluster::start(3, 1);
+    let keys = load_cluster(&cluster);
+    let masters = cluster.with_role("master");
+    assert_eq!(masters.len(), 3);
+    for master in &masters {
+        let held: u64 = master.cli(&["DBSIZE"]).trim().parse().unwrap();
+        assert!(held > 500, "keys are spread over every master: {held}");
+    }
+    // Pointed at a replica: the whole cluster is still read, from its masters.
+    let replica = cluster.with_role("slave")[0];
+    for node in &cluster.nodes {
+        node.cli(&["CONFIG", "RESETSTAT"]);
+    }
+    let run = read(config(replica.port, "database: \"*\"\nscan_count: 100\n")).unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len(), "each key once");
+    assert!(run.records.iter().all(|r| r.database == 0));
+    assert_eq!(run.value(b"h:7"), &RedisValue::Hash(vec![(b"f".to_vec(), b"7".to_vec())]));
+    assert_eq!(run.estimated, 3000);
+    assert!(
+        run.report.notes.iter().any(|n| n.contains("is a cluster node: read the cluster's 3 masters")),
+        "{:?}",
+        run.report.notes
+    );
+    assert_eq!(run.report.keys[&0].values().sum::<u64>(), 3000);
+    for replica in cluster.with_role("slave") {
+        assert_eq!(commandstat(replica, "scan"), 0, "replicas are not read");
+        assert_eq!(commandstat(replica, "get"), 0, "replicas are not read");
+    }
+}
+
+#[test]
+fn a_cluster_is_read_with_rules_of_database_0_and_refuses_others_before_reading() {
+    let cluster = RedisCluster::start(3, 0);
+    load_cluster(&cluster);
+    let port = cluster.nodes[0].port;
+    let run = read(config(port, "rules:\n  - {database: 0, key_pattern: 'h:1*'}\n")).unwrap();
+    let expected: BTreeSet<Vec<u8>> = (0..1000)
+        .map(|i| format!("h:{i}"))
+        .filter(|k| k.starts_with("h:1"))
+        .map(String::into_bytes)
+        .collect();
+    assert_eq!(run.keys(), expected);
+
+    let error = read(config(port, "rules:\n  - {database: 1, key_pattern: 'h:*'}\n")).err().unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "Redis at 127.0.0.1:{port} is a cluster node, and a cluster has database 0 only: a rule reads database 1 (use `database: 0` in every rule)"
+        )
+    );
+    let error = read(config(port, "database: \"0,2\"\n")).err().unwrap();
+    assert!(error.ends_with("`database` lists 0, 2 (use `database: 0` or \"*\")"), "{error}");
 }

@@ -124,6 +124,84 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis Cluster of private servers: `masters` masters with `replicas` replicas
+/// each, slots assigned by `redis-cli --cluster create`, ready (`cluster_state:ok`
+/// on every node) when `start` returns.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| {
+                RedisServer::start_on(
+                    cluster_port(),
+                    &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            loop {
+                let info = node.cli(&["CLUSTER", "INFO"]);
+                if info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{}", nodes.len()))
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster was not ready within 30 s: {info}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// Pipes commands into `redis-cli -c`, which follows each key to its node.
+    pub fn cli_pipe(&self, commands: &str) {
+        use std::io::Write;
+        let mut child = Command::new("redis-cli")
+            .args(["-c", "-p", &self.nodes[0].port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-cli");
+        child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    /// The nodes whose `ROLE` is `role` (`master` or `slave`).
+    pub fn with_role(&self, role: &str) -> Vec<&RedisServer> {
+        self.nodes
+            .iter()
+            .filter(|n| n.cli(&["ROLE"]).lines().next() == Some(role))
+            .collect()
+    }
+}
+
+/// A free port whose cluster bus port (+10000) is valid and free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
     // Bind to port 0 and let the kernel choose.

@@ -246,6 +246,11 @@ pub fn describe_error(
             .map(str::to_owned)
             .unwrap_or_else(|| text.clone());
         format!("permission denied to {who} (NOPERM): {detail}")
+    } else if super::cluster::is_cluster_change(error) {
+        format!(
+            "the cluster moved the key's slot to another node, or cannot serve it now ({}): resharding or a failover during the run; run again once it is over (cluster_state:ok)",
+            strip_kind(&text)
+        )
     } else if is_tls_error(&text) {
         format!("TLS handshake failed: {}", strip_kind(&text))
     } else if error.is_io_error() || error.is_connection_dropped() {
@@ -324,6 +329,26 @@ mod tests {
             message,
             "Redis at 127.0.0.1:1: connecting to db 0 failed: connection refused (is Redis running and listening on that port?)"
         );
+    }
+
+    #[test]
+    fn a_key_whose_slot_moved_says_the_cluster_changed_and_what_to_do() {
+        let Ok(redis::Value::ServerError(moved)) = redis::parse_redis_value(b"-MOVED 3999 127.0.0.1:6381\r\n") else {
+            panic!("a MOVED reply parses as a server error")
+        };
+        let message = describe_error(
+            "127.0.0.1:7000",
+            None,
+            Duration::from_secs(30),
+            &RedisError::from(moved),
+            "GET of key `k` in db 0",
+        );
+        assert!(
+            message.starts_with("Redis at 127.0.0.1:7000: GET of key `k` in db 0 failed: the cluster moved the key's slot to another node"),
+            "{message}"
+        );
+        assert!(message.contains("3999 127.0.0.1:6381"), "{message}");
+        assert!(message.ends_with("run again once it is over (cluster_state:ok)"), "{message}");
     }
 
     #[test]

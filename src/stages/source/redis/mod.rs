@@ -7,10 +7,12 @@
 //! (a connection that survives drops), `databases` (`"*"` and lists), `scan` (SCAN
 //! walks), `reader` (one database's read loop), `fetch` (one page's values),
 //! `chunked` (large collections), `value` (replies to typed values), `packed` and
-//! `resp` (the lean connection that reads pages' pipelines on plain TCP).
+//! `resp` (the lean connection that reads pages' pipelines on plain TCP), `cluster`
+//! (a cluster's masters, each read as a server of its own).
 
 mod check;
 mod chunked;
+mod cluster;
 mod connect;
 mod databases;
 mod fetch;
@@ -81,8 +83,17 @@ impl RedisSource {
 
         // Which databases, and what to scan in each, checked before anything is read.
         let mut control = connector.connect(0).await?;
+        let masters = cluster::masters(&connector, &mut control, &self.config.host).await?;
         let mut plan: BTreeMap<u32, Vec<ScanSpec>> = BTreeMap::new();
-        if self.rules.is_empty() {
+        if let Some(masters) = &masters {
+            plan.insert(0, self.cluster_scans(&connector)?);
+            report.notes.push(format!(
+                "Redis at {} is a cluster node: read the cluster's {} masters ({}), each for the keys of its own slots",
+                connector.endpoint(),
+                masters.len(),
+                masters.iter().map(|m| m.endpoint()).collect::<Vec<_>>().join(", ")
+            ));
+        } else if self.rules.is_empty() {
             let databases = match &self.config.database {
                 DatabaseSelection::All => {
                     let resolved = databases::resolve_all(&connector, &mut control).await?;
@@ -118,10 +129,43 @@ impl RedisSource {
                 connector.endpoint()
             ));
         }
-        // The estimate of what is to come, asked on the control connection; a database
-        // this user may not SELECT stops the run here, before anything is read.
-        let databases: Vec<u32> = plan.keys().copied().collect();
-        let estimate = databases::estimate_keys(&connector, &mut control, &databases).await?;
+        // What to read: each database of the server, or database 0 of each master.
+        let targets: Vec<(Arc<Connector>, u32, Vec<ScanSpec>)> = match &masters {
+            None => plan
+                .into_iter()
+                .map(|(db, specs)| (connector.clone(), db, specs))
+                .collect(),
+            Some(masters) => {
+                let specs = plan.remove(&0).unwrap_or_default();
+                let mut targets = Vec::with_capacity(masters.len());
+                for master in masters {
+                    let config = RedisSourceConfig {
+                        host: master.host.clone(),
+                        port: master.port,
+                        ..self.config.clone()
+                    };
+                    let node = Connector::new(&config).map_err(anyhow::Error::msg)?;
+                    targets.push((Arc::new(node), 0, specs.clone()));
+                }
+                targets
+            }
+        };
+        // The estimate of what is to come; a database this user may not SELECT stops
+        // the run here, before anything is read.
+        let estimate = match &masters {
+            None => {
+                let databases: Vec<u32> = targets.iter().map(|(_, db, _)| *db).collect();
+                databases::estimate_keys(&connector, &mut control, &databases).await?
+            }
+            Some(_) => {
+                let mut total = 0;
+                for (node, _, _) in &targets {
+                    let mut node_control = node.connect(0).await?;
+                    total += databases::estimate_keys(node, &mut node_control, &[0]).await?;
+                }
+                total
+            }
+        };
         ctx.estimated_total.store(estimate, Ordering::Relaxed);
         drop(control);
 
@@ -142,9 +186,9 @@ impl RedisSource {
         // (managed plans allow a few dozen), and two cores gain nothing past a few.
         let at_once = Arc::new(Semaphore::new(DATABASES_AT_ONCE));
         let mut tasks = JoinSet::new();
-        for (db, specs) in plan {
-            let (connector, settings, out, ctx, at_once) = (
-                connector.clone(),
+        for (connector, db, specs) in targets {
+            let endpoint = connector.endpoint().to_owned();
+            let (settings, out, ctx, at_once) = (
                 settings.clone(),
                 out.clone(),
                 ctx.clone(),
@@ -153,7 +197,7 @@ impl RedisSource {
             tasks.spawn(async move {
                 let _turn = tokio::select! {
                     biased;
-                    _ = ctx.cancel.cancelled() => return (db, Ok(None)),
+                    _ = ctx.cancel.cancelled() => return (endpoint, db, Ok(None)),
                     turn = at_once.acquire_owned() => turn,
                 };
                 let read = async {
@@ -166,24 +210,29 @@ impl RedisSource {
                         connection.reconnects(),
                     )))
                 };
-                (db, read.await)
+                (endpoint, db, read.await)
             });
         }
         drop(out);
 
         let mut json_missing = 0;
-        let mut dropped: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut dropped: BTreeMap<(String, u32), (u64, u64)> = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {
-            let (db, result) =
+            let (endpoint, db, result) =
                 joined.map_err(|e| anyhow::anyhow!("reading a Redis database stopped: {e}"))?;
             match result {
                 Ok(Some((db_report, restarts, reconnects))) => {
                     json_missing += db_report.skips.json_module_missing;
-                    if !db_report.keys.is_empty() {
-                        report.keys.insert(db, db_report.keys);
+                    // A cluster's masters all hold database 0: their counts add up.
+                    let keys = report.keys.entry(db).or_default();
+                    for (key_type, n) in db_report.keys {
+                        *keys.entry(key_type).or_default() += n;
+                    }
+                    if keys.is_empty() {
+                        report.keys.remove(&db);
                     }
                     if restarts > 0 || reconnects > 0 {
-                        dropped.insert(db, (restarts, reconnects));
+                        dropped.insert((endpoint, db), (restarts, reconnects));
                     }
                 }
                 // Cancelled before its turn came.
@@ -199,20 +248,52 @@ impl RedisSource {
                 "{json_missing} RedisJSON (ReJSON-RL) keys skipped: the server does not answer JSON.GET (RedisJSON module missing)"
             ));
         }
-        for (db, (restarts, reconnects)) in dropped {
+        for ((endpoint, db), (restarts, reconnects)) in dropped {
             if restarts > 0 {
                 report.notes.push(format!(
-                    "Redis at {} restarted while db {db} was read: its scan started over, so some keys may have been sent twice",
-                    connector.endpoint(),
+                    "Redis at {endpoint} restarted while db {db} was read: its scan started over, so some keys may have been sent twice",
                 ));
             } else {
                 report.notes.push(format!(
-                    "the connection to Redis at {} (db {db}) dropped {reconnects} time(s); the scan went on from its cursor",
-                    connector.endpoint(),
+                    "the connection to Redis at {endpoint} (db {db}) dropped {reconnects} time(s); the scan went on from its cursor",
                 ));
             }
         }
         Ok(report)
+    }
+}
+
+impl RedisSource {
+    /// The scans of a cluster, whose nodes have database 0 only: the rules, or the
+    /// whole database; a rule or `database` naming another database is an error (on
+    /// a standalone server it would read something, here nothing).
+    fn cluster_scans(&self, connector: &Connector) -> anyhow::Result<Vec<ScanSpec>> {
+        let only_zero = |what: String| {
+            anyhow::anyhow!(
+                "Redis at {} is a cluster node, and a cluster has database 0 only: {what}",
+                connector.endpoint()
+            )
+        };
+        if !self.rules.is_empty() {
+            if let Some(spec) = self.rules.iter().find(|spec| spec.database != 0) {
+                return Err(only_zero(format!(
+                    "a rule reads database {} (use `database: 0` in every rule)",
+                    spec.database
+                )));
+            }
+            return Ok(self.rules.clone());
+        }
+        match &self.config.database {
+            DatabaseSelection::List(list) if list.iter().any(|&db| db != 0) => Err(only_zero(format!(
+                "`database` lists {} (use `database: 0` or \"*\")",
+                list.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ))),
+            _ => Ok(vec![ScanSpec {
+                database: 0,
+                pattern: None,
+                key_type: None,
+            }]),
+        }
     }
 }
 

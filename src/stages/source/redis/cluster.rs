@@ -1,0 +1,187 @@
+//! Redis Cluster as a source. A node of a cluster holds only the keys of its own hash
+//! slots, so reading the configured node alone would read part of the data and look
+//! complete. The source asks `CLUSTER NODES` on the configured node: on a cluster it
+//! reads every master that serves slots, each as a database 0 of its own, in
+//! parallel (replicas hold copies: never read). On a server without cluster support
+//! nothing changes.
+
+use redis::aio::MultiplexedConnection;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+use super::connect::{is_connection_error, is_permission_denied, Connector};
+
+/// A master of the cluster that serves hash slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub host: String,
+    pub port: u16,
+    /// How many of the 16384 slots it serves.
+    pub slots: u32,
+}
+
+impl ClusterNode {
+    /// `host:port`, for messages.
+    pub fn endpoint(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The masters serving slots, from `CLUSTER NODES` asked of the node at `seed_host`
+/// (whose own line may carry no address). A master flagged as failing still serves
+/// slots no other node can give: that is an error, as reading around it would leave
+/// its keys out.
+pub fn parse_cluster_nodes(text: &str, seed_host: &str) -> Result<Vec<ClusterNode>, String> {
+    let mut masters = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 8 {
+            return Err(format!("unexpected CLUSTER NODES line: {line:?}"));
+        }
+        let flags: Vec<&str> = fields[2].split(',').collect();
+        if !flags.contains(&"master") {
+            continue;
+        }
+        // Slots are `0-5460` or `5461`; `[slot->-node]` / `[slot-<-node]` mark slots
+        // being migrated, still served here until the move ends.
+        let mut slots = 0u32;
+        for range in fields[8..].iter().filter(|f| !f.starts_with('[')) {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            let (first, last): (u32, u32) = match (first.parse(), last.parse()) {
+                (Ok(first), Ok(last)) if first <= last => (first, last),
+                _ => return Err(format!("unexpected slot range {range:?} in CLUSTER NODES line: {line:?}")),
+            };
+            slots += last - first + 1;
+        }
+        if slots == 0 {
+            continue;
+        }
+        // `ip:port@cport` or `ip:port@cport,hostname`; the ip may be empty for the node
+        // answering when it has not learned its own address.
+        let address = fields[1].split(['@', ',']).next().unwrap_or_default();
+        let (ip, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("unexpected node address {:?} in CLUSTER NODES", fields[1]))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("unexpected node address {:?} in CLUSTER NODES", fields[1]))?;
+        let host = match ip {
+            "" if flags.contains(&"myself") => seed_host.to_owned(),
+            "" => return Err(format!("cluster node {} serves {slots} slots but has no address", fields[0])),
+            ip => ip.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        };
+        if flags.iter().any(|f| matches!(*f, "fail" | "noaddr" | "handshake")) {
+            return Err(format!(
+                "cluster master {host}:{port} serves {slots} slots but is flagged `{}`: its keys cannot be read now; run again once the cluster has failed over (cluster_state:ok)",
+                fields[2]
+            ));
+        }
+        masters.push(ClusterNode { host, port, slots });
+    }
+    if masters.is_empty() {
+        return Err("CLUSTER NODES lists no master serving slots: the cluster is not set up yet (assign slots, e.g. `redis-cli --cluster create`)".to_owned());
+    }
+    masters.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+    Ok(masters)
+}
+
+/// Whether `error` says the server has no cluster support (a standalone server).
+fn is_standalone(error: &RedisError) -> bool {
+    let text = error.to_string();
+    text.contains("cluster support disabled") || text.contains("unknown command") || text.contains("unknown subcommand")
+}
+
+/// The cluster's masters when the configured server is a cluster node, `None` when it
+/// is a standalone server (or `CLUSTER` is denied to this user: then it is read as
+/// one server, as before clusters were supported).
+pub async fn masters(
+    connector: &Connector,
+    control: &mut MultiplexedConnection,
+    seed_host: &str,
+) -> anyhow::Result<Option<Vec<ClusterNode>>> {
+    let reply: Result<String, RedisError> = redis::cmd("CLUSTER").arg("NODES").query_async(control).await;
+    match reply {
+        Ok(text) => parse_cluster_nodes(&text, seed_host)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("Redis at {}: {e}", connector.endpoint())),
+        Err(error) if is_connection_error(&error) => Err(anyhow::anyhow!(
+            connector.describe(&error, "CLUSTER NODES")
+        )),
+        Err(error) if is_standalone(&error) => Ok(None),
+        Err(error) if is_permission_denied(&error) => {
+            tracing::debug!("CLUSTER NODES denied on {}: read as a standalone server", connector.endpoint());
+            Ok(None)
+        }
+        Err(error) => Err(anyhow::anyhow!(connector.describe(&error, "CLUSTER NODES"))),
+    }
+}
+
+/// Whether `error` is a cluster redirection (`MOVED`, `ASK`) or a cluster that cannot
+/// answer now (`CLUSTERDOWN`, `TRYAGAIN`): slots moved while the source read.
+pub fn is_cluster_change(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::ClusterDown | ServerErrorKind::TryAgain
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODES: &str = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002,node-2.example master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 connected 0-5459 5460 [5461-<-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1]
+6ec23923021cf3ffec47632106199cb7f496ce01 127.0.0.1:30005@31005 master - 0 1426238316232 5 connected
+";
+
+    #[test]
+    fn masters_serving_slots_are_read_and_replicas_and_empty_masters_are_not() {
+        let masters = parse_cluster_nodes(NODES, "redis.internal").unwrap();
+        assert_eq!(
+            masters,
+            vec![
+                ClusterNode { host: "127.0.0.1".into(), port: 30002, slots: 5462 },
+                ClusterNode { host: "127.0.0.1".into(), port: 30003, slots: 5461 },
+                // The answering node's own line has no ip: the configured host.
+                ClusterNode { host: "redis.internal".into(), port: 30001, slots: 5461 },
+            ]
+        );
+        assert_eq!(masters.iter().map(|m| m.slots).sum::<u32>(), 16384);
+    }
+
+    #[test]
+    fn a_failing_master_with_slots_stops_the_read_with_what_to_do() {
+        let text = NODES.replace("master - 0 1426238318243 3", "master,fail - 0 1426238318243 3");
+        let error = parse_cluster_nodes(&text, "h").unwrap_err();
+        assert!(
+            error.starts_with("cluster master 127.0.0.1:30003 serves 5461 slots but is flagged `master,fail`"),
+            "{error}"
+        );
+        assert!(error.contains("run again once the cluster has failed over"), "{error}");
+    }
+
+    #[test]
+    fn a_cluster_without_slots_or_with_garbage_is_an_error() {
+        let error = parse_cluster_nodes("abc :7000@17000 myself,master - 0 0 0 connected\n", "h").unwrap_err();
+        assert!(error.contains("no master serving slots"), "{error}");
+        let error = parse_cluster_nodes("abc 1.2.3.4:7000@17000 master - 0 0 0 connected 9-x\n", "h").unwrap_err();
+        assert!(error.contains("unexpected slot range \"9-x\""), "{error}");
+        assert!(parse_cluster_nodes("short line\n", "h").is_err());
+    }
+
+    #[test]
+    fn ipv6_nodes_keep_their_address() {
+        let masters =
+            parse_cluster_nodes("abc ::1:7000@17000 master - 0 0 0 connected 0-16383\n", "h").unwrap();
+        assert_eq!(masters[0].host, "::1");
+        assert_eq!(masters[0].endpoint(), "[::1]:7000");
+    }
+}
