@@ -100,15 +100,7 @@ impl RedisServer {
 
     /// Pipes raw commands (one per line, redis-cli syntax) into `redis-cli -p PORT`.
     pub fn cli_pipe(&self, commands: &str) {
-        use std::io::Write;
-        let mut child = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-cli");
-        child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success());
+        pipe_into_cli(&["-p", &self.port.to_string()], commands);
     }
 
     /// Kills the server at once (no save), as a crash would.
@@ -172,15 +164,7 @@ impl RedisCluster {
 
     /// Pipes commands into `redis-cli -c`, which follows each key to its node.
     pub fn cli_pipe(&self, commands: &str) {
-        use std::io::Write;
-        let mut child = Command::new("redis-cli")
-            .args(["-c", "-p", &self.nodes[0].port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-cli");
-        child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success());
+        pipe_into_cli(&["-c", "-p", &self.nodes[0].port.to_string()], commands);
     }
 
     /// The nodes whose `ROLE` is `role` (`master` or `slave`).
@@ -190,6 +174,19 @@ impl RedisCluster {
             .filter(|n| n.cli(&["ROLE"]).lines().next() == Some(role))
             .collect()
     }
+}
+
+/// Pipes raw commands (one per line) into `redis-cli ARGS...`.
+fn pipe_into_cli(args: &[&str], commands: &str) {
+    use std::io::Write;
+    let mut child = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
 }
 
 /// A free port whose cluster bus port (+10000) is valid and free too.
