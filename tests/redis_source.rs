@@ -1414,3 +1414,34 @@ fn a_cluster_is_read_with_rules_of_database_0_and_refuses_others_before_reading(
     let error = read(config(port, "database: \"0,2\"\n")).err().unwrap();
     assert!(error.ends_with("`database` lists 0, 2 (use `database: 0` or \"*\")"), "{error}");
 }
+
+#[test]
+fn every_node_of_a_cluster_is_read_as_the_configured_acl_user() {
+    let cluster = RedisCluster::start(3, 0);
+    let keys = load_cluster(&cluster);
+    for node in &cluster.nodes {
+        let out = node.cli(&["ACL", "SETUSER", "reader", "on", &format!(">{READER_PASSWORD}"), "~*", "+@read", "+@connection", "+info", "+cluster|nodes"]);
+        assert_eq!(out.trim(), "OK");
+        let out = node.cli(&["ACL", "SETUSER", "blind", "on", &format!(">{READER_PASSWORD}"), "~*", "+@read", "+@connection", "+info"]);
+        assert_eq!(out.trim(), "OK");
+        // The default user may not read any more: only `reader` can.
+        node.cli(&["ACL", "SETUSER", "default", "-@all"]);
+    }
+    let auth = format!("username: reader\npassword: {READER_PASSWORD}\ndatabase: 0\n");
+    let run = read(config(cluster.nodes[2].port, &auth)).unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len());
+    let wrong = read(config(cluster.nodes[2].port, "username: reader\npassword: nope\ndatabase: 0\n")).err().unwrap();
+    assert!(wrong.contains("authentication failed for user `reader`"), "{wrong}");
+
+    // Without `CLUSTER NODES`, the node alone would look complete: the run stops.
+    let port = cluster.nodes[2].port;
+    let blind = format!("username: blind\npassword: {READER_PASSWORD}\ndatabase: 0\n");
+    let error = read(config(port, &blind)).err().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "Redis at 127.0.0.1:{port} is a cluster node, and it holds only the keys of its own slots; to find the other masters the user needs `CLUSTER NODES` (ACL `+cluster|nodes`)"
+        )),
+        "{error}"
+    );
+}

@@ -95,8 +95,9 @@ fn is_standalone(error: &RedisError) -> bool {
 }
 
 /// The cluster's masters when the configured server is a cluster node, `None` when it
-/// is a standalone server (or `CLUSTER` is denied to this user: then it is read as
-/// one server, as before clusters were supported).
+/// is a standalone server (or `CLUSTER` and `INFO` are both denied to this user, so
+/// nothing tells: then it is read as one server). A cluster node whose user may not
+/// list the nodes is an error, not a partial read.
 pub async fn masters(
     connector: &Connector,
     control: &mut MultiplexedConnection,
@@ -112,6 +113,16 @@ pub async fn masters(
         )),
         Err(error) if is_standalone(&error) => Ok(None),
         Err(error) if is_permission_denied(&error) => {
+            // Denied: a standalone server's ACL rarely grants CLUSTER; a cluster node
+            // read alone would look complete and hold part of the keys.
+            let info: Result<String, RedisError> = redis::cmd("INFO").arg("cluster").query_async(control).await;
+            if info.is_ok_and(|text| text.contains("cluster_enabled:1")) {
+                return Err(anyhow::anyhow!(
+                    "Redis at {} is a cluster node, and it holds only the keys of its own slots; to find the other masters the user needs `CLUSTER NODES` (ACL `+cluster|nodes`): {}",
+                    connector.endpoint(),
+                    connector.describe(&error, "CLUSTER NODES")
+                ));
+            }
             tracing::debug!("CLUSTER NODES denied on {}: read as a standalone server", connector.endpoint());
             Ok(None)
         }
