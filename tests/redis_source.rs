@@ -1120,6 +1120,42 @@ fn pages_are_read_on_extra_connections_logged_in_as_the_acl_user_on_their_databa
 }
 
 #[test]
+fn a_user_denied_ping_still_reads_pages_on_lean_connections() {
+    // The lean connection's `PING` (which proves it answers and is past `LOADING`)
+    // is refused to an ACL without `+@connection`: that refusal is an answer, not a
+    // reason to read every page on the one connection the crate opened.
+    let redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    let out = redis.cli(&[
+        "ACL", "SETUSER", "noping", "on", ">pw", "~*", "+@read", "+info", "+config|get",
+    ]);
+    assert_eq!(out.trim(), "OK");
+    let yaml = "username: noping
+password: pw
+database: 0
+scan_count: 50
+pages_in_flight: 2
+";
+    let mut connections = 0;
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 2 {
+            connections = redis
+                .cli(&["CLIENT", "LIST"])
+                .lines()
+                .filter(|line| line.contains(" user=noping "))
+                .count();
+        }
+    })
+    .unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len());
+    assert!(
+        connections >= 2,
+        "the crate's connection and at least one lean one: {connections}"
+    );
+}
+
+#[test]
 fn a_server_refusing_extra_connections_is_read_on_one_connection() {
     // maxclients 2: the control connection and the database's own fit, the lean
     // connection for pages is refused ("max number of clients reached"); the read
