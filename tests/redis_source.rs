@@ -1156,6 +1156,39 @@ pages_in_flight: 2
 }
 
 #[test]
+fn a_paused_server_is_waited_for_not_taken_for_a_restarted_one() {
+    // `CLIENT PAUSE` longer than `timeout`: the page in flight times out and the
+    // connection is replaced. `INFO` on the new connection times out too; that is a
+    // failed reconnect to retry, not a server whose run id cannot be known (which
+    // would start the scan over and send keys twice).
+    let redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    let yaml = "database: 0
+scan_count: 50
+pages_in_flight: 2
+timeout: 300ms
+";
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 1 {
+            assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]).trim(), "OK");
+        }
+    })
+    .unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len(), "no key twice");
+    assert!(
+        !run.report.notes.iter().any(|n| n.contains("restarted")),
+        "{:?}",
+        run.report.notes
+    );
+    assert!(
+        run.report.notes.iter().any(|n| n.contains("dropped")),
+        "the pause outlasted the timeout: {:?}",
+        run.report.notes
+    );
+}
+
+#[test]
 fn a_server_refusing_extra_connections_is_read_on_one_connection() {
     // maxclients 2: the control connection and the database's own fit, the lean
     // connection for pages is refused ("max number of clients reached"); the read

@@ -37,7 +37,7 @@ impl DbConnection {
     /// Connects to `db`.
     pub async fn open(connector: Arc<Connector>, db: u32) -> anyhow::Result<DbConnection> {
         let mut connection = connector.connect(db).await?;
-        let run_id = server_run_id(&mut connection).await;
+        let run_id = server_run_id(&mut connection).await.unwrap_or(None);
         Ok(DbConnection {
             connector,
             db,
@@ -176,9 +176,16 @@ impl DbConnection {
         }
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.connector.try_connect(self.db).await {
-                Ok(mut connection) => {
-                    let run_id = server_run_id(&mut connection).await;
+            let connected = match self.connector.try_connect(self.db).await {
+                // A server too slow to answer `INFO` (paused, busy) is not one that
+                // restarted: this attempt failed, like one that could not connect.
+                Ok(mut connection) => server_run_id(&mut connection)
+                    .await
+                    .map(|run_id| (connection, run_id)),
+                Err(error) => Err(error),
+            };
+            match connected {
+                Ok((connection, run_id)) => {
                     {
                         let mut known = self.run_id.lock().unwrap_or_else(|e| e.into_inner());
                         // Without a run id (INFO denied) a restart cannot be ruled out.
@@ -209,14 +216,16 @@ impl DbConnection {
     }
 }
 
-/// The server's `run_id` (new at each start), or `None` when `INFO` is not allowed.
-async fn server_run_id(connection: &mut MultiplexedConnection) -> Option<String> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(connection)
-        .await
-        .ok()?;
-    info.lines()
+/// The server's `run_id` (new at each start), or `None` when `INFO` is not allowed;
+/// an error when the connection failed (lost, or no answer in time).
+async fn server_run_id(connection: &mut MultiplexedConnection) -> RedisResult<Option<String>> {
+    let info: String = match redis::cmd("INFO").arg("server").query_async(connection).await {
+        Ok(info) => info,
+        Err(error) if is_connection_error(&error) || is_loading(&error) => return Err(error),
+        Err(_) => return Ok(None),
+    };
+    Ok(info
+        .lines()
         .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_owned())
+        .map(|id| id.trim().to_owned()))
 }
