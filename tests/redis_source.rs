@@ -1208,6 +1208,39 @@ fn a_server_refusing_extra_connections_is_read_on_one_connection() {
 }
 
 #[test]
+fn once_a_lean_connection_is_refused_the_idle_ones_are_closed_to_give_back_their_slots() {
+    // maxclients 3: the test's own connection, the database's, and one lean
+    // connection; the next lean one is refused. The lean connection already open
+    // must not sit idle for the rest of the read: a reconnect, or the next
+    // database's connection, needs its slot.
+    let redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    let mut own = redis.connection();
+    cmd(&mut own, &[b"CONFIG", b"SET", b"maxclients", b"3"]);
+    let mut others = Vec::new();
+    let yaml = "database: 0
+scan_count: 50
+pages_in_flight: 4
+";
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 20 {
+            let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut own).unwrap();
+            others = list
+                .lines()
+                .filter(|line| !line.contains(" cmd=client|list "))
+                .map(str::to_owned)
+                .collect();
+        }
+    })
+    .unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len());
+    assert_eq!(others.len(), 1, "only the database's connection: {others:#?}");
+    let stats: String = redis::cmd("INFO").arg("stats").query(&mut own).unwrap();
+    assert!(!stats.contains("rejected_connections:0"), "{stats}");
+}
+
+#[test]
 fn many_databases_are_read_a_few_at_a_time_within_the_servers_maxclients() {
     // 60 databases holding keys, a server that takes 20 clients: one connection per
     // database at once would be refused ("max number of clients reached"). (8 at a

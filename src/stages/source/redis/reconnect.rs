@@ -122,6 +122,13 @@ impl DbConnection {
     /// way a lost connection is retried as [`DbConnection::run`] retries.
     pub async fn pipeline(&self, doing: &str, pipe: &Pipeline) -> anyhow::Result<Vec<Value>> {
         let Some(server) = self.connector.plain_server() else {
+            // The server refused a lean connection (`maxclients`): the idle ones of
+            // this database are closed, so their slots go to connections the run
+            // needs (the next database's, a reconnect).
+            self.idle_packed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
             return self
                 .run(doing, |mut c| async move {
                     pipe.query_async::<Vec<Value>>(&mut c).await
