@@ -958,6 +958,36 @@ fn a_redis_restart_mid_read_loses_nothing_that_still_exists() {
 }
 
 #[test]
+fn a_server_still_loading_its_data_is_waited_for_before_its_commands_are_probed() {
+    // A server just started answers `LOADING` for a while: the `MEMORY USAGE` probe
+    // must not take that for a server without the command (sizes null in every
+    // document, and a note saying so).
+    let mut redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    redis.cli(&["SAVE"]);
+    redis.kill();
+    let dir = redis.dir.path().to_str().unwrap().to_owned();
+    // Loading slowed down (300 µs a key), answering clients meanwhile.
+    let loading = RedisServer::start_on(
+        redis.port,
+        &[
+            "--dir",
+            &dir,
+            "--key-load-delay",
+            "300",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ],
+    );
+    assert!(loading.cli(&["PING"]).contains("LOADING"), "the server is loading");
+    let run = read(config(redis.port, "database: 0
+")).unwrap();
+    assert_eq!(run.keys(), keys);
+    assert!(run.report.notes.is_empty(), "{:?}", run.report.notes);
+    assert!(run.records.iter().all(|r| r.size_in_bytes.is_some()));
+}
+
+#[test]
 fn cancelling_stops_the_read_without_error() {
     let redis = RedisServer::start(&[]);
     load_many(&redis, 2000);
