@@ -988,6 +988,40 @@ fn a_server_still_loading_its_data_is_waited_for_before_its_commands_are_probed(
 }
 
 #[test]
+fn pages_read_while_the_server_reloads_its_data_wait_for_it_and_lose_nothing() {
+    // `DEBUG RELOAD` (as a replica's full sync) loads the data set again under open
+    // connections: commands meanwhile get `LOADING`, the replies of pages in flight
+    // included. That is a wait, not a key whose TYPE failed.
+    let redis = RedisServer::start(&[
+        "--enable-debug-command",
+        "yes",
+        "--key-load-delay",
+        "300",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ]);
+    let keys = load_many(&redis, 3000);
+    let yaml = "database: 0\nscan_count: 50\npages_in_flight: 4\n";
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 1 {
+            // Returns once reloaded; the source reads meanwhile.
+            let mut reloader = std::process::Command::new("redis-cli")
+                .args(["-p", &redis.port.to_string(), "DEBUG", "RELOAD"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(redis.cli(&["PING"]).contains("LOADING"), "reloading");
+            // Let the source's pages meet the reload.
+            std::thread::spawn(move || reloader.wait());
+        }
+    })
+    .unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len(), "no key twice");
+}
+
+#[test]
 fn cancelling_stops_the_read_without_error() {
     let redis = RedisServer::start(&[]);
     load_many(&redis, 2000);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{Pipeline, RedisResult, Value};
+use redis::{Pipeline, RedisError, RedisResult, Value};
 
 use super::connect::{is_connection_error, is_loading, Connector};
 use super::packed::PackedConnection;
@@ -131,7 +131,7 @@ impl DbConnection {
                 .clear();
             return self
                 .run(doing, |mut c| async move {
-                    pipe.query_async::<Vec<Value>>(&mut c).await
+                    unless_loading(pipe.query_async::<Vec<Value>>(&mut c).await?)
                 })
                 .await;
         };
@@ -149,7 +149,7 @@ impl DbConnection {
                     // Refused (too many clients, ...): the crate's connection reads.
                     Err(error) => {
                         self.connector.refuse_lean(&error);
-                        return pipe.query_async::<Vec<Value>>(&mut shared).await;
+                        return unless_loading(pipe.query_async::<Vec<Value>>(&mut shared).await?);
                     }
                 },
             };
@@ -159,7 +159,7 @@ impl DbConnection {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(connection);
-                    Ok(replies)
+                    unless_loading(replies)
                 }
                 Err(error) => {
                     // This connection is dropped; the idle ones may be as dead (a
@@ -223,6 +223,20 @@ impl DbConnection {
     }
 }
 
+/// A pipeline's replies, or the `LOADING` error one of them is: the server is loading
+/// its data set again under open connections (`DEBUG RELOAD`, a replica's full sync),
+/// so the pipeline waits and is sent again, as a single command refused `LOADING` is.
+fn unless_loading(replies: Vec<Value>) -> RedisResult<Vec<Value>> {
+    let loading = replies.iter().find_map(|reply| match reply {
+        Value::ServerError(error) if error.code() == "LOADING" => Some(error.clone()),
+        _ => None,
+    });
+    match loading {
+        Some(error) => Err(RedisError::from(error)),
+        None => Ok(replies),
+    }
+}
+
 /// The server's `run_id` (new at each start), or `None` when `INFO` is not allowed;
 /// an error when the connection failed (lost, or no answer in time).
 async fn server_run_id(connection: &mut MultiplexedConnection) -> RedisResult<Option<String>> {
@@ -235,4 +249,19 @@ async fn server_run_id(connection: &mut MultiplexedConnection) -> RedisResult<Op
         .lines()
         .find_map(|line| line.strip_prefix("run_id:"))
         .map(|id| id.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loading_reply_anywhere_in_a_pipeline_is_a_loading_error_to_wait_out() {
+        let error = |line: &[u8]| redis::parse_redis_value(line).unwrap();
+        let replies = vec![Value::Int(1), error(b"-WRONGTYPE Operation against a key\r\n")];
+        assert_eq!(unless_loading(replies.clone()).unwrap(), replies);
+        let loading = error(b"-LOADING Redis is loading the dataset in memory\r\n");
+        let error = unless_loading(vec![Value::Int(1), loading]).unwrap_err();
+        assert!(is_loading(&error), "{error:?}");
+    }
 }
