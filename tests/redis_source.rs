@@ -958,6 +958,70 @@ fn a_redis_restart_mid_read_loses_nothing_that_still_exists() {
 }
 
 #[test]
+fn a_server_still_loading_its_data_is_waited_for_before_its_commands_are_probed() {
+    // A server just started answers `LOADING` for a while: the `MEMORY USAGE` probe
+    // must not take that for a server without the command (sizes null in every
+    // document, and a note saying so).
+    let mut redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    redis.cli(&["SAVE"]);
+    redis.kill();
+    let dir = redis.dir.path().to_str().unwrap().to_owned();
+    // Loading slowed down (300 µs a key), answering clients meanwhile.
+    let loading = RedisServer::start_on(
+        redis.port,
+        &[
+            "--dir",
+            &dir,
+            "--key-load-delay",
+            "300",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ],
+    );
+    assert!(loading.cli(&["PING"]).contains("LOADING"), "the server is loading");
+    let run = read(config(redis.port, "database: 0
+")).unwrap();
+    assert_eq!(run.keys(), keys);
+    assert!(run.report.notes.is_empty(), "{:?}", run.report.notes);
+    assert!(run.records.iter().all(|r| r.size_in_bytes.is_some()));
+}
+
+#[test]
+fn pages_read_while_the_server_reloads_its_data_wait_for_it_and_lose_nothing() {
+    // `DEBUG RELOAD` (as a replica's full sync) loads the data set again under open
+    // connections: commands meanwhile get `LOADING`, the replies of pages in flight
+    // included. That is a wait, not a key whose TYPE failed.
+    let redis = RedisServer::start(&[
+        "--enable-debug-command",
+        "yes",
+        "--key-load-delay",
+        "300",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ]);
+    let keys = load_many(&redis, 3000);
+    let yaml = "database: 0\nscan_count: 50\npages_in_flight: 4\n";
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 1 {
+            // Returns once reloaded; the source reads meanwhile.
+            let mut reloader = std::process::Command::new("redis-cli")
+                .args(["-p", &redis.port.to_string(), "DEBUG", "RELOAD"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(redis.cli(&["PING"]).contains("LOADING"), "reloading");
+            // Let the source's pages meet the reload.
+            std::thread::spawn(move || reloader.wait());
+        }
+    })
+    .unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len(), "no key twice");
+}
+
+#[test]
 fn cancelling_stops_the_read_without_error() {
     let redis = RedisServer::start(&[]);
     load_many(&redis, 2000);
@@ -1183,6 +1247,75 @@ fn pages_are_read_on_extra_connections_logged_in_as_the_acl_user_on_their_databa
 }
 
 #[test]
+fn a_user_denied_ping_still_reads_pages_on_lean_connections() {
+    // The lean connection's `PING` (which proves it answers and is past `LOADING`)
+    // is refused to an ACL without `+@connection`: that refusal is an answer, not a
+    // reason to read every page on the one connection the crate opened.
+    let redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    let out = redis.cli(&[
+        "ACL", "SETUSER", "noping", "on", ">pw", "~*", "+@read", "+info", "+config|get",
+    ]);
+    assert_eq!(out.trim(), "OK");
+    let yaml = "username: noping
+password: pw
+database: 0
+scan_count: 50
+pages_in_flight: 2
+";
+    let mut connections = 0;
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 2 {
+            connections = redis
+                .cli(&["CLIENT", "LIST"])
+                .lines()
+                .filter(|line| line.contains(" user=noping "))
+                .count();
+        }
+    })
+    .unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len());
+    assert!(
+        connections >= 2,
+        "the crate's connection and at least one lean one: {connections}"
+    );
+}
+
+#[test]
+fn a_paused_server_is_waited_for_not_taken_for_a_restarted_one() {
+    // `CLIENT PAUSE` longer than `timeout`: the page in flight times out and the
+    // connection is replaced. `INFO` on the new connection times out too; that is a
+    // failed reconnect to retry, not a server whose run id cannot be known (which
+    // would start the scan over and send keys twice).
+    let redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    let yaml = "database: 0
+scan_count: 50
+pages_in_flight: 2
+timeout: 300ms
+";
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 1 {
+            assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]).trim(), "OK");
+        }
+    })
+    .unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len(), "no key twice");
+    assert!(
+        !run.report.notes.iter().any(|n| n.contains("restarted")),
+        "{:?}",
+        run.report.notes
+    );
+    assert!(
+        run.report.notes.iter().any(|n| n.contains("dropped")),
+        "the pause outlasted the timeout: {:?}",
+        run.report.notes
+    );
+}
+
+#[test]
 fn a_server_refusing_extra_connections_is_read_on_one_connection() {
     // maxclients 2: the control connection and the database's own fit, the lean
     // connection for pages is refused ("max number of clients reached"); the read
@@ -1199,6 +1332,39 @@ fn a_server_refusing_extra_connections_is_read_on_one_connection() {
         !stats.contains("rejected_connections:0"),
         "the lean connection was tried and refused: {stats}"
     );
+}
+
+#[test]
+fn once_a_lean_connection_is_refused_the_idle_ones_are_closed_to_give_back_their_slots() {
+    // maxclients 3: the test's own connection, the database's, and one lean
+    // connection; the next lean one is refused. The lean connection already open
+    // must not sit idle for the rest of the read: a reconnect, or the next
+    // database's connection, needs its slot.
+    let redis = RedisServer::start(&[]);
+    let keys = load_many(&redis, 3000);
+    let mut own = redis.connection();
+    cmd(&mut own, &[b"CONFIG", b"SET", b"maxclients", b"3"]);
+    let mut others = Vec::new();
+    let yaml = "database: 0
+scan_count: 50
+pages_in_flight: 4
+";
+    let run = read_with(config(redis.port, yaml), 1, |batch| {
+        if batch == 20 {
+            let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut own).unwrap();
+            others = list
+                .lines()
+                .filter(|line| !line.contains(" cmd=client|list "))
+                .map(str::to_owned)
+                .collect();
+        }
+    })
+    .unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len());
+    assert_eq!(others.len(), 1, "only the database's connection: {others:#?}");
+    let stats: String = redis::cmd("INFO").arg("stats").query(&mut own).unwrap();
+    assert!(!stats.contains("rejected_connections:0"), "{stats}");
 }
 
 #[test]

@@ -66,7 +66,8 @@ impl RedisServer {
                     .output()
                 {
                     let text = String::from_utf8_lossy(&out.stdout);
-                    if text.contains("PONG") || text.contains("NOAUTH") {
+                    // (LOADING: up, still loading its data, which a test may want.)
+                    if text.contains("PONG") || text.contains("NOAUTH") || text.contains("LOADING") {
                         return;
                     }
                 }

@@ -83,6 +83,7 @@ impl RedisSource {
 
         // Which databases, and what to scan in each, checked before anything is read.
         let mut control = connector.connect(0).await?;
+        wait_until_loaded(&connector, &mut control).await?;
         let masters = cluster::masters(&connector, &mut control, &self.config.host).await?;
         let mut plan: BTreeMap<u32, Vec<ScanSpec>> = BTreeMap::new();
         if let Some(masters) = &masters {
@@ -293,6 +294,38 @@ impl RedisSource {
                 pattern: None,
                 key_type: None,
             }]),
+        }
+    }
+}
+
+/// Waits while the server loads its data set (`PING` answers `LOADING`: it just
+/// started, or a replica syncs), for at most [`reconnect::RECONNECT_BUDGET`]. The
+/// probes that follow would take `LOADING` for a command this server lacks (a note
+/// that `MEMORY USAGE` is not available, sizes null for the whole run). A user
+/// denied `PING` goes on: the reads wait out `LOADING` themselves.
+async fn wait_until_loaded(
+    connector: &Connector,
+    control: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + reconnect::RECONNECT_BUDGET;
+    loop {
+        let reply: Result<redis::Value, redis::RedisError> =
+            redis::cmd("PING").query_async(control).await;
+        match reply {
+            Err(error) if connect::is_loading(&error) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(anyhow::anyhow!(
+                        "{} (still loading after {} s)",
+                        connector.describe(&error, "waiting for the data set to load"),
+                        reconnect::RECONNECT_BUDGET.as_secs()
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(error) if connect::is_connection_error(&error) => {
+                return Err(anyhow::anyhow!(connector.describe(&error, "PING")));
+            }
+            _ => return Ok(()),
         }
     }
 }

@@ -14,6 +14,7 @@ use redis::{RedisError, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::connect::is_permission_denied;
 use super::resp::{Progress, ReplyParser};
 
 /// Read buffer kept between queries; one grown past [`KEPT_BUFFER_BYTES`] by a large
@@ -64,7 +65,8 @@ impl PackedConnection {
         // One command at a time, so a server refusing the connection outright (it
         // sends `-ERR max number of clients reached`, then closes) is seen as that
         // error, not as a connection lost mid-pipeline. `PING` proves the connection
-        // answers when there is nothing else to ask.
+        // answers, and that the server is done loading its data (`LOADING`, which
+        // `AUTH` and `SELECT` do not report).
         let mut setup = Vec::new();
         if let Some(password) = &server.password {
             let mut auth = redis::cmd("AUTH");
@@ -76,11 +78,19 @@ impl PackedConnection {
         if db != 0 {
             setup.push(redis::cmd("SELECT").arg(db).get_packed_command());
         }
+        let ping = setup.len();
         setup.push(redis::cmd("PING").get_packed_command());
-        for command in setup {
-            let reply = connection.query(&command, 1).await?;
+        for (i, command) in setup.iter().enumerate() {
+            let reply = connection.query(command, 1).await?;
             if let Some(Value::ServerError(error)) = reply.into_iter().next() {
-                return Err(RedisError::from(error));
+                let error = RedisError::from(error);
+                // A user whose ACL leaves out `PING` (`+@read +select`, no
+                // `+@connection`) reads as well as before: the refusal is an answer
+                // from a server that took the connection.
+                if i == ping && is_permission_denied(&error) {
+                    break;
+                }
+                return Err(error);
             }
         }
         Ok(connection)

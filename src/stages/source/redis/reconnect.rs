@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{Pipeline, RedisResult, Value};
+use redis::{Pipeline, RedisError, RedisResult, Value};
 
 use super::connect::{is_connection_error, is_loading, Connector};
 use super::packed::PackedConnection;
@@ -37,7 +37,7 @@ impl DbConnection {
     /// Connects to `db`.
     pub async fn open(connector: Arc<Connector>, db: u32) -> anyhow::Result<DbConnection> {
         let mut connection = connector.connect(db).await?;
-        let run_id = server_run_id(&mut connection).await;
+        let run_id = server_run_id(&mut connection).await.unwrap_or(None);
         Ok(DbConnection {
             connector,
             db,
@@ -122,9 +122,16 @@ impl DbConnection {
     /// way a lost connection is retried as [`DbConnection::run`] retries.
     pub async fn pipeline(&self, doing: &str, pipe: &Pipeline) -> anyhow::Result<Vec<Value>> {
         let Some(server) = self.connector.plain_server() else {
+            // The server refused a lean connection (`maxclients`): the idle ones of
+            // this database are closed, so their slots go to connections the run
+            // needs (the next database's, a reconnect).
+            self.idle_packed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
             return self
                 .run(doing, |mut c| async move {
-                    pipe.query_async::<Vec<Value>>(&mut c).await
+                    unless_loading(pipe.query_async::<Vec<Value>>(&mut c).await?)
                 })
                 .await;
         };
@@ -142,7 +149,7 @@ impl DbConnection {
                     // Refused (too many clients, ...): the crate's connection reads.
                     Err(error) => {
                         self.connector.refuse_lean(&error);
-                        return pipe.query_async::<Vec<Value>>(&mut shared).await;
+                        return unless_loading(pipe.query_async::<Vec<Value>>(&mut shared).await?);
                     }
                 },
             };
@@ -152,7 +159,7 @@ impl DbConnection {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(connection);
-                    Ok(replies)
+                    unless_loading(replies)
                 }
                 Err(error) => {
                     // This connection is dropped; the idle ones may be as dead (a
@@ -176,9 +183,16 @@ impl DbConnection {
         }
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.connector.try_connect(self.db).await {
-                Ok(mut connection) => {
-                    let run_id = server_run_id(&mut connection).await;
+            let connected = match self.connector.try_connect(self.db).await {
+                // A server too slow to answer `INFO` (paused, busy) is not one that
+                // restarted: this attempt failed, like one that could not connect.
+                Ok(mut connection) => server_run_id(&mut connection)
+                    .await
+                    .map(|run_id| (connection, run_id)),
+                Err(error) => Err(error),
+            };
+            match connected {
+                Ok((connection, run_id)) => {
                     {
                         let mut known = self.run_id.lock().unwrap_or_else(|e| e.into_inner());
                         // Without a run id (INFO denied) a restart cannot be ruled out.
@@ -209,14 +223,45 @@ impl DbConnection {
     }
 }
 
-/// The server's `run_id` (new at each start), or `None` when `INFO` is not allowed.
-async fn server_run_id(connection: &mut MultiplexedConnection) -> Option<String> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(connection)
-        .await
-        .ok()?;
-    info.lines()
+/// A pipeline's replies, or the `LOADING` error one of them is: the server is loading
+/// its data set again under open connections (`DEBUG RELOAD`, a replica's full sync),
+/// so the pipeline waits and is sent again, as a single command refused `LOADING` is.
+fn unless_loading(replies: Vec<Value>) -> RedisResult<Vec<Value>> {
+    let loading = replies.iter().find_map(|reply| match reply {
+        Value::ServerError(error) if error.code() == "LOADING" => Some(error.clone()),
+        _ => None,
+    });
+    match loading {
+        Some(error) => Err(RedisError::from(error)),
+        None => Ok(replies),
+    }
+}
+
+/// The server's `run_id` (new at each start), or `None` when `INFO` is not allowed;
+/// an error when the connection failed (lost, or no answer in time).
+async fn server_run_id(connection: &mut MultiplexedConnection) -> RedisResult<Option<String>> {
+    let info: String = match redis::cmd("INFO").arg("server").query_async(connection).await {
+        Ok(info) => info,
+        Err(error) if is_connection_error(&error) || is_loading(&error) => return Err(error),
+        Err(_) => return Ok(None),
+    };
+    Ok(info
+        .lines()
         .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_owned())
+        .map(|id| id.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loading_reply_anywhere_in_a_pipeline_is_a_loading_error_to_wait_out() {
+        let error = |line: &[u8]| redis::parse_redis_value(line).unwrap();
+        let replies = vec![Value::Int(1), error(b"-WRONGTYPE Operation against a key\r\n")];
+        assert_eq!(unless_loading(replies.clone()).unwrap(), replies);
+        let loading = error(b"-LOADING Redis is loading the dataset in memory\r\n");
+        let error = unless_loading(vec![Value::Int(1), loading]).unwrap_err();
+        assert!(is_loading(&error), "{error:?}");
+    }
 }

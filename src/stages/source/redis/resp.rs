@@ -310,6 +310,150 @@ mod tests {
         assert_eq!(values, sample_values());
     }
 
+    /// A small deterministic generator (xorshift64), for the random replies below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A random reply as Redis would send it: every kind, bulk strings holding
+    /// `\r`, `\n` and any byte, arrays nested up to `depth`.
+    fn random_reply(rng: &mut Rng, depth: u32, out: &mut Vec<u8>) {
+        let kinds = if depth == 0 { 7 } else { 9 };
+        match rng.below(kinds) {
+            0 => out.extend_from_slice(b"+OK\r\n"),
+            1 => {
+                out.push(b'+');
+                for _ in 0..rng.below(12) {
+                    out.push(b'a' + rng.below(26) as u8);
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            2 => {
+                let lines: [&[u8]; 5] = [
+                    b"-ERR unknown command 'JSON.GET'",
+                    b"-WRONGTYPE Operation against a key holding the wrong kind of value",
+                    b"-NOPERM this user has no permissions to run the 'get' command",
+                    b"-LOADING Redis is loading the dataset in memory",
+                    b"-OOM",
+                ];
+                out.extend_from_slice(lines[rng.below(5) as usize]);
+                out.extend_from_slice(b"\r\n");
+            }
+            3 => {
+                let n = match rng.below(3) {
+                    0 => i64::MIN + rng.below(3) as i64,
+                    1 => i64::MAX - rng.below(3) as i64,
+                    _ => rng.below(2000) as i64 - 1000,
+                };
+                out.extend_from_slice(format!(":{n}\r\n").as_bytes());
+            }
+            4 => out.extend_from_slice(b"$-1\r\n"),
+            5 | 6 => {
+                let len = match rng.below(8) {
+                    0 => 0,
+                    1 => 1000 + rng.below(5000),
+                    _ => rng.below(40),
+                };
+                out.extend_from_slice(format!("${len}\r\n").as_bytes());
+                for _ in 0..len {
+                    // Mostly the bytes that frame replies, to tempt a parser that looks
+                    // for them inside a string.
+                    let byte = match rng.below(4) {
+                        0 => b'\r',
+                        1 => b'\n',
+                        2 => b"*$:+-"[rng.below(5) as usize],
+                        _ => rng.next() as u8,
+                    };
+                    out.push(byte);
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            7 if rng.below(4) == 0 => out.extend_from_slice(b"*-1\r\n"),
+            _ => {
+                let len = rng.below(6);
+                out.extend_from_slice(format!("*{len}\r\n").as_bytes());
+                for _ in 0..len {
+                    random_reply(rng, depth - 1, out);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_replies_cut_at_random_points_parse_as_the_redis_crate_parses_them() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..300 {
+            let mut pieces = Vec::new();
+            let mut input = Vec::new();
+            for _ in 0..1 + rng.below(20) {
+                let mut piece = Vec::new();
+                random_reply(&mut rng, 4, &mut piece);
+                input.extend_from_slice(&piece);
+                pieces.push(piece);
+            }
+            let expected: Vec<Value> = pieces
+                .iter()
+                .map(|piece| redis::parse_redis_value(piece).unwrap())
+                .collect();
+            // Bytes arrive a random amount at a time (one byte, a few, a lot); the
+            // parser is called as `packed::read_replies` calls it: once at least
+            // `need` bytes follow what it kept.
+            let mut parser = ReplyParser::default();
+            let mut buffer: Vec<u8> = Vec::new();
+            let mut values = Vec::new();
+            let mut fed = 0;
+            let mut need = 1;
+            while fed < input.len() {
+                let step = match rng.below(4) {
+                    0 => 1,
+                    1 => 1 + rng.below(8),
+                    2 => 1 + rng.below(200),
+                    _ => 1 + rng.below(8000),
+                } as usize;
+                let end = (fed + step).min(input.len());
+                buffer.extend_from_slice(&input[fed..end]);
+                fed = end;
+                while buffer.len() >= need {
+                    match parser.parse(&buffer).unwrap() {
+                        Progress::Done { value, used } => {
+                            values.push(value);
+                            buffer.drain(..used);
+                            need = 1;
+                        }
+                        Progress::More { used, need: more } => {
+                            buffer.drain(..used);
+                            assert!(
+                                more > buffer.len(),
+                                "round {round}: More asks for bytes it has"
+                            );
+                            need = more;
+                            break;
+                        }
+                    }
+                    if buffer.is_empty() {
+                        break;
+                    }
+                }
+            }
+            assert!(
+                buffer.is_empty(),
+                "round {round}: {} bytes left",
+                buffer.len()
+            );
+            assert_eq!(values, expected, "round {round}");
+        }
+    }
+
     #[test]
     fn a_partial_bulk_string_asks_for_all_its_bytes_at_once() {
         let mut parser = ReplyParser::default();
