@@ -28,8 +28,9 @@ pub struct DbConnection {
     /// Bumped each time the server is found restarted (or cannot be told apart from one).
     restarts: AtomicU64,
     reconnects: AtomicU64,
-    /// Idle lean connections for pages' pipelines (plain TCP only), one per page in
-    /// flight at most; opened when first needed.
+    /// Idle lean connections for pages' pipelines (plain TCP only), as many as
+    /// pipelines ran at once (a page's inspection and another's read: up to two per
+    /// page in flight); opened when first needed.
     idle_packed: Mutex<Vec<PackedConnection>>,
 }
 
