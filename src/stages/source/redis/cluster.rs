@@ -130,6 +130,11 @@ pub async fn masters(
     }
 }
 
+/// Whether `error` redirects to another node (`MOVED`, `ASK`): the command exists.
+pub fn is_redirect(error: &RedisError) -> bool {
+    matches!(error.kind(), ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask))
+}
+
 /// Whether `error` is a cluster redirection (`MOVED`, `ASK`) or a cluster that cannot
 /// answer now (`CLUSTERDOWN`, `TRYAGAIN`): slots moved while the source read.
 pub fn is_cluster_change(error: &RedisError) -> bool {

@@ -331,7 +331,8 @@ async fn wait_until_loaded(
 }
 
 /// Whether this server answers `MEMORY USAGE` (asked of a key that need not exist:
-/// a missing key gives nil, a disabled, renamed or denied command an error). A user
+/// a missing key gives nil, a disabled, renamed or denied command an error, a cluster
+/// node whose slots do not hold the key `MOVED`). A user
 /// whose ACL does not cover the probe's key name (`~user:*`) may still run the command
 /// on its own keys: that refusal means "available".
 async fn memory_usage_available(
@@ -348,6 +349,7 @@ async fn memory_usage_available(
         Err(error) if connect::is_connection_error(&error) => {
             Err(anyhow::anyhow!(connector.describe(&error, "MEMORY USAGE")))
         }
-        Err(error) => Ok(connect::is_key_permission_denied(&error)),
+        // A cluster node redirects the probe's key to its slot's master: it has the command.
+        Err(error) => Ok(connect::is_key_permission_denied(&error) || cluster::is_redirect(&error)),
     }
 }
