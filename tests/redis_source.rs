@@ -1615,3 +1615,73 @@ fn every_node_of_a_cluster_is_read_as_the_configured_acl_user() {
         "{error}"
     );
 }
+
+/// Runs the source to its end like [`read_with`], but keeps what was sent before an
+/// error: the records, and the run's result.
+fn read_through(
+    config: RedisSourceConfig,
+    capacity: usize,
+    mut on_batch: impl FnMut(usize),
+) -> (Vec<Record>, Result<SourceReport, String>) {
+    let source = RedisSource::build(&config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = StageContext::new("test", "source", DeadLetter::new(dir.path().join("dl.ndjson")), RunOptions::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(capacity);
+    let handle = runtime.spawn(source.run(tx, ctx));
+    let mut records = Vec::new();
+    for batches in 0.. {
+        on_batch(batches);
+        let Some(batch) = rx.blocking_recv() else { break };
+        records.extend(batch);
+    }
+    (records, runtime.block_on(handle).unwrap().map_err(|e| format!("{e:#}")))
+}
+
+#[test]
+fn slots_moved_while_a_cluster_is_read_fail_the_run_instead_of_leaving_keys_out() {
+    let cluster = RedisCluster::start(3, 0);
+    let keys = load_cluster(&cluster);
+    let masters = cluster.with_role("master");
+    let id = |node: &RedisServer| node.cli(&["CLUSTER", "MYID"]).trim().to_owned();
+    let (from, to) = (id(masters[0]), id(masters[1]));
+    // A page at a time, one batch in the channel: with the consumer waiting, every
+    // master's walk stops a few pages in, and 300 slots (about 55 keys) move from
+    // one master to another, most of them not yet scanned on the first one and
+    // already past on the second: read on neither.
+    let slow = "database: 0\nscan_count: 10\npages_in_flight: 1\nchunk_size: 1\n";
+    let (records, result) = read_through(config(masters[2].port, slow), 1, |batch| {
+        if batch == 3 {
+            let out = std::process::Command::new("redis-cli")
+                .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0].port)])
+                .args(["--cluster-from", &from, "--cluster-to", &to, "--cluster-slots", "300", "--cluster-yes"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "reshard: {}", String::from_utf8_lossy(&out.stdout));
+        }
+    });
+    let got: BTreeSet<Vec<u8>> = records.iter().map(|r| r.key.clone()).collect();
+    let error = result.expect_err(&format!("a run across a reshard is not complete: {} of {} keys read", got.len(), keys.len()));
+    assert!(
+        error.contains("the cluster changed while it was read: master 127.0.0.1:")
+            || error.contains("the cluster moved the key's slot to another node"),
+        "{error}"
+    );
+
+    // Once the reshard is over, a run reads every key once.
+    let run = read(config(masters[2].port, "database: 0\n")).unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len());
+
+    // A slot left half-moved (MIGRATING/IMPORTING) stops the next run before it reads.
+    let slot = masters[1].cli(&["CLUSTER", "KEYSLOT", "s:1"]).trim().to_owned();
+    let owner = masters.iter().find(|m| m.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot]).trim() != "0").unwrap();
+    let other = masters.iter().find(|m| m.port != owner.port).unwrap();
+    assert_eq!(other.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id(owner)]).trim(), "OK");
+    assert_eq!(owner.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id(other)]).trim(), "OK");
+    let error = read(config(masters[2].port, "database: 0\n")).err().unwrap();
+    assert!(
+        error.contains(&format!("is moving a slot ([{slot}-")) && error.contains("resharding is in progress"),
+        "{error}"
+    );
+}

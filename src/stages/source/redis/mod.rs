@@ -167,6 +167,15 @@ impl RedisSource {
                 total
             }
         };
+        // Each master's own account of its slots, compared again after the read: a
+        // slot moved meanwhile may have taken keys from a master not yet read to one
+        // already read.
+        let cluster_nodes: Vec<Arc<Connector>> = match &masters {
+            Some(_) => targets.iter().map(|(node, _, _)| node.clone()).collect(),
+            None => Vec::new(),
+        };
+        let views_before = own_views(&cluster_nodes).await?;
+        cluster::check_before_read(masters.as_deref().unwrap_or_default(), &views_before).map_err(anyhow::Error::msg)?;
         ctx.estimated_total.store(estimate, Ordering::Relaxed);
         drop(control);
 
@@ -244,6 +253,10 @@ impl RedisSource {
                 }
             }
         }
+        if !ctx.cancel.is_cancelled() {
+            let views_after = own_views(&cluster_nodes).await?;
+            cluster::check_after_read(&views_before, &views_after).map_err(anyhow::Error::msg)?;
+        }
         if json_missing > 0 {
             report.notes.push(format!(
                 "{json_missing} RedisJSON (ReJSON-RL) keys skipped: the server does not answer JSON.GET (RedisJSON module missing)"
@@ -296,6 +309,15 @@ impl RedisSource {
             }]),
         }
     }
+}
+
+/// Every cluster master's own view of its slots, with its endpoint (none for a server).
+async fn own_views(nodes: &[Arc<Connector>]) -> anyhow::Result<Vec<(String, cluster::OwnView)>> {
+    let mut views = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        views.push((node.endpoint().to_owned(), cluster::own_view(node).await?));
+    }
+    Ok(views)
 }
 
 /// Waits while the server loads its data set (`PING` answers `LOADING`: it just
