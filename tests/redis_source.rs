@@ -1685,3 +1685,22 @@ fn slots_moved_while_a_cluster_is_read_fail_the_run_instead_of_leaving_keys_out(
         "{error}"
     );
 }
+
+#[test]
+fn a_cluster_that_cannot_serve_keys_stops_the_run_before_reading_instead_of_nulling_sizes() {
+    // One node serving half the slots: cluster_state:fail, every keyed command
+    // answers CLUSTERDOWN (the MEMORY USAGE probe was taken for a missing command).
+    let node = RedisServer::start_on(common::cluster_port(), &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+    assert_eq!(node.cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "8191"]).trim(), "OK");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.cli(&["GET", "k"]).contains("CLUSTERDOWN") {
+        assert!(Instant::now() < deadline, "the node never said CLUSTERDOWN");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let error = read(config(node.port, "database: 0\n")).err().unwrap();
+    assert!(
+        error.starts_with(&format!("Redis at 127.0.0.1:{}: MEMORY USAGE", node.port))
+            && error.contains("the cluster moved the key's slot to another node, or cannot serve it now"),
+        "{error}"
+    );
+}

@@ -371,6 +371,11 @@ async fn memory_usage_available(
         Err(error) if connect::is_connection_error(&error) => {
             Err(anyhow::anyhow!(connector.describe(&error, "MEMORY USAGE")))
         }
+        // A cluster that cannot serve keys now (CLUSTERDOWN) would make this look like
+        // a missing command, and fail the first read anyway: say why, before reading.
+        Err(error) if cluster::is_cluster_change(&error) && !cluster::is_redirect(&error) => {
+            Err(anyhow::anyhow!(connector.describe(&error, "MEMORY USAGE")))
+        }
         // A cluster node redirects the probe's key to its slot's master: it has the command.
         Err(error) => Ok(connect::is_key_permission_denied(&error) || cluster::is_redirect(&error)),
     }
