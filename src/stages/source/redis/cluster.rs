@@ -230,8 +230,15 @@ pub fn check_after_read(before: &[(String, OwnView)], after: &[(String, OwnView)
         if old != new {
             let now = match new.migration() {
                 Some(migration) => format!("is moving a slot ({migration})"),
-                None if old.identity != new.identity => format!("is now `{}` (was `{}`)", new.identity, old.identity),
-                None => format!("serves slots {} (was {})", new.slots.join(" "), old.slots.join(" ")),
+                // A new role (a failover) says more than its slots; moved slots more
+                // than the config epoch they bumped.
+                None if old.identity.rsplit_once(' ').map(|r| r.0) != new.identity.rsplit_once(' ').map(|r| r.0) => {
+                    format!("is now `{}` (was `{}`)", new.identity, old.identity)
+                }
+                None if old.slots != new.slots => {
+                    format!("serves slots {} (was {})", new.slots.join(" "), old.slots.join(" "))
+                }
+                None => format!("is now `{}` (was `{}`): its config epoch changed", new.identity, old.identity),
             };
             return Err(format!(
                 "the cluster changed while it was read: master {endpoint} {now}; keys moved between masters during the read may have been read on none of them, so this run is not complete: run again once resharding or the failover is over (cluster_state:ok)"
@@ -332,6 +339,9 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
         let moved = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 1 connected 1-16383"))];
         let error = check_after_read(&before, &moved).unwrap_err();
         assert!(error.starts_with("the cluster changed while it was read: master 127.0.0.1:7000 serves slots 1-16383 (was 0-16383)"), "{error}");
+        let moved = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 7 connected 0-99 200-16383"))];
+        let error = check_after_read(&before, &moved).unwrap_err();
+        assert!(error.contains("master 127.0.0.1:7000 serves slots 0-99 200-16383 (was 0-16383)"), "{error}");
         let replica = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,slave b 0 0 3 connected"))];
         let error = check_after_read(&before, &replica).unwrap_err();
         assert!(error.contains("master 127.0.0.1:7000 is now `a myself,slave b 3` (was `a myself,master - 1`)"), "{error}");
