@@ -1703,4 +1703,25 @@ fn a_cluster_that_cannot_serve_keys_stops_the_run_before_reading_instead_of_null
             && error.contains("the cluster moved the key's slot to another node, or cannot serve it now"),
         "{error}"
     );
+
+    // All slots served: a cluster of one master, whose own line has no ip (it never
+    // met another node), read at the configured host.
+    assert_eq!(node.cli(&["CLUSTER", "ADDSLOTSRANGE", "8192", "16383"]).trim(), "OK");
+    assert!(node.cli(&["CLUSTER", "NODES"]).contains(&format!(" :{}@", node.port)));
+    while !node.cli(&["SET", "k", "v"]).contains("OK") {
+        assert!(Instant::now() < deadline + Duration::from_secs(10), "the node never served keys");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut localhost = config(node.port, "database: 0\n");
+    localhost.host = "localhost".into();
+    let run = read(localhost).unwrap();
+    assert_eq!(run.keys(), text_keys(&["k"]));
+    assert!(run.records[0].size_in_bytes.is_some());
+    assert_eq!(
+        run.report.notes,
+        vec![format!(
+            "Redis at localhost:{0} is a cluster node: read the cluster's only master (localhost:{0}), each for the keys of its own slots",
+            node.port
+        )]
+    );
 }

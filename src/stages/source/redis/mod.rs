@@ -89,9 +89,12 @@ impl RedisSource {
         if let Some(masters) = &masters {
             plan.insert(0, self.cluster_scans(&connector)?);
             report.notes.push(format!(
-                "Redis at {} is a cluster node: read the cluster's {} masters ({}), each for the keys of its own slots",
+                "Redis at {} is a cluster node: read the cluster's {} ({}), each for the keys of its own slots",
                 connector.endpoint(),
-                masters.len(),
+                match masters.len() {
+                    1 => "only master".to_owned(),
+                    n => format!("{n} masters"),
+                },
                 masters.iter().map(|m| m.endpoint()).collect::<Vec<_>>().join(", ")
             ));
         } else if self.rules.is_empty() {
