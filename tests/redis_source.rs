@@ -1545,6 +1545,10 @@ fn a_cluster_is_read_from_every_master_each_key_once_and_never_from_replicas() {
     assert!(run.records.iter().all(|r| r.database == 0));
     assert_eq!(run.value(b"h:7"), &RedisValue::Hash(vec![(b"f".to_vec(), b"7".to_vec())]));
     assert_eq!(run.estimated, 3000);
+    // MEMORY USAGE's probe key lives on some master: the others answer MOVED, which
+    // says the command exists (it once nulled every size of a cluster).
+    assert!(run.records.iter().all(|r| r.size_in_bytes.is_some_and(|s| s > 0)));
+    assert!(!run.report.notes.iter().any(|n| n.contains("MEMORY USAGE")), "{:?}", run.report.notes);
     assert!(
         run.report.notes.iter().any(|n| n.contains("is a cluster node: read the cluster's 3 masters")),
         "{:?}",
@@ -1609,5 +1613,115 @@ fn every_node_of_a_cluster_is_read_as_the_configured_acl_user() {
             "Redis at 127.0.0.1:{port} is a cluster node, and it holds only the keys of its own slots; to find the other masters the user needs `CLUSTER NODES` (ACL `+cluster|nodes`)"
         )),
         "{error}"
+    );
+}
+
+/// Runs the source to its end like [`read_with`], but keeps what was sent before an
+/// error: the records, and the run's result.
+fn read_through(
+    config: RedisSourceConfig,
+    capacity: usize,
+    mut on_batch: impl FnMut(usize),
+) -> (Vec<Record>, Result<SourceReport, String>) {
+    let source = RedisSource::build(&config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = StageContext::new("test", "source", DeadLetter::new(dir.path().join("dl.ndjson")), RunOptions::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(capacity);
+    let handle = runtime.spawn(source.run(tx, ctx));
+    let mut records = Vec::new();
+    for batches in 0.. {
+        on_batch(batches);
+        let Some(batch) = rx.blocking_recv() else { break };
+        records.extend(batch);
+    }
+    (records, runtime.block_on(handle).unwrap().map_err(|e| format!("{e:#}")))
+}
+
+#[test]
+fn slots_moved_while_a_cluster_is_read_fail_the_run_instead_of_leaving_keys_out() {
+    let cluster = RedisCluster::start(3, 0);
+    let keys = load_cluster(&cluster);
+    let masters = cluster.with_role("master");
+    let id = |node: &RedisServer| node.cli(&["CLUSTER", "MYID"]).trim().to_owned();
+    let (from, to) = (id(masters[0]), id(masters[1]));
+    // A page at a time, one batch in the channel: with the consumer waiting, every
+    // master's walk stops a few pages in, and 300 slots (about 55 keys) move from
+    // one master to another, most of them not yet scanned on the first one and
+    // already past on the second: read on neither.
+    let slow = "database: 0\nscan_count: 10\npages_in_flight: 1\nchunk_size: 1\n";
+    let (records, result) = read_through(config(masters[2].port, slow), 1, |batch| {
+        if batch == 3 {
+            let out = std::process::Command::new("redis-cli")
+                .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0].port)])
+                .args(["--cluster-from", &from, "--cluster-to", &to, "--cluster-slots", "300", "--cluster-yes"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "reshard: {}", String::from_utf8_lossy(&out.stdout));
+        }
+    });
+    let got: BTreeSet<Vec<u8>> = records.iter().map(|r| r.key.clone()).collect();
+    let error = result.expect_err(&format!("a run across a reshard is not complete: {} of {} keys read", got.len(), keys.len()));
+    assert!(
+        error.contains("the cluster changed while it was read: master 127.0.0.1:")
+            || error.contains("the cluster moved the key's slot to another node"),
+        "{error}"
+    );
+
+    // Once the reshard is over, a run reads every key once.
+    let run = read(config(masters[2].port, "database: 0\n")).unwrap();
+    assert_eq!(run.keys(), keys);
+    assert_eq!(run.records.len(), keys.len());
+
+    // A slot left half-moved (MIGRATING/IMPORTING) stops the next run before it reads.
+    let slot = masters[1].cli(&["CLUSTER", "KEYSLOT", "s:1"]).trim().to_owned();
+    let owner = masters.iter().find(|m| m.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot]).trim() != "0").unwrap();
+    let other = masters.iter().find(|m| m.port != owner.port).unwrap();
+    assert_eq!(other.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id(owner)]).trim(), "OK");
+    assert_eq!(owner.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id(other)]).trim(), "OK");
+    let error = read(config(masters[2].port, "database: 0\n")).err().unwrap();
+    assert!(
+        error.contains(&format!("is moving a slot ([{slot}-")) && error.contains("resharding is in progress"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_cluster_that_cannot_serve_keys_stops_the_run_before_reading_instead_of_nulling_sizes() {
+    // One node serving half the slots: cluster_state:fail, every keyed command
+    // answers CLUSTERDOWN (the MEMORY USAGE probe was taken for a missing command).
+    let node = RedisServer::start_on(common::cluster_port(), &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+    assert_eq!(node.cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "8191"]).trim(), "OK");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.cli(&["GET", "k"]).contains("CLUSTERDOWN") {
+        assert!(Instant::now() < deadline, "the node never said CLUSTERDOWN");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let error = read(config(node.port, "database: 0\n")).err().unwrap();
+    assert!(
+        error.starts_with(&format!("Redis at 127.0.0.1:{}: MEMORY USAGE", node.port))
+            && error.contains("the cluster moved the key's slot to another node, or cannot serve it now"),
+        "{error}"
+    );
+
+    // All slots served: a cluster of one master, whose own line has no ip (it never
+    // met another node), read at the configured host.
+    assert_eq!(node.cli(&["CLUSTER", "ADDSLOTSRANGE", "8192", "16383"]).trim(), "OK");
+    assert!(node.cli(&["CLUSTER", "NODES"]).contains(&format!(" :{}@", node.port)));
+    while !node.cli(&["SET", "k", "v"]).contains("OK") {
+        assert!(Instant::now() < deadline + Duration::from_secs(10), "the node never served keys");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut localhost = config(node.port, "database: 0\n");
+    localhost.host = "localhost".into();
+    let run = read(localhost).unwrap();
+    assert_eq!(run.keys(), text_keys(&["k"]));
+    assert!(run.records[0].size_in_bytes.is_some());
+    assert_eq!(
+        run.report.notes,
+        vec![format!(
+            "Redis at localhost:{0} is a cluster node: read the cluster's only master (localhost:{0}), each for the keys of its own slots",
+            node.port
+        )]
     );
 }

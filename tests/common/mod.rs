@@ -191,7 +191,7 @@ fn pipe_into_cli(args: &[&str], commands: &str) {
 }
 
 /// A free port whose cluster bus port (+10000) is valid and free too.
-fn cluster_port() -> u16 {
+pub fn cluster_port() -> u16 {
     loop {
         let port = free_port();
         if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {

@@ -130,6 +130,129 @@ pub async fn masters(
     }
 }
 
+/// What a master says of itself in `CLUSTER NODES` (its `myself` line): its id,
+/// role, config epoch and slots, without the fields that change by themselves (ping
+/// times, link state). Taken of every master before the read and again after it: any
+/// difference means slots moved (or a failover) while the masters were read, and a
+/// key moved from a master not yet read to one already read was read nowhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnView {
+    /// `id flags master-id config-epoch`, as the line gives them.
+    identity: String,
+    /// The slot fields, migrations (`[slot->-id]`, `[slot-<-id]`) included.
+    slots: Vec<String>,
+}
+
+impl OwnView {
+    /// The `myself` line of `text` (a `CLUSTER NODES` reply).
+    pub fn parse(text: &str) -> Result<OwnView, String> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|line| line.split(' ').nth(2).is_some_and(|flags| flags.split(',').any(|f| f == "myself")))
+            .ok_or("CLUSTER NODES has no `myself` line")?;
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 8 {
+            return Err(format!("unexpected CLUSTER NODES line: {line:?}"));
+        }
+        Ok(OwnView {
+            identity: [fields[0], fields[2], fields[3], fields[6]].join(" "),
+            slots: fields[8..].iter().map(|f| f.to_string()).collect(),
+        })
+    }
+
+    /// A slot being moved to or from this node (`[5461->-id]`), if any.
+    pub fn migration(&self) -> Option<&str> {
+        self.slots.iter().find(|f| f.starts_with('[')).map(String::as_str)
+    }
+
+    /// The slots this node serves, as `(first, last)` ranges.
+    fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.slots.iter().filter(|f| !f.starts_with('[')).filter_map(|range| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            Some((first.parse().ok()?, last.parse().ok()?))
+        })
+    }
+}
+
+/// Asks `node` for its own view of the cluster.
+pub async fn own_view(node: &Connector) -> anyhow::Result<OwnView> {
+    let mut connection = node.connect(0).await?;
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| anyhow::anyhow!(node.describe(&e, "CLUSTER NODES")))?;
+    OwnView::parse(&text).map_err(|e| anyhow::anyhow!("Redis at {}: {e}", node.endpoint()))
+}
+
+/// Checks the masters' own views before the read, against the list of masters the
+/// configured node gave: no slot is being moved, each master serves the slots that
+/// list says (the list may lag behind a change the masters already know: a master
+/// missing from it would not be read), and no slot is served twice.
+pub fn check_before_read(masters: &[ClusterNode], views: &[(String, OwnView)]) -> Result<(), String> {
+    const AGAIN: &str = "run again once it is over (cluster_state:ok, no slot migrating)";
+    if let Some((endpoint, migration)) = views.iter().find_map(|(e, v)| Some((e, v.migration()?))) {
+        return Err(format!(
+            "cluster master {endpoint} is moving a slot ({migration}): resharding is in progress, and keys moved during the read could be read on no master; {AGAIN}"
+        ));
+    }
+    let mut served = vec![0u8; 16384];
+    for (master, (endpoint, view)) in masters.iter().zip(views) {
+        let mut slots = 0;
+        for (first, last) in view.ranges() {
+            for slot in served.iter_mut().take(last + 1).skip(first) {
+                *slot = slot.saturating_add(1);
+                slots += 1;
+            }
+        }
+        if slots != master.slots {
+            return Err(format!(
+                "cluster master {endpoint} serves {slots} slots by its own account but {} by the configured node's: the cluster is changing (resharding or a failover); {AGAIN}",
+                master.slots
+            ));
+        }
+    }
+    if let Some(slot) = served.iter().position(|&n| n > 1) {
+        return Err(format!(
+            "slot {slot} is served by {} of the masters {} by their own account: the cluster is changing (resharding or a failover); {AGAIN}",
+            served[slot],
+            views.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Compares the masters' own views after the read with those before it; a master
+/// whose slots, role or epoch changed means keys may have been missed.
+pub fn check_after_read(before: &[(String, OwnView)], after: &[(String, OwnView)]) -> Result<(), String> {
+    for ((endpoint, old), (_, new)) in before.iter().zip(after) {
+        if old != new {
+            let now = match new.migration() {
+                Some(migration) => format!("is moving a slot ({migration})"),
+                // A new role (a failover) says more than its slots; moved slots more
+                // than the config epoch they bumped.
+                None if old.identity.rsplit_once(' ').map(|r| r.0) != new.identity.rsplit_once(' ').map(|r| r.0) => {
+                    format!("is now `{}` (was `{}`)", new.identity, old.identity)
+                }
+                None if old.slots != new.slots => {
+                    format!("serves slots {} (was {})", new.slots.join(" "), old.slots.join(" "))
+                }
+                None => format!("is now `{}` (was `{}`): its config epoch changed", new.identity, old.identity),
+            };
+            return Err(format!(
+                "the cluster changed while it was read: master {endpoint} {now}; keys moved between masters during the read may have been read on none of them, so this run is not complete: run again once resharding or the failover is over (cluster_state:ok)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `error` redirects to another node (`MOVED`, `ASK`): the command exists.
+pub fn is_redirect(error: &RedisError) -> bool {
+    matches!(error.kind(), ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask))
+}
+
 /// Whether `error` is a cluster redirection (`MOVED`, `ASK`) or a cluster that cannot
 /// answer now (`CLUSTERDOWN`, `TRYAGAIN`): slots moved while the source read.
 pub fn is_cluster_change(error: &RedisError) -> bool {
@@ -186,6 +309,42 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
         let error = parse_cluster_nodes("abc 1.2.3.4:7000@17000 master - 0 0 0 connected 9-x\n", "h").unwrap_err();
         assert!(error.contains("unexpected slot range \"9-x\""), "{error}");
         assert!(parse_cluster_nodes("short line\n", "h").is_err());
+    }
+
+    fn view(line: &str) -> OwnView {
+        OwnView::parse(&format!("{line}\n{}", NODES.lines().next().unwrap())).unwrap()
+    }
+
+    #[test]
+    fn a_slot_migrating_or_a_stale_list_of_masters_before_the_read_stops_it() {
+        let node = |port, slots| ClusterNode { host: "127.0.0.1".into(), port, slots };
+        let masters = [node(7000, 8192), node(7001, 8192)];
+        let a = ("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 1 connected 0-8191"));
+        let b = |slots: &str| ("127.0.0.1:7001".to_owned(), view(&format!("b 1.2.3.4:7001@17001 myself,master - 0 0 2 connected {slots}")));
+        let error = check_before_read(&masters, &[a.clone(), b("8192-16383 [8192->-a]")]).unwrap_err();
+        assert!(error.starts_with("cluster master 127.0.0.1:7001 is moving a slot ([8192->-a]): resharding is in progress"), "{error}");
+        let error = check_before_read(&masters, &[a.clone(), b("8193-16383")]).unwrap_err();
+        assert!(error.starts_with("cluster master 127.0.0.1:7001 serves 8191 slots by its own account but 8192 by the configured node's"), "{error}");
+        let error = check_before_read(&masters, &[a.clone(), b("8191-16382")]).unwrap_err();
+        assert!(error.starts_with("slot 8191 is served by 2 of the masters 127.0.0.1:7000, 127.0.0.1:7001"), "{error}");
+        check_before_read(&masters, &[a, b("8192-16383")]).unwrap();
+    }
+
+    #[test]
+    fn slots_moved_or_a_failover_during_the_read_make_it_incomplete() {
+        let before = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 1 connected 0-16383"))];
+        // Ping times and link state change by themselves: not a change.
+        let same = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 5 9 1 disconnected 0-16383"))];
+        check_after_read(&before, &same).unwrap();
+        let moved = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 1 connected 1-16383"))];
+        let error = check_after_read(&before, &moved).unwrap_err();
+        assert!(error.starts_with("the cluster changed while it was read: master 127.0.0.1:7000 serves slots 1-16383 (was 0-16383)"), "{error}");
+        let moved = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 7 connected 0-99 200-16383"))];
+        let error = check_after_read(&before, &moved).unwrap_err();
+        assert!(error.contains("master 127.0.0.1:7000 serves slots 0-99 200-16383 (was 0-16383)"), "{error}");
+        let replica = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,slave b 0 0 3 connected"))];
+        let error = check_after_read(&before, &replica).unwrap_err();
+        assert!(error.contains("master 127.0.0.1:7000 is now `a myself,slave b 3` (was `a myself,master - 1`)"), "{error}");
     }
 
     #[test]

@@ -89,9 +89,12 @@ impl RedisSource {
         if let Some(masters) = &masters {
             plan.insert(0, self.cluster_scans(&connector)?);
             report.notes.push(format!(
-                "Redis at {} is a cluster node: read the cluster's {} masters ({}), each for the keys of its own slots",
+                "Redis at {} is a cluster node: read the cluster's {} ({}), each for the keys of its own slots",
                 connector.endpoint(),
-                masters.len(),
+                match masters.len() {
+                    1 => "only master".to_owned(),
+                    n => format!("{n} masters"),
+                },
                 masters.iter().map(|m| m.endpoint()).collect::<Vec<_>>().join(", ")
             ));
         } else if self.rules.is_empty() {
@@ -167,6 +170,15 @@ impl RedisSource {
                 total
             }
         };
+        // Each master's own account of its slots, compared again after the read: a
+        // slot moved meanwhile may have taken keys from a master not yet read to one
+        // already read.
+        let cluster_nodes: Vec<Arc<Connector>> = match &masters {
+            Some(_) => targets.iter().map(|(node, _, _)| node.clone()).collect(),
+            None => Vec::new(),
+        };
+        let views_before = own_views(&cluster_nodes).await?;
+        cluster::check_before_read(masters.as_deref().unwrap_or_default(), &views_before).map_err(anyhow::Error::msg)?;
         ctx.estimated_total.store(estimate, Ordering::Relaxed);
         drop(control);
 
@@ -244,6 +256,10 @@ impl RedisSource {
                 }
             }
         }
+        if !ctx.cancel.is_cancelled() {
+            let views_after = own_views(&cluster_nodes).await?;
+            cluster::check_after_read(&views_before, &views_after).map_err(anyhow::Error::msg)?;
+        }
         if json_missing > 0 {
             report.notes.push(format!(
                 "{json_missing} RedisJSON (ReJSON-RL) keys skipped: the server does not answer JSON.GET (RedisJSON module missing)"
@@ -298,6 +314,15 @@ impl RedisSource {
     }
 }
 
+/// Every cluster master's own view of its slots, with its endpoint (none for a server).
+async fn own_views(nodes: &[Arc<Connector>]) -> anyhow::Result<Vec<(String, cluster::OwnView)>> {
+    let mut views = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        views.push((node.endpoint().to_owned(), cluster::own_view(node).await?));
+    }
+    Ok(views)
+}
+
 /// Waits while the server loads its data set (`PING` answers `LOADING`: it just
 /// started, or a replica syncs), for at most [`reconnect::RECONNECT_BUDGET`]. The
 /// probes that follow would take `LOADING` for a command this server lacks (a note
@@ -331,7 +356,8 @@ async fn wait_until_loaded(
 }
 
 /// Whether this server answers `MEMORY USAGE` (asked of a key that need not exist:
-/// a missing key gives nil, a disabled, renamed or denied command an error). A user
+/// a missing key gives nil, a disabled, renamed or denied command an error, a cluster
+/// node whose slots do not hold the key `MOVED`). A user
 /// whose ACL does not cover the probe's key name (`~user:*`) may still run the command
 /// on its own keys: that refusal means "available".
 async fn memory_usage_available(
@@ -348,6 +374,12 @@ async fn memory_usage_available(
         Err(error) if connect::is_connection_error(&error) => {
             Err(anyhow::anyhow!(connector.describe(&error, "MEMORY USAGE")))
         }
-        Err(error) => Ok(connect::is_key_permission_denied(&error)),
+        // A cluster that cannot serve keys now (CLUSTERDOWN) would make this look like
+        // a missing command, and fail the first read anyway: say why, before reading.
+        Err(error) if cluster::is_cluster_change(&error) && !cluster::is_redirect(&error) => {
+            Err(anyhow::anyhow!(connector.describe(&error, "MEMORY USAGE")))
+        }
+        // A cluster node redirects the probe's key to its slot's master: it has the command.
+        Err(error) => Ok(connect::is_key_permission_denied(&error) || cluster::is_redirect(&error)),
     }
 }
