@@ -306,6 +306,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keys_are_shown_as_base64_when_binary_and_escaped_when_they_hold_control_characters() {
+        assert_eq!(show_key(b"user:1"), "user:1");
+        assert_eq!(show_key(&[0xff, 0x00]), "base64:/wA=");
+        assert_eq!(show_key(b"a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+    }
+
+    #[test]
     fn a_field_repeated_in_a_stream_entry_keeps_every_value() {
         let value = RedisValue::Stream(vec![StreamEntry {
             id: "1-0".into(),

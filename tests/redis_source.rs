@@ -144,6 +144,15 @@ fn commandstat(redis: &RedisServer, command: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// How many of the server's clients (`CLIENT LIST` lines) hold every one of `needles`.
+fn clients_with(redis: &RedisServer, needles: &[&str]) -> usize {
+    redis
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+        .count()
+}
+
 fn text_keys(keys: &[&str]) -> BTreeSet<Vec<u8>> {
     keys.iter().map(|k| k.as_bytes().to_vec()).collect()
 }
@@ -1229,11 +1238,7 @@ fn pages_are_read_on_extra_connections_logged_in_as_the_acl_user_on_their_databa
     let mut on_db3 = 0;
     let run = read_with(config(redis.port, &yaml), 1, |batch| {
         if batch == 2 {
-            on_db3 = redis
-                .cli(&["CLIENT", "LIST"])
-                .lines()
-                .filter(|line| line.contains(" db=3 ") && line.contains(" user=reader "))
-                .count();
+            on_db3 = clients_with(&redis, &[" db=3 ", " user=reader "]);
         }
     })
     .unwrap();
@@ -1266,11 +1271,7 @@ pages_in_flight: 2
     let mut connections = 0;
     let run = read_with(config(redis.port, yaml), 1, |batch| {
         if batch == 2 {
-            connections = redis
-                .cli(&["CLIENT", "LIST"])
-                .lines()
-                .filter(|line| line.contains(" user=noping "))
-                .count();
+            connections = clients_with(&redis, &[" user=noping "]);
         }
     })
     .unwrap();

@@ -991,7 +991,6 @@ fn redact_text(text: &str) -> String {
     }
 }
 
-/// Elasticsearch's rules for index names.
 /// The characters Elasticsearch refuses anywhere in an index name.
 const INDEX_NAME_FORBIDDEN: &str = "\\/*?\"<>| ,#:";
 

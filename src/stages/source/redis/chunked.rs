@@ -6,10 +6,10 @@
 
 use redis::{Cmd, Value};
 
-use super::fetch::{show_key, unless_wrong_type};
+use super::fetch::unless_wrong_type;
 use super::reconnect::DbConnection;
 use super::value;
-use crate::record::{KeyType, RedisValue, StreamEntry};
+use crate::record::{show_key, KeyType, RedisValue, StreamEntry};
 
 /// What a chunked read found.
 #[derive(Debug, Clone, PartialEq)]

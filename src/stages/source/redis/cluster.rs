@@ -37,23 +37,15 @@ impl ClusterNode {
 pub fn parse_cluster_nodes(text: &str, seed_host: &str) -> Result<Vec<ClusterNode>, String> {
     let mut masters = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.len() < 8 {
-            return Err(format!("unexpected CLUSTER NODES line: {line:?}"));
-        }
+        let fields = node_fields(line)?;
         let flags: Vec<&str> = fields[2].split(',').collect();
         if !flags.contains(&"master") {
             continue;
         }
-        // Slots are `0-5460` or `5461`; `[slot->-node]` / `[slot-<-node]` mark slots
-        // being migrated, still served here until the move ends.
         let mut slots = 0u32;
-        for range in fields[8..].iter().filter(|f| !f.starts_with('[')) {
-            let (first, last) = range.split_once('-').unwrap_or((range, range));
-            let (first, last): (u32, u32) = match (first.parse(), last.parse()) {
-                (Ok(first), Ok(last)) if first <= last => (first, last),
-                _ => return Err(format!("unexpected slot range {range:?} in CLUSTER NODES line: {line:?}")),
-            };
+        for range in slot_fields(&fields) {
+            let (first, last) = slot_range(range)
+                .ok_or_else(|| format!("unexpected slot range {range:?} in CLUSTER NODES line: {line:?}"))?;
             slots += last - first + 1;
         }
         if slots == 0 {
@@ -86,6 +78,30 @@ pub fn parse_cluster_nodes(text: &str, seed_host: &str) -> Result<Vec<ClusterNod
     }
     masters.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
     Ok(masters)
+}
+
+/// The space-separated fields of a `CLUSTER NODES` line: `id address flags master
+/// ping-sent pong-recv config-epoch link-state slot...`.
+fn node_fields(line: &str) -> Result<Vec<&str>, String> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    if fields.len() < 8 {
+        return Err(format!("unexpected CLUSTER NODES line: {line:?}"));
+    }
+    Ok(fields)
+}
+
+/// The slot fields of a line that this node serves: `0-5460` or `5461`, not the
+/// `[slot->-node]` / `[slot-<-node]` marks of slots being migrated (still served
+/// here until the move ends).
+fn slot_fields<'a>(fields: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
+    fields[8..].iter().copied().filter(|f| !f.starts_with('['))
+}
+
+/// `0-5460` as `(0, 5460)`, `5461` as `(5461, 5461)`; `None` when it is neither.
+fn slot_range(field: &str) -> Option<(u32, u32)> {
+    let (first, last) = field.split_once('-').unwrap_or((field, field));
+    let (first, last) = (first.parse().ok()?, last.parse().ok()?);
+    (first <= last).then_some((first, last))
 }
 
 /// Whether `error` says the server has no cluster support (a standalone server).
@@ -151,10 +167,7 @@ impl OwnView {
             .map(str::trim)
             .find(|line| line.split(' ').nth(2).is_some_and(|flags| flags.split(',').any(|f| f == "myself")))
             .ok_or("CLUSTER NODES has no `myself` line")?;
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.len() < 8 {
-            return Err(format!("unexpected CLUSTER NODES line: {line:?}"));
-        }
+        let fields = node_fields(line)?;
         Ok(OwnView {
             identity: [fields[0], fields[2], fields[3], fields[6]].join(" "),
             slots: fields[8..].iter().map(|f| f.to_string()).collect(),
@@ -168,19 +181,19 @@ impl OwnView {
 
     /// The slots this node serves, as `(first, last)` ranges.
     fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.slots.iter().filter(|f| !f.starts_with('[')).filter_map(|range| {
-            let (first, last) = range.split_once('-').unwrap_or((range, range));
-            Some((first.parse().ok()?, last.parse().ok()?))
-        })
+        self.slots
+            .iter()
+            .filter(|f| !f.starts_with('['))
+            .filter_map(|range| slot_range(range))
+            .map(|(first, last)| (first as usize, last as usize))
     }
 }
 
-/// Asks `node` for its own view of the cluster.
-pub async fn own_view(node: &Connector) -> anyhow::Result<OwnView> {
-    let mut connection = node.connect(0).await?;
+/// Asks `node`, on `connection`, for its own view of the cluster.
+pub async fn own_view(node: &Connector, connection: &mut MultiplexedConnection) -> anyhow::Result<OwnView> {
     let text: String = redis::cmd("CLUSTER")
         .arg("NODES")
-        .query_async(&mut connection)
+        .query_async(connection)
         .await
         .map_err(|e| anyhow::anyhow!(node.describe(&e, "CLUSTER NODES")))?;
     OwnView::parse(&text).map_err(|e| anyhow::anyhow!("Redis at {}: {e}", node.endpoint()))

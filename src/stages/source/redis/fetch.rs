@@ -4,13 +4,12 @@
 //! ([`read_page`], on the whole page or on parts of it bounded in bytes). Only large
 //! collections take more calls (see `chunked`). No round trip per key.
 
-use redis::{Pipeline, RedisError, Value};
+use redis::{RedisError, Value};
 
 use super::chunked::{read_rest, Chunked, Next, Partial};
 use super::reconnect::DbConnection;
 use super::value;
-pub use crate::record::show_key;
-use crate::record::{KeyType, Record, RedisValue};
+use crate::record::{show_key, KeyType, Record, RedisValue};
 
 /// How values are read.
 #[derive(Debug, Clone)]
@@ -37,6 +36,15 @@ pub struct Skips {
 }
 
 impl Skips {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Skips) {
+        self.vanished += other.vanished;
+        self.too_large += other.too_large;
+        self.unsupported_type += other.unsupported_type;
+        self.json_module_missing += other.json_module_missing;
+        self.kept_changing_type += other.kept_changing_type;
+    }
+
     /// `(reason, count)` for every reason with a count, as the counters name them.
     pub fn reasons(&self) -> impl Iterator<Item = (&'static str, u64)> {
         [
@@ -125,14 +133,6 @@ fn is_unknown_command(error: &RedisError) -> bool {
     text.contains("unknown command") || text.contains("unknown subcommand")
 }
 
-async fn run_pipeline(
-    connection: &DbConnection,
-    doing: &str,
-    pipe: &Pipeline,
-) -> anyhow::Result<Vec<Value>> {
-    connection.pipeline(doing, pipe).await
-}
-
 /// A server error on one key of a pipeline that no skip explains: the run fails.
 fn fatal(
     connection: &DbConnection,
@@ -167,6 +167,14 @@ pub struct Inspected {
 const UNKNOWN_KEY_BYTES: u64 = 256;
 
 impl Inspected {
+    /// No keys yet, for the rule type `fixed_type`.
+    fn empty(fixed_type: Option<KeyType>) -> Inspected {
+        Inspected {
+            fixed_type,
+            ..Inspected::default()
+        }
+    }
+
     /// What reading key `i` should bring into memory: its known size (else a guess)
     /// plus the key; nothing for a key that will not be read.
     fn weight(&self, i: usize) -> u64 {
@@ -197,15 +205,11 @@ impl Inspected {
         let mut outcome = self.outcome.into_iter();
         let mut plans = self.plans.into_iter();
         let fixed_type = self.fixed_type;
-        let fresh = || Inspected {
-            fixed_type,
-            ..Inspected::default()
-        };
-        let mut current = fresh();
+        let mut current = Inspected::empty(fixed_type);
         let mut bytes = 0u64;
         for weight in weights {
             if !current.keys.is_empty() && bytes + weight > max_bytes {
-                parts.push(std::mem::replace(&mut current, fresh()));
+                parts.push(std::mem::replace(&mut current, Inspected::empty(fixed_type)));
                 bytes = 0;
             }
             bytes += weight;
@@ -258,12 +262,9 @@ pub async fn inspect_page(
     let replies = if pipe.is_empty() {
         Vec::new()
     } else {
-        run_pipeline(
-            connection,
-            &format!("TYPE/TTL/MEMORY USAGE of a page of db {db}"),
-            &pipe,
-        )
-        .await?
+        connection
+            .pipeline(&format!("TYPE/TTL/MEMORY USAGE of a page of db {db}"), &pipe)
+            .await?
     };
     let mut replies = replies.into_iter();
     let parse = |v: &Value| value::int(v).map_err(|e| anyhow::anyhow!("db {db}: {e}"));
@@ -429,12 +430,9 @@ pub async fn read_page(
         asked.push(i);
     }
     if !asked.is_empty() {
-        let replies = run_pipeline(
-            connection,
-            &format!("reading the values of a page of db {db}"),
-            &pipe,
-        )
-        .await?;
+        let replies = connection
+            .pipeline(&format!("reading the values of a page of db {db}"), &pipe)
+            .await?;
         for (i, reply) in asked.into_iter().zip(replies) {
             let key_type = slots[i].key_type;
             if let Some(error) = server_error(&reply) {
@@ -542,10 +540,7 @@ pub async fn read_page(
         skipped_existing: Vec::new(),
         changed: Vec::new(),
     };
-    let mut rest = Inspected {
-        fixed_type,
-        ..Inspected::default()
-    };
+    let mut rest = Inspected::empty(fixed_type);
     for (((key, slot), (skip, value)), (later, plan)) in keys
         .into_iter()
         .zip(slots)
@@ -632,13 +627,6 @@ fn warn_too_large(db: u32, key: &[u8], size: u64, max: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_shown_as_base64_when_binary_and_escaped_when_they_hold_control_characters() {
-        assert_eq!(show_key(b"user:1"), "user:1");
-        assert_eq!(show_key(&[0xff, 0x00]), "base64:/wA=");
-        assert_eq!(show_key(b"a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
-    }
 
     fn inspected(memories: &[u64]) -> Inspected {
         Inspected {

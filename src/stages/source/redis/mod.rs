@@ -133,52 +133,40 @@ impl RedisSource {
                 connector.endpoint()
             ));
         }
-        // What to read: each database of the server, or database 0 of each master.
-        let targets: Vec<(Arc<Connector>, u32, Vec<ScanSpec>)> = match &masters {
-            None => plan
-                .into_iter()
-                .map(|(db, specs)| (connector.clone(), db, specs))
-                .collect(),
+        // What to read: each database of the server, or database 0 of each master; and
+        // the estimate of what is to come (a database this user may not SELECT stops
+        // the run here, before anything is read). On a cluster, each master's own
+        // account of its slots too, compared again after the read: a slot moved
+        // meanwhile may have taken keys from a master not yet read to one already read.
+        let mut targets: Vec<(Arc<Connector>, u32, Vec<ScanSpec>)> = Vec::new();
+        let mut cluster_nodes: Vec<Arc<Connector>> = Vec::new();
+        let mut views_before = Vec::new();
+        let mut estimate = 0;
+        match &masters {
+            None => {
+                let databases: Vec<u32> = plan.keys().copied().collect();
+                estimate = databases::estimate_keys(&connector, &mut control, &databases).await?;
+                targets.extend(plan.into_iter().map(|(db, specs)| (connector.clone(), db, specs)));
+            }
             Some(masters) => {
                 let specs = plan.remove(&0).unwrap_or_default();
-                let mut targets = Vec::with_capacity(masters.len());
                 for master in masters {
                     let config = RedisSourceConfig {
                         host: master.host.clone(),
                         port: master.port,
                         ..self.config.clone()
                     };
-                    let node = Connector::new(&config).map_err(anyhow::Error::msg)?;
-                    targets.push((Arc::new(node), 0, specs.clone()));
-                }
-                targets
-            }
-        };
-        // The estimate of what is to come; a database this user may not SELECT stops
-        // the run here, before anything is read.
-        let estimate = match &masters {
-            None => {
-                let databases: Vec<u32> = targets.iter().map(|(_, db, _)| *db).collect();
-                databases::estimate_keys(&connector, &mut control, &databases).await?
-            }
-            Some(_) => {
-                let mut total = 0;
-                for (node, _, _) in &targets {
+                    let node = Arc::new(Connector::new(&config).map_err(anyhow::Error::msg)?);
                     let mut node_control = node.connect(0).await?;
-                    total += databases::estimate_keys(node, &mut node_control, &[0]).await?;
+                    estimate += databases::estimate_keys(&node, &mut node_control, &[0]).await?;
+                    let view = cluster::own_view(&node, &mut node_control).await?;
+                    views_before.push((node.endpoint().to_owned(), view));
+                    cluster_nodes.push(node.clone());
+                    targets.push((node, 0, specs.clone()));
                 }
-                total
+                cluster::check_before_read(masters, &views_before).map_err(anyhow::Error::msg)?;
             }
-        };
-        // Each master's own account of its slots, compared again after the read: a
-        // slot moved meanwhile may have taken keys from a master not yet read to one
-        // already read.
-        let cluster_nodes: Vec<Arc<Connector>> = match &masters {
-            Some(_) => targets.iter().map(|(node, _, _)| node.clone()).collect(),
-            None => Vec::new(),
-        };
-        let views_before = own_views(&cluster_nodes).await?;
-        cluster::check_before_read(masters.as_deref().unwrap_or_default(), &views_before).map_err(anyhow::Error::msg)?;
+        }
         ctx.estimated_total.store(estimate, Ordering::Relaxed);
         drop(control);
 
@@ -256,7 +244,7 @@ impl RedisSource {
                 }
             }
         }
-        if !ctx.cancel.is_cancelled() {
+        if !cluster_nodes.is_empty() && !ctx.cancel.is_cancelled() {
             let views_after = own_views(&cluster_nodes).await?;
             cluster::check_after_read(&views_before, &views_after).map_err(anyhow::Error::msg)?;
         }
@@ -314,11 +302,13 @@ impl RedisSource {
     }
 }
 
-/// Every cluster master's own view of its slots, with its endpoint (none for a server).
+/// Every cluster master's own view of its slots, with its endpoint, each on a new
+/// connection.
 async fn own_views(nodes: &[Arc<Connector>]) -> anyhow::Result<Vec<(String, cluster::OwnView)>> {
     let mut views = Vec::with_capacity(nodes.len());
     for node in nodes {
-        views.push((node.endpoint().to_owned(), cluster::own_view(node).await?));
+        let mut connection = node.connect(0).await?;
+        views.push((node.endpoint().to_owned(), cluster::own_view(node, &mut connection).await?));
     }
     Ok(views)
 }

@@ -11,10 +11,10 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::fetch::{inspect_page, read_page, show_key, FetchSettings, Inspected, Page, Skips};
+use super::fetch::{inspect_page, read_page, FetchSettings, Inspected, Page, Skips};
 use super::reconnect::DbConnection;
 use super::scan::{ScanSpec, Scanner};
-use crate::record::Batch;
+use crate::record::{show_key, Batch};
 use crate::stages::StageContext;
 
 /// A page of big values is read and sent in parts of at most this many bytes (by the
@@ -67,8 +67,9 @@ type PageStream = Pin<Box<dyn Stream<Item = anyhow::Result<(Page, OwnedSemaphore
 /// page, or several when its collections turn out big (their sizes unknown,
 /// `size_in_bytes: false`): `read_page` stops once it holds [`PART_BYTES`] and gives
 /// back the rest, read next as parts of its own. Keys overwritten with another type
-/// while they were read are inspected again and read as a part of their own. (Boxed: the reader polls several at
-/// once, and a named type keeps the spawned task's future `Send`.)
+/// while they were read are inspected again and read as a part of their own.
+/// (Boxed: the reader polls several at once, and a named type keeps the spawned
+/// task's future `Send`.)
 fn read_part(
     connection: Arc<DbConnection>,
     settings: Arc<ReadSettings>,
@@ -192,11 +193,7 @@ pub async fn read_database(
             for key in &page.skipped_existing {
                 ctx.failed_before_sink.add_skipped_key(connection.db(), key);
             }
-            report.skips.vanished += page.skips.vanished;
-            report.skips.too_large += page.skips.too_large;
-            report.skips.unsupported_type += page.skips.unsupported_type;
-            report.skips.json_module_missing += page.skips.json_module_missing;
-            report.skips.kept_changing_type += page.skips.kept_changing_type;
+            report.skips.add(&page.skips);
             ctx.counters.add_busy(started.elapsed());
             if page.records.is_empty() {
                 continue;

@@ -117,6 +117,11 @@ impl DbConnection {
         }
     }
 
+    /// The idle lean connections (a poisoned lock still holds a usable list).
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<PackedConnection>> {
+        self.idle_packed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Sends a page's pipeline and gives its replies, a server error on one command
     /// being that command's reply (as with the crate's `ignore_errors`). On plain TCP
     /// it goes over a lean connection (see `packed`), else over the crate's; either
@@ -126,10 +131,7 @@ impl DbConnection {
             // The server refused a lean connection (`maxclients`): the idle ones of
             // this database are closed, so their slots go to connections the run
             // needs (the next database's, a reconnect).
-            self.idle_packed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            self.idle().clear();
             return self
                 .run(doing, |mut c| async move {
                     unless_loading(pipe.query_async::<Vec<Value>>(&mut c).await?)
@@ -139,7 +141,7 @@ impl DbConnection {
         let packed = pipe.get_packed_pipeline();
         let packed = packed.as_slice();
         self.run(doing, |mut shared| async move {
-            let idle = self.idle_packed.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let idle = self.idle().pop();
             let mut connection = match idle {
                 Some(connection) => connection,
                 None => match PackedConnection::open(server, self.db).await {
@@ -156,19 +158,13 @@ impl DbConnection {
             };
             match connection.query(packed, pipe.len()).await {
                 Ok(replies) => {
-                    self.idle_packed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(connection);
+                    self.idle().push(connection);
                     unless_loading(replies)
                 }
                 Err(error) => {
                     // This connection is dropped; the idle ones may be as dead (a
                     // restarted server), so the retry starts on a new one.
-                    self.idle_packed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clear();
+                    self.idle().clear();
                     Err(error)
                 }
             }
