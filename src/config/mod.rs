@@ -14,6 +14,7 @@ pub mod schema;
 mod schema_sync;
 pub mod suggest;
 pub mod units;
+pub mod warnings;
 pub mod yaml;
 
 use std::fmt;
