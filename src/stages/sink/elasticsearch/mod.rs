@@ -4,8 +4,14 @@
 //!
 //! Split by job: `client.rs` speaks HTTP to one or several nodes, `encoder.rs` writes
 //! bulk bodies, `retry.rs` decides what to retry, `service.rs` sends bulks and acts on
-//! the answers, `index.rs` sets indices up, `stale.rs` finds and deletes stale
+//! the answers, `index.rs` sets indices up, `changes.rs` holds the content hashes and
+//! the `(_id, hash)` map of change-aware sync, `stale.rs` finds and deletes stale
 //! documents, `compat.rs` checks documents against a mapping in a dry run.
+//!
+//! Change-aware sync: before its first write to an existing index, the sink reads
+//! every `(_id, hash)` the index holds; each document is encoded with its content
+//! hash, compared, and sent only when new or changed (`--full`: always). After a
+//! complete run the map's ids that no document produced are the stale ones.
 //!
 //! Templated indices (`index: "redis-{{ database }}"`, or a template transform's
 //! `index`): each index is created at its first document. Stale deletion covers each
