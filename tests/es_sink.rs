@@ -1769,3 +1769,20 @@ fn change_aware_an_interrupted_run_deletes_nothing_and_the_next_run_is_exact() {
     let again = run_sink(&config, second_run(), options(), "interrupted").unwrap();
     assert_eq!((again.report().written, again.report().unchanged), (0, 40));
 }
+
+#[test]
+fn change_aware_a_rendered_document_may_not_carry_the_content_hash_field() {
+    let index = unique_index("reserved");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!("url: {}\nindex: {index}", es_url()));
+    let batches = vec![vec![
+        rendered_record("a", json!({"name": "a"})),
+        rendered_record("b", json!({"name": "b", "_content_hash": "mine"})),
+    ]];
+    let outcome = run_sink(&config, batches, options(), "reserved").unwrap();
+    assert_eq!((outcome.report().written, outcome.report().failed), (1, 1));
+    let dead = outcome.dead_letters();
+    assert_eq!(dead[0]["error_type"], "reserved_field");
+    assert!(dead[0]["reason"].as_str().unwrap().contains("rename that field"), "{}", dead[0]);
+    assert_eq!(es_get(&index, "a").unwrap()["_content_hash"].as_str().unwrap().len(), 16);
+}

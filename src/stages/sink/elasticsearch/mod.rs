@@ -406,6 +406,8 @@ impl ElasticsearchSink {
                                 "the document has a field `{CONTENT_HASH_FIELD}`, which redis-connector writes itself \
                                  (each document's content hash): rename that field in the template"
                             );
+                            // Its key exists: what an earlier run wrote for it stays.
+                            running.ids.insert_anywhere(&document.id);
                             self.reject(&record, document.id.clone(), running, ctx, "reserved_field", reason)?;
                             continue;
                         }
