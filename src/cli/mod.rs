@@ -1,6 +1,7 @@
-//! The command line: `validate` and `run`. This is the one place that prints fatal
+//! The command line: `validate`, `run` and `alias rollback`. This is the one place that prints fatal
 //! errors and chooses exit codes (0 success, 1 errors found, 2 usage error).
 
+pub mod alias;
 pub mod progress;
 pub mod run;
 pub mod validate;
@@ -42,6 +43,28 @@ pub enum Command {
     /// Run pipelines: read Redis, transform, write to the sink.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Manage the alias a pipeline writes behind (`sink.alias`).
+    #[command(after_help = EXIT_CODES)]
+    Alias(AliasArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AliasArgs {
+    #[command(subcommand)]
+    pub command: AliasCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Point the pipeline's alias back at the index it pointed to before the last
+    /// swap (kept by `sink.keep_previous`); both must carry the pipeline's marker.
+    /// Prints what it moved. The next `run` moves the alias to the index of the
+    /// pipeline file as it is then: revert the file to stay.
+    #[command(after_help = EXIT_CODES)]
+    Rollback {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
 }
 
 /// Output format of `validate`.
@@ -122,5 +145,6 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::execute(&args),
         Command::Run(args) => run::execute(&args),
+        Command::Alias(args) => alias::execute(&args),
     }
 }

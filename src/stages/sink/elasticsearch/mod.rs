@@ -6,7 +6,8 @@
 //! bulk bodies, `retry.rs` decides what to retry, `service.rs` sends bulks and acts on
 //! the answers, `index.rs` sets indices up, `changes.rs` holds the content hashes and
 //! the `(_id, hash)` map of change-aware sync, `stale.rs` finds and deletes stale
-//! documents, `compat.rs` checks documents against a mapping in a dry run.
+//! documents, `compat.rs` checks documents against a mapping in a dry run, `alias.rs`
+//! writes behind an alias (rebuilds and swaps).
 //!
 //! Change-aware sync: before its first write to an existing index, the sink reads
 //! every `(_id, hash)` the index holds; each document is encoded with its content
@@ -19,6 +20,7 @@
 //! nothing to it); indices the template could name but this run never wrote to are
 //! left alone, since nothing says they are this pipeline's to clean.
 
+pub mod alias;
 pub mod changes;
 pub mod client;
 pub mod compat;
@@ -71,6 +73,8 @@ pub struct ElasticsearchSink {
     rendered_documents: Option<bool>,
     /// The pipeline fingerprint, seed of every content hash (see `changes.rs`).
     fingerprint: u64,
+    /// With `alias`: what this run does there, decided by `open`.
+    alias_plan: Option<alias::Plan>,
 }
 
 /// Where documents go.
@@ -113,6 +117,8 @@ struct Running {
     /// Documents and time of the maps read, for the summary.
     map_documents: u64,
     map_seconds: f64,
+    /// With `alias`: the fields added to the marker of the index this run creates.
+    marker_fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The largest request Elasticsearch can take: `http.max_content_length` is an `int`
@@ -136,7 +142,16 @@ impl ElasticsearchSink {
                 Err(message) => errors.push(FieldError::new(pointer, message)),
             }
         }
-        let target = if config.index.contains("{{") || config.index.contains("{%") {
+        let target = if let Some(alias) = &config.alias {
+            // `open` names the concrete index, from the fingerprints.
+            match check_index_name(alias) {
+                Ok(()) => Some(Target::Fixed(String::new())),
+                Err(message) => {
+                    errors.push(FieldError::new("/alias", message));
+                    None
+                }
+            }
+        } else if config.index.contains("{{") || config.index.contains("{%") {
             // The transforms' environment: the same filters (`md5`, ...) everywhere.
             let mut env = crate::stages::transform::template::environment();
             if let Err(message) = check_index_template(&config.index) {
@@ -244,6 +259,7 @@ impl ElasticsearchSink {
                 running: None,
                 rendered_documents: None,
                 fingerprint: 0,
+                alias_plan: None,
             }),
             _ => Err(errors),
         }
@@ -290,7 +306,27 @@ impl ElasticsearchSink {
             changed: 0,
             map_documents: 0,
             map_seconds: 0.0,
+            marker_fields: None,
         };
+        if let Some(alias) = &self.config.alias {
+            let fingerprints = alias::Fingerprints::new(
+                self.fingerprint,
+                self.config.mappings.as_ref(),
+                self.config.settings.as_ref(),
+            );
+            let plan = alias::plan(
+                &running.service.client,
+                alias,
+                fingerprints,
+                self.config.mappings.as_ref(),
+                &ctx.pipeline,
+            )
+            .await?;
+            tracing::info!(pipeline = %ctx.pipeline, "{}", plan.describe(ctx.options.dry_run));
+            running.marker_fields = Some(alias::marker_fields(alias, fingerprints));
+            self.target = Target::Fixed(plan.target.clone());
+            self.alias_plan = Some(plan);
+        }
         if let Target::Fixed(name) = &self.target {
             match index::inspect(&running.service.client, name).await? {
                 Some(mut state) => {
@@ -324,6 +360,11 @@ impl ElasticsearchSink {
             Target::Fixed(_) => false,
             Target::Template(env) => crate::stages::transform::template::environment_reads(env, field),
         }
+    }
+
+    /// A client for the sink's cluster (secrets read, nothing sent yet).
+    pub fn connect(&self) -> anyhow::Result<EsClient> {
+        EsClient::new(&self.urls, self.auth()?, &self.config.tls, self.config.timeout.0)
     }
 
     /// Reads the secrets and chooses the authentication.
@@ -590,6 +631,9 @@ impl ElasticsearchSink {
             ..SinkReport::default()
         };
         report.notes.push(running.server.clone());
+        if let Some(plan) = &self.alias_plan {
+            report.notes.push(plan.describe(dry_run));
+        }
         let mut errors = Vec::new();
 
         // A complete run that found nothing still leaves its fixed index in place (a
@@ -597,13 +641,16 @@ impl ElasticsearchSink {
         if let (Target::Fixed(name), false) = (&self.target, dry_run) {
             let read_everything = upstream.complete && !ctx.cancel.is_cancelled();
             if read_everything && running.fatal.is_none() && !running.positions.contains_key(name) {
-                let body = index::creation_body(
+                let mut body = index::creation_body(
                     self.config.settings.as_ref(),
                     self.config.mappings.as_ref(),
                     !self.rendered_documents.unwrap_or(false),
                     &ctx.pipeline,
                     self.config.delete_stale.enabled,
                 );
+                if let Some(fields) = &running.marker_fields {
+                    alias::mark_creation_body(&mut body, fields);
+                }
                 index::create(&running.service.client, name, &body).await?;
                 running.add_index(IndexState {
                     name: name.clone(),
@@ -844,6 +891,31 @@ impl ElasticsearchSink {
                 running.service.dead_letter.path().display()
             ));
         }
+        if let (Some(plan), false) = (&self.alias_plan, dry_run) {
+            let blocked = if let Some(fatal) = &running.fatal {
+                Some(format!("the run failed ({fatal})"))
+            } else if !upstream.complete || ctx.cancel.is_cancelled() {
+                Some("the run did not read everything".to_owned())
+            } else if report.failed > 0 {
+                Some(format!("{} documents failed", report.failed))
+            } else if ctx.failed_before_sink.without_id() > 0 || !ctx.failed_before_sink.id_hashes().is_empty() {
+                Some("records failed before the sink".to_owned())
+            } else if !errors.is_empty() {
+                Some("the run reported errors".to_owned())
+            } else {
+                None
+            };
+            let ending = alias::Ending {
+                pipeline: &ctx.pipeline,
+                blocked,
+                max_fraction: self.config.delete_stale.max_fraction,
+                allow_mass_delete: ctx.options.allow_mass_delete,
+                keep_previous: self.config.keep_previous as usize,
+            };
+            let (notes, error) = alias::finish_build(&running.service.client, plan, ending).await?;
+            report.notes.extend(notes);
+            errors.extend(error);
+        }
         if !errors.is_empty() {
             report.error = Some(errors.join("; "));
         }
@@ -1000,13 +1072,16 @@ impl Running {
                 mapping: None,
             },
             None => {
-                let body = index::creation_body(
+                let mut body = index::creation_body(
                     config.settings.as_ref(),
                     config.mappings.as_ref(),
                     default_documents,
                     &ctx.pipeline,
                     config.delete_stale.enabled,
                 );
+                if let Some(fields) = &self.marker_fields {
+                    alias::mark_creation_body(&mut body, fields);
+                }
                 if index::create(client, name, &body).await? {
                     tracing::info!(index = name, "created index");
                     IndexState {
