@@ -67,7 +67,8 @@ impl RedisServer {
                 {
                     let text = String::from_utf8_lossy(&out.stdout);
                     // (LOADING: up, still loading its data, which a test may want.)
-                    if text.contains("PONG") || text.contains("NOAUTH") || text.contains("LOADING") {
+                    if text.contains("PONG") || text.contains("NOAUTH") || text.contains("LOADING")
+                    {
                         return;
                     }
                 }
@@ -76,7 +77,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("redis-server on port {} did not answer within 10 s", self.port);
+        panic!(
+            "redis-server on port {} did not answer within 10 s",
+            self.port
+        );
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -130,11 +134,19 @@ impl RedisCluster {
             .map(|_| {
                 RedisServer::start_on(
                     cluster_port(),
-                    &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                    ],
                 )
             })
             .collect();
-        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
@@ -156,7 +168,10 @@ impl RedisCluster {
                 {
                     break;
                 }
-                assert!(Instant::now() < deadline, "the cluster was not ready within 30 s: {info}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster was not ready within 30 s: {info}"
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -186,7 +201,12 @@ fn pipe_into_cli(args: &[&str], commands: &str) {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-cli");
-    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(commands.as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
 }
 
@@ -203,7 +223,11 @@ pub fn cluster_port() -> u16 {
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
     // Bind to port 0 and let the kernel choose.
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The shared Elasticsearch of `scripts/services` (`ES_URL`, default `http://127.0.0.1:9200`).
@@ -250,13 +274,20 @@ pub fn http() -> reqwest::blocking::Client {
 /// `GET {es}/{index}/_count` after a refresh; 0 when the index does not exist.
 pub fn es_count(index: &str) -> u64 {
     let client = http();
-    let _ = client.post(format!("{}/{}/_refresh", es_url(), index)).send();
-    let response = client.get(format!("{}/{}/_count", es_url(), index)).send().unwrap();
+    let _ = client
+        .post(format!("{}/{}/_refresh", es_url(), index))
+        .send();
+    let response = client
+        .get(format!("{}/{}/_count", es_url(), index))
+        .send()
+        .unwrap();
     if response.status() == 404 {
         return 0;
     }
     let body: serde_json::Value = response.json().unwrap();
-    body["count"].as_u64().unwrap_or_else(|| panic!("no count in {body}"))
+    body["count"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count in {body}"))
 }
 
 /// `GET {es}/{index}/_doc/{id}`'s `_source`, or `None` when absent.
@@ -372,7 +403,11 @@ impl RedisServer {
     pub fn start_tls(certs: &TestCerts, auth_clients: bool) -> RedisServer {
         let port = free_port();
         let port_text = port.to_string();
-        let (cert, key, ca) = (certs.path("server.crt"), certs.path("server.key"), certs.path("ca.crt"));
+        let (cert, key, ca) = (
+            certs.path("server.crt"),
+            certs.path("server.key"),
+            certs.path("ca.crt"),
+        );
         let auth = if auth_clients { "yes" } else { "no" };
         Self::start_on(
             port,
@@ -403,7 +438,12 @@ impl RedisServer {
                 "--cert",
                 &certs.path("client.crt"),
             ])
-            .args(["--key", &certs.path("client.key"), "-p", &self.port.to_string()])
+            .args([
+                "--key",
+                &certs.path("client.key"),
+                "-p",
+                &self.port.to_string(),
+            ])
             .args(args)
             .output()
             .expect("redis-cli");

@@ -130,7 +130,10 @@ pub enum Case {
     InPlace,
     /// The alias points at `from`, built for other fingerprints: build the new index
     /// and move the alias. `changed` says what differs.
-    Rebuild { from: IndexState, changed: Vec<String> },
+    Rebuild {
+        from: IndexState,
+        changed: Vec<String>,
+    },
 }
 
 /// What a run behind an alias does, decided before anything is written.
@@ -154,7 +157,7 @@ impl Plan {
         };
         let how = match self.resumed_with {
             Some(docs) => format!(
-                "{} {} (it holds {docs} documents from an interrupted build: resumed, change-aware)",
+                "{} {} (it holds {docs} documents from a build that did not finish: change-aware, only what is missing or changed is written)",
                 if dry_run { "would resume" } else { "resuming" },
                 self.target
             ),
@@ -190,7 +193,11 @@ pub async fn plan(
     let live = current(client, alias, pipeline).await?;
     let target_state = index::inspect(client, &target).await?;
     if let Some(state) = &target_state {
-        owned(state, pipeline, &format!("the index alias {alias} is built into"))?;
+        owned(
+            state,
+            pipeline,
+            &format!("the index alias {alias} is built into"),
+        )?;
     }
     let resumed_with = target_state.as_ref().map(|s| s.docs_at_start);
     let case = match live {
@@ -219,11 +226,18 @@ pub async fn plan(
                     })
                     .collect(),
             };
-            Case::Rebuild { from: live, changed }
+            Case::Rebuild {
+                from: live,
+                changed,
+            }
         }
     };
     // In place, the target is the live index: nothing is resumed.
-    let resumed_with = if case == Case::InPlace { None } else { resumed_with };
+    let resumed_with = if case == Case::InPlace {
+        None
+    } else {
+        resumed_with
+    };
     Ok(Plan {
         alias: alias.to_owned(),
         target,
@@ -235,13 +249,21 @@ pub async fn plan(
 /// The index `alias` points at, checked to be `pipeline`'s; `None` when there is no
 /// such alias. An index (not an alias) of that name, an alias over several indices,
 /// or one over an index this pipeline does not own is an error.
-pub async fn current(client: &EsClient, alias: &str, pipeline: &str) -> anyhow::Result<Option<IndexState>> {
+pub async fn current(
+    client: &EsClient,
+    alias: &str,
+    pipeline: &str,
+) -> anyhow::Result<Option<IndexState>> {
     let reply = client
         .request(Method::Get, &format!("_alias/{}", encode(alias)), None)
         .await
         .map_err(anyhow::Error::msg)?;
     let names: Vec<String> = match reply.status {
-        200 => reply.json()?.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default(),
+        200 => reply
+            .json()?
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default(),
         404 => Vec::new(),
         _ => return Err(client.status_error(&reply, &format!("GET _alias/{alias}"))),
     };
@@ -299,7 +321,9 @@ pub fn mapping_changes(held: &Value, wanted: &Value) -> Vec<String> {
     for (name, want) in wanted_fields {
         match held_fields.get(name) {
             None => changes.push(format!("+{name}: {}", kind(want))),
-            Some(have) if kind(have) != kind(want) => changes.push(format!("{name}: {} -> {}", kind(have), kind(want))),
+            Some(have) if kind(have) != kind(want) => {
+                changes.push(format!("{name}: {} -> {}", kind(have), kind(want)))
+            }
             Some(_) => {}
         }
     }
@@ -314,7 +338,12 @@ pub fn mapping_changes(held: &Value, wanted: &Value) -> Vec<String> {
 /// Moves (or creates) `alias` onto `to` in one `_aliases` request; removing it from
 /// `from` requires it to be there still (`must_exist`), so an alias someone else moved
 /// meanwhile fails the swap rather than leaving two indices behind it.
-pub async fn swap(client: &EsClient, alias: &str, from: Option<&str>, to: &str) -> anyhow::Result<()> {
+pub async fn swap(
+    client: &EsClient,
+    alias: &str,
+    from: Option<&str>,
+    to: &str,
+) -> anyhow::Result<()> {
     let mut actions = Vec::new();
     if let Some(from) = from {
         actions.push(json!({ "remove": { "index": from, "alias": alias, "must_exist": true } }));
@@ -325,19 +354,29 @@ pub async fn swap(client: &EsClient, alias: &str, from: Option<&str>, to: &str) 
         .request(
             Method::Post,
             "_aliases",
-            Some((bytes::Bytes::from(serde_json::to_vec(&body)?), "application/json")),
+            Some((
+                bytes::Bytes::from(serde_json::to_vec(&body)?),
+                "application/json",
+            )),
         )
         .await
         .map_err(anyhow::Error::msg)?;
     if reply.status != 200 {
-        return Err(client.status_error(&reply, &format!("POST _aliases (moving alias {alias} to {to})")));
+        return Err(client.status_error(
+            &reply,
+            &format!("POST _aliases (moving alias {alias} to {to})"),
+        ));
     }
     Ok(())
 }
 
 /// The concrete indices built for `alias` that carry `pipeline`'s marker, oldest
 /// first (by creation date), with their creation dates in milliseconds.
-pub async fn generations(client: &EsClient, alias: &str, pipeline: &str) -> anyhow::Result<Vec<(String, u64)>> {
+pub async fn generations(
+    client: &EsClient,
+    alias: &str,
+    pipeline: &str,
+) -> anyhow::Result<Vec<(String, u64)>> {
     let pattern = format!("{}-*", encode(alias));
     let reply = client
         .request(
@@ -348,7 +387,10 @@ pub async fn generations(client: &EsClient, alias: &str, pipeline: &str) -> anyh
         .await
         .map_err(anyhow::Error::msg)?;
     if reply.status != 200 {
-        return Err(client.status_error(&reply, &format!("GET {alias}-*/_mapping (finding the indices built for the alias)")));
+        return Err(client.status_error(
+            &reply,
+            &format!("GET {alias}-*/_mapping (finding the indices built for the alias)"),
+        ));
     }
     let mappings = reply.json()?;
     let reply = client
@@ -360,7 +402,10 @@ pub async fn generations(client: &EsClient, alias: &str, pipeline: &str) -> anyh
         .await
         .map_err(anyhow::Error::msg)?;
     if reply.status != 200 {
-        return Err(client.status_error(&reply, &format!("GET {alias}-*/_settings (their creation dates)")));
+        return Err(client.status_error(
+            &reply,
+            &format!("GET {alias}-*/_settings (their creation dates)"),
+        ));
     }
     let settings = reply.json()?;
     let mut found: Vec<(String, u64)> = mappings
@@ -369,7 +414,8 @@ pub async fn generations(client: &EsClient, alias: &str, pipeline: &str) -> anyh
         .flatten()
         .filter(|(_, v)| {
             let marker = &v["mappings"]["_meta"][META_KEY];
-            marker["pipeline"].as_str() == Some(pipeline) && marker[ALIAS_KEY].as_str() == Some(alias)
+            marker["pipeline"].as_str() == Some(pipeline)
+                && marker[ALIAS_KEY].as_str() == Some(alias)
         })
         .map(|(name, _)| {
             let created = settings[name]["settings"]["index"]["creation_date"]
@@ -407,7 +453,10 @@ pub async fn prune(
             .await
             .map_err(anyhow::Error::msg)?;
         if reply.status != 200 && reply.status != 404 {
-            return Err(client.status_error(&reply, &format!("DELETE {name} (an index beyond keep_previous)")));
+            return Err(client.status_error(
+                &reply,
+                &format!("DELETE {name} (an index beyond keep_previous)"),
+            ));
         }
         deleted.push(name);
     }
@@ -430,7 +479,11 @@ pub struct Ending<'a> {
 /// Ends a build: when complete and within the guard, moves the alias onto the new
 /// index and deletes the indices beyond `keep_previous`. Returns the notes for the
 /// summary and the error that keeps the alias where it is, if any.
-pub async fn finish_build(client: &EsClient, plan: &Plan, ending: Ending<'_>) -> anyhow::Result<(Vec<String>, Option<String>)> {
+pub async fn finish_build(
+    client: &EsClient,
+    plan: &Plan,
+    ending: Ending<'_>,
+) -> anyhow::Result<(Vec<String>, Option<String>)> {
     let from = match &plan.case {
         Case::InPlace => return Ok((Vec::new(), None)),
         Case::First => None,
@@ -474,9 +527,19 @@ pub async fn finish_build(client: &EsClient, plan: &Plan, ending: Ending<'_>) ->
             "moved alias {} from {from} ({old} documents) to {} ({new} documents)",
             plan.alias, plan.target
         ),
-        None => format!("created alias {} on {} ({new} documents)", plan.alias, plan.target),
+        None => format!(
+            "created alias {} on {} ({new} documents)",
+            plan.alias, plan.target
+        ),
     }];
-    let deleted = prune(client, &plan.alias, ending.pipeline, &plan.target, ending.keep_previous).await?;
+    let deleted = prune(
+        client,
+        &plan.alias,
+        ending.pipeline,
+        &plan.target,
+        ending.keep_previous,
+    )
+    .await?;
     if !deleted.is_empty() {
         notes.push(format!(
             "deleted {} (beyond keep_previous: {})",
@@ -494,11 +557,14 @@ pub async fn rollback(client: &EsClient, alias: &str, pipeline: &str) -> anyhow:
         anyhow::bail!("alias {alias} does not exist: there is nothing to roll back");
     };
     let built = generations(client, alias, pipeline).await?;
-    let live_created = built.iter().find(|(name, _)| *name == live.name).map(|(_, c)| *c).unwrap_or(u64::MAX);
+    let live_created = built
+        .iter()
+        .find(|(name, _)| *name == live.name)
+        .map(|(_, c)| *c)
+        .unwrap_or(u64::MAX);
     let previous = built
         .iter()
-        .filter(|(name, created)| *name != live.name && *created <= live_created)
-        .next_back()
+        .rfind(|(name, created)| *name != live.name && *created <= live_created)
         .map(|(name, _)| name.clone());
     let Some(previous) = previous else {
         anyhow::bail!(
@@ -524,12 +590,24 @@ mod tests {
     fn each_part_changes_the_index_name_and_is_named_when_it_differs() {
         let mappings = json!({"properties": {"n": {"type": "keyword"}}});
         let base = Fingerprints::new(1, Some(&mappings), None);
-        assert_eq!(base.index_name("a"), Fingerprints::new(1, Some(&mappings), None).index_name("a"));
+        assert_eq!(
+            base.index_name("a"),
+            Fingerprints::new(1, Some(&mappings), None).index_name("a")
+        );
         assert_eq!(base.index_name("a").len(), "a-".len() + 8);
-        let other_mappings = Fingerprints::new(1, Some(&json!({"properties": {"n": {"type": "integer"}}})), None);
-        let other_settings = Fingerprints::new(1, Some(&mappings), Some(&json!({"number_of_shards": 2})));
+        let other_mappings = Fingerprints::new(
+            1,
+            Some(&json!({"properties": {"n": {"type": "integer"}}})),
+            None,
+        );
+        let other_settings =
+            Fingerprints::new(1, Some(&mappings), Some(&json!({"number_of_shards": 2})));
         let other_documents = Fingerprints::new(2, Some(&mappings), None);
-        for (other, part) in [(other_mappings, "mappings"), (other_settings, "settings"), (other_documents, "document template")] {
+        for (other, part) in [
+            (other_mappings, "mappings"),
+            (other_settings, "settings"),
+            (other_documents, "document template"),
+        ] {
             assert_ne!(other.index_name("a"), base.index_name("a"));
             assert_eq!(other.changed_from(&base), vec![part]);
         }
@@ -540,13 +618,19 @@ mod tests {
     fn mapping_changes_name_the_fields() {
         let held = json!({"properties": {"n": {"type": "keyword"}, "old": {"type": "text"}, "_content_hash": {"type": "keyword"}}});
         let wanted = json!({"properties": {"n": {"type": "integer"}, "new": {"type": "long"}}});
-        assert_eq!(mapping_changes(&held, &wanted), vec!["n: keyword -> integer", "+new: long", "-old"]);
+        assert_eq!(
+            mapping_changes(&held, &wanted),
+            vec!["n: keyword -> integer", "+new: long", "-old"]
+        );
     }
 
     #[test]
     fn the_marker_fields_join_the_ownership_marker() {
         let mut body = index::creation_body(None, None, true, "p", false);
-        mark_creation_body(&mut body, &marker_fields("a", Fingerprints::new(1, None, None)));
+        mark_creation_body(
+            &mut body,
+            &marker_fields("a", Fingerprints::new(1, None, None)),
+        );
         let marker = &body["mappings"]["_meta"][META_KEY];
         assert_eq!(marker["pipeline"], "p");
         assert_eq!(marker["alias"], "a");
