@@ -3,6 +3,7 @@
 
 pub mod progress;
 pub mod run;
+mod summary_json;
 pub mod validate;
 
 use std::path::PathBuf;

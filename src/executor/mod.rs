@@ -396,6 +396,9 @@ impl Run<'_> {
         interrupted: bool,
     ) -> PipelineSummary {
         let seconds = self.started.elapsed().as_secs_f64();
+        for dead_letter in &self.dead_letters {
+            dead_letter.log_the_rest();
+        }
         let mut stages = vec![StageSummary {
             stage: "source".into(),
             counters: self.source_ctx.counters.snapshot(),
@@ -476,6 +479,7 @@ impl Run<'_> {
             seconds,
             docs_per_second: if seconds > 0.0 { written as f64 / seconds } else { 0.0 },
             keys_per_second: if seconds > 0.0 { read as f64 / seconds } else { 0.0 },
+            targets: report.targets.clone(),
             dead_letter: self
                 .dead_letters
                 .iter()

@@ -61,6 +61,8 @@ pub struct PipelineSummary {
     pub docs_per_second: f64,
     /// Keys read per second.
     pub keys_per_second: f64,
+    /// The indices the documents went to (in a dry run: would go to).
+    pub targets: Vec<String>,
     /// Dead-letter files that received entries in this run.
     pub dead_letter: Vec<PathBuf>,
     /// Keys read, by database then Redis type.
@@ -102,6 +104,9 @@ impl fmt::Display for PipelineSummary {
             "pipeline {}: {status}{dry} in {:.2} s, {:.0} keys/s, {:.0} docs/s",
             self.pipeline, self.seconds, self.keys_per_second, self.docs_per_second
         );
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "  {}", describe_targets(&self.targets));
+        }
         let written = if self.dry_run { "would write" } else { "written" };
         let mut line = format!(
             "  read {} = {written} {} + filtered {} + skipped {} + failed {}",
@@ -168,6 +173,16 @@ impl fmt::Display for PipelineSummary {
     }
 }
 
+/// `into index a`, `into indices a, b`, `into 12 indices: a, b, c, d, e, ...`.
+fn describe_targets(targets: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match targets {
+        [one] => format!("into index {one}"),
+        many if many.len() <= SHOWN => format!("into indices {}", many.join(", ")),
+        many => format!("into {} indices: {}, ...", many.len(), many[..SHOWN].join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +204,7 @@ mod tests {
             seconds: 2.0,
             docs_per_second: 3.0,
             keys_per_second: 5.0,
+            targets: vec!["redis-users".into()],
             dead_letter: vec![PathBuf::from("users.dead-letter.ndjson")],
             keys: BTreeMap::new(),
             notes: vec![],
@@ -205,6 +221,7 @@ mod tests {
         assert_eq!(
             text,
             "pipeline users: FAILED in 2.00 s, 5 keys/s, 3 docs/s\n  \
+             into index redis-users\n  \
              read 10 = written 6 + filtered 1 + skipped 1 + failed 2\n  \
              skipped: vanished 1\n  \
              deleted as stale: 3 (found 3)\n  \

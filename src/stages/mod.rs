@@ -60,6 +60,8 @@ pub struct SinkReport {
     pub deleted_stale: u64,
     /// Stale documents found (deleted or, in a dry run or when guarded, not).
     pub stale_found: u64,
+    /// The indices the documents went to (or would go to); empty for a sink without.
+    pub targets: Vec<String>,
     /// Lines worth showing in the summary.
     pub notes: Vec<String>,
     /// Set when the run must exit non-zero although nothing failed fatally

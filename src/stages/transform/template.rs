@@ -383,10 +383,10 @@ fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
     let reason = failure.to_string();
     // The key still exists: stale deletion keeps what an earlier run wrote for it.
     ctx.failed_before_sink.add(failure.id.as_deref());
-    tracing::warn!(pipeline = %ctx.pipeline, stage = %ctx.stage, key = ?key, database = record.database, "template error: {reason}");
     let entry = DeadLetterEntry {
         pipeline: ctx.pipeline.to_string(),
         stage: ctx.stage.clone(),
+        index: None,
         id: failure.id,
         key,
         key_encoding: key_is_base64.then_some("base64"),
@@ -394,6 +394,7 @@ fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
         error_type: "template_error".to_owned(),
         reason,
         document: None,
+        record: Some(Json::Object(record.to_context())),
     };
     if let Err(error) = ctx.dead_letter.write(&entry) {
         tracing::error!(

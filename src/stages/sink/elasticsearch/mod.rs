@@ -362,7 +362,8 @@ impl ElasticsearchSink {
                     if let Some(document) = &record.document {
                         if let Err(reason) = check_id(&document.id) {
                             // Elasticsearch refuses the whole bulk request for one such id.
-                            self.reject(&record, document.id.clone(), running, ctx, "invalid_id", reason)?;
+                            let index = Some(index_name.to_string());
+                            self.reject(&record, document.id.clone(), index, running, ctx, "invalid_id", reason)?;
                             continue;
                         }
                     }
@@ -465,16 +466,20 @@ impl ElasticsearchSink {
         if running.track_ids {
             running.ids.insert_anywhere(&id);
         }
-        self.reject(record, id, running, ctx, error_type, reason)?;
+        self.reject(record, id, None, running, ctx, error_type, reason)?;
         Ok(None)
     }
 
     /// Sends a record the sink cannot write (no valid index, an id Elasticsearch
     /// refuses) to the dead-letter file, before any request, and counts it as failed.
+    /// The line holds the document (the default one when no template rendered one) and
+    /// `index` when it is a valid name, so it can be replayed.
+    #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
         record: &Record,
         id: String,
+        index: Option<String>,
         running: &mut Running,
         ctx: &StageContext,
         error_type: &str,
@@ -487,16 +492,17 @@ impl ElasticsearchSink {
             .write(&DeadLetterEntry {
                 pipeline: ctx.pipeline.to_string(),
                 stage: ctx.stage.clone(),
+                index,
                 id: Some(id),
                 key,
                 key_encoding: is_base64.then_some("base64"),
                 database: record.database,
                 error_type: error_type.to_owned(),
                 reason,
-                document: record
-                    .document
-                    .as_ref()
-                    .map(|d| serde_json::Value::Object(d.body.clone())),
+                document: Some(serde_json::Value::Object(
+                    record.document_or_default(&ctx.run_timestamp).body.clone(),
+                )),
+                record: None,
             })
             .with_context(|| {
                 format!(
@@ -710,12 +716,17 @@ impl ElasticsearchSink {
                 "retried {requests} bulk requests and {items} documents Elasticsearch rejected with 429"
             ));
         }
-        if report.failed > 0 {
-            report.notes.push(format!(
-                "{} documents were rejected; they are in {}",
-                report.failed,
-                running.service.dead_letter.path().display()
-            ));
+        // The summary names the dead-letter file of rejected documents once, with the
+        // count: no note repeats it here.
+        report.targets = running
+            .indices
+            .iter()
+            .zip(&running.written)
+            .filter(|(_, written)| **written)
+            .map(|(state, _)| state.name.clone())
+            .collect();
+        if let (true, Some(name)) = (report.targets.is_empty(), fixed) {
+            report.targets.push(name.to_owned());
         }
         if !errors.is_empty() {
             report.error = Some(errors.join("; "));

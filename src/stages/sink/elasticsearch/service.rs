@@ -159,14 +159,14 @@ impl BulkService {
 
     fn dead_letter(&self, bulk: &SentBulk, i: usize, error_type: &str, reason: &str) -> anyhow::Result<()> {
         let item = &bulk.items[i];
-        let (_, id) = bulk.index_and_id(i);
+        let (index, id) = bulk.index_and_id(i);
         let (key, is_base64) = bytes_to_text(&item.key);
         let document = serde_json::from_slice::<Value>(bulk.document(i)).ok();
-        tracing::warn!(key = ?key, database = item.database, error_type, reason, "document rejected by Elasticsearch");
         self.dead_letter
             .write(&DeadLetterEntry {
                 pipeline: self.pipeline.to_string(),
                 stage: self.stage.clone(),
+                index: Some(index),
                 id: Some(id),
                 key,
                 key_encoding: is_base64.then_some("base64"),
@@ -174,6 +174,7 @@ impl BulkService {
                 error_type: error_type.to_owned(),
                 reason: reason.to_owned(),
                 document,
+                record: None,
             })
             .map_err(|e| {
                 anyhow::anyhow!(
