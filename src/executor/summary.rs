@@ -138,7 +138,8 @@ impl fmt::Display for PipelineSummary {
         }
         if self.failed > 0 {
             let paths: Vec<String> = self.dead_letter.iter().map(|p| p.display().to_string()).collect();
-            let _ = writeln!(out, "  {} documents failed; see {}", self.failed, paths.join(", "));
+            let failed = if self.dry_run { "would fail" } else { "failed" };
+            let _ = writeln!(out, "  {} documents {failed}; see {}", self.failed, paths.join(", "));
         }
         for note in &self.notes {
             let _ = writeln!(out, "  note: {note}");

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod compat;
+pub mod creation_check;
 pub mod encoder;
 pub mod index;
 pub mod repeated;
@@ -48,8 +49,6 @@ use stale::{IdSet, Mode};
 
 /// A partly filled bulk is sent when no record arrived for this long.
 const FLUSH_IDLE: Duration = Duration::from_millis(500);
-/// Problems of the dry-run mapping check shown in the summary.
-const MAX_DRY_RUN_PROBLEMS: usize = 10;
 
 /// The Elasticsearch sink.
 pub struct ElasticsearchSink {
@@ -89,11 +88,10 @@ struct Running {
     /// creates it without asking again.
     known_missing: Option<String>,
     fatal: Option<String>,
-    /// Dry run: documents that would fail against an existing mapping.
-    dry_problems: Vec<String>,
-    dry_problem_count: u64,
     /// Documents rejected before any request (bad index name or index template).
     rejected_before: u64,
+    /// Notes from `open`, for the summary.
+    notes: Vec<String>,
 }
 
 /// The largest request Elasticsearch can take: `http.max_content_length` is an `int`
@@ -262,10 +260,27 @@ impl ElasticsearchSink {
             repeated: RepeatedIds::default(),
             known_missing: None,
             fatal: None,
-            dry_problems: Vec::new(),
-            dry_problem_count: 0,
             rejected_before: 0,
+            notes: Vec::new(),
         };
+        // The pipeline's own settings and mappings, before any key is read (the
+        // built-in mapping needs no check).
+        if self.config.settings.is_some() || self.config.mappings.is_some() {
+            let body = index::creation_body(
+                self.config.settings.as_ref(),
+                self.config.mappings.as_ref(),
+                false,
+                &ctx.pipeline,
+                self.config.delete_stale.enabled,
+            );
+            let client = &running.service.client;
+            if let creation_check::Checked::NotAllowed(reason) = creation_check::check(client, &body).await? {
+                running.notes.push(format!(
+                    "the sink's settings and mappings were not checked before reading (the credentials may not \
+                     simulate an index template: {reason}); Elasticsearch checks them when it creates the index"
+                ));
+            }
+        }
         if let Target::Fixed(name) = &self.target {
             match index::inspect(&running.service.client, name).await? {
                 Some(mut state) => {
@@ -373,11 +388,12 @@ impl ElasticsearchSink {
                         .await?;
                     running.written[position] = true;
                     let mut record = record;
+                    let mut would_fail = None;
                     match record.document.take() {
                         Some(document) => {
                             running.produced(&index_name, &document.id, true, &record);
                             if dry_run {
-                                running.check_dry_run(position, &document, &record);
+                                would_fail = running.check_dry_run(position, document);
                             } else {
                                 let key = std::mem::take(&mut record.key);
                                 bulk.push_index(&index_name, &document.id, &document.body, record.database, key);
@@ -386,7 +402,7 @@ impl ElasticsearchSink {
                         None if dry_run => {
                             let document = default_document(&record, &ctx.run_timestamp);
                             running.produced(&index_name, &document.id, false, &record);
-                            running.check_dry_run(position, &document, &record);
+                            would_fail = running.check_dry_run(position, document);
                         }
                         None => {
                             // The hot path: the default document written straight into the body.
@@ -396,7 +412,18 @@ impl ElasticsearchSink {
                         }
                     }
                     if dry_run {
-                        ctx.counters.add_out(1);
+                        match would_fail {
+                            // Counted and dead-lettered (in the dry run's file) as the
+                            // real run would: the dry run then fails as the run would.
+                            Some((document, reason)) => {
+                                let id = document.id.clone();
+                                record.document = Some(document);
+                                let index = Some(index_name.to_string());
+                                let error_type = "document_parsing_exception";
+                                self.reject(&record, id, index, running, ctx, error_type, reason)?;
+                            }
+                            None => ctx.counters.add_out(1),
+                        }
                         continue;
                     }
                     if bulk.byte_len() > max_bytes && bulk.len() > 1 {
@@ -527,6 +554,7 @@ impl ElasticsearchSink {
             ..SinkReport::default()
         };
         report.notes.push(running.server.clone());
+        report.notes.append(&mut running.notes);
         let mut errors = Vec::new();
 
         // A complete run that found nothing still leaves its fixed index in place (a
@@ -565,15 +593,6 @@ impl ElasticsearchSink {
                     (true, None) => format!("index {} exists with {} documents", state.name, state.docs_at_start),
                 });
             }
-        }
-        if dry_run && running.dry_problem_count > 0 {
-            report.notes.push(format!(
-                "{} documents would be rejected by the existing mapping, e.g.:",
-                running.dry_problem_count
-            ));
-            report
-                .notes
-                .extend(running.dry_problems.iter().map(|p| format!("  {p}")));
         }
 
         let fixed = match &self.target {
@@ -664,8 +683,9 @@ impl ElasticsearchSink {
                                 "{} of {} documents in index {} are stale: a real run would delete them",
                                 scan.stale, scan.total, state.name
                             ));
-                            if let Some(guard) = guard {
-                                report.notes.push(format!("a real run would stop: it {guard}"));
+                            // The words the real run would stop with.
+                            if let (Some(guard), false) = (guard, ctx.options.allow_mass_delete) {
+                                errors.push(guard);
                             }
                         }
                         Mode::DeleteAsFound => {
@@ -831,6 +851,7 @@ impl Running {
                 self.check_owner(&mut state, ctx).await?;
                 state
             }
+            // The documents are checked against the mapping a real run would create.
             None if ctx.options.dry_run => IndexState {
                 name: name.to_owned(),
                 existed: false,
@@ -838,7 +859,16 @@ impl Running {
                 owner: None,
                 owner_deletes_stale: None,
                 docs_at_start: 0,
-                mapping: None,
+                mapping: Some(
+                    index::creation_body(
+                        config.settings.as_ref(),
+                        config.mappings.as_ref(),
+                        default_documents,
+                        &ctx.pipeline,
+                        config.delete_stale.enabled,
+                    )["mappings"]
+                        .take(),
+                ),
             },
             None => {
                 let body = index::creation_body(
@@ -872,25 +902,25 @@ impl Running {
         Ok(self.add_index(state))
     }
 
-    fn check_dry_run(&mut self, position: usize, document: &crate::document::Document, record: &Record) {
-        let Some(mapping) = &self.indices[position].mapping else {
-            return;
-        };
+    /// Dry run: checks `document` against the mapping of the index at `position`
+    /// (an existing index's, or the one a real run would create). Returns the document
+    /// and why Elasticsearch would reject it.
+    fn check_dry_run(
+        &mut self,
+        position: usize,
+        document: crate::document::Document,
+    ) -> Option<(crate::document::Document, String)> {
+        let mapping = self.indices[position].mapping.as_ref()?;
         let problems = compat::check_document(mapping, &document.body);
         if problems.is_empty() {
-            return;
+            return None;
         }
-        self.dry_problem_count += 1;
-        if self.dry_problems.len() < MAX_DRY_RUN_PROBLEMS {
-            self.dry_problems.push(format!(
-                "document {} (key {}, database {}) in index {}: {}",
-                document.id,
-                record.key_text().0,
-                record.database,
-                self.indices[position].name,
-                problems.join("; ")
-            ));
-        }
+        let reason = format!(
+            "the mapping of index {} would reject it: {}",
+            self.indices[position].name,
+            problems.join("; ")
+        );
+        Some((document, reason))
     }
 }
 
