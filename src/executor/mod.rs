@@ -274,6 +274,17 @@ fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, 
     match (source, sink) {
         (Some(mut source), Some(mut sink)) if errors.is_empty() => {
             source.set_ttl_needed(transforms.iter().any(|t| t.reads("ttl")) || sink.reads("ttl"));
+            // A later template replaces an earlier one's document, index included.
+            sink.set_routed_by_transform(
+                transforms
+                    .iter()
+                    .rev()
+                    .find_map(|t| match t {
+                        Transform::Template(template) => Some(template.renders_index()),
+                        _ => None,
+                    })
+                    .unwrap_or(false),
+            );
             sink.set_rendered_documents(
                 transforms
                     .iter()

@@ -157,6 +157,15 @@ impl Sink {
         }
     }
 
+    /// Tells the sink whether a template stage chooses every document's index (the
+    /// last template transform has an `index`): the sink's own `index` is then no
+    /// target, neither created nor cleaned.
+    pub fn set_routed_by_transform(&mut self, routed: bool) {
+        if let Sink::Elasticsearch(es) = self {
+            es.set_routed_by_transform(routed);
+        }
+    }
+
     /// Whether this sink reads the record's `field` (in an `index` template).
     pub fn reads(&self, field: &str) -> bool {
         match self {

@@ -207,6 +207,11 @@ impl TemplateTransform {
         !matches!(self.body, BodyPlan::Default)
     }
 
+    /// Whether this stage chooses each document's index (an `index` template).
+    pub fn renders_index(&self) -> bool {
+        self.index.is_some()
+    }
+
     /// Whether this stage renders the documents' ids (an `id` template).
     pub fn renders_id(&self) -> bool {
         self.id.is_some()

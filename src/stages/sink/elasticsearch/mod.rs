@@ -60,6 +60,9 @@ pub struct ElasticsearchSink {
     /// mapping of the default document must not be given to a new index); `None`
     /// when not told, and then each record says (a rendered document or none).
     rendered_documents: Option<bool>,
+    /// Whether a template transform chooses every document's index: the sink's own
+    /// fixed `index` is then never written to, so never created nor cleaned.
+    routed_by_transform: bool,
 }
 
 /// Where documents go.
@@ -222,6 +225,7 @@ impl ElasticsearchSink {
                 target,
                 running: None,
                 rendered_documents: None,
+                routed_by_transform: false,
             }),
             _ => Err(errors),
         }
@@ -281,13 +285,13 @@ impl ElasticsearchSink {
                 ));
             }
         }
-        if let Target::Fixed(name) = &self.target {
+        if let Some(name) = self.fixed_index() {
             match index::inspect(&running.service.client, name).await? {
                 Some(mut state) => {
                     running.check_owner(&mut state, ctx).await?;
                     running.add_index(state);
                 }
-                None => running.known_missing = Some(name.clone()),
+                None => running.known_missing = Some(name.to_owned()),
             }
         }
         self.running = Some(running);
@@ -298,6 +302,20 @@ impl ElasticsearchSink {
     /// template with only `id` or `index` keeps the default document, and its mapping).
     pub fn set_rendered_documents(&mut self, rendered: bool) {
         self.rendered_documents = Some(rendered);
+    }
+
+    /// Tells the sink whether a template transform chooses every document's index.
+    pub fn set_routed_by_transform(&mut self, routed: bool) {
+        self.routed_by_transform = routed;
+    }
+
+    /// The sink's own fixed index, when documents may go to it: not when `index` is a
+    /// template, nor when a template transform chooses every document's index.
+    fn fixed_index(&self) -> Option<&str> {
+        match &self.target {
+            Target::Fixed(name) if !self.routed_by_transform => Some(name),
+            _ => None,
+        }
     }
 
     /// Whether the `index` template reads the record's `field`.
@@ -559,9 +577,10 @@ impl ElasticsearchSink {
 
         // A complete run that found nothing still leaves its fixed index in place (a
         // run that failed or was interrupted before any document creates nothing).
-        if let (Target::Fixed(name), false) = (&self.target, dry_run) {
+        if let (Some(name), false) = (self.fixed_index(), dry_run) {
             let read_everything = upstream.complete && !ctx.cancel.is_cancelled();
             if read_everything && running.fatal.is_none() && !running.positions.contains_key(name) {
+                let name = name.to_owned();
                 let body = index::creation_body(
                     self.config.settings.as_ref(),
                     self.config.mappings.as_ref(),
@@ -569,7 +588,7 @@ impl ElasticsearchSink {
                     &ctx.pipeline,
                     self.config.delete_stale.enabled,
                 );
-                index::create(&running.service.client, name, &body).await?;
+                index::create(&running.service.client, &name, &body).await?;
                 running.add_index(IndexState {
                     name: name.clone(),
                     existed: false,
@@ -595,10 +614,7 @@ impl ElasticsearchSink {
             }
         }
 
-        let fixed = match &self.target {
-            Target::Fixed(name) => Some(name.as_str()),
-            Target::Template(_) => None,
-        };
+        let fixed = self.fixed_index();
         if self.config.delete_stale.enabled {
             if running.fatal.is_some() {
                 report.notes.push("stale deletion skipped: the run failed".to_owned());
