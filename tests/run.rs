@@ -185,7 +185,7 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
     assert!(dead[0]["reason"]
         .as_str()
         .unwrap()
-        .starts_with("/document/name: undefined value"));
+        .starts_with("/document/name: `value.name`: undefined value"));
     let p = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
     assert_eq!((p["status"].as_str(), p["failed"].as_u64()), (Some("failed"), Some(1)));
     assert_eq!(p["dead_letter"][0], "users.dead-letter.ndjson");
@@ -195,7 +195,7 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
     let out = run_in(dir.path(), &["run", "--dry-run", "-q", pipeline.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("1 documents failed; see users.dead-letter.dry-run.ndjson"),
+        text(&out.stdout).contains("1 documents would fail; see users.dead-letter.dry-run.ndjson"),
         "{}",
         text(&out.stdout)
     );

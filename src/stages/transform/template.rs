@@ -252,8 +252,9 @@ impl TemplateTransform {
         let context = record_context(record, &ctx.pipeline, &ctx.run_timestamp);
 
         let render_text = |name: &str, id: Option<&str>| -> Result<String, RenderFailure> {
-            let rendered = env.get_template(name).and_then(|t| t.render(&context));
-            rendered.map_err(|error| RenderFailure::new(name, &error, id))
+            let template = env.get_template(name).map_err(|error| RenderFailure::new(name, &error, id))?;
+            let rendered = template.render(&context);
+            rendered.map_err(|error| RenderFailure::in_source(name, &error, template.source(), id))
         };
 
         let id = match &self.id {
@@ -319,10 +320,11 @@ impl TemplateTransform {
         match node {
             Node::Template(name) => {
                 let env = self.compiled.borrow_owner();
-                env.get_template(name)
-                    .and_then(|t| t.render(context))
+                let template = env.get_template(name).map_err(|e| RenderFailure::new(name, &e, Some(id)))?;
+                template
+                    .render(context)
                     .map(Json::String)
-                    .map_err(|e| RenderFailure::new(name, &e, Some(id)))
+                    .map_err(|e| RenderFailure::in_source(name, &e, template.source(), Some(id)))
             }
             Node::Expr { expr, pointer } => {
                 let value = self.compiled.borrow_dependent()[*expr]
@@ -365,6 +367,17 @@ impl RenderFailure {
             message: describe(error),
             id: id.map(str::to_owned),
         }
+    }
+
+    /// As [`RenderFailure::new`], naming the part of the template's `source` that
+    /// failed (`` `value.name`: undefined value (line 1) ``) when the error locates it.
+    fn in_source(pointer: &str, error: &minijinja::Error, source: &str, id: Option<&str>) -> Self {
+        let mut failure = Self::new(pointer, error, id);
+        let failed = error.range().and_then(|range| source.get(range)).map(str::trim);
+        if let Some(expression) = failed.filter(|e| !e.is_empty()) {
+            failure.message = format!("`{expression}`: {}", failure.message);
+        }
+        failure
     }
 
     fn message(pointer: &str, message: &str, id: Option<&str>) -> Self {
@@ -420,6 +433,11 @@ pub(crate) fn environment() -> Environment<'static> {
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_filter("md5", md5_hex);
+    // The contrib `now()` gives a float of seconds, which dynamic mapping makes a
+    // float field: this one gives the ISO 8601 UTC text `_timestamp` holds
+    // (`2026-11-27T11:36:27.123Z`), which Elasticsearch maps as a date and
+    // `datetimeformat` reads.
+    env.add_function("now", || crate::document::now_timestamp());
     env
 }
 
@@ -982,12 +1000,22 @@ document:
     }
 
     #[test]
+    fn now_renders_an_iso_8601_utc_timestamp_that_datetimeformat_reads() {
+        let env = environment();
+        let now = env.render_str("{{ now() }}", ()).unwrap();
+        let shape = regex::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$").unwrap();
+        assert!(shape.is_match(&now), "{now}");
+        let year = env.render_str("{{ now() | datetimeformat(format='[year]') }}", ()).unwrap();
+        assert_eq!(year, now[..4]);
+    }
+
+    #[test]
     fn undefined_variables_fail_the_record_with_its_field_path() {
         let t = TemplateTransform::build(&config("document:\n  x: \"{{ value.missing }}\"\n")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
         assert_eq!(failure.pointer, "/document/x");
-        assert!(failure.message.contains("undefined"), "{}", failure.message);
+        assert_eq!(failure.message, "`value.missing`: undefined value (line 1)");
     }
 
     #[test]
