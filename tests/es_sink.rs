@@ -463,11 +463,8 @@ fn a_mapping_conflict_sends_exactly_the_bad_documents_to_the_dead_letter_file() 
             if line["_id"] == "doc13" { 13 } else { 29 }
         );
     }
-    assert!(
-        report.notes.iter().any(|n| n.contains("2 documents were rejected")),
-        "{:?}",
-        report.notes
-    );
+    // The summary names the dead-letter file once, with the count: no note repeats it.
+    assert!(!report.notes.iter().any(|n| n.contains("rejected")), "{:?}", report.notes);
 }
 
 #[test]
@@ -632,9 +629,15 @@ fn a_dry_run_writes_nothing_and_says_what_a_run_would_do() {
         notes.contains(&format!("1 of 2 documents in index {index} are stale")),
         "{notes}"
     );
+    // The conflicting document counts as failed, with Elasticsearch's own reason.
+    assert_eq!((report.written, report.failed), (0, 1));
+    let lines = outcome.dead_letters();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["error_type"], "document_parsing_exception");
     assert!(
-        notes.contains("field `n`: mapped as long, got \"not a number\", which is not a number"),
-        "{notes}"
+        lines[0]["reason"].as_str().unwrap().contains("failed to parse field [n] of type [long]"),
+        "{}",
+        lines[0]
     );
     assert_eq!(es_count(&index), 2);
     assert_eq!(es_get(&index, "a").unwrap()["n"], 1);
@@ -1411,10 +1414,17 @@ fn end_to_end_dead_letter_files_are_named_in_the_summary_and_a_dry_run_keeps_the
     assert!(template_failures.contains("\"key\":\"user:3\""), "{template_failures}");
     assert!(rejected.contains("\"key\":\"user:2\""), "{rejected}");
 
+    // The dry run predicts both failures, each in its file's dry-run twin.
     let (out, files) = run(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert_eq!(files, json!(["dl.dead-letter.dry-run.ndjson"]), "{}", describe(&out));
+    assert_eq!(
+        files,
+        json!(["dl.dead-letter.dry-run.ndjson", "rejected.dry-run.ndjson"]),
+        "{}",
+        describe(&out)
+    );
     assert!(read("dl.dead-letter.dry-run.ndjson").contains("\"key\":\"user:3\""));
+    assert!(read("rejected.dry-run.ndjson").contains("\"key\":\"user:2\""));
     assert_eq!(read("dl.dead-letter.ndjson"), template_failures, "the real run's file is untouched");
     assert_eq!(read("rejected.ndjson"), rejected, "the real run's file is untouched");
     assert_eq!(es_count(&index), 1);
@@ -1756,14 +1766,28 @@ fn end_to_end_a_dry_run_fails_with_the_words_of_the_real_run_it_predicts_failing
     for line in &lines {
         assert_eq!(line["_index"], index.as_str());
         assert!(line["document"]["age"].is_string(), "{line}");
-        assert!(line["reason"].as_str().unwrap().contains("mapped as long"), "{line}");
+        assert_eq!(line["error_type"], "document_parsing_exception");
+        let reason = line["reason"].as_str().unwrap();
+        assert!(reason.contains("failed to parse field [age] of type [long]"), "Elasticsearch's words: {line}");
     }
     assert_eq!(http().head(format!("{}/{index}", es_url())).send().unwrap().status(), 404);
 
-    // The real run fails on the same two documents.
+    // The real run fails on the same two documents, for the same reason.
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 documents failed; see df.dead-letter.ndjson"));
+    let real: Vec<Value> = std::fs::read_to_string(dir.path().join("df.dead-letter.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let keys = |lines: &[Value]| {
+        let mut keys: Vec<String> = lines.iter().map(|l| l["key"].as_str().unwrap().to_owned()).collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&real), keys(&lines));
+    assert!(real.iter().all(|l| l["error_type"] == "document_parsing_exception"));
     assert_eq!(es_count(&index), 2);
 
     // Both written documents' keys gone, one failing key fixed: 2 of the index's 2

@@ -5,7 +5,9 @@
 //! Split by job: `client.rs` speaks HTTP to one or several nodes, `encoder.rs` writes
 //! bulk bodies, `retry.rs` decides what to retry, `service.rs` sends bulks and acts on
 //! the answers, `index.rs` sets indices up, `stale.rs` finds and deletes stale
-//! documents, `compat.rs` checks documents against a mapping in a dry run.
+//! documents, `creation_check.rs` checks the pipeline's settings and mappings before
+//! reading, `dry_check.rs` asks Elasticsearch about a dry run's documents, `compat.rs`
+//! checks them offline when it cannot.
 //!
 //! Templated indices (`index: "redis-{{ database }}"`, or a template transform's
 //! `index`): each index is created at its first document. Stale deletion covers each
@@ -16,6 +18,7 @@
 pub mod client;
 pub mod compat;
 pub mod creation_check;
+pub mod dry_check;
 pub mod encoder;
 pub mod index;
 pub mod repeated;
@@ -95,6 +98,10 @@ struct Running {
     rejected_before: u64,
     /// Notes from `open`, for the summary.
     notes: Vec<String>,
+    /// Dry run: documents waiting to be checked by Elasticsearch.
+    dry_pending: Vec<dry_check::Pending>,
+    /// Dry run: why documents are checked offline (Elasticsearch could not check them).
+    dry_offline: Option<String>,
 }
 
 /// The largest request Elasticsearch can take: `http.max_content_length` is an `int`
@@ -266,6 +273,8 @@ impl ElasticsearchSink {
             fatal: None,
             rejected_before: 0,
             notes: Vec::new(),
+            dry_pending: Vec::new(),
+            dry_offline: None,
         };
         // The pipeline's own settings and mappings, before any key is read (the
         // built-in mapping needs no check).
@@ -406,12 +415,11 @@ impl ElasticsearchSink {
                         .await?;
                     running.written[position] = true;
                     let mut record = record;
-                    let mut would_fail = None;
                     match record.document.take() {
                         Some(document) => {
                             running.produced(&index_name, &document.id, true, &record);
                             if dry_run {
-                                would_fail = running.check_dry_run(position, document);
+                                record.document = Some(document);
                             } else {
                                 let key = std::mem::take(&mut record.key);
                                 bulk.push_index(&index_name, &document.id, &document.body, record.database, key);
@@ -420,7 +428,7 @@ impl ElasticsearchSink {
                         None if dry_run => {
                             let document = default_document(&record, &ctx.run_timestamp);
                             running.produced(&index_name, &document.id, false, &record);
-                            would_fail = running.check_dry_run(position, document);
+                            record.document = Some(document);
                         }
                         None => {
                             // The hot path: the default document written straight into the body.
@@ -430,17 +438,15 @@ impl ElasticsearchSink {
                         }
                     }
                     if dry_run {
-                        match would_fail {
-                            // Counted and dead-lettered (in the dry run's file) as the
-                            // real run would: the dry run then fails as the run would.
-                            Some((document, reason)) => {
-                                let id = document.id.clone();
-                                record.document = Some(document);
-                                let index = Some(index_name.to_string());
-                                let error_type = "document_parsing_exception";
-                                self.reject(&record, id, index, running, ctx, error_type, reason)?;
-                            }
-                            None => ctx.counters.add_out(1),
+                        let state = &running.indices[position];
+                        let mapping_addition = if state.existed { None } else { state.mapping.clone() };
+                        running.dry_pending.push(dry_check::Pending {
+                            index: index_name.to_string(),
+                            record,
+                            mapping_addition,
+                        });
+                        if running.dry_pending.len() >= max_docs {
+                            self.check_dry_run(running, ctx).await?;
                         }
                         continue;
                     }
@@ -459,6 +465,9 @@ impl ElasticsearchSink {
                 while let Some(done) = in_flight.try_join_next() {
                     flatten(done)?;
                 }
+            }
+            if !running.dry_pending.is_empty() {
+                self.check_dry_run(running, ctx).await?;
             }
             if !bulk.is_empty() {
                 let last = std::mem::take(&mut bulk);
@@ -513,6 +522,44 @@ impl ElasticsearchSink {
         }
         self.reject(record, id, None, running, ctx, error_type, reason)?;
         Ok(None)
+    }
+
+    /// Dry run: checks the pending documents (with Elasticsearch, or offline when it
+    /// cannot) and counts each as the real run would: written, or failed and
+    /// dead-lettered (in the dry run's file) with the reason.
+    async fn check_dry_run(&self, running: &mut Running, ctx: &StageContext) -> anyhow::Result<()> {
+        let pending = std::mem::take(&mut running.dry_pending);
+        let mut verdicts = None;
+        if running.dry_offline.is_none() {
+            match dry_check::check(&running.service.client, &pending).await {
+                Ok(found) => verdicts = Some(found),
+                Err(dry_check::Unavailable(reason)) => {
+                    tracing::warn!("Elasticsearch cannot check the dry run's documents ({reason}); checking them offline");
+                    running.dry_offline = Some(reason);
+                }
+            }
+        }
+        for (i, p) in pending.into_iter().enumerate() {
+            let Some(document) = p.document() else { continue };
+            let verdict = match &verdicts {
+                Some(found) => found[i].clone(),
+                None => {
+                    let position = running.positions.get(&p.index).copied();
+                    let mapping = position.and_then(|at| running.indices[at].mapping.as_ref());
+                    check_offline(mapping, &p.index, document)
+                        .map(|reason| ("document_parsing_exception".to_owned(), reason))
+                }
+            };
+            match verdict {
+                None => ctx.counters.add_out(1),
+                Some((error_type, reason)) => {
+                    let id = document.id.clone();
+                    let index = Some(p.index.clone());
+                    self.reject(&p.record, id, index, running, ctx, error_type.as_str(), reason)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sends a record the sink cannot write (no valid index, an id Elasticsearch
@@ -573,6 +620,12 @@ impl ElasticsearchSink {
         };
         report.notes.push(running.server.clone());
         report.notes.append(&mut running.notes);
+        if let Some(reason) = &running.dry_offline {
+            report.notes.push(format!(
+                "Elasticsearch could not check the documents ({reason}): they were checked offline against \
+                 the mapping, for type clashes only"
+            ));
+        }
         let mut errors = Vec::new();
 
         // A complete run that found nothing still leaves its fixed index in place (a
@@ -764,6 +817,7 @@ impl ElasticsearchSink {
         if let (true, Some(name)) = (report.targets.is_empty(), fixed) {
             report.targets.push(name.to_owned());
         }
+        report.targets.sort();
         if !errors.is_empty() {
             report.error = Some(errors.join("; "));
         }
@@ -918,26 +972,17 @@ impl Running {
         Ok(self.add_index(state))
     }
 
-    /// Dry run: checks `document` against the mapping of the index at `position`
-    /// (an existing index's, or the one a real run would create). Returns the document
-    /// and why Elasticsearch would reject it.
-    fn check_dry_run(
-        &mut self,
-        position: usize,
-        document: crate::document::Document,
-    ) -> Option<(crate::document::Document, String)> {
-        let mapping = self.indices[position].mapping.as_ref()?;
-        let problems = compat::check_document(mapping, &document.body);
-        if problems.is_empty() {
-            return None;
-        }
-        let reason = format!(
-            "the mapping of index {} would reject it: {}",
-            self.indices[position].name,
-            problems.join("; ")
-        );
-        Some((document, reason))
-    }
+}
+
+/// Offline dry-run check of `document` against `mapping` (when Elasticsearch cannot
+/// check it): why it would be rejected, if it would.
+fn check_offline(
+    mapping: Option<&serde_json::Value>,
+    index: &str,
+    document: &crate::document::Document,
+) -> Option<String> {
+    let problems = compat::check_document(mapping?, &document.body);
+    (!problems.is_empty()).then(|| format!("the mapping of index {index} would reject it: {}", problems.join("; ")))
 }
 
 /// Sends `bulk` once fewer than `concurrency` requests are in flight.

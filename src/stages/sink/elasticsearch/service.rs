@@ -44,14 +44,19 @@ struct ItemAnswer {
 
 impl ItemAnswer {
     fn error_type_and_reason(&self) -> (String, String) {
-        let error = self.error.clone().unwrap_or(Value::Null);
-        let ty = error["type"].as_str().unwrap_or("unknown_error").to_owned();
-        let mut reason = error["reason"].as_str().unwrap_or("no reason given").to_owned();
-        if let Some(cause) = error["caused_by"]["reason"].as_str() {
-            reason = format!("{reason}: {cause}");
-        }
-        (ty, reason)
+        error_type_and_reason(self.error.as_ref().unwrap_or(&Value::Null))
     }
+}
+
+/// The error type and reason of a document Elasticsearch rejected, as the
+/// dead-letter file gives them: `reason: caused_by.reason`.
+pub fn error_type_and_reason(error: &Value) -> (String, String) {
+    let ty = error["type"].as_str().unwrap_or("unknown_error").to_owned();
+    let mut reason = error["reason"].as_str().unwrap_or("no reason given").to_owned();
+    if let Some(cause) = error["caused_by"]["reason"].as_str() {
+        reason = format!("{reason}: {cause}");
+    }
+    (ty, reason)
 }
 
 /// Everything a bulk request needs; shared by the requests in flight.
