@@ -437,7 +437,7 @@ pub(crate) fn environment() -> Environment<'static> {
     // float field: this one gives the ISO 8601 UTC text `_timestamp` holds
     // (`2026-11-27T11:36:27.123Z`), which Elasticsearch maps as a date and
     // `datetimeformat` reads.
-    env.add_function("now", || crate::document::now_timestamp());
+    env.add_function("now", crate::document::now_timestamp);
     env
 }
 
