@@ -1952,3 +1952,29 @@ fn end_to_end_an_index_chosen_by_a_template_transform_leaves_the_sinks_own_index
         "the sink's own index is never created"
     );
 }
+
+#[test]
+fn end_to_end_now_renders_a_timestamp_elasticsearch_maps_as_a_date() {
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\n");
+    let index = unique_index("now");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "now.yaml",
+        &format!(
+            "name: now\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+             transforms:\n  - type: template\n    document: {{at: \"{{{{ now() }}}}\", run: \"{{{{ timestamp }}}}\"}}\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let mapping = get_json(&format!("{}/{index}/_mapping", es_url()));
+    let properties = &mapping[&index]["mappings"]["properties"];
+    assert_eq!(properties["at"]["type"], "date", "{mapping}");
+    assert_eq!(properties["run"]["type"], "date", "{mapping}");
+}

@@ -35,6 +35,8 @@ pub struct TemplateTransform {
     /// Template names (field pointers) of `id` and `index`, when given.
     id: Option<String>,
     index: Option<String>,
+    /// The source of each expression, by position, for run-time error messages.
+    expr_sources: Vec<String>,
 }
 
 /// What a document's body is made of. Leaves point into the compiled templates
@@ -195,6 +197,7 @@ impl TemplateTransform {
                 body,
                 id,
                 index,
+                expr_sources: expr_sources.into_iter().map(|(_, source)| source).collect(),
             })
         } else {
             Err(errors)
@@ -290,7 +293,7 @@ impl TemplateTransform {
             BodyPlan::Whole { expr, pointer } => {
                 let value = exprs[*expr]
                     .eval(&context)
-                    .map_err(|e| RenderFailure::new(pointer, &e, Some(&id)))?;
+                    .map_err(|e| RenderFailure::in_source(pointer, &e, &self.expr_sources[*expr], Some(&id)))?;
                 match to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(&id)))? {
                     Json::Object(map) => map,
                     other => {
@@ -329,7 +332,7 @@ impl TemplateTransform {
             Node::Expr { expr, pointer } => {
                 let value = self.compiled.borrow_dependent()[*expr]
                     .eval(context)
-                    .map_err(|e| RenderFailure::new(pointer, &e, Some(id)))?;
+                    .map_err(|e| RenderFailure::in_source(pointer, &e, &self.expr_sources[*expr], Some(id)))?;
                 to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(id)))
             }
             Node::Constant(value) => Ok(value.clone()),
@@ -369,11 +372,12 @@ impl RenderFailure {
         }
     }
 
-    /// As [`RenderFailure::new`], naming the part of the template's `source` that
-    /// failed (`` `value.name`: undefined value (line 1) ``) when the error locates it.
+    /// As [`RenderFailure::new`], naming the expression of the template's `source`
+    /// that failed (`` `value.name`: undefined value (line 1) ``) when the error
+    /// locates it: the whole `{{ ... }}` or `{% ... %}` around the failing part.
     fn in_source(pointer: &str, error: &minijinja::Error, source: &str, id: Option<&str>) -> Self {
         let mut failure = Self::new(pointer, error, id);
-        let failed = error.range().and_then(|range| source.get(range)).map(str::trim);
+        let failed = error.range().and_then(|range| enclosing_expression(source, range));
         if let Some(expression) = failed.filter(|e| !e.is_empty()) {
             failure.message = format!("`{expression}`: {}", failure.message);
         }
@@ -393,6 +397,21 @@ impl std::fmt::Display for RenderFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.pointer, self.message)
     }
+}
+
+/// The text of the `{{ ... }}` or `{% ... %}` of `source` around `range` (the whole
+/// source when it has no delimiters: an expression), trimmed.
+fn enclosing_expression(source: &str, range: std::ops::Range<usize>) -> Option<&str> {
+    source.get(range.clone())?;
+    let before = &source[..range.start];
+    let open = [before.rfind("{{"), before.rfind("{%")].into_iter().flatten().max();
+    let Some(open) = open else {
+        return Some(source.trim());
+    };
+    let after = &source[range.end..];
+    let close = [after.find("}}"), after.find("%}")].into_iter().flatten().min()?;
+    let inner = source.get(open + 2..range.end + close)?;
+    Some(inner.trim_matches('-').trim())
 }
 
 /// Sends a failed record to the dead-letter file (the failure is already counted).
@@ -1016,6 +1035,13 @@ document:
         let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
         assert_eq!(failure.pointer, "/document/x");
         assert_eq!(failure.message, "`value.missing`: undefined value (line 1)");
+        let t = TemplateTransform::build(&config("document:\n  x: {expr: \"value.gone | int\"}\n")).unwrap();
+        let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
+        assert_eq!(failure.pointer, "/document/x");
+        assert!(failure.message.starts_with("`value.gone | int`: undefined value"), "{}", failure.message);
+        let t = TemplateTransform::build(&config("document:\n  x: \"Hi {{ value.gone | upper }}!\"\n")).unwrap();
+        let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
+        assert!(failure.message.starts_with("`value.gone | upper`: undefined value"), "{}", failure.message);
     }
 
     #[test]
