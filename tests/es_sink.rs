@@ -1978,3 +1978,50 @@ fn end_to_end_now_renders_a_timestamp_elasticsearch_maps_as_a_date() {
     assert_eq!(properties["at"]["type"], "date", "{mapping}");
     assert_eq!(properties["run"]["type"], "date", "{mapping}");
 }
+
+#[test]
+fn end_to_end_a_dry_run_of_more_than_2000_documents_fails_on_every_one_the_mapping_rejects() {
+    // Elasticsearch checks the first 2,000 documents of a dry run, then those the
+    // offline check flags: bad documents anywhere in the SCAN order (one in 300) are
+    // all found, in Elasticsearch's words.
+    let redis = common::RedisServer::start(&[]);
+    let mut commands = String::new();
+    for i in 0..2100 {
+        let age = if i % 300 == 7 { format!("bad{i}") } else { i.to_string() };
+        commands.push_str(&format!("HSET user:{i} age {age}\n"));
+    }
+    redis.cli_pipe(&commands);
+    let index = unique_index("dry-late");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "late.yaml",
+        &format!(
+            "name: late\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0, scan_count: 100}}\n\
+             transforms:\n  - type: template\n    id: \"{{{{ key }}}}\"\n    document: {{age: \"{{{{ value.age }}}}\"}}\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n\
+             \x20 mappings: {{properties: {{age: {{type: long}}}}}}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let out = common::connector()
+        .current_dir(dir.path())
+        .args(["run", "-q", "--dry-run", pipeline.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("read 2100 = would write 2093 + filtered 0 + skipped 0 + failed 7"),
+        "{}",
+        describe(&out)
+    );
+    let text = std::fs::read_to_string(dir.path().join("late.dead-letter.dry-run.ndjson")).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 7);
+    for line in &lines {
+        assert!(line["document"]["age"].as_str().unwrap().starts_with("bad"), "{line}");
+        assert!(line["reason"].as_str().unwrap().contains("failed to parse field [age] of type [long]"), "{line}");
+    }
+}
