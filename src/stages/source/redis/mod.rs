@@ -207,7 +207,7 @@ impl RedisSource {
                         read_database(connection.clone(), specs, settings, out, ctx).await?;
                     Ok::<_, anyhow::Error>(Some((
                         db_report,
-                        connection.restarts(),
+                        (connection.restarts(), connection.reads_started_over()),
                         connection.reconnects(),
                     )))
                 };
@@ -217,7 +217,7 @@ impl RedisSource {
         drop(out);
 
         let mut json_missing = 0;
-        let mut dropped: BTreeMap<(String, u32), (u64, u64)> = BTreeMap::new();
+        let mut dropped: BTreeMap<(String, u32), ((u64, u64), u64)> = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {
             let (endpoint, db, result) =
                 joined.map_err(|e| anyhow::anyhow!("reading a Redis database stopped: {e}"))?;
@@ -232,7 +232,7 @@ impl RedisSource {
                     if keys.is_empty() {
                         report.keys.remove(&db);
                     }
-                    if restarts > 0 || reconnects > 0 {
+                    if restarts.0 > 0 || reconnects > 0 {
                         dropped.insert((endpoint, db), (restarts, reconnects));
                     }
                 }
@@ -253,10 +253,14 @@ impl RedisSource {
                 "{json_missing} RedisJSON (ReJSON-RL) keys skipped: the server does not answer JSON.GET (RedisJSON module missing)"
             ));
         }
-        for ((endpoint, db), (restarts, reconnects)) in dropped {
+        for ((endpoint, db), ((restarts, started_over), reconnects)) in dropped {
             if restarts > 0 {
+                let collections = match started_over {
+                    0 => String::new(),
+                    n => format!("; {n} collection(s) being read in chunks were read again from their first element"),
+                };
                 report.notes.push(format!(
-                    "Redis at {endpoint} restarted while db {db} was read: its scan started over, so some keys may have been sent twice",
+                    "Redis at {endpoint} restarted while db {db} was read: its scan started over, so some keys may have been sent twice{collections}",
                 ));
             } else {
                 report.notes.push(format!(

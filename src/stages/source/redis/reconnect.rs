@@ -1,6 +1,7 @@
 //! One database's connection that survives drops: a command that fails because the
 //! connection is gone is retried on a new connection (bounded retries with backoff),
-//! and a server restart (a new `run_id`) is noticed so the scan can start over.
+//! and a server restart (a new `run_id`) is noticed so the scan, and a collection's
+//! read in chunks, can start over.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,8 @@ pub struct DbConnection {
     /// Bumped each time the server is found restarted (or cannot be told apart from one).
     restarts: AtomicU64,
     reconnects: AtomicU64,
+    /// Collections whose read in chunks spanned a restart and was started over.
+    reads_started_over: AtomicU64,
     /// Idle lean connections for pages' pipelines (plain TCP only), as many as
     /// pipelines ran at once (a page's inspection and another's read: up to two per
     /// page in flight); opened when first needed.
@@ -47,6 +50,7 @@ impl DbConnection {
             run_id: Mutex::new(run_id),
             restarts: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            reads_started_over: AtomicU64::new(0),
             idle_packed: Mutex::new(Vec::new()),
         })
     }
@@ -64,6 +68,17 @@ impl DbConnection {
     /// How many times the server was found restarted since the start.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::SeqCst)
+    }
+
+    /// How many collections were read again from their start because the server
+    /// restarted while they were read in chunks.
+    pub fn reads_started_over(&self) -> u64 {
+        self.reads_started_over.load(Ordering::SeqCst)
+    }
+
+    /// Counts one collection read again from its start after a restart.
+    pub fn note_read_started_over(&self) {
+        self.reads_started_over.fetch_add(1, Ordering::SeqCst);
     }
 
     /// How many times the connection was replaced.
