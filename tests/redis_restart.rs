@@ -145,6 +145,8 @@ fn value_in_redis(connection: &mut redis::Connection, key: &[u8], key_type: KeyT
 struct Read {
     records: Vec<Record>,
     report: SourceReport,
+    /// Whether the run marked db 0's scan as started over (for a later stage's notes).
+    scan_restarted: bool,
 }
 
 /// Reads db 0 of the server on `port` with a small `chunk_size`, in a thread of its
@@ -163,14 +165,14 @@ fn read_in_background(
         let ctx = StageContext::new("test", "source", DeadLetter::new(dir.path().join("dl.ndjson")), RunOptions::default());
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let handle = runtime.spawn(source.run(tx, ctx));
+        let handle = runtime.spawn(source.run(tx, ctx.clone()));
         let mut records = Vec::new();
         while let Some(batch) = rx.blocking_recv() {
             records.extend(batch);
         }
         let report = runtime.block_on(handle).unwrap().map_err(|e| format!("{e:#}"));
         done.store(true, Ordering::SeqCst);
-        Ok(Read { records, report: report? })
+        Ok(Read { records, report: report?, scan_restarted: ctx.scans_restarted.contains(0) })
     })
 }
 
@@ -306,6 +308,7 @@ fn a_redis_restart_between_keys_of_every_type_sends_every_collection_whole() {
     let restarted = kill_and_restart(&mut redis);
     let read = reader.join().unwrap().expect("the read ends without error");
     assert_exact(&read, &restarted, 515);
+    assert!(read.scan_restarted, "a key sent twice is said to be read again after the restart");
     assert!(
         read.report.notes.iter().any(|n| n.contains("restarted while db 0 was read")),
         "{:?}",
