@@ -34,7 +34,9 @@ pub struct DeadLetterEntry {
     pub document: Option<Value>,
 }
 
-/// A shared, lazily created dead-letter file. Cloning shares the same file.
+/// A shared, lazily created dead-letter file. Cloning shares the same file. A run
+/// removes the file of an earlier run at its start ([`DeadLetter::remove_previous`]),
+/// and creates it again at its first failure: after a clean run there is none.
 ///
 /// The file is truncated at its first entry in this process only: a second pipeline
 /// of the same run naming the same file (each entry names its pipeline) appends to it
@@ -96,6 +98,35 @@ impl DeadLetter {
         file.flush()?;
         inner.written += 1;
         Ok(())
+    }
+
+    /// Removes the file an earlier run left at this path, so that after this run the
+    /// file holds this run's failures and nothing else, and no file means nothing
+    /// failed (a monitoring job may test for it). A file this process already wrote
+    /// (another handle on the same path) is left alone. Gives whether a file was
+    /// removed.
+    pub fn remove_previous(&self) -> std::io::Result<bool> {
+        let inner = self.lock();
+        if inner.file.is_some() {
+            return Ok(false);
+        }
+        let absolute = std::path::absolute(&inner.path)?;
+        let created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+        if created.as_ref().is_some_and(|c| c.contains(&absolute)) {
+            return Ok(false);
+        }
+        match std::fs::remove_file(&inner.path) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(std::io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot remove the dead-letter file of an earlier run, {}: {error} (it would be taken for this run's \
+                     failures; remove it, or set `dead_letter:` to a path this user may write)",
+                    inner.path.display()
+                ),
+            )),
+        }
     }
 
     /// The first write that failed, if any: a stage that cannot return the error
