@@ -117,7 +117,13 @@ impl DeadLetter {
         }
         match std::fs::remove_file(&inner.path) {
             Ok(()) => Ok(true),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            // No file there, or no folder for one (a path under a file: the first
+            // failure says it cannot create the file, and stops the run).
+            Err(error)
+                if matches!(error.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            {
+                Ok(false)
+            }
             Err(error) => Err(std::io::Error::new(
                 error.kind(),
                 format!(
@@ -183,6 +189,33 @@ mod tests {
         );
         assert_eq!(dry_run_path(Path::new("/var/dl/failed")), PathBuf::from("/var/dl/failed.dry-run"));
         assert_eq!(dry_run_path(Path::new("dl/.hidden")), PathBuf::from("dl/.hidden.dry-run"));
+    }
+
+    #[test]
+    fn an_earlier_run_s_file_is_removed_but_not_one_this_process_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.ndjson");
+        std::fs::write(&path, "{\"from\": \"an earlier run\"}\n").unwrap();
+        let dl = DeadLetter::new(&path);
+        assert!(dl.remove_previous().unwrap());
+        assert!(!path.exists());
+        assert!(!dl.remove_previous().unwrap(), "nothing left to remove");
+        let entry = DeadLetterEntry {
+            pipeline: "p".into(),
+            stage: "sink".into(),
+            id: None,
+            key: "k".into(),
+            key_encoding: None,
+            database: 0,
+            error_type: "e".into(),
+            reason: "r".into(),
+            document: None,
+        };
+        dl.write(&entry).unwrap();
+        assert!(!DeadLetter::new(&path).remove_previous().unwrap(), "this process's lines stay");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        assert!(!DeadLetter::new(dir.path().join("file/dl.ndjson")).remove_previous().unwrap());
     }
 
     #[test]
