@@ -238,3 +238,12 @@ fn a_run_stopped_by_a_fatal_error_says_what_not_processed_means() {
     );
     assert!(!dir.path().join("term.dead-letter.ndjson").exists(), "not processed is not failed");
 }
+
+#[test]
+fn run_help_documents_the_exit_codes_of_a_second_signal_and_the_summary_file() {
+    let out = connector().args(["run", "--help"]).output().unwrap();
+    let help = text(&out.stdout);
+    for expected in ["130  quit at once by a second Ctrl-C", "143  quit at once by a second SIGTERM", "\"status\": \"running\""] {
+        assert!(help.contains(expected), "run --help lacks {expected:?}:\n{help}");
+    }
+}

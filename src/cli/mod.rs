@@ -21,8 +21,9 @@ Exit codes:
   0    success
   1    errors found (invalid pipeline, failed documents, fatal error, interrupted run)
   2    usage error (bad flags, missing file)
-  130  quit at once by a second Ctrl-C (SIGINT); 143 by a second SIGTERM
-       (no summary; --summary-json says \"aborted\")";
+  130  quit at once by a second Ctrl-C (SIGINT)
+  143  quit at once by a second SIGTERM
+       (130 and 143: no summary printed; --summary-json says \"aborted\")";
 
 /// Sync Redis into Elasticsearch with declarative YAML pipelines.
 #[derive(Debug, Parser)]

@@ -203,7 +203,7 @@ pub async fn read_database(
                 *by_type.entry(record.key_type.redis_name()).or_default() += 1;
             }
             let n = page.records.len() as u64;
-            if connection.restarts() > 0 {
+            if connection.restart_counts().scans_started_over > 0 {
                 // Keys of this page may have been sent before the restart, by the old scan.
                 ctx.scans_restarted.mark(connection.db());
             }
