@@ -294,7 +294,7 @@ fn id_after(id: &str) -> String {
 /// Reads the rest of a collection of which `partial` holds the start, one chunk per
 /// call, stopping once it is over `max` bytes. When Redis restarted since the first
 /// chunk was asked, what was read is dropped and the collection read again from its
-/// first element (counted in [`DbConnection::reads_started_over`]).
+/// first element (counted in [`DbConnection::restart_counts`]).
 pub async fn read_rest(
     connection: &DbConnection,
     key: &[u8],
