@@ -958,7 +958,7 @@ fn an_unwritable_summary_json_path_is_a_usage_error_before_anything_is_read() {
         let out = run_in(dir.path(), &["run", "-q", "--summary-json", target, pipeline.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{target}: {}", text(&out.stderr));
         assert!(
-            text(&out.stderr).starts_with(&format!("error: --summary-json {target}: ")),
+            text(&out.stderr).starts_with(&format!("error: cannot write the summary to {target}: ")),
             "{}",
             text(&out.stderr)
         );

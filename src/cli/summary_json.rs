@@ -22,7 +22,10 @@ impl SummaryJson {
             return Ok(SummaryJson::Stdout);
         }
         if path.is_dir() {
-            return Err(format!("--summary-json {}: is a directory; give a file name", path.display()));
+            return Err(format!(
+                "cannot write the summary to {}: it is a directory, give a file name; nothing was run",
+                path.display()
+            ));
         }
         std::fs::OpenOptions::new()
             .write(true)
@@ -30,7 +33,7 @@ impl SummaryJson {
             .truncate(false)
             .open(path)
             .map(|file| SummaryJson::File { path: path.to_owned(), file })
-            .map_err(|error| format!("--summary-json {}: cannot write there: {error}", path.display()))
+            .map_err(|error| format!("cannot write the summary to {}: {error}; nothing was run", path.display()))
     }
 
     /// Whether the summary takes standard output.
@@ -76,7 +79,7 @@ mod tests {
         let error = SummaryJson::open(dir.path()).err().unwrap();
         assert!(error.contains("is a directory"), "{error}");
         let error = SummaryJson::open(&dir.path().join("no/such/folder/s.json")).err().unwrap();
-        assert!(error.contains("cannot write there"), "{error}");
+        assert!(error.contains("No such file or directory"), "{error}");
     }
 
     #[test]
