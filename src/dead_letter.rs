@@ -260,6 +260,7 @@ mod tests {
         let entry = DeadLetterEntry {
             pipeline: "p".into(),
             stage: "sink".into(),
+            index: None,
             id: None,
             key: "k".into(),
             key_encoding: None,
@@ -267,6 +268,7 @@ mod tests {
             error_type: "e".into(),
             reason: "r".into(),
             document: None,
+            record: None,
         };
         dl.write(&entry).unwrap();
         assert!(!DeadLetter::new(&path).remove_previous().unwrap(), "this process's lines stay");
