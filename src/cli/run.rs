@@ -17,6 +17,7 @@ use super::progress::{terminal_bars, BarAwareStderr, BarProgress, LogProgress};
 use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
 use crate::executor::{self, NoProgress, PipelineSummary, Progress};
+use crate::redact::{self, Redacting};
 use crate::stages::RunOptions;
 
 /// Runs the `run` command and returns the process's exit code.
@@ -82,9 +83,9 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     // The summary goes to stdout, unless a pipeline writes its documents there
     // (an NDJSON sink with `path: -`): then to stderr, so stdout stays pure NDJSON.
     let mut out: Box<dyn Write> = if writes_documents_to_stdout {
-        Box::new(std::io::stderr().lock())
+        Box::new(Redacting::new(std::io::stderr().lock()))
     } else {
-        Box::new(std::io::stdout().lock())
+        Box::new(Redacting::new(std::io::stdout().lock()))
     };
     for (i, summary) in outcome.summaries.iter().enumerate() {
         if i > 0 {
@@ -157,7 +158,7 @@ async fn run_all(
             Ok(Some(summary)) => outcome.summaries.push(summary),
             Ok(None) => outcome.not_run.push(name),
             Err(message) => {
-                eprintln!("error: pipeline {name}: {message}");
+                eprintln!("error: pipeline {name}: {}", redact::text(&message));
                 outcome.failed = true;
             }
         }
@@ -208,7 +209,7 @@ fn write_summary_json(path: &Path, outcome: &Outcome, failed: bool) -> std::io::
         "not_run": outcome.not_run,
     });
     let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
+    std::fs::write(path, redact::text(&text).into_owned() + "\n")
 }
 
 /// The `--summary-json` of a run stopped by invalid pipelines: status `invalid`, no
@@ -240,7 +241,8 @@ fn init_tracing(args: &RunArgs, bars: Option<indicatif::MultiProgress>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(BarAwareStderr::new(bars))
+        // Each event is written whole through its own redacting writer.
+        .with_writer(move || Redacting::new(BarAwareStderr::new(bars.clone())))
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match args.log_format {
         LogFormat::Text => builder.try_init(),
