@@ -89,7 +89,7 @@ fn invalid_pipelines_never_print_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let files = [
         // The case: the scheme forgotten, the password in the URL, from `${VAR}`.
-        format!("name: a\nsource: {{type: redis, host: 127.0.0.1}}\nsink: {{type: elasticsearch, url: \"${{ES_URL_NO_SCHEME}}\", index: a}}\n"),
+        "name: a\nsource: {type: redis, host: 127.0.0.1}\nsink: {type: elasticsearch, url: \"${ES_URL_NO_SCHEME}\", index: a}\n".to_owned(),
         // Written in the file: userinfo without a scheme, a bad URL with userinfo.
         format!("name: b\nsource: {{type: redis, host: 127.0.0.1, password: \"{SECRET}\", timeout: 0}}\nsink: {{type: elasticsearch, url: [\"elastic:{SECRET}@127.0.0.1:9200\", \"ftp://u:{SECRET}@h\", \"http://u:{SECRET}@h:9200?x=1\"], index: B, api_key: \"{SECRET}\"}}\n"),
         // A `host` given as a URL with a password; a secret of the wrong type.
@@ -121,7 +121,7 @@ fn failing_runs_never_print_a_secret() {
         // A wrong password that holds the right one; Elasticsearch's password from `${VAR}`.
         format!("name: wrong-password\nsource: {{type: redis, host: 127.0.0.1, port: {port}, password: \"${{ES_PASSWORD}}x\"}}\nsink: {{type: elasticsearch, url: \"{}\", index: {index}, password: \"${{ES_PASSWORD}}\", username: elastic}}\n", es_url()),
         // An unknown host, the password from a file.
-        format!("name: unknown-host\nsource: {{type: redis, host: nosuchhost.invalid, password_file: redis.secret}}\nsink: {{type: ndjson, path: out.ndjson}}\n"),
+        "name: unknown-host\nsource: {type: redis, host: nosuchhost.invalid, password_file: redis.secret}\nsink: {type: ndjson, path: out.ndjson}\n".to_owned(),
         // Right password from a file; the ES URL carries the secret; every document
         // fails its template, so the dead-letter file is written.
         format!("name: dead-letters\nsource: {{type: redis, host: 127.0.0.1, port: {port}, password_file: redis.secret}}\ntransforms:\n  - type: template\n    document: {{ name: \"{{{{ value.nope.deeper }}}}\" }}\nsink: {{type: elasticsearch, url: \"{es}\", index: {index}, api_key_file: es.secret}}\n"),

@@ -28,23 +28,37 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     let files = match config::discover(&args.paths) {
         Ok(files) => files,
         Err(error) => {
-            eprintln!("error: {error}");
+            report_error(args, &error.to_string());
             return ExitCode::from(2);
         }
     };
     let (loaded, diagnostics) = config::load_all(&files);
     if !diagnostics.is_empty() {
         for diagnostic in &diagnostics {
-            eprintln!("{diagnostic}");
+            match args.log_format {
+                LogFormat::Text => eprintln!("{diagnostic}"),
+                // One JSON log line per problem, its place as fields.
+                LogFormat::Json => tracing::error!(
+                    file = %diagnostic.file.display(),
+                    line = diagnostic.line,
+                    column = diagnostic.column,
+                    pointer = %diagnostic.pointer,
+                    "{}",
+                    diagnostic.message
+                ),
+            }
         }
         let files_with_errors = {
             let mut files: Vec<_> = diagnostics.iter().map(|d| &d.file).collect();
             files.dedup();
             files.len()
         };
-        eprintln!(
-            "error: {} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
-            diagnostics.len()
+        report_error(
+            args,
+            &format!(
+                "{} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
+                diagnostics.len()
+            ),
         );
         // A bot reading the summary must not find the previous run's `ok` there.
         if let Some(path) = &args.summary_json {
@@ -110,6 +124,15 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Prints a fatal error: `error: ...` on standard error, or a JSON log line with
+/// `--log-format json` (so a log collector reading JSON gets every line as JSON).
+fn report_error(args: &RunArgs, message: &str) {
+    match args.log_format {
+        LogFormat::Text => eprintln!("error: {}", redact::text(message)),
+        LogFormat::Json => tracing::error!("{message}"),
     }
 }
 

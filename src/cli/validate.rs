@@ -19,6 +19,9 @@ pub fn execute(args: &ValidateArgs) -> ExitCode {
         Ok(files) => files,
         Err(error) => {
             eprintln!("error: {error}");
+            if args.format == OutputFormat::Json {
+                super::usage_error_json(&error.to_string());
+            }
             return ExitCode::from(2);
         }
     };
