@@ -122,7 +122,8 @@ pub struct RunArgs {
     /// Log line format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// More log output (-v info, -vv debug, -vvv trace).
+    /// More log output (-v info, -vv debug, -vvv trace). `RUST_LOG` (a tracing filter
+    /// such as `RUST_LOG=redis_connector=debug`) overrides the level when set.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Less output: only errors and the summary.
