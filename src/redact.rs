@@ -61,6 +61,13 @@ pub fn register(secret: &str) {
         return;
     }
     secrets.push(secret.to_owned());
+    // As a JSON string holds it (`--summary-json`, JSON logs, dead-letter lines), when
+    // that differs (a quote, a backslash, a control character).
+    let escaped = serde_json::to_string(secret).unwrap_or_default();
+    let escaped = &escaped[1..escaped.len().saturating_sub(1).max(1)];
+    if escaped != secret {
+        secrets.push(escaped.to_owned());
+    }
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
@@ -189,6 +196,12 @@ mod tests {
             "a *** and ***"
         );
         assert!(matches!(text("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_secret_is_masked_as_json_escapes_it_too() {
+        register("redact\"json\\secret");
+        assert_eq!(text(r#"{"reason":"redact\"json\\secret"}"#), r#"{"reason":"***"}"#);
     }
 
     #[test]
