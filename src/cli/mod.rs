@@ -26,6 +26,15 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+const RUN_EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    errors found (invalid pipeline, failed documents, fatal error, interrupted run)
+  2    usage error (bad flags, missing file)
+  130  quit at once by a second Ctrl-C (SIGINT)
+  143  quit at once by a second SIGTERM
+       (130 and 143: no summary printed; --summary-json says \"aborted\")";
+
 /// Sync Redis into Elasticsearch with declarative YAML pipelines.
 #[derive(Debug, Parser)]
 #[command(name = "redis-connector", version = VERSION, about, after_help = EXIT_CODES)]
@@ -50,7 +59,10 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
     /// Run pipelines: read Redis, transform, write to the sink.
-    #[command(after_help = EXIT_CODES)]
+    ///
+    /// The first Ctrl-C or SIGTERM stops reading, drains what is in flight, skips
+    /// stale deletion, prints the summary and exits 1; a second one quits at once.
+    #[command(after_help = RUN_EXIT_CODES)]
     Run(RunArgs),
     /// Print the pipeline files' JSON Schema (draft 2020-12), as built into this binary.
     ///
@@ -116,7 +128,9 @@ pub struct RunArgs {
     /// Run up to N pipelines at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,
-    /// Write the summary of every pipeline as JSON to this file.
+    /// Write the summary of every pipeline as JSON to this file. It is written at the
+    /// start with `"status": "running"` (and the process id), replaced by the summary
+    /// at the end, or by `"status": "aborted"` when a second signal quits at once.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
     /// Log line format.

@@ -36,7 +36,7 @@ use crate::config::model::ElasticsearchSinkConfig;
 use crate::dead_letter::DeadLetterEntry;
 use crate::document::{default_document, default_id};
 use crate::record::{Batch, Record};
-use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
+use crate::stages::{FieldError, ScansRestarted, SinkReport, StageContext, UpstreamOutcome};
 
 use client::{Auth, EsClient, FailureKind};
 use encoder::{Bulk, SentBulk};
@@ -85,6 +85,8 @@ struct Running {
     track_ids: bool,
     /// Documents whose `_id` an earlier document of this run already had.
     repeated: RepeatedIds,
+    /// The databases whose scan started over after a Redis restart (the run's).
+    scans_restarted: Arc<ScansRestarted>,
     /// The sink's fixed index, when `open` found it missing: the first document
     /// creates it without asking again.
     known_missing: Option<String>,
@@ -260,6 +262,7 @@ impl ElasticsearchSink {
             ids: IdSet::default(),
             track_ids: self.config.delete_stale.enabled,
             repeated: RepeatedIds::default(),
+            scans_restarted: ctx.scans_restarted.clone(),
             known_missing: None,
             fatal: None,
             dry_problems: Vec::new(),
@@ -736,7 +739,8 @@ impl Running {
     /// the id came from a template transform, not from the key.
     fn produced(&mut self, index: &str, id: &str, rendered: bool, record: &Record) {
         if (self.track_ids || rendered) && !self.ids.insert(index, id) {
-            self.repeated.add(index, id, rendered, record);
+            let restarted = self.scans_restarted.contains(record.database);
+            self.repeated.add(index, id, rendered, restarted, record);
         }
     }
 
