@@ -87,7 +87,9 @@ fn write_text(
             .as_deref()
             .and_then(|text| text.lines().nth(diagnostic.line - 1))
         {
-            write!(out, "{}", excerpt(line, diagnostic.line, diagnostic.column))?;
+            // The file's own line may hold a secret written in it (a URL's password).
+            let shown = excerpt(line, diagnostic.line, diagnostic.column);
+            write!(out, "{}", crate::redact::text(&shown))?;
         }
     }
     Ok(())
@@ -180,6 +182,26 @@ mod tests {
             text.ends_with("  |\n1 | name: 5\n  |       ^\n"),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn an_excerpt_never_shows_a_secret_written_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        std::fs::write(&file, "url: \"elastic:excerpt-secret-1@h:9200\"\n").unwrap();
+        crate::redact::register("excerpt-secret-1");
+        let diagnostic = crate::config::Diagnostic {
+            file: file.clone(),
+            line: 1,
+            column: 6,
+            pointer: "/url".into(),
+            message: "has no scheme".into(),
+        };
+        let mut out = Vec::new();
+        super::write_text(&mut out, &[diagnostic], true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("1 | url: \"elastic:***@h:9200\""), "{text}");
+        assert!(!text.contains("excerpt-secret-1"), "{text}");
     }
 
     #[test]

@@ -263,18 +263,19 @@ fn without_fields(value: &Value, pointers: &[&str]) -> Value {
     let mut cleaned = value.clone();
     for pointer in pointers {
         let mut target: Vec<&str> = pointer.split('/').skip(1).collect();
-        while target.len() > 1 && target.last().is_some_and(|s| s.parse::<usize>().is_ok()) {
+        // `/source/rules/1/database` takes `/source/rules` out; `/transforms/1` stays
+        // itself (that stage alone is set aside).
+        while target.len() > 1
+            && target.last().is_some_and(|s| s.parse::<usize>().is_ok())
+            && !(target.len() == 2 && target[0] == "transforms")
+        {
             target.pop();
         }
-        if target.is_empty() || target == [""] {
+        let Some((last, parents)) = target.split_last() else {
             continue;
-        }
-        let parent = format!(
-            "/{}",
-            target[..target.len() - 1].join("/")
-        );
-        let parent = if target.len() == 1 { String::new() } else { parent };
-        let last = target[target.len() - 1].replace("~1", "/").replace("~0", "~");
+        };
+        let parent: String = parents.iter().map(|p| format!("/{p}")).collect();
+        let last = last.replace("~1", "/").replace("~0", "~");
         match cleaned.pointer_mut(&parent) {
             Some(Value::Object(map)) => {
                 map.shift_remove(&last);
@@ -570,6 +571,24 @@ mod tests {
                 "5:9 /source/port expected an integer <= 65535, got 70000",
                 "6:3 /source/databse unknown field `databse`, did you mean `database`?",
             ]
+        );
+    }
+
+    #[test]
+    fn schema_errors_and_stage_checks_are_reported_in_one_pass() {
+        let text = "name: p\nsource: {type: redis, host: h, port: 70000, timeout: 0}\ntransforms:\n  - {type: template, document: 5}\n  - {type: template, document: {a: '{{ x '}}\nsink: {type: ndjson, path: '-'}\n";
+        let found = messages(text.as_bytes());
+        let pointers: Vec<&str> = found.iter().map(|m| m.split(' ').nth(1).unwrap()).collect();
+        assert_eq!(
+            pointers,
+            vec!["/source/port", "/source/timeout", "/transforms/0/document", "/transforms/1/document/a"],
+            "{found:?}"
+        );
+        // A misspelt field taken out does not make its rule "select nothing" too.
+        let text = VALID.replace("host: h", "host: h\n  rules:\n    - {database: 0, key_patern: a}");
+        assert_eq!(
+            messages(text.as_bytes()),
+            vec!["6:21 /source/rules/0/key_patern unknown field `key_patern`, did you mean `key_pattern`?"]
         );
     }
 
