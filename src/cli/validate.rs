@@ -87,8 +87,15 @@ fn write_text(
             .as_deref()
             .and_then(|text| text.lines().nth(diagnostic.line - 1))
         {
-            // The file's own line may hold a secret written in it (a URL's password).
-            let shown = excerpt(line, diagnostic.line, diagnostic.column);
+            // The file's own line may hold a secret written in it (a URL's password):
+            // masked before and after the column apart, so the underline still fits.
+            let split = line
+                .char_indices()
+                .nth(diagnostic.column.saturating_sub(1))
+                .map_or(line.len(), |(i, _)| i);
+            let before = crate::redact::text(&line[..split]);
+            let masked = format!("{before}{}", crate::redact::text(&line[split..]));
+            let shown = excerpt(&masked, diagnostic.line, before.chars().count() + 1);
             write!(out, "{}", crate::redact::text(&shown))?;
         }
     }
@@ -200,7 +207,10 @@ mod tests {
         let mut out = Vec::new();
         super::write_text(&mut out, &[diagnostic], true).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("1 | url: \"elastic:***@h:9200\""), "{text}");
+        assert!(
+            text.ends_with("  |\n1 | url: \"elastic:***@h:9200\"\n  |      ^^^^^^^^^^^^^^^^^^^^\n"),
+            "{text}"
+        );
         assert!(!text.contains("excerpt-secret-1"), "{text}");
     }
 
