@@ -91,7 +91,11 @@ impl DeadLetter {
     /// sharing the file never interleave), and flushes it, so a crash loses nothing
     /// already reported.
     pub fn write(&self, entry: &DeadLetterEntry) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry)?;
+        // The reason may quote a configured value; the document is data, kept as read.
+        let mut line = match crate::redact::text(&entry.reason) {
+            std::borrow::Cow::Borrowed(_) => serde_json::to_vec(entry)?,
+            std::borrow::Cow::Owned(reason) => serde_json::to_vec(&DeadLetterEntry { reason, ..entry.clone() })?,
+        };
         line.push(b'\n');
         let mut inner = self.lock();
         let result = Self::write_line(&mut inner, &line);

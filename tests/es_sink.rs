@@ -1822,7 +1822,8 @@ fn end_to_end_mappings_and_settings_elasticsearch_refuses_stop_the_run_before_re
     let _guard = IndexGuard(index.clone());
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("mappings: {properties: {age: {type: strng}}}", "The mapper type [strng] declared on field [age] does not exist"),
+        // What `validate` cannot know offline: the analyzers this cluster has.
+        ("mappings: {properties: {age: {type: text, analyzer: nope}}}", "analyzer [nope] has not been configured in mappings"),
         ("settings: {number_of_shardz: 1}", "unknown setting [index.number_of_shardz]"),
     ];
     for (extra, reason) in cases {

@@ -56,6 +56,10 @@ fn every_invalid_fixture_reports_its_mistake() {
             !text.contains(SECRET),
             "{relative}: an interpolated value was echoed"
         );
+        assert!(
+            !text.contains("S3cretPW"),
+            "{relative}: a password written in a URL was echoed"
+        );
         insta::assert_snapshot!(text);
     });
 }

@@ -20,6 +20,7 @@ use super::summary_json::SummaryJson;
 use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
 use crate::executor::{self, NoProgress, PipelineSummary, Progress, Status};
+use crate::redact::{self, Redacting};
 use crate::stages::RunOptions;
 
 /// Runs the `run` command and returns the process's exit code.
@@ -30,7 +31,7 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     let files = match config::discover(&args.paths) {
         Ok(files) => files,
         Err(error) => {
-            eprintln!("error: {error}");
+            report_error(args, &error.to_string());
             return ExitCode::from(2);
         }
     };
@@ -46,16 +47,30 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     let (loaded, diagnostics) = config::load_all(&files);
     if !diagnostics.is_empty() {
         for diagnostic in &diagnostics {
-            eprintln!("{diagnostic}");
+            match args.log_format {
+                LogFormat::Text => eprintln!("{diagnostic}"),
+                // One JSON log line per problem, its place as fields.
+                LogFormat::Json => tracing::error!(
+                    file = %diagnostic.file.display(),
+                    line = diagnostic.line,
+                    column = diagnostic.column,
+                    pointer = %diagnostic.pointer,
+                    "{}",
+                    diagnostic.message
+                ),
+            }
         }
         let files_with_errors = {
             let mut files: Vec<_> = diagnostics.iter().map(|d| &d.file).collect();
             files.dedup();
             files.len()
         };
-        eprintln!(
-            "error: {} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
-            diagnostics.len()
+        report_error(
+            args,
+            &format!(
+                "{} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
+                diagnostics.len()
+            ),
         );
         // A bot reading the summary must not find the previous run's `ok` there.
         if let Some(target) = &mut summary_json {
@@ -113,9 +128,9 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     // then to stderr, so stdout stays pure NDJSON or JSON.
     let summary_takes_stdout = summary_json.as_ref().is_some_and(SummaryJson::is_stdout);
     let mut out: Box<dyn Write> = if writes_documents_to_stdout || summary_takes_stdout {
-        Box::new(std::io::stderr().lock())
+        Box::new(Redacting::new(std::io::stderr().lock()))
     } else {
-        Box::new(std::io::stdout().lock())
+        Box::new(Redacting::new(std::io::stdout().lock()))
     };
     for (i, summary) in outcome.summaries.iter().enumerate() {
         if i > 0 {
@@ -143,6 +158,15 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Prints a fatal error: `error: ...` on standard error, or a JSON log line with
+/// `--log-format json` (so a log collector reading JSON gets every line as JSON).
+fn report_error(args: &RunArgs, message: &str) {
+    match args.log_format {
+        LogFormat::Text => eprintln!("error: {}", redact::text(message)),
+        LogFormat::Json => tracing::error!("{message}"),
     }
 }
 
@@ -225,7 +249,7 @@ async fn run_all(
             Ok(Some(summary)) => outcome.summaries.push(summary),
             Ok(None) => outcome.not_run.push(name),
             Err(message) => {
-                eprintln!("error: pipeline {name}: {message}");
+                eprintln!("error: pipeline {name}: {}", redact::text(&message));
                 outcome.failed = true;
                 outcome.not_started += 1;
             }
@@ -333,7 +357,8 @@ fn init_tracing(args: &RunArgs, bars: Option<indicatif::MultiProgress>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(BarAwareStderr::new(bars))
+        // Each event is written whole through its own redacting writer.
+        .with_writer(move || Redacting::new(BarAwareStderr::new(bars.clone())))
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match args.log_format {
         LogFormat::Text => builder.try_init(),

@@ -49,9 +49,11 @@ impl SummaryJson {
         }
     }
 
-    /// Writes `document`, pretty-printed, replacing what the file held.
+    /// Writes `document`, pretty-printed and redacted, replacing what the file held.
     pub fn write(&mut self, document: &serde_json::Value) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(document).map_err(std::io::Error::other)? + "\n";
+        let text = serde_json::to_string_pretty(document).map_err(std::io::Error::other)?;
+        // No secret in the summary, wherever it goes.
+        let text = crate::redact::text(&text).into_owned() + "\n";
         match self {
             SummaryJson::Stdout => {
                 let mut out = std::io::stdout().lock();

@@ -1082,10 +1082,18 @@ fn read_secret(path: &std::path::Path, field: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {field} {}", path.display()))?;
     let secret = text.trim().to_owned();
     anyhow::ensure!(!secret.is_empty(), "{field} {} is empty", path.display());
+    crate::redact::register(&secret);
     Ok(secret)
 }
 
 fn parse_url(text: &str) -> Result<Url, String> {
+    if !text.contains("://") && Url::parse(&format!("http://{}", text.trim())).is_ok() {
+        // `127.0.0.1:9200` or `user:pass@host:9200`: the scheme was forgotten (the URL
+        // parser would take `user` or `127.0.0.1` for one). A password in it is masked
+        // where every message is (`config::load`, `redact`).
+        let shown = text.trim();
+        return Err(format!("`{shown}` has no scheme: write `http://{shown}` (or `https://`)"));
+    }
     let url = Url::parse(text.trim()).map_err(|e| format!("`{}` is not a URL: {e}", redact_text(text)))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
