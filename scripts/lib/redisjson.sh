@@ -5,10 +5,10 @@
 # so the module is built from its source when the source sits beside the
 # repository, in ../shared/third_party/redisjson-2.4.9 (read-only in CI; see
 # its README.md). The source is copied to a build folder under $SERVICES_DIR,
-# built with `cargo build --release` (about 1 to 4 minutes on 2 cores) and the
+# built with `cargo build --release` (1 to 6 minutes on 2 cores) and the
 # module kept as
 #   $SERVICES_DIR/redisjson/librejson-KEY.so
-# where KEY is a hash of the source (Cargo.toml, Cargo.lock, build.rs, src/):
+# where KEY is a hash of the source's files:
 # a second start finds it and does not rebuild; a changed source builds anew.
 #
 # Environment overrides:
@@ -24,11 +24,12 @@ redisjson_available() {
     [[ -f "$REDISJSON_SOURCE/Cargo.toml" && -d "$REDISJSON_SOURCE/src" ]]
 }
 
-# The cache key: a hash of every file the build reads, names included.
+# The cache key: a hash of every file of the source (Cargo.toml, Cargo.lock,
+# build.rs, src/, ...; a target/ folder left in it aside), names included.
 redisjson_key() {
     (
         cd "$REDISJSON_SOURCE"
-        find Cargo.toml Cargo.lock build.rs src -type f -print0 | LC_ALL=C sort -z |
+        find . -path ./target -prune -o -type f -print0 | LC_ALL=C sort -z |
             xargs -0 sha256sum
     ) | sha256sum | cut -c1-16
 }
@@ -64,9 +65,10 @@ redisjson_ensure_built() {
     build="$(redisjson_dir)/build-$key"
     mkdir -p "$(redisjson_dir)"
     rm -rf "$build"
-    cp -r "$REDISJSON_SOURCE" "$build"
+    mkdir -p "$build"
+    (cd "$REDISJSON_SOURCE" && tar --exclude=./target -cf - .) | (cd "$build" && tar -xf -)
     chmod -R u+w "$build"
-    log "building the RedisJSON module from $REDISJSON_SOURCE in $build (1 to 4 minutes; log: $build/build.log)"
+    log "building the RedisJSON module from $REDISJSON_SOURCE in $build (minutes; log: $build/build.log)"
     local started=$SECONDS
     if ! (cd "$build" && "$cargo" build --release --locked) >"$build/build.log" 2>&1; then
         echo "----- last lines of $build/build.log -----" >&2
