@@ -1795,6 +1795,9 @@ fn change_aware_a_rendered_document_may_not_carry_the_content_hash_field() {
     assert_eq!(dead[0]["error_type"], "reserved_field");
     assert!(dead[0]["reason"].as_str().unwrap().contains("rename that field"), "{}", dead[0]);
     assert_eq!(es_get(&index, "a").unwrap()["_content_hash"].as_str().unwrap().len(), 16);
+}
+
+#[test]
 fn end_to_end_a_dry_run_fails_with_the_words_of_the_real_run_it_predicts_failing() {
     // Documents the mapping rejects, then the mass-delete guard: each makes the dry run
     // exit 1, as the real run does.

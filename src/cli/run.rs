@@ -200,8 +200,14 @@ fn total_line(outcome: &Outcome) -> String {
         ended.push(format!("{} not run", outcome.not_run.len()));
     }
     let dry_run = outcome.summaries.iter().any(|s| s.dry_run);
+    // Documents left unchanged (change-aware sync), when any pipeline compared.
+    let unchanged = if outcome.summaries.iter().any(|s| s.new.is_some()) {
+        format!(" + unchanged {}", sum(|s| s.unchanged))
+    } else {
+        String::new()
+    };
     format!(
-        "total: {pipelines} pipelines ({}): read {} = {} {} + filtered {} + skipped {} + failed {}",
+        "total: {pipelines} pipelines ({}): read {} = {} {}{unchanged} + filtered {} + skipped {} + failed {}",
         ended.join(", "),
         sum(|s| s.read),
         if dry_run { "would write" } else { "written" },
