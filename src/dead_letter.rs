@@ -17,6 +17,9 @@ pub struct DeadLetterEntry {
     pub pipeline: String,
     /// Which stage failed it (`transforms[0]`, `sink`).
     pub stage: String,
+    /// The index the document was going to, when it was known and valid.
+    #[serde(rename = "_index", skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
     /// The document id, when one was rendered.
     #[serde(rename = "_id", skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -29,12 +32,24 @@ pub struct DeadLetterEntry {
     pub error_type: String,
     /// What went wrong, for a human.
     pub reason: String,
-    /// The document that was rejected, when there was one.
+    /// The document that was rejected (for a failure at the sink: always, so the
+    /// line can be replayed as `_index`, `_id` and this body).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<Value>,
+    /// The record a template could not render (`key`, `database`, `key_type`, `value`,
+    /// `size_in_bytes`, `ttl`), for a failure before any document existed: what the
+    /// template saw, to render again once it is fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<Value>,
 }
 
-/// A shared, lazily created dead-letter file. Cloning shares the same file.
+/// Failures logged one by one at WARN per dead-letter file; later ones are logged at
+/// DEBUG and counted in one line at the end of the run (the file has them all).
+pub const LOGGED_FAILURES: u64 = 5;
+
+/// A shared, lazily created dead-letter file. Cloning shares the same file. A run
+/// removes the file of an earlier run at its start ([`DeadLetter::remove_previous`]),
+/// and creates it again at its first failure: after a clean run there is none.
 ///
 /// The file is truncated at its first entry in this process only: a second pipeline
 /// of the same run naming the same file (each entry names its pipeline) appends to it
@@ -76,14 +91,37 @@ impl DeadLetter {
     /// sharing the file never interleave), and flushes it, so a crash loses nothing
     /// already reported.
     pub fn write(&self, entry: &DeadLetterEntry) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry)?;
+        // The reason may quote a configured value; the document is data, kept as read.
+        let mut line = match crate::redact::text(&entry.reason) {
+            std::borrow::Cow::Borrowed(_) => serde_json::to_vec(entry)?,
+            std::borrow::Cow::Owned(reason) => serde_json::to_vec(&DeadLetterEntry { reason, ..entry.clone() })?,
+        };
         line.push(b'\n');
         let mut inner = self.lock();
         let result = Self::write_line(&mut inner, &line);
         if let Err(error) = &result {
             inner.error.get_or_insert_with(|| error.to_string());
         }
+        let number = inner.written;
+        drop(inner);
+        log(entry, number);
         result
+    }
+
+    /// Logs, at WARN, how many failures went past the first [`LOGGED_FAILURES`] that
+    /// were logged one by one; nothing when there were no more than that.
+    pub fn log_the_rest(&self) {
+        let (written, path) = {
+            let inner = self.lock();
+            (inner.written, inner.path.clone())
+        };
+        if written > LOGGED_FAILURES {
+            tracing::warn!(
+                "{written} records failed in all ({} more than logged above); every one is in {}",
+                written - LOGGED_FAILURES,
+                path.display()
+            );
+        }
     }
 
     fn write_line(inner: &mut Inner, line: &[u8]) -> std::io::Result<()> {
@@ -98,6 +136,41 @@ impl DeadLetter {
         Ok(())
     }
 
+    /// Removes the file an earlier run left at this path, so that after this run the
+    /// file holds this run's failures and nothing else, and no file means nothing
+    /// failed (a monitoring job may test for it). A file this process already wrote
+    /// (another handle on the same path) is left alone. Gives whether a file was
+    /// removed.
+    pub fn remove_previous(&self) -> std::io::Result<bool> {
+        let inner = self.lock();
+        if inner.file.is_some() {
+            return Ok(false);
+        }
+        let absolute = std::path::absolute(&inner.path)?;
+        let created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+        if created.as_ref().is_some_and(|c| c.contains(&absolute)) {
+            return Ok(false);
+        }
+        match std::fs::remove_file(&inner.path) {
+            Ok(()) => Ok(true),
+            // No file there, or no folder for one (a path under a file: the first
+            // failure says it cannot create the file, and stops the run).
+            Err(error)
+                if matches!(error.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(std::io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot remove the dead-letter file of an earlier run, {}: {error} (it would be taken for this run's \
+                     failures; remove it, or set `dead_letter:` to a path this user may write)",
+                    inner.path.display()
+                ),
+            )),
+        }
+    }
+
     /// The first write that failed, if any: a stage that cannot return the error
     /// where it happens (a transform, per record) lets the executor stop the run on it,
     /// since a failed record that is in no file is lost.
@@ -107,6 +180,31 @@ impl DeadLetter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Logs one failure on one line: the first [`LOGGED_FAILURES`] of a file at WARN, the
+/// others at DEBUG (`-vv`).
+fn log(entry: &DeadLetterEntry, number: u64) {
+    let reason = entry.reason.replace(['\n', '\r'], " ");
+    if number <= LOGGED_FAILURES {
+        tracing::warn!(
+            pipeline = %entry.pipeline,
+            stage = %entry.stage,
+            key = ?entry.key,
+            database = entry.database,
+            "{}: {reason}",
+            entry.error_type
+        );
+    } else {
+        tracing::debug!(
+            pipeline = %entry.pipeline,
+            stage = %entry.stage,
+            key = ?entry.key,
+            database = entry.database,
+            "{}: {reason}",
+            entry.error_type
+        );
     }
 }
 
@@ -155,13 +253,18 @@ mod tests {
     }
 
     #[test]
-    fn two_handles_on_one_path_in_one_process_append_to_each_other() {
+    fn an_earlier_run_s_file_is_removed_but_not_one_this_process_wrote() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shared.ndjson");
-        std::fs::write(&path, "from an earlier process\n").unwrap();
-        let entry = |pipeline: &str| DeadLetterEntry {
-            pipeline: pipeline.into(),
+        let path = dir.path().join("dl.ndjson");
+        std::fs::write(&path, "{\"from\": \"an earlier run\"}\n").unwrap();
+        let dl = DeadLetter::new(&path);
+        assert!(dl.remove_previous().unwrap());
+        assert!(!path.exists());
+        assert!(!dl.remove_previous().unwrap(), "nothing left to remove");
+        let entry = DeadLetterEntry {
+            pipeline: "p".into(),
             stage: "sink".into(),
+            index: None,
             id: None,
             key: "k".into(),
             key_encoding: None,
@@ -169,6 +272,32 @@ mod tests {
             error_type: "e".into(),
             reason: "r".into(),
             document: None,
+            record: None,
+        };
+        dl.write(&entry).unwrap();
+        assert!(!DeadLetter::new(&path).remove_previous().unwrap(), "this process's lines stay");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        assert!(!DeadLetter::new(dir.path().join("file/dl.ndjson")).remove_previous().unwrap());
+    }
+
+    #[test]
+    fn two_handles_on_one_path_in_one_process_append_to_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.ndjson");
+        std::fs::write(&path, "from an earlier process\n").unwrap();
+        let entry = |pipeline: &str| DeadLetterEntry {
+            pipeline: pipeline.into(),
+            stage: "sink".into(),
+            index: None,
+            id: None,
+            key: "k".into(),
+            key_encoding: None,
+            database: 0,
+            error_type: "e".into(),
+            reason: "r".into(),
+            document: None,
+            record: None,
         };
         let first = DeadLetter::new(&path);
         first.write(&entry("a")).unwrap();
@@ -193,6 +322,7 @@ mod tests {
         let entry = DeadLetterEntry {
             pipeline: "p".into(),
             stage: "sink".into(),
+            index: None,
             id: Some("abc".into()),
             key: "k".into(),
             key_encoding: None,
@@ -200,6 +330,7 @@ mod tests {
             error_type: "mapper_parsing_exception".into(),
             reason: "failed to parse".into(),
             document: None,
+            record: None,
         };
         dl.clone().write(&entry).unwrap();
         dl.write(&entry).unwrap();

@@ -186,7 +186,7 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
     assert!(dead[0]["reason"]
         .as_str()
         .unwrap()
-        .starts_with("/document/name: undefined value"));
+        .starts_with("/document/name: `value.name`: undefined value"));
     let p = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
     assert_eq!((p["status"].as_str(), p["failed"].as_u64()), (Some("failed"), Some(1)));
     assert_eq!(p["dead_letter"][0], "users.dead-letter.ndjson");
@@ -196,7 +196,7 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
     let out = run_in(dir.path(), &["run", "--dry-run", "-q", pipeline.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("1 documents failed; see users.dead-letter.dry-run.ndjson"),
+        text(&out.stdout).contains("1 documents would fail; see users.dead-letter.dry-run.ndjson"),
         "{}",
         text(&out.stdout)
     );
@@ -904,4 +904,92 @@ fn an_index_is_created_by_a_complete_run_even_empty_but_never_by_a_run_that_read
     assert_eq!(properties, ["_content_hash"], "no built-in mapping: {mappings}");
     assert_eq!(mappings["_meta"]["redis_connector"]["pipeline"], "empty_templated");
     es_delete_index(&index);
+}
+
+#[test]
+fn summary_json_dash_goes_to_stdout_and_the_source_reports_what_it_passed_on() {
+    let redis = RedisServer::start(&[]);
+    load_strings(&redis, "k", 7, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: users\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: ndjson, path: out.ndjson}}\n",
+            redis.port
+        ),
+    );
+    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "-", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!dir.path().join("-").exists(), "no file named `-`");
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON summary alone");
+    let p = &summary["pipelines"][0];
+    assert_eq!(p["read"], 7);
+    let source = &p["stages"][0];
+    assert_eq!((source["stage"].as_str(), source["out"].as_u64()), (Some("source"), Some(7)), "{p:#}");
+    assert!(text(&out.stderr).contains("pipeline users: ok"), "the text summary moves to stderr");
+
+    // Standard output cannot take both the documents and the summary.
+    let to_stdout = write_file(
+        dir.path(),
+        "q.yaml",
+        &format!(
+            "name: q\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: ndjson, path: '-'}}\n",
+            redis.port
+        ),
+    );
+    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "-", to_stdout.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("would mix on standard output"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_unwritable_summary_json_path_is_a_usage_error_before_anything_is_read() {
+    let redis = RedisServer::start(&[]);
+    load_strings(&redis, "k", 3, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: users\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: ndjson, path: out.ndjson}}\n",
+            redis.port
+        ),
+    );
+    let scans_before = calls_of(&redis, "scan");
+    for target in ["no/such/folder/s.json", "."] {
+        let out = run_in(dir.path(), &["run", "-q", "--summary-json", target, pipeline.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{target}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).starts_with(&format!("error: cannot write the summary to {target}: ")),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(calls_of(&redis, "scan"), scans_before, "nothing was read");
+    assert!(!dir.path().join("out.ndjson").exists(), "nothing was written");
+}
+
+#[test]
+fn several_pipelines_end_with_a_total_line() {
+    let redis = RedisServer::start(&[]);
+    load_strings(&redis, "k", 4, 10);
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        write_file(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: ndjson, path: {name}.ndjson}}\n",
+                redis.port
+            ),
+        );
+    }
+    let out = run_in(dir.path(), &["run", "-q", "--parallel", "2", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.trim_end().ends_with("total: 2 pipelines (2 ok): read 8 = written 8 + filtered 0 + skipped 0 + failed 0"),
+        "{stdout}"
+    );
 }

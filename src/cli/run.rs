@@ -1,8 +1,10 @@
 //! `redis-connector run [--dry-run] PIPELINE|FOLDER...`: loads and checks every
 //! pipeline (nothing runs if one is invalid), runs them in turn or `--parallel N`,
 //! shows progress, stops cleanly on Ctrl-C / SIGTERM, prints a summary per pipeline
-//! (and `--summary-json`), and chooses the exit code: 0 success, 1 errors found
-//! (invalid pipeline, failed documents, fatal error, interrupted), 2 usage error.
+//! (and `--summary-json`, which says `running` from the start and `aborted` when a
+//! second signal quits at once), and chooses the exit code: 0 success, 1 errors found
+//! (invalid pipeline, failed documents, fatal error, interrupted), 2 usage error,
+//! 130 / 143 quit at once by a second Ctrl-C / SIGTERM.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -14,9 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use super::progress::{terminal_bars, BarAwareStderr, BarProgress, LogProgress};
+use super::summary_json::SummaryJson;
 use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
-use crate::executor::{self, NoProgress, PipelineSummary, Progress};
+use crate::executor::{self, NoProgress, PipelineSummary, Progress, Status};
+use crate::redact::{self, Redacting};
 use crate::stages::RunOptions;
 
 /// Runs the `run` command and returns the process's exit code.
@@ -27,36 +31,76 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     let files = match config::discover(&args.paths) {
         Ok(files) => files,
         Err(error) => {
-            eprintln!("error: {error}");
+            report_error(args, &error.to_string());
+            return ExitCode::from(2);
+        }
+    };
+    // Checked before anything is loaded or read: a summary that cannot be written
+    // would otherwise be found missing only after the whole run.
+    let mut summary_json = match args.summary_json.as_deref().map(SummaryJson::open).transpose() {
+        Ok(target) => target,
+        Err(message) => {
+            eprintln!("error: {message}");
             return ExitCode::from(2);
         }
     };
     let (loaded, diagnostics) = config::load_all(&files);
     if !diagnostics.is_empty() {
         for diagnostic in &diagnostics {
-            eprintln!("{diagnostic}");
+            match args.log_format {
+                LogFormat::Text => eprintln!("{diagnostic}"),
+                // One JSON log line per problem, its place as fields.
+                LogFormat::Json => tracing::error!(
+                    file = %diagnostic.file.display(),
+                    line = diagnostic.line,
+                    column = diagnostic.column,
+                    pointer = %diagnostic.pointer,
+                    "{}",
+                    diagnostic.message
+                ),
+            }
         }
         let files_with_errors = {
             let mut files: Vec<_> = diagnostics.iter().map(|d| &d.file).collect();
             files.dedup();
             files.len()
         };
-        eprintln!(
-            "error: {} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
-            diagnostics.len()
+        report_error(
+            args,
+            &format!(
+                "{} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
+                diagnostics.len()
+            ),
         );
         // A bot reading the summary must not find the previous run's `ok` there.
-        if let Some(path) = &args.summary_json {
-            if let Err(error) = write_invalid_summary_json(path, &diagnostics) {
-                eprintln!("error: cannot write the summary to {}: {error}", path.display());
+        if let Some(target) = &mut summary_json {
+            if let Err(error) = target.write(&invalid_summary_json(&diagnostics)) {
+                eprintln!("error: cannot write the summary to {}: {error}", target.describe());
             }
         }
         return ExitCode::from(1);
     }
 
+    // From here on the summary file says this run is going: an older run's summary
+    // never stands for this one, even if the process is killed before its end.
+    let summary_file = args.summary_json.clone().filter(|p| p.as_path() != Path::new("-"));
+    if let Some(path) = &summary_file {
+        if let Err(error) = write_status_json(path, "running", None) {
+            eprintln!("error: cannot write the summary to {}: {error}; nothing was run", path.display());
+            return ExitCode::from(1);
+        }
+    }
+
     let writes_documents_to_stdout = loaded.iter().any(|l| {
         matches!(&l.pipeline.sink, crate::config::model::SinkConfig::Ndjson(nd) if nd.path == "-")
     });
+    if writes_documents_to_stdout && summary_json.as_ref().is_some_and(SummaryJson::is_stdout) {
+        eprintln!(
+            "error: --summary-json - and a pipeline writing its documents to standard output (ndjson \
+             `path: -`) would mix on standard output: give --summary-json a file"
+        );
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -75,17 +119,19 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         sample: args.sample,
         full: args.full,
     };
-    let outcome = runtime.block_on(run_all(loaded, options, usize::from(args.parallel), progress));
+    let outcome = runtime.block_on(run_all(loaded, options, usize::from(args.parallel), progress, summary_file));
     // Stage tasks that outlive a fatal error (e.g. a source blocked on a dead server)
     // must not hold the process.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 
     // The summary goes to stdout, unless a pipeline writes its documents there
-    // (an NDJSON sink with `path: -`): then to stderr, so stdout stays pure NDJSON.
-    let mut out: Box<dyn Write> = if writes_documents_to_stdout {
-        Box::new(std::io::stderr().lock())
+    // (an NDJSON sink with `path: -`) or the JSON summary does (`--summary-json -`):
+    // then to stderr, so stdout stays pure NDJSON or JSON.
+    let summary_takes_stdout = summary_json.as_ref().is_some_and(SummaryJson::is_stdout);
+    let mut out: Box<dyn Write> = if writes_documents_to_stdout || summary_takes_stdout {
+        Box::new(Redacting::new(std::io::stderr().lock()))
     } else {
-        Box::new(std::io::stdout().lock())
+        Box::new(Redacting::new(std::io::stdout().lock()))
     };
     for (i, summary) in outcome.summaries.iter().enumerate() {
         if i > 0 {
@@ -96,13 +142,16 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     for name in &outcome.not_run {
         let _ = writeln!(out, "pipeline {name}: not run (interrupted)");
     }
+    if outcome.summaries.len() + outcome.not_run.len() + outcome.not_started > 1 {
+        let _ = writeln!(out, "\n{}", total_line(&outcome));
+    }
     let _ = out.flush();
     drop(out);
     let mut failed = outcome.failed || !outcome.not_run.is_empty();
     failed |= outcome.summaries.iter().any(PipelineSummary::is_failure);
-    if let Some(path) = &args.summary_json {
-        if let Err(error) = write_summary_json(path, &outcome, failed) {
-            eprintln!("error: cannot write the summary to {}: {error}", path.display());
+    if let Some(target) = &mut summary_json {
+        if let Err(error) = target.write(&summary_json_document(&outcome, failed)) {
+            eprintln!("error: cannot write the summary to {}: {error}", target.describe());
             failed = true;
         }
     }
@@ -113,6 +162,15 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     }
 }
 
+/// Prints a fatal error: `error: ...` on standard error, or a JSON log line with
+/// `--log-format json` (so a log collector reading JSON gets every line as JSON).
+fn report_error(args: &RunArgs, message: &str) {
+    match args.log_format {
+        LogFormat::Text => eprintln!("error: {}", redact::text(message)),
+        LogFormat::Json => tracing::error!("{message}"),
+    }
+}
+
 /// What a run of every pipeline gave.
 struct Outcome {
     summaries: Vec<PipelineSummary>,
@@ -120,6 +178,44 @@ struct Outcome {
     not_run: Vec<String>,
     /// A pipeline could not even start.
     failed: bool,
+    /// How many pipelines could not even start.
+    not_started: usize,
+}
+
+/// The last line of a run of several pipelines: how many ended how, and the sums.
+fn total_line(outcome: &Outcome) -> String {
+    let count = |status: Status| outcome.summaries.iter().filter(|s| s.status == status).count();
+    let sum = |field: fn(&PipelineSummary) -> u64| outcome.summaries.iter().map(field).sum::<u64>();
+    let pipelines = outcome.summaries.len() + outcome.not_run.len() + outcome.not_started;
+    let mut ended = vec![format!("{} ok", count(Status::Ok))];
+    let failed = count(Status::Failed) + outcome.not_started;
+    if failed > 0 {
+        ended.push(format!("{failed} failed"));
+    }
+    let interrupted = count(Status::Interrupted);
+    if interrupted > 0 {
+        ended.push(format!("{interrupted} interrupted"));
+    }
+    if !outcome.not_run.is_empty() {
+        ended.push(format!("{} not run", outcome.not_run.len()));
+    }
+    let dry_run = outcome.summaries.iter().any(|s| s.dry_run);
+    // Documents left unchanged (change-aware sync), when any pipeline compared.
+    let unchanged = if outcome.summaries.iter().any(|s| s.new.is_some()) {
+        format!(" + unchanged {}", sum(|s| s.unchanged))
+    } else {
+        String::new()
+    };
+    format!(
+        "total: {pipelines} pipelines ({}): read {} = {} {}{unchanged} + filtered {} + skipped {} + failed {}",
+        ended.join(", "),
+        sum(|s| s.read),
+        if dry_run { "would write" } else { "written" },
+        sum(|s| s.written),
+        sum(|s| s.filtered),
+        sum(|s| s.skipped),
+        sum(|s| s.failed),
+    )
 }
 
 async fn run_all(
@@ -127,9 +223,10 @@ async fn run_all(
     options: RunOptions,
     parallel: usize,
     progress: Arc<dyn Progress>,
+    summary_file: Option<std::path::PathBuf>,
 ) -> Outcome {
     let cancel = CancellationToken::new();
-    let signals = tokio::spawn(watch_signals(cancel.clone()));
+    let signals = tokio::spawn(watch_signals(cancel.clone(), summary_file));
     let results: Vec<(String, Result<Option<PipelineSummary>, String>)> = futures::stream::iter(pipelines)
         .map(|loaded| {
             let (options, cancel, progress) = (options.clone(), cancel.clone(), progress.clone());
@@ -152,31 +249,45 @@ async fn run_all(
         summaries: Vec::new(),
         not_run: Vec::new(),
         failed: false,
+        not_started: 0,
     };
     for (name, result) in results {
         match result {
             Ok(Some(summary)) => outcome.summaries.push(summary),
             Ok(None) => outcome.not_run.push(name),
             Err(message) => {
-                eprintln!("error: pipeline {name}: {message}");
+                eprintln!("error: pipeline {name}: {}", redact::text(&message));
                 outcome.failed = true;
+                outcome.not_started += 1;
             }
         }
     }
     outcome
 }
 
-/// Fires `cancel` on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn watch_signals(cancel: CancellationToken) {
+/// Fires `cancel` on the first Ctrl-C or SIGTERM; a second one exits at once, with
+/// 128 + the signal's number (130 for Ctrl-C / SIGINT, 143 for SIGTERM), after
+/// marking the summary file `aborted`.
+async fn watch_signals(cancel: CancellationToken, summary_file: Option<std::path::PathBuf>) {
     let signal = first_signal().await;
     eprintln!(
         "{signal} received: stopping reading, draining what is in flight, skipping stale deletion \
          (send it again to quit at once)"
     );
     cancel.cancel();
-    first_signal().await;
-    eprintln!("second {signal}: quitting at once");
-    std::process::exit(130);
+    let second = first_signal().await;
+    let code = if second == "SIGTERM" { 143 } else { 130 };
+    eprintln!(
+        "second {second}: quitting at once, exit {code}: documents in flight were not drained and no summary \
+         was printed; a rerun writes whatever this run did not"
+    );
+    if let Some(path) = &summary_file {
+        let reason = format!("quit at once by a second {second}: no summary; documents in flight were not drained");
+        if let Err(error) = write_status_json(path, "aborted", Some(&reason)) {
+            eprintln!("error: cannot write the summary to {}: {error}", path.display());
+        }
+    }
+    std::process::exit(code);
 }
 
 async fn first_signal() -> &'static str {
@@ -202,27 +313,39 @@ async fn first_signal() -> &'static str {
     }
 }
 
-fn write_summary_json(path: &Path, outcome: &Outcome, failed: bool) -> std::io::Result<()> {
-    let document = serde_json::json!({
+fn summary_json_document(outcome: &Outcome, failed: bool) -> serde_json::Value {
+    serde_json::json!({
         "status": if failed { "failed" } else { "ok" },
         "pipelines": outcome.summaries,
         "not_run": outcome.not_run,
+    })
+}
+
+/// A `--summary-json` without pipelines' summaries: `running` (written at the start),
+/// or `aborted` (quit at once by a second signal), with this process's id and why.
+fn write_status_json(path: &Path, status: &str, reason: Option<&str>) -> std::io::Result<()> {
+    let mut document = serde_json::json!({
+        "status": status,
+        "pid": std::process::id(),
+        "pipelines": [],
+        "not_run": [],
     });
+    if let Some(reason) = reason {
+        document["reason"] = reason.into();
+    }
     let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }
 
 /// The `--summary-json` of a run stopped by invalid pipelines: status `invalid`, no
 /// pipeline run, and every problem as `validate --format json` gives it.
-fn write_invalid_summary_json(path: &Path, problems: &[config::Diagnostic]) -> std::io::Result<()> {
-    let document = serde_json::json!({
+fn invalid_summary_json(problems: &[config::Diagnostic]) -> serde_json::Value {
+    serde_json::json!({
         "status": "invalid",
         "pipelines": [],
         "not_run": [],
         "problems": problems,
-    });
-    let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
+    })
 }
 
 /// Logs go to standard error: `-q` errors only; default warnings (plus progress lines
@@ -241,7 +364,8 @@ fn init_tracing(args: &RunArgs, bars: Option<indicatif::MultiProgress>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(BarAwareStderr::new(bars))
+        // Each event is written whole through its own redacting writer.
+        .with_writer(move || Redacting::new(BarAwareStderr::new(bars.clone())))
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match args.log_format {
         LogFormat::Text => builder.try_init(),

@@ -160,6 +160,23 @@ pub async fn run_pipeline(
         samples: Vec::new(),
     };
 
+    // After this run its dead-letter files hold its own failures, or are absent: an
+    // earlier run's go first (a dry run's own file only; the real one stays).
+    for dead_letter in &run.dead_letters {
+        match dead_letter.remove_previous() {
+            Ok(true) => tracing::info!(
+                pipeline = %pipeline.name,
+                "removed the dead-letter file of an earlier run: {}",
+                dead_letter.path().display()
+            ),
+            Ok(false) => {}
+            Err(error) => {
+                first_error.record("dead_letter", error.into(), &stop);
+                return Ok(run.summary(SourceReport::default(), None, first_error.take(), cancel.is_cancelled()));
+            }
+        }
+    }
+
     if let Err(error) = sink.open(&sink_ctx).await.context("cannot open the sink") {
         first_error.record("sink", error, &stop);
         return Ok(run.summary(SourceReport::default(), None, first_error.take(), cancel.is_cancelled()));
@@ -275,6 +292,17 @@ fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, 
         (Some(mut source), Some(mut sink)) if errors.is_empty() => {
             source.set_ttl_needed(transforms.iter().any(|t| t.reads("ttl")) || sink.reads("ttl"));
             sink.set_fingerprint(crate::config::fingerprint::pipeline_fingerprint(pipeline));
+            // A later template replaces an earlier one's document, index included.
+            sink.set_routed_by_transform(
+                transforms
+                    .iter()
+                    .rev()
+                    .find_map(|t| match t {
+                        Transform::Template(template) => Some(template.renders_index()),
+                        _ => None,
+                    })
+                    .unwrap_or(false),
+            );
             sink.set_rendered_documents(
                 transforms
                     .iter()
@@ -397,6 +425,9 @@ impl Run<'_> {
         interrupted: bool,
     ) -> PipelineSummary {
         let seconds = self.started.elapsed().as_secs_f64();
+        for dead_letter in &self.dead_letters {
+            dead_letter.log_the_rest();
+        }
         let mut stages = vec![StageSummary {
             stage: "source".into(),
             counters: self.source_ctx.counters.snapshot(),
@@ -482,6 +513,7 @@ impl Run<'_> {
             seconds,
             docs_per_second: if seconds > 0.0 { written as f64 / seconds } else { 0.0 },
             keys_per_second: if seconds > 0.0 { read as f64 / seconds } else { 0.0 },
+            targets: report.targets.clone(),
             dead_letter: self
                 .dead_letters
                 .iter()

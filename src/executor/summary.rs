@@ -71,6 +71,8 @@ pub struct PipelineSummary {
     pub docs_per_second: f64,
     /// Keys read per second.
     pub keys_per_second: f64,
+    /// The indices the documents went to (in a dry run: would go to).
+    pub targets: Vec<String>,
     /// Dead-letter files that received entries in this run.
     pub dead_letter: Vec<PathBuf>,
     /// Keys read, by database then Redis type.
@@ -112,6 +114,9 @@ impl fmt::Display for PipelineSummary {
             "pipeline {}: {status}{dry} in {:.2} s, {:.0} keys/s, {:.0} docs/s",
             self.pipeline, self.seconds, self.keys_per_second, self.docs_per_second
         );
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "  {}", describe_targets(&self.targets));
+        }
         let written = if self.dry_run { "would write" } else { "written" };
         let mut line = format!("  read {} = {written} {}", self.read, self.written);
         if self.new.is_some() {
@@ -156,7 +161,8 @@ impl fmt::Display for PipelineSummary {
         }
         if self.failed > 0 {
             let paths: Vec<String> = self.dead_letter.iter().map(|p| p.display().to_string()).collect();
-            let _ = writeln!(out, "  {} documents failed; see {}", self.failed, paths.join(", "));
+            let failed = if self.dry_run { "would fail" } else { "failed" };
+            let _ = writeln!(out, "  {} documents {failed}; see {}", self.failed, paths.join(", "));
         }
         for note in &self.notes {
             let _ = writeln!(out, "  note: {note}");
@@ -169,6 +175,14 @@ impl fmt::Display for PipelineSummary {
         }
         if let Some(error) = &self.error {
             let _ = writeln!(out, "  error: {error}");
+        }
+        if self.not_processed > 0 {
+            let _ = writeln!(
+                out,
+                "  not processed: {} records were read but not yet written, filtered, skipped or failed when this error \
+                 stopped the run; they are in no dead-letter file: fix the error and run again (a rerun reads every key)",
+                self.not_processed
+            );
         }
         if !self.counts_add_up {
             let _ = writeln!(
@@ -188,6 +202,16 @@ impl fmt::Display for PipelineSummary {
             }
         }
         f.write_str(out.trim_end_matches('\n'))
+    }
+}
+
+/// `into index a`, `into indices a, b`, `into 12 indices: a, b, c, d, e, ...`.
+fn describe_targets(targets: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match targets {
+        [one] => format!("into index {one}"),
+        many if many.len() <= SHOWN => format!("into indices {}", many.join(", ")),
+        many => format!("into {} indices: {}, ...", many.len(), many[..SHOWN].join(", ")),
     }
 }
 
@@ -215,6 +239,7 @@ mod tests {
             seconds: 2.0,
             docs_per_second: 3.0,
             keys_per_second: 5.0,
+            targets: vec!["redis-users".into()],
             dead_letter: vec![PathBuf::from("users.dead-letter.ndjson")],
             keys: BTreeMap::new(),
             notes: vec![],
@@ -231,6 +256,7 @@ mod tests {
         assert_eq!(
             text,
             "pipeline users: FAILED in 2.00 s, 5 keys/s, 3 docs/s\n  \
+             into index redis-users\n  \
              read 10 = written 6 + filtered 1 + skipped 1 + failed 2\n  \
              skipped: vanished 1\n  \
              deleted as stale: 3 (found 3)\n  \

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use tokio::sync::mpsc;
 
-pub use context::{RunOptions, StageContext};
+pub use context::{RunOptions, ScansRestarted, StageContext};
 
 use crate::config::model::{SinkConfig, SourceConfig, TransformConfig};
 use crate::record::Batch;
@@ -67,6 +67,8 @@ pub struct SinkReport {
     pub deleted_stale: u64,
     /// Stale documents found (deleted or, in a dry run or when guarded, not).
     pub stale_found: u64,
+    /// The indices the documents went to (or would go to); empty for a sink without.
+    pub targets: Vec<String>,
     /// Lines worth showing in the summary.
     pub notes: Vec<String>,
     /// Set when the run must exit non-zero although nothing failed fatally
@@ -167,6 +169,15 @@ impl Sink {
     pub fn set_fingerprint(&mut self, fingerprint: u64) {
         if let Sink::Elasticsearch(es) = self {
             es.set_fingerprint(fingerprint);
+        }
+    }
+
+    /// Tells the sink whether a template stage chooses every document's index (the
+    /// last template transform has an `index`): the sink's own `index` is then no
+    /// target, neither created nor cleaned.
+    pub fn set_routed_by_transform(&mut self, routed: bool) {
+        if let Sink::Elasticsearch(es) = self {
+            es.set_routed_by_transform(routed);
         }
     }
 

@@ -9,6 +9,9 @@
 //! - [`connector`]: the built `redis-connector` binary, for tests that drive the CLI.
 #![allow(dead_code)]
 
+pub mod redisjson;
+pub mod source;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,8 +70,7 @@ impl RedisServer {
                 {
                     let text = String::from_utf8_lossy(&out.stdout);
                     // (LOADING: up, still loading its data, which a test may want.)
-                    if text.contains("PONG") || text.contains("NOAUTH") || text.contains("LOADING")
-                    {
+                    if text.contains("PONG") || text.contains("NOAUTH") || text.contains("LOADING") {
                         return;
                     }
                 }
@@ -77,10 +79,7 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "redis-server on port {} did not answer within 10 s",
-            self.port
-        );
+        panic!("redis-server on port {} did not answer within 10 s", self.port);
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -130,23 +129,20 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        Self::start_with(masters, replicas, &[])
+    }
+
+    /// Like [`RedisCluster::start`], every node started with `extra` arguments too
+    /// (e.g. `--loadmodule PATH`).
+    pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                RedisServer::start_on(
-                    cluster_port(),
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                    ],
-                )
+                let mut args = vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
+                args.extend_from_slice(extra);
+                RedisServer::start_on(cluster_port(), &args)
             })
             .collect();
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
@@ -168,10 +164,7 @@ impl RedisCluster {
                 {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "the cluster was not ready within 30 s: {info}"
-                );
+                assert!(Instant::now() < deadline, "the cluster was not ready within 30 s: {info}");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -201,12 +194,7 @@ fn pipe_into_cli(args: &[&str], commands: &str) {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-cli");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(commands.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
 }
 
@@ -223,11 +211,7 @@ pub fn cluster_port() -> u16 {
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
     // Bind to port 0 and let the kernel choose.
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The shared Elasticsearch of `scripts/services` (`ES_URL`, default `http://127.0.0.1:9200`).
@@ -274,20 +258,13 @@ pub fn http() -> reqwest::blocking::Client {
 /// `GET {es}/{index}/_count` after a refresh; 0 when the index does not exist.
 pub fn es_count(index: &str) -> u64 {
     let client = http();
-    let _ = client
-        .post(format!("{}/{}/_refresh", es_url(), index))
-        .send();
-    let response = client
-        .get(format!("{}/{}/_count", es_url(), index))
-        .send()
-        .unwrap();
+    let _ = client.post(format!("{}/{}/_refresh", es_url(), index)).send();
+    let response = client.get(format!("{}/{}/_count", es_url(), index)).send().unwrap();
     if response.status() == 404 {
         return 0;
     }
     let body: serde_json::Value = response.json().unwrap();
-    body["count"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no count in {body}"))
+    body["count"].as_u64().unwrap_or_else(|| panic!("no count in {body}"))
 }
 
 /// `GET {es}/{index}/_doc/{id}`'s `_source`, or `None` when absent.
@@ -403,11 +380,7 @@ impl RedisServer {
     pub fn start_tls(certs: &TestCerts, auth_clients: bool) -> RedisServer {
         let port = free_port();
         let port_text = port.to_string();
-        let (cert, key, ca) = (
-            certs.path("server.crt"),
-            certs.path("server.key"),
-            certs.path("ca.crt"),
-        );
+        let (cert, key, ca) = (certs.path("server.crt"), certs.path("server.key"), certs.path("ca.crt"));
         let auth = if auth_clients { "yes" } else { "no" };
         Self::start_on(
             port,
@@ -438,12 +411,7 @@ impl RedisServer {
                 "--cert",
                 &certs.path("client.crt"),
             ])
-            .args([
-                "--key",
-                &certs.path("client.key"),
-                "-p",
-                &self.port.to_string(),
-            ])
+            .args(["--key", &certs.path("client.key"), "-p", &self.port.to_string()])
             .args(args)
             .output()
             .expect("redis-cli");

@@ -6,8 +6,10 @@
 //! bulk bodies, `retry.rs` decides what to retry, `service.rs` sends bulks and acts on
 //! the answers, `index.rs` sets indices up, `changes.rs` holds the content hashes and
 //! the `(_id, hash)` map of change-aware sync, `stale.rs` finds and deletes stale
-//! documents, `compat.rs` checks documents against a mapping in a dry run, `alias.rs`
-//! writes behind an alias (rebuilds and swaps).
+//! documents, `creation_check.rs` checks the pipeline's settings and mappings before
+//! reading, `dry_check.rs` asks Elasticsearch about a dry run's documents, `compat.rs`
+//! checks them offline when it cannot, `alias.rs` writes
+//! behind an alias (rebuilds and swaps).
 //!
 //! Change-aware sync: before its first write to an existing index, the sink reads
 //! every `(_id, hash)` the index holds; each document is encoded with its content
@@ -24,6 +26,8 @@ pub mod alias;
 pub mod changes;
 pub mod client;
 pub mod compat;
+pub mod creation_check;
+pub mod dry_check;
 pub mod encoder;
 pub mod index;
 pub mod repeated;
@@ -45,7 +49,7 @@ use crate::config::model::ElasticsearchSinkConfig;
 use crate::dead_letter::DeadLetterEntry;
 use crate::document::{default_document, default_id};
 use crate::record::{Batch, Record};
-use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
+use crate::stages::{FieldError, ScansRestarted, SinkReport, StageContext, UpstreamOutcome};
 
 use changes::{key_hash, Comparison, IndexHashes, CONTENT_HASH_FIELD};
 use client::{Auth, EsClient, FailureKind};
@@ -58,8 +62,6 @@ use stale::{IdSet, Mode};
 
 /// A partly filled bulk is sent when no record arrived for this long.
 const FLUSH_IDLE: Duration = Duration::from_millis(500);
-/// Problems of the dry-run mapping check shown in the summary.
-const MAX_DRY_RUN_PROBLEMS: usize = 10;
 
 /// The Elasticsearch sink.
 pub struct ElasticsearchSink {
@@ -73,6 +75,9 @@ pub struct ElasticsearchSink {
     rendered_documents: Option<bool>,
     /// The pipeline fingerprint, seed of every content hash (see `changes.rs`).
     fingerprint: u64,
+    /// Whether a template transform chooses every document's index: the sink's own
+    /// fixed `index` is then never written to, so never created nor cleaned.
+    routed_by_transform: bool,
     /// With `alias`: what this run does there, decided by `open`.
     alias_plan: Option<alias::Plan>,
 }
@@ -99,13 +104,12 @@ struct Running {
     track_ids: bool,
     /// Documents whose `_id` an earlier document of this run already had.
     repeated: RepeatedIds,
+    /// The databases whose scan started over after a Redis restart (the run's).
+    scans_restarted: Arc<ScansRestarted>,
     /// The sink's fixed index, when `open` found it missing: the first document
     /// creates it without asking again.
     known_missing: Option<String>,
     fatal: Option<String>,
-    /// Dry run: documents that would fail against an existing mapping.
-    dry_problems: Vec<String>,
-    dry_problem_count: u64,
     /// Documents rejected before any request (bad index name or index template).
     rejected_before: u64,
     /// The `(_id, content hash)` each index held when first seen (by position in
@@ -117,6 +121,14 @@ struct Running {
     /// Documents and time of the maps read, for the summary.
     map_documents: u64,
     map_seconds: f64,
+    /// Notes from `open`, for the summary.
+    notes: Vec<String>,
+    /// Dry run: documents waiting to be checked by Elasticsearch.
+    dry_pending: Vec<dry_check::Pending>,
+    /// Dry run: why documents are checked offline (Elasticsearch could not check them).
+    dry_offline: Option<String>,
+    /// Dry run: documents checked so far.
+    dry_checked: u64,
     /// With `alias`: the fields added to the marker of the index this run creates.
     marker_fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -259,6 +271,7 @@ impl ElasticsearchSink {
                 running: None,
                 rendered_documents: None,
                 fingerprint: 0,
+                routed_by_transform: false,
                 alias_plan: None,
             }),
             _ => Err(errors),
@@ -296,18 +309,39 @@ impl ElasticsearchSink {
             ids: IdSet::default(),
             track_ids: self.config.delete_stale.enabled,
             repeated: RepeatedIds::default(),
+            scans_restarted: ctx.scans_restarted.clone(),
             known_missing: None,
             fatal: None,
-            dry_problems: Vec::new(),
-            dry_problem_count: 0,
             rejected_before: 0,
             maps: Vec::new(),
             new: 0,
             changed: 0,
             map_documents: 0,
             map_seconds: 0.0,
+            notes: Vec::new(),
+            dry_pending: Vec::new(),
+            dry_offline: None,
+            dry_checked: 0,
             marker_fields: None,
         };
+        // The pipeline's own settings and mappings, before any key is read (the
+        // built-in mapping needs no check).
+        if self.config.settings.is_some() || self.config.mappings.is_some() {
+            let body = index::creation_body(
+                self.config.settings.as_ref(),
+                self.config.mappings.as_ref(),
+                false,
+                &ctx.pipeline,
+                self.config.delete_stale.enabled,
+            );
+            let client = &running.service.client;
+            if let creation_check::Checked::NotAllowed(reason) = creation_check::check(client, &body).await? {
+                running.notes.push(format!(
+                    "the sink's settings and mappings were not checked before reading (the credentials may not \
+                     simulate an index template: {reason}); Elasticsearch checks them when it creates the index"
+                ));
+            }
+        }
         if let Some(alias) = &self.config.alias {
             let fingerprints = alias::Fingerprints::new(
                 self.fingerprint,
@@ -323,18 +357,19 @@ impl ElasticsearchSink {
             )
             .await?;
             tracing::info!(pipeline = %ctx.pipeline, "{}", plan.describe(ctx.options.dry_run));
+            running.notes.push(plan.describe(ctx.options.dry_run));
             running.marker_fields = Some(alias::marker_fields(alias, fingerprints));
             self.target = Target::Fixed(plan.target.clone());
             self.alias_plan = Some(plan);
         }
-        if let Target::Fixed(name) = &self.target {
+        if let Some(name) = self.fixed_index() {
             match index::inspect(&running.service.client, name).await? {
                 Some(mut state) => {
                     running.check_owner(&mut state, ctx).await?;
                     let position = running.add_index(state);
                     running.read_hashes(position, ctx).await?;
                 }
-                None => running.known_missing = Some(name.clone()),
+                None => running.known_missing = Some(name.to_owned()),
             }
         }
         self.running = Some(running);
@@ -352,6 +387,20 @@ impl ElasticsearchSink {
     /// document's content hash.
     pub fn set_fingerprint(&mut self, fingerprint: u64) {
         self.fingerprint = fingerprint;
+    }
+
+    /// Tells the sink whether a template transform chooses every document's index.
+    pub fn set_routed_by_transform(&mut self, routed: bool) {
+        self.routed_by_transform = routed;
+    }
+
+    /// The sink's own fixed index, when documents may go to it: not when `index` is a
+    /// template, nor when a template transform chooses every document's index.
+    fn fixed_index(&self) -> Option<&str> {
+        match &self.target {
+            Target::Fixed(name) if !self.routed_by_transform => Some(name),
+            _ => None,
+        }
     }
 
     /// Whether the `index` template reads the record's `field`.
@@ -439,7 +488,8 @@ impl ElasticsearchSink {
                     if let Some(document) = &record.document {
                         if let Err(reason) = check_id(&document.id) {
                             // Elasticsearch refuses the whole bulk request for one such id.
-                            self.reject(&record, document.id.clone(), running, ctx, "invalid_id", reason)?;
+                            let index = Some(index_name.to_string());
+                            self.reject(&record, document.id.clone(), index, running, ctx, "invalid_id", reason)?;
                             continue;
                         }
                         if document.body.contains_key(CONTENT_HASH_FIELD) {
@@ -449,7 +499,8 @@ impl ElasticsearchSink {
                             );
                             // Its key exists: what an earlier run wrote for it stays.
                             running.ids.insert_anywhere(&document.id);
-                            self.reject(&record, document.id.clone(), running, ctx, "reserved_field", reason)?;
+                            let index = Some(index_name.to_string());
+                            self.reject(&record, document.id.clone(), index, running, ctx, "reserved_field", reason)?;
                             continue;
                         }
                     }
@@ -497,14 +548,20 @@ impl ElasticsearchSink {
                     }
                     if dry_run {
                         scratch.pop_last();
-                        match document {
-                            Some(document) => running.check_dry_run(position, &document, &record),
-                            None => {
-                                let document = default_document(&record, &ctx.run_timestamp);
-                                running.check_dry_run(position, &document, &record);
-                            }
+                        record.document = Some(match document {
+                            Some(document) => document,
+                            None => default_document(&record, &ctx.run_timestamp),
+                        });
+                        let state = &running.indices[position];
+                        let mapping_addition = if state.existed { None } else { state.mapping.clone() };
+                        running.dry_pending.push(dry_check::Pending {
+                            index: index_name.to_string(),
+                            record,
+                            mapping_addition,
+                        });
+                        if running.dry_pending.len() >= max_docs {
+                            self.check_dry_run(running, ctx).await?;
                         }
-                        ctx.counters.add_out(1);
                         continue;
                     }
                     bulk.set_last_key(std::mem::take(&mut record.key));
@@ -523,6 +580,9 @@ impl ElasticsearchSink {
                 while let Some(done) = in_flight.try_join_next() {
                     flatten(done)?;
                 }
+            }
+            if !running.dry_pending.is_empty() {
+                self.check_dry_run(running, ctx).await?;
             }
             if !bulk.is_empty() {
                 let last = std::mem::take(&mut bulk);
@@ -575,16 +635,71 @@ impl ElasticsearchSink {
         if running.track_ids {
             running.ids.insert_anywhere(&id);
         }
-        self.reject(record, id, running, ctx, error_type, reason)?;
+        self.reject(record, id, None, running, ctx, error_type, reason)?;
         Ok(None)
+    }
+
+    /// Dry run: checks the pending documents (with Elasticsearch, or offline when it
+    /// cannot) and counts each as the real run would: written, or failed and
+    /// dead-lettered (in the dry run's file) with the reason.
+    async fn check_dry_run(&self, running: &mut Running, ctx: &StageContext) -> anyhow::Result<()> {
+        let pending = std::mem::take(&mut running.dry_pending);
+        // Offline first, for every document; Elasticsearch then checks the first
+        // `dry_check::CHECKED_IN_FULL` documents of the run and, after them, those the
+        // offline check flags (its verdict and words win). It takes about 10 to 20
+        // times what indexing the same documents takes, so checking them all would
+        // make a dry run of millions of keys slower than the real run.
+        let mut verdicts: Vec<Option<(String, String)>> = pending
+            .iter()
+            .map(|p| {
+                let document = p.document()?;
+                let position = running.positions.get(&p.index).copied();
+                let mapping = position.and_then(|at| running.indices[at].mapping.as_ref());
+                check_offline(mapping, &p.index, document).map(|reason| ("document_parsing_exception".to_owned(), reason))
+            })
+            .collect();
+        if running.dry_offline.is_none() {
+            let chosen: Vec<usize> = (0..pending.len())
+                .filter(|&i| running.dry_checked + (i as u64) < dry_check::CHECKED_IN_FULL || verdicts[i].is_some())
+                .collect();
+            let asked: Vec<&dry_check::Pending> = chosen.iter().map(|&i| &pending[i]).collect();
+            match dry_check::check(&running.service.client, &asked).await {
+                Ok(found) => {
+                    for (i, verdict) in chosen.into_iter().zip(found) {
+                        verdicts[i] = verdict;
+                    }
+                }
+                Err(dry_check::Unavailable(reason)) => {
+                    tracing::warn!("Elasticsearch cannot check the dry run's documents ({reason}); checking them offline");
+                    running.dry_offline = Some(reason);
+                }
+            }
+        }
+        running.dry_checked += pending.len() as u64;
+        for (p, verdict) in pending.into_iter().zip(verdicts) {
+            let Some(document) = p.document() else { continue };
+            match verdict {
+                None => ctx.counters.add_out(1),
+                Some((error_type, reason)) => {
+                    let id = document.id.clone();
+                    let index = Some(p.index.clone());
+                    self.reject(&p.record, id, index, running, ctx, error_type.as_str(), reason)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sends a record the sink cannot write (no valid index, an id Elasticsearch
     /// refuses) to the dead-letter file, before any request, and counts it as failed.
+    /// The line holds the document (the default one when no template rendered one) and
+    /// `index` when it is a valid name, so it can be replayed.
+    #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
         record: &Record,
         id: String,
+        index: Option<String>,
         running: &mut Running,
         ctx: &StageContext,
         error_type: &str,
@@ -597,16 +712,17 @@ impl ElasticsearchSink {
             .write(&DeadLetterEntry {
                 pipeline: ctx.pipeline.to_string(),
                 stage: ctx.stage.clone(),
+                index,
                 id: Some(id),
                 key,
                 key_encoding: is_base64.then_some("base64"),
                 database: record.database,
                 error_type: error_type.to_owned(),
                 reason,
-                document: record
-                    .document
-                    .as_ref()
-                    .map(|d| serde_json::Value::Object(d.body.clone())),
+                document: Some(serde_json::Value::Object(
+                    record.document_or_default(&ctx.run_timestamp).body.clone(),
+                )),
+                record: None,
             })
             .with_context(|| {
                 format!(
@@ -631,16 +747,21 @@ impl ElasticsearchSink {
             ..SinkReport::default()
         };
         report.notes.push(running.server.clone());
-        if let Some(plan) = &self.alias_plan {
-            report.notes.push(plan.describe(dry_run));
+        report.notes.append(&mut running.notes);
+        if let Some(reason) = &running.dry_offline {
+            report.notes.push(format!(
+                "Elasticsearch could not check the documents ({reason}): they were checked offline against \
+                 the mapping, for type clashes only"
+            ));
         }
         let mut errors = Vec::new();
 
         // A complete run that found nothing still leaves its fixed index in place (a
         // run that failed or was interrupted before any document creates nothing).
-        if let (Target::Fixed(name), false) = (&self.target, dry_run) {
+        if let (Some(name), false) = (self.fixed_index(), dry_run) {
             let read_everything = upstream.complete && !ctx.cancel.is_cancelled();
             if read_everything && running.fatal.is_none() && !running.positions.contains_key(name) {
+                let name = name.to_owned();
                 let mut body = index::creation_body(
                     self.config.settings.as_ref(),
                     self.config.mappings.as_ref(),
@@ -651,7 +772,7 @@ impl ElasticsearchSink {
                 if let Some(fields) = &running.marker_fields {
                     alias::mark_creation_body(&mut body, fields);
                 }
-                index::create(&running.service.client, name, &body).await?;
+                index::create(&running.service.client, &name, &body).await?;
                 running.add_index(IndexState {
                     name: name.clone(),
                     existed: false,
@@ -676,20 +797,8 @@ impl ElasticsearchSink {
                 });
             }
         }
-        if dry_run && running.dry_problem_count > 0 {
-            report.notes.push(format!(
-                "{} documents would be rejected by the existing mapping, e.g.:",
-                running.dry_problem_count
-            ));
-            report
-                .notes
-                .extend(running.dry_problems.iter().map(|p| format!("  {p}")));
-        }
 
-        let fixed = match &self.target {
-            Target::Fixed(name) => Some(name.as_str()),
-            Target::Template(_) => None,
-        };
+        let fixed = self.fixed_index();
         if self.config.delete_stale.enabled {
             if running.fatal.is_some() {
                 report.notes.push("stale deletion skipped: the run failed".to_owned());
@@ -812,8 +921,9 @@ impl ElasticsearchSink {
                                 "{} of {} documents in index {} are stale: a real run would delete them",
                                 scan.stale, scan.total, state.name
                             ));
-                            if let Some(guard) = guard {
-                                report.notes.push(format!("a real run would stop: it {guard}"));
+                            // The words the real run would stop with.
+                            if let (Some(guard), false) = (guard, ctx.options.allow_mass_delete) {
+                                errors.push(guard);
                             }
                         }
                         Mode::DeleteAsFound => {
@@ -884,12 +994,17 @@ impl ElasticsearchSink {
                 "retried {requests} bulk requests and {items} documents Elasticsearch rejected with 429"
             ));
         }
-        if report.failed > 0 {
-            report.notes.push(format!(
-                "{} documents were rejected; they are in {}",
-                report.failed,
-                running.service.dead_letter.path().display()
-            ));
+        // The summary names the dead-letter file of rejected documents once, with the
+        // count: no note repeats it here.
+        report.targets = running
+            .indices
+            .iter()
+            .zip(&running.written)
+            .filter(|(_, written)| **written)
+            .map(|(state, _)| state.name.clone())
+            .collect();
+        if let (true, Some(name)) = (report.targets.is_empty(), fixed) {
+            report.targets.push(name.to_owned());
         }
         if let (Some(plan), false) = (&self.alias_plan, dry_run) {
             let blocked = if let Some(fatal) = &running.fatal {
@@ -916,6 +1031,7 @@ impl ElasticsearchSink {
             report.notes.extend(notes);
             errors.extend(error);
         }
+        report.targets.sort();
         if !errors.is_empty() {
             report.error = Some(errors.join("; "));
         }
@@ -953,7 +1069,8 @@ impl Running {
             None => Comparison::New,
         };
         if comparison == Comparison::Repeated {
-            self.repeated.add(index, id, rendered, record);
+            let restarted = self.scans_restarted.contains(record.database);
+            self.repeated.add(index, id, rendered, restarted, record);
         }
         comparison
     }
@@ -1062,6 +1179,7 @@ impl Running {
                 self.check_owner(&mut state, ctx).await?;
                 state
             }
+            // The documents are checked against the mapping a real run would create.
             None if ctx.options.dry_run => IndexState {
                 name: name.to_owned(),
                 existed: false,
@@ -1069,7 +1187,16 @@ impl Running {
                 owner: None,
                 owner_deletes_stale: None,
                 docs_at_start: 0,
-                mapping: None,
+                mapping: Some(
+                    index::creation_body(
+                        config.settings.as_ref(),
+                        config.mappings.as_ref(),
+                        default_documents,
+                        &ctx.pipeline,
+                        config.delete_stale.enabled,
+                    )["mappings"]
+                        .take(),
+                ),
             },
             None => {
                 let mut body = index::creation_body(
@@ -1111,26 +1238,17 @@ impl Running {
         Ok(position)
     }
 
-    fn check_dry_run(&mut self, position: usize, document: &crate::document::Document, record: &Record) {
-        let Some(mapping) = &self.indices[position].mapping else {
-            return;
-        };
-        let problems = compat::check_document(mapping, &document.body);
-        if problems.is_empty() {
-            return;
-        }
-        self.dry_problem_count += 1;
-        if self.dry_problems.len() < MAX_DRY_RUN_PROBLEMS {
-            self.dry_problems.push(format!(
-                "document {} (key {}, database {}) in index {}: {}",
-                document.id,
-                record.key_text().0,
-                record.database,
-                self.indices[position].name,
-                problems.join("; ")
-            ));
-        }
-    }
+}
+
+/// Offline dry-run check of `document` against `mapping` (when Elasticsearch cannot
+/// check it): why it would be rejected, if it would.
+fn check_offline(
+    mapping: Option<&serde_json::Value>,
+    index: &str,
+    document: &crate::document::Document,
+) -> Option<String> {
+    let problems = compat::check_document(mapping?, &document.body);
+    (!problems.is_empty()).then(|| format!("the mapping of index {index} would reject it: {}", problems.join("; ")))
 }
 
 /// Sends `bulk` once fewer than `concurrency` requests are in flight.
@@ -1210,10 +1328,18 @@ fn read_secret(path: &std::path::Path, field: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {field} {}", path.display()))?;
     let secret = text.trim().to_owned();
     anyhow::ensure!(!secret.is_empty(), "{field} {} is empty", path.display());
+    crate::redact::register(&secret);
     Ok(secret)
 }
 
 fn parse_url(text: &str) -> Result<Url, String> {
+    if !text.contains("://") && Url::parse(&format!("http://{}", text.trim())).is_ok() {
+        // `127.0.0.1:9200` or `user:pass@host:9200`: the scheme was forgotten (the URL
+        // parser would take `user` or `127.0.0.1` for one). A password in it is masked
+        // where every message is (`config::load`, `redact`).
+        let shown = text.trim();
+        return Err(format!("`{shown}` has no scheme: write `http://{shown}` (or `https://`)"));
+    }
     let url = Url::parse(text.trim()).map_err(|e| format!("`{}` is not a URL: {e}", redact_text(text)))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
