@@ -506,3 +506,19 @@ fn validate_explains_index_or_alias() {
     assert!(said.contains("neither.yaml:4:3: error: the sink needs `index` (documents go into that index) or `alias`"), "{said}");
     assert!(!said.contains("good.yaml"), "{said}");
 }
+
+#[test]
+fn a_template_index_is_refused_behind_an_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_file(
+        dir.path(),
+        "routed.yaml",
+        "name: p\nsource: {type: redis, host: h}\ntransforms:\n  - type: template\n    index: \"x-{{ database }}\"\n\
+         sink:\n  type: elasticsearch\n  url: http://e:9200\n  alias: a\n",
+    );
+    let out = common::connector().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("a template's `index` sends documents past the sink's alias `a`"), "{said}");
+    assert!(said.contains("(at /transforms/0/index)"), "{said}");
+}
