@@ -284,7 +284,7 @@ pub struct ElasticsearchSinkConfig {
     /// One node URL or a list of them (requests go round-robin; a dead node is skipped).
     pub url: OneOrMany,
     /// Target index: a name, or a template rendered per document (`redis-{{ database }}`).
-    /// Empty when `alias` is given instead.
+    /// Give either `index` or `alias`.
     #[serde(default)]
     pub index: String,
     /// Write behind this alias instead of into `index`: documents go to a concrete
