@@ -366,6 +366,17 @@ mod tests {
     }
 
     #[test]
+    fn a_new_marker_keeps_the_fields_the_owner_recorded_but_not_another_pipelines() {
+        let mut held = state(Some("p"), false, 1);
+        held.mapping = Some(json!({"_meta": {"other": 1, META_KEY: {"pipeline": "p", "delete_stale": true, "alias": "a"}}}));
+        let meta = marked_meta(&held, "p", false);
+        assert_eq!(meta["other"], 1);
+        assert_eq!(meta[META_KEY], json!({"pipeline": "p", "delete_stale": false, "alias": "a"}));
+        let meta = marked_meta(&held, "q", true);
+        assert_eq!(meta[META_KEY], json!({"pipeline": "q", "delete_stale": true}));
+    }
+
+    #[test]
     fn default_mapping_types_the_default_document() {
         let m = default_mappings("users", true);
         assert_eq!(m["_meta"]["redis_connector"]["pipeline"], "users");
