@@ -324,7 +324,7 @@ fn a_dry_run_says_what_would_be_new_changed_unchanged_and_stale_and_writes_nothi
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("compared with the index: would write 1 new and 1 changed documents, 57 unchanged"),
+        stdout.contains("compared with the index: 1 new and 1 changed documents to send, 57 unchanged"),
         "{stdout}"
     );
     assert_eq!(index_total(&setup.index), total);

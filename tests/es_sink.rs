@@ -1828,7 +1828,7 @@ fn end_to_end_a_dry_run_fails_with_the_words_of_the_real_run_it_predicts_failing
     let out = run(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("read 4 = would write 2 + filtered 0 + skipped 0 + failed 2"), "{stdout}");
+    assert!(stdout.contains("read 4 = would write 2 + unchanged 0 + filtered 0 + skipped 0 + failed 2"), "{stdout}");
     assert!(stdout.contains("2 documents would fail; see df.dead-letter.dry-run.ndjson"), "{stdout}");
     let lines: Vec<Value> = std::fs::read_to_string(dir.path().join("df.dead-letter.dry-run.ndjson"))
         .unwrap()
@@ -2087,7 +2087,7 @@ fn end_to_end_a_dry_run_of_more_than_2000_documents_fails_on_every_one_the_mappi
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("read 2100 = would write 2093 + filtered 0 + skipped 0 + failed 7"),
+        String::from_utf8_lossy(&out.stdout).contains("read 2100 = would write 2093 + unchanged 0 + filtered 0 + skipped 0 + failed 7"),
         "{}",
         describe(&out)
     );

@@ -46,9 +46,9 @@ pub struct PipelineSummary {
     /// Documents the index already held with the same content (change-aware sync):
     /// not written.
     pub unchanged: u64,
-    /// Of the documents sent (in a dry run: that would be), those the index did not
-    /// hold and those it held with another content; absent for a sink that does not
-    /// compare (NDJSON).
+    /// Of the documents sent (in a dry run: to send; those Elasticsearch then rejects
+    /// are also counted failed), those the index did not hold and those it held with
+    /// another content; absent for a sink that does not compare (NDJSON).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,10 +132,11 @@ impl fmt::Display for PipelineSummary {
         }
         let _ = writeln!(out, "{line}");
         if let (Some(new), Some(changed)) = (self.new, self.changed) {
-            let verb = if self.dry_run { "would write" } else { "sent" };
+            // Sent (or, in a dry run, to send): what Elasticsearch then rejects is failed.
+            let verb = if self.dry_run { "to send" } else { "sent" };
             let _ = writeln!(
                 out,
-                "  compared with the index: {verb} {new} new and {changed} changed documents, {} unchanged",
+                "  compared with the index: {new} new and {changed} changed documents {verb}, {} unchanged",
                 self.unchanged
             );
         }

@@ -869,8 +869,9 @@ impl ElasticsearchSink {
                                 "{found} of {total} documents in index {} are stale: a real run would delete them",
                                 state.name
                             ));
-                            if let Some(guard) = guard {
-                                report.notes.push(format!("a real run would stop: it {guard}"));
+                            // The words the real run would stop with.
+                            if let (Some(guard), false) = (guard, ctx.options.allow_mass_delete) {
+                                errors.push(guard);
                             }
                         } else if let (Some(message), false) = (guard, ctx.options.allow_mass_delete) {
                             errors.push(message);
