@@ -522,3 +522,30 @@ fn a_template_index_is_refused_behind_an_alias() {
     assert!(said.contains("a template's `index` sends documents past the sink's alias `a`"), "{said}");
     assert!(said.contains("(at /transforms/0/index)"), "{said}");
 }
+
+#[test]
+fn a_build_holding_far_fewer_documents_is_not_swapped_unless_allowed() {
+    let setup = Setup::new("alias-guard");
+    setup.fill(100);
+    setup.run_ok(&setup.pipeline("keyword", ""), &[]);
+    let old = setup.live();
+    let commands: String = (0..60).map(|i| format!("DEL k:{i}\n")).collect();
+    setup.redis.cli_pipe(&commands);
+    let integer = setup.pipeline("integer", "");
+    let (out, entry) = setup.run(&integer, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let error = entry["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("alias {} left on {old}: the new index", setup.alias))
+            && error.contains("holds 40 documents, 60 fewer than the 100 of")
+            && error.contains("--allow-mass-delete"),
+        "{entry:#}"
+    );
+    assert_eq!(setup.live(), old);
+    assert_eq!(es_count(&setup.alias), 100);
+
+    let entry = setup.run_ok(&integer, &["--allow-mass-delete"]);
+    assert!(notes(&entry).contains("(100 documents) to"), "{entry:#}");
+    assert_ne!(setup.live(), old);
+    assert_eq!(es_count(&setup.alias), 40);
+}
