@@ -497,7 +497,7 @@ pub async fn finish_build(
         return Ok((
             Vec::new(),
             Some(format!(
-                "{left}: {reason}; the next run resumes the build of {} (change-aware: it writes only what is                  missing or changed)",
+                "{left}: {reason}; the next run resumes the build of {} (change-aware: it writes only what is missing or changed)",
                 plan.target
             )),
         ));
