@@ -464,6 +464,52 @@ fn keep_previous_1_keeps_exactly_one_older_index_and_rollback_restores_it() {
 }
 
 #[test]
+fn an_abandoned_build_is_neither_kept_by_keep_previous_nor_rolled_back_to() {
+    let setup = Setup::new("alias-abandoned");
+    setup.fill(20);
+    setup.run_ok(&setup.pipeline("keyword", ""), &[]);
+    let served = setup.live();
+
+    // A build that fails (one value is not an integer) and is then abandoned: the
+    // file goes back to keyword, in place on the index that serves.
+    setup.redis.cli(&["SET", "k:bad", "not a number"]);
+    let (out, _) = setup.run(&setup.pipeline("integer", ""), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let abandoned = indices(&setup.alias)
+        .into_iter()
+        .find(|n| *n != served)
+        .unwrap();
+    setup.redis.cli(&["DEL", "k:bad"]);
+    setup.run_ok(&setup.pipeline("keyword", ""), &[]);
+    assert_eq!(setup.live(), served);
+
+    // The next swap keeps the index that served, not the newer abandoned build.
+    let long = setup.pipeline("long", "");
+    let entry = setup.run_ok(&long, &[]);
+    let newest = setup.live();
+    assert!(
+        notes(&entry).contains(&format!("deleted {abandoned} (beyond keep_previous: 1)")),
+        "{entry:#}"
+    );
+    assert_eq!(indices(&setup.alias), {
+        let mut v = vec![served.clone(), newest.clone()];
+        v.sort();
+        v
+    });
+
+    let out = setup.rollback(&long);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "moved from {newest} (20 documents) to {served} (20 documents)"
+        )),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(es_count(&setup.alias), 20);
+}
+
+#[test]
 fn an_alias_over_an_index_this_pipeline_does_not_own_is_refused_before_writing() {
     let setup = Setup::new("alias-foreign");
     setup.fill(10);
@@ -543,7 +589,7 @@ fn a_build_holding_far_fewer_documents_is_not_swapped_unless_allowed() {
     let error = entry["error"].as_str().unwrap_or_default();
     assert!(
         error.contains(&format!("alias {} left on {old}: the new index", setup.alias))
-            && error.contains("holds 40 documents, 60 fewer than the 100 of")
+            && error.contains(&format!("holds 40 documents, 60 fewer than the 100 of {old} (60.0%, over"))
             && error.contains("--allow-mass-delete"),
         "{entry:#}"
     );

@@ -13,7 +13,11 @@
 //! run with no failure and a document count within the guard; then older indices
 //! this pipeline owns beyond `keep_previous` are deleted. A build that failed or was
 //! interrupted leaves the alias where it was; the next run finds the same index name
-//! (the fingerprint did not change) and resumes into it, change-aware.
+//! (the fingerprint did not change) and resumes into it, change-aware. A build is
+//! marked complete (`_meta.redis_connector.complete`) before the alias moves to it:
+//! `keep_previous` and `alias rollback` count complete builds only, so an abandoned
+//! build (the file changed again before it finished) is never kept in place of an
+//! index that served, nor rolled back to.
 //!
 //! Names are fingerprints rather than a sequence: the name of a build is known before
 //! it starts and the same for every run of the same pipeline, so resuming needs no
@@ -29,6 +33,8 @@ use super::index::{self, encode, IndexState, META_KEY};
 /// The marker's key for the fingerprints, and for the alias the index was built for.
 const FINGERPRINT_KEY: &str = "fingerprint";
 const ALIAS_KEY: &str = "alias";
+/// The marker's key set on a build that finished (the alias was moved to it).
+const COMPLETE_KEY: &str = "complete";
 
 /// What shapes an index built behind an alias, each part hashed apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,13 +376,57 @@ pub async fn swap(
     Ok(())
 }
 
+/// Marks `name`, a build that finished, complete in its ownership marker (`PUT
+/// <index>/_mapping` with its `_meta`, the rest of which is kept).
+async fn mark_complete(client: &EsClient, name: &str) -> anyhow::Result<()> {
+    let Some(state) = index::inspect(client, name).await? else {
+        anyhow::bail!("index {name} is gone: the alias was not moved to it");
+    };
+    let mut meta = state
+        .mapping
+        .as_ref()
+        .map(|m| m["_meta"].clone())
+        .unwrap_or(Value::Null);
+    if let Some(Value::Object(marker)) = meta.get_mut(META_KEY) {
+        marker.insert(COMPLETE_KEY.to_owned(), Value::Bool(true));
+    }
+    let body = json!({ "_meta": meta });
+    let reply = client
+        .request(
+            Method::Put,
+            &format!("{}/_mapping", encode(name)),
+            Some((
+                bytes::Bytes::from(serde_json::to_vec(&body)?),
+                "application/json",
+            )),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if reply.status != 200 {
+        return Err(client.status_error(
+            &reply,
+            &format!("PUT {name}/_mapping (marking the build complete)"),
+        ));
+    }
+    Ok(())
+}
+
+/// One index built for an alias: its name, creation date in milliseconds, and
+/// whether its build finished (the alias was moved to it).
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub name: String,
+    pub created: u64,
+    pub complete: bool,
+}
+
 /// The concrete indices built for `alias` that carry `pipeline`'s marker, oldest
-/// first (by creation date), with their creation dates in milliseconds.
+/// first (by creation date).
 pub async fn generations(
     client: &EsClient,
     alias: &str,
     pipeline: &str,
-) -> anyhow::Result<Vec<(String, u64)>> {
+) -> anyhow::Result<Vec<Generation>> {
     let pattern = format!("{}-*", encode(alias));
     let reply = client
         .request(
@@ -408,7 +458,7 @@ pub async fn generations(
         ));
     }
     let settings = reply.json()?;
-    let mut found: Vec<(String, u64)> = mappings
+    let mut found: Vec<Generation> = mappings
         .as_object()
         .into_iter()
         .flatten()
@@ -417,21 +467,27 @@ pub async fn generations(
             marker["pipeline"].as_str() == Some(pipeline)
                 && marker[ALIAS_KEY].as_str() == Some(alias)
         })
-        .map(|(name, _)| {
+        .map(|(name, v)| {
             let created = settings[name]["settings"]["index"]["creation_date"]
                 .as_str()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            (name.clone(), created)
+            let complete = v["mappings"]["_meta"][META_KEY][COMPLETE_KEY].as_bool() == Some(true);
+            Generation {
+                name: name.clone(),
+                created,
+                complete,
+            }
         })
         .collect();
-    found.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    found.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     Ok(found)
 }
 
-/// Deletes the indices built for `alias` by `pipeline` beyond the `keep` newest ones
-/// other than `current` (never `current`, never an index without the marker).
-/// Returns the names deleted.
+/// Deletes the indices built for `alias` by `pipeline` other than `current` beyond
+/// the `keep` newest complete ones: older complete builds and every build that never
+/// finished (never `current`, never an index without the marker). Returns the names
+/// deleted.
 pub async fn prune(
     client: &EsClient,
     alias: &str,
@@ -439,15 +495,26 @@ pub async fn prune(
     current: &str,
     keep: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let older: Vec<String> = generations(client, alias, pipeline)
+    let older: Vec<Generation> = generations(client, alias, pipeline)
         .await?
         .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name != current)
+        .filter(|g| g.name != current)
         .collect();
-    let excess = older.len().saturating_sub(keep);
+    let complete = older.iter().filter(|g| g.complete).count();
+    let mut complete_seen = 0;
+    let doomed: Vec<String> = older
+        .into_iter()
+        .filter(|g| {
+            if !g.complete {
+                return true;
+            }
+            complete_seen += 1;
+            complete_seen + keep <= complete
+        })
+        .map(|g| g.name)
+        .collect();
     let mut deleted = Vec::new();
-    for name in older.into_iter().take(excess) {
+    for name in doomed {
         let reply = client
             .request(Method::Delete, &encode(&name), None)
             .await
@@ -513,7 +580,7 @@ pub async fn finish_build(
         return Ok((
             Vec::new(),
             Some(format!(
-                "{left}: the new index {} holds {new} documents, {lost} fewer than the {old} of {}                  ({:.1}%, over delete_stale.max_fraction {}); check the pipeline, or move it with --allow-mass-delete",
+                "{left}: the new index {} holds {new} documents, {lost} fewer than the {old} of {} ({:.1}%, over delete_stale.max_fraction {}); check the pipeline, or move it with --allow-mass-delete",
                 plan.target,
                 from.unwrap_or_default(),
                 lost as f64 * 100.0 / old as f64,
@@ -521,6 +588,7 @@ pub async fn finish_build(
             )),
         ));
     }
+    mark_complete(client, &plan.target).await?;
     swap(client, &plan.alias, from, &plan.target).await?;
     let mut notes = vec![match from {
         Some(from) => format!(
@@ -559,13 +627,14 @@ pub async fn rollback(client: &EsClient, alias: &str, pipeline: &str) -> anyhow:
     let built = generations(client, alias, pipeline).await?;
     let live_created = built
         .iter()
-        .find(|(name, _)| *name == live.name)
-        .map(|(_, c)| *c)
+        .find(|g| g.name == live.name)
+        .map(|g| g.created)
         .unwrap_or(u64::MAX);
+    // Only a build that finished: one abandoned midway holds part of the documents.
     let previous = built
         .iter()
-        .rfind(|(name, created)| *name != live.name && *created <= live_created)
-        .map(|(name, _)| name.clone());
+        .rfind(|g| g.name != live.name && g.complete && g.created <= live_created)
+        .map(|g| g.name.clone());
     let Some(previous) = previous else {
         anyhow::bail!(
             "alias {alias} points to {}, and no older index built for it by pipeline `{pipeline}` is kept \
