@@ -11,5 +11,6 @@ pub mod document;
 pub mod executor;
 pub mod json_out;
 pub mod record;
+pub mod shutdown;
 pub mod stages;
 pub mod stats;

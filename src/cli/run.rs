@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing_subscriber::EnvFilter;
 
 use super::progress::{terminal_bars, BarAwareStderr, BarProgress, LogProgress};
 use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
 use crate::executor::{self, NoProgress, PipelineSummary, Progress};
+use crate::shutdown;
 use crate::stages::RunOptions;
 
 /// Runs the `run` command and returns the process's exit code.
@@ -64,19 +66,28 @@ pub fn execute(args: &RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The progress bars' and log lines' own tasks, awaited before the runtime goes.
+    let progress_tasks = TaskTracker::new();
     let progress: Arc<dyn Progress> = match (&bars, args.quiet) {
         (_, true) => Arc::new(NoProgress),
-        (Some(multi), false) => Arc::new(BarProgress::new(multi.clone())),
-        (None, false) => Arc::new(LogProgress::default()),
+        (Some(multi), false) => Arc::new(BarProgress::new(multi.clone(), progress_tasks.clone())),
+        (None, false) => Arc::new(LogProgress::new(progress_tasks.clone())),
     };
     let options = RunOptions {
         dry_run: args.dry_run,
         allow_mass_delete: args.allow_mass_delete,
         sample: args.sample,
     };
-    let outcome = runtime.block_on(run_all(loaded, options, usize::from(args.parallel), progress));
-    // Stage tasks that outlive a fatal error (e.g. a source blocked on a dead server)
-    // must not hold the process.
+    let outcome = runtime.block_on(async {
+        let outcome = run_all(loaded, options, usize::from(args.parallel), progress).await;
+        progress_tasks.close();
+        progress_tasks.wait().await;
+        outcome
+    });
+    // Every task of ours has ended (the executor waits for its stages, the progress
+    // tasks were awaited above). What may remain are the client libraries' own
+    // connection tasks, dropped with the runtime, and a blocking call of theirs (a DNS
+    // lookup towards a dead resolver), which must not hold the process.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 
     // The summary goes to stdout, unless a pipeline writes its documents there
@@ -128,7 +139,7 @@ async fn run_all(
     progress: Arc<dyn Progress>,
 ) -> Outcome {
     let cancel = CancellationToken::new();
-    let signals = tokio::spawn(watch_signals(cancel.clone()));
+    let signals = shutdown::cancel_on_stop_signal(cancel.clone());
     let results: Vec<(String, Result<Option<PipelineSummary>, String>)> = futures::stream::iter(pipelines)
         .map(|loaded| {
             let (options, cancel, progress) = (options.clone(), cancel.clone(), progress.clone());
@@ -146,6 +157,7 @@ async fn run_all(
         .collect()
         .await;
     signals.abort();
+    let _ = signals.await;
 
     let mut outcome = Outcome {
         summaries: Vec::new(),
@@ -163,42 +175,6 @@ async fn run_all(
         }
     }
     outcome
-}
-
-/// Fires `cancel` on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn watch_signals(cancel: CancellationToken) {
-    let signal = first_signal().await;
-    eprintln!(
-        "{signal} received: stopping reading, draining what is in flight, skipping stale deletion \
-         (send it again to quit at once)"
-    );
-    cancel.cancel();
-    first_signal().await;
-    eprintln!("second {signal}: quitting at once");
-    std::process::exit(130);
-}
-
-async fn first_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(error) => {
-                tracing::warn!("cannot watch SIGTERM: {error}");
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    }
 }
 
 fn write_summary_json(path: &Path, outcome: &Outcome, failed: bool) -> std::io::Result<()> {
