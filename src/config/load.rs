@@ -15,6 +15,7 @@ use super::model::{Pipeline, TransformConfig};
 use super::schema::{self, is_secret_field};
 use super::yaml::{self, Node, NodeKind, Position};
 use super::Diagnostic;
+use crate::serve::schedule::Schedule;
 use crate::stages::transform::filter;
 use crate::stages::{FieldError, Sink, Source, Transform};
 
@@ -263,6 +264,11 @@ fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
     }
     if let Err(found) = Sink::build(&pipeline.sink) {
         add("/sink".into(), found);
+    }
+    if let Some(schedule) = &pipeline.schedule {
+        if let Err(found) = Schedule::build(schedule) {
+            add("/schedule".into(), found);
+        }
     }
     errors
 }

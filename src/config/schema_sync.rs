@@ -42,7 +42,8 @@ mod tests {
                 "delete_stale": {"enabled": true, "max_fraction": 0.25},
                 "refresh": false, "settings": {}, "mappings": {}, "dead_letter": "/d", "timeout": "1s"
             },
-            "dead_letter": "/dl"
+            "dead_letter": "/dl",
+            "schedule": {"every": "15m", "cron": "0 * * * *", "timezone": "Europe/Paris", "at_start": false}
         })
     }
 
@@ -126,6 +127,12 @@ mod tests {
                 "/$defs/delete_stale",
                 at("/sink/delete_stale"),
                 probe::<DeleteStale>,
+                false,
+            ),
+            (
+                "/$defs/schedule",
+                at("/schedule"),
+                probe::<ScheduleConfig>,
                 false,
             ),
         ]
