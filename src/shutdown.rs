@@ -3,7 +3,8 @@
 //! signal handler (the CLI hands it a [`CancellationToken`]).
 //!
 //! - SIGINT (Ctrl-C) and SIGTERM ask for a clean stop: stop reading, drain what is in
-//!   flight, skip stale deletion. A second one quits at once (exit code 130).
+//!   flight, skip stale deletion. A second one quits at once, with 128 + the
+//!   signal's number (130 for SIGINT, 143 for SIGTERM).
 //! - SIGHUP asks `serve` to reload its pipeline files; only a process that asks for
 //!   it ([`Signals::new`] with `reload`) replaces SIGHUP's default (terminate).
 
@@ -12,9 +13,6 @@ use std::io;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Exit code of a process quit at once by a second stop signal (128 + SIGINT).
-pub const EXIT_AT_ONCE: i32 = 130;
 
 /// A signal the process received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +32,15 @@ impl Signal {
             Signal::Interrupt => "SIGINT",
             Signal::Terminate => "SIGTERM",
             Signal::Hangup => "SIGHUP",
+        }
+    }
+
+    /// The exit code of a process quit at once by this signal: 128 + its number.
+    pub fn exit_code(self) -> i32 {
+        128 + match self {
+            Signal::Interrupt => 2,
+            Signal::Terminate => 15,
+            Signal::Hangup => 1,
         }
     }
 
@@ -92,10 +99,13 @@ impl Signals {
 }
 
 /// What `run` does with signals: the first SIGINT or SIGTERM cancels `cancel` (the
-/// run stops reading and drains), the second quits the process at once with exit
-/// code [`EXIT_AT_ONCE`]. The returned task ends when aborted; abort and await it
-/// once the work is done.
-pub fn cancel_on_stop_signal(cancel: CancellationToken) -> JoinHandle<()> {
+/// run stops reading and drains), the second calls `at_once` then quits the process
+/// with [`Signal::exit_code`]. The returned task ends when aborted; abort and await
+/// it once the work is done.
+pub fn cancel_on_stop_signal(
+    cancel: CancellationToken,
+    at_once: impl FnOnce(Signal) + Send + 'static,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut signals = match Signals::new(false) {
             Ok(signals) => signals,
@@ -111,8 +121,8 @@ pub fn cancel_on_stop_signal(cancel: CancellationToken) -> JoinHandle<()> {
             signal.name()
         );
         cancel.cancel();
-        let signal = signals.next_stop().await;
-        eprintln!("second {}: quitting at once", signal.name());
-        std::process::exit(EXIT_AT_ONCE);
+        let second = signals.next_stop().await;
+        at_once(second);
+        std::process::exit(second.exit_code());
     })
 }

@@ -1,8 +1,10 @@
 //! `redis-connector run [--dry-run] PIPELINE|FOLDER...`: loads and checks every
 //! pipeline (nothing runs if one is invalid), runs them in turn or `--parallel N`,
 //! shows progress, stops cleanly on Ctrl-C / SIGTERM, prints a summary per pipeline
-//! (and `--summary-json`), and chooses the exit code: 0 success, 1 errors found
-//! (invalid pipeline, failed documents, fatal error, interrupted), 2 usage error.
+//! (and `--summary-json`, which says `running` from the start and `aborted` when a
+//! second signal quits at once), and chooses the exit code: 0 success, 1 errors found
+//! (invalid pipeline, failed documents, fatal error, interrupted), 2 usage error,
+//! 130 / 143 quit at once by a second Ctrl-C / SIGTERM.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -18,7 +20,8 @@ use super::progress::{terminal_bars, BarAwareStderr, BarProgress, LogProgress};
 use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
 use crate::executor::{self, NoProgress, PipelineSummary, Progress};
-use crate::shutdown;
+use crate::redact::{self, Redacting};
+use crate::shutdown::{self, Signal};
 use crate::stages::RunOptions;
 
 /// Runs the `run` command and returns the process's exit code.
@@ -29,23 +32,37 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     let files = match config::discover(&args.paths) {
         Ok(files) => files,
         Err(error) => {
-            eprintln!("error: {error}");
+            report_error(args, &error.to_string());
             return ExitCode::from(2);
         }
     };
     let (loaded, diagnostics) = config::load_all(&files);
     if !diagnostics.is_empty() {
         for diagnostic in &diagnostics {
-            eprintln!("{diagnostic}");
+            match args.log_format {
+                LogFormat::Text => eprintln!("{diagnostic}"),
+                // One JSON log line per problem, its place as fields.
+                LogFormat::Json => tracing::error!(
+                    file = %diagnostic.file.display(),
+                    line = diagnostic.line,
+                    column = diagnostic.column,
+                    pointer = %diagnostic.pointer,
+                    "{}",
+                    diagnostic.message
+                ),
+            }
         }
         let files_with_errors = {
             let mut files: Vec<_> = diagnostics.iter().map(|d| &d.file).collect();
             files.dedup();
             files.len()
         };
-        eprintln!(
-            "error: {} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
-            diagnostics.len()
+        report_error(
+            args,
+            &format!(
+                "{} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
+                diagnostics.len()
+            ),
         );
         // A bot reading the summary must not find the previous run's `ok` there.
         if let Some(path) = &args.summary_json {
@@ -54,6 +71,16 @@ pub fn execute(args: &RunArgs) -> ExitCode {
             }
         }
         return ExitCode::from(1);
+    }
+
+    // From here on the summary file says this run is going: an older run's summary
+    // never stands for this one, even if the process is killed before its end.
+    let summary_file = args.summary_json.clone().filter(|p| p.as_path() != Path::new("-"));
+    if let Some(path) = &summary_file {
+        if let Err(error) = write_status_json(path, "running", None) {
+            eprintln!("error: cannot write the summary to {}: {error}; nothing was run", path.display());
+            return ExitCode::from(1);
+        }
     }
 
     let writes_documents_to_stdout = loaded.iter().any(|l| {
@@ -79,7 +106,7 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         sample: args.sample,
     };
     let outcome = runtime.block_on(async {
-        let outcome = run_all(loaded, options, usize::from(args.parallel), progress).await;
+        let outcome = run_all(loaded, options, usize::from(args.parallel), progress, summary_file).await;
         progress_tasks.close();
         progress_tasks.wait().await;
         outcome
@@ -93,9 +120,9 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     // The summary goes to stdout, unless a pipeline writes its documents there
     // (an NDJSON sink with `path: -`): then to stderr, so stdout stays pure NDJSON.
     let mut out: Box<dyn Write> = if writes_documents_to_stdout {
-        Box::new(std::io::stderr().lock())
+        Box::new(Redacting::new(std::io::stderr().lock()))
     } else {
-        Box::new(std::io::stdout().lock())
+        Box::new(Redacting::new(std::io::stdout().lock()))
     };
     for (i, summary) in outcome.summaries.iter().enumerate() {
         if i > 0 {
@@ -123,6 +150,15 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     }
 }
 
+/// Prints a fatal error: `error: ...` on standard error, or a JSON log line with
+/// `--log-format json` (so a log collector reading JSON gets every line as JSON).
+fn report_error(args: &RunArgs, message: &str) {
+    match args.log_format {
+        LogFormat::Text => eprintln!("error: {}", redact::text(message)),
+        LogFormat::Json => tracing::error!("{message}"),
+    }
+}
+
 /// What a run of every pipeline gave.
 struct Outcome {
     summaries: Vec<PipelineSummary>,
@@ -137,9 +173,10 @@ async fn run_all(
     options: RunOptions,
     parallel: usize,
     progress: Arc<dyn Progress>,
+    summary_file: Option<std::path::PathBuf>,
 ) -> Outcome {
     let cancel = CancellationToken::new();
-    let signals = shutdown::cancel_on_stop_signal(cancel.clone());
+    let signals = shutdown::cancel_on_stop_signal(cancel.clone(), move |second| mark_aborted(second, summary_file));
     let results: Vec<(String, Result<Option<PipelineSummary>, String>)> = futures::stream::iter(pipelines)
         .map(|loaded| {
             let (options, cancel, progress) = (options.clone(), cancel.clone(), progress.clone());
@@ -169,12 +206,32 @@ async fn run_all(
             Ok(Some(summary)) => outcome.summaries.push(summary),
             Ok(None) => outcome.not_run.push(name),
             Err(message) => {
-                eprintln!("error: pipeline {name}: {message}");
+                eprintln!("error: pipeline {name}: {}", redact::text(&message));
                 outcome.failed = true;
             }
         }
     }
     outcome
+}
+
+/// Before a second signal quits at once: says what was lost, and marks the summary
+/// file `aborted`.
+fn mark_aborted(second: Signal, summary_file: Option<std::path::PathBuf>) {
+    eprintln!(
+        "second {}: quitting at once, exit {}: documents in flight were not drained and no summary \
+         was printed; a rerun writes whatever this run did not",
+        second.name(),
+        second.exit_code()
+    );
+    if let Some(path) = &summary_file {
+        let reason = format!(
+            "quit at once by a second {}: no summary; documents in flight were not drained",
+            second.name()
+        );
+        if let Err(error) = write_status_json(path, "aborted", Some(&reason)) {
+            eprintln!("error: cannot write the summary to {}: {error}", path.display());
+        }
+    }
 }
 
 fn write_summary_json(path: &Path, outcome: &Outcome, failed: bool) -> std::io::Result<()> {
@@ -183,6 +240,22 @@ fn write_summary_json(path: &Path, outcome: &Outcome, failed: bool) -> std::io::
         "pipelines": outcome.summaries,
         "not_run": outcome.not_run,
     });
+    let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
+    std::fs::write(path, redact::text(&text).into_owned() + "\n")
+}
+
+/// A `--summary-json` without pipelines' summaries: `running` (written at the start),
+/// or `aborted` (quit at once by a second signal), with this process's id and why.
+fn write_status_json(path: &Path, status: &str, reason: Option<&str>) -> std::io::Result<()> {
+    let mut document = serde_json::json!({
+        "status": status,
+        "pid": std::process::id(),
+        "pipelines": [],
+        "not_run": [],
+    });
+    if let Some(reason) = reason {
+        document["reason"] = reason.into();
+    }
     let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }
@@ -216,7 +289,8 @@ fn init_tracing(args: &RunArgs, bars: Option<indicatif::MultiProgress>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(BarAwareStderr::new(bars))
+        // Each event is written whole through its own redacting writer.
+        .with_writer(move || Redacting::new(BarAwareStderr::new(bars.clone())))
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match args.log_format {
         LogFormat::Text => builder.try_init(),

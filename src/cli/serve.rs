@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use super::{LogFormat, ServeArgs, WatchKind};
 use crate::config;
+use crate::redact::{self, Redacting};
 use crate::serve::supervisor::Drained;
 use crate::serve::watch::WatchMode;
 use crate::serve::{self, Options};
@@ -70,7 +71,7 @@ pub fn execute(args: &ServeArgs) -> ExitCode {
         Ok(Drained::InTime) => ExitCode::SUCCESS,
         Ok(Drained::Interrupted(_)) => ExitCode::from(1),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", redact::text(&format!("{error:#}")));
             ExitCode::from(1)
         }
     }
@@ -93,7 +94,8 @@ fn init_tracing(args: &ServeArgs) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Each event is written whole through its own redacting writer.
+        .with_writer(|| Redacting::new(std::io::stderr()))
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match args.log_format {
         LogFormat::Text => builder.try_init(),

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::CONTENT_TYPE;
 use super::state::Shared;
+use crate::redact;
 
 /// The routes, over the shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -64,18 +65,24 @@ async fn healthz() -> Response {
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let not_ready = shared.not_ready();
     if not_ready.is_empty() {
-        Json(json!({"ready": true})).into_response()
+        redacted_json(StatusCode::OK, &json!({"ready": true}))
     } else {
-        (
+        redacted_json(
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "not_ready": not_ready})),
+            &json!({"ready": false, "not_ready": not_ready}),
         )
-            .into_response()
     }
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.status()).into_response()
+    redacted_json(StatusCode::OK, &shared.status())
+}
+
+/// A JSON body with every registered secret masked (errors in summaries and reasons
+/// may quote a server's message).
+fn redacted_json(code: StatusCode, body: &serde_json::Value) -> Response {
+    let text = redact::text(&body.to_string()).into_owned();
+    (code, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {

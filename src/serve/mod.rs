@@ -20,7 +20,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, LoadedPipeline};
-use crate::shutdown::{Signal, Signals, EXIT_AT_ONCE};
+use crate::shutdown::{Signal, Signals};
 use crate::stages::RunOptions;
 use runner::LOG_TARGET;
 use state::{rfc3339, unix_seconds, Shared};
@@ -113,8 +113,12 @@ pub async fn serve(
     // A second stop signal quits at once.
     tokio::spawn(async move {
         let signal = signals.next_stop().await;
-        eprintln!("second {}: quitting at once", signal.name());
-        std::process::exit(EXIT_AT_ONCE);
+        eprintln!(
+            "second {}: quitting at once, exit {}: runs in progress were not drained",
+            signal.name(),
+            signal.exit_code()
+        );
+        std::process::exit(signal.exit_code());
     });
     let drained = supervisor.shutdown(options.shutdown_timeout).await;
     match &drained {
