@@ -1,11 +1,14 @@
-//! The command line: `validate`, `run`, `serve`, and `schema`, `completions`, `man`
-//! for packaging. This is the one place that prints fatal errors and chooses exit codes
+//! The command line: `validate`, `run`, `serve`, `alias rollback`, and `schema`,
+//! `completions`, `man` for packaging. This is the one place that prints fatal errors
+//! and chooses exit codes
 //! (0 success, 1 errors found, 2 usage error).
 
+pub mod alias;
 pub mod generate;
 pub mod progress;
 pub mod run;
 pub mod serve;
+mod summary_json;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -101,6 +104,28 @@ pub enum Command {
     /// Print the manual page (roff): `redis-connector man | man -l -`, or save it as
     /// `~/.local/share/man/man1/redis-connector.1`.
     Man,
+    /// Manage the alias a pipeline writes behind (`sink.alias`).
+    #[command(after_help = EXIT_CODES)]
+    Alias(AliasArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AliasArgs {
+    #[command(subcommand)]
+    pub command: AliasCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Point the pipeline's alias back at the index it pointed to before the last
+    /// swap (kept by `sink.keep_previous`); both must carry the pipeline's marker.
+    /// Prints what it moved. The next `run` moves the alias to the index of the
+    /// pipeline file as it is then: revert the file to stay.
+    #[command(after_help = EXIT_CODES)]
+    Rollback {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
 }
 
 const SERVE_EXIT_CODES: &str = "\
@@ -203,6 +228,10 @@ pub struct RunArgs {
     /// Let stale deletion remove more than `delete_stale.max_fraction` of an index.
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Rewrite every document, even those the index holds with the same content hash
+    /// (after an ingest pipeline change, a restore, or documents edited by hand).
+    #[arg(long)]
+    pub full: bool,
     /// Run up to N pipelines at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,
@@ -248,6 +277,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::execute(&args),
         Command::Run(args) => run::execute(&args),
         Command::Serve(args) => serve::execute(&args),
+        Command::Alias(args) => alias::execute(&args),
         Command::Schema => generate::schema(),
         Command::Completions { shell } => generate::completions(shell),
         Command::Man => generate::man(),

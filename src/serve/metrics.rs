@@ -125,7 +125,7 @@ impl Metrics {
         );
         registry.register(
             "pipeline_documents",
-            "Documents by operation (written, deleted as stale, failed, filtered, skipped), summed over runs",
+            "Documents by operation (written, unchanged, deleted as stale, failed, filtered, skipped), summed over runs",
             metrics.documents.clone(),
         );
         registry.register("pipeline_keys_read", "Redis keys read, summed over runs", metrics.keys_read.clone());
@@ -282,13 +282,15 @@ impl Metrics {
 }
 
 /// The values of the `operation` label.
-const OPERATIONS: [&str; 5] = ["written", "deleted", "failed", "filtered", "skipped"];
+const OPERATIONS: [&str; 6] = ["written", "unchanged", "deleted", "failed", "filtered", "skipped"];
 
 /// A summary's documents by operation, as the `operation` label names them
-/// (`deleted`: stale documents removed).
+/// (`unchanged`: held by the index with the same content, not written; `deleted`:
+/// stale documents removed).
 fn documents_by_operation(summary: &PipelineSummary) -> [(&'static str, u64); OPERATIONS.len()] {
     [
         ("written", summary.written),
+        ("unchanged", summary.unchanged),
         ("deleted", summary.deleted_stale),
         ("failed", summary.failed),
         ("filtered", summary.filtered),

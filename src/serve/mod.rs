@@ -63,6 +63,8 @@ pub async fn serve(
             dry_run: false,
             allow_mass_delete: options.allow_mass_delete,
             sample: 0,
+            // Change-aware: a scheduled run writes only what changed.
+            full: false,
         },
     );
     let names: Vec<String> = initial.iter().map(|l| l.pipeline.name.clone()).collect();

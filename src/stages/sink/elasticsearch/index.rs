@@ -15,6 +15,7 @@
 use elasticsearch::http::Method;
 use serde_json::{json, Value};
 
+use super::changes::{hash_field_mapping, CONTENT_HASH_FIELD};
 use super::client::EsClient;
 
 /// The `_meta` key of the ownership marker.
@@ -66,7 +67,8 @@ pub fn default_mappings(pipeline: &str, delete_stale: bool) -> Value {
 
 /// The body of `PUT /<index>`: the pipeline's `settings`; its `mappings` (or the
 /// built-in mapping when the documents are default ones, or dynamic mapping for
-/// rendered documents without `mappings`), always with the ownership marker added.
+/// rendered documents without `mappings`), always with the ownership marker and the
+/// content hash field added.
 pub fn creation_body(
     settings: Option<&Value>,
     mappings: Option<&Value>,
@@ -83,6 +85,13 @@ pub fn creation_body(
         let meta = map.entry("_meta").or_insert_with(|| json!({}));
         if let Value::Object(meta) = meta {
             meta.insert(META_KEY.to_owned(), marker(pipeline, delete_stale));
+        }
+        // Change-aware sync's content hash, also under a `dynamic: strict` mapping.
+        let properties = map.entry("properties").or_insert_with(|| json!({}));
+        if let Value::Object(properties) = properties {
+            properties
+                .entry(CONTENT_HASH_FIELD)
+                .or_insert_with(hash_field_mapping);
         }
     }
     let mut body = json!({ "mappings": mappings });
@@ -142,13 +151,21 @@ pub fn writing_allowed(state: &IndexState, pipeline: &str) -> Result<(), String>
 }
 
 /// The index's `_meta` with this pipeline's marker added. A mapping update replaces
-/// `_meta` as a whole, so whatever else it holds is kept by sending it again.
+/// `_meta` as a whole, so whatever else it holds is kept by sending it again, and so
+/// are the marker's other fields (an alias's fingerprints, see `alias.rs`).
 fn marked_meta(state: &IndexState, pipeline: &str, delete_stale: bool) -> Value {
     let mut meta = match state.mapping.as_ref().map(|m| &m["_meta"]) {
         Some(Value::Object(meta)) => meta.clone(),
         _ => serde_json::Map::new(),
     };
-    meta.insert(META_KEY.to_owned(), marker(pipeline, delete_stale));
+    let mut fields = match meta.get(META_KEY) {
+        Some(Value::Object(fields)) if fields.get("pipeline").and_then(Value::as_str) == Some(pipeline) => fields.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Value::Object(own) = marker(pipeline, delete_stale) {
+        fields.extend(own);
+    }
+    meta.insert(META_KEY.to_owned(), Value::Object(fields));
     Value::Object(meta)
 }
 
@@ -349,6 +366,17 @@ mod tests {
     }
 
     #[test]
+    fn a_new_marker_keeps_the_fields_the_owner_recorded_but_not_another_pipelines() {
+        let mut held = state(Some("p"), false, 1);
+        held.mapping = Some(json!({"_meta": {"other": 1, META_KEY: {"pipeline": "p", "delete_stale": true, "alias": "a"}}}));
+        let meta = marked_meta(&held, "p", false);
+        assert_eq!(meta["other"], 1);
+        assert_eq!(meta[META_KEY], json!({"pipeline": "p", "delete_stale": false, "alias": "a"}));
+        let meta = marked_meta(&held, "q", true);
+        assert_eq!(meta[META_KEY], json!({"pipeline": "q", "delete_stale": true}));
+    }
+
+    #[test]
     fn default_mapping_types_the_default_document() {
         let m = default_mappings("users", true);
         assert_eq!(m["_meta"]["redis_connector"]["pipeline"], "users");
@@ -372,10 +400,14 @@ mod tests {
         assert_eq!(body["mappings"]["_meta"]["team"], "x");
         assert_eq!(body["mappings"]["_meta"]["redis_connector"]["pipeline"], "p");
         assert_eq!(body["mappings"]["_meta"]["redis_connector"]["delete_stale"], true);
+        assert_eq!(body["mappings"]["properties"]["_content_hash"], json!({"type": "keyword", "index": false}));
         let body = creation_body(None, None, false, "p", false);
         assert_eq!(
             body,
-            json!({"mappings": {"_meta": {"redis_connector": {"pipeline": "p", "delete_stale": false}}}})
+            json!({"mappings": {
+                "_meta": {"redis_connector": {"pipeline": "p", "delete_stale": false}},
+                "properties": {"_content_hash": {"type": "keyword", "index": false}}
+            }})
         );
     }
 
