@@ -43,7 +43,8 @@ mod tests {
                 "refresh": false, "settings": {}, "mappings": {}, "dead_letter": "/d", "timeout": "1s",
                 "keep_previous": 2
             },
-            "dead_letter": "/dl"
+            "dead_letter": "/dl",
+            "schedule": {"every": "15m", "cron": "0 * * * *", "timezone": "Europe/Paris", "at_start": false}
         })
     }
 
@@ -127,6 +128,12 @@ mod tests {
                 "/$defs/delete_stale",
                 at("/sink/delete_stale"),
                 probe::<DeleteStale>,
+                false,
+            ),
+            (
+                "/$defs/schedule",
+                at("/schedule"),
+                probe::<ScheduleConfig>,
                 false,
             ),
         ]
