@@ -73,6 +73,7 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         dry_run: args.dry_run,
         allow_mass_delete: args.allow_mass_delete,
         sample: args.sample,
+        follow: false,
     };
     let outcome = runtime.block_on(run_all(loaded, options, usize::from(args.parallel), progress));
     // Stage tasks that outlive a fatal error (e.g. a source blocked on a dead server)

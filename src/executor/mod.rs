@@ -433,7 +433,8 @@ impl Run<'_> {
         });
         failed += report.failed.max(sink_counters.failed);
         let written = report.written;
-        let accounted = written + filtered + skipped + failed;
+        let deleted = sink_counters.deleted;
+        let accounted = written + deleted + filtered + skipped + failed;
         // Records lost in flight are expected only when a stage failed fatally.
         let not_processed = if fatal.is_some() {
             read.saturating_sub(accounted)
@@ -466,6 +467,7 @@ impl Run<'_> {
             status,
             read,
             written,
+            deleted,
             filtered,
             skipped,
             skipped_reasons,

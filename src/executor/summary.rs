@@ -43,6 +43,10 @@ pub struct PipelineSummary {
     pub read: u64,
     /// Documents written (in a dry run: that would be written).
     pub written: u64,
+    /// Documents deleted because their key is gone or a filter excludes it now (live
+    /// mode only; stale deletion is `deleted_stale`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deleted: u64,
     /// Records dropped by filter rules.
     pub filtered: u64,
     /// Records not processed, for a reason (see `skipped_reasons`).
@@ -107,6 +111,9 @@ impl fmt::Display for PipelineSummary {
             "  read {} = {written} {} + filtered {} + skipped {} + failed {}",
             self.read, self.written, self.filtered, self.skipped, self.failed
         );
+        if self.deleted > 0 {
+            let _ = write!(line, " + deleted {}", self.deleted);
+        }
         if self.not_processed > 0 {
             let _ = write!(line, " + not processed {}", self.not_processed);
         }
@@ -179,6 +186,7 @@ mod tests {
             status: Status::Failed,
             read: 10,
             written: 6,
+            deleted: 0,
             filtered: 1,
             skipped: 1,
             skipped_reasons: [("vanished".to_owned(), 1)].into(),
@@ -221,4 +229,8 @@ mod tests {
             .to_string()
             .contains("BUG: the counts do not add up (read 11 != written + filtered + skipped + failed 10)"));
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -120,6 +120,15 @@ impl Transform {
         }
     }
 
+    /// Whether this stage can still name the document of a key that no longer exists
+    /// from its `key` and `database` alone (its `id` and `index` read nothing else).
+    pub fn locates_by_key(&self) -> bool {
+        match self {
+            Transform::Template(t) => t.locates_by_key(),
+            Transform::Filter(_) => true,
+        }
+    }
+
     /// Transforms one batch. Per-record failures are counted in `ctx.counters` and
     /// written to `ctx.dead_letter`; the records that go on are returned.
     pub fn apply(&self, batch: Batch, ctx: &StageContext) -> Batch {
@@ -161,6 +170,13 @@ impl Sink {
             Sink::Elasticsearch(es) => es.reads(field),
             Sink::Ndjson(_) => false,
         }
+    }
+
+    /// Whether the sink can place the document of a key that no longer exists from
+    /// its `key` and `database` alone (a fixed index, or an `index` template reading
+    /// nothing else of the record).
+    pub fn locates_by_key(&self) -> bool {
+        ["key_type", "value", "size_in_bytes", "ttl"].iter().all(|field| !self.reads(field))
     }
 
     /// Connects and prepares the target (checks the cluster, creates the index).

@@ -223,8 +223,23 @@ impl TemplateTransform {
                 .any(|expr| reads_among(&expr.undeclared_variables(false), field))
     }
 
+    /// Whether the `id` and `index` templates of this stage read nothing of the record
+    /// but `key` and `database` (and `pipeline`, `timestamp`): then the document of a
+    /// key that no longer exists can still be named, from its key alone.
+    pub fn locates_by_key(&self) -> bool {
+        let env = self.compiled.borrow_owner();
+        [&self.id, &self.index].into_iter().flatten().all(|name| {
+            env.get_template(name).is_ok_and(|template| {
+                template
+                    .undeclared_variables(false)
+                    .iter()
+                    .all(|n| matches!(n.as_str(), "key" | "database" | "pipeline" | "timestamp"))
+            })
+        })
+    }
+
     /// Renders every record of the batch; records that fail go to the dead-letter file
-    /// and are counted as failed.
+    /// and are counted as failed. A delete (live mode) gets only its `id` and `index`.
     pub fn apply(&self, mut batch: Batch, ctx: &StageContext) -> Batch {
         batch.retain_mut(|record| match self.render(record, ctx) {
             Ok(document) => {
@@ -280,6 +295,7 @@ impl TemplateTransform {
             None => None,
         };
         let body = match &self.body {
+            _ if record.operation.is_delete() => Default::default(),
             BodyPlan::Default => default_document(record, &ctx.run_timestamp).body,
             BodyPlan::Whole { expr, pointer } => {
                 let value = exprs[*expr]
@@ -840,6 +856,7 @@ mod tests {
             size_in_bytes: Some(80),
             ttl: None,
             document: None,
+            operation: crate::record::Operation::Upsert,
         }
     }
 

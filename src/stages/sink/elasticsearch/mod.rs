@@ -330,9 +330,11 @@ impl ElasticsearchSink {
         input: &mut mpsc::Receiver<Batch>,
         ctx: &StageContext,
     ) -> anyhow::Result<()> {
-        let max_docs = self.config.bulk.max_docs as usize;
         let max_bytes = usize::try_from(self.config.bulk.max_bytes.0).unwrap_or(usize::MAX);
         let concurrency = self.config.bulk.concurrency as usize;
+        // Following changes, a partly filled bulk goes as soon as nothing is waiting:
+        // under load the bulks fill while earlier ones are in flight.
+        let flush_idle = if ctx.options.follow { Duration::ZERO } else { FLUSH_IDLE };
         let capacity = max_bytes.min(8 << 20) + (max_bytes.min(8 << 20) >> 3);
         let dry_run = ctx.options.dry_run;
         let mut in_flight: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -343,7 +345,7 @@ impl ElasticsearchSink {
                 let next = if bulk.is_empty() {
                     input.recv().await
                 } else {
-                    match tokio::time::timeout(FLUSH_IDLE, input.recv()).await {
+                    match tokio::time::timeout(flush_idle, input.recv()).await {
                         Ok(next) => next,
                         Err(_) => {
                             let full = std::mem::replace(&mut bulk, Bulk::with_capacity(capacity));
@@ -365,6 +367,19 @@ impl ElasticsearchSink {
                             self.reject(&record, document.id.clone(), running, ctx, "invalid_id", reason)?;
                             continue;
                         }
+                    }
+                    if record.operation.is_delete() {
+                        // Live mode: the key is gone, or a filter excludes it now.
+                        if dry_run {
+                            continue;
+                        }
+                        let id = match &record.document {
+                            Some(document) => document.id.clone(),
+                            None => default_id(record.database, &record.key),
+                        };
+                        bulk.push_delete(&index_name, &id, record.database, record.key);
+                        self.flush_if_full(&mut bulk, &mut in_flight, running, capacity).await?;
+                        continue;
                     }
                     let default_documents = !self.rendered_documents.unwrap_or(record.document.is_some());
                     let position = running
@@ -398,15 +413,7 @@ impl ElasticsearchSink {
                         ctx.counters.add_out(1);
                         continue;
                     }
-                    if bulk.byte_len() > max_bytes && bulk.len() > 1 {
-                        let tail = bulk.split_off_last();
-                        let full = std::mem::replace(&mut bulk, tail);
-                        dispatch(&mut in_flight, &running.service, full, concurrency).await?;
-                    }
-                    if bulk.len() >= max_docs || bulk.byte_len() >= max_bytes {
-                        let full = std::mem::replace(&mut bulk, Bulk::with_capacity(capacity));
-                        dispatch(&mut in_flight, &running.service, full, concurrency).await?;
-                    }
+                    self.flush_if_full(&mut bulk, &mut in_flight, running, capacity).await?;
                 }
                 ctx.counters.add_busy(started.elapsed());
                 // Surface a failed request early rather than at the end.
@@ -431,6 +438,30 @@ impl ElasticsearchSink {
             let message = format!("{error:#}; {written} documents written before the failure");
             running.fatal = Some(message.clone());
             return Err(anyhow::anyhow!(message));
+        }
+        Ok(())
+    }
+
+    /// Sends the bulk once it holds `bulk.max_docs` documents or `bulk.max_bytes`
+    /// (the last document alone when it took the bulk over the bytes).
+    async fn flush_if_full(
+        &self,
+        bulk: &mut Bulk,
+        in_flight: &mut JoinSet<anyhow::Result<()>>,
+        running: &Running,
+        capacity: usize,
+    ) -> anyhow::Result<()> {
+        let max_docs = self.config.bulk.max_docs as usize;
+        let max_bytes = usize::try_from(self.config.bulk.max_bytes.0).unwrap_or(usize::MAX);
+        let concurrency = self.config.bulk.concurrency as usize;
+        if bulk.byte_len() > max_bytes && bulk.len() > 1 {
+            let tail = bulk.split_off_last();
+            let full = std::mem::replace(bulk, tail);
+            dispatch(in_flight, &running.service, full, concurrency).await?;
+        }
+        if bulk.len() >= max_docs || bulk.byte_len() >= max_bytes {
+            let full = std::mem::replace(bulk, Bulk::with_capacity(capacity));
+            dispatch(in_flight, &running.service, full, concurrency).await?;
         }
         Ok(())
     }
@@ -1202,6 +1233,7 @@ mod tests {
             size_in_bytes: None,
             ttl: None,
             document: None,
+            operation: crate::record::Operation::Upsert,
         };
         assert_eq!(render_index(env, &record, "users").unwrap(), "users-hash-3");
     }

@@ -579,6 +579,7 @@ pub async fn read_page(
                 size_in_bytes: slot.memory,
                 ttl: slot.ttl,
                 document: None,
+                operation: crate::record::Operation::Upsert,
             }),
         }
     }
