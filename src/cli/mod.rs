@@ -1,6 +1,7 @@
 //! The command line: `validate` and `run`. This is the one place that prints fatal
 //! errors and chooses exit codes (0 success, 1 errors found, 2 usage error).
 
+pub mod follow;
 pub mod progress;
 pub mod run;
 pub mod validate;
@@ -85,6 +86,10 @@ pub struct RunArgs {
     /// Let stale deletion remove more than `delete_stale.max_fraction` of an index.
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Live mode: sync, then follow Redis's keyspace notifications until Ctrl-C or
+    /// SIGTERM (every pipeline given, at once; `live:` in the file sets the details).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub follow: bool,
     /// Run up to N pipelines at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,

@@ -75,6 +75,11 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         sample: args.sample,
         follow: false,
     };
+    if args.follow {
+        let outcome = runtime.block_on(super::follow::follow_all(loaded, options, progress));
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        return super::follow::report(outcome, args.summary_json.as_deref(), writes_documents_to_stdout);
+    }
     let outcome = runtime.block_on(run_all(loaded, options, usize::from(args.parallel), progress));
     // Stage tasks that outlive a fatal error (e.g. a source blocked on a dead server)
     // must not hold the process.
@@ -166,17 +171,23 @@ async fn run_all(
     outcome
 }
 
-/// Fires `cancel` on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn watch_signals(cancel: CancellationToken) {
+/// Fires `cancel` on the first Ctrl-C or SIGTERM, saying `what` happens next; a second one exits at once.
+pub(super) async fn watch_signals_then(cancel: CancellationToken, what: &str) {
     let signal = first_signal().await;
-    eprintln!(
-        "{signal} received: stopping reading, draining what is in flight, skipping stale deletion \
-         (send it again to quit at once)"
-    );
+    eprintln!("{signal} received: {what} (send it again to quit at once)");
     cancel.cancel();
     first_signal().await;
     eprintln!("second {signal}: quitting at once");
     std::process::exit(130);
+}
+
+/// Fires `cancel` on the first Ctrl-C or SIGTERM; a second one exits at once.
+async fn watch_signals(cancel: CancellationToken) {
+    watch_signals_then(
+        cancel,
+        "stopping reading, draining what is in flight, skipping stale deletion",
+    )
+    .await;
 }
 
 async fn first_signal() -> &'static str {

@@ -119,8 +119,20 @@ pub async fn run_pipeline(
     cancel: CancellationToken,
     progress: &dyn Progress,
 ) -> anyhow::Result<PipelineSummary> {
+    run_pipeline_with(pipeline, None, options, cancel, progress).await
+}
+
+/// [`run_pipeline`], with `source` in place of the pipeline's own when given (live
+/// mode's follow phases read changed keys through the same transforms and sink).
+pub async fn run_pipeline_with(
+    pipeline: &Pipeline,
+    source: Option<Source>,
+    options: RunOptions,
+    cancel: CancellationToken,
+    progress: &dyn Progress,
+) -> anyhow::Result<PipelineSummary> {
     let started = Instant::now();
-    let (source, transforms, mut sink) = build_stages(pipeline)?;
+    let (source, transforms, mut sink) = build_stages(pipeline, source)?;
     let dry_run = options.dry_run;
     let sample = if dry_run { options.sample } else { 0 };
 
@@ -253,8 +265,9 @@ pub async fn run_pipeline(
     ))
 }
 
-/// Builds every stage; all configuration errors together.
-fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, Sink)> {
+/// Builds every stage (the source from the pipeline unless `source` is given); all
+/// configuration errors together.
+pub fn build_stages(pipeline: &Pipeline, source: Option<Source>) -> anyhow::Result<(Source, Vec<Transform>, Sink)> {
     let mut errors: Vec<String> = Vec::new();
     let mut push = |prefix: &str, list: Vec<FieldError>| {
         errors.extend(
@@ -262,7 +275,10 @@ fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, 
                 .map(|e| format!("{prefix}{}: {}", e.pointer, e.message)),
         );
     };
-    let source = Source::build(&pipeline.source).map_err(|e| push("/source", e)).ok();
+    let source = match source {
+        Some(source) => Some(source),
+        None => Source::build(&pipeline.source).map_err(|e| push("/source", e)).ok(),
+    };
     let mut transforms = Vec::new();
     for (i, config) in pipeline.transforms.iter().enumerate() {
         match Transform::build(config) {

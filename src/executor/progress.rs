@@ -25,6 +25,16 @@ impl LiveCounters {
         self.sink.out.load(Ordering::Relaxed)
     }
 
+    /// Documents deleted so far (live mode).
+    pub fn deleted(&self) -> u64 {
+        self.sink.deleted.load(Ordering::Relaxed)
+    }
+
+    /// Records that failed so far in the sink.
+    pub fn failed(&self) -> u64 {
+        self.sink.failed.load(Ordering::Relaxed)
+    }
+
     /// Keys the source expects to read (`0` until it knows).
     pub fn estimated_total(&self) -> u64 {
         self.estimated_total.load(Ordering::Relaxed)

@@ -70,6 +70,9 @@ pub struct SinkReport {
 /// The source stage.
 pub enum Source {
     Redis(source::redis::RedisSource),
+    /// Live mode's follow phase: changed keys, read as they are now (built by the live
+    /// runner, not from a pipeline file).
+    Changes(source::redis::live::ChangeSource),
 }
 
 impl Source {
@@ -85,6 +88,7 @@ impl Source {
     pub fn set_ttl_needed(&mut self, needed: bool) {
         match self {
             Source::Redis(redis) => redis.set_ttl_needed(needed),
+            Source::Changes(changes) => changes.set_ttl_needed(needed),
         }
     }
 
@@ -92,6 +96,7 @@ impl Source {
     pub async fn run(self, out: mpsc::Sender<Batch>, ctx: StageContext) -> anyhow::Result<SourceReport> {
         match self {
             Source::Redis(redis) => redis.run(out, ctx).await,
+            Source::Changes(changes) => changes.run(out, ctx).await,
         }
     }
 }

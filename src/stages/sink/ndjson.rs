@@ -53,7 +53,13 @@ impl NdjsonSink {
         let target: Box<dyn Write + Send> = if self.config.path == "-" {
             Box::new(std::io::stdout())
         } else {
-            let file = File::create(&self.config.path).map_err(|e| {
+            // Live mode's follow phases add to what the sync before them wrote.
+            let file = if ctx.options.follow {
+                std::fs::OpenOptions::new().create(true).append(true).open(&self.config.path)
+            } else {
+                File::create(&self.config.path)
+            };
+            let file = file.map_err(|e| {
                 anyhow::anyhow!(
                     "cannot create the NDJSON output file {}: {e}",
                     self.config.path

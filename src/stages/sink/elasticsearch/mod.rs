@@ -83,6 +83,11 @@ struct Running {
     /// and for rendered documents (an `id` template can give two records one `_id`).
     ids: IdSet,
     track_ids: bool,
+    /// The pipeline's `delete_stale` (what the index's marker records). Live mode's
+    /// follow phases keep no ids (a key written again and again is no repeated id,
+    /// and the set would grow for as long as the phase runs): `track_ids` is off there.
+    deletes_stale: bool,
+    following: bool,
     /// Documents whose `_id` an earlier document of this run already had.
     repeated: RepeatedIds,
     /// The sink's fixed index, when `open` found it missing: the first document
@@ -258,7 +263,9 @@ impl ElasticsearchSink {
             positions: HashMap::new(),
             written: Vec::new(),
             ids: IdSet::default(),
-            track_ids: self.config.delete_stale.enabled,
+            track_ids: self.config.delete_stale.enabled && !ctx.options.follow,
+            deletes_stale: self.config.delete_stale.enabled,
+            following: ctx.options.follow,
             repeated: RepeatedIds::default(),
             known_missing: None,
             fatal: None,
@@ -766,6 +773,9 @@ impl Running {
     /// deletion, and to tell when a document replaces one this run wrote). `rendered`:
     /// the id came from a template transform, not from the key.
     fn produced(&mut self, index: &str, id: &str, rendered: bool, record: &Record) {
+        if self.following {
+            return;
+        }
         if (self.track_ids || rendered) && !self.ids.insert(index, id) {
             self.repeated.add(index, id, rendered, record);
         }
@@ -781,7 +791,7 @@ impl Running {
     /// pipeline owns, the marker's `delete_stale` is set to the pipeline's when it
     /// differs.
     async fn check_owner(&self, state: &mut IndexState, ctx: &StageContext) -> anyhow::Result<()> {
-        if self.track_ids {
+        if self.deletes_stale {
             index::stale_deletion_allowed(state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
         } else {
             index::writing_allowed(state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
@@ -790,22 +800,22 @@ impl Running {
             return Ok(());
         }
         match state.owner.as_deref() {
-            None if self.track_ids => {
+            None if self.deletes_stale => {
                 index::claim(&self.service.client, state, &ctx.pipeline, true).await?;
                 tracing::info!(index = %state.name, "marked the empty index as this pipeline's (_meta.{})", index::META_KEY);
             }
             // A marker that does not say counts as `delete_stale: true` (see
             // `index::writing_allowed`), so only a change is written.
-            Some(owner) if owner == &*ctx.pipeline && state.owner_deletes_stale.unwrap_or(true) != self.track_ids => {
-                match index::claim(&self.service.client, state, &ctx.pipeline, self.track_ids).await {
+            Some(owner) if owner == &*ctx.pipeline && state.owner_deletes_stale.unwrap_or(true) != self.deletes_stale => {
+                match index::claim(&self.service.client, state, &ctx.pipeline, self.deletes_stale).await {
                     Ok(()) => tracing::info!(
                         index = %state.name,
                         "recorded delete_stale: {} in the index's marker (_meta.{})",
-                        self.track_ids,
+                        self.deletes_stale,
                         index::META_KEY
                     ),
                     // Other pipelines must learn that this one now deletes stale documents.
-                    Err(error) if self.track_ids => return Err(error),
+                    Err(error) if self.deletes_stale => return Err(error),
                     // That it no longer does only lets other pipelines share the index:
                     // a key allowed to write documents but not mappings loses nothing.
                     Err(error) => tracing::warn!(
