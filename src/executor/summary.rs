@@ -81,6 +81,10 @@ pub struct PipelineSummary {
     pub samples: Vec<Json>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl PipelineSummary {
     /// Whether the run should make the process exit non-zero.
     pub fn is_failure(&self) -> bool {
@@ -229,8 +233,4 @@ mod tests {
             .to_string()
             .contains("BUG: the counts do not add up (read 11 != written + filtered + skipped + failed 10)"));
     }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }

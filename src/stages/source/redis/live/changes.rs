@@ -22,6 +22,9 @@ use crate::stages::{SourceReport, StageContext};
 /// Connections of a live run, one per node and database, kept across phases.
 pub type Connections = Arc<Mutex<HashMap<(usize, u32), Arc<DbConnection>>>>;
 
+/// Changed keys of one node and database, each with the types its rules select.
+type Keys = Vec<(Vec<u8>, TypeMask)>;
+
 /// Reads changed keys until its phase ends.
 pub struct ChangeSource {
     pub(super) nodes: Vec<Arc<Connector>>,
@@ -81,7 +84,7 @@ impl ChangeSource {
                 }
                 continue;
             }
-            let mut groups: BTreeMap<(usize, u32), Vec<(Vec<u8>, TypeMask)>> = BTreeMap::new();
+            let mut groups: BTreeMap<(usize, u32), Keys> = BTreeMap::new();
             for (key, types) in taken {
                 groups.entry((key.node, key.database)).or_default().push((key.key, types));
             }
@@ -106,7 +109,7 @@ impl ChangeSource {
         &self,
         node: usize,
         db: u32,
-        keys: Vec<(Vec<u8>, TypeMask)>,
+        keys: Keys,
         ctx: &StageContext,
         report: &mut SourceReport,
     ) -> anyhow::Result<Batch> {

@@ -1,0 +1,373 @@
+//! Live mode (`run --follow`) against real Redis and Elasticsearch. Every test ends
+//! with the checker: once the writers stop and the connector settles, every key in
+//! Redis has its document (same `_id`, key, database, type and value) and the index
+//! holds nothing else.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A document as the checker compares it: database, key, key_type, value (parsed).
+type Doc = (u64, String, String, Value);
+
+/// What the index should hold for the keys of `databases`: `_id` -> document.
+fn expected(server: &RedisServer, databases: &[u32]) -> BTreeMap<String, Doc> {
+    let mut out = BTreeMap::new();
+    for &db in databases {
+        let mut connection = redis::Client::open(format!("{}/{db}", server.url()))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+        for key in keys {
+            let key_type: String = redis::cmd("TYPE").arg(&key).query(&mut connection).unwrap();
+            let value = match key_type.as_str() {
+                "string" => {
+                    let v: Option<String> = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
+                    match v {
+                        Some(v) => json!(v),
+                        None => continue,
+                    }
+                }
+                "hash" => {
+                    let v: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query(&mut connection).unwrap();
+                    json!(v)
+                }
+                "list" => {
+                    let v: Vec<String> = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut connection).unwrap();
+                    json!(v)
+                }
+                "set" => {
+                    let mut v: Vec<String> = redis::cmd("SMEMBERS").arg(&key).query(&mut connection).unwrap();
+                    v.sort();
+                    json!(v)
+                }
+                "none" => continue,
+                other => panic!("the checker does not compare {other} keys"),
+            };
+            let text = String::from_utf8(key.clone()).unwrap();
+            out.insert(
+                redis_connector::document::default_id(db, &key),
+                (u64::from(db), text, key_type, value),
+            );
+        }
+    }
+    out
+}
+
+/// What the index holds: `_id` -> document (the `value` text parsed as JSON).
+fn indexed(base: &str, index: &str) -> BTreeMap<String, Doc> {
+    let client = http();
+    let _ = client.post(format!("{base}/{index}/_refresh")).send();
+    let response = client
+        .get(format!("{base}/{index}/_search?size=10000"))
+        .send()
+        .unwrap();
+    if response.status() == 404 {
+        return BTreeMap::new();
+    }
+    let body: Value = response.json().unwrap();
+    let mut out = BTreeMap::new();
+    for hit in body["hits"]["hits"].as_array().unwrap_or_else(|| panic!("{body}")) {
+        let source = &hit["_source"];
+        let text = source["value"].as_str().unwrap_or_default();
+        let value = if source["key_type"] == "string" {
+            json!(text)
+        } else {
+            serde_json::from_str(text).unwrap()
+        };
+        let value = match (source["key_type"].as_str(), value) {
+            (Some("set"), Value::Array(mut items)) => {
+                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+                Value::Array(items)
+            }
+            (_, value) => value,
+        };
+        out.insert(
+            hit["_id"].as_str().unwrap().to_owned(),
+            (
+                source["database"].as_u64().unwrap(),
+                source["key"].as_str().unwrap().to_owned(),
+                source["key_type"].as_str().unwrap().to_owned(),
+                value,
+            ),
+        );
+    }
+    out
+}
+
+/// Waits for the index to hold exactly Redis's keys (the connector settling after
+/// the writers stopped), for at most two minutes, then compares them.
+fn assert_exact(server: &RedisServer, databases: &[u32], base: &str, index: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let want = expected(server, databases);
+        let have = indexed(base, index);
+        if want == have {
+            return;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want.iter().filter(|(id, doc)| have.get(*id) != Some(doc)).take(5).collect();
+            let extra: Vec<_> = have.iter().filter(|(id, doc)| want.get(*id) != Some(doc)).take(5).collect();
+            panic!(
+                "the index differs from Redis: {} keys, {} documents; missing or different: {missing:?}; extra or different: {extra:?}",
+                want.len(),
+                have.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A `redis-connector run --follow` process.
+struct Follow {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Follow {
+    fn start(yaml: &str) -> Follow {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = write_file(dir.path(), "pipeline.yaml", yaml);
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = connector()
+            .args(["run", "--follow", "-v", "--summary-json"])
+            .arg(dir.path().join("summary.json"))
+            .arg(&pipeline)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Follow { child: Some(child), dir }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code and the `--summary-json` document.
+    fn stop(mut self) -> (i32, Value, String) {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        let summary = std::fs::read_to_string(self.dir.path().join("summary.json"))
+            .map(|text| serde_json::from_str(&text).unwrap())
+            .unwrap_or(Value::Null);
+        (status.code().unwrap_or(-1), summary, self.stderr())
+    }
+
+    /// Waits for the process to exit on its own (at most a minute).
+    fn wait_exit(mut self) -> (i32, String) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), self.stderr());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the connector did not exit: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn pipeline(name: &str, port: u16, database: &str, es: &str, index: &str, live: &str) -> String {
+    format!(
+        "name: {name}\nsource: {{type: redis, host: 127.0.0.1, port: {port}, database: \"{database}\"}}\n\
+         sink: {{type: elasticsearch, url: {es}, index: {index}}}\nlive: {live}\n"
+    )
+}
+
+/// A tiny deterministic random sequence (the writers' choices).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// One random write of the mix: SET, HSET, DEL, EXPIRE 1 s, RENAME, RPUSH, SADD,
+/// and a type change (a key overwritten as another type).
+fn random_write(connection: &mut redis::Connection, rng: &mut Lcg, keys: u64) -> redis::RedisResult<()> {
+    let key = format!("k:{}", rng.next(keys));
+    let other = format!("k:{}", rng.next(keys));
+    let n = rng.next(1000);
+    let command = match rng.next(9) {
+        0 | 1 => redis::cmd("SET").arg(&key).arg(format!("v{n}")).clone(),
+        2 => {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
+            redis::cmd("HSET").arg(&key).arg("f").arg(n).arg("g").arg("x").clone()
+        }
+        3 => redis::cmd("DEL").arg(&key).clone(),
+        4 => redis::cmd("EXPIRE").arg(&key).arg(1).clone(),
+        5 => redis::cmd("RENAME").arg(&key).arg(&other).clone(),
+        6 => {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
+            redis::cmd("RPUSH").arg(&key).arg(n).arg("b").clone()
+        }
+        7 => {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
+            redis::cmd("SADD").arg(&key).arg(n).arg("z").clone()
+        }
+        _ => redis::cmd("SET").arg(&key).arg(format!("w{n}")).arg("PX").arg(1000 + n).clone(),
+    };
+    match command.query::<redis::Value>(connection) {
+        // RENAME of a missing key, HSET on a key of another type: fine for a mix.
+        Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => Ok(()),
+        Err(error) if error.code().is_some() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+fn resyncs(summary: &Value, reason: &str) -> u64 {
+    summary["pipelines"][0]["resyncs"][reason].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn writes_updates_deletes_expiries_renames_type_changes_and_flushdb_are_followed_exactly() {
+    let server = RedisServer::start(&[]);
+    let index = unique_index("live-mix");
+    let _cleanup = IndexCleanup(index.clone());
+    let mut connection = server.connection();
+    for i in 0..50 {
+        let _: () = redis::cmd("SET").arg(format!("k:{i}")).arg("start").query(&mut connection).unwrap();
+    }
+    let follow = Follow::start(&pipeline("live-mix", server.port, "0,1", &es_url(), &index, "{configure_server: true}"));
+    assert_exact(&server, &[0, 1], &es_url(), &index);
+
+    let mut rng = Lcg(7);
+    for _ in 0..1500 {
+        random_write(&mut connection, &mut rng, 200).unwrap();
+    }
+    server.cli(&["FLUSHDB"]);
+    for _ in 0..1500 {
+        random_write(&mut connection, &mut rng, 200).unwrap();
+    }
+    server.cli(&["-n", "1", "SET", "db1:a", "x"]);
+    // Keys given 1 s to live expire while the connector follows.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_exact(&server, &[0, 1], &es_url(), &index);
+
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let live = &summary["pipelines"][0];
+    assert_eq!(live["status"], "ok", "{summary}");
+    assert!(resyncs(&summary, "flush") >= 1, "FLUSHDB sends no per-key event: {summary}");
+    assert!(live["events"].as_u64().unwrap() >= 3000, "{summary}");
+    assert!(live["deletes"].as_u64().unwrap() > 0, "{summary}");
+    assert!(live["upserts"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[test]
+fn a_killed_subscription_is_resubscribed_and_resynced_and_nothing_is_lost() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KEA"]);
+    let index = unique_index("live-kill");
+    let _cleanup = IndexCleanup(index.clone());
+    let follow = Follow::start(&pipeline("live-kill", server.port, "0", &es_url(), &index, "true"));
+    assert_exact(&server, &[0], &es_url(), &index);
+    let mut connection = server.connection();
+    let mut rng = Lcg(11);
+    for round in 0..5 {
+        for _ in 0..300 {
+            random_write(&mut connection, &mut rng, 100).unwrap();
+        }
+        if round % 2 == 0 {
+            let killed = server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+            assert_ne!(killed.trim(), "0", "the connector's subscription was found");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exact(&server, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "subscription_dropped") >= 1, "{summary}");
+}
+
+#[test]
+fn a_pending_set_smaller_than_the_backlog_overflows_and_a_resync_makes_the_index_exact() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KA"]);
+    let index = unique_index("live-overflow");
+    let _cleanup = IndexCleanup(index.clone());
+    // One document per bulk request: the sink is far slower than the writer below.
+    let yaml = format!(
+        "name: live-overflow\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         sink: {{type: elasticsearch, url: {}, index: {index}, bulk: {{max_docs: 1, concurrency: 1}}}}\n\
+         live: {{max_pending_keys: 20}}\n",
+        server.port,
+        es_url()
+    );
+    let follow = Follow::start(&yaml);
+    assert_exact(&server, &[0], &es_url(), &index);
+    let commands: String = (0..3000).map(|i| format!("SET o:{i} v{i}\n")).collect();
+    server.cli_pipe(&commands);
+    server.cli_pipe("DEL o:1 o:2 o:3\n");
+    assert_exact(&server, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "overflow") >= 1, "{summary}");
+    assert!(summary["pipelines"][0]["dropped"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[test]
+fn without_the_notification_flags_the_start_stops_with_the_command_to_run() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "Ex"]);
+    let index = unique_index("live-off");
+    let _cleanup = IndexCleanup(index.clone());
+    let follow = Follow::start(&pipeline("live-off", server.port, "0", &es_url(), &index, "true"));
+    let (code, stderr) = follow.wait_exit();
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!("redis-cli -h 127.0.0.1 -p {} CONFIG SET notify-keyspace-events 'xEKg$lshzet'", server.port);
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("`notify-keyspace-events xEKg$lshzet` in redis.conf"), "{stderr}");
+    assert!(stderr.contains("live.configure_server: true"), "{stderr}");
+    assert!(stderr.contains("managed service"), "{stderr}");
+    assert_eq!(es_count(&index), 0, "nothing is written before the subscription works");
+}
+
+#[test]
+fn configure_server_adds_the_missing_flags_and_keeps_the_others() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "Ex"]);
+    let index = unique_index("live-conf");
+    let _cleanup = IndexCleanup(index.clone());
+    let follow = Follow::start(&pipeline("live-conf", server.port, "0", &es_url(), &index, "{configure_server: true}"));
+    assert_exact(&server, &[0], &es_url(), &index);
+    let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    let flags = flags.lines().nth(1).unwrap().to_owned();
+    for flag in "EKg$lshzxet".chars() {
+        assert!(flags.contains(flag) || flags.contains('A') && flag != 'K' && flag != 'E', "{flag} in {flags}");
+    }
+    server.cli(&["SET", "after", "1"]);
+    assert_exact(&server, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let notes = summary["pipelines"][0]["notes"].to_string();
+    assert!(notes.contains("set notify-keyspace-events"), "{notes}");
+}
+
+/// Deletes the test's index when dropped.
+struct IndexCleanup(String);
+
+impl Drop for IndexCleanup {
+    fn drop(&mut self) {
+        es_delete_index(&self.0);
+    }
+}
