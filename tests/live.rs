@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 type Doc = (u64, String, String, Value);
 
 /// What the index should hold for the keys of `databases`: `_id` -> document.
-fn expected(server: &RedisServer, databases: &[u32]) -> BTreeMap<String, Doc> {
+fn expected(port: u16, databases: &[u32]) -> BTreeMap<String, Doc> {
     let mut out = BTreeMap::new();
     for &db in databases {
-        let mut connection = redis::Client::open(format!("{}/{db}", server.url()))
+        let mut connection = redis::Client::open(format!("redis://127.0.0.1:{port}/{db}"))
             .unwrap()
             .get_connection()
             .unwrap();
@@ -103,10 +103,10 @@ fn indexed(base: &str, index: &str) -> BTreeMap<String, Doc> {
 
 /// Waits for the index to hold exactly Redis's keys (the connector settling after
 /// the writers stopped), for at most two minutes, then compares them.
-fn assert_exact(server: &RedisServer, databases: &[u32], base: &str, index: &str) {
+fn assert_exact(port: u16, databases: &[u32], base: &str, index: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let want = expected(server, databases);
+        let want = expected(port, databases);
         let have = indexed(base, index);
         if want == have {
             return;
@@ -181,6 +181,11 @@ impl Follow {
 
 impl Drop for Follow {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.stderr();
+            let tail: String = log.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
+            eprintln!("--- the connector's log (end) ---\n{tail}");
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -252,7 +257,7 @@ fn writes_updates_deletes_expiries_renames_type_changes_and_flushdb_are_followed
         let _: () = redis::cmd("SET").arg(format!("k:{i}")).arg("start").query(&mut connection).unwrap();
     }
     let follow = Follow::start(&pipeline("live-mix", server.port, "0,1", &es_url(), &index, "{configure_server: true}"));
-    assert_exact(&server, &[0, 1], &es_url(), &index);
+    assert_exact(server.port, &[0, 1], &es_url(), &index);
 
     let mut rng = Lcg(7);
     for _ in 0..1500 {
@@ -265,7 +270,7 @@ fn writes_updates_deletes_expiries_renames_type_changes_and_flushdb_are_followed
     server.cli(&["-n", "1", "SET", "db1:a", "x"]);
     // Keys given 1 s to live expire while the connector follows.
     std::thread::sleep(Duration::from_millis(2500));
-    assert_exact(&server, &[0, 1], &es_url(), &index);
+    assert_exact(server.port, &[0, 1], &es_url(), &index);
 
     let (code, summary, stderr) = follow.stop();
     assert_eq!(code, 0, "{stderr}");
@@ -283,7 +288,7 @@ fn a_killed_subscription_is_resubscribed_and_resynced_and_nothing_is_lost() {
     let index = unique_index("live-kill");
     let _cleanup = IndexCleanup(index.clone());
     let follow = Follow::start(&pipeline("live-kill", server.port, "0", &es_url(), &index, "true"));
-    assert_exact(&server, &[0], &es_url(), &index);
+    assert_exact(server.port, &[0], &es_url(), &index);
     let mut connection = server.connection();
     let mut rng = Lcg(11);
     for round in 0..5 {
@@ -296,7 +301,7 @@ fn a_killed_subscription_is_resubscribed_and_resynced_and_nothing_is_lost() {
         }
     }
     std::thread::sleep(Duration::from_millis(1500));
-    assert_exact(&server, &[0], &es_url(), &index);
+    assert_exact(server.port, &[0], &es_url(), &index);
     let (code, summary, stderr) = follow.stop();
     assert_eq!(code, 0, "{stderr}");
     assert!(resyncs(&summary, "subscription_dropped") >= 1, "{summary}");
@@ -316,11 +321,11 @@ fn a_pending_set_smaller_than_the_backlog_overflows_and_a_resync_makes_the_index
         es_url()
     );
     let follow = Follow::start(&yaml);
-    assert_exact(&server, &[0], &es_url(), &index);
+    assert_exact(server.port, &[0], &es_url(), &index);
     let commands: String = (0..3000).map(|i| format!("SET o:{i} v{i}\n")).collect();
     server.cli_pipe(&commands);
     server.cli_pipe("DEL o:1 o:2 o:3\n");
-    assert_exact(&server, &[0], &es_url(), &index);
+    assert_exact(server.port, &[0], &es_url(), &index);
     let (code, summary, stderr) = follow.stop();
     assert_eq!(code, 0, "{stderr}");
     assert!(resyncs(&summary, "overflow") >= 1, "{summary}");
@@ -349,14 +354,14 @@ fn configure_server_adds_the_missing_flags_and_keeps_the_others() {
     let index = unique_index("live-conf");
     let _cleanup = IndexCleanup(index.clone());
     let follow = Follow::start(&pipeline("live-conf", server.port, "0", &es_url(), &index, "{configure_server: true}"));
-    assert_exact(&server, &[0], &es_url(), &index);
+    assert_exact(server.port, &[0], &es_url(), &index);
     let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
     let flags = flags.lines().nth(1).unwrap().to_owned();
     for flag in "EKg$lshzxet".chars() {
         assert!(flags.contains(flag) || flags.contains('A') && flag != 'K' && flag != 'E', "{flag} in {flags}");
     }
     server.cli(&["SET", "after", "1"]);
-    assert_exact(&server, &[0], &es_url(), &index);
+    assert_exact(server.port, &[0], &es_url(), &index);
     let (code, summary, stderr) = follow.stop();
     assert_eq!(code, 0, "{stderr}");
     let notes = summary["pipelines"][0]["notes"].to_string();
@@ -369,5 +374,243 @@ struct IndexCleanup(String);
 impl Drop for IndexCleanup {
     fn drop(&mut self) {
         es_delete_index(&self.0);
+    }
+}
+
+/// A redis-server with AOF (`appendfsync always`) in a folder of the test's, so it
+/// can be killed and started again on its data.
+struct AofServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl AofServer {
+    fn start() -> AofServer {
+        let mut server = AofServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "ping"]).output().unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server with AOF did not start");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The same server as a [`RedisServer`] view for the checker (not owning it).
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for AofServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn redis_killed_and_restarted_with_aof_under_writes_is_followed_exactly() {
+    let mut server = AofServer::start();
+    let index = unique_index("live-restart");
+    let _cleanup = IndexCleanup(index.clone());
+    let follow = Follow::start(&pipeline("live-restart", server.port, "0", &es_url(), &index, "{configure_server: true}"));
+    let url = server.url();
+    let stop_writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop_writing = stop_writing.clone();
+        std::thread::spawn(move || {
+            let mut rng = Lcg(23);
+            let mut writes = 0u64;
+            while !stop_writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut connection) = redis::Client::open(url.as_str()).unwrap().get_connection() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                while !stop_writing.load(std::sync::atomic::Ordering::Relaxed) {
+                    if random_write(&mut connection, &mut rng, 300).is_err() {
+                        break;
+                    }
+                    writes += 1;
+                }
+            }
+            writes
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    server.launch();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop_writing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes > 100, "the writer wrote {writes} times");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "restart") >= 1, "{summary}");
+}
+
+/// An extra Elasticsearch node of `scripts/services es-instance`, stopped when dropped.
+struct EsNode {
+    name: &'static str,
+    port: u16,
+}
+
+impl EsNode {
+    fn start(name: &'static str, port: u16) -> EsNode {
+        let node = EsNode { name, port };
+        node.launch();
+        node
+    }
+
+    fn launch(&self) {
+        let out = Command::new(repo_root().join("scripts/services"))
+            .args(["es-instance", self.name, &self.port.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "es-instance: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn stop(&self) {
+        let out = Command::new(repo_root().join("scripts/services"))
+            .args(["es-instance-stop", self.name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "es-instance-stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for EsNode {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/services")).args(["es-instance-stop", self.name]).output();
+    }
+}
+
+#[test]
+fn elasticsearch_stopped_for_20_s_under_writes_is_caught_up_exactly_when_it_answers_again() {
+    let es = EsNode::start("live-es-down", 9261);
+    let server = RedisServer::start(&["--notify-keyspace-events", "KA"]);
+    let index = unique_index("live-es-down");
+    // Few pending keys allowed: the backlog of the outage overflows them, and the
+    // resync after Elasticsearch answers again reads everything.
+    let yaml = format!(
+        "name: live-es-down\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         sink: {{type: elasticsearch, url: {}, index: {index}, retry: {{max_backoff: 1s}}}}\n\
+         live: {{max_pending_keys: 100}}\n",
+        server.port,
+        es.url()
+    );
+    let mut connection = server.connection();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET").arg(format!("k:{i}")).arg("start").query(&mut connection).unwrap();
+    }
+    let follow = Follow::start(&yaml);
+    // The first sync is done (a failure there stops the run: see the README).
+    assert_exact(server.port, &[0], &es.url(), &index);
+    let mut rng = Lcg(31);
+    for _ in 0..200 {
+        random_write(&mut connection, &mut rng, 150).unwrap();
+    }
+    es.stop();
+    // 20 s of writes while Elasticsearch is down.
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        for _ in 0..50 {
+            random_write(&mut connection, &mut rng, 400).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    es.launch();
+    for _ in 0..200 {
+        random_write(&mut connection, &mut rng, 400).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exact(server.port, &[0], &es.url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "overflow") >= 1, "{summary}");
+}
+
+#[test]
+fn a_key_a_filter_now_excludes_loses_its_document_and_a_value_dependent_id_is_deleted_by_a_resync() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KA"]);
+    let index = unique_index("live-filter");
+    let _cleanup = IndexCleanup(index.clone());
+    let yaml = format!(
+        "name: live-filter\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         transforms:\n  - {{type: filter, rules: [{{policy: exclude, field: value, rule: starts_with, value: tmp}}]}}\n\
+         sink: {{type: elasticsearch, url: {}, index: {index}}}\nlive: true\n",
+        server.port,
+        es_url()
+    );
+    server.cli(&["SET", "a", "kept"]);
+    let follow = Follow::start(&yaml);
+    let id_a = redis_connector::document::default_id(0, b"a");
+    wait_for(|| es_get(&index, &id_a).is_some(), "the first sync writes a");
+    server.cli(&["SET", "a", "tmp now"]);
+    server.cli(&["SET", "b", "kept"]);
+    let id_b = redis_connector::document::default_id(0, b"b");
+    wait_for(|| es_get(&index, &id_b).is_some(), "b is written");
+    wait_for(|| es_get(&index, &id_a).is_none(), "a, excluded now, is deleted");
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(summary["pipelines"][0]["deletes"].as_u64().unwrap() >= 1, "{summary}");
+
+    // An id rendered from the value: a deleted key's id is unknown, a resync removes it.
+    let index = unique_index("live-value-id");
+    let _cleanup = IndexCleanup(index.clone());
+    let yaml = format!(
+        "name: live-value-id\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         transforms:\n  - {{type: template, id: \"doc-{{{{ value }}}}\"}}\n\
+         sink: {{type: elasticsearch, url: {}, index: {index}}}\nlive: true\n",
+        server.port,
+        es_url()
+    );
+    server.cli(&["FLUSHDB"]);
+    server.cli(&["SET", "c", "one"]);
+    let follow = Follow::start(&yaml);
+    wait_for(|| es_get(&index, "doc-one").is_some(), "the first sync writes doc-one");
+    server.cli(&["DEL", "c"]);
+    wait_for(|| es_get(&index, "doc-one").is_none(), "a resync deletes doc-one");
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "delete_without_id") >= 1, "{summary}");
+}
+
+/// Waits (at most a minute) for `done`.
+fn wait_for(done: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "still not done after a minute: {what}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
