@@ -18,6 +18,12 @@ type Doc = (u64, String, String, Value);
 /// What the index should hold for the keys of `databases`: `_id` -> document.
 fn expected(port: u16, databases: &[u32]) -> BTreeMap<String, Doc> {
     let mut out = BTreeMap::new();
+    add_expected(&mut out, port, databases);
+    out
+}
+
+/// Adds the keys of the server at `port` to `out`.
+fn add_expected(out: &mut BTreeMap<String, Doc>, port: u16, databases: &[u32]) {
     for &db in databases {
         let mut connection = redis::Client::open(format!("redis://127.0.0.1:{port}/{db}"))
             .unwrap()
@@ -57,7 +63,6 @@ fn expected(port: u16, databases: &[u32]) -> BTreeMap<String, Doc> {
             );
         }
     }
-    out
 }
 
 /// What the index holds: `_id` -> document (the `value` text parsed as JSON).
@@ -104,9 +109,17 @@ fn indexed(base: &str, index: &str) -> BTreeMap<String, Doc> {
 /// Waits for the index to hold exactly Redis's keys (the connector settling after
 /// the writers stopped), for at most two minutes, then compares them.
 fn assert_exact(port: u16, databases: &[u32], base: &str, index: &str) {
+    assert_exact_on(&[port], databases, base, index);
+}
+
+/// [`assert_exact`] over the keys of several servers (a cluster's masters).
+fn assert_exact_on(ports: &[u16], databases: &[u32], base: &str, index: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let want = expected(port, databases);
+        let mut want = BTreeMap::new();
+        for &port in ports {
+            add_expected(&mut want, port, databases);
+        }
         let have = indexed(base, index);
         if want == have {
             return;
@@ -613,4 +626,36 @@ fn wait_for(done: impl Fn() -> bool, what: &str) {
         assert!(Instant::now() < deadline, "still not done after a minute: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_cluster_of_three_masters_is_followed_on_every_master() {
+    let cluster = RedisCluster::start(3, 0);
+    let index = unique_index("live-cluster");
+    let _cleanup = IndexCleanup(index.clone());
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    let commands: String = (0..100).map(|i| format!("SET c:{i} start\n")).collect();
+    cluster.cli_pipe(&commands);
+    let follow = Follow::start(&pipeline("live-cluster", ports[0], "*", &es_url(), &index, "{configure_server: true}"));
+    assert_exact_on(&ports, &[0], &es_url(), &index);
+    let mut rng = Lcg(41);
+    let mut commands = String::new();
+    for _ in 0..2000 {
+        let key = format!("c:{}", rng.next(300));
+        let n = rng.next(1000);
+        commands.push_str(&match rng.next(5) {
+            0 | 1 => format!("SET {key} v{n}\n"),
+            2 => format!("DEL {key}\n"),
+            3 => format!("EXPIRE {key} 1\n"),
+            _ => format!("DEL {key}\nHSET {key} f {n}\n"),
+        });
+    }
+    cluster.cli_pipe(&commands);
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_exact_on(&ports, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let live = &summary["pipelines"][0];
+    assert!(live["notes"].to_string().contains("3 master(s)"), "{summary}");
+    assert!(live["deletes"].as_u64().unwrap() > 0 && live["upserts"].as_u64().unwrap() > 0, "{summary}");
 }
