@@ -659,3 +659,31 @@ fn a_cluster_of_three_masters_is_followed_on_every_master() {
     assert!(live["notes"].to_string().contains("3 master(s)"), "{summary}");
     assert!(live["deletes"].as_u64().unwrap() > 0 && live["upserts"].as_u64().unwrap() > 0, "{summary}");
 }
+
+#[test]
+fn slots_moved_between_masters_while_followed_resync_and_follow_the_new_layout() {
+    let cluster = RedisCluster::start(3, 0);
+    let index = unique_index("live-reshard");
+    let _cleanup = IndexCleanup(index.clone());
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    let commands: String = (0..300).map(|i| format!("SET r:{i} start\n")).collect();
+    cluster.cli_pipe(&commands);
+    let follow = Follow::start(&pipeline("live-reshard", ports[0], "*", &es_url(), &index, "{configure_server: true}"));
+    assert_exact_on(&ports, &[0], &es_url(), &index);
+    let id = |node: &RedisServer| node.cli(&["CLUSTER", "MYID"]).trim().to_owned();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", ports[0])])
+        .args(["--cluster-from", &id(&cluster.nodes[0]), "--cluster-to", &id(&cluster.nodes[1])])
+        .args(["--cluster-slots", "2000", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let commands: String = (0..300).map(|i| format!("SET r:{i} after\nDEL r:{}\n", i + 1000)).collect();
+    cluster.cli_pipe(&commands);
+    cluster.cli_pipe("SET r:new 1\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exact_on(&ports, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "topology") >= 1, "{summary}");
+}

@@ -97,11 +97,11 @@ pub async fn follow(
     }
 
     let state = Arc::new(LiveState::new(live.max_pending_keys));
-    let stop = CancellationToken::new();
+    let mut stop = CancellationToken::new();
     let mut follower = Follower::prepare(redis, &live).await?;
-    let tasks = follower.start(&state, &stop).await?;
+    let mut tasks = follower.start(&state, &stop).await?;
     summary.notes.append(&mut follower.notes);
-    let _stop_on_return = stop.clone().drop_guard();
+    let mut stop_on_return = stop.clone().drop_guard();
 
     let phase_progress = Arc::new(PhaseProgress::default());
     let ticker = tokio::spawn(progress_line(pipeline.name.clone(), state.clone(), phase_progress.clone(), stop.clone()));
@@ -128,6 +128,33 @@ pub async fn follow(
             break;
         }
         if state.is_dirty() {
+            if state.has_reason(Reason::Topology) {
+                // A cluster's masters changed: follow the ones it has now (subscribed
+                // before the resync reads, as at the start).
+                stop.cancel();
+                for task in tasks.drain(..) {
+                    let _ = task.await;
+                }
+                stop = CancellationToken::new();
+                stop_on_return = stop.clone().drop_guard();
+                let restarted = async {
+                    let mut next = Follower::prepare(redis, &live).await?;
+                    let tasks = next.start(&state, &stop).await?;
+                    anyhow::Ok((next, tasks))
+                };
+                match restarted.await {
+                    Ok((next, next_tasks)) => {
+                        follower = next;
+                        tasks = next_tasks;
+                    }
+                    Err(error) => {
+                        tracing::warn!(pipeline = %pipeline.name, "live: cannot follow the cluster again ({error:#}); trying again in {} s", retry_wait.as_secs());
+                        wait_or_stop(retry_wait, &shutdown).await;
+                        retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
+                        continue;
+                    }
+                }
+            }
             let reasons = state.begin_resync();
             let reason = reasons.first().copied().unwrap_or(Reason::Error);
             *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
@@ -210,6 +237,7 @@ pub async fn follow(
     }
 
     stop.cancel();
+    drop(stop_on_return);
     ticker.abort();
     for task in tasks {
         let _ = task.await;

@@ -207,6 +207,11 @@ impl LiveState {
         self.phase.lock().unwrap_or_else(|e| e.into_inner()).cancel();
     }
 
+    /// Whether a resync is due for `reason` (among others).
+    pub fn has_reason(&self, reason: Reason) -> bool {
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&reason)
+    }
+
     /// Whether a resync is due.
     pub fn is_dirty(&self) -> bool {
         !self.dirty.lock().unwrap_or_else(|e| e.into_inner()).is_empty()

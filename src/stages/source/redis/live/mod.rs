@@ -35,6 +35,7 @@ pub struct Follower {
     settings: Arc<ReadSettings>,
     live: LiveConfig,
     connections: changes::Connections,
+    cluster: bool,
     /// Lines for the summary (flags set, a cluster's masters).
     pub notes: Vec<String>,
 }
@@ -116,6 +117,7 @@ impl Follower {
             settings,
             live: live.clone(),
             connections: Default::default(),
+            cluster: masters.is_some(),
             notes,
         })
     }
@@ -136,7 +138,7 @@ impl Follower {
                 configure_server: self.live.configure_server,
             };
             tasks.push(tokio::spawn(subscriber.run(state.clone(), ready, stop.clone())));
-            tasks.push(tokio::spawn(watch::watch(connector.clone(), state.clone(), stop.clone())));
+            tasks.push(tokio::spawn(watch::watch(connector.clone(), self.cluster, state.clone(), stop.clone())));
             waiting.push(subscribed);
         }
         for subscribed in waiting {

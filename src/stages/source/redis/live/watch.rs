@@ -1,7 +1,10 @@
 //! What no keyspace event tells, watched by polling `INFO server commandstats` on
 //! each node: a restart (`run_id` changed: keys lost or loaded from disk without an
 //! event) and `FLUSHDB` / `FLUSHALL` (their call counts grew: they publish no per-key
-//! event). Either marks a resync due.
+//! event). Either marks a resync due. On a cluster, each master's own account of its
+//! role and slots (`CLUSTER NODES`, its `myself` line) too: a change (resharding, a
+//! failover) marks a resync due for `topology`, and the runner follows the masters
+//! the cluster has then.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +61,9 @@ pub fn compare(before: &Seen, now: &Seen) -> Option<Reason> {
 
 /// Polls `connector` until `stop`, marking resyncs due on `state`. A node that does
 /// not answer is asked again at the next poll (the subscriber notices it is gone).
-pub async fn watch(connector: Arc<Connector>, state: Arc<LiveState>, stop: CancellationToken) {
+pub async fn watch(connector: Arc<Connector>, cluster: bool, state: Arc<LiveState>, stop: CancellationToken) {
     let mut last: Option<Seen> = None;
+    let mut last_view = None;
     let mut connection = None;
     loop {
         tokio::select! {
@@ -80,6 +84,22 @@ pub async fn watch(connector: Arc<Connector>, state: Arc<LiveState>, stop: Cance
                 continue;
             }
         };
+        if cluster {
+            match super::super::cluster::own_view(&connector, c).await {
+                Ok(view) => {
+                    if last_view.as_ref().is_some_and(|before| *before != view) {
+                        tracing::info!("live: the cluster changed at {}", connector.endpoint());
+                        state.mark_dirty(Reason::Topology);
+                    }
+                    last_view = Some(view);
+                }
+                Err(error) => {
+                    tracing::debug!("live: CLUSTER NODES on {}: {error:#}", connector.endpoint());
+                    connection = None;
+                    continue;
+                }
+            }
+        }
         let seen = parse_info(&info);
         if let Some(before) = &last {
             if let Some(reason) = compare(before, &seen) {
