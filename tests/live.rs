@@ -15,14 +15,8 @@ use serde_json::{json, Value};
 /// A document as the checker compares it: database, key, key_type, value (parsed).
 type Doc = (u64, String, String, Value);
 
-/// What the index should hold for the keys of `databases`: `_id` -> document.
-fn expected(port: u16, databases: &[u32]) -> BTreeMap<String, Doc> {
-    let mut out = BTreeMap::new();
-    add_expected(&mut out, port, databases);
-    out
-}
-
-/// Adds the keys of the server at `port` to `out`.
+/// Adds what the index should hold for the keys of `databases` on the server at
+/// `port` to `out`: `_id` -> document.
 fn add_expected(out: &mut BTreeMap<String, Doc>, port: u16, databases: &[u32]) {
     for &db in databases {
         let mut connection = redis::Client::open(format!("redis://127.0.0.1:{port}/{db}"))

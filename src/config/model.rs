@@ -55,7 +55,7 @@ pub struct LiveConfig {
     /// `CONFIG` is denied (managed services) and the provider has set the flags.
     pub check_notifications: bool,
     /// A full resync this often, whatever happened (it also catches what no event
-    /// tells, such as `SWAPDB`).
+    /// tells, such as `SWAPDB`); `0` never.
     pub reconcile_every: DurationSpec,
     /// On Ctrl-C or SIGTERM, pending changes are applied for at most this long.
     pub drain_timeout: DurationSpec,

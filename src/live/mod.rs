@@ -35,8 +35,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The longest wait between two attempts after a failed phase.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
-/// The pipeline as its syncs run it: stale deletion on (a resync must leave the index
-/// exact), with the pipeline's own `max_fraction`.
+/// The pipeline as live mode runs it: stale deletion on (a resync must leave the index
+/// exact, and the index's marker says so to other pipelines), with the pipeline's own
+/// `max_fraction`.
 fn sync_pipeline(pipeline: &Pipeline) -> Pipeline {
     let mut sync = pipeline.clone();
     if let SinkConfig::Elasticsearch(es) = &mut sync.sink {
@@ -181,7 +182,9 @@ pub async fn follow(
         // A follow phase, until a resync is due, the drain ends, or a fatal error.
         let phase = state.new_phase();
         let source = Source::Changes(follower.change_source(&state, locates_by_key));
-        let run = executor::run_pipeline_with(pipeline, Some(source), follow_options.clone(), phase.clone(), phase_progress.as_ref());
+        // (With the syncs' `delete_stale`, so the index's marker keeps saying what the
+        // syncs do; a follow phase keeps no ids and deletes nothing as stale.)
+        let run = executor::run_pipeline_with(&sync, Some(source), follow_options.clone(), phase.clone(), phase_progress.as_ref());
         let mut run = std::pin::pin!(run);
         let mut drain_until: Option<tokio::time::Instant> = None;
         let outcome = loop {
