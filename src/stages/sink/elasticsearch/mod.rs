@@ -338,9 +338,12 @@ impl ElasticsearchSink {
         ctx: &StageContext,
     ) -> anyhow::Result<()> {
         let max_bytes = usize::try_from(self.config.bulk.max_bytes.0).unwrap_or(usize::MAX);
-        let concurrency = self.config.bulk.concurrency as usize;
+        // Following changes, one bulk at a time: a key read twice (changed again
+        // meanwhile) must land in the order it was read, and two requests in flight
+        // may be applied in either order.
+        let concurrency = if ctx.options.follow { 1 } else { self.config.bulk.concurrency as usize };
         // Following changes, a partly filled bulk goes as soon as nothing is waiting:
-        // under load the bulks fill while earlier ones are in flight.
+        // under load the bulks fill while the one before is in flight.
         let flush_idle = if ctx.options.follow { Duration::ZERO } else { FLUSH_IDLE };
         let capacity = max_bytes.min(8 << 20) + (max_bytes.min(8 << 20) >> 3);
         let dry_run = ctx.options.dry_run;
@@ -460,7 +463,7 @@ impl ElasticsearchSink {
     ) -> anyhow::Result<()> {
         let max_docs = self.config.bulk.max_docs as usize;
         let max_bytes = usize::try_from(self.config.bulk.max_bytes.0).unwrap_or(usize::MAX);
-        let concurrency = self.config.bulk.concurrency as usize;
+        let concurrency = if running.following { 1 } else { self.config.bulk.concurrency as usize };
         if bulk.byte_len() > max_bytes && bulk.len() > 1 {
             let tail = bulk.split_off_last();
             let full = std::mem::replace(bulk, tail);
