@@ -34,7 +34,9 @@ pub struct DeadLetterEntry {
     pub document: Option<Value>,
 }
 
-/// A shared, lazily created dead-letter file. Cloning shares the same file.
+/// A shared, lazily created dead-letter file. Cloning shares the same file. A run
+/// removes the file of an earlier run at its start ([`DeadLetter::remove_previous`]),
+/// and creates it again at its first failure: after a clean run there is none.
 ///
 /// The file is truncated at its first entry in this process only: a second pipeline
 /// of the same run naming the same file (each entry names its pipeline) appends to it
@@ -76,7 +78,11 @@ impl DeadLetter {
     /// sharing the file never interleave), and flushes it, so a crash loses nothing
     /// already reported.
     pub fn write(&self, entry: &DeadLetterEntry) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry)?;
+        // The reason may quote a configured value; the document is data, kept as read.
+        let mut line = match crate::redact::text(&entry.reason) {
+            std::borrow::Cow::Borrowed(_) => serde_json::to_vec(entry)?,
+            std::borrow::Cow::Owned(reason) => serde_json::to_vec(&DeadLetterEntry { reason, ..entry.clone() })?,
+        };
         line.push(b'\n');
         let mut inner = self.lock();
         let result = Self::write_line(&mut inner, &line);
@@ -96,6 +102,41 @@ impl DeadLetter {
         file.flush()?;
         inner.written += 1;
         Ok(())
+    }
+
+    /// Removes the file an earlier run left at this path, so that after this run the
+    /// file holds this run's failures and nothing else, and no file means nothing
+    /// failed (a monitoring job may test for it). A file this process already wrote
+    /// (another handle on the same path) is left alone. Gives whether a file was
+    /// removed.
+    pub fn remove_previous(&self) -> std::io::Result<bool> {
+        let inner = self.lock();
+        if inner.file.is_some() {
+            return Ok(false);
+        }
+        let absolute = std::path::absolute(&inner.path)?;
+        let created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+        if created.as_ref().is_some_and(|c| c.contains(&absolute)) {
+            return Ok(false);
+        }
+        match std::fs::remove_file(&inner.path) {
+            Ok(()) => Ok(true),
+            // No file there, or no folder for one (a path under a file: the first
+            // failure says it cannot create the file, and stops the run).
+            Err(error)
+                if matches!(error.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(std::io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot remove the dead-letter file of an earlier run, {}: {error} (it would be taken for this run's \
+                     failures; remove it, or set `dead_letter:` to a path this user may write)",
+                    inner.path.display()
+                ),
+            )),
+        }
     }
 
     /// The first write that failed, if any: a stage that cannot return the error
@@ -152,6 +193,33 @@ mod tests {
         );
         assert_eq!(dry_run_path(Path::new("/var/dl/failed")), PathBuf::from("/var/dl/failed.dry-run"));
         assert_eq!(dry_run_path(Path::new("dl/.hidden")), PathBuf::from("dl/.hidden.dry-run"));
+    }
+
+    #[test]
+    fn an_earlier_run_s_file_is_removed_but_not_one_this_process_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.ndjson");
+        std::fs::write(&path, "{\"from\": \"an earlier run\"}\n").unwrap();
+        let dl = DeadLetter::new(&path);
+        assert!(dl.remove_previous().unwrap());
+        assert!(!path.exists());
+        assert!(!dl.remove_previous().unwrap(), "nothing left to remove");
+        let entry = DeadLetterEntry {
+            pipeline: "p".into(),
+            stage: "sink".into(),
+            id: None,
+            key: "k".into(),
+            key_encoding: None,
+            database: 0,
+            error_type: "e".into(),
+            reason: "r".into(),
+            document: None,
+        };
+        dl.write(&entry).unwrap();
+        assert!(!DeadLetter::new(&path).remove_previous().unwrap(), "this process's lines stay");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        assert!(!DeadLetter::new(dir.path().join("file/dl.ndjson")).remove_previous().unwrap());
     }
 
     #[test]

@@ -12,5 +12,6 @@ pub mod executor;
 pub mod json_out;
 pub mod live;
 pub mod record;
+pub mod redact;
 pub mod stages;
 pub mod stats;

@@ -56,6 +56,10 @@ fn every_invalid_fixture_reports_its_mistake() {
             !text.contains(SECRET),
             "{relative}: an interpolated value was echoed"
         );
+        assert!(
+            !text.contains("S3cretPW"),
+            "{relative}: a password written in a URL was echoed"
+        );
         insta::assert_snapshot!(text);
     });
 }
@@ -443,7 +447,7 @@ fn a_pipe_is_read_as_a_file() {
 
 #[test]
 fn two_pipelines_with_one_dead_letter_file_are_an_error() {
-    // Each run empties its dead-letter file at its first failure: in one `run` of
+    // Each run removes its dead-letter file at its start: in one `run` of
     // both, the second pipeline's failures erased the first's.
     let dir = tempfile::tempdir().unwrap();
     let with_dead_letter =
@@ -465,8 +469,8 @@ fn two_pipelines_with_one_dead_letter_file_are_an_error() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         stdout(&output),
-        "b.yaml:10:14: error: dead-letter file `failed.ndjson` is also written by pipeline `a` (a.yaml): each run empties it at its first failure, so one pipeline's failed records would erase the other's; give each pipeline its own `dead_letter` (at /dead_letter)\n\
-         d.yaml:1:7: error: dead-letter file `team_x.dead-letter.ndjson` is also written by pipeline `team/x` (c.yaml): each run empties it at its first failure, so one pipeline's failed records would erase the other's; give each pipeline its own `dead_letter` (at /name)\n"
+        "b.yaml:10:14: error: dead-letter file `failed.ndjson` is also written by pipeline `a` (a.yaml): each run removes it at its start, so one pipeline's failed records would erase the other's; give each pipeline its own `dead_letter` (at /dead_letter)\n\
+         d.yaml:1:7: error: dead-letter file `team_x.dead-letter.ndjson` is also written by pipeline `team/x` (c.yaml): each run removes it at its start, so one pipeline's failed records would erase the other's; give each pipeline its own `dead_letter` (at /name)\n"
     );
     assert_eq!(stderr(&output), "4 files checked, 2 invalid\n");
 }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::LoadedPipeline;
 use crate::executor::Progress;
 use crate::live::{self, LiveSummary};
+use crate::redact::{self, Redacting};
 use crate::stages::RunOptions;
 
 /// What following every pipeline gave: a summary each, or why it could not start.
@@ -20,10 +21,16 @@ pub struct FollowOutcome {
 }
 
 /// Follows every pipeline until a signal; returns when all have stopped.
-pub async fn follow_all(pipelines: Vec<LoadedPipeline>, options: RunOptions, progress: Arc<dyn Progress>) -> FollowOutcome {
+pub async fn follow_all(
+    pipelines: Vec<LoadedPipeline>,
+    options: RunOptions,
+    progress: Arc<dyn Progress>,
+    summary_file: Option<std::path::PathBuf>,
+) -> FollowOutcome {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(super::run::watch_signals_then(
         shutdown.clone(),
+        summary_file,
         "applying the pending changes (at most live.drain_timeout), then stopping",
     ));
     let runs = pipelines.into_iter().map(|loaded| {
@@ -43,9 +50,9 @@ pub async fn follow_all(pipelines: Vec<LoadedPipeline>, options: RunOptions, pro
 /// Prints every summary (and writes `--summary-json`), and picks the exit code.
 pub fn report(outcome: FollowOutcome, summary_json: Option<&Path>, to_stderr: bool) -> ExitCode {
     let mut out: Box<dyn Write> = if to_stderr {
-        Box::new(std::io::stderr().lock())
+        Box::new(Redacting::new(std::io::stderr().lock()))
     } else {
-        Box::new(std::io::stdout().lock())
+        Box::new(Redacting::new(std::io::stdout().lock()))
     };
     let mut failed = false;
     let mut summaries = Vec::new();
@@ -58,7 +65,7 @@ pub fn report(outcome: FollowOutcome, summary_json: Option<&Path>, to_stderr: bo
                 summaries.push(summary);
             }
             Err(message) => {
-                eprintln!("error: pipeline {name}: {message}");
+                eprintln!("error: pipeline {name}: {}", redact::text(&message));
                 errors.push(serde_json::json!({"pipeline": name, "error": message}));
                 failed = true;
             }
@@ -74,7 +81,7 @@ pub fn report(outcome: FollowOutcome, summary_json: Option<&Path>, to_stderr: bo
         });
         let written = serde_json::to_string_pretty(&document)
             .map_err(std::io::Error::other)
-            .and_then(|text| std::fs::write(path, text + "\n"));
+            .and_then(|text| std::fs::write(path, redact::text(&text).into_owned() + "\n"));
         if let Err(error) = written {
             eprintln!("error: cannot write the summary to {}: {error}", path.display());
             failed = true;

@@ -1,7 +1,9 @@
-//! The command line: `validate` and `run`. This is the one place that prints fatal
-//! errors and chooses exit codes (0 success, 1 errors found, 2 usage error).
+//! The command line: `validate`, `run`, and `schema`, `completions`, `man` for
+//! packaging. This is the one place that prints fatal errors and chooses exit codes
+//! (0 success, 1 errors found, 2 usage error).
 
 pub mod follow;
+pub mod generate;
 pub mod progress;
 pub mod run;
 pub mod validate;
@@ -17,9 +19,26 @@ Exit codes:
   1  the run or validation found errors (invalid pipeline, failed documents)
   2  usage error (bad flags, missing file)";
 
+/// The version with the commit it was built from (see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("REDIS_CONNECTOR_COMMIT"),
+    ")"
+);
+
+const RUN_EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    errors found (invalid pipeline, failed documents, fatal error, interrupted run)
+  2    usage error (bad flags, missing file)
+  130  quit at once by a second Ctrl-C (SIGINT)
+  143  quit at once by a second SIGTERM
+       (130 and 143: no summary printed; --summary-json says \"aborted\")";
+
 /// Sync Redis into Elasticsearch with declarative YAML pipelines.
 #[derive(Debug, Parser)]
-#[command(name = "redis-connector", version, about, after_help = EXIT_CODES)]
+#[command(name = "redis-connector", version = VERSION, about, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,8 +60,29 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
     /// Run pipelines: read Redis, transform, write to the sink.
-    #[command(after_help = EXIT_CODES)]
+    ///
+    /// The first Ctrl-C or SIGTERM stops reading, drains what is in flight, skips
+    /// stale deletion, prints the summary and exits 1; a second one quits at once.
+    #[command(after_help = RUN_EXIT_CODES)]
     Run(RunArgs),
+    /// Print the pipeline files' JSON Schema (draft 2020-12), as built into this binary.
+    ///
+    /// Save it and point an editor at it, e.g. `redis-connector schema >
+    /// ~/.config/redis-connector/pipeline.schema.json` and a first line
+    /// `# yaml-language-server: $schema=/home/me/.config/redis-connector/pipeline.schema.json`.
+    Schema,
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    ///
+    /// bash: `redis-connector completions bash > ~/.local/share/bash-completion/completions/redis-connector`;
+    /// zsh: `redis-connector completions zsh > ~/.zfunc/_redis-connector` (with `fpath+=~/.zfunc`
+    /// before `compinit`); fish: `redis-connector completions fish > ~/.config/fish/completions/redis-connector.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `redis-connector man | man -l -`, or save it as
+    /// `~/.local/share/man/man1/redis-connector.1`.
+    Man,
 }
 
 /// Output format of `validate`.
@@ -80,8 +120,8 @@ pub struct RunArgs {
     /// Read and render everything, check the target, write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Rendered documents to print in a dry run.
-    #[arg(long, default_value_t = 3)]
+    /// Rendered documents to print in a dry run (only with `--dry-run`).
+    #[arg(long, default_value_t = 3, requires = "dry_run")]
     pub sample: usize,
     /// Let stale deletion remove more than `delete_stale.max_fraction` of an index.
     #[arg(long)]
@@ -93,17 +133,20 @@ pub struct RunArgs {
     /// Run up to N pipelines at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,
-    /// Write the summary of every pipeline as JSON to this file.
+    /// Write the summary of every pipeline as JSON to this file. It is written at the
+    /// start with `"status": "running"` (and the process id), replaced by the summary
+    /// at the end, or by `"status": "aborted"` when a second signal quits at once.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
     /// Log line format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// More log output (-v info, -vv debug, -vvv trace).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    /// More log output (-v info, -vv debug, -vvv trace). `RUST_LOG` (a tracing filter
+    /// such as `RUST_LOG=redis_connector=debug`) overrides the level when set.
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Less output: only errors and the summary.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 }
 
@@ -113,15 +156,52 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            let _ = error.print();
             return match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-                _ => ExitCode::from(2),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    let _ = error.print();
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    let _ = error.print();
+                    if wants_json(std::env::args()) {
+                        usage_error_json(&first_line(&error.to_string()));
+                    }
+                    ExitCode::from(2)
+                }
             };
         }
     };
     match cli.command {
         Command::Validate(args) => validate::execute(&args),
         Command::Run(args) => run::execute(&args),
+        Command::Schema => generate::schema(),
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Man => generate::man(),
     }
+}
+
+/// Whether the command line asks `validate` for JSON (`--format json` or
+/// `--format=json`), read without clap, which just refused it.
+fn wants_json(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    args.iter().any(|a| a == "validate")
+        && args
+            .windows(2)
+            .any(|w| w[0] == "--format" && w[1] == "json")
+            || args.iter().any(|a| a == "--format=json")
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned()
+}
+
+/// A usage error for a bot that asked for JSON: `{"error": "...", "exit_code": 2}` on
+/// standard output (the human message stays on standard error).
+pub fn usage_error_json(message: &str) {
+    let document = serde_json::json!({ "error": message, "exit_code": 2 });
+    println!("{document}");
 }

@@ -1,8 +1,10 @@
 //! `redis-connector run [--dry-run] PIPELINE|FOLDER...`: loads and checks every
 //! pipeline (nothing runs if one is invalid), runs them in turn or `--parallel N`,
 //! shows progress, stops cleanly on Ctrl-C / SIGTERM, prints a summary per pipeline
-//! (and `--summary-json`), and chooses the exit code: 0 success, 1 errors found
-//! (invalid pipeline, failed documents, fatal error, interrupted), 2 usage error.
+//! (and `--summary-json`, which says `running` from the start and `aborted` when a
+//! second signal quits at once), and chooses the exit code: 0 success, 1 errors found
+//! (invalid pipeline, failed documents, fatal error, interrupted), 2 usage error,
+//! 130 / 143 quit at once by a second Ctrl-C / SIGTERM.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -17,6 +19,7 @@ use super::progress::{terminal_bars, BarAwareStderr, BarProgress, LogProgress};
 use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
 use crate::executor::{self, NoProgress, PipelineSummary, Progress};
+use crate::redact::{self, Redacting};
 use crate::stages::RunOptions;
 
 /// Runs the `run` command and returns the process's exit code.
@@ -27,23 +30,37 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     let files = match config::discover(&args.paths) {
         Ok(files) => files,
         Err(error) => {
-            eprintln!("error: {error}");
+            report_error(args, &error.to_string());
             return ExitCode::from(2);
         }
     };
     let (loaded, diagnostics) = config::load_all(&files);
     if !diagnostics.is_empty() {
         for diagnostic in &diagnostics {
-            eprintln!("{diagnostic}");
+            match args.log_format {
+                LogFormat::Text => eprintln!("{diagnostic}"),
+                // One JSON log line per problem, its place as fields.
+                LogFormat::Json => tracing::error!(
+                    file = %diagnostic.file.display(),
+                    line = diagnostic.line,
+                    column = diagnostic.column,
+                    pointer = %diagnostic.pointer,
+                    "{}",
+                    diagnostic.message
+                ),
+            }
         }
         let files_with_errors = {
             let mut files: Vec<_> = diagnostics.iter().map(|d| &d.file).collect();
             files.dedup();
             files.len()
         };
-        eprintln!(
-            "error: {} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
-            diagnostics.len()
+        report_error(
+            args,
+            &format!(
+                "{} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
+                diagnostics.len()
+            ),
         );
         // A bot reading the summary must not find the previous run's `ok` there.
         if let Some(path) = &args.summary_json {
@@ -52,6 +69,16 @@ pub fn execute(args: &RunArgs) -> ExitCode {
             }
         }
         return ExitCode::from(1);
+    }
+
+    // From here on the summary file says this run is going: an older run's summary
+    // never stands for this one, even if the process is killed before its end.
+    let summary_file = args.summary_json.clone().filter(|p| p.as_path() != Path::new("-"));
+    if let Some(path) = &summary_file {
+        if let Err(error) = write_status_json(path, "running", None) {
+            eprintln!("error: cannot write the summary to {}: {error}; nothing was run", path.display());
+            return ExitCode::from(1);
+        }
     }
 
     let writes_documents_to_stdout = loaded.iter().any(|l| {
@@ -76,11 +103,11 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         follow: false,
     };
     if args.follow {
-        let outcome = runtime.block_on(super::follow::follow_all(loaded, options, progress));
+        let outcome = runtime.block_on(super::follow::follow_all(loaded, options, progress, summary_file.clone()));
         runtime.shutdown_timeout(std::time::Duration::from_secs(1));
         return super::follow::report(outcome, args.summary_json.as_deref(), writes_documents_to_stdout);
     }
-    let outcome = runtime.block_on(run_all(loaded, options, usize::from(args.parallel), progress));
+    let outcome = runtime.block_on(run_all(loaded, options, usize::from(args.parallel), progress, summary_file));
     // Stage tasks that outlive a fatal error (e.g. a source blocked on a dead server)
     // must not hold the process.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -88,9 +115,9 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     // The summary goes to stdout, unless a pipeline writes its documents there
     // (an NDJSON sink with `path: -`): then to stderr, so stdout stays pure NDJSON.
     let mut out: Box<dyn Write> = if writes_documents_to_stdout {
-        Box::new(std::io::stderr().lock())
+        Box::new(Redacting::new(std::io::stderr().lock()))
     } else {
-        Box::new(std::io::stdout().lock())
+        Box::new(Redacting::new(std::io::stdout().lock()))
     };
     for (i, summary) in outcome.summaries.iter().enumerate() {
         if i > 0 {
@@ -118,6 +145,15 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     }
 }
 
+/// Prints a fatal error: `error: ...` on standard error, or a JSON log line with
+/// `--log-format json` (so a log collector reading JSON gets every line as JSON).
+fn report_error(args: &RunArgs, message: &str) {
+    match args.log_format {
+        LogFormat::Text => eprintln!("error: {}", redact::text(message)),
+        LogFormat::Json => tracing::error!("{message}"),
+    }
+}
+
 /// What a run of every pipeline gave.
 struct Outcome {
     summaries: Vec<PipelineSummary>,
@@ -132,9 +168,10 @@ async fn run_all(
     options: RunOptions,
     parallel: usize,
     progress: Arc<dyn Progress>,
+    summary_file: Option<std::path::PathBuf>,
 ) -> Outcome {
     let cancel = CancellationToken::new();
-    let signals = tokio::spawn(watch_signals(cancel.clone()));
+    let signals = tokio::spawn(watch_signals(cancel.clone(), summary_file));
     let results: Vec<(String, Result<Option<PipelineSummary>, String>)> = futures::stream::iter(pipelines)
         .map(|loaded| {
             let (options, cancel, progress) = (options.clone(), cancel.clone(), progress.clone());
@@ -163,7 +200,7 @@ async fn run_all(
             Ok(Some(summary)) => outcome.summaries.push(summary),
             Ok(None) => outcome.not_run.push(name),
             Err(message) => {
-                eprintln!("error: pipeline {name}: {message}");
+                eprintln!("error: pipeline {name}: {}", redact::text(&message));
                 outcome.failed = true;
             }
         }
@@ -171,20 +208,33 @@ async fn run_all(
     outcome
 }
 
-/// Fires `cancel` on the first Ctrl-C or SIGTERM, saying `what` happens next; a second one exits at once.
-pub(super) async fn watch_signals_then(cancel: CancellationToken, what: &str) {
+/// Fires `cancel` on the first Ctrl-C or SIGTERM, saying `what` happens next; a
+/// second one exits at once, with 128 + the signal's number (130 for Ctrl-C /
+/// SIGINT, 143 for SIGTERM), after marking the summary file `aborted`.
+pub(super) async fn watch_signals_then(cancel: CancellationToken, summary_file: Option<std::path::PathBuf>, what: &str) {
     let signal = first_signal().await;
     eprintln!("{signal} received: {what} (send it again to quit at once)");
     cancel.cancel();
-    first_signal().await;
-    eprintln!("second {signal}: quitting at once");
-    std::process::exit(130);
+    let second = first_signal().await;
+    let code = if second == "SIGTERM" { 143 } else { 130 };
+    eprintln!(
+        "second {second}: quitting at once, exit {code}: documents in flight were not drained and no summary \
+         was printed; a rerun writes whatever this run did not"
+    );
+    if let Some(path) = &summary_file {
+        let reason = format!("quit at once by a second {second}: no summary; documents in flight were not drained");
+        if let Err(error) = write_status_json(path, "aborted", Some(&reason)) {
+            eprintln!("error: cannot write the summary to {}: {error}", path.display());
+        }
+    }
+    std::process::exit(code);
 }
 
-/// Fires `cancel` on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn watch_signals(cancel: CancellationToken) {
+/// [`watch_signals_then`] for a one-shot run.
+async fn watch_signals(cancel: CancellationToken, summary_file: Option<std::path::PathBuf>) {
     watch_signals_then(
         cancel,
+        summary_file,
         "stopping reading, draining what is in flight, skipping stale deletion",
     )
     .await;
@@ -220,6 +270,22 @@ fn write_summary_json(path: &Path, outcome: &Outcome, failed: bool) -> std::io::
         "not_run": outcome.not_run,
     });
     let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
+    std::fs::write(path, redact::text(&text).into_owned() + "\n")
+}
+
+/// A `--summary-json` without pipelines' summaries: `running` (written at the start),
+/// or `aborted` (quit at once by a second signal), with this process's id and why.
+fn write_status_json(path: &Path, status: &str, reason: Option<&str>) -> std::io::Result<()> {
+    let mut document = serde_json::json!({
+        "status": status,
+        "pid": std::process::id(),
+        "pipelines": [],
+        "not_run": [],
+    });
+    if let Some(reason) = reason {
+        document["reason"] = reason.into();
+    }
+    let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }
 
@@ -252,7 +318,8 @@ fn init_tracing(args: &RunArgs, bars: Option<indicatif::MultiProgress>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(BarAwareStderr::new(bars))
+        // Each event is written whole through its own redacting writer.
+        .with_writer(move || Redacting::new(BarAwareStderr::new(bars.clone())))
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match args.log_format {
         LogFormat::Text => builder.try_init(),

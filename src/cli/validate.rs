@@ -19,6 +19,9 @@ pub fn execute(args: &ValidateArgs) -> ExitCode {
         Ok(files) => files,
         Err(error) => {
             eprintln!("error: {error}");
+            if args.format == OutputFormat::Json {
+                super::usage_error_json(&error.to_string());
+            }
             return ExitCode::from(2);
         }
     };
@@ -84,7 +87,16 @@ fn write_text(
             .as_deref()
             .and_then(|text| text.lines().nth(diagnostic.line - 1))
         {
-            write!(out, "{}", excerpt(line, diagnostic.line, diagnostic.column))?;
+            // The file's own line may hold a secret written in it (a URL's password):
+            // masked before and after the column apart, so the underline still fits.
+            let split = line
+                .char_indices()
+                .nth(diagnostic.column.saturating_sub(1))
+                .map_or(line.len(), |(i, _)| i);
+            let before = crate::redact::text(&line[..split]);
+            let masked = format!("{before}{}", crate::redact::text(&line[split..]));
+            let shown = excerpt(&masked, diagnostic.line, before.chars().count() + 1);
+            write!(out, "{}", crate::redact::text(&shown))?;
         }
     }
     Ok(())
@@ -177,6 +189,29 @@ mod tests {
             text.ends_with("  |\n1 | name: 5\n  |       ^\n"),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn an_excerpt_never_shows_a_secret_written_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        std::fs::write(&file, "url: \"elastic:excerpt-secret-1@h:9200\"\n").unwrap();
+        crate::redact::register("excerpt-secret-1");
+        let diagnostic = crate::config::Diagnostic {
+            file: file.clone(),
+            line: 1,
+            column: 6,
+            pointer: "/url".into(),
+            message: "has no scheme".into(),
+        };
+        let mut out = Vec::new();
+        super::write_text(&mut out, &[diagnostic], true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("  |\n1 | url: \"elastic:***@h:9200\"\n  |      ^^^^^^^^^^^^^^^^^^^^\n"),
+            "{text}"
+        );
+        assert!(!text.contains("excerpt-secret-1"), "{text}");
     }
 
     #[test]

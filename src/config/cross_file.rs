@@ -1,6 +1,6 @@
 //! Checks that span pipeline files: two pipelines with one `name`, two pipelines
 //! writing one Elasticsearch index where stale deletion would delete the other's
-//! documents, and two pipelines writing one dead-letter file (each run empties it).
+//! documents, and two pipelines writing one dead-letter file (each run removes it at its start).
 
 use std::path::PathBuf;
 
@@ -101,7 +101,7 @@ pub fn check(pipelines: &[Checked<'_>]) -> Vec<Diagnostic> {
                 a,
                 pointer,
                 format!(
-                    "dead-letter file `{}` is also written by pipeline `{}` ({}): each run empties it at its first failure, so one pipeline's failed records would erase the other's; give each pipeline its own `dead_letter`",
+                    "dead-letter file `{}` is also written by pipeline `{}` ({}): each run removes it at its start, so one pipeline's failed records would erase the other's; give each pipeline its own `dead_letter`",
                     path.display(),
                     b.pipeline.name,
                     b.path.display()

@@ -8,7 +8,8 @@
 //! written in the file (`port: ${PORT}` gives an integer); a quoted one stays a string
 //! (`password: "${REDIS_PASSWORD}"`).
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::yaml::{escape_pointer, resolve_plain, Node, NodeKind, Position, YamlError};
@@ -115,13 +116,25 @@ pub fn expand(
     Ok(Some(out))
 }
 
-/// Expands the string scalars of the whole tree in place. Returns the pointers of the
-/// values that changed (secrets, never to be echoed) and the errors found.
+/// A value that came from `${VAR}`s: what the file wrote and which variables it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpolated {
+    /// The text as written in the file (`http://${ES_HOST}:9200`): safe to show.
+    pub written: String,
+    /// The variables read, in order (`ES_HOST`).
+    pub names: Vec<String>,
+}
+
+/// The values that came from `${VAR}`, by JSON pointer.
+pub type InterpolatedValues = HashMap<String, Interpolated>;
+
+/// Expands the string scalars of the whole tree in place. Returns the values that
+/// changed (by pointer: never to be echoed) and the errors found.
 pub fn interpolate_tree(
     root: &mut Node,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> (HashSet<String>, Vec<YamlError>) {
-    let mut interpolated = HashSet::new();
+) -> (InterpolatedValues, Vec<YamlError>) {
+    let mut interpolated = HashMap::new();
     let mut errors = Vec::new();
     let mut pointer = String::new();
     walk(root, &mut pointer, lookup, &mut interpolated, &mut errors);
@@ -134,7 +147,7 @@ fn walk(
     node: &mut Node,
     pointer: &mut String,
     lookup: &dyn Fn(&str) -> Option<String>,
-    interpolated: &mut HashSet<String>,
+    interpolated: &mut InterpolatedValues,
     errors: &mut Vec<YamlError>,
 ) {
     let position = node.position;
@@ -143,16 +156,28 @@ fn walk(
             if !matches!(scalar.value, Value::String(_)) {
                 return;
             }
-            match expand(&scalar.text, lookup) {
+            let names = RefCell::new(Vec::new());
+            let recording = |name: &str| {
+                names.borrow_mut().push(name.to_owned());
+                lookup(name)
+            };
+            match expand(&scalar.text, &recording) {
                 Ok(None) => {}
                 Ok(Some(expanded)) => {
+                    let written = std::mem::take(&mut scalar.text);
                     scalar.value = if scalar.plain {
                         resolve_plain(&expanded)
                     } else {
                         Value::String(expanded.clone())
                     };
                     scalar.text = expanded;
-                    interpolated.insert(pointer.clone());
+                    interpolated.insert(
+                        pointer.clone(),
+                        Interpolated {
+                            written,
+                            names: names.take(),
+                        },
+                    );
                 }
                 Err(error) => {
                     let position = if scalar.single_line {
@@ -287,7 +312,9 @@ mod tests {
             root.to_json(),
             json!({"port": 6380, "password": "12345", "${HOST}": "k", "list": ["a", "${x}"]})
         );
-        let mut pointers: Vec<_> = interpolated.into_iter().collect();
+        assert_eq!(interpolated["/port"].names, vec!["PORT"]);
+        assert_eq!(interpolated["/port"].written, "${PORT}");
+        let mut pointers: Vec<_> = interpolated.into_keys().collect();
         pointers.sort();
         assert_eq!(pointers, vec!["/list/1", "/password", "/port"]);
     }

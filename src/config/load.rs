@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use super::interpolate::interpolate_tree;
 use super::locate::{self, locate, Anchor};
-use super::model::{Pipeline, TransformConfig};
+use super::mappings;
+use super::model::{Pipeline, SinkConfig, SourceConfig, TransformConfig};
+use super::secrets;
 use super::schema::{self, is_secret_field};
 use super::yaml::{self, Node, NodeKind, Position};
 use super::Diagnostic;
@@ -157,9 +159,9 @@ pub fn check_bytes(
     }
 
     let value = root.to_json();
-    let is_interpolated = |pointer: &str| interpolated.contains(pointer);
+    secrets::register(&value, &interpolated);
+    let is_interpolated = |pointer: &str| interpolated.contains_key(pointer);
     let schema_errors = schema::check(&value, &is_secret_field, &is_interpolated);
-    let schema_failed = !schema_errors.is_empty();
     for error in schema_errors {
         // A value whose `${VAR}` failed is reported once, not again for its raw text;
         // a key that is not text (`? [a, b]`) was reported by the YAML step, and its
@@ -172,54 +174,136 @@ pub fn check_bytes(
             .diagnostics
             .push(diagnostic(position, error.pointer, error.message));
     }
-    if schema_failed || !check.diagnostics.is_empty() {
-        sort(&mut check.diagnostics);
-        check.root = Some(root);
-        return check;
-    }
 
-    match Pipeline::deserialize(&value) {
-        Ok(pipeline) => {
-            for error in build_stages(&pipeline) {
-                let position = locate(&root, &error.pointer, Anchor::Value);
-                check
-                    .diagnostics
-                    .push(diagnostic(position, error.pointer, error.message));
-            }
-            if check.diagnostics.is_empty() {
-                check.pipeline = Some(pipeline);
-            }
-        }
-        Err(error) => {
-            // The schema mirrors the structs, so this is rare: what the schema cannot
-            // say (`1e3` or `1.0` where a whole number is needed, a duration past the
-            // largest one). Place it at the field that fails to convert.
-            let pointer = failing_field(&value, &error.to_string());
-            let position = locate(&root, &pointer, Anchor::Value);
-            let secret =
-                is_secret_field(&pointer) || interpolated.iter().any(|p| p.starts_with(&pointer));
-            let message = match locate::node_at(&root, &pointer).map(|n| &n.kind) {
-                _ if secret => {
-                    "invalid value (not shown: it comes from `${...}` or is a secret)".to_owned()
-                }
-                Some(NodeKind::Scalar(scalar))
-                    if scalar.value.is_f64() && error.to_string().contains("floating point") =>
-                {
-                    format!(
-                        "expected a whole number, got `{}`: write it without a decimal point or exponent",
-                        scalar.text
-                    )
-                }
-                _ => format!("invalid value: {error}"),
-            };
+    if !check.diagnostics.is_empty() {
+        // The stages' own checks (`timeout: 0`, templates, globs) still run on what is
+        // left once every field found wrong is taken out, so one pass reports all.
+        let failed: Vec<&str> = check.diagnostics.iter().map(|d| d.pointer.as_str()).collect();
+        let cleaned = without_fields(&value, &failed);
+        // A check of what holds a removed field (a rule whose misspelt `key_patern`
+        // was taken out "selects nothing") only repeats the problem.
+        let related = |pointer: &str| {
+            failed.iter().any(|f| {
+                is_within(f, pointer) || is_within(pointer, f)
+            })
+        };
+        let found: Vec<FieldError> = build_parts(&cleaned)
+            .into_iter()
+            .filter(|e| !related(&e.pointer))
+            .collect();
+        for error in found {
+            let position = locate(&root, &error.pointer, Anchor::Value);
             check
                 .diagnostics
-                .push(diagnostic(position, pointer, message));
+                .push(diagnostic(position, error.pointer, error.message));
         }
+    } else {
+        match Pipeline::deserialize(&value) {
+            Ok(pipeline) => {
+                for error in build_stages(&pipeline) {
+                    let position = locate(&root, &error.pointer, Anchor::Value);
+                    check
+                        .diagnostics
+                        .push(diagnostic(position, error.pointer, error.message));
+                }
+                if check.diagnostics.is_empty() {
+                    check.pipeline = Some(pipeline);
+                }
+            }
+            Err(error) => {
+                // The schema mirrors the structs, so this is rare: what the schema cannot
+                // say (`1e3` or `1.0` where a whole number is needed, a duration past the
+                // largest one). Place it at the field that fails to convert.
+                let pointer = failing_field(&value, &error.to_string());
+                let position = locate(&root, &pointer, Anchor::Value);
+                let secret = is_secret_field(&pointer)
+                    || interpolated.keys().any(|p| p.starts_with(&pointer));
+                let message = match locate::node_at(&root, &pointer).map(|n| &n.kind) {
+                    _ if secret => {
+                        "invalid value (not shown: it comes from `${...}` or is a secret)".to_owned()
+                    }
+                    Some(NodeKind::Scalar(scalar))
+                        if scalar.value.is_f64() && error.to_string().contains("floating point") =>
+                    {
+                        format!(
+                            "expected a whole number, got `{}`: write it without a decimal point or exponent",
+                            scalar.text
+                        )
+                    }
+                    _ => format!("invalid value: {error}"),
+                };
+                check
+                    .diagnostics
+                    .push(diagnostic(position, pointer, message));
+            }
+        }
+    }
+    for d in &mut check.diagnostics {
+        d.message = secrets::hide_interpolated(&d.message, &d.pointer, &value, &interpolated);
     }
     sort(&mut check.diagnostics);
     check.root = Some(root);
     check
+}
+
+/// Whether `inner` is `outer` or inside it, segment by segment (`/a/b` is within
+/// `/a`, `/ab` is not). The root `""` holds nothing here: it is no field.
+fn is_within(inner: &str, outer: &str) -> bool {
+    !outer.is_empty()
+        && inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// `value` less the fields at `pointers` (problems already reported): an object's
+/// member is removed; a list item's problem removes the list's whole field (removing
+/// the item would shift the pointers of the next ones), a whole stage of
+/// `transforms` becomes `null`. The root pointer removes nothing.
+fn without_fields(value: &Value, pointers: &[&str]) -> Value {
+    let mut cleaned = value.clone();
+    for pointer in pointers {
+        let mut target: Vec<&str> = pointer.split('/').skip(1).collect();
+        // `/source/rules/1/database` takes `/source/rules` out; `/transforms/1` stays
+        // itself (that stage alone is set aside).
+        while target.len() > 1
+            && target.last().is_some_and(|s| s.parse::<usize>().is_ok())
+            && !(target.len() == 2 && target[0] == "transforms")
+        {
+            target.pop();
+        }
+        let Some((last, parents)) = target.split_last() else {
+            continue;
+        };
+        let parent: String = parents.iter().map(|p| format!("/{p}")).collect();
+        let last = last.replace("~1", "/").replace("~0", "~");
+        match cleaned.pointer_mut(&parent) {
+            Some(Value::Object(map)) => {
+                map.shift_remove(&last);
+            }
+            Some(Value::Array(items)) => {
+                if let Some(item) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    *item = Value::Null;
+                }
+            }
+            _ => {}
+        }
+    }
+    cleaned
+}
+
+/// Builds each part of a file that failed the schema whose section still converts
+/// on its own (the source, each transform, the sink), returning their errors.
+fn build_parts(value: &Value) -> Vec<FieldError> {
+    let source = value
+        .get("source")
+        .and_then(|v| SourceConfig::deserialize(v).ok());
+    let transforms: Vec<Option<TransformConfig>> = value
+        .get("transforms")
+        .and_then(Value::as_array)
+        .map(|items| items.iter().map(|t| TransformConfig::deserialize(t).ok()).collect())
+        .unwrap_or_default();
+    let sink = value.get("sink").and_then(|v| SinkConfig::deserialize(v).ok());
+    build_each(source.as_ref(), &transforms, sink.as_ref())
 }
 
 /// Whether YAML allows `c` in a file (the spec's `c-printable`): tab, line breaks
@@ -232,6 +316,17 @@ fn is_yaml_printable(c: char) -> bool {
 /// Builds every stage (pure: compiles templates, globs, regexes) and returns their
 /// errors with pointers from the file's root.
 fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
+    let transforms: Vec<Option<TransformConfig>> =
+        pipeline.transforms.iter().cloned().map(Some).collect();
+    build_each(Some(&pipeline.source), &transforms, Some(&pipeline.sink))
+}
+
+/// Builds the stages given (a stage that did not convert is `None` and skipped).
+fn build_each(
+    source: Option<&SourceConfig>,
+    transforms: &[Option<TransformConfig>],
+    sink: Option<&SinkConfig>,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut add = |prefix: String, found: Vec<FieldError>| {
         for error in found {
@@ -241,11 +336,16 @@ fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
             });
         }
     };
-    if let Err(found) = Source::build(&pipeline.source) {
-        add("/source".into(), found);
+    if let Some(source) = source {
+        if let Err(found) = Source::build(source) {
+            add("/source".into(), found);
+        }
     }
     let mut last_template = None;
-    for (i, transform) in pipeline.transforms.iter().enumerate() {
+    for (i, transform) in transforms.iter().enumerate() {
+        let Some(transform) = transform else {
+            continue;
+        };
         if let Err(found) = Transform::build(transform) {
             add(format!("/transforms/{i}"), found);
         }
@@ -261,8 +361,11 @@ fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
             }
         }
     }
-    if let Err(found) = Sink::build(&pipeline.sink) {
-        add("/sink".into(), found);
+    if let Some(sink) = sink {
+        if let Err(found) = Sink::build(sink) {
+            add("/sink".into(), found);
+        }
+        add("/sink".into(), mappings::check_sink(sink));
     }
     errors
 }
@@ -468,6 +571,24 @@ mod tests {
                 "5:9 /source/port expected an integer <= 65535, got 70000",
                 "6:3 /source/databse unknown field `databse`, did you mean `database`?",
             ]
+        );
+    }
+
+    #[test]
+    fn schema_errors_and_stage_checks_are_reported_in_one_pass() {
+        let text = "name: p\nsource: {type: redis, host: h, port: 70000, timeout: 0}\ntransforms:\n  - {type: template, document: 5}\n  - {type: template, document: {a: '{{ x '}}\nsink: {type: ndjson, path: '-'}\n";
+        let found = messages(text.as_bytes());
+        let pointers: Vec<&str> = found.iter().map(|m| m.split(' ').nth(1).unwrap()).collect();
+        assert_eq!(
+            pointers,
+            vec!["/source/port", "/source/timeout", "/transforms/0/document", "/transforms/1/document/a"],
+            "{found:?}"
+        );
+        // A misspelt field taken out does not make its rule "select nothing" too.
+        let text = VALID.replace("host: h", "host: h\n  rules:\n    - {database: 0, key_patern: a}");
+        assert_eq!(
+            messages(text.as_bytes()),
+            vec!["6:21 /source/rules/0/key_patern unknown field `key_patern`, did you mean `key_pattern`?"]
         );
     }
 

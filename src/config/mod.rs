@@ -8,9 +8,11 @@ pub mod glob;
 pub mod interpolate;
 pub mod load;
 pub mod locate;
+pub mod mappings;
 pub mod model;
 pub mod schema;
 mod schema_sync;
+pub mod secrets;
 pub mod suggest;
 pub mod units;
 pub mod yaml;
@@ -167,8 +169,16 @@ pub fn load_pipeline(path: &Path) -> Result<LoadedPipeline, Vec<Diagnostic>> {
             path: path.to_path_buf(),
             pipeline,
         }),
-        _ => Err(check.diagnostics),
+        _ => Err(redacted(check.diagnostics)),
     }
+}
+
+/// Diagnostics with every registered secret masked (see [`crate::redact`]).
+fn redacted(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    for diagnostic in &mut diagnostics {
+        diagnostic.message = crate::redact::text(&diagnostic.message).into_owned();
+    }
+    diagnostics
 }
 
 /// Loads every file, then checks what spans files (two pipelines with one `name`,
@@ -202,7 +212,7 @@ pub fn load_all(files: &[PathBuf]) -> (Vec<LoadedPipeline>, Vec<Diagnostic>) {
             _ => diagnostics.extend(own),
         }
     }
-    (loaded, diagnostics)
+    (loaded, redacted(diagnostics))
 }
 
 /// Variables for `${VAR}`: the process environment.

@@ -194,11 +194,79 @@ fn syntax_error(text: &str, position: Position, info: &str) -> YamlError {
             ),
         };
     }
+    let cause = likely_cause(text, position, info)
+        .map(|cause| format!(" ({cause})"))
+        .unwrap_or_default();
     YamlError {
         position,
         pointer: String::new(),
-        message: format!("invalid YAML: {info}"),
+        message: format!("invalid YAML: {info}{cause}"),
     }
+}
+
+fn spaces(n: usize) -> String {
+    if n == 1 {
+        "1 space".to_owned()
+    } else {
+        format!("{n} spaces")
+    }
+}
+
+/// What most often makes the parser say `info` at `position`: an indentation that
+/// does not line up with the line above, or `key:value` without a space.
+fn likely_cause(text: &str, position: Position, info: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.chars().take_while(|c| *c == ' ').count();
+    let here_index = position.line.checked_sub(1)?;
+    let here = lines.get(here_index)?;
+    // The line above that holds something (not blank, not only a comment).
+    let (above_index, above) = lines[..here_index]
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
+    let no_space = |l: &str| {
+        let body = l.trim_start().trim_start_matches("- ");
+        let plain = !body.starts_with(['"', '\'', '{', '[']);
+        plain
+            && body
+                .char_indices()
+                .any(|(i, c)| c == ':' && body[i + 1..].starts_with(|n: char| !n.is_whitespace()) && !body[..i].contains(' '))
+            && !body.contains(": ")
+            && !body.ends_with(':')
+    };
+    if info.contains("could not find expected ':'") || info.contains("simple key expect ':'") {
+        if no_space(above) {
+            return Some(format!(
+                "likely cause: line {} writes `key:value` without a space after the colon; YAML needs `key: value`",
+                above_index + 1
+            ));
+        }
+        return Some(format!(
+            "likely cause: line {} or the one before it is not `key: value` (a missing colon, an unclosed quote, or indentation that does not line up)",
+            position.line
+        ));
+    }
+    let (here_indent, above_indent) = (indent(here), indent(above));
+    if info.contains("mapping values are not allowed") && here_indent > above_indent {
+        return Some(format!(
+            "likely cause: line {} is indented {}, more than line {} ({above_indent}) whose value is already given; fields of one mapping line up",
+            position.line,
+            spaces(here_indent),
+            above_index + 1
+        ));
+    }
+    if info.contains("mapping values are not allowed") {
+        return Some("likely cause: an unquoted value holding `: `; quote it, or check the indentation of the lines above".to_owned());
+    }
+    if info.contains("did not find expected key") || info.contains("did not find expected '-'") {
+        return Some(format!(
+            "likely cause: line {} is indented {} where the fields around it have {above_indent}; fields of one mapping line up",
+            position.line,
+            spaces(here_indent)
+        ));
+    }
+    None
 }
 
 /// A collection being built: its start and what it holds so far. (Its pointer is

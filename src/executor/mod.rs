@@ -172,6 +172,23 @@ pub async fn run_pipeline_with(
         samples: Vec::new(),
     };
 
+    // After this run its dead-letter files hold its own failures, or are absent: an
+    // earlier run's go first (a dry run's own file only; the real one stays).
+    for dead_letter in &run.dead_letters {
+        match dead_letter.remove_previous() {
+            Ok(true) => tracing::info!(
+                pipeline = %pipeline.name,
+                "removed the dead-letter file of an earlier run: {}",
+                dead_letter.path().display()
+            ),
+            Ok(false) => {}
+            Err(error) => {
+                first_error.record("dead_letter", error.into(), &stop);
+                return Ok(run.summary(SourceReport::default(), None, first_error.take(), cancel.is_cancelled()));
+            }
+        }
+    }
+
     if let Err(error) = sink.open(&sink_ctx).await.context("cannot open the sink") {
         first_error.record("sink", error, &stop);
         return Ok(run.summary(SourceReport::default(), None, first_error.take(), cancel.is_cancelled()));

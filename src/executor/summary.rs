@@ -158,6 +158,14 @@ impl fmt::Display for PipelineSummary {
         if let Some(error) = &self.error {
             let _ = writeln!(out, "  error: {error}");
         }
+        if self.not_processed > 0 {
+            let _ = writeln!(
+                out,
+                "  not processed: {} records were read but not yet written, filtered, skipped or failed when this error \
+                 stopped the run; they are in no dead-letter file: fix the error and run again (a rerun reads every key)",
+                self.not_processed
+            );
+        }
         if !self.counts_add_up {
             let _ = writeln!(
                 out,

@@ -1,7 +1,7 @@
 //! What the executor hands every stage: who it is, where failures go, its counters,
 //! the cancellation signal and the run's options.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +45,27 @@ pub struct StageContext {
     pub run_timestamp: Arc<str>,
     /// The run's records that failed before the sink (shared by every stage).
     pub failed_before_sink: Arc<FailedBeforeSink>,
+    /// Databases whose key scan started over (shared by every stage).
+    pub scans_restarted: Arc<ScansRestarted>,
+}
+
+/// The databases whose key scan started over because Redis restarted while they were
+/// read: the source marks them before it sends a page read after the restart, so a
+/// later stage that sees a key twice can name that cause (the new scan read the key
+/// again), not another.
+#[derive(Debug, Default)]
+pub struct ScansRestarted(Mutex<BTreeSet<u32>>);
+
+impl ScansRestarted {
+    /// Marks `database`'s scan as started over.
+    pub fn mark(&self, database: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(database);
+    }
+
+    /// Whether `database`'s scan started over so far in this run.
+    pub fn contains(&self, database: u32) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains(&database)
+    }
 }
 
 /// The document ids of records that failed on their way to the sink (a template that
@@ -136,6 +157,7 @@ impl StageContext {
             estimated_total: Arc::new(AtomicU64::new(0)),
             run_timestamp: Arc::from(crate::document::now_timestamp()),
             failed_before_sink: Arc::new(FailedBeforeSink::default()),
+            scans_restarted: Arc::new(ScansRestarted::default()),
         }
     }
 

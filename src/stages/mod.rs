@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use tokio::sync::mpsc;
 
-pub use context::{RunOptions, StageContext};
+pub use context::{RunOptions, ScansRestarted, StageContext};
 
 use crate::config::model::{SinkConfig, SourceConfig, TransformConfig};
 use crate::record::Batch;

@@ -36,7 +36,7 @@ use crate::config::model::ElasticsearchSinkConfig;
 use crate::dead_letter::DeadLetterEntry;
 use crate::document::{default_document, default_id};
 use crate::record::{Batch, Record};
-use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
+use crate::stages::{FieldError, ScansRestarted, SinkReport, StageContext, UpstreamOutcome};
 
 use client::{Auth, EsClient, FailureKind};
 use encoder::{Bulk, SentBulk};
@@ -90,6 +90,8 @@ struct Running {
     following: bool,
     /// Documents whose `_id` an earlier document of this run already had.
     repeated: RepeatedIds,
+    /// The databases whose scan started over after a Redis restart (the run's).
+    scans_restarted: Arc<ScansRestarted>,
     /// The sink's fixed index, when `open` found it missing: the first document
     /// creates it without asking again.
     known_missing: Option<String>,
@@ -267,6 +269,7 @@ impl ElasticsearchSink {
             deletes_stale: self.config.delete_stale.enabled,
             following: ctx.options.follow,
             repeated: RepeatedIds::default(),
+            scans_restarted: ctx.scans_restarted.clone(),
             known_missing: None,
             fatal: None,
             dry_problems: Vec::new(),
@@ -780,7 +783,8 @@ impl Running {
             return;
         }
         if (self.track_ids || rendered) && !self.ids.insert(index, id) {
-            self.repeated.add(index, id, rendered, record);
+            let restarted = self.scans_restarted.contains(record.database);
+            self.repeated.add(index, id, rendered, restarted, record);
         }
     }
 
@@ -1004,10 +1008,18 @@ fn read_secret(path: &std::path::Path, field: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {field} {}", path.display()))?;
     let secret = text.trim().to_owned();
     anyhow::ensure!(!secret.is_empty(), "{field} {} is empty", path.display());
+    crate::redact::register(&secret);
     Ok(secret)
 }
 
 fn parse_url(text: &str) -> Result<Url, String> {
+    if !text.contains("://") && Url::parse(&format!("http://{}", text.trim())).is_ok() {
+        // `127.0.0.1:9200` or `user:pass@host:9200`: the scheme was forgotten (the URL
+        // parser would take `user` or `127.0.0.1` for one). A password in it is masked
+        // where every message is (`config::load`, `redact`).
+        let shown = text.trim();
+        return Err(format!("`{shown}` has no scheme: write `http://{shown}` (or `https://`)"));
+    }
     let url = Url::parse(text.trim()).map_err(|e| format!("`{}` is not a URL: {e}", redact_text(text)))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(

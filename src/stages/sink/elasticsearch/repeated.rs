@@ -3,8 +3,9 @@
 //! and in the summary rather than left for the user to find in the counts.
 //!
 //! Two causes: an `id` template that gives two keys the same id (a mistake in the
-//! pipeline, which loses documents), and a key that `SCAN` returned twice (Redis may,
-//! while it resizes its table: the same document is written twice, nothing is lost).
+//! pipeline, which loses documents), and a key read twice: `SCAN` returned it twice
+//! (Redis may, while it resizes its table), or Redis restarted and the scan of its
+//! database started over. The same document is written twice; nothing is lost.
 
 use crate::record::{show_key, Record};
 
@@ -22,8 +23,9 @@ pub struct RepeatedIds {
 
 impl RepeatedIds {
     /// Notes that `record` gave `id` in `index` again; `rendered`: the id came from a
-    /// template transform (else it is the key's own id).
-    pub fn add(&mut self, index: &str, id: &str, rendered: bool, record: &Record) {
+    /// template transform (else it is the key's own id); `scan_restarted`: the scan of
+    /// the record's database started over after a Redis restart (the cause named).
+    pub fn add(&mut self, index: &str, id: &str, rendered: bool, scan_restarted: bool, record: &Record) {
         let key = show_key(&record.key);
         let db = record.database;
         let (count, first, what) = if rendered {
@@ -32,9 +34,12 @@ impl RepeatedIds {
             );
             (&mut self.rendered, &mut self.first_rendered, what)
         } else {
-            let what = format!(
-                "key `{key}` in db {db} was returned twice by SCAN (Redis may do so while it resizes its table): written twice as _id `{id}` in index {index}"
-            );
+            let cause = if scan_restarted {
+                format!("was read again after Redis restarted and the scan of db {db} started over")
+            } else {
+                "was returned twice by SCAN (Redis may do so while it resizes its table)".to_owned()
+            };
+            let what = format!("key `{key}` in db {db} {cause}: written twice as _id `{id}` in index {index}");
             (&mut self.scanned_twice, &mut self.first_scanned_twice, what)
         };
         *count += 1;
@@ -87,9 +92,9 @@ mod tests {
     fn repeats_are_counted_by_cause_with_the_first_as_example() {
         let mut repeated = RepeatedIds::default();
         assert!(repeated.notes().is_empty());
-        repeated.add("users", "a@x.org", true, &record("user:2"));
-        repeated.add("users", "b@x.org", true, &record("user:9"));
-        repeated.add("redis", "5f3c", false, &record("k\n1"));
+        repeated.add("users", "a@x.org", true, false, &record("user:2"));
+        repeated.add("users", "b@x.org", true, false, &record("user:9"));
+        repeated.add("redis", "5f3c", false, false, &record("k\n1"));
         let notes = repeated.notes();
         assert_eq!(notes.len(), 2);
         assert!(notes[0].starts_with("2 documents had the _id of an earlier document"), "{}", notes[0]);
@@ -101,5 +106,20 @@ mod tests {
         );
         assert!(notes[1].starts_with("1 keys were read twice"), "{}", notes[1]);
         assert!(notes[1].contains("key `k\\n1` in db 2 was returned twice by SCAN"), "{}", notes[1]);
+    }
+
+    #[test]
+    fn a_key_read_again_after_a_restart_names_the_restart_not_the_table_resize() {
+        let mut repeated = RepeatedIds::default();
+        repeated.add("redis", "5f3c", false, true, &record("k1"));
+        let notes = repeated.notes();
+        assert!(
+            notes[0].ends_with(
+                "the first: key `k1` in db 2 was read again after Redis restarted and the scan of db 2 started over: written twice as _id `5f3c` in index redis"
+            ),
+            "{}",
+            notes[0]
+        );
+        assert!(!notes[0].contains("resizes"), "{}", notes[0]);
     }
 }

@@ -7,6 +7,65 @@ use crate::stages::FieldError;
 
 use super::scan::ScanSpec;
 
+/// What is wrong with a `host` that is a URL (`redis://h:6379`) or holds a port
+/// (`h:6379`), with what to write instead; `None` for a plain host name or address
+/// (an IPv6 address, bare or in brackets, is one).
+pub fn host_mistake(host: &str, port: u16) -> Option<String> {
+    let host = host.trim();
+    if let Some((scheme, rest)) = host.split_once("://") {
+        let tls = matches!(scheme, "rediss" | "valkeys");
+        // `user:password@` is masked by the caller's redaction; named here only as fields.
+        let (userinfo, address) = match rest.rsplit_once('@') {
+            Some((userinfo, address)) => (Some(userinfo), address),
+            None => (None, rest),
+        };
+        let address = address.split(['/', '?', '#']).next().unwrap_or_default();
+        let (name, written_port) = split_port(address).unwrap_or((address, None));
+        let mut fields = vec![format!("`host: {}`", if name.is_empty() { "127.0.0.1" } else { name })];
+        fields.push(format!("`port: {}`", written_port.unwrap_or(port)));
+        if let Some(userinfo) = userinfo {
+            if userinfo.split_once(':').is_some_and(|(user, _)| !user.is_empty()) || !userinfo.contains(':') {
+                fields.push("`username`".to_owned());
+            }
+            if userinfo.contains(':') {
+                fields.push("`password` (better `password: \"${REDIS_PASSWORD}\"`)".to_owned());
+            }
+        }
+        if tls {
+            fields.push("`tls: { enabled: true }`".to_owned());
+        }
+        if rest.split_once('/').is_some_and(|(_, db)| !db.is_empty()) {
+            fields.push("`database`".to_owned());
+        }
+        return Some(format!(
+            "`host` takes a host name or IP address, not a URL: write {}",
+            fields.join(", ")
+        ));
+    }
+    if let Some((name, Some(written_port))) = split_port(host) {
+        return Some(format!(
+            "`host` takes a host name or IP address without a port: write `host: {name}` and `port: {written_port}`"
+        ));
+    }
+    None
+}
+
+/// `host:port` or `[v6]:port` split in two; `None` when `text` holds no port (a bare
+/// IPv6 address has several colons and no port).
+fn split_port(text: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(inner) = text.strip_prefix('[') {
+        let (address, rest) = inner.split_once(']')?;
+        return Some((address, rest.strip_prefix(':').and_then(|p| p.parse().ok())));
+    }
+    match text.matches(':').count() {
+        1 => {
+            let (name, port) = text.split_once(':')?;
+            Some((name, Some(port.parse().ok()?)))
+        }
+        _ => None,
+    }
+}
+
 /// Checks `config` and returns the rules as scans (empty when there are no rules).
 pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -15,6 +74,9 @@ pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError
             "/host",
             "`host` is empty: give the Redis server's host name or IP",
         ));
+    }
+    if let Some(message) = host_mistake(&config.host, config.port) {
+        errors.push(FieldError::new("/host", message));
     }
     if config.port == 0 {
         errors.push(FieldError::new(
@@ -108,6 +170,34 @@ pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError
         Ok(specs)
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::host_mistake;
+
+    #[test]
+    fn a_url_or_a_port_in_host_says_what_to_write() {
+        assert_eq!(
+            host_mistake("redis://127.0.0.1:6441", 6379).unwrap(),
+            "`host` takes a host name or IP address, not a URL: write `host: 127.0.0.1`, `port: 6441`"
+        );
+        assert_eq!(
+            host_mistake("rediss://u:pw@cache.example:6380/2", 6379).unwrap(),
+            "`host` takes a host name or IP address, not a URL: write `host: cache.example`, `port: 6380`, `username`, `password` (better `password: \"${REDIS_PASSWORD}\"`), `tls: { enabled: true }`, `database`"
+        );
+        assert_eq!(
+            host_mistake("10.0.0.5:6380", 6379).unwrap(),
+            "`host` takes a host name or IP address without a port: write `host: 10.0.0.5` and `port: 6380`"
+        );
+        assert_eq!(
+            host_mistake("[::1]:6380", 6379).unwrap(),
+            "`host` takes a host name or IP address without a port: write `host: ::1` and `port: 6380`"
+        );
+        for fine in ["127.0.0.1", "::1", "redis.internal", "fe80::1"] {
+            assert_eq!(host_mistake(fine, 6379), None, "{fine}");
+        }
     }
 }
 

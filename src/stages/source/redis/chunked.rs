@@ -3,6 +3,12 @@
 //! every collection goes in the page's pipeline; only collections with more than one
 //! chunk are continued here, one call at a time, stopping as soon as the value is over
 //! `max_value_bytes`.
+//!
+//! A read over several calls is one value only if every call reached the same server
+//! process: after a restart (a new `run_id`, noticed by the reconnect, as the key scan
+//! notices it) an `HSCAN`/`SSCAN` cursor means nothing (new hash seed), and an index
+//! or stream id may point into other data (writes lost with the AOF's last second). So
+//! a collection whose read spans a restart is read again from its first element.
 
 use redis::{Cmd, Value};
 
@@ -36,6 +42,10 @@ pub enum Next {
     From(String),
 }
 
+/// Times a collection's read may start over because Redis restarted during it; past
+/// that the run stops (a server that restarts that often is not serving reads).
+const MAX_STARTS_OVER: u32 = 3;
+
 /// Elements asked by the first call of a read from the start, before any element's
 /// size is known (see [`Partial::next_count`]).
 const FIRST_PROBE: u32 = 16;
@@ -53,11 +63,15 @@ pub struct Partial {
     /// Chunks read so far.
     chunks: u32,
     pub next: Next,
+    /// The connection's [`DbConnection::restarts`] when the first chunk was asked: a
+    /// reply read after another restart belongs to another server process.
+    restarts: u64,
 }
 
 impl Partial {
-    /// Nothing read yet of a collection of `key_type`.
-    pub fn start(key_type: KeyType) -> Partial {
+    /// Nothing read yet of a collection of `key_type`, whose first chunk is asked
+    /// while the connection has seen `restarts` restarts.
+    pub fn start(key_type: KeyType, restarts: u64) -> Partial {
         let next = match key_type {
             KeyType::Hash | KeyType::Set => Next::Cursor(0),
             KeyType::Stream => Next::From("-".into()),
@@ -72,6 +86,7 @@ impl Partial {
             size: 0,
             chunks: 0,
             next,
+            restarts,
         }
     }
 
@@ -142,13 +157,7 @@ impl Partial {
 
     /// The name of the command that reads a chunk, for messages.
     pub fn command_name(&self) -> &'static str {
-        match self.key_type {
-            KeyType::Hash => "HSCAN",
-            KeyType::Set => "SSCAN",
-            KeyType::ZSet => "ZRANGE",
-            KeyType::Stream => "XRANGE",
-            _ => "LRANGE",
-        }
+        command_name(self.key_type)
     }
 
     /// Adds the reply of [`Partial::command`]; `next` says where the following chunk starts.
@@ -256,6 +265,17 @@ impl Partial {
     }
 }
 
+/// The name of the command that reads a chunk of a `key_type` collection.
+pub fn command_name(key_type: KeyType) -> &'static str {
+    match key_type {
+        KeyType::Hash => "HSCAN",
+        KeyType::Set => "SSCAN",
+        KeyType::ZSet => "ZRANGE",
+        KeyType::Stream => "XRANGE",
+        _ => "LRANGE",
+    }
+}
+
 /// The smallest stream id after `id` (`5-3` gives `5-4`, `5-18446744073709551615`
 /// gives `6-0`), as an inclusive `XRANGE` start. The exclusive `(id` form needs Redis
 /// 6.2; servers before it (Debian 11 ships 6.0) refuse it, and streams longer than one
@@ -272,7 +292,9 @@ fn id_after(id: &str) -> String {
 }
 
 /// Reads the rest of a collection of which `partial` holds the start, one chunk per
-/// call, stopping once it is over `max` bytes.
+/// call, stopping once it is over `max` bytes. When Redis restarted since the first
+/// chunk was asked, what was read is dropped and the collection read again from its
+/// first element (counted in [`DbConnection::restart_counts`]).
 pub async fn read_rest(
     connection: &DbConnection,
     key: &[u8],
@@ -282,7 +304,28 @@ pub async fn read_rest(
 ) -> anyhow::Result<Chunked> {
     let chunk = chunk.max(1);
     let db = connection.db();
+    let mut starts_over = 0;
     loop {
+        let restarts = connection.restarts();
+        if restarts != partial.restarts {
+            starts_over += 1;
+            if starts_over > MAX_STARTS_OVER {
+                anyhow::bail!(
+                    "db {db}, key `{}`: Redis at {} restarted {MAX_STARTS_OVER} times while this {} was read in chunks; \
+                     the run stops rather than send it partial (run it again once the server stays up)",
+                    show_key(key),
+                    connection.connector().endpoint(),
+                    partial.key_type
+                );
+            }
+            tracing::warn!(
+                db,
+                "Redis restarted while key `{}` was read in chunks: reading it again from its start",
+                show_key(key)
+            );
+            connection.note_read_started_over();
+            partial = Partial::start(partial.key_type, restarts);
+        }
         if partial.size > max {
             return Ok(Chunked::TooLarge(partial.size));
         }
@@ -312,6 +355,10 @@ pub async fn read_rest(
                 async move { unless_wrong_type(command.query_async(&mut c).await) }
             })
             .await?;
+        if connection.restarts() != partial.restarts {
+            // This reply came from a server restarted since the first chunk: start over.
+            continue;
+        }
         let Some(reply) = reply else {
             // Another type now: the collection we were reading was overwritten.
             return Ok(Chunked::Changed);
@@ -347,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_full_list_chunk_asks_for_the_next_index_and_a_short_one_ends() {
-        let mut partial = Partial::start(KeyType::List);
+        let mut partial = Partial::start(KeyType::List, 0);
         partial
             .add(Value::Array(vec![bulk("a"), bulk("b")]), 2)
             .unwrap();
@@ -367,7 +414,7 @@ mod tests {
 
     #[test]
     fn chunks_shrink_to_what_still_fits_under_the_limit() {
-        let mut partial = Partial::start(KeyType::List);
+        let mut partial = Partial::start(KeyType::List, 0);
         assert_eq!(partial.next_count(1000, 10_000), 16, "nothing known yet: a probe");
         // Two elements of 1000 bytes: 8000 bytes of room is 8 more, plus one.
         let big = Value::BulkString(vec![b'x'; 1000]);
@@ -376,14 +423,14 @@ mod tests {
         assert_eq!(partial.next_count(5, 10_000), 5, "never more than a chunk");
         assert_eq!(partial.next_count(1000, 1_000), 1, "never less than one");
         // Small elements: the whole chunk.
-        let mut partial = Partial::start(KeyType::List);
+        let mut partial = Partial::start(KeyType::List, 0);
         partial.add(Value::Array(vec![bulk("a")]), 1).unwrap();
         assert_eq!(partial.next_count(1000, 10_000), 1000);
     }
 
     #[test]
     fn hash_chunks_follow_the_cursor_and_drop_repeated_fields() {
-        let mut partial = Partial::start(KeyType::Hash);
+        let mut partial = Partial::start(KeyType::Hash, 0);
         let page =
             |cursor: &str, items: Vec<Value>| Value::Array(vec![bulk(cursor), Value::Array(items)]);
         partial
@@ -408,7 +455,7 @@ mod tests {
 
     #[test]
     fn stream_chunks_continue_after_the_last_id() {
-        let mut partial = Partial::start(KeyType::Stream);
+        let mut partial = Partial::start(KeyType::Stream, 0);
         let entry =
             |id: &str| Value::Array(vec![bulk(id), Value::Array(vec![bulk("f"), bulk("v")])]);
         partial
@@ -430,26 +477,26 @@ mod tests {
 
     #[test]
     fn reads_over_several_calls_and_empty_streams_need_the_key_confirmed() {
-        let mut partial = Partial::start(KeyType::List);
+        let mut partial = Partial::start(KeyType::List, 0);
         partial.add(Value::Array(vec![bulk("a")]), 10).unwrap();
         assert!(!partial.needs_existence_check(), "one short chunk is the whole list");
-        let mut partial = Partial::start(KeyType::List);
+        let mut partial = Partial::start(KeyType::List, 0);
         partial.add(Value::Array(vec![bulk("a"), bulk("b")]), 2).unwrap();
         partial.add(Value::Array(vec![]), 2).unwrap();
         assert!(partial.needs_existence_check(), "an empty second chunk may be a deleted key");
-        let mut partial = Partial::start(KeyType::Stream);
+        let mut partial = Partial::start(KeyType::Stream, 0);
         partial.add(Value::Array(vec![]), 10).unwrap();
         assert!(partial.needs_existence_check(), "XRANGE of a missing key is empty too");
     }
 
     #[test]
     fn an_empty_first_chunk_means_the_key_is_gone_except_for_streams() {
-        let mut partial = Partial::start(KeyType::Set);
+        let mut partial = Partial::start(KeyType::Set, 0);
         partial
             .add(Value::Array(vec![bulk("0"), Value::Array(vec![])]), 10)
             .unwrap();
         assert_eq!(partial.finish(), None);
-        let mut partial = Partial::start(KeyType::Stream);
+        let mut partial = Partial::start(KeyType::Stream, 0);
         partial.add(Value::Array(vec![]), 10).unwrap();
         assert_eq!(partial.finish(), Some(RedisValue::Stream(vec![])));
     }

@@ -52,6 +52,7 @@ pub fn read_password_file(path: &Path) -> Result<String, String> {
         .strip_suffix('\n')
         .map(|t| t.strip_suffix('\r').unwrap_or(t))
         .unwrap_or(&text);
+    crate::redact::register(text);
     Ok(text.to_owned())
 }
 
@@ -232,6 +233,14 @@ pub fn is_loading(error: &RedisError) -> bool {
     error.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)
 }
 
+/// Whether a connection failed because the host name has no address (DNS).
+fn is_unresolved_host(text: &str) -> bool {
+    text.contains("failed to lookup address information")
+        || text.contains("Name or service not known")
+        || text.contains("nodename nor servname")
+        || text.contains("No address associated with hostname")
+}
+
 /// Renders a Redis error for a person: server, action, cause, and what to do.
 pub fn describe_error(
     endpoint: &str,
@@ -265,6 +274,11 @@ pub fn describe_error(
         )
     } else if is_tls_error(&text) {
         format!("TLS handshake failed: {}", strip_kind(&text))
+    } else if is_unresolved_host(&text) {
+        format!(
+            "the host name could not be resolved ({}): check `host`",
+            strip_kind(&text).trim_start_matches("failed to lookup address information: ")
+        )
     } else if error.is_io_error() || error.is_connection_dropped() {
         format!("connection lost: {}", strip_kind(&text))
     } else {

@@ -6,7 +6,7 @@
 
 use redis::{RedisError, Value};
 
-use super::chunked::{read_rest, Chunked, Next, Partial};
+use super::chunked::{command_name, read_rest, Chunked, Next, Partial};
 use super::reconnect::DbConnection;
 use super::value;
 use crate::record::{show_key, KeyType, Record, RedisValue};
@@ -415,6 +415,10 @@ pub async fn read_page(
     let mut pipe = redis::Pipeline::with_capacity(keys.len());
     pipe.ignore_errors();
     let mut asked = Vec::new();
+    // Read before the pipeline is sent: a first chunk may come from a server that
+    // restarted after this (then the rest of its read starts over, needlessly but
+    // safely), never from one that restarted before it unnoticed by this count.
+    let restarts = connection.restarts();
     for (i, plan) in plans.iter().enumerate() {
         let key = &keys[i];
         let key_type = slots[i].key_type;
@@ -424,7 +428,7 @@ pub async fn read_page(
             }
             Some(Read::Whole) => pipe.cmd("GET").arg(key),
             Some(Read::FirstChunk) => {
-                let partial = Partial::start(key_type);
+                let partial = Partial::start(key_type, restarts);
                 pipe.add_command(partial.command(key, chunk));
                 partials[i] = Some(partial);
                 &mut pipe
@@ -449,7 +453,7 @@ pub async fn read_page(
                     let command = match key_type {
                         KeyType::String => "GET",
                         KeyType::Json => "JSON.GET",
-                        _ => Partial::start(key_type).command_name(),
+                        _ => command_name(key_type),
                     };
                     return Err(fatal(connection, &error, command, &keys[i]));
                 }
@@ -513,7 +517,7 @@ pub async fn read_page(
                 read_rest(
                     connection,
                     &keys[i],
-                    Partial::start(slots[i].key_type),
+                    Partial::start(slots[i].key_type, connection.restarts()),
                     chunk,
                     max,
                 )

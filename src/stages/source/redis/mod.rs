@@ -39,7 +39,7 @@ pub use connect::read_password_file;
 use connect::Connector;
 use fetch::FetchSettings;
 use reader::{read_database, ReadSettings};
-use reconnect::DbConnection;
+use reconnect::{DbConnection, RestartCounts};
 use scan::ScanSpec;
 
 /// Databases read at the same time, each on its own connection.
@@ -208,7 +208,7 @@ impl RedisSource {
                         read_database(connection.clone(), specs, settings, out, ctx).await?;
                     Ok::<_, anyhow::Error>(Some((
                         db_report,
-                        connection.restarts(),
+                        connection.restart_counts(),
                         connection.reconnects(),
                     )))
                 };
@@ -218,7 +218,7 @@ impl RedisSource {
         drop(out);
 
         let mut json_missing = 0;
-        let mut dropped: BTreeMap<(String, u32), (u64, u64)> = BTreeMap::new();
+        let mut dropped: BTreeMap<(String, u32), (RestartCounts, u64)> = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {
             let (endpoint, db, result) =
                 joined.map_err(|e| anyhow::anyhow!("reading a Redis database stopped: {e}"))?;
@@ -233,7 +233,7 @@ impl RedisSource {
                     if keys.is_empty() {
                         report.keys.remove(&db);
                     }
-                    if restarts > 0 || reconnects > 0 {
+                    if restarts.restarts > 0 || reconnects > 0 {
                         dropped.insert((endpoint, db), (restarts, reconnects));
                     }
                 }
@@ -255,10 +255,18 @@ impl RedisSource {
             ));
         }
         for ((endpoint, db), (restarts, reconnects)) in dropped {
-            if restarts > 0 {
-                report.notes.push(format!(
-                    "Redis at {endpoint} restarted while db {db} was read: its scan started over, so some keys may have been sent twice",
-                ));
+            if restarts.restarts > 0 {
+                let mut note = format!("Redis at {endpoint} restarted while db {db} was read");
+                if restarts.scans_started_over > 0 {
+                    note += ": its scan started over, so keys read before the restart were read again (sent twice)";
+                }
+                if restarts.reads_started_over > 0 {
+                    note += &format!(
+                        "; {} collection(s) being read in chunks were read again from their first element",
+                        restarts.reads_started_over
+                    );
+                }
+                report.notes.push(note);
             } else {
                 report.notes.push(format!(
                     "the connection to Redis at {endpoint} (db {db}) dropped {reconnects} time(s); the scan went on from its cursor",

@@ -203,6 +203,10 @@ pub async fn read_database(
                 *by_type.entry(record.key_type.redis_name()).or_default() += 1;
             }
             let n = page.records.len() as u64;
+            if connection.restart_counts().scans_started_over > 0 {
+                // Keys of this page may have been sent before the restart, by the old scan.
+                ctx.scans_restarted.mark(connection.db());
+            }
             let sent = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => return Ok(report),

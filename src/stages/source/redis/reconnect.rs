@@ -1,6 +1,7 @@
 //! One database's connection that survives drops: a command that fails because the
 //! connection is gone is retried on a new connection (bounded retries with backoff),
-//! and a server restart (a new `run_id`) is noticed so the scan can start over.
+//! and a server restart (a new `run_id`) is noticed so the scan, and a collection's
+//! read in chunks, can start over.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,17 @@ pub const RECONNECT_BUDGET: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Server restarts seen by one database's connection, and what they made start over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestartCounts {
+    /// Restarts seen (a new `run_id`, or none to compare).
+    pub restarts: u64,
+    /// Key scans started over from cursor 0.
+    pub scans_started_over: u64,
+    /// Collections read again from their first element.
+    pub reads_started_over: u64,
+}
+
 /// A connection to one database that reconnects on I/O errors.
 pub struct DbConnection {
     connector: Arc<Connector>,
@@ -28,6 +40,10 @@ pub struct DbConnection {
     /// Bumped each time the server is found restarted (or cannot be told apart from one).
     restarts: AtomicU64,
     reconnects: AtomicU64,
+    /// Key scans started over from cursor 0 after a restart.
+    scans_started_over: AtomicU64,
+    /// Collections whose read in chunks spanned a restart and was started over.
+    reads_started_over: AtomicU64,
     /// Idle lean connections for pages' pipelines (plain TCP only), as many as
     /// pipelines ran at once (a page's inspection and another's read: up to two per
     /// page in flight); opened when first needed.
@@ -47,6 +63,8 @@ impl DbConnection {
             run_id: Mutex::new(run_id),
             restarts: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            scans_started_over: AtomicU64::new(0),
+            reads_started_over: AtomicU64::new(0),
             idle_packed: Mutex::new(Vec::new()),
         })
     }
@@ -64,6 +82,25 @@ impl DbConnection {
     /// How many times the server was found restarted since the start.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::SeqCst)
+    }
+
+    /// What the restarts seen so far made start over, for the summary.
+    pub fn restart_counts(&self) -> RestartCounts {
+        RestartCounts {
+            restarts: self.restarts(),
+            scans_started_over: self.scans_started_over.load(Ordering::SeqCst),
+            reads_started_over: self.reads_started_over.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Counts one key scan started over from cursor 0 after a restart.
+    pub fn note_scan_started_over(&self) {
+        self.scans_started_over.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts one collection read again from its start after a restart.
+    pub fn note_read_started_over(&self) {
+        self.reads_started_over.fetch_add(1, Ordering::SeqCst);
     }
 
     /// How many times the connection was replaced.

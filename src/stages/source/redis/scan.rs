@@ -70,6 +70,7 @@ impl Scanner {
                 // The server restarted while we walked: its cursors are not ours any more.
                 self.restarts_seen = restarts;
                 self.cursor = 0;
+                connection.note_scan_started_over();
                 continue;
             }
             let (cursor, items) =
