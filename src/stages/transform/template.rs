@@ -844,6 +844,29 @@ mod tests {
         assert!(!reads("document: {t: '{% set ttl = 1 %}{{ ttl }}'}"), "a local of that name");
     }
 
+    #[test]
+    fn a_gone_key_is_located_only_when_id_and_index_read_nothing_but_key_and_database() {
+        let locates = |yaml: &str| TemplateTransform::build(&config(yaml)).ok().unwrap().locates_by_key();
+        assert!(locates("document: {v: {expr: value}}"), "the default id");
+        assert!(locates("id: '{{ database }}-{{ key | md5 }}'\nindex: 'i-{{ database }}'"));
+        assert!(!locates("id: '{{ value.email }}'"));
+        assert!(!locates("index: 'i-{{ key_type }}'"));
+    }
+
+    #[test]
+    fn a_delete_gets_its_id_and_index_but_no_body() {
+        let transform = TemplateTransform::build(&config(
+            "id: 'u-{{ key }}'\nindex: 'i-{{ database }}'\ndocument: {name: '{{ value.name }}'}",
+        ))
+        .unwrap();
+        let ctx = StageContext::new("p", "transforms[0]", crate::dead_letter::DeadLetter::new("/nonexistent/dl"), Default::default());
+        let batch = transform.apply(vec![Record::gone(2, b"user:1".to_vec())], &ctx);
+        let document = batch[0].document.as_ref().unwrap();
+        assert_eq!((document.id.as_str(), document.index.as_deref()), ("u-user:1", Some("i-2")));
+        assert!(document.body.is_empty());
+        assert_eq!(ctx.counters.snapshot().failed, 0, "value.name is not rendered for a delete");
+    }
+
     fn hash_record() -> Record {
         Record {
             database: 2,
