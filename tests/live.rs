@@ -139,11 +139,17 @@ struct Follow {
 
 impl Follow {
     fn start(yaml: &str) -> Follow {
+        Follow::start_with(yaml, &[])
+    }
+
+    fn start_with(yaml: &str, args: &[&str]) -> Follow {
         let dir = tempfile::tempdir().unwrap();
         let pipeline = write_file(dir.path(), "pipeline.yaml", yaml);
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = connector()
-            .args(["run", "--follow", "-v", "--summary-json"])
+            .args(["run", "--follow", "-v"])
+            .args(args)
+            .arg("--summary-json")
             .arg(dir.path().join("summary.json"))
             .arg(&pipeline)
             .current_dir(dir.path())
@@ -680,4 +686,28 @@ fn slots_moved_between_masters_while_followed_resync_and_follow_the_new_layout()
     let (code, summary, stderr) = follow.stop();
     assert_eq!(code, 0, "{stderr}");
     assert!(resyncs(&summary, "topology") >= 1, "{summary}");
+}
+
+#[test]
+fn sigterm_applies_what_is_pending_exits_0_and_deletes_nothing_else_even_with_allow_mass_delete() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KA"]);
+    let index = unique_index("live-stop");
+    let _cleanup = IndexCleanup(index.clone());
+    let commands: String = (0..200).map(|i| format!("SET before:{i} v\n")).collect();
+    server.cli_pipe(&commands);
+    let follow = Follow::start_with(
+        &pipeline("live-stop", server.port, "0", &es_url(), &index, "true"),
+        &["--allow-mass-delete"],
+    );
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let commands: String = (0..50).map(|i| format!("SET after:{i} v\n")).collect();
+    server.cli_pipe(&commands);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let live = &summary["pipelines"][0];
+    assert_eq!(live["status"], "ok", "{summary}");
+    assert!(!live["notes"].to_string().contains("delete"), "no stale deletion after a follow phase: {summary}");
+    // What was pending when SIGTERM came was applied, and nothing else was deleted.
+    assert_exact(server.port, &[0], &es_url(), &index);
+    assert_eq!(es_count(&index), 250);
 }

@@ -134,6 +134,7 @@ pub async fn run_pipeline_with(
     let started = Instant::now();
     let (source, transforms, mut sink) = build_stages(pipeline, source)?;
     let dry_run = options.dry_run;
+    let options_follow = options.follow;
     let sample = if dry_run { options.sample } else { 0 };
 
     let in_this_run = |path: PathBuf| if dry_run { crate::dead_letter::dry_run_path(&path) } else { path };
@@ -262,7 +263,9 @@ pub async fn run_pipeline_with(
                 first_error.record("sink", error, &stop);
             }
             let interrupted = cancel.is_cancelled();
-            let complete = source_report.is_some() && !first_error.is_set() && !interrupted;
+            // A live mode follow phase reads changed keys, never everything: no stale
+            // deletion may follow it, however it ends.
+            let complete = source_report.is_some() && !first_error.is_set() && !interrupted && !options_follow;
             match sink.finish(UpstreamOutcome { complete }, &sink_ctx).await {
                 Ok(report) => Some(report),
                 Err(error) => {

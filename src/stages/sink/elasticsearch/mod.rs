@@ -618,7 +618,9 @@ impl ElasticsearchSink {
             Target::Fixed(name) => Some(name.as_str()),
             Target::Template(_) => None,
         };
-        if self.config.delete_stale.enabled {
+        // A live mode follow phase wrote changed keys only: nothing tells stale
+        // documents from the others (its syncs delete them).
+        if self.config.delete_stale.enabled && !running.following {
             if running.fatal.is_some() {
                 report.notes.push("stale deletion skipped: the run failed".to_owned());
             } else if !upstream.complete || ctx.cancel.is_cancelled() {
