@@ -17,6 +17,9 @@ pub struct DeadLetterEntry {
     pub pipeline: String,
     /// Which stage failed it (`transforms[0]`, `sink`).
     pub stage: String,
+    /// The index the document was going to, when it was known and valid.
+    #[serde(rename = "_index", skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
     /// The document id, when one was rendered.
     #[serde(rename = "_id", skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -29,10 +32,20 @@ pub struct DeadLetterEntry {
     pub error_type: String,
     /// What went wrong, for a human.
     pub reason: String,
-    /// The document that was rejected, when there was one.
+    /// The document that was rejected (for a failure at the sink: always, so the
+    /// line can be replayed as `_index`, `_id` and this body).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<Value>,
+    /// The record a template could not render (`key`, `database`, `key_type`, `value`,
+    /// `size_in_bytes`, `ttl`), for a failure before any document existed: what the
+    /// template saw, to render again once it is fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<Value>,
 }
+
+/// Failures logged one by one at WARN per dead-letter file; later ones are logged at
+/// DEBUG and counted in one line at the end of the run (the file has them all).
+pub const LOGGED_FAILURES: u64 = 5;
 
 /// A shared, lazily created dead-letter file. Cloning shares the same file. A run
 /// removes the file of an earlier run at its start ([`DeadLetter::remove_previous`]),
@@ -89,7 +102,26 @@ impl DeadLetter {
         if let Err(error) = &result {
             inner.error.get_or_insert_with(|| error.to_string());
         }
+        let number = inner.written;
+        drop(inner);
+        log(entry, number);
         result
+    }
+
+    /// Logs, at WARN, how many failures went past the first [`LOGGED_FAILURES`] that
+    /// were logged one by one; nothing when there were no more than that.
+    pub fn log_the_rest(&self) {
+        let (written, path) = {
+            let inner = self.lock();
+            (inner.written, inner.path.clone())
+        };
+        if written > LOGGED_FAILURES {
+            tracing::warn!(
+                "{written} records failed in all ({} more than logged above); every one is in {}",
+                written - LOGGED_FAILURES,
+                path.display()
+            );
+        }
     }
 
     fn write_line(inner: &mut Inner, line: &[u8]) -> std::io::Result<()> {
@@ -151,6 +183,31 @@ impl DeadLetter {
     }
 }
 
+/// Logs one failure on one line: the first [`LOGGED_FAILURES`] of a file at WARN, the
+/// others at DEBUG (`-vv`).
+fn log(entry: &DeadLetterEntry, number: u64) {
+    let reason = entry.reason.replace(['\n', '\r'], " ");
+    if number <= LOGGED_FAILURES {
+        tracing::warn!(
+            pipeline = %entry.pipeline,
+            stage = %entry.stage,
+            key = ?entry.key,
+            database = entry.database,
+            "{}: {reason}",
+            entry.error_type
+        );
+    } else {
+        tracing::debug!(
+            pipeline = %entry.pipeline,
+            stage = %entry.stage,
+            key = ?entry.key,
+            database = entry.database,
+            "{}: {reason}",
+            entry.error_type
+        );
+    }
+}
+
 /// Where a dry run puts its failures: beside `path`, with `.dry-run` before the
 /// extension (`users.dead-letter.dry-run.ndjson`), so a dry run never overwrites the
 /// dead-letter file of the last real run, the one record of what that run failed to
@@ -207,6 +264,7 @@ mod tests {
         let entry = DeadLetterEntry {
             pipeline: "p".into(),
             stage: "sink".into(),
+            index: None,
             id: None,
             key: "k".into(),
             key_encoding: None,
@@ -214,6 +272,7 @@ mod tests {
             error_type: "e".into(),
             reason: "r".into(),
             document: None,
+            record: None,
         };
         dl.write(&entry).unwrap();
         assert!(!DeadLetter::new(&path).remove_previous().unwrap(), "this process's lines stay");
@@ -230,6 +289,7 @@ mod tests {
         let entry = |pipeline: &str| DeadLetterEntry {
             pipeline: pipeline.into(),
             stage: "sink".into(),
+            index: None,
             id: None,
             key: "k".into(),
             key_encoding: None,
@@ -237,6 +297,7 @@ mod tests {
             error_type: "e".into(),
             reason: "r".into(),
             document: None,
+            record: None,
         };
         let first = DeadLetter::new(&path);
         first.write(&entry("a")).unwrap();
@@ -261,6 +322,7 @@ mod tests {
         let entry = DeadLetterEntry {
             pipeline: "p".into(),
             stage: "sink".into(),
+            index: None,
             id: Some("abc".into()),
             key: "k".into(),
             key_encoding: None,
@@ -268,6 +330,7 @@ mod tests {
             error_type: "mapper_parsing_exception".into(),
             reason: "failed to parse".into(),
             document: None,
+            record: None,
         };
         dl.clone().write(&entry).unwrap();
         dl.write(&entry).unwrap();

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 /// Counters of one stage. Stages add to them as they go; the executor reads them for
 /// progress and the summary. Every record a stage takes in ends as exactly one of
-/// `out`, `deleted`, `filtered`, `skipped` or `failed`.
+/// `out`, `unchanged`, `deleted`, `filtered`, `skipped` or `failed`.
 #[derive(Debug, Default)]
 pub struct StageCounters {
     /// Records taken in (for a source: keys read).
     pub received: AtomicU64,
     /// Records passed on (for a sink: documents written).
     pub out: AtomicU64,
+    /// For a sink: documents the index already held with the same content, not written.
+    pub unchanged: AtomicU64,
     /// Documents deleted (a sink's `delete` actions, live mode: one already gone counts).
     pub deleted: AtomicU64,
     /// Records dropped on purpose by a filter rule.
@@ -33,6 +35,9 @@ impl StageCounters {
     }
     pub fn add_out(&self, n: u64) {
         self.out.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_unchanged(&self, n: u64) {
+        self.unchanged.fetch_add(n, Ordering::Relaxed);
     }
     pub fn add_deleted(&self, n: u64) {
         self.deleted.fetch_add(n, Ordering::Relaxed);
@@ -58,6 +63,7 @@ impl StageCounters {
         CountersSnapshot {
             received: self.received.load(Ordering::Relaxed),
             out: self.out.load(Ordering::Relaxed),
+            unchanged: self.unchanged.load(Ordering::Relaxed),
             deleted: self.deleted.load(Ordering::Relaxed),
             filtered: self.filtered.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
@@ -73,6 +79,7 @@ impl StageCounters {
 pub struct CountersSnapshot {
     pub received: u64,
     pub out: u64,
+    pub unchanged: u64,
     /// Documents deleted (zero outside live mode).
     #[serde(skip_serializing_if = "is_zero")]
     pub deleted: u64,

@@ -353,9 +353,9 @@ fn a_rerun_overwrites_and_stale_deletion_removes_keys_gone_from_redis() {
     assert_eq!(first.report().deleted_stale, 0);
     assert_eq!(es_count(&index), 1000);
 
-    // The same keys again: same count, no duplicates.
+    // The same keys again: same count, no duplicates, nothing written (unchanged).
     let again = run_sink(&config, string_batches(1000, 64), options(), "stale").unwrap();
-    assert_eq!(again.report().written, 1000);
+    assert_eq!((again.report().written, again.report().unchanged), (0, 1000));
     assert_eq!(es_count(&index), 1000);
 
     // 300 keys gone from Redis: their documents go, the others stay.
@@ -465,11 +465,8 @@ fn a_mapping_conflict_sends_exactly_the_bad_documents_to_the_dead_letter_file() 
             if line["_id"] == "doc13" { 13 } else { 29 }
         );
     }
-    assert!(
-        report.notes.iter().any(|n| n.contains("2 documents were rejected")),
-        "{:?}",
-        report.notes
-    );
+    // The summary names the dead-letter file once, with the count: no note repeats it.
+    assert!(!report.notes.iter().any(|n| n.contains("rejected")), "{:?}", report.notes);
 }
 
 #[test]
@@ -552,7 +549,7 @@ fn an_empty_index_made_beforehand_is_claimed_so_stale_deletion_works_on_every_ru
     let outcome = run_sink(&config, batches, options(), "claimer").unwrap();
     let report = outcome.report();
     assert!(report.error.is_none(), "{:?}", report.error);
-    assert_eq!((report.written, report.deleted_stale), (7, 3), "{report:?}");
+    assert_eq!((report.written, report.unchanged, report.deleted_stale), (0, 7, 3), "{report:?}");
     assert_eq!(es_count(&index), 7);
 
     // A dry run claims nothing.
@@ -634,9 +631,15 @@ fn a_dry_run_writes_nothing_and_says_what_a_run_would_do() {
         notes.contains(&format!("1 of 2 documents in index {index} are stale")),
         "{notes}"
     );
+    // The conflicting document counts as failed, with Elasticsearch's own reason.
+    assert_eq!((report.written, report.failed), (0, 1));
+    let lines = outcome.dead_letters();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["error_type"], "document_parsing_exception");
     assert!(
-        notes.contains("field `n`: mapped as long, got \"not a number\", which is not a number"),
-        "{notes}"
+        lines[0]["reason"].as_str().unwrap().contains("failed to parse field [n] of type [long]"),
+        "{}",
+        lines[0]
     );
     assert_eq!(es_count(&index), 2);
     assert_eq!(es_get(&index, "a").unwrap()["n"], 1);
@@ -754,7 +757,9 @@ fn a_dead_node_anywhere_in_the_list_fails_no_request_index_checks_included() {
                 .unwrap_or_else(|e| panic!("{urls}, run {run}: {e}"));
             outcome.consume.as_ref().unwrap();
             let report = outcome.report();
-            assert_eq!((report.written, report.failed), (11, 0), "{urls}, run {run}: {report:?}");
+            // The second run finds every document unchanged (change-aware sync).
+            let expected = if run == 0 { (11, 0, 0) } else { (0, 11, 0) };
+            assert_eq!((report.written, report.unchanged, report.failed), expected, "{urls}, run {run}: {report:?}");
             assert!(report.error.is_none(), "{urls}: {:?}", report.error);
         }
         batches.remove(0);
@@ -894,7 +899,8 @@ fn basic_auth_works_against_elasticsearch_security_and_a_wrong_password_is_a_cle
         es.url()
     ));
     let outcome = run_sink(&config, string_batches(30, 10), options(), "basic").unwrap();
-    assert_eq!(outcome.report().written, 30);
+    // The instance may keep an earlier test run's index: then they are unchanged.
+    assert_eq!(outcome.report().written + outcome.report().unchanged, 30);
     assert_eq!(count_at(&es.url(), auth, "basic"), 30);
 
     // A password from a file, trimmed.
@@ -909,8 +915,9 @@ fn basic_auth_works_against_elasticsearch_security_and_a_wrong_password_is_a_cle
         run_sink(&config, string_batches(30, 10), options(), "basic")
             .unwrap()
             .report()
-            .written,
-        30
+            .unchanged,
+        30,
+        "the same documents again: compared with the index, none written"
     );
 
     // A wrong password: one clear error, without the password.
@@ -1043,7 +1050,7 @@ fn tls_is_trusted_through_ca_file_and_an_untrusted_certificate_is_a_clear_error(
         "url: {url}\nindex: {index}\ntls: {{insecure_skip_verify: true}}"
     ));
     let outcome = run_sink(&config, string_batches(5, 5), options(), "tls").unwrap();
-    assert_eq!(outcome.report().written, 5);
+    assert_eq!(outcome.report().unchanged, 5, "the same documents again: none written");
 }
 
 /// The distribution's security module cannot create API keys (its security index needs
@@ -1076,8 +1083,9 @@ fn an_api_key_is_sent_as_elasticsearch_expects_and_a_wrong_one_is_a_clear_error(
         run_sink(&config, string_batches(20, 10), options(), "apikey")
             .unwrap()
             .report()
-            .written,
-        20
+            .unchanged,
+        20,
+        "the same documents again: compared with the index, none written"
     );
 
     let config = sink_config(&format!("url: {url}\nindex: {index}\napi_key: bm90OmFrZXk="));
@@ -1343,7 +1351,11 @@ fn end_to_end_a_key_its_template_cannot_render_keeps_its_document_through_stale_
     let out = run_cli(dir.path(), &pipeline);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("read 5 = written 3 + filtered 0 + skipped 0 + failed 2"), "{}", describe(&out));
+    assert!(
+        stdout.contains("read 5 = written 0 + unchanged 3 + filtered 0 + skipped 0 + failed 2"),
+        "{}",
+        describe(&out)
+    );
     assert!(stdout.contains("deleted as stale: 1 (found 1)"), "{}", describe(&out));
     assert!(es_get(&young, "user:2").is_some(), "kept: its key exists");
     assert!(es_get(&old, "user:5").is_some(), "kept: its key exists");
@@ -1413,10 +1425,17 @@ fn end_to_end_dead_letter_files_are_named_in_the_summary_and_a_dry_run_keeps_the
     assert!(template_failures.contains("\"key\":\"user:3\""), "{template_failures}");
     assert!(rejected.contains("\"key\":\"user:2\""), "{rejected}");
 
+    // The dry run predicts both failures, each in its file's dry-run twin.
     let (out, files) = run(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert_eq!(files, json!(["dl.dead-letter.dry-run.ndjson"]), "{}", describe(&out));
+    assert_eq!(
+        files,
+        json!(["dl.dead-letter.dry-run.ndjson", "rejected.dry-run.ndjson"]),
+        "{}",
+        describe(&out)
+    );
     assert!(read("dl.dead-letter.dry-run.ndjson").contains("\"key\":\"user:3\""));
+    assert!(read("rejected.dry-run.ndjson").contains("\"key\":\"user:2\""));
     assert_eq!(read("dl.dead-letter.ndjson"), template_failures, "the real run's file is untouched");
     assert_eq!(read("rejected.ndjson"), rejected, "the real run's file is untouched");
     assert_eq!(es_count(&index), 1);
@@ -1714,4 +1733,371 @@ fn end_to_end_a_redis_cluster_is_synced_whole_and_keys_deleted_on_any_master_dis
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(es_count(&index), 1_490);
     assert!(es_get(&index, &default_id(0, b"k:3")).is_none());
+}
+
+#[test]
+fn change_aware_an_interrupted_run_deletes_nothing_and_the_next_run_is_exact() {
+    let index = unique_index("interrupted");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!(
+        "url: {}\nindex: {index}\ndelete_stale: {{max_fraction: 1}}\nbulk: {{max_docs: 10}}",
+        es_url()
+    ));
+    let first = run_sink(&config, string_batches(100, 10), options(), "interrupted").unwrap();
+    assert_eq!(first.report().written, 100);
+
+    // 60 keys gone, 5 changed; the run is stopped (Ctrl-C) halfway through.
+    let second_run = || {
+        let mut records = string_batches(40, 40).remove(0);
+        for record in records.iter_mut().step_by(8) {
+            record.value = RedisValue::String(b"changed".to_vec());
+        }
+        records.chunks(10).map(<[Record]>::to_vec).collect::<Vec<_>>()
+    };
+    let stopped = run_sink_with(&config, second_run(), options(), "interrupted", |ctx| async move {
+        ctx.cancel.cancel();
+    })
+    .unwrap();
+    let report = stopped.report();
+    assert_eq!((report.stale_found, report.deleted_stale), (0, 0), "{report:?}");
+    assert!(
+        report.notes.iter().any(|n| n == "stale deletion skipped: the run did not read everything"),
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(es_count(&index), 100, "nothing deleted");
+
+    // The next complete run: the changes the stopped run wrote are unchanged now, the
+    // others are written, and exactly the 60 gone keys are deleted.
+    let next = run_sink(&config, second_run(), options(), "interrupted").unwrap();
+    let report = next.report();
+    assert_eq!(report.written + report.unchanged, 40, "{report:?}");
+    assert_eq!(report.deleted_stale, 60, "{report:?}");
+    assert_eq!(es_count(&index), 40);
+    for i in (0..40).step_by(8) {
+        let doc = es_get(&index, &default_id(0, format!("k:{i}").as_bytes())).unwrap();
+        assert_eq!(doc["value"], "changed");
+    }
+    let again = run_sink(&config, second_run(), options(), "interrupted").unwrap();
+    assert_eq!((again.report().written, again.report().unchanged), (0, 40));
+}
+
+#[test]
+fn change_aware_a_rendered_document_may_not_carry_the_content_hash_field() {
+    let index = unique_index("reserved");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!("url: {}\nindex: {index}", es_url()));
+    let batches = vec![vec![
+        rendered_record("a", json!({"name": "a"})),
+        rendered_record("b", json!({"name": "b", "_content_hash": "mine"})),
+    ]];
+    let outcome = run_sink(&config, batches, options(), "reserved").unwrap();
+    assert_eq!((outcome.report().written, outcome.report().failed), (1, 1));
+    let dead = outcome.dead_letters();
+    assert_eq!(dead[0]["error_type"], "reserved_field");
+    assert!(dead[0]["reason"].as_str().unwrap().contains("rename that field"), "{}", dead[0]);
+    assert_eq!(es_get(&index, "a").unwrap()["_content_hash"].as_str().unwrap().len(), 16);
+}
+
+#[test]
+fn end_to_end_a_dry_run_fails_with_the_words_of_the_real_run_it_predicts_failing() {
+    // Documents the mapping rejects, then the mass-delete guard: each makes the dry run
+    // exit 1, as the real run does.
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("HSET user:1 age 1\nHSET user:2 age 2\nHSET user:3 age x\nHSET user:4 age y\n");
+    let index = unique_index("dry-fails");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "df.yaml",
+        &format!(
+            "name: df\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+             transforms:\n  - type: template\n    id: \"{{{{ key }}}}\"\n    document: {{age: \"{{{{ value.age }}}}\"}}\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n  delete_stale: true\n\
+             \x20 mappings: {{properties: {{age: {{type: long}}}}}}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "-q"];
+        args.extend_from_slice(extra);
+        args.push(pipeline.to_str().unwrap());
+        common::connector().current_dir(dir.path()).args(&args).output().unwrap()
+    };
+    // Before the index exists, the mapping the run would create is the one checked.
+    let out = run(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("read 4 = would write 2 + unchanged 0 + filtered 0 + skipped 0 + failed 2"), "{stdout}");
+    assert!(stdout.contains("2 documents would fail; see df.dead-letter.dry-run.ndjson"), "{stdout}");
+    let lines: Vec<Value> = std::fs::read_to_string(dir.path().join("df.dead-letter.dry-run.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert_eq!(line["_index"], index.as_str());
+        assert!(line["document"]["age"].is_string(), "{line}");
+        assert_eq!(line["error_type"], "document_parsing_exception");
+        let reason = line["reason"].as_str().unwrap();
+        assert!(reason.contains("failed to parse field [age] of type [long]"), "Elasticsearch's words: {line}");
+    }
+    assert_eq!(http().head(format!("{}/{index}", es_url())).send().unwrap().status(), 404);
+
+    // The real run fails on the same two documents, for the same reason.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 documents failed; see df.dead-letter.ndjson"));
+    let real: Vec<Value> = std::fs::read_to_string(dir.path().join("df.dead-letter.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let keys = |lines: &[Value]| {
+        let mut keys: Vec<String> = lines.iter().map(|l| l["key"].as_str().unwrap().to_owned()).collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&real), keys(&lines));
+    assert!(real.iter().all(|l| l["error_type"] == "document_parsing_exception"));
+    assert_eq!(es_count(&index), 2);
+
+    // Both written documents' keys gone, one failing key fixed: 2 of the index's 2
+    // documents are stale, more than max_fraction; the guard stops the real run.
+    redis.cli_pipe("DEL user:1 user:2\nHSET user:3 age 3\nDEL user:4\n");
+    let strict = std::fs::read_to_string(&pipeline).unwrap().replace("delete_stale: true", "delete_stale: {max_fraction: 0.4}");
+    std::fs::write(&pipeline, strict).unwrap();
+    let dry = run(&["--dry-run"]);
+    let real = run(&[]);
+    for out in [&dry, &real] {
+        assert_eq!(out.status.code(), Some(1), "{}", describe(out));
+        assert!(
+            // The real run counts the document it wrote first (2 of 3); the dry run the
+            // index as it is (2 of 2).
+            String::from_utf8_lossy(&out.stdout).contains("error: would delete 2 of ")
+                && String::from_utf8_lossy(&out.stdout).contains(&format!(
+                    "from index {index}, more than delete_stale.max_fraction 0.4; nothing was deleted"
+                )),
+            "{}",
+            describe(out)
+        );
+    }
+    let out = run(&["--dry-run", "--allow-mass-delete"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+#[test]
+fn end_to_end_mappings_and_settings_elasticsearch_refuses_stop_the_run_before_redis_is_read() {
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("HSET user:1 age 1\n");
+    let index = unique_index("strng");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        // What `validate` cannot know offline: the analyzers this cluster has.
+        ("mappings: {properties: {age: {type: text, analyzer: nope}}}", "analyzer [nope] has not been configured in mappings"),
+        ("settings: {number_of_shardz: 1}", "unknown setting [index.number_of_shardz]"),
+    ];
+    for (extra, reason) in cases {
+        let pipeline = cli_pipeline(dir.path(), "strng", redis.port, &es_url(), &index, &format!("  {extra}\n"));
+        for dry in [true, false] {
+            let scans = redis.cli(&["INFO", "commandstats"]).contains("cmdstat_scan");
+            assert!(!scans, "nothing was read yet");
+            let mut command = common::connector();
+            command.current_dir(dir.path()).args(["run", "-q"]);
+            if dry {
+                command.arg("--dry-run");
+            }
+            let out = command.arg(&pipeline).output().unwrap();
+            assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                stdout.contains("Elasticsearch would refuse to create the index from the sink's settings and mappings")
+                    && stdout.contains(reason),
+                "{stdout}"
+            );
+        }
+    }
+    assert!(!redis.cli(&["INFO", "commandstats"]).contains("cmdstat_scan"), "Redis was never read");
+    assert_eq!(http().head(format!("{}/{index}", es_url())).send().unwrap().status(), 404);
+}
+
+#[test]
+fn end_to_end_every_dead_letter_line_can_be_replayed_and_only_the_first_five_are_logged() {
+    // One pipeline meeting every per-record error: a template error, an invalid index
+    // name, an id over 512 bytes, documents the mapping rejects. Every line carries its
+    // document (or, before any document existed, the record the template saw).
+    let redis = common::RedisServer::start(&[]);
+    let prefix = unique_index("replay");
+    let long_key = format!("h:{}", "l".repeat(600));
+    let mut commands = format!("HSET h:ok idx {prefix}-a age 1\nHSET h:noidx age 2\nHSET h:upper idx {}-A age 3\nHSET {long_key} idx {prefix}-a age 4\n", prefix.to_uppercase());
+    for i in 0..6 {
+        commands.push_str(&format!("HSET h:bad{i} idx {prefix}-a age x{i}\n"));
+    }
+    redis.cli_pipe(&commands);
+    let sink_index = format!("{prefix}-sink");
+    let _guards = [IndexGuard(format!("{prefix}-a")), IndexGuard(sink_index.clone())];
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "replay.yaml",
+        &format!(
+            "name: replay\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+             transforms:\n  - type: template\n    id: \"{{{{ key }}}}\"\n    index: \"{{{{ value.idx }}}}\"\n\
+             \x20   document: {{age: \"{{{{ value.age }}}}\"}}\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {sink_index}\n\
+             \x20 mappings: {{properties: {{age: {{type: long}}}}}}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let out = common::connector().current_dir(dir.path()).args(["run", pipeline.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let lines: Vec<Value> = std::fs::read_to_string(dir.path().join("replay.dead-letter.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of_type = |ty: &str| lines.iter().filter(|l| l["error_type"] == ty).collect::<Vec<_>>();
+    assert_eq!(lines.len(), 9, "{lines:#?}");
+    let template = of_type("template_error");
+    assert_eq!(template.len(), 1);
+    assert_eq!(template[0]["record"]["key"], "h:noidx");
+    assert_eq!(template[0]["record"]["value"], json!({"age": "2"}));
+    let bad_name = of_type("invalid_index_name");
+    assert_eq!(bad_name.len(), 1);
+    assert_eq!((bad_name[0]["_id"].as_str(), &bad_name[0]["document"]), (Some("h:upper"), &json!({"age": "3"})));
+    let long = of_type("invalid_id");
+    assert_eq!(long.len(), 1);
+    assert_eq!((long[0]["_index"].as_str(), &long[0]["document"]), (Some(format!("{prefix}-a").as_str()), &json!({"age": "4"})));
+    let rejected = of_type("document_parsing_exception");
+    assert_eq!(rejected.len(), 6);
+    for line in &rejected {
+        assert_eq!(line["_index"], format!("{prefix}-a"));
+        assert!(line["_id"].as_str().unwrap().starts_with("h:bad"));
+        assert!(line["document"]["age"].as_str().unwrap().starts_with('x'));
+    }
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logged = stderr.lines().filter(|l| l.contains("WARN") && l.contains("redis_connector::dead_letter")).count();
+    assert_eq!(logged, 6, "five failures and the count: {stderr}");
+    assert!(
+        stderr.contains("9 records failed in all (4 more than logged above); every one is in replay.dead-letter.ndjson"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("replay.dead-letter.ndjson").count(), 1, "the failure is said once: {stdout}");
+    assert!(stdout.contains(&format!("into index {prefix}-a\n")), "{stdout}");
+}
+
+#[test]
+fn end_to_end_an_index_chosen_by_a_template_transform_leaves_the_sinks_own_index_alone() {
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\nSELECT 1\nSET b 2\n");
+    let prefix = unique_index("routed");
+    let sink_index = format!("{prefix}-sink");
+    let _guards = [IndexGuard(format!("{prefix}-0")), IndexGuard(format!("{prefix}-1")), IndexGuard(sink_index.clone())];
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "routed.yaml",
+        &format!(
+            "name: routed\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"*\"}}\n\
+             transforms:\n  - type: template\n    index: \"{prefix}-{{{{ database }}}}\"\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {sink_index}\n  delete_stale: true\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    for _ in 0..2 {
+        let out = run_cli(dir.path(), &pipeline);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("into indices {prefix}-0, {prefix}-1")),
+            "{}",
+            describe(&out)
+        );
+    }
+    assert_eq!((es_count(&format!("{prefix}-0")), es_count(&format!("{prefix}-1"))), (1, 1));
+    assert_eq!(
+        http().head(format!("{}/{sink_index}", es_url())).send().unwrap().status(),
+        404,
+        "the sink's own index is never created"
+    );
+}
+
+#[test]
+fn end_to_end_now_renders_a_timestamp_elasticsearch_maps_as_a_date() {
+    let redis = common::RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\n");
+    let index = unique_index("now");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "now.yaml",
+        &format!(
+            "name: now\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+             transforms:\n  - type: template\n    document: {{at: \"{{{{ now() }}}}\", run: \"{{{{ timestamp }}}}\"}}\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let out = run_cli(dir.path(), &pipeline);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let mapping = get_json(&format!("{}/{index}/_mapping", es_url()));
+    let properties = &mapping[&index]["mappings"]["properties"];
+    assert_eq!(properties["at"]["type"], "date", "{mapping}");
+    assert_eq!(properties["run"]["type"], "date", "{mapping}");
+}
+
+#[test]
+fn end_to_end_a_dry_run_of_more_than_2000_documents_fails_on_every_one_the_mapping_rejects() {
+    // Elasticsearch checks the first 2,000 documents of a dry run, then those the
+    // offline check flags: bad documents anywhere in the SCAN order (one in 300) are
+    // all found, in Elasticsearch's words.
+    let redis = common::RedisServer::start(&[]);
+    let mut commands = String::new();
+    for i in 0..2100 {
+        let age = if i % 300 == 7 { format!("bad{i}") } else { i.to_string() };
+        commands.push_str(&format!("HSET user:{i} age {age}\n"));
+    }
+    redis.cli_pipe(&commands);
+    let index = unique_index("dry-late");
+    let _guard = IndexGuard(index.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::write_file(
+        dir.path(),
+        "late.yaml",
+        &format!(
+            "name: late\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0, scan_count: 100}}\n\
+             transforms:\n  - type: template\n    id: \"{{{{ key }}}}\"\n    document: {{age: \"{{{{ value.age }}}}\"}}\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  index: {index}\n\
+             \x20 mappings: {{properties: {{age: {{type: long}}}}}}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let out = common::connector()
+        .current_dir(dir.path())
+        .args(["run", "-q", "--dry-run", pipeline.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("read 2100 = would write 2093 + unchanged 0 + filtered 0 + skipped 0 + failed 7"),
+        "{}",
+        describe(&out)
+    );
+    let text = std::fs::read_to_string(dir.path().join("late.dead-letter.dry-run.ndjson")).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 7);
+    for line in &lines {
+        assert!(line["document"]["age"].as_str().unwrap().starts_with("bad"), "{line}");
+        assert!(line["reason"].as_str().unwrap().contains("failed to parse field [age] of type [long]"), "{line}");
+    }
 }

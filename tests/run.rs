@@ -33,12 +33,13 @@ fn summary_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("summary JSON written")).unwrap()
 }
 
-/// Asserts `read = written + filtered + skipped + failed` in a summary's pipeline entry.
+/// Asserts `read = written + unchanged + filtered + skipped + failed` in a summary's
+/// pipeline entry.
 fn assert_counts_add_up(p: &Value) {
     let n = |f: &str| p[f].as_u64().unwrap_or_else(|| panic!("no {f} in {p}"));
     assert_eq!(
         n("read"),
-        n("written") + n("filtered") + n("skipped") + n("failed"),
+        n("written") + n("unchanged") + n("filtered") + n("skipped") + n("failed"),
         "{p:#}"
     );
     assert_eq!(p["counts_add_up"], true);
@@ -185,7 +186,7 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
     assert!(dead[0]["reason"]
         .as_str()
         .unwrap()
-        .starts_with("/document/name: undefined value"));
+        .starts_with("/document/name: `value.name`: undefined value"));
     let p = &summary_json(&dir.path().join("s.json"))["pipelines"][0];
     assert_eq!((p["status"].as_str(), p["failed"].as_u64()), (Some("failed"), Some(1)));
     assert_eq!(p["dead_letter"][0], "users.dead-letter.ndjson");
@@ -195,7 +196,7 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
     let out = run_in(dir.path(), &["run", "--dry-run", "-q", pipeline.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("1 documents failed; see users.dead-letter.dry-run.ndjson"),
+        text(&out.stdout).contains("1 documents would fail; see users.dead-letter.dry-run.ndjson"),
         "{}",
         text(&out.stdout)
     );
@@ -435,7 +436,7 @@ fn a_dry_run_writes_nothing_to_elasticsearch_or_redis() {
         stdout.contains("pipeline dry: ok (dry run: nothing written)"),
         "{stdout}"
     );
-    assert!(stdout.contains("read 3 = would write 3 + filtered 0"), "{stdout}");
+    assert!(stdout.contains("read 3 = would write 3 + unchanged 0 + filtered 0"), "{stdout}");
     assert!(stdout.contains("db 0: hash 1, string 1"), "{stdout}");
     assert!(stdout.contains("db 2: list 1"), "{stdout}");
     assert!(stdout.contains("sample documents (2):"), "{stdout}");
@@ -898,7 +899,97 @@ fn an_index_is_created_by_a_complete_run_even_empty_but_never_by_a_run_that_read
     let out = run_in(dir.path(), &["run", "-q", pipeline.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let mappings = es_mappings(&index).expect("the empty run created its index");
-    assert_eq!(mappings["properties"], Value::Null, "no built-in mapping: {mappings}");
+    // No built-in mapping: only the content hash of change-aware sync is mapped.
+    let properties: Vec<&String> = mappings["properties"].as_object().unwrap().keys().collect();
+    assert_eq!(properties, ["_content_hash"], "no built-in mapping: {mappings}");
     assert_eq!(mappings["_meta"]["redis_connector"]["pipeline"], "empty_templated");
     es_delete_index(&index);
+}
+
+#[test]
+fn summary_json_dash_goes_to_stdout_and_the_source_reports_what_it_passed_on() {
+    let redis = RedisServer::start(&[]);
+    load_strings(&redis, "k", 7, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: users\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: ndjson, path: out.ndjson}}\n",
+            redis.port
+        ),
+    );
+    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "-", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!dir.path().join("-").exists(), "no file named `-`");
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON summary alone");
+    let p = &summary["pipelines"][0];
+    assert_eq!(p["read"], 7);
+    let source = &p["stages"][0];
+    assert_eq!((source["stage"].as_str(), source["out"].as_u64()), (Some("source"), Some(7)), "{p:#}");
+    assert!(text(&out.stderr).contains("pipeline users: ok"), "the text summary moves to stderr");
+
+    // Standard output cannot take both the documents and the summary.
+    let to_stdout = write_file(
+        dir.path(),
+        "q.yaml",
+        &format!(
+            "name: q\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: ndjson, path: '-'}}\n",
+            redis.port
+        ),
+    );
+    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "-", to_stdout.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("would mix on standard output"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_unwritable_summary_json_path_is_a_usage_error_before_anything_is_read() {
+    let redis = RedisServer::start(&[]);
+    load_strings(&redis, "k", 3, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: users\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: ndjson, path: out.ndjson}}\n",
+            redis.port
+        ),
+    );
+    let scans_before = calls_of(&redis, "scan");
+    for target in ["no/such/folder/s.json", "."] {
+        let out = run_in(dir.path(), &["run", "-q", "--summary-json", target, pipeline.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{target}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).starts_with(&format!("error: cannot write the summary to {target}: ")),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(calls_of(&redis, "scan"), scans_before, "nothing was read");
+    assert!(!dir.path().join("out.ndjson").exists(), "nothing was written");
+}
+
+#[test]
+fn several_pipelines_end_with_a_total_line() {
+    let redis = RedisServer::start(&[]);
+    load_strings(&redis, "k", 4, 10);
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        write_file(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: ndjson, path: {name}.ndjson}}\n",
+                redis.port
+            ),
+        );
+    }
+    let out = run_in(dir.path(), &["run", "-q", "--parallel", "2", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.trim_end().ends_with("total: 2 pipelines (2 ok): read 8 = written 8 + filtered 0 + skipped 0 + failed 0"),
+        "{stdout}"
+    );
 }

@@ -198,7 +198,8 @@ fn an_unwritable_summary_json_stops_the_run_before_it_reads() {
     let dir = tempfile::tempdir().unwrap();
     let fixed = pipeline(dir.path(), redis.port, "{{ value.name }}");
     let out = run_in(dir.path(), &["run", "-q", "--summary-json", "no-such-folder/s.json", fixed.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    // A usage error (exit 2), found before the pipeline files are even loaded.
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("error: cannot write the summary to no-such-folder/s.json"),
         "{}",

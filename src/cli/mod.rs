@@ -6,6 +6,7 @@ pub mod follow;
 pub mod generate;
 pub mod progress;
 pub mod run;
+mod summary_json;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -130,6 +131,10 @@ pub struct RunArgs {
     /// SIGTERM (every pipeline given, at once; `live:` in the file sets the details).
     #[arg(long, conflicts_with = "dry_run")]
     pub follow: bool,
+    /// Rewrite every document, even those the index holds with the same content hash
+    /// (after an ingest pipeline change, a restore, or documents edited by hand).
+    #[arg(long)]
+    pub full: bool,
     /// Run up to N pipelines at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,

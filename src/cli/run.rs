@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use super::progress::{terminal_bars, BarAwareStderr, BarProgress, LogProgress};
+use super::summary_json::SummaryJson;
 use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
-use crate::executor::{self, NoProgress, PipelineSummary, Progress};
+use crate::executor::{self, NoProgress, PipelineSummary, Progress, Status};
 use crate::redact::{self, Redacting};
 use crate::stages::RunOptions;
 
@@ -31,6 +32,15 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         Ok(files) => files,
         Err(error) => {
             report_error(args, &error.to_string());
+            return ExitCode::from(2);
+        }
+    };
+    // Checked before anything is loaded or read: a summary that cannot be written
+    // would otherwise be found missing only after the whole run.
+    let mut summary_json = match args.summary_json.as_deref().map(SummaryJson::open).transpose() {
+        Ok(target) => target,
+        Err(message) => {
+            eprintln!("error: {message}");
             return ExitCode::from(2);
         }
     };
@@ -63,9 +73,9 @@ pub fn execute(args: &RunArgs) -> ExitCode {
             ),
         );
         // A bot reading the summary must not find the previous run's `ok` there.
-        if let Some(path) = &args.summary_json {
-            if let Err(error) = write_invalid_summary_json(path, &diagnostics) {
-                eprintln!("error: cannot write the summary to {}: {error}", path.display());
+        if let Some(target) = &mut summary_json {
+            if let Err(error) = target.write(&invalid_summary_json(&diagnostics)) {
+                eprintln!("error: cannot write the summary to {}: {error}", target.describe());
             }
         }
         return ExitCode::from(1);
@@ -84,6 +94,13 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     let writes_documents_to_stdout = loaded.iter().any(|l| {
         matches!(&l.pipeline.sink, crate::config::model::SinkConfig::Ndjson(nd) if nd.path == "-")
     });
+    if writes_documents_to_stdout && summary_json.as_ref().is_some_and(SummaryJson::is_stdout) {
+        eprintln!(
+            "error: --summary-json - and a pipeline writing its documents to standard output (ndjson \
+             `path: -`) would mix on standard output: give --summary-json a file"
+        );
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -101,6 +118,7 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         allow_mass_delete: args.allow_mass_delete,
         sample: args.sample,
         follow: false,
+        full: args.full,
     };
     if args.follow {
         let outcome = runtime.block_on(super::follow::follow_all(loaded, options, progress, summary_file.clone()));
@@ -113,8 +131,10 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 
     // The summary goes to stdout, unless a pipeline writes its documents there
-    // (an NDJSON sink with `path: -`): then to stderr, so stdout stays pure NDJSON.
-    let mut out: Box<dyn Write> = if writes_documents_to_stdout {
+    // (an NDJSON sink with `path: -`) or the JSON summary does (`--summary-json -`):
+    // then to stderr, so stdout stays pure NDJSON or JSON.
+    let summary_takes_stdout = summary_json.as_ref().is_some_and(SummaryJson::is_stdout);
+    let mut out: Box<dyn Write> = if writes_documents_to_stdout || summary_takes_stdout {
         Box::new(Redacting::new(std::io::stderr().lock()))
     } else {
         Box::new(Redacting::new(std::io::stdout().lock()))
@@ -128,13 +148,16 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     for name in &outcome.not_run {
         let _ = writeln!(out, "pipeline {name}: not run (interrupted)");
     }
+    if outcome.summaries.len() + outcome.not_run.len() + outcome.not_started > 1 {
+        let _ = writeln!(out, "\n{}", total_line(&outcome));
+    }
     let _ = out.flush();
     drop(out);
     let mut failed = outcome.failed || !outcome.not_run.is_empty();
     failed |= outcome.summaries.iter().any(PipelineSummary::is_failure);
-    if let Some(path) = &args.summary_json {
-        if let Err(error) = write_summary_json(path, &outcome, failed) {
-            eprintln!("error: cannot write the summary to {}: {error}", path.display());
+    if let Some(target) = &mut summary_json {
+        if let Err(error) = target.write(&summary_json_document(&outcome, failed)) {
+            eprintln!("error: cannot write the summary to {}: {error}", target.describe());
             failed = true;
         }
     }
@@ -161,6 +184,44 @@ struct Outcome {
     not_run: Vec<String>,
     /// A pipeline could not even start.
     failed: bool,
+    /// How many pipelines could not even start.
+    not_started: usize,
+}
+
+/// The last line of a run of several pipelines: how many ended how, and the sums.
+fn total_line(outcome: &Outcome) -> String {
+    let count = |status: Status| outcome.summaries.iter().filter(|s| s.status == status).count();
+    let sum = |field: fn(&PipelineSummary) -> u64| outcome.summaries.iter().map(field).sum::<u64>();
+    let pipelines = outcome.summaries.len() + outcome.not_run.len() + outcome.not_started;
+    let mut ended = vec![format!("{} ok", count(Status::Ok))];
+    let failed = count(Status::Failed) + outcome.not_started;
+    if failed > 0 {
+        ended.push(format!("{failed} failed"));
+    }
+    let interrupted = count(Status::Interrupted);
+    if interrupted > 0 {
+        ended.push(format!("{interrupted} interrupted"));
+    }
+    if !outcome.not_run.is_empty() {
+        ended.push(format!("{} not run", outcome.not_run.len()));
+    }
+    let dry_run = outcome.summaries.iter().any(|s| s.dry_run);
+    // Documents left unchanged (change-aware sync), when any pipeline compared.
+    let unchanged = if outcome.summaries.iter().any(|s| s.new.is_some()) {
+        format!(" + unchanged {}", sum(|s| s.unchanged))
+    } else {
+        String::new()
+    };
+    format!(
+        "total: {pipelines} pipelines ({}): read {} = {} {}{unchanged} + filtered {} + skipped {} + failed {}",
+        ended.join(", "),
+        sum(|s| s.read),
+        if dry_run { "would write" } else { "written" },
+        sum(|s| s.written),
+        sum(|s| s.filtered),
+        sum(|s| s.skipped),
+        sum(|s| s.failed),
+    )
 }
 
 async fn run_all(
@@ -194,6 +255,7 @@ async fn run_all(
         summaries: Vec::new(),
         not_run: Vec::new(),
         failed: false,
+        not_started: 0,
     };
     for (name, result) in results {
         match result {
@@ -202,6 +264,7 @@ async fn run_all(
             Err(message) => {
                 eprintln!("error: pipeline {name}: {}", redact::text(&message));
                 outcome.failed = true;
+                outcome.not_started += 1;
             }
         }
     }
@@ -263,14 +326,12 @@ async fn first_signal() -> &'static str {
     }
 }
 
-fn write_summary_json(path: &Path, outcome: &Outcome, failed: bool) -> std::io::Result<()> {
-    let document = serde_json::json!({
+fn summary_json_document(outcome: &Outcome, failed: bool) -> serde_json::Value {
+    serde_json::json!({
         "status": if failed { "failed" } else { "ok" },
         "pipelines": outcome.summaries,
         "not_run": outcome.not_run,
-    });
-    let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
-    std::fs::write(path, redact::text(&text).into_owned() + "\n")
+    })
 }
 
 /// A `--summary-json` without pipelines' summaries: `running` (written at the start),
@@ -291,15 +352,13 @@ fn write_status_json(path: &Path, status: &str, reason: Option<&str>) -> std::io
 
 /// The `--summary-json` of a run stopped by invalid pipelines: status `invalid`, no
 /// pipeline run, and every problem as `validate --format json` gives it.
-fn write_invalid_summary_json(path: &Path, problems: &[config::Diagnostic]) -> std::io::Result<()> {
-    let document = serde_json::json!({
+fn invalid_summary_json(problems: &[config::Diagnostic]) -> serde_json::Value {
+    serde_json::json!({
         "status": "invalid",
         "pipelines": [],
         "not_run": [],
         "problems": problems,
-    });
-    let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
+    })
 }
 
 /// Logs go to standard error: `-q` errors only; default warnings (plus progress lines

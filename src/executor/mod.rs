@@ -310,6 +310,18 @@ pub fn build_stages(pipeline: &Pipeline, source: Option<Source>) -> anyhow::Resu
     match (source, sink) {
         (Some(mut source), Some(mut sink)) if errors.is_empty() => {
             source.set_ttl_needed(transforms.iter().any(|t| t.reads("ttl")) || sink.reads("ttl"));
+            sink.set_fingerprint(crate::config::fingerprint::pipeline_fingerprint(pipeline));
+            // A later template replaces an earlier one's document, index included.
+            sink.set_routed_by_transform(
+                transforms
+                    .iter()
+                    .rev()
+                    .find_map(|t| match t {
+                        Transform::Template(template) => Some(template.renders_index()),
+                        _ => None,
+                    })
+                    .unwrap_or(false),
+            );
             sink.set_rendered_documents(
                 transforms
                     .iter()
@@ -432,6 +444,9 @@ impl Run<'_> {
         interrupted: bool,
     ) -> PipelineSummary {
         let seconds = self.started.elapsed().as_secs_f64();
+        for dead_letter in &self.dead_letters {
+            dead_letter.log_the_rest();
+        }
         let mut stages = vec![StageSummary {
             stage: "source".into(),
             counters: self.source_ctx.counters.snapshot(),
@@ -464,13 +479,15 @@ impl Run<'_> {
         }
         let report = sink.unwrap_or_else(|| SinkReport {
             written: sink_counters.out,
+            unchanged: sink_counters.unchanged,
             failed: sink_counters.failed,
             ..SinkReport::default()
         });
         failed += report.failed.max(sink_counters.failed);
         let written = report.written;
+        let unchanged = report.unchanged;
         let deleted = sink_counters.deleted;
-        let accounted = written + deleted + filtered + skipped + failed;
+        let accounted = written + unchanged + deleted + filtered + skipped + failed;
         // Records lost in flight are expected only when a stage failed fatally.
         let not_processed = if fatal.is_some() {
             read.saturating_sub(accounted)
@@ -481,8 +498,8 @@ impl Run<'_> {
         if !counts_add_up {
             tracing::error!(
                 pipeline = %self.pipeline.name,
-                read, written, filtered, skipped, failed,
-                "BUG: the counts do not add up: read != written + filtered + skipped + failed"
+                read, written, unchanged, filtered, skipped, failed,
+                "BUG: the counts do not add up: read != written + unchanged + filtered + skipped + failed"
             );
         }
         let mut notes = source.notes.clone();
@@ -503,7 +520,10 @@ impl Run<'_> {
             status,
             read,
             written,
+            unchanged,
             deleted,
+            new: report.new,
+            changed: report.changed,
             filtered,
             skipped,
             skipped_reasons,
@@ -514,6 +534,7 @@ impl Run<'_> {
             seconds,
             docs_per_second: if seconds > 0.0 { written as f64 / seconds } else { 0.0 },
             keys_per_second: if seconds > 0.0 { read as f64 / seconds } else { 0.0 },
+            targets: report.targets.clone(),
             dead_letter: self
                 .dead_letters
                 .iter()

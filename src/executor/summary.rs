@@ -31,7 +31,7 @@ pub struct StageSummary {
     pub counters: CountersSnapshot,
 }
 
-/// The summary of one pipeline run. `read = written + filtered + skipped + failed`
+/// The summary of one pipeline run. `read = written + unchanged + filtered + skipped + failed`
 /// holds in every summary of a run that was not stopped by a fatal error; when a
 /// stage fails fatally, `not_processed` counts the records lost in flight.
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +43,16 @@ pub struct PipelineSummary {
     pub read: u64,
     /// Documents written (in a dry run: that would be written).
     pub written: u64,
+    /// Documents the index already held with the same content (change-aware sync):
+    /// not written.
+    pub unchanged: u64,
+    /// Of the documents sent (in a dry run: to send; those Elasticsearch then rejects
+    /// are also counted failed), those the index did not hold and those it held with
+    /// another content; absent for a sink that does not compare (NDJSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<u64>,
     /// Documents deleted because their key is gone or a filter excludes it now (live
     /// mode only; stale deletion is `deleted_stale`).
     #[serde(skip_serializing_if = "is_zero")]
@@ -65,6 +75,8 @@ pub struct PipelineSummary {
     pub docs_per_second: f64,
     /// Keys read per second.
     pub keys_per_second: f64,
+    /// The indices the documents went to (in a dry run: would go to).
+    pub targets: Vec<String>,
     /// Dead-letter files that received entries in this run.
     pub dead_letter: Vec<PathBuf>,
     /// Keys read, by database then Redis type.
@@ -73,7 +85,7 @@ pub struct PipelineSummary {
     pub notes: Vec<String>,
     /// Why the run failed, when it did (fatal error or the sink's error).
     pub error: Option<String>,
-    /// Whether `read = written + filtered + skipped + failed + not_processed`.
+    /// Whether `read = written + unchanged + filtered + skipped + failed + not_processed`.
     pub counts_add_up: bool,
     pub stages: Vec<StageSummary>,
     /// Rendered documents (dry run with `--sample`).
@@ -110,10 +122,18 @@ impl fmt::Display for PipelineSummary {
             "pipeline {}: {status}{dry} in {:.2} s, {:.0} keys/s, {:.0} docs/s",
             self.pipeline, self.seconds, self.keys_per_second, self.docs_per_second
         );
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "  {}", describe_targets(&self.targets));
+        }
         let written = if self.dry_run { "would write" } else { "written" };
-        let mut line = format!(
-            "  read {} = {written} {} + filtered {} + skipped {} + failed {}",
-            self.read, self.written, self.filtered, self.skipped, self.failed
+        let mut line = format!("  read {} = {written} {}", self.read, self.written);
+        if self.new.is_some() {
+            let _ = write!(line, " + unchanged {}", self.unchanged);
+        }
+        let _ = write!(
+            line,
+            " + filtered {} + skipped {} + failed {}",
+            self.filtered, self.skipped, self.failed
         );
         if self.deleted > 0 {
             let _ = write!(line, " + deleted {}", self.deleted);
@@ -122,6 +142,15 @@ impl fmt::Display for PipelineSummary {
             let _ = write!(line, " + not processed {}", self.not_processed);
         }
         let _ = writeln!(out, "{line}");
+        if let (Some(new), Some(changed)) = (self.new, self.changed) {
+            // Sent (or, in a dry run, to send): what Elasticsearch then rejects is failed.
+            let verb = if self.dry_run { "to send" } else { "sent" };
+            let _ = writeln!(
+                out,
+                "  compared with the index: {new} new and {changed} changed documents {verb}, {} unchanged",
+                self.unchanged
+            );
+        }
         if !self.skipped_reasons.is_empty() {
             let reasons: Vec<String> = self.skipped_reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
             let _ = writeln!(out, "  skipped: {}", reasons.join(", "));
@@ -144,7 +173,8 @@ impl fmt::Display for PipelineSummary {
         }
         if self.failed > 0 {
             let paths: Vec<String> = self.dead_letter.iter().map(|p| p.display().to_string()).collect();
-            let _ = writeln!(out, "  {} documents failed; see {}", self.failed, paths.join(", "));
+            let failed = if self.dry_run { "would fail" } else { "failed" };
+            let _ = writeln!(out, "  {} documents {failed}; see {}", self.failed, paths.join(", "));
         }
         for note in &self.notes {
             let _ = writeln!(out, "  note: {note}");
@@ -169,9 +199,9 @@ impl fmt::Display for PipelineSummary {
         if !self.counts_add_up {
             let _ = writeln!(
                 out,
-                "  BUG: the counts do not add up (read {} != written + filtered + skipped + failed {}); please report it",
+                "  BUG: the counts do not add up (read {} != written + unchanged + filtered + skipped + failed {}); please report it",
                 self.read,
-                self.written + self.filtered + self.skipped + self.failed + self.not_processed
+                self.written + self.unchanged + self.filtered + self.skipped + self.failed + self.not_processed
             );
         }
         if !self.samples.is_empty() {
@@ -187,6 +217,16 @@ impl fmt::Display for PipelineSummary {
     }
 }
 
+/// `into index a`, `into indices a, b`, `into 12 indices: a, b, c, d, e, ...`.
+fn describe_targets(targets: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match targets {
+        [one] => format!("into index {one}"),
+        many if many.len() <= SHOWN => format!("into indices {}", many.join(", ")),
+        many => format!("into {} indices: {}, ...", many.len(), many[..SHOWN].join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +238,9 @@ mod tests {
             status: Status::Failed,
             read: 10,
             written: 6,
+            unchanged: 0,
+            new: None,
+            changed: None,
             deleted: 0,
             filtered: 1,
             skipped: 1,
@@ -209,6 +252,7 @@ mod tests {
             seconds: 2.0,
             docs_per_second: 3.0,
             keys_per_second: 5.0,
+            targets: vec!["redis-users".into()],
             dead_letter: vec![PathBuf::from("users.dead-letter.ndjson")],
             keys: BTreeMap::new(),
             notes: vec![],
@@ -225,6 +269,7 @@ mod tests {
         assert_eq!(
             text,
             "pipeline users: FAILED in 2.00 s, 5 keys/s, 3 docs/s\n  \
+             into index redis-users\n  \
              read 10 = written 6 + filtered 1 + skipped 1 + failed 2\n  \
              skipped: vanished 1\n  \
              deleted as stale: 3 (found 3)\n  \
@@ -239,6 +284,6 @@ mod tests {
         s.read = 11;
         assert!(s
             .to_string()
-            .contains("BUG: the counts do not add up (read 11 != written + filtered + skipped + failed 10)"));
+            .contains("BUG: the counts do not add up (read 11 != written + unchanged + filtered + skipped + failed 10)"));
     }
 }

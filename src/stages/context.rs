@@ -22,6 +22,8 @@ pub struct RunOptions {
     /// A live mode phase applying changes: sinks send what they hold as soon as no
     /// record is waiting, instead of waiting for a full bulk.
     pub follow: bool,
+    /// Rewrite every document, even one whose content hash says it is unchanged.
+    pub full: bool,
 }
 
 /// Everything a stage gets from the executor.

@@ -54,12 +54,21 @@ pub struct UpstreamOutcome {
 pub struct SinkReport {
     /// Documents written (or, in a dry run, that would be written).
     pub written: u64,
+    /// Documents the index already held with the same content hash, not written.
+    pub unchanged: u64,
+    /// Of the documents sent (or, in a dry run, that would be): those the index did
+    /// not hold, and those it held with another content. `None` for a sink that does
+    /// not compare (NDJSON).
+    pub new: Option<u64>,
+    pub changed: Option<u64>,
     /// Documents rejected and sent to the dead-letter file.
     pub failed: u64,
     /// Documents deleted as stale.
     pub deleted_stale: u64,
     /// Stale documents found (deleted or, in a dry run or when guarded, not).
     pub stale_found: u64,
+    /// The indices the documents went to (or would go to); empty for a sink without.
+    pub targets: Vec<String>,
     /// Lines worth showing in the summary.
     pub notes: Vec<String>,
     /// Set when the run must exit non-zero although nothing failed fatally
@@ -168,6 +177,23 @@ impl Sink {
     pub fn set_rendered_documents(&mut self, rendered: bool) {
         if let Sink::Elasticsearch(es) = self {
             es.set_rendered_documents(rendered);
+        }
+    }
+
+    /// Gives the sink the pipeline fingerprint, which seeds the content hashes of
+    /// change-aware sync.
+    pub fn set_fingerprint(&mut self, fingerprint: u64) {
+        if let Sink::Elasticsearch(es) = self {
+            es.set_fingerprint(fingerprint);
+        }
+    }
+
+    /// Tells the sink whether a template stage chooses every document's index (the
+    /// last template transform has an `index`): the sink's own `index` is then no
+    /// target, neither created nor cleaned.
+    pub fn set_routed_by_transform(&mut self, routed: bool) {
+        if let Sink::Elasticsearch(es) = self {
+            es.set_routed_by_transform(routed);
         }
     }
 

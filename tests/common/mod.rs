@@ -9,6 +9,9 @@
 //! - [`connector`]: the built `redis-connector` binary, for tests that drive the CLI.
 #![allow(dead_code)]
 
+pub mod redisjson;
+pub mod source;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -126,12 +129,17 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        Self::start_with(masters, replicas, &[])
+    }
+
+    /// Like [`RedisCluster::start`], every node started with `extra` arguments too
+    /// (e.g. `--loadmodule PATH`).
+    pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                RedisServer::start_on(
-                    cluster_port(),
-                    &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
-                )
+                let mut args = vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
+                args.extend_from_slice(extra);
+                RedisServer::start_on(cluster_port(), &args)
             })
             .collect();
         let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();

@@ -35,6 +35,8 @@ pub struct TemplateTransform {
     /// Template names (field pointers) of `id` and `index`, when given.
     id: Option<String>,
     index: Option<String>,
+    /// The source of each expression, by position, for run-time error messages.
+    expr_sources: Vec<String>,
 }
 
 /// What a document's body is made of. Leaves point into the compiled templates
@@ -195,6 +197,7 @@ impl TemplateTransform {
                 body,
                 id,
                 index,
+                expr_sources: expr_sources.into_iter().map(|(_, source)| source).collect(),
             })
         } else {
             Err(errors)
@@ -205,6 +208,11 @@ impl TemplateTransform {
     /// the body is the default document's.
     pub fn renders_body(&self) -> bool {
         !matches!(self.body, BodyPlan::Default)
+    }
+
+    /// Whether this stage chooses each document's index (an `index` template).
+    pub fn renders_index(&self) -> bool {
+        self.index.is_some()
     }
 
     /// Whether this stage renders the documents' ids (an `id` template).
@@ -262,8 +270,9 @@ impl TemplateTransform {
         let context = record_context(record, &ctx.pipeline, &ctx.run_timestamp);
 
         let render_text = |name: &str, id: Option<&str>| -> Result<String, RenderFailure> {
-            let rendered = env.get_template(name).and_then(|t| t.render(&context));
-            rendered.map_err(|error| RenderFailure::new(name, &error, id))
+            let template = env.get_template(name).map_err(|error| RenderFailure::new(name, &error, id))?;
+            let rendered = template.render(&context);
+            rendered.map_err(|error| RenderFailure::in_source(name, &error, template.source(), id))
         };
 
         let id = match &self.id {
@@ -300,7 +309,7 @@ impl TemplateTransform {
             BodyPlan::Whole { expr, pointer } => {
                 let value = exprs[*expr]
                     .eval(&context)
-                    .map_err(|e| RenderFailure::new(pointer, &e, Some(&id)))?;
+                    .map_err(|e| RenderFailure::in_source(pointer, &e, &self.expr_sources[*expr], Some(&id)))?;
                 match to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(&id)))? {
                     Json::Object(map) => map,
                     other => {
@@ -330,15 +339,16 @@ impl TemplateTransform {
         match node {
             Node::Template(name) => {
                 let env = self.compiled.borrow_owner();
-                env.get_template(name)
-                    .and_then(|t| t.render(context))
+                let template = env.get_template(name).map_err(|e| RenderFailure::new(name, &e, Some(id)))?;
+                template
+                    .render(context)
                     .map(Json::String)
-                    .map_err(|e| RenderFailure::new(name, &e, Some(id)))
+                    .map_err(|e| RenderFailure::in_source(name, &e, template.source(), Some(id)))
             }
             Node::Expr { expr, pointer } => {
                 let value = self.compiled.borrow_dependent()[*expr]
                     .eval(context)
-                    .map_err(|e| RenderFailure::new(pointer, &e, Some(id)))?;
+                    .map_err(|e| RenderFailure::in_source(pointer, &e, &self.expr_sources[*expr], Some(id)))?;
                 to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(id)))
             }
             Node::Constant(value) => Ok(value.clone()),
@@ -378,6 +388,18 @@ impl RenderFailure {
         }
     }
 
+    /// As [`RenderFailure::new`], naming the expression of the template's `source`
+    /// that failed (`` `value.name`: undefined value (line 1) ``) when the error
+    /// locates it: the whole `{{ ... }}` or `{% ... %}` around the failing part.
+    fn in_source(pointer: &str, error: &minijinja::Error, source: &str, id: Option<&str>) -> Self {
+        let mut failure = Self::new(pointer, error, id);
+        let failed = error.range().and_then(|range| enclosing_expression(source, range));
+        if let Some(expression) = failed.filter(|e| !e.is_empty()) {
+            failure.message = format!("`{expression}`: {}", failure.message);
+        }
+        failure
+    }
+
     fn message(pointer: &str, message: &str, id: Option<&str>) -> Self {
         RenderFailure {
             pointer: pointer.to_owned(),
@@ -393,16 +415,31 @@ impl std::fmt::Display for RenderFailure {
     }
 }
 
+/// The text of the `{{ ... }}` or `{% ... %}` of `source` around `range` (the whole
+/// source when it has no delimiters: an expression), trimmed.
+fn enclosing_expression(source: &str, range: std::ops::Range<usize>) -> Option<&str> {
+    source.get(range.clone())?;
+    let before = &source[..range.start];
+    let open = [before.rfind("{{"), before.rfind("{%")].into_iter().flatten().max();
+    let Some(open) = open else {
+        return Some(source.trim());
+    };
+    let after = &source[range.end..];
+    let close = [after.find("}}"), after.find("%}")].into_iter().flatten().min()?;
+    let inner = source.get(open + 2..range.end + close)?;
+    Some(inner.trim_matches('-').trim())
+}
+
 /// Sends a failed record to the dead-letter file (the failure is already counted).
 fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
     let (key, key_is_base64) = record.key_text();
     let reason = failure.to_string();
     // The key still exists: stale deletion keeps what an earlier run wrote for it.
     ctx.failed_before_sink.add(failure.id.as_deref());
-    tracing::warn!(pipeline = %ctx.pipeline, stage = %ctx.stage, key = ?key, database = record.database, "template error: {reason}");
     let entry = DeadLetterEntry {
         pipeline: ctx.pipeline.to_string(),
         stage: ctx.stage.clone(),
+        index: None,
         id: failure.id,
         key,
         key_encoding: key_is_base64.then_some("base64"),
@@ -410,6 +447,7 @@ fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
         error_type: "template_error".to_owned(),
         reason,
         document: None,
+        record: Some(Json::Object(record.to_context())),
     };
     if let Err(error) = ctx.dead_letter.write(&entry) {
         tracing::error!(
@@ -430,6 +468,11 @@ pub(crate) fn environment() -> Environment<'static> {
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_filter("md5", md5_hex);
+    // The contrib `now()` gives a float of seconds, which dynamic mapping makes a
+    // float field: this one gives the ISO 8601 UTC text `_timestamp` holds
+    // (`2026-11-27T11:36:27.123Z`), which Elasticsearch maps as a date and
+    // `datetimeformat` reads.
+    env.add_function("now", crate::document::now_timestamp);
     env
 }
 
@@ -1016,12 +1059,29 @@ document:
     }
 
     #[test]
+    fn now_renders_an_iso_8601_utc_timestamp_that_datetimeformat_reads() {
+        let env = environment();
+        let now = env.render_str("{{ now() }}", ()).unwrap();
+        let shape = regex::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$").unwrap();
+        assert!(shape.is_match(&now), "{now}");
+        let year = env.render_str("{{ now() | datetimeformat(format='[year]') }}", ()).unwrap();
+        assert_eq!(year, now[..4]);
+    }
+
+    #[test]
     fn undefined_variables_fail_the_record_with_its_field_path() {
         let t = TemplateTransform::build(&config("document:\n  x: \"{{ value.missing }}\"\n")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
         assert_eq!(failure.pointer, "/document/x");
-        assert!(failure.message.contains("undefined"), "{}", failure.message);
+        assert_eq!(failure.message, "`value.missing`: undefined value (line 1)");
+        let t = TemplateTransform::build(&config("document:\n  x: {expr: \"value.gone | int\"}\n")).unwrap();
+        let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
+        assert_eq!(failure.pointer, "/document/x");
+        assert!(failure.message.starts_with("`value.gone | int`: undefined value"), "{}", failure.message);
+        let t = TemplateTransform::build(&config("document:\n  x: \"Hi {{ value.gone | upper }}!\"\n")).unwrap();
+        let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
+        assert!(failure.message.starts_with("`value.gone | upper`: undefined value"), "{}", failure.message);
     }
 
     #[test]

@@ -4,8 +4,16 @@
 //!
 //! Split by job: `client.rs` speaks HTTP to one or several nodes, `encoder.rs` writes
 //! bulk bodies, `retry.rs` decides what to retry, `service.rs` sends bulks and acts on
-//! the answers, `index.rs` sets indices up, `stale.rs` finds and deletes stale
-//! documents, `compat.rs` checks documents against a mapping in a dry run.
+//! the answers, `index.rs` sets indices up, `changes.rs` holds the content hashes and
+//! the `(_id, hash)` map of change-aware sync, `stale.rs` finds and deletes stale
+//! documents, `creation_check.rs` checks the pipeline's settings and mappings before
+//! reading, `dry_check.rs` asks Elasticsearch about a dry run's documents, `compat.rs`
+//! checks them offline when it cannot.
+//!
+//! Change-aware sync: before its first write to an existing index, the sink reads
+//! every `(_id, hash)` the index holds; each document is encoded with its content
+//! hash, compared, and sent only when new or changed (`--full`: always). After a
+//! complete run the map's ids that no document produced are the stale ones.
 //!
 //! Templated indices (`index: "redis-{{ database }}"`, or a template transform's
 //! `index`): each index is created at its first document. Stale deletion covers each
@@ -13,8 +21,11 @@
 //! nothing to it); indices the template could name but this run never wrote to are
 //! left alone, since nothing says they are this pipeline's to clean.
 
+pub mod changes;
 pub mod client;
 pub mod compat;
+pub mod creation_check;
+pub mod dry_check;
 pub mod encoder;
 pub mod index;
 pub mod repeated;
@@ -38,6 +49,7 @@ use crate::document::{default_document, default_id};
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, ScansRestarted, SinkReport, StageContext, UpstreamOutcome};
 
+use changes::{key_hash, Comparison, IndexHashes, CONTENT_HASH_FIELD};
 use client::{Auth, EsClient, FailureKind};
 use encoder::{Bulk, SentBulk};
 use index::IndexState;
@@ -48,8 +60,6 @@ use stale::{IdSet, Mode};
 
 /// A partly filled bulk is sent when no record arrived for this long.
 const FLUSH_IDLE: Duration = Duration::from_millis(500);
-/// Problems of the dry-run mapping check shown in the summary.
-const MAX_DRY_RUN_PROBLEMS: usize = 10;
 
 /// The Elasticsearch sink.
 pub struct ElasticsearchSink {
@@ -61,6 +71,11 @@ pub struct ElasticsearchSink {
     /// mapping of the default document must not be given to a new index); `None`
     /// when not told, and then each record says (a rendered document or none).
     rendered_documents: Option<bool>,
+    /// The pipeline fingerprint, seed of every content hash (see `changes.rs`).
+    fingerprint: u64,
+    /// Whether a template transform chooses every document's index: the sink's own
+    /// fixed `index` is then never written to, so never created nor cleaned.
+    routed_by_transform: bool,
 }
 
 /// Where documents go.
@@ -96,11 +111,25 @@ struct Running {
     /// creates it without asking again.
     known_missing: Option<String>,
     fatal: Option<String>,
-    /// Dry run: documents that would fail against an existing mapping.
-    dry_problems: Vec<String>,
-    dry_problem_count: u64,
     /// Documents rejected before any request (bad index name or index template).
     rejected_before: u64,
+    /// The `(_id, content hash)` each index held when first seen (by position in
+    /// `indices`); `None` for an index that did not exist then.
+    maps: Vec<Option<IndexHashes>>,
+    /// Documents of this run the indices lacked, and held with another content.
+    new: u64,
+    changed: u64,
+    /// Documents and time of the maps read, for the summary.
+    map_documents: u64,
+    map_seconds: f64,
+    /// Notes from `open`, for the summary.
+    notes: Vec<String>,
+    /// Dry run: documents waiting to be checked by Elasticsearch.
+    dry_pending: Vec<dry_check::Pending>,
+    /// Dry run: why documents are checked offline (Elasticsearch could not check them).
+    dry_offline: Option<String>,
+    /// Dry run: documents checked so far.
+    dry_checked: u64,
 }
 
 /// The largest request Elasticsearch can take: `http.max_content_length` is an `int`
@@ -231,6 +260,8 @@ impl ElasticsearchSink {
                 target,
                 running: None,
                 rendered_documents: None,
+                fingerprint: 0,
+                routed_by_transform: false,
             }),
             _ => Err(errors),
         }
@@ -272,17 +303,45 @@ impl ElasticsearchSink {
             scans_restarted: ctx.scans_restarted.clone(),
             known_missing: None,
             fatal: None,
-            dry_problems: Vec::new(),
-            dry_problem_count: 0,
             rejected_before: 0,
+            maps: Vec::new(),
+            new: 0,
+            changed: 0,
+            map_documents: 0,
+            map_seconds: 0.0,
+            notes: Vec::new(),
+            dry_pending: Vec::new(),
+            dry_offline: None,
+            dry_checked: 0,
         };
-        if let Target::Fixed(name) = &self.target {
+        // The pipeline's own settings and mappings, before any key is read (the
+        // built-in mapping needs no check).
+        if self.config.settings.is_some() || self.config.mappings.is_some() {
+            let body = index::creation_body(
+                self.config.settings.as_ref(),
+                self.config.mappings.as_ref(),
+                false,
+                &ctx.pipeline,
+                self.config.delete_stale.enabled,
+            );
+            let client = &running.service.client;
+            if let creation_check::Checked::NotAllowed(reason) = creation_check::check(client, &body).await? {
+                running.notes.push(format!(
+                    "the sink's settings and mappings were not checked before reading (the credentials may not \
+                     simulate an index template: {reason}); Elasticsearch checks them when it creates the index"
+                ));
+            }
+        }
+        if let Some(name) = self.fixed_index() {
             match index::inspect(&running.service.client, name).await? {
                 Some(mut state) => {
                     running.check_owner(&mut state, ctx).await?;
-                    running.add_index(state);
+                    let position = running.add_index(state);
+                    if !ctx.options.follow {
+                        running.read_hashes(position, ctx).await?;
+                    }
                 }
-                None => running.known_missing = Some(name.clone()),
+                None => running.known_missing = Some(name.to_owned()),
             }
         }
         self.running = Some(running);
@@ -293,6 +352,27 @@ impl ElasticsearchSink {
     /// template with only `id` or `index` keeps the default document, and its mapping).
     pub fn set_rendered_documents(&mut self, rendered: bool) {
         self.rendered_documents = Some(rendered);
+    }
+
+    /// Gives the sink the pipeline fingerprint
+    /// ([`crate::config::fingerprint::pipeline_fingerprint`]), which seeds every
+    /// document's content hash.
+    pub fn set_fingerprint(&mut self, fingerprint: u64) {
+        self.fingerprint = fingerprint;
+    }
+
+    /// Tells the sink whether a template transform chooses every document's index.
+    pub fn set_routed_by_transform(&mut self, routed: bool) {
+        self.routed_by_transform = routed;
+    }
+
+    /// The sink's own fixed index, when documents may go to it: not when `index` is a
+    /// template, nor when a template transform chooses every document's index.
+    fn fixed_index(&self) -> Option<&str> {
+        match &self.target {
+            Target::Fixed(name) if !self.routed_by_transform => Some(name),
+            _ => None,
+        }
     }
 
     /// Whether the `index` template reads the record's `field`.
@@ -348,10 +428,14 @@ impl ElasticsearchSink {
         // Following changes, a partly filled bulk goes as soon as nothing is waiting:
         // under load the bulks fill while the one before is in flight.
         let flush_idle = if ctx.options.follow { Duration::ZERO } else { FLUSH_IDLE };
+        let max_docs = self.config.bulk.max_docs as usize;
         let capacity = max_bytes.min(8 << 20) + (max_bytes.min(8 << 20) >> 3);
         let dry_run = ctx.options.dry_run;
         let mut in_flight: JoinSet<anyhow::Result<()>> = JoinSet::new();
         let mut bulk = Bulk::with_capacity(capacity);
+        let mut scratch = Bulk::default();
+        let seed = self.fingerprint;
+        let full = ctx.options.full;
 
         let result: anyhow::Result<()> = async {
             loop {
@@ -377,7 +461,19 @@ impl ElasticsearchSink {
                     if let Some(document) = &record.document {
                         if let Err(reason) = check_id(&document.id) {
                             // Elasticsearch refuses the whole bulk request for one such id.
-                            self.reject(&record, document.id.clone(), running, ctx, "invalid_id", reason)?;
+                            let index = Some(index_name.to_string());
+                            self.reject(&record, document.id.clone(), index, running, ctx, "invalid_id", reason)?;
+                            continue;
+                        }
+                        if document.body.contains_key(CONTENT_HASH_FIELD) {
+                            let reason = format!(
+                                "the document has a field `{CONTENT_HASH_FIELD}`, which redis-connector writes itself \
+                                 (each document's content hash): rename that field in the template"
+                            );
+                            // Its key exists: what an earlier run wrote for it stays.
+                            running.ids.insert_anywhere(&document.id);
+                            let index = Some(index_name.to_string());
+                            self.reject(&record, document.id.clone(), index, running, ctx, "reserved_field", reason)?;
                             continue;
                         }
                     }
@@ -400,32 +496,61 @@ impl ElasticsearchSink {
                         .await?;
                     running.written[position] = true;
                     let mut record = record;
-                    match record.document.take() {
+                    let document = record.document.take();
+                    let rendered = document.is_some();
+                    // A dry run encodes too (the hash is over the bytes), into a scratch
+                    // bulk that is never sent.
+                    let target = if dry_run { &mut scratch } else { &mut bulk };
+                    let (id, hash) = match &document {
                         Some(document) => {
-                            running.produced(&index_name, &document.id, true, &record);
-                            if dry_run {
-                                running.check_dry_run(position, &document, &record);
-                            } else {
-                                let key = std::mem::take(&mut record.key);
-                                bulk.push_index(&index_name, &document.id, &document.body, record.database, key);
-                            }
-                        }
-                        None if dry_run => {
-                            let document = default_document(&record, &ctx.run_timestamp);
-                            running.produced(&index_name, &document.id, false, &record);
-                            running.check_dry_run(position, &document, &record);
+                            // A template that sets only `id` or `index` keeps the default
+                            // body, whose `_timestamp` the hash leaves out.
+                            let default_body = self.rendered_documents == Some(false);
+                            let hash = target.push_index(
+                                &index_name,
+                                &document.id,
+                                &document.body,
+                                record.database,
+                                seed,
+                                default_body,
+                            );
+                            (Cow::Borrowed(document.id.as_str()), hash)
                         }
                         None => {
                             // The hot path: the default document written straight into the body.
                             let id = default_id(record.database, &record.key);
-                            running.produced(&index_name, &id, false, &record);
-                            bulk.push_default(&index_name, &id, &mut record, &ctx.run_timestamp);
+                            let hash = target.push_default(&index_name, &id, &record, &ctx.run_timestamp, seed);
+                            (Cow::Owned(id), hash)
                         }
+                    };
+                    match running.compare(position, &index_name, &id, hash, rendered, &record, full) {
+                        Comparison::Unchanged => {
+                            target.pop_last();
+                            ctx.counters.add_unchanged(1);
+                            continue;
+                        }
+                        Comparison::New => running.new += 1,
+                        Comparison::Changed | Comparison::Repeated => running.changed += 1,
                     }
                     if dry_run {
-                        ctx.counters.add_out(1);
+                        scratch.pop_last();
+                        record.document = Some(match document {
+                            Some(document) => document,
+                            None => default_document(&record, &ctx.run_timestamp),
+                        });
+                        let state = &running.indices[position];
+                        let mapping_addition = if state.existed { None } else { state.mapping.clone() };
+                        running.dry_pending.push(dry_check::Pending {
+                            index: index_name.to_string(),
+                            record,
+                            mapping_addition,
+                        });
+                        if running.dry_pending.len() >= max_docs {
+                            self.check_dry_run(running, ctx).await?;
+                        }
                         continue;
                     }
+                    bulk.set_last_key(std::mem::take(&mut record.key));
                     self.flush_if_full(&mut bulk, &mut in_flight, running, capacity).await?;
                 }
                 ctx.counters.add_busy(started.elapsed());
@@ -433,6 +558,9 @@ impl ElasticsearchSink {
                 while let Some(done) = in_flight.try_join_next() {
                     flatten(done)?;
                 }
+            }
+            if !running.dry_pending.is_empty() {
+                self.check_dry_run(running, ctx).await?;
             }
             if !bulk.is_empty() {
                 let last = std::mem::take(&mut bulk);
@@ -509,16 +637,71 @@ impl ElasticsearchSink {
         if running.track_ids {
             running.ids.insert_anywhere(&id);
         }
-        self.reject(record, id, running, ctx, error_type, reason)?;
+        self.reject(record, id, None, running, ctx, error_type, reason)?;
         Ok(None)
+    }
+
+    /// Dry run: checks the pending documents (with Elasticsearch, or offline when it
+    /// cannot) and counts each as the real run would: written, or failed and
+    /// dead-lettered (in the dry run's file) with the reason.
+    async fn check_dry_run(&self, running: &mut Running, ctx: &StageContext) -> anyhow::Result<()> {
+        let pending = std::mem::take(&mut running.dry_pending);
+        // Offline first, for every document; Elasticsearch then checks the first
+        // `dry_check::CHECKED_IN_FULL` documents of the run and, after them, those the
+        // offline check flags (its verdict and words win). It takes about 10 to 20
+        // times what indexing the same documents takes, so checking them all would
+        // make a dry run of millions of keys slower than the real run.
+        let mut verdicts: Vec<Option<(String, String)>> = pending
+            .iter()
+            .map(|p| {
+                let document = p.document()?;
+                let position = running.positions.get(&p.index).copied();
+                let mapping = position.and_then(|at| running.indices[at].mapping.as_ref());
+                check_offline(mapping, &p.index, document).map(|reason| ("document_parsing_exception".to_owned(), reason))
+            })
+            .collect();
+        if running.dry_offline.is_none() {
+            let chosen: Vec<usize> = (0..pending.len())
+                .filter(|&i| running.dry_checked + (i as u64) < dry_check::CHECKED_IN_FULL || verdicts[i].is_some())
+                .collect();
+            let asked: Vec<&dry_check::Pending> = chosen.iter().map(|&i| &pending[i]).collect();
+            match dry_check::check(&running.service.client, &asked).await {
+                Ok(found) => {
+                    for (i, verdict) in chosen.into_iter().zip(found) {
+                        verdicts[i] = verdict;
+                    }
+                }
+                Err(dry_check::Unavailable(reason)) => {
+                    tracing::warn!("Elasticsearch cannot check the dry run's documents ({reason}); checking them offline");
+                    running.dry_offline = Some(reason);
+                }
+            }
+        }
+        running.dry_checked += pending.len() as u64;
+        for (p, verdict) in pending.into_iter().zip(verdicts) {
+            let Some(document) = p.document() else { continue };
+            match verdict {
+                None => ctx.counters.add_out(1),
+                Some((error_type, reason)) => {
+                    let id = document.id.clone();
+                    let index = Some(p.index.clone());
+                    self.reject(&p.record, id, index, running, ctx, error_type.as_str(), reason)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sends a record the sink cannot write (no valid index, an id Elasticsearch
     /// refuses) to the dead-letter file, before any request, and counts it as failed.
+    /// The line holds the document (the default one when no template rendered one) and
+    /// `index` when it is a valid name, so it can be replayed.
+    #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
         record: &Record,
         id: String,
+        index: Option<String>,
         running: &mut Running,
         ctx: &StageContext,
         error_type: &str,
@@ -531,16 +714,17 @@ impl ElasticsearchSink {
             .write(&DeadLetterEntry {
                 pipeline: ctx.pipeline.to_string(),
                 stage: ctx.stage.clone(),
+                index,
                 id: Some(id),
                 key,
                 key_encoding: is_base64.then_some("base64"),
                 database: record.database,
                 error_type: error_type.to_owned(),
                 reason,
-                document: record
-                    .document
-                    .as_ref()
-                    .map(|d| serde_json::Value::Object(d.body.clone())),
+                document: Some(serde_json::Value::Object(
+                    record.document_or_default(&ctx.run_timestamp).body.clone(),
+                )),
+                record: None,
             })
             .with_context(|| {
                 format!(
@@ -565,13 +749,21 @@ impl ElasticsearchSink {
             ..SinkReport::default()
         };
         report.notes.push(running.server.clone());
+        report.notes.append(&mut running.notes);
+        if let Some(reason) = &running.dry_offline {
+            report.notes.push(format!(
+                "Elasticsearch could not check the documents ({reason}): they were checked offline against \
+                 the mapping, for type clashes only"
+            ));
+        }
         let mut errors = Vec::new();
 
         // A complete run that found nothing still leaves its fixed index in place (a
         // run that failed or was interrupted before any document creates nothing).
-        if let (Target::Fixed(name), false) = (&self.target, dry_run) {
+        if let (Some(name), false) = (self.fixed_index(), dry_run) {
             let read_everything = upstream.complete && !ctx.cancel.is_cancelled();
             if read_everything && running.fatal.is_none() && !running.positions.contains_key(name) {
+                let name = name.to_owned();
                 let body = index::creation_body(
                     self.config.settings.as_ref(),
                     self.config.mappings.as_ref(),
@@ -579,7 +771,7 @@ impl ElasticsearchSink {
                     &ctx.pipeline,
                     self.config.delete_stale.enabled,
                 );
-                index::create(&running.service.client, name, &body).await?;
+                index::create(&running.service.client, &name, &body).await?;
                 running.add_index(IndexState {
                     name: name.clone(),
                     existed: false,
@@ -604,20 +796,8 @@ impl ElasticsearchSink {
                 });
             }
         }
-        if dry_run && running.dry_problem_count > 0 {
-            report.notes.push(format!(
-                "{} documents would be rejected by the existing mapping, e.g.:",
-                running.dry_problem_count
-            ));
-            report
-                .notes
-                .extend(running.dry_problems.iter().map(|p| format!("  {p}")));
-        }
 
-        let fixed = match &self.target {
-            Target::Fixed(name) => Some(name.as_str()),
-            Target::Template(_) => None,
-        };
+        let fixed = self.fixed_index();
         // A live mode follow phase wrote changed keys only: nothing tells stale
         // documents from the others (its syncs delete them).
         if self.config.delete_stale.enabled && !running.following {
@@ -677,6 +857,45 @@ impl ElasticsearchSink {
                         errors.push(message);
                         continue;
                     }
+                    if let Some(map) = &running.maps[i] {
+                        // Change-aware: the map read before the first write says which
+                        // ids no document of this run produced; no second read of ids.
+                        let stale_entries = map.unseen(|key| running.ids.kept_anywhere(key));
+                        let (found, total) = (stale_entries.len() as u64, map.len() as u64);
+                        report.stale_found += found;
+                        let max_fraction = self.config.delete_stale.max_fraction;
+                        let guard = stale::guard_message(&state.name, found, total, max_fraction);
+                        if dry_run {
+                            report.notes.push(format!(
+                                "{found} of {total} documents in index {} are stale: a real run would delete them",
+                                state.name
+                            ));
+                            // The words the real run would stop with.
+                            if let (Some(guard), false) = (guard, ctx.options.allow_mass_delete) {
+                                errors.push(guard);
+                            }
+                        } else if let (Some(message), false) = (guard, ctx.options.allow_mass_delete) {
+                            errors.push(message);
+                        } else if found > 0 {
+                            index::refresh(&running.service.client, std::slice::from_ref(&state.name)).await?;
+                            let chunk = self.config.bulk.max_docs as usize;
+                            let outcome =
+                                stale::delete_by_hash(&running.service, &state.name, &stale_entries, chunk).await?;
+                            report.deleted_stale += outcome.deleted;
+                            errors.extend(outcome.errors);
+                            if outcome.deleted > 0 {
+                                report.notes.push(format!(
+                                    "deleted {} stale documents of {total} from index {}",
+                                    outcome.deleted, state.name
+                                ));
+                            }
+                        }
+                        continue;
+                    }
+                    if state.created {
+                        // Created by this run: it holds only this run's documents.
+                        continue;
+                    }
                     if !dry_run {
                         index::refresh(&running.service.client, std::slice::from_ref(&state.name)).await?;
                     }
@@ -704,8 +923,9 @@ impl ElasticsearchSink {
                                 "{} of {} documents in index {} are stale: a real run would delete them",
                                 scan.stale, scan.total, state.name
                             ));
-                            if let Some(guard) = guard {
-                                report.notes.push(format!("a real run would stop: it {guard}"));
+                            // The words the real run would stop with.
+                            if let (Some(guard), false) = (guard, ctx.options.allow_mass_delete) {
+                                errors.push(guard);
                             }
                         }
                         Mode::DeleteAsFound => {
@@ -749,6 +969,26 @@ impl ElasticsearchSink {
             index::refresh(&running.service.client, &names).await?;
         }
 
+        report.unchanged = snapshot.unchanged;
+        report.new = Some(running.new);
+        report.changed = Some(running.changed);
+        let maps_bytes: usize = running.maps.iter().flatten().map(IndexHashes::memory_bytes).sum();
+        let maps_count = running.maps.iter().flatten().count();
+        if maps_count > 0 {
+            report.notes.push(format!(
+                "compared with the (_id, content hash) of {} documents read from {maps_count} {} in {:.2} s \
+                 ({:.1} MB in memory)",
+                running.map_documents,
+                if maps_count == 1 { "index" } else { "indices" },
+                running.map_seconds,
+                maps_bytes as f64 / 1e6
+            ));
+        }
+        if ctx.options.full && !dry_run {
+            report
+                .notes
+                .push("--full: every document was rewritten, whatever its content hash".to_owned());
+        }
         report.notes.extend(running.repeated.notes());
         let (requests, items) = running.service.retries.get();
         if requests > 0 || items > 0 {
@@ -756,13 +996,19 @@ impl ElasticsearchSink {
                 "retried {requests} bulk requests and {items} documents Elasticsearch rejected with 429"
             ));
         }
-        if report.failed > 0 {
-            report.notes.push(format!(
-                "{} documents were rejected; they are in {}",
-                report.failed,
-                running.service.dead_letter.path().display()
-            ));
+        // The summary names the dead-letter file of rejected documents once, with the
+        // count: no note repeats it here.
+        report.targets = running
+            .indices
+            .iter()
+            .zip(&running.written)
+            .filter(|(_, written)| **written)
+            .map(|(state, _)| state.name.clone())
+            .collect();
+        if let (true, Some(name)) = (report.targets.is_empty(), fixed) {
+            report.targets.push(name.to_owned());
         }
+        report.targets.sort();
         if !errors.is_empty() {
             report.error = Some(errors.join("; "));
         }
@@ -777,17 +1023,61 @@ impl ElasticsearchSink {
 }
 
 impl Running {
-    /// Notes that this run produced document `id` for `index` from `record` (for stale
-    /// deletion, and to tell when a document replaces one this run wrote). `rendered`:
-    /// the id came from a template transform, not from the key.
-    fn produced(&mut self, index: &str, id: &str, rendered: bool, record: &Record) {
+    /// Compares a document this run produced for `index` (at `position`) with what the
+    /// index held, and notes its id as produced (for stale deletion, and to tell when a
+    /// document replaces one this run wrote). `rendered`: the id came from a template
+    /// transform, not from the key. `full`: every document counts as changed.
+    #[allow(clippy::too_many_arguments)]
+    fn compare(
+        &mut self,
+        position: usize,
+        index: &str,
+        id: &str,
+        hash: u64,
+        rendered: bool,
+        record: &Record,
+        full: bool,
+    ) -> Comparison {
         if self.following {
-            return;
+            // Live mode: a key written again and again is no repeated id, and a set of
+            // ids would grow for as long as the phase runs.
+            return Comparison::New;
         }
-        if (self.track_ids || rendered) && !self.ids.insert(index, id) {
+        let held = self.maps[position].as_mut().and_then(|map| map.compare(key_hash(id), hash, full));
+        let comparison = match held {
+            Some(comparison) => comparison,
+            // Ids the index did not hold are kept only where a repeat must be noticed.
+            None if (self.track_ids || rendered) && !self.ids.insert(index, id) => Comparison::Repeated,
+            None => Comparison::New,
+        };
+        if comparison == Comparison::Repeated {
             let restarted = self.scans_restarted.contains(record.database);
             self.repeated.add(index, id, rendered, restarted, record);
         }
+        comparison
+    }
+
+    /// Before the first write to an existing index: adds the content hash field to its
+    /// mapping (not in a dry run), then reads every `(_id, hash)` it holds.
+    async fn read_hashes(&mut self, position: usize, ctx: &StageContext) -> anyhow::Result<()> {
+        let state = &mut self.indices[position];
+        if !ctx.options.dry_run {
+            changes::ensure_hash_field(&self.service.client, state).await?;
+        }
+        let started = Instant::now();
+        let map = changes::load(&self.service, &state.name).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            index = %state.name,
+            documents = map.len(),
+            bytes = map.memory_bytes(),
+            "read the (_id, content hash) of {} documents in {seconds:.2} s",
+            map.len()
+        );
+        self.map_documents += map.len() as u64;
+        self.map_seconds += seconds;
+        self.maps[position] = Some(map);
+        Ok(())
     }
 
     /// Checks an existing target index's ownership marker before anything is written to
@@ -845,6 +1135,7 @@ impl Running {
         self.positions.insert(state.name.clone(), position);
         self.indices.push(state);
         self.written.push(false);
+        self.maps.push(None);
         position
     }
 
@@ -870,6 +1161,7 @@ impl Running {
                 self.check_owner(&mut state, ctx).await?;
                 state
             }
+            // The documents are checked against the mapping a real run would create.
             None if ctx.options.dry_run => IndexState {
                 name: name.to_owned(),
                 existed: false,
@@ -877,7 +1169,16 @@ impl Running {
                 owner: None,
                 owner_deletes_stale: None,
                 docs_at_start: 0,
-                mapping: None,
+                mapping: Some(
+                    index::creation_body(
+                        config.settings.as_ref(),
+                        config.mappings.as_ref(),
+                        default_documents,
+                        &ctx.pipeline,
+                        config.delete_stale.enabled,
+                    )["mappings"]
+                        .take(),
+                ),
             },
             None => {
                 let body = index::creation_body(
@@ -908,29 +1209,26 @@ impl Running {
                 }
             }
         };
-        Ok(self.add_index(state))
+        let existed = state.existed;
+        let position = self.add_index(state);
+        // (A live mode follow phase compares nothing: it writes what changed.)
+        if existed && !self.following {
+            self.read_hashes(position, ctx).await?;
+        }
+        Ok(position)
     }
 
-    fn check_dry_run(&mut self, position: usize, document: &crate::document::Document, record: &Record) {
-        let Some(mapping) = &self.indices[position].mapping else {
-            return;
-        };
-        let problems = compat::check_document(mapping, &document.body);
-        if problems.is_empty() {
-            return;
-        }
-        self.dry_problem_count += 1;
-        if self.dry_problems.len() < MAX_DRY_RUN_PROBLEMS {
-            self.dry_problems.push(format!(
-                "document {} (key {}, database {}) in index {}: {}",
-                document.id,
-                record.key_text().0,
-                record.database,
-                self.indices[position].name,
-                problems.join("; ")
-            ));
-        }
-    }
+}
+
+/// Offline dry-run check of `document` against `mapping` (when Elasticsearch cannot
+/// check it): why it would be rejected, if it would.
+fn check_offline(
+    mapping: Option<&serde_json::Value>,
+    index: &str,
+    document: &crate::document::Document,
+) -> Option<String> {
+    let problems = compat::check_document(mapping?, &document.body);
+    (!problems.is_empty()).then(|| format!("the mapping of index {index} would reject it: {}", problems.join("; ")))
 }
 
 /// Sends `bulk` once fewer than `concurrency` requests are in flight.

@@ -44,14 +44,19 @@ struct ItemAnswer {
 
 impl ItemAnswer {
     fn error_type_and_reason(&self) -> (String, String) {
-        let error = self.error.clone().unwrap_or(Value::Null);
-        let ty = error["type"].as_str().unwrap_or("unknown_error").to_owned();
-        let mut reason = error["reason"].as_str().unwrap_or("no reason given").to_owned();
-        if let Some(cause) = error["caused_by"]["reason"].as_str() {
-            reason = format!("{reason}: {cause}");
-        }
-        (ty, reason)
+        error_type_and_reason(self.error.as_ref().unwrap_or(&Value::Null))
     }
+}
+
+/// The error type and reason of a document Elasticsearch rejected, as the
+/// dead-letter file gives them: `reason: caused_by.reason`.
+pub fn error_type_and_reason(error: &Value) -> (String, String) {
+    let ty = error["type"].as_str().unwrap_or("unknown_error").to_owned();
+    let mut reason = error["reason"].as_str().unwrap_or("no reason given").to_owned();
+    if let Some(cause) = error["caused_by"]["reason"].as_str() {
+        reason = format!("{reason}: {cause}");
+    }
+    (ty, reason)
 }
 
 /// Everything a bulk request needs; shared by the requests in flight.
@@ -166,14 +171,14 @@ impl BulkService {
 
     fn dead_letter(&self, bulk: &SentBulk, i: usize, error_type: &str, reason: &str) -> anyhow::Result<()> {
         let item = &bulk.items[i];
-        let (_, id) = bulk.index_and_id(i);
+        let (index, id) = bulk.index_and_id(i);
         let (key, is_base64) = bytes_to_text(&item.key);
         let document = serde_json::from_slice::<Value>(bulk.document(i)).ok();
-        tracing::warn!(key = ?key, database = item.database, error_type, reason, "document rejected by Elasticsearch");
         self.dead_letter
             .write(&DeadLetterEntry {
                 pipeline: self.pipeline.to_string(),
                 stage: self.stage.clone(),
+                index: Some(index),
                 id: Some(id),
                 key,
                 key_encoding: is_base64.then_some("base64"),
@@ -181,6 +186,7 @@ impl BulkService {
                 error_type: error_type.to_owned(),
                 reason: reason.to_owned(),
                 document,
+                record: None,
             })
             .map_err(|e| {
                 anyhow::anyhow!(

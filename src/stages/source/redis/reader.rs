@@ -216,7 +216,10 @@ pub async fn read_database(
                 // The next stage has stopped; the executor reports why.
                 return Ok(report);
             }
+            // A source's `received` counts keys read, its `out` records passed on:
+            // the same here, as every record read is sent.
             ctx.counters.add_received(n);
+            ctx.counters.add_out(n);
             for (name, count) in by_type {
                 *report.keys.entry(name.to_owned()).or_default() += count;
             }

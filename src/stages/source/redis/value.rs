@@ -178,18 +178,21 @@ pub fn scan_page(value: Value) -> Result<(u64, Vec<Value>), String> {
     Ok((cursor, array(items)?))
 }
 
-/// The document of `JSON.GET key $`: the reply is a JSON array holding the root.
-/// `None` for nil (the key vanished).
-pub fn json_root(value: Value) -> Result<Option<serde_json::Value>, String> {
+/// The document of `JSON.GET key $`, with the length of its JSON text as RedisJSON
+/// wrote it (the size `max_value_bytes` limits): the reply is a compact JSON array
+/// holding the root, `[root]`. `None` for nil (the key vanished).
+pub fn json_root(value: Value) -> Result<Option<(serde_json::Value, usize)>, String> {
     let Some(text) = bytes(value)? else {
         return Ok(None);
     };
     let parsed: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| format!("JSON.GET returned text that is not JSON: {e}"))?;
     match parsed {
-        serde_json::Value::Array(mut items) if !items.is_empty() => Ok(Some(items.swap_remove(0))),
+        serde_json::Value::Array(mut items) if !items.is_empty() => {
+            Ok(Some((items.swap_remove(0), text.len().saturating_sub(2))))
+        }
         serde_json::Value::Array(_) => Ok(None),
-        other => Ok(Some(other)),
+        other => Ok(Some((other, text.len()))),
     }
 }
 
@@ -262,7 +265,7 @@ mod tests {
     fn json_get_dollar_unwraps_the_root() {
         assert_eq!(
             json_root(bulk(br#"[{"a":1}]"#)).unwrap(),
-            Some(serde_json::json!({"a": 1}))
+            Some((serde_json::json!({"a": 1}), 7))
         );
         assert_eq!(json_root(Value::Nil).unwrap(), None);
         assert!(json_root(bulk(b"not json"))
