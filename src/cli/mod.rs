@@ -1,7 +1,8 @@
-//! The command line: `validate`, `run`, and `schema`, `completions`, `man` for
+//! The command line: `validate`, `run`, `alias rollback`, and `schema`, `completions`, `man` for
 //! packaging. This is the one place that prints fatal errors and chooses exit codes
 //! (0 success, 1 errors found, 2 usage error).
 
+pub mod alias;
 pub mod follow;
 pub mod generate;
 pub mod progress;
@@ -84,6 +85,28 @@ pub enum Command {
     /// Print the manual page (roff): `redis-connector man | man -l -`, or save it as
     /// `~/.local/share/man/man1/redis-connector.1`.
     Man,
+    /// Manage the alias a pipeline writes behind (`sink.alias`).
+    #[command(after_help = EXIT_CODES)]
+    Alias(AliasArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AliasArgs {
+    #[command(subcommand)]
+    pub command: AliasCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Point the pipeline's alias back at the index it pointed to before the last
+    /// swap (kept by `sink.keep_previous`); both must carry the pipeline's marker.
+    /// Prints what it moved. The next `run` moves the alias to the index of the
+    /// pipeline file as it is then: revert the file to stay.
+    #[command(after_help = EXIT_CODES)]
+    Rollback {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
 }
 
 /// Output format of `validate`.
@@ -179,6 +202,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::execute(&args),
         Command::Run(args) => run::execute(&args),
+        Command::Alias(args) => alias::execute(&args),
         Command::Schema => generate::schema(),
         Command::Completions { shell } => generate::completions(shell),
         Command::Man => generate::man(),

@@ -350,7 +350,24 @@ fn build_each(
             add(format!("/transforms/{i}"), found);
         }
         match transform {
-            TransformConfig::Template(template) => last_template = Some(template),
+            TransformConfig::Template(template) => {
+                if let (Some(_), Some(SinkConfig::Elasticsearch(es))) = (&template.index, sink) {
+                    if let Some(alias) = &es.alias {
+                        add(
+                            format!("/transforms/{i}"),
+                            vec![FieldError::new(
+                                "/index",
+                                format!(
+                                    "a template's `index` sends documents past the sink's alias `{alias}`, whose \
+                                     index the connector names and rebuilds itself: remove `index` here, or \
+                                     write to `index` in the sink instead of `alias`"
+                                ),
+                            )],
+                        );
+                    }
+                }
+                last_template = Some(template)
+            }
             TransformConfig::Filter(filter) => {
                 if let Some(seen) = filter::fields_seen(last_template) {
                     add(

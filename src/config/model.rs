@@ -372,7 +372,17 @@ pub struct ElasticsearchSinkConfig {
     /// One node URL or a list of them (requests go round-robin; a dead node is skipped).
     pub url: OneOrMany,
     /// Target index: a name, or a template rendered per document (`redis-{{ database }}`).
+    /// Give either `index` or `alias`.
+    #[serde(default)]
     pub index: String,
+    /// Write behind this alias instead of into `index`: documents go to a concrete
+    /// index `ALIAS-<fingerprint>` the connector creates, and a change of mappings,
+    /// settings or document template builds a new one and swaps the alias.
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// With `alias`: older concrete indices kept after a swap, for rollback.
+    #[serde(default = "default_keep_previous")]
+    pub keep_previous: u32,
     /// Basic-auth user.
     #[serde(default)]
     pub username: Option<String>,
@@ -416,6 +426,17 @@ pub struct ElasticsearchSinkConfig {
     /// Time allowed for each request.
     #[serde(default = "default_es_timeout")]
     pub timeout: DurationSpec,
+}
+
+fn default_keep_previous() -> u32 {
+    1
+}
+
+impl ElasticsearchSinkConfig {
+    /// What searches use: the alias when one is given, else the index (or its template).
+    pub fn target(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.index)
+    }
 }
 
 /// A string or a list of strings.

@@ -40,7 +40,8 @@ mod tests {
                 "bulk": {"max_docs": 10, "max_bytes": "1MiB", "concurrency": 1},
                 "retry": {"max_elapsed": "1m", "initial_backoff": "1s", "max_backoff": "2s"},
                 "delete_stale": {"enabled": true, "max_fraction": 0.25},
-                "refresh": false, "settings": {}, "mappings": {}, "dead_letter": "/d", "timeout": "1s"
+                "refresh": false, "settings": {}, "mappings": {}, "dead_letter": "/d", "timeout": "1s",
+                "keep_previous": 2
             },
             "dead_letter": "/dl",
             "live": {
@@ -198,7 +199,9 @@ mod tests {
             for field in &properties {
                 assert!(
                     instance.get(field).is_some()
-                        || (name == "/$defs/sync_rule" && field == "type"),
+                        || (name == "/$defs/sync_rule" && field == "type")
+                        // `alias` replaces `index` (the schema refuses both).
+                        || (name == "/$defs/elasticsearch_sink" && field == "alias"),
                     "{name}: the example lacks `{field}`"
                 );
             }

@@ -82,6 +82,15 @@ pub async fn follow(
     let started = Instant::now();
     let live = pipeline.live.clone().unwrap_or_default();
     let SourceConfig::Redis(redis) = &pipeline.source;
+    if let SinkConfig::Elasticsearch(es) = &pipeline.sink {
+        // Each sync behind an alias may build a new index and swap it in; following
+        // changes into an index being rebuilt is not done yet.
+        anyhow::ensure!(
+            es.alias.is_none(),
+            "live mode does not follow a pipeline that writes behind an alias (`alias:` in the sink) yet: \
+             use `index:`, or run it on a schedule"
+        );
+    }
     let (_, transforms, sink) = executor::build_stages(pipeline, None)?;
     // A gone key's document is named from its key alone, unless an id or index
     // template reads its value: then a resync's stale deletion removes it.
