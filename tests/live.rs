@@ -306,7 +306,9 @@ fn a_killed_subscription_is_resubscribed_and_resynced_and_nothing_is_lost() {
     let server = RedisServer::start(&["--notify-keyspace-events", "KEA"]);
     let index = unique_index("live-kill");
     let _cleanup = IndexCleanup(index.clone());
+    server.cli(&["SET", "before", "1"]);
     let follow = Follow::start(&pipeline("live-kill", server.port, "0", &es_url(), &index, "true"));
+    // The first sync is done, so the subscription (which comes before it) is made.
     assert_exact(server.port, &[0], &es_url(), &index);
     let mut connection = server.connection();
     let mut rng = Lcg(11);
@@ -372,7 +374,9 @@ fn configure_server_adds_the_missing_flags_and_keeps_the_others() {
     let server = RedisServer::start(&["--notify-keyspace-events", "Ex"]);
     let index = unique_index("live-conf");
     let _cleanup = IndexCleanup(index.clone());
+    server.cli(&["SET", "before", "1"]);
     let follow = Follow::start(&pipeline("live-conf", server.port, "0", &es_url(), &index, "{configure_server: true}"));
+    // The first sync is done, so the subscription (which comes before it) is made.
     assert_exact(server.port, &[0], &es_url(), &index);
     let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
     let flags = flags.lines().nth(1).unwrap().to_owned();
