@@ -13,5 +13,7 @@ pub mod json_out;
 pub mod live;
 pub mod record;
 pub mod redact;
+pub mod serve;
+pub mod shutdown;
 pub mod stages;
 pub mod stats;

@@ -28,11 +28,10 @@ pub async fn follow_all(
     summary_file: Option<std::path::PathBuf>,
 ) -> FollowOutcome {
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(super::run::watch_signals_then(
-        shutdown.clone(),
-        summary_file,
-        "applying the pending changes (at most live.drain_timeout), then stopping",
-    ));
+    // (The first signal drains what is pending, at most `live.drain_timeout`.)
+    let signals = crate::shutdown::cancel_on_stop_signal(shutdown.clone(), move |second| {
+        super::run::mark_aborted(second, summary_file)
+    });
     let runs = pipelines.into_iter().map(|loaded| {
         let (options, shutdown, progress) = (options.clone(), shutdown.clone(), progress.clone());
         async move {

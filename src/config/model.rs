@@ -37,6 +37,11 @@ pub struct Pipeline {
     /// its settings.
     #[serde(default)]
     pub live: Option<LiveConfig>,
+    /// When `serve` runs the pipeline: every interval (`every`) or at the times of a
+    /// cron expression (`cron`, `timezone`). Without it, `serve` runs the pipeline once,
+    /// at start. `run` ignores it.
+    #[serde(default)]
+    pub schedule: Option<ScheduleConfig>,
 }
 
 /// `live: true|false` or `live: {max_pending_keys: 100000, ...}`.
@@ -120,6 +125,33 @@ fn default_reconcile_every() -> DurationSpec {
 }
 fn default_drain_timeout() -> DurationSpec {
     DurationSpec(std::time::Duration::from_secs(10))
+}
+
+
+/// When `serve` runs a pipeline. Exactly one of `every` and `cron`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Run every this long (`30s`, `15m`, `1h`), counted from when the pipeline started
+    /// under `serve`.
+    #[serde(default)]
+    pub every: Option<DurationSpec>,
+    /// Run at the times of a cron expression: five fields (minute, hour, day of month,
+    /// month, day of week; `*/15 * * * *`), six with seconds first, or `@hourly`,
+    /// `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Time zone of `cron`, an IANA name (`Europe/Paris`, `America/New_York`).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Also run once as soon as the pipeline starts under `serve` (at start, and when
+    /// its file is added or changed), before the first scheduled time.
+    #[serde(default = "default_true")]
+    pub at_start: bool,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_owned()
 }
 
 /// The source stage, chosen by `type`.

@@ -47,7 +47,8 @@ mod tests {
             "live": {
                 "enabled": true, "max_pending_keys": 10, "configure_server": true,
                 "check_notifications": false, "reconcile_every": "1m", "drain_timeout": "5s"
-            }
+            },
+            "schedule": {"every": "15m", "cron": "0 * * * *", "timezone": "Europe/Paris", "at_start": false}
         })
     }
 
@@ -134,6 +135,12 @@ mod tests {
                 false,
             ),
             ("/$defs/live", at("/live"), probe::<LiveConfig>, false),
+            (
+                "/$defs/schedule",
+                at("/schedule"),
+                probe::<ScheduleConfig>,
+                false,
+            ),
         ]
     }
 
