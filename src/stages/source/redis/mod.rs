@@ -16,6 +16,7 @@ mod cluster;
 mod connect;
 mod databases;
 mod fetch;
+pub mod live;
 mod packed;
 mod reader;
 mod reconnect;
@@ -326,7 +327,7 @@ async fn own_views(nodes: &[Arc<Connector>]) -> anyhow::Result<Vec<(String, clus
 /// probes that follow would take `LOADING` for a command this server lacks (a note
 /// that `MEMORY USAGE` is not available, sizes null for the whole run). A user
 /// denied `PING` goes on: the reads wait out `LOADING` themselves.
-async fn wait_until_loaded(
+pub(super) async fn wait_until_loaded(
     connector: &Connector,
     control: &mut redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<()> {
@@ -358,7 +359,7 @@ async fn wait_until_loaded(
 /// node whose slots do not hold the key `MOVED`). A user
 /// whose ACL does not cover the probe's key name (`~user:*`) may still run the command
 /// on its own keys: that refusal means "available".
-async fn memory_usage_available(
+pub(super) async fn memory_usage_available(
     connector: &Connector,
     control: &mut redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<bool> {
