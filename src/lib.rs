@@ -14,3 +14,4 @@ pub mod record;
 pub mod redact;
 pub mod stages;
 pub mod stats;
+pub mod templating;
