@@ -127,61 +127,6 @@ fn pairs_value(pairs: &[(Vec<u8>, Vec<u8>)], names_may_repeat: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{KeyType, StreamEntry};
-    use serde_json::json;
-
-    #[test]
-    fn the_context_has_the_shape_of_record_to_context_for_every_type() {
-        let values = [
-            (KeyType::String, RedisValue::String(vec![0xff, 0x00])),
-            (KeyType::String, RedisValue::String(b"text".to_vec())),
-            (
-                KeyType::Hash,
-                RedisValue::Hash(vec![(vec![0xfe], b"v".to_vec()), (b"n".to_vec(), vec![0xff])]),
-            ),
-            (KeyType::List, RedisValue::List(vec![b"a".to_vec(), b"b".to_vec()])),
-            (KeyType::Set, RedisValue::Set(vec![b"x".to_vec()])),
-            (
-                KeyType::ZSet,
-                RedisValue::ZSet(vec![(b"m".to_vec(), 1.5), (b"n".to_vec(), f64::NEG_INFINITY)]),
-            ),
-            (
-                KeyType::Stream,
-                RedisValue::Stream(vec![StreamEntry {
-                    id: "1-1".into(),
-                    fields: vec![(b"f".to_vec(), b"v".to_vec())],
-                }]),
-            ),
-            (
-                KeyType::Json,
-                RedisValue::Json(json!({"a": [1, 2.5, null, true], "b": {"c": "d"}})),
-            ),
-        ];
-        for (key_type, value) in values {
-            let record = Record {
-                database: 2,
-                key: vec![0xff, b'k'],
-                key_type,
-                value,
-                size_in_bytes: Some(80),
-                ttl: Some(5),
-                document: None,
-            };
-            let mut expected = record_json(&record);
-            expected.insert("pipeline".into(), json!("p"));
-            assert_eq!(
-                serde_json::to_value(record_context(&record, "p", None)).unwrap(),
-                Json::Object(expected.clone()),
-                "the index template's context"
-            );
-            expected.insert("timestamp".into(), json!("T"));
-            assert_eq!(
-                serde_json::to_value(record_context(&record, "p", Some("T"))).unwrap(),
-                Json::Object(expected)
-            );
-        }
-    }
-
     #[test]
     fn the_names_lists_are_one_list() {
         assert_eq!(RECORD_FIELDS, ["key", "database", "key_type", "value", "size_in_bytes", "ttl"]);

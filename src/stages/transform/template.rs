@@ -694,6 +694,55 @@ document:
     }
 
     #[test]
+    fn the_context_has_the_shape_of_record_to_context_for_every_type() {
+        use crate::record::StreamEntry;
+        let values = [
+            (KeyType::String, RedisValue::String(vec![0xff, 0x00])),
+            (KeyType::String, RedisValue::String(b"text".to_vec())),
+            (
+                KeyType::Hash,
+                RedisValue::Hash(vec![(vec![0xfe], b"v".to_vec()), (b"n".to_vec(), vec![0xff])]),
+            ),
+            (KeyType::List, RedisValue::List(vec![b"a".to_vec(), b"b".to_vec()])),
+            (KeyType::Set, RedisValue::Set(vec![b"x".to_vec()])),
+            (
+                KeyType::ZSet,
+                RedisValue::ZSet(vec![(b"m".to_vec(), 1.5), (b"n".to_vec(), f64::NEG_INFINITY)]),
+            ),
+            (
+                KeyType::Stream,
+                RedisValue::Stream(vec![StreamEntry {
+                    id: "1-1".into(),
+                    fields: vec![(b"f".to_vec(), b"v".to_vec())],
+                }]),
+            ),
+            (
+                KeyType::Json,
+                RedisValue::Json(json!({"a": [1, 2.5, null, true], "b": {"c": "d"}})),
+            ),
+        ];
+        for (key_type, value) in values {
+            let mut record = hash_record();
+            record.key = vec![0xff, b'k'];
+            record.key_type = key_type;
+            record.value = value;
+            record.ttl = Some(5);
+            let mut expected = record_json(&record);
+            expected.insert("pipeline".into(), json!("p"));
+            assert_eq!(
+                to_json(&record_context(&record, "p", None)).unwrap(),
+                Json::Object(expected.clone()),
+                "the index template's context"
+            );
+            expected.insert("timestamp".into(), json!("T"));
+            assert_eq!(
+                to_json(&record_context(&record, "p", Some("T"))).unwrap(),
+                Json::Object(expected)
+            );
+        }
+    }
+
+    #[test]
     fn md5_filter_matches_the_default_id() {
         let t = TemplateTransform::build(&config("id: \"{{ (database ~ '/' ~ key) | md5 }}\"\n")).unwrap();
         let dir = tempfile::tempdir().unwrap();
