@@ -42,6 +42,8 @@ pub fn environment_reads(env: &Environment<'_>, field: &str) -> bool {
         .any(|(_, template)| reads_among(&template.undeclared_variables(false), field))
 }
 
+/// Whether `names` (what a template or expression reads without setting it) reach
+/// the record's `field`: by name, or all of them through `debug()`.
 pub(crate) fn reads_among(names: &std::collections::HashSet<String>, field: &str) -> bool {
     names.contains(field) || names.contains("debug")
 }

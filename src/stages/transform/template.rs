@@ -16,6 +16,11 @@
 //! Filters: minijinja's builtins (`tojson`, `lower`, `default`, `split`, `int`, ...),
 //! minijinja-contrib's (`datetimeformat`, `dateformat`, `timeformat`, `truncate`,
 //! `now()`, Python-style methods such as `key.upper()`), and `md5` (hex digest).
+//! The environment, a record's context, the checks and error descriptions are
+//! `crate::templating`'s, shared with the filter and the sink.
+//!
+//! (Over 600 lines: about 330 are its unit tests, each building the transform from
+//! YAML; the code is about 420.)
 
 use minijinja::{Environment, Expression, Value};
 use serde_json::{Map, Value as Json};
