@@ -7,13 +7,15 @@ use std::time::Duration;
 
 /// Counters of one stage. Stages add to them as they go; the executor reads them for
 /// progress and the summary. Every record a stage takes in ends as exactly one of
-/// `out`, `filtered`, `skipped` or `failed`.
+/// `out`, `unchanged`, `filtered`, `skipped` or `failed`.
 #[derive(Debug, Default)]
 pub struct StageCounters {
     /// Records taken in (for a source: keys read).
     pub received: AtomicU64,
     /// Records passed on (for a sink: documents written).
     pub out: AtomicU64,
+    /// For a sink: documents the index already held with the same content, not written.
+    pub unchanged: AtomicU64,
     /// Records dropped on purpose by a filter rule.
     pub filtered: AtomicU64,
     /// Records not processed, for a reason (`vanished`, `too_large`, `unsupported_type`).
@@ -31,6 +33,9 @@ impl StageCounters {
     }
     pub fn add_out(&self, n: u64) {
         self.out.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_unchanged(&self, n: u64) {
+        self.unchanged.fetch_add(n, Ordering::Relaxed);
     }
     pub fn add_filtered(&self, n: u64) {
         self.filtered.fetch_add(n, Ordering::Relaxed);
@@ -53,6 +58,7 @@ impl StageCounters {
         CountersSnapshot {
             received: self.received.load(Ordering::Relaxed),
             out: self.out.load(Ordering::Relaxed),
+            unchanged: self.unchanged.load(Ordering::Relaxed),
             filtered: self.filtered.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
@@ -67,6 +73,7 @@ impl StageCounters {
 pub struct CountersSnapshot {
     pub received: u64,
     pub out: u64,
+    pub unchanged: u64,
     pub filtered: u64,
     pub skipped: u64,
     pub failed: u64,

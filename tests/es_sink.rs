@@ -351,9 +351,9 @@ fn a_rerun_overwrites_and_stale_deletion_removes_keys_gone_from_redis() {
     assert_eq!(first.report().deleted_stale, 0);
     assert_eq!(es_count(&index), 1000);
 
-    // The same keys again: same count, no duplicates.
+    // The same keys again: same count, no duplicates, nothing written (unchanged).
     let again = run_sink(&config, string_batches(1000, 64), options(), "stale").unwrap();
-    assert_eq!(again.report().written, 1000);
+    assert_eq!((again.report().written, again.report().unchanged), (0, 1000));
     assert_eq!(es_count(&index), 1000);
 
     // 300 keys gone from Redis: their documents go, the others stay.
@@ -547,7 +547,7 @@ fn an_empty_index_made_beforehand_is_claimed_so_stale_deletion_works_on_every_ru
     let outcome = run_sink(&config, batches, options(), "claimer").unwrap();
     let report = outcome.report();
     assert!(report.error.is_none(), "{:?}", report.error);
-    assert_eq!((report.written, report.deleted_stale), (7, 3), "{report:?}");
+    assert_eq!((report.written, report.unchanged, report.deleted_stale), (0, 7, 3), "{report:?}");
     assert_eq!(es_count(&index), 7);
 
     // A dry run claims nothing.
@@ -755,7 +755,9 @@ fn a_dead_node_anywhere_in_the_list_fails_no_request_index_checks_included() {
                 .unwrap_or_else(|e| panic!("{urls}, run {run}: {e}"));
             outcome.consume.as_ref().unwrap();
             let report = outcome.report();
-            assert_eq!((report.written, report.failed), (11, 0), "{urls}, run {run}: {report:?}");
+            // The second run finds every document unchanged (change-aware sync).
+            let expected = if run == 0 { (11, 0, 0) } else { (0, 11, 0) };
+            assert_eq!((report.written, report.unchanged, report.failed), expected, "{urls}, run {run}: {report:?}");
             assert!(report.error.is_none(), "{urls}: {:?}", report.error);
         }
         batches.remove(0);
@@ -895,7 +897,8 @@ fn basic_auth_works_against_elasticsearch_security_and_a_wrong_password_is_a_cle
         es.url()
     ));
     let outcome = run_sink(&config, string_batches(30, 10), options(), "basic").unwrap();
-    assert_eq!(outcome.report().written, 30);
+    // The instance may keep an earlier test run's index: then they are unchanged.
+    assert_eq!(outcome.report().written + outcome.report().unchanged, 30);
     assert_eq!(count_at(&es.url(), auth, "basic"), 30);
 
     // A password from a file, trimmed.
@@ -910,8 +913,9 @@ fn basic_auth_works_against_elasticsearch_security_and_a_wrong_password_is_a_cle
         run_sink(&config, string_batches(30, 10), options(), "basic")
             .unwrap()
             .report()
-            .written,
-        30
+            .unchanged,
+        30,
+        "the same documents again: compared with the index, none written"
     );
 
     // A wrong password: one clear error, without the password.
@@ -1044,7 +1048,7 @@ fn tls_is_trusted_through_ca_file_and_an_untrusted_certificate_is_a_clear_error(
         "url: {url}\nindex: {index}\ntls: {{insecure_skip_verify: true}}"
     ));
     let outcome = run_sink(&config, string_batches(5, 5), options(), "tls").unwrap();
-    assert_eq!(outcome.report().written, 5);
+    assert_eq!(outcome.report().unchanged, 5, "the same documents again: none written");
 }
 
 /// The distribution's security module cannot create API keys (its security index needs
@@ -1077,8 +1081,9 @@ fn an_api_key_is_sent_as_elasticsearch_expects_and_a_wrong_one_is_a_clear_error(
         run_sink(&config, string_batches(20, 10), options(), "apikey")
             .unwrap()
             .report()
-            .written,
-        20
+            .unchanged,
+        20,
+        "the same documents again: compared with the index, none written"
     );
 
     let config = sink_config(&format!("url: {url}\nindex: {index}\napi_key: bm90OmFrZXk="));
@@ -1344,7 +1349,11 @@ fn end_to_end_a_key_its_template_cannot_render_keeps_its_document_through_stale_
     let out = run_cli(dir.path(), &pipeline);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("read 5 = written 3 + filtered 0 + skipped 0 + failed 2"), "{}", describe(&out));
+    assert!(
+        stdout.contains("read 5 = written 0 + unchanged 3 + filtered 0 + skipped 0 + failed 2"),
+        "{}",
+        describe(&out)
+    );
     assert!(stdout.contains("deleted as stale: 1 (found 1)"), "{}", describe(&out));
     assert!(es_get(&young, "user:2").is_some(), "kept: its key exists");
     assert!(es_get(&old, "user:5").is_some(), "kept: its key exists");
@@ -1725,6 +1734,70 @@ fn end_to_end_a_redis_cluster_is_synced_whole_and_keys_deleted_on_any_master_dis
 }
 
 #[test]
+fn change_aware_an_interrupted_run_deletes_nothing_and_the_next_run_is_exact() {
+    let index = unique_index("interrupted");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!(
+        "url: {}\nindex: {index}\ndelete_stale: {{max_fraction: 1}}\nbulk: {{max_docs: 10}}",
+        es_url()
+    ));
+    let first = run_sink(&config, string_batches(100, 10), options(), "interrupted").unwrap();
+    assert_eq!(first.report().written, 100);
+
+    // 60 keys gone, 5 changed; the run is stopped (Ctrl-C) halfway through.
+    let second_run = || {
+        let mut records = string_batches(40, 40).remove(0);
+        for record in records.iter_mut().step_by(8) {
+            record.value = RedisValue::String(b"changed".to_vec());
+        }
+        records.chunks(10).map(<[Record]>::to_vec).collect::<Vec<_>>()
+    };
+    let stopped = run_sink_with(&config, second_run(), options(), "interrupted", |ctx| async move {
+        ctx.cancel.cancel();
+    })
+    .unwrap();
+    let report = stopped.report();
+    assert_eq!((report.stale_found, report.deleted_stale), (0, 0), "{report:?}");
+    assert!(
+        report.notes.iter().any(|n| n == "stale deletion skipped: the run did not read everything"),
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(es_count(&index), 100, "nothing deleted");
+
+    // The next complete run: the changes the stopped run wrote are unchanged now, the
+    // others are written, and exactly the 60 gone keys are deleted.
+    let next = run_sink(&config, second_run(), options(), "interrupted").unwrap();
+    let report = next.report();
+    assert_eq!(report.written + report.unchanged, 40, "{report:?}");
+    assert_eq!(report.deleted_stale, 60, "{report:?}");
+    assert_eq!(es_count(&index), 40);
+    for i in (0..40).step_by(8) {
+        let doc = es_get(&index, &default_id(0, format!("k:{i}").as_bytes())).unwrap();
+        assert_eq!(doc["value"], "changed");
+    }
+    let again = run_sink(&config, second_run(), options(), "interrupted").unwrap();
+    assert_eq!((again.report().written, again.report().unchanged), (0, 40));
+}
+
+#[test]
+fn change_aware_a_rendered_document_may_not_carry_the_content_hash_field() {
+    let index = unique_index("reserved");
+    let _guard = IndexGuard(index.clone());
+    let config = sink_config(&format!("url: {}\nindex: {index}", es_url()));
+    let batches = vec![vec![
+        rendered_record("a", json!({"name": "a"})),
+        rendered_record("b", json!({"name": "b", "_content_hash": "mine"})),
+    ]];
+    let outcome = run_sink(&config, batches, options(), "reserved").unwrap();
+    assert_eq!((outcome.report().written, outcome.report().failed), (1, 1));
+    let dead = outcome.dead_letters();
+    assert_eq!(dead[0]["error_type"], "reserved_field");
+    assert!(dead[0]["reason"].as_str().unwrap().contains("rename that field"), "{}", dead[0]);
+    assert_eq!(es_get(&index, "a").unwrap()["_content_hash"].as_str().unwrap().len(), 16);
+}
+
+#[test]
 fn end_to_end_a_dry_run_fails_with_the_words_of_the_real_run_it_predicts_failing() {
     // Documents the mapping rejects, then the mass-delete guard: each makes the dry run
     // exit 1, as the real run does.
@@ -1755,7 +1828,7 @@ fn end_to_end_a_dry_run_fails_with_the_words_of_the_real_run_it_predicts_failing
     let out = run(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("read 4 = would write 2 + filtered 0 + skipped 0 + failed 2"), "{stdout}");
+    assert!(stdout.contains("read 4 = would write 2 + unchanged 0 + filtered 0 + skipped 0 + failed 2"), "{stdout}");
     assert!(stdout.contains("2 documents would fail; see df.dead-letter.dry-run.ndjson"), "{stdout}");
     let lines: Vec<Value> = std::fs::read_to_string(dir.path().join("df.dead-letter.dry-run.ndjson"))
         .unwrap()
@@ -2014,7 +2087,7 @@ fn end_to_end_a_dry_run_of_more_than_2000_documents_fails_on_every_one_the_mappi
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("read 2100 = would write 2093 + filtered 0 + skipped 0 + failed 7"),
+        String::from_utf8_lossy(&out.stdout).contains("read 2100 = would write 2093 + unchanged 0 + filtered 0 + skipped 0 + failed 7"),
         "{}",
         describe(&out)
     );

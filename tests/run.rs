@@ -33,12 +33,13 @@ fn summary_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("summary JSON written")).unwrap()
 }
 
-/// Asserts `read = written + filtered + skipped + failed` in a summary's pipeline entry.
+/// Asserts `read = written + unchanged + filtered + skipped + failed` in a summary's
+/// pipeline entry.
 fn assert_counts_add_up(p: &Value) {
     let n = |f: &str| p[f].as_u64().unwrap_or_else(|| panic!("no {f} in {p}"));
     assert_eq!(
         n("read"),
-        n("written") + n("filtered") + n("skipped") + n("failed"),
+        n("written") + n("unchanged") + n("filtered") + n("skipped") + n("failed"),
         "{p:#}"
     );
     assert_eq!(p["counts_add_up"], true);
@@ -435,7 +436,7 @@ fn a_dry_run_writes_nothing_to_elasticsearch_or_redis() {
         stdout.contains("pipeline dry: ok (dry run: nothing written)"),
         "{stdout}"
     );
-    assert!(stdout.contains("read 3 = would write 3 + filtered 0"), "{stdout}");
+    assert!(stdout.contains("read 3 = would write 3 + unchanged 0 + filtered 0"), "{stdout}");
     assert!(stdout.contains("db 0: hash 1, string 1"), "{stdout}");
     assert!(stdout.contains("db 2: list 1"), "{stdout}");
     assert!(stdout.contains("sample documents (2):"), "{stdout}");
@@ -898,7 +899,9 @@ fn an_index_is_created_by_a_complete_run_even_empty_but_never_by_a_run_that_read
     let out = run_in(dir.path(), &["run", "-q", pipeline.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let mappings = es_mappings(&index).expect("the empty run created its index");
-    assert_eq!(mappings["properties"], Value::Null, "no built-in mapping: {mappings}");
+    // No built-in mapping: only the content hash of change-aware sync is mapped.
+    let properties: Vec<&String> = mappings["properties"].as_object().unwrap().keys().collect();
+    assert_eq!(properties, ["_content_hash"], "no built-in mapping: {mappings}");
     assert_eq!(mappings["_meta"]["redis_connector"]["pipeline"], "empty_templated");
     es_delete_index(&index);
 }

@@ -474,3 +474,25 @@ fn two_pipelines_with_one_dead_letter_file_are_an_error() {
     );
     assert_eq!(stderr(&output), "4 files checked, 2 invalid\n");
 }
+
+#[test]
+fn a_template_calling_now_is_valid_with_a_warning_about_change_aware_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("now.yaml");
+    std::fs::write(
+        &path,
+        "name: now\nsource: {type: redis, host: 127.0.0.1}\ntransforms:\n  - type: template\n    \
+         document: {key: '{{ key }}', seen: '{{ now() }}'}\nsink: {type: elasticsearch, url: 'http://127.0.0.1:9200', index: i}\n",
+    )
+    .unwrap();
+    let output = validate(&[path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("now.yaml: warning: the template calls now(): every run renders a different document")
+            && err.contains("(at /transforms/0/document/seen)"),
+        "{err}"
+    );
+    let output = validate(&["--format", "json", path.to_str().unwrap()]);
+    assert_eq!(stdout(&output).trim(), "[]", "the JSON lists problems only");
+}

@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// Let stale deletion remove more than `delete_stale.max_fraction` of an index.
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Rewrite every document, even those the index holds with the same content hash
+    /// (after an ingest pipeline change, a restore, or documents edited by hand).
+    #[arg(long)]
+    pub full: bool,
     /// Run up to N pipelines at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,

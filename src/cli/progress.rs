@@ -54,8 +54,12 @@ impl Progress for BarProgress {
                 }
                 let read = live.read();
                 bar.set_position(if has_length { read.min(total) } else { read });
+                let unchanged = match live.unchanged() {
+                    0 => String::new(),
+                    n => format!(", {n} unchanged"),
+                };
                 bar.set_message(format!(
-                    "{} written, {:.0} docs/s",
+                    "{} written{unchanged}, {:.0} docs/s",
                     live.written(),
                     rate(live.written(), started)
                 ));
@@ -110,6 +114,7 @@ impl Progress for LogProgress {
                     _ = tokio::time::sleep(LOG_EVERY) => {}
                 }
                 let (read, written, total) = (live.read(), live.written(), live.estimated_total());
+                let unchanged = live.unchanged();
                 let of_total = if total > 0 {
                     format!(" of ~{total}")
                 } else {
@@ -117,8 +122,8 @@ impl Progress for LogProgress {
                 };
                 tracing::info!(
                     target: "redis_connector::progress",
-                    pipeline = %pipeline, read, written, estimated_total = total,
-                    "{read}{of_total} keys read, {written} written, {:.0} docs/s",
+                    pipeline = %pipeline, read, written, unchanged, estimated_total = total,
+                    "{read}{of_total} keys read, {written} written, {unchanged} unchanged, {:.0} docs/s",
                     rate(written, started)
                 );
             }

@@ -117,6 +117,7 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         dry_run: args.dry_run,
         allow_mass_delete: args.allow_mass_delete,
         sample: args.sample,
+        full: args.full,
     };
     let outcome = runtime.block_on(run_all(loaded, options, usize::from(args.parallel), progress, summary_file));
     // Stage tasks that outlive a fatal error (e.g. a source blocked on a dead server)
@@ -199,8 +200,14 @@ fn total_line(outcome: &Outcome) -> String {
         ended.push(format!("{} not run", outcome.not_run.len()));
     }
     let dry_run = outcome.summaries.iter().any(|s| s.dry_run);
+    // Documents left unchanged (change-aware sync), when any pipeline compared.
+    let unchanged = if outcome.summaries.iter().any(|s| s.new.is_some()) {
+        format!(" + unchanged {}", sum(|s| s.unchanged))
+    } else {
+        String::new()
+    };
     format!(
-        "total: {pipelines} pipelines ({}): read {} = {} {} + filtered {} + skipped {} + failed {}",
+        "total: {pipelines} pipelines ({}): read {} = {} {}{unchanged} + filtered {} + skipped {} + failed {}",
         ended.join(", "),
         sum(|s| s.read),
         if dry_run { "would write" } else { "written" },

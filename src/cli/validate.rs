@@ -25,7 +25,18 @@ pub fn execute(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (_, diagnostics) = config::load_all(&files);
+    let (loaded, diagnostics) = config::load_all(&files);
+    // Warnings go to standard error in both formats and change no exit code.
+    for pipeline in &loaded {
+        for warning in config::warnings::pipeline_warnings(&pipeline.pipeline) {
+            eprintln!(
+                "{}: warning: {} (at {})",
+                pipeline.path.display(),
+                warning.message,
+                warning.pointer
+            );
+        }
+    }
     let stdout = std::io::stdout();
     let terminal = stdout.is_terminal();
     let mut out = stdout.lock();

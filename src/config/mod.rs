@@ -4,6 +4,7 @@
 //! column and JSON pointer, and all problems of a file are reported together.
 
 pub mod cross_file;
+pub mod fingerprint;
 pub mod glob;
 pub mod interpolate;
 pub mod load;
@@ -15,6 +16,7 @@ mod schema_sync;
 pub mod secrets;
 pub mod suggest;
 pub mod units;
+pub mod warnings;
 pub mod yaml;
 
 use std::fmt;

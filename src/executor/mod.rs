@@ -291,6 +291,7 @@ fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, 
     match (source, sink) {
         (Some(mut source), Some(mut sink)) if errors.is_empty() => {
             source.set_ttl_needed(transforms.iter().any(|t| t.reads("ttl")) || sink.reads("ttl"));
+            sink.set_fingerprint(crate::config::fingerprint::pipeline_fingerprint(pipeline));
             // A later template replaces an earlier one's document, index included.
             sink.set_routed_by_transform(
                 transforms
@@ -459,12 +460,14 @@ impl Run<'_> {
         }
         let report = sink.unwrap_or_else(|| SinkReport {
             written: sink_counters.out,
+            unchanged: sink_counters.unchanged,
             failed: sink_counters.failed,
             ..SinkReport::default()
         });
         failed += report.failed.max(sink_counters.failed);
         let written = report.written;
-        let accounted = written + filtered + skipped + failed;
+        let unchanged = report.unchanged;
+        let accounted = written + unchanged + filtered + skipped + failed;
         // Records lost in flight are expected only when a stage failed fatally.
         let not_processed = if fatal.is_some() {
             read.saturating_sub(accounted)
@@ -475,8 +478,8 @@ impl Run<'_> {
         if !counts_add_up {
             tracing::error!(
                 pipeline = %self.pipeline.name,
-                read, written, filtered, skipped, failed,
-                "BUG: the counts do not add up: read != written + filtered + skipped + failed"
+                read, written, unchanged, filtered, skipped, failed,
+                "BUG: the counts do not add up: read != written + unchanged + filtered + skipped + failed"
             );
         }
         let mut notes = source.notes.clone();
@@ -497,6 +500,9 @@ impl Run<'_> {
             status,
             read,
             written,
+            unchanged,
+            new: report.new,
+            changed: report.changed,
             filtered,
             skipped,
             skipped_reasons,

@@ -25,6 +25,11 @@ impl LiveCounters {
         self.sink.out.load(Ordering::Relaxed)
     }
 
+    /// Documents the index already held with the same content (not written) so far.
+    pub fn unchanged(&self) -> u64 {
+        self.sink.unchanged.load(Ordering::Relaxed)
+    }
+
     /// Keys the source expects to read (`0` until it knows).
     pub fn estimated_total(&self) -> u64 {
         self.estimated_total.load(Ordering::Relaxed)

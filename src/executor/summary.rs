@@ -31,7 +31,7 @@ pub struct StageSummary {
     pub counters: CountersSnapshot,
 }
 
-/// The summary of one pipeline run. `read = written + filtered + skipped + failed`
+/// The summary of one pipeline run. `read = written + unchanged + filtered + skipped + failed`
 /// holds in every summary of a run that was not stopped by a fatal error; when a
 /// stage fails fatally, `not_processed` counts the records lost in flight.
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +43,16 @@ pub struct PipelineSummary {
     pub read: u64,
     /// Documents written (in a dry run: that would be written).
     pub written: u64,
+    /// Documents the index already held with the same content (change-aware sync):
+    /// not written.
+    pub unchanged: u64,
+    /// Of the documents sent (in a dry run: to send; those Elasticsearch then rejects
+    /// are also counted failed), those the index did not hold and those it held with
+    /// another content; absent for a sink that does not compare (NDJSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<u64>,
     /// Records dropped by filter rules.
     pub filtered: u64,
     /// Records not processed, for a reason (see `skipped_reasons`).
@@ -71,7 +81,7 @@ pub struct PipelineSummary {
     pub notes: Vec<String>,
     /// Why the run failed, when it did (fatal error or the sink's error).
     pub error: Option<String>,
-    /// Whether `read = written + filtered + skipped + failed + not_processed`.
+    /// Whether `read = written + unchanged + filtered + skipped + failed + not_processed`.
     pub counts_add_up: bool,
     pub stages: Vec<StageSummary>,
     /// Rendered documents (dry run with `--sample`).
@@ -108,14 +118,28 @@ impl fmt::Display for PipelineSummary {
             let _ = writeln!(out, "  {}", describe_targets(&self.targets));
         }
         let written = if self.dry_run { "would write" } else { "written" };
-        let mut line = format!(
-            "  read {} = {written} {} + filtered {} + skipped {} + failed {}",
-            self.read, self.written, self.filtered, self.skipped, self.failed
+        let mut line = format!("  read {} = {written} {}", self.read, self.written);
+        if self.new.is_some() {
+            let _ = write!(line, " + unchanged {}", self.unchanged);
+        }
+        let _ = write!(
+            line,
+            " + filtered {} + skipped {} + failed {}",
+            self.filtered, self.skipped, self.failed
         );
         if self.not_processed > 0 {
             let _ = write!(line, " + not processed {}", self.not_processed);
         }
         let _ = writeln!(out, "{line}");
+        if let (Some(new), Some(changed)) = (self.new, self.changed) {
+            // Sent (or, in a dry run, to send): what Elasticsearch then rejects is failed.
+            let verb = if self.dry_run { "to send" } else { "sent" };
+            let _ = writeln!(
+                out,
+                "  compared with the index: {new} new and {changed} changed documents {verb}, {} unchanged",
+                self.unchanged
+            );
+        }
         if !self.skipped_reasons.is_empty() {
             let reasons: Vec<String> = self.skipped_reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
             let _ = writeln!(out, "  skipped: {}", reasons.join(", "));
@@ -164,9 +188,9 @@ impl fmt::Display for PipelineSummary {
         if !self.counts_add_up {
             let _ = writeln!(
                 out,
-                "  BUG: the counts do not add up (read {} != written + filtered + skipped + failed {}); please report it",
+                "  BUG: the counts do not add up (read {} != written + unchanged + filtered + skipped + failed {}); please report it",
                 self.read,
-                self.written + self.filtered + self.skipped + self.failed + self.not_processed
+                self.written + self.unchanged + self.filtered + self.skipped + self.failed + self.not_processed
             );
         }
         if !self.samples.is_empty() {
@@ -203,6 +227,9 @@ mod tests {
             status: Status::Failed,
             read: 10,
             written: 6,
+            unchanged: 0,
+            new: None,
+            changed: None,
             filtered: 1,
             skipped: 1,
             skipped_reasons: [("vanished".to_owned(), 1)].into(),
@@ -245,6 +272,6 @@ mod tests {
         s.read = 11;
         assert!(s
             .to_string()
-            .contains("BUG: the counts do not add up (read 11 != written + filtered + skipped + failed 10)"));
+            .contains("BUG: the counts do not add up (read 11 != written + unchanged + filtered + skipped + failed 10)"));
     }
 }

@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub allow_mass_delete: bool,
     /// Rendered documents to show in a dry run.
     pub sample: usize,
+    /// Rewrite every document, even one whose content hash says it is unchanged.
+    pub full: bool,
 }
 
 /// Everything a stage gets from the executor.

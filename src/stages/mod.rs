@@ -54,6 +54,13 @@ pub struct UpstreamOutcome {
 pub struct SinkReport {
     /// Documents written (or, in a dry run, that would be written).
     pub written: u64,
+    /// Documents the index already held with the same content hash, not written.
+    pub unchanged: u64,
+    /// Of the documents sent (or, in a dry run, that would be): those the index did
+    /// not hold, and those it held with another content. `None` for a sink that does
+    /// not compare (NDJSON).
+    pub new: Option<u64>,
+    pub changed: Option<u64>,
     /// Documents rejected and sent to the dead-letter file.
     pub failed: u64,
     /// Documents deleted as stale.
@@ -154,6 +161,14 @@ impl Sink {
     pub fn set_rendered_documents(&mut self, rendered: bool) {
         if let Sink::Elasticsearch(es) = self {
             es.set_rendered_documents(rendered);
+        }
+    }
+
+    /// Gives the sink the pipeline fingerprint, which seeds the content hashes of
+    /// change-aware sync.
+    pub fn set_fingerprint(&mut self, fingerprint: u64) {
+        if let Sink::Elasticsearch(es) = self {
+            es.set_fingerprint(fingerprint);
         }
     }
 

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::changes::{content_hash, hash_hex, CONTENT_HASH_FIELD};
 use crate::document::write_default_document;
 use crate::json_out;
 use crate::record::Record;
@@ -56,28 +57,72 @@ impl Bulk {
         }
     }
 
-    /// Appends an `index` action for `id` in `index` and the document `body`.
-    /// Returns the bytes the document added.
+    /// Appends an `index` action for `id` in `index` and the document `body`, with its
+    /// content hash (over the document's bytes, seeded with `seed`) as the last field
+    /// ([`CONTENT_HASH_FIELD`]). `default_body`: the body is the default document (a
+    /// template that sets only `id` or `index`), whose last field, `_timestamp`, the
+    /// hash leaves out. Returns the hash. The item's key is empty until
+    /// [`Bulk::set_last_key`].
     pub fn push_index(
         &mut self,
         index: &str,
         id: &str,
         body: &Map<String, Value>,
         database: u32,
-        key: Vec<u8>,
-    ) -> usize {
+        seed: u64,
+        default_body: bool,
+    ) -> u64 {
         let start = self.body.len();
         write_index_action(&mut self.body, index, id);
+        let doc_start = self.body.len();
         json_out::write_map(&mut self.body, body);
-        self.body.push(b'\n');
-        let end = self.body.len();
+        let mut hashed_end = self.body.len();
+        if let (true, Some((last, timestamp))) = (default_body, body.iter().next_back()) {
+            if last == "_timestamp" && body.len() > 1 {
+                let mut tail = Vec::with_capacity(48);
+                tail.extend_from_slice(b",\"_timestamp\":");
+                json_out::write_value(&mut tail, timestamp);
+                tail.push(b'}');
+                hashed_end -= tail.len();
+            }
+        }
+        let hash = content_hash(seed, &self.body[doc_start..hashed_end]);
+        self.seal(start, database, hash);
+        hash
+    }
+
+    /// Closes the document just written (it ends with `}`): adds the hash field and the
+    /// line's `\n`, and records the item.
+    fn seal(&mut self, start: usize, database: u32, hash: u64) {
+        self.body.pop();
+        if self.body.last() != Some(&b'{') {
+            self.body.push(b',');
+        }
+        self.body.push(b'"');
+        self.body.extend_from_slice(CONTENT_HASH_FIELD.as_bytes());
+        self.body.extend_from_slice(b"\":\"");
+        self.body.extend_from_slice(&hash_hex(hash));
+        self.body.extend_from_slice(b"\"}\n");
         self.items.push(Item {
             start,
-            end,
+            end: self.body.len(),
             database,
-            key,
+            key: Vec::new(),
         });
-        end - start
+    }
+
+    /// Sets the Redis key of the last document (for the dead letter).
+    pub fn set_last_key(&mut self, key: Vec<u8>) {
+        if let Some(item) = self.items.last_mut() {
+            item.key = key;
+        }
+    }
+
+    /// Removes the last document (unchanged: not to be sent).
+    pub fn pop_last(&mut self) {
+        if let Some(item) = self.items.pop() {
+            self.body.truncate(item.start);
+        }
     }
 
     /// Number of documents.
@@ -125,20 +170,21 @@ impl Bulk {
     /// Appends an `index` action for `id` and the record's default document, written
     /// straight from the record: the same bytes as serializing
     /// [`crate::document::default_document`]'s body, without building it (no map, no
-    /// copy of the value into a `String`). Returns the bytes the document added.
-    pub fn push_default(&mut self, index: &str, id: &str, record: &mut Record, timestamp: &str) -> usize {
+    /// copy of the value into a `String`), plus the content hash field. The hash leaves
+    /// out `_timestamp` (the last field: the run's start, new on every run). Returns the
+    /// hash; the item's key is empty until [`Bulk::set_last_key`].
+    pub fn push_default(&mut self, index: &str, id: &str, record: &Record, timestamp: &str, seed: u64) -> u64 {
         let start = self.body.len();
         write_index_action(&mut self.body, index, id);
+        let doc_start = self.body.len();
         write_default_document(&mut self.body, record, timestamp);
-        self.body.push(b'\n');
-        let end = self.body.len();
-        self.items.push(Item {
-            start,
-            end,
-            database: record.database,
-            key: std::mem::take(&mut record.key),
-        });
-        end - start
+        // `,"_timestamp":"<timestamp>"}`: an ISO 8601 text needs no escaping.
+        let timestamp_len = ",\"_timestamp\":\"\"}".len() + timestamp.len();
+        let hashed_end = self.body.len() - timestamp_len;
+        debug_assert!(self.body[hashed_end..].starts_with(b",\"_timestamp\":"));
+        let hash = content_hash(seed, &self.body[doc_start..hashed_end]);
+        self.seal(start, record.database, hash);
+        hash
     }
 }
 
@@ -234,17 +280,59 @@ mod tests {
         value.as_object().unwrap().clone()
     }
 
+    /// Appends a document as the sink does: `push_index`, then its key.
+    fn push(bulk: &mut Bulk, index: &str, id: &str, body: &Map<String, Value>, database: u32, key: &[u8]) -> u64 {
+        let hash = bulk.push_index(index, id, body, database, 0, false);
+        bulk.set_last_key(key.to_vec());
+        hash
+    }
+
+    /// The hash field as written after a document's other fields.
+    fn hash_of(document: &str) -> String {
+        let hex = hash_hex(content_hash(0, document.as_bytes()));
+        format!("\"_content_hash\":\"{}\"", std::str::from_utf8(&hex).unwrap())
+    }
+
     #[test]
-    fn bulk_body_is_action_line_then_document_line() {
+    fn bulk_body_is_action_line_then_document_line_with_its_content_hash_last() {
         let mut bulk = Bulk::with_capacity(0);
-        bulk.push_index("idx", "a1", &doc(json!({"key": "k", "n": 1})), 0, b"k".to_vec());
-        bulk.push_index("idx", "b2", &doc(json!({"key": "line\nbreak"})), 3, b"j".to_vec());
+        push(&mut bulk, "idx", "a1", &doc(json!({"key": "k", "n": 1})), 0, b"k");
+        push(&mut bulk, "idx", "b2", &doc(json!({"key": "line\nbreak"})), 3, b"j");
+        push(&mut bulk, "idx", "c3", &doc(json!({})), 3, b"e");
         let text = String::from_utf8(bulk.take_body().to_vec()).unwrap();
         assert_eq!(
             text,
-            "{\"index\":{\"_index\":\"idx\",\"_id\":\"a1\"}}\n{\"key\":\"k\",\"n\":1}\n\
-             {\"index\":{\"_index\":\"idx\",\"_id\":\"b2\"}}\n{\"key\":\"line\\nbreak\"}\n"
+            format!(
+                "{{\"index\":{{\"_index\":\"idx\",\"_id\":\"a1\"}}}}\n{{\"key\":\"k\",\"n\":1,{}}}\n\
+                 {{\"index\":{{\"_index\":\"idx\",\"_id\":\"b2\"}}}}\n{{\"key\":\"line\\nbreak\",{}}}\n\
+                 {{\"index\":{{\"_index\":\"idx\",\"_id\":\"c3\"}}}}\n{{{}}}\n",
+                hash_of("{\"key\":\"k\",\"n\":1}"),
+                hash_of("{\"key\":\"line\\nbreak\"}"),
+                hash_of("{}"),
+            )
         );
+    }
+
+    #[test]
+    fn an_unchanged_document_is_taken_back_out_of_the_body() {
+        let mut bulk = Bulk::with_capacity(0);
+        push(&mut bulk, "idx", "a", &doc(json!({"n": 1})), 0, b"a");
+        let before = bulk.byte_len();
+        let first = push(&mut bulk, "idx", "b", &doc(json!({"n": 2})), 0, b"b");
+        assert_ne!(first, push(&mut bulk, "idx", "c", &doc(json!({"n": 3})), 0, b"c"));
+        bulk.pop_last();
+        bulk.pop_last();
+        assert_eq!((bulk.len(), bulk.byte_len()), (1, before));
+    }
+
+    #[test]
+    fn a_default_body_from_a_template_is_hashed_without_its_timestamp() {
+        let at = |t: &str| doc(json!({"key": "k", "value": "v", "_timestamp": t}));
+        let mut bulk = Bulk::default();
+        let first = bulk.push_index("i", "a", &at("2026-01-01T00:00:00Z"), 0, 0, true);
+        assert_eq!(first, bulk.push_index("i", "a", &at("2027-01-01T00:00:00Z"), 0, 0, true));
+        assert_eq!(first, content_hash(0, b"{\"key\":\"k\",\"value\":\"v\""));
+        assert_ne!(first, bulk.push_index("i", "a", &at("2027-01-01T00:00:00Z"), 0, 0, false));
     }
 
     #[test]
@@ -263,24 +351,24 @@ mod tests {
     fn items_can_be_read_back_and_resent_alone() {
         let mut bulk = Bulk::default();
         for n in 0..3 {
-            bulk.push_index(
-                "idx",
-                &format!("id{n}"),
-                &doc(json!({"n": n})),
-                n,
-                format!("key{n}").into_bytes(),
-            );
+            push(&mut bulk, "idx", &format!("id{n}"), &doc(json!({"n": n})), n, format!("key{n}").as_bytes());
         }
         let sent = SentBulk::from_bulk(bulk);
         assert_eq!(sent.index_and_id(1), ("idx".to_owned(), "id1".to_owned()));
-        assert_eq!(sent.document(2), b"{\"n\":2}");
+        let (two, zero) = (
+            format!("{{\"n\":2,{}}}", hash_of("{\"n\":2}")),
+            format!("{{\"n\":0,{}}}", hash_of("{\"n\":0}")),
+        );
+        assert_eq!(sent.document(2), two.as_bytes());
         let retry = sent.subset(&[2, 0]);
         assert_eq!(
             std::str::from_utf8(&retry.body).unwrap(),
-            "{\"index\":{\"_index\":\"idx\",\"_id\":\"id2\"}}\n{\"n\":2}\n{\"index\":{\"_index\":\"idx\",\"_id\":\"id0\"}}\n{\"n\":0}\n"
+            format!(
+                "{{\"index\":{{\"_index\":\"idx\",\"_id\":\"id2\"}}}}\n{two}\n{{\"index\":{{\"_index\":\"idx\",\"_id\":\"id0\"}}}}\n{zero}\n"
+            )
         );
         assert_eq!(retry.items[0].key, b"key2");
-        assert_eq!(retry.document(1), b"{\"n\":0}");
+        assert_eq!(retry.document(1), zero.as_bytes());
         let (a, b) = sent.halves();
         assert_eq!((a.items.len(), b.items.len()), (1, 2));
         assert_eq!(b.index_and_id(0).1, "id1");
@@ -289,9 +377,9 @@ mod tests {
     #[test]
     fn the_document_that_overflows_moves_to_its_own_bulk() {
         let mut bulk = Bulk::default();
-        bulk.push_index("idx", "a", &doc(json!({"n": 1})), 0, b"a".to_vec());
+        push(&mut bulk, "idx", "a", &doc(json!({"n": 1})), 0, b"a");
         let before = bulk.byte_len();
-        bulk.push_index("idx", "b", &doc(json!({"big": "x".repeat(100)})), 0, b"b".to_vec());
+        push(&mut bulk, "idx", "b", &doc(json!({"big": "x".repeat(100)})), 0, b"b");
         let tail = bulk.split_off_last();
         assert_eq!(bulk.byte_len(), before);
         assert_eq!(bulk.len(), 1);
@@ -366,9 +454,19 @@ mod tests {
                 ttl: None,
                 document: None,
             };
-            let expected = serde_json::to_vec(&default_document(&record, "2026-01-01T00:00:00.000Z").body).unwrap();
+            let mut body = default_document(&record, "2026-01-01T00:00:00.000Z").body;
             let mut bulk = Bulk::default();
-            bulk.push_default("i", "id", &mut record, "2026-01-01T00:00:00.000Z");
+            let hash = bulk.push_default("i", "id", &record, "2026-01-01T00:00:00.000Z", 0);
+            // The hash leaves the timestamp out: another run's start gives the same hash.
+            let mut other = Bulk::default();
+            assert_eq!(other.push_default("i", "id", &record, "2027-05-05T10:00:00.000Z", 0), hash);
+            record.size_in_bytes = Some(size.unwrap_or(0) + 1);
+            assert_ne!(other.push_default("i", "id", &record, "2026-01-01T00:00:00.000Z", 0), hash);
+            body.insert(
+                "_content_hash".into(),
+                Value::String(String::from_utf8(hash_hex(hash).to_vec()).unwrap()),
+            );
+            let expected = serde_json::to_vec(&body).unwrap();
             let sent = SentBulk::from_bulk(bulk);
             assert_eq!(
                 String::from_utf8_lossy(sent.document(0)),

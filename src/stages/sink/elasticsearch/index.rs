@@ -15,6 +15,7 @@
 use elasticsearch::http::Method;
 use serde_json::{json, Value};
 
+use super::changes::{hash_field_mapping, CONTENT_HASH_FIELD};
 use super::client::EsClient;
 
 /// The `_meta` key of the ownership marker.
@@ -66,7 +67,8 @@ pub fn default_mappings(pipeline: &str, delete_stale: bool) -> Value {
 
 /// The body of `PUT /<index>`: the pipeline's `settings`; its `mappings` (or the
 /// built-in mapping when the documents are default ones, or dynamic mapping for
-/// rendered documents without `mappings`), always with the ownership marker added.
+/// rendered documents without `mappings`), always with the ownership marker and the
+/// content hash field added.
 pub fn creation_body(
     settings: Option<&Value>,
     mappings: Option<&Value>,
@@ -83,6 +85,13 @@ pub fn creation_body(
         let meta = map.entry("_meta").or_insert_with(|| json!({}));
         if let Value::Object(meta) = meta {
             meta.insert(META_KEY.to_owned(), marker(pipeline, delete_stale));
+        }
+        // Change-aware sync's content hash, also under a `dynamic: strict` mapping.
+        let properties = map.entry("properties").or_insert_with(|| json!({}));
+        if let Value::Object(properties) = properties {
+            properties
+                .entry(CONTENT_HASH_FIELD)
+                .or_insert_with(hash_field_mapping);
         }
     }
     let mut body = json!({ "mappings": mappings });
@@ -372,10 +381,14 @@ mod tests {
         assert_eq!(body["mappings"]["_meta"]["team"], "x");
         assert_eq!(body["mappings"]["_meta"]["redis_connector"]["pipeline"], "p");
         assert_eq!(body["mappings"]["_meta"]["redis_connector"]["delete_stale"], true);
+        assert_eq!(body["mappings"]["properties"]["_content_hash"], json!({"type": "keyword", "index": false}));
         let body = creation_body(None, None, false, "p", false);
         assert_eq!(
             body,
-            json!({"mappings": {"_meta": {"redis_connector": {"pipeline": "p", "delete_stale": false}}}})
+            json!({"mappings": {
+                "_meta": {"redis_connector": {"pipeline": "p", "delete_stale": false}},
+                "properties": {"_content_hash": {"type": "keyword", "index": false}}
+            }})
         );
     }
 

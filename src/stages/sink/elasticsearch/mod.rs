@@ -4,10 +4,16 @@
 //!
 //! Split by job: `client.rs` speaks HTTP to one or several nodes, `encoder.rs` writes
 //! bulk bodies, `retry.rs` decides what to retry, `service.rs` sends bulks and acts on
-//! the answers, `index.rs` sets indices up, `stale.rs` finds and deletes stale
+//! the answers, `index.rs` sets indices up, `changes.rs` holds the content hashes and
+//! the `(_id, hash)` map of change-aware sync, `stale.rs` finds and deletes stale
 //! documents, `creation_check.rs` checks the pipeline's settings and mappings before
 //! reading, `dry_check.rs` asks Elasticsearch about a dry run's documents, `compat.rs`
 //! checks them offline when it cannot.
+//!
+//! Change-aware sync: before its first write to an existing index, the sink reads
+//! every `(_id, hash)` the index holds; each document is encoded with its content
+//! hash, compared, and sent only when new or changed (`--full`: always). After a
+//! complete run the map's ids that no document produced are the stale ones.
 //!
 //! Templated indices (`index: "redis-{{ database }}"`, or a template transform's
 //! `index`): each index is created at its first document. Stale deletion covers each
@@ -15,6 +21,7 @@
 //! nothing to it); indices the template could name but this run never wrote to are
 //! left alone, since nothing says they are this pipeline's to clean.
 
+pub mod changes;
 pub mod client;
 pub mod compat;
 pub mod creation_check;
@@ -45,6 +52,7 @@ use crate::document::{default_document, default_id};
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, ScansRestarted, SinkReport, StageContext, UpstreamOutcome};
 
+use changes::{key_hash, Comparison, IndexHashes, CONTENT_HASH_FIELD};
 use client::{Auth, EsClient, FailureKind};
 use encoder::{Bulk, SentBulk};
 use index::IndexState;
@@ -66,6 +74,8 @@ pub struct ElasticsearchSink {
     /// mapping of the default document must not be given to a new index); `None`
     /// when not told, and then each record says (a rendered document or none).
     rendered_documents: Option<bool>,
+    /// The pipeline fingerprint, seed of every content hash (see `changes.rs`).
+    fingerprint: u64,
     /// Whether a template transform chooses every document's index: the sink's own
     /// fixed `index` is then never written to, so never created nor cleaned.
     routed_by_transform: bool,
@@ -101,6 +111,15 @@ struct Running {
     fatal: Option<String>,
     /// Documents rejected before any request (bad index name or index template).
     rejected_before: u64,
+    /// The `(_id, content hash)` each index held when first seen (by position in
+    /// `indices`); `None` for an index that did not exist then.
+    maps: Vec<Option<IndexHashes>>,
+    /// Documents of this run the indices lacked, and held with another content.
+    new: u64,
+    changed: u64,
+    /// Documents and time of the maps read, for the summary.
+    map_documents: u64,
+    map_seconds: f64,
     /// Notes from `open`, for the summary.
     notes: Vec<String>,
     /// Dry run: documents waiting to be checked by Elasticsearch.
@@ -214,6 +233,7 @@ impl ElasticsearchSink {
                 target,
                 running: None,
                 rendered_documents: None,
+                fingerprint: 0,
                 routed_by_transform: false,
             }),
             _ => Err(errors),
@@ -255,6 +275,11 @@ impl ElasticsearchSink {
             known_missing: None,
             fatal: None,
             rejected_before: 0,
+            maps: Vec::new(),
+            new: 0,
+            changed: 0,
+            map_documents: 0,
+            map_seconds: 0.0,
             notes: Vec::new(),
             dry_pending: Vec::new(),
             dry_offline: None,
@@ -282,7 +307,8 @@ impl ElasticsearchSink {
             match index::inspect(&running.service.client, name).await? {
                 Some(mut state) => {
                     running.check_owner(&mut state, ctx).await?;
-                    running.add_index(state);
+                    let position = running.add_index(state);
+                    running.read_hashes(position, ctx).await?;
                 }
                 None => running.known_missing = Some(name.to_owned()),
             }
@@ -295,6 +321,13 @@ impl ElasticsearchSink {
     /// template with only `id` or `index` keeps the default document, and its mapping).
     pub fn set_rendered_documents(&mut self, rendered: bool) {
         self.rendered_documents = Some(rendered);
+    }
+
+    /// Gives the sink the pipeline fingerprint
+    /// ([`crate::config::fingerprint::pipeline_fingerprint`]), which seeds every
+    /// document's content hash.
+    pub fn set_fingerprint(&mut self, fingerprint: u64) {
+        self.fingerprint = fingerprint;
     }
 
     /// Tells the sink whether a template transform chooses every document's index.
@@ -363,6 +396,9 @@ impl ElasticsearchSink {
         let dry_run = ctx.options.dry_run;
         let mut in_flight: JoinSet<anyhow::Result<()>> = JoinSet::new();
         let mut bulk = Bulk::with_capacity(capacity);
+        let mut scratch = Bulk::default();
+        let seed = self.fingerprint;
+        let full = ctx.options.full;
 
         let result: anyhow::Result<()> = async {
             loop {
@@ -392,6 +428,17 @@ impl ElasticsearchSink {
                             self.reject(&record, document.id.clone(), index, running, ctx, "invalid_id", reason)?;
                             continue;
                         }
+                        if document.body.contains_key(CONTENT_HASH_FIELD) {
+                            let reason = format!(
+                                "the document has a field `{CONTENT_HASH_FIELD}`, which redis-connector writes itself \
+                                 (each document's content hash): rename that field in the template"
+                            );
+                            // Its key exists: what an earlier run wrote for it stays.
+                            running.ids.insert_anywhere(&document.id);
+                            let index = Some(index_name.to_string());
+                            self.reject(&record, document.id.clone(), index, running, ctx, "reserved_field", reason)?;
+                            continue;
+                        }
                     }
                     let default_documents = !self.rendered_documents.unwrap_or(record.document.is_some());
                     let position = running
@@ -399,29 +446,48 @@ impl ElasticsearchSink {
                         .await?;
                     running.written[position] = true;
                     let mut record = record;
-                    match record.document.take() {
+                    let document = record.document.take();
+                    let rendered = document.is_some();
+                    // A dry run encodes too (the hash is over the bytes), into a scratch
+                    // bulk that is never sent.
+                    let target = if dry_run { &mut scratch } else { &mut bulk };
+                    let (id, hash) = match &document {
                         Some(document) => {
-                            running.produced(&index_name, &document.id, true, &record);
-                            if dry_run {
-                                record.document = Some(document);
-                            } else {
-                                let key = std::mem::take(&mut record.key);
-                                bulk.push_index(&index_name, &document.id, &document.body, record.database, key);
-                            }
-                        }
-                        None if dry_run => {
-                            let document = default_document(&record, &ctx.run_timestamp);
-                            running.produced(&index_name, &document.id, false, &record);
-                            record.document = Some(document);
+                            // A template that sets only `id` or `index` keeps the default
+                            // body, whose `_timestamp` the hash leaves out.
+                            let default_body = self.rendered_documents == Some(false);
+                            let hash = target.push_index(
+                                &index_name,
+                                &document.id,
+                                &document.body,
+                                record.database,
+                                seed,
+                                default_body,
+                            );
+                            (Cow::Borrowed(document.id.as_str()), hash)
                         }
                         None => {
                             // The hot path: the default document written straight into the body.
                             let id = default_id(record.database, &record.key);
-                            running.produced(&index_name, &id, false, &record);
-                            bulk.push_default(&index_name, &id, &mut record, &ctx.run_timestamp);
+                            let hash = target.push_default(&index_name, &id, &record, &ctx.run_timestamp, seed);
+                            (Cow::Owned(id), hash)
                         }
+                    };
+                    match running.compare(position, &index_name, &id, hash, rendered, &record, full) {
+                        Comparison::Unchanged => {
+                            target.pop_last();
+                            ctx.counters.add_unchanged(1);
+                            continue;
+                        }
+                        Comparison::New => running.new += 1,
+                        Comparison::Changed | Comparison::Repeated => running.changed += 1,
                     }
                     if dry_run {
+                        scratch.pop_last();
+                        record.document = Some(match document {
+                            Some(document) => document,
+                            None => default_document(&record, &ctx.run_timestamp),
+                        });
                         let state = &running.indices[position];
                         let mapping_addition = if state.existed { None } else { state.mapping.clone() };
                         running.dry_pending.push(dry_check::Pending {
@@ -434,6 +500,7 @@ impl ElasticsearchSink {
                         }
                         continue;
                     }
+                    bulk.set_last_key(std::mem::take(&mut record.key));
                     if bulk.byte_len() > max_bytes && bulk.len() > 1 {
                         let tail = bulk.split_off_last();
                         let full = std::mem::replace(&mut bulk, tail);
@@ -722,6 +789,45 @@ impl ElasticsearchSink {
                         errors.push(message);
                         continue;
                     }
+                    if let Some(map) = &running.maps[i] {
+                        // Change-aware: the map read before the first write says which
+                        // ids no document of this run produced; no second read of ids.
+                        let stale_entries = map.unseen(|key| running.ids.kept_anywhere(key));
+                        let (found, total) = (stale_entries.len() as u64, map.len() as u64);
+                        report.stale_found += found;
+                        let max_fraction = self.config.delete_stale.max_fraction;
+                        let guard = stale::guard_message(&state.name, found, total, max_fraction);
+                        if dry_run {
+                            report.notes.push(format!(
+                                "{found} of {total} documents in index {} are stale: a real run would delete them",
+                                state.name
+                            ));
+                            // The words the real run would stop with.
+                            if let (Some(guard), false) = (guard, ctx.options.allow_mass_delete) {
+                                errors.push(guard);
+                            }
+                        } else if let (Some(message), false) = (guard, ctx.options.allow_mass_delete) {
+                            errors.push(message);
+                        } else if found > 0 {
+                            index::refresh(&running.service.client, std::slice::from_ref(&state.name)).await?;
+                            let chunk = self.config.bulk.max_docs as usize;
+                            let outcome =
+                                stale::delete_by_hash(&running.service, &state.name, &stale_entries, chunk).await?;
+                            report.deleted_stale += outcome.deleted;
+                            errors.extend(outcome.errors);
+                            if outcome.deleted > 0 {
+                                report.notes.push(format!(
+                                    "deleted {} stale documents of {total} from index {}",
+                                    outcome.deleted, state.name
+                                ));
+                            }
+                        }
+                        continue;
+                    }
+                    if state.created {
+                        // Created by this run: it holds only this run's documents.
+                        continue;
+                    }
                     if !dry_run {
                         index::refresh(&running.service.client, std::slice::from_ref(&state.name)).await?;
                     }
@@ -795,6 +901,26 @@ impl ElasticsearchSink {
             index::refresh(&running.service.client, &names).await?;
         }
 
+        report.unchanged = snapshot.unchanged;
+        report.new = Some(running.new);
+        report.changed = Some(running.changed);
+        let maps_bytes: usize = running.maps.iter().flatten().map(IndexHashes::memory_bytes).sum();
+        let maps_count = running.maps.iter().flatten().count();
+        if maps_count > 0 {
+            report.notes.push(format!(
+                "compared with the (_id, content hash) of {} documents read from {maps_count} {} in {:.2} s \
+                 ({:.1} MB in memory)",
+                running.map_documents,
+                if maps_count == 1 { "index" } else { "indices" },
+                running.map_seconds,
+                maps_bytes as f64 / 1e6
+            ));
+        }
+        if ctx.options.full && !dry_run {
+            report
+                .notes
+                .push("--full: every document was rewritten, whatever its content hash".to_owned());
+        }
         report.notes.extend(running.repeated.notes());
         let (requests, items) = running.service.retries.get();
         if requests > 0 || items > 0 {
@@ -829,14 +955,56 @@ impl ElasticsearchSink {
 }
 
 impl Running {
-    /// Notes that this run produced document `id` for `index` from `record` (for stale
-    /// deletion, and to tell when a document replaces one this run wrote). `rendered`:
-    /// the id came from a template transform, not from the key.
-    fn produced(&mut self, index: &str, id: &str, rendered: bool, record: &Record) {
-        if (self.track_ids || rendered) && !self.ids.insert(index, id) {
+    /// Compares a document this run produced for `index` (at `position`) with what the
+    /// index held, and notes its id as produced (for stale deletion, and to tell when a
+    /// document replaces one this run wrote). `rendered`: the id came from a template
+    /// transform, not from the key. `full`: every document counts as changed.
+    #[allow(clippy::too_many_arguments)]
+    fn compare(
+        &mut self,
+        position: usize,
+        index: &str,
+        id: &str,
+        hash: u64,
+        rendered: bool,
+        record: &Record,
+        full: bool,
+    ) -> Comparison {
+        let held = self.maps[position].as_mut().and_then(|map| map.compare(key_hash(id), hash, full));
+        let comparison = match held {
+            Some(comparison) => comparison,
+            // Ids the index did not hold are kept only where a repeat must be noticed.
+            None if (self.track_ids || rendered) && !self.ids.insert(index, id) => Comparison::Repeated,
+            None => Comparison::New,
+        };
+        if comparison == Comparison::Repeated {
             let restarted = self.scans_restarted.contains(record.database);
             self.repeated.add(index, id, rendered, restarted, record);
         }
+        comparison
+    }
+
+    /// Before the first write to an existing index: adds the content hash field to its
+    /// mapping (not in a dry run), then reads every `(_id, hash)` it holds.
+    async fn read_hashes(&mut self, position: usize, ctx: &StageContext) -> anyhow::Result<()> {
+        let state = &mut self.indices[position];
+        if !ctx.options.dry_run {
+            changes::ensure_hash_field(&self.service.client, state).await?;
+        }
+        let started = Instant::now();
+        let map = changes::load(&self.service, &state.name).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            index = %state.name,
+            documents = map.len(),
+            bytes = map.memory_bytes(),
+            "read the (_id, content hash) of {} documents in {seconds:.2} s",
+            map.len()
+        );
+        self.map_documents += map.len() as u64;
+        self.map_seconds += seconds;
+        self.maps[position] = Some(map);
+        Ok(())
     }
 
     /// Checks an existing target index's ownership marker before anything is written to
@@ -894,6 +1062,7 @@ impl Running {
         self.positions.insert(state.name.clone(), position);
         self.indices.push(state);
         self.written.push(false);
+        self.maps.push(None);
         position
     }
 
@@ -967,7 +1136,12 @@ impl Running {
                 }
             }
         };
-        Ok(self.add_index(state))
+        let existed = state.existed;
+        let position = self.add_index(state);
+        if existed {
+            self.read_hashes(position, ctx).await?;
+        }
+        Ok(position)
     }
 
 }

@@ -22,6 +22,7 @@ use elasticsearch::http::Method;
 use serde_json::{json, Value};
 use xxhash_rust::xxh3::Xxh3;
 
+use super::changes::{close_pit, hash_hex, key_hash, open_pit, CONTENT_HASH_FIELD, NO_HASH};
 use super::index::encode;
 use super::service::BulkService;
 use crate::stages::context::failed_id_hash;
@@ -75,6 +76,10 @@ impl IdSet {
     /// Keeps live in every index the id whose [`failed_id_hash`] is `hash`.
     pub fn insert_anywhere_hash(&mut self, hash: u64) {
         self.anywhere.insert(hash);
+    }
+    /// Whether the id whose [`failed_id_hash`] is `hash` is kept live in every index.
+    pub fn kept_anywhere(&self, hash: u64) -> bool {
+        !self.anywhere.is_empty() && self.anywhere.contains(&hash)
     }
     pub fn contains(&self, index: &str, id: &str) -> bool {
         self.placed.contains(&id_hash(index, id))
@@ -229,6 +234,107 @@ async fn scan_pages(
         }
     }
     Ok(scan)
+}
+
+/// What [`delete_by_hash`] did.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    pub deleted: u64,
+    pub errors: Vec<String>,
+}
+
+/// Terms in one `terms` query: Elasticsearch's default `index.max_terms_count`.
+const MAX_TERMS: usize = 65_536;
+
+/// Deletes the stale documents change-aware sync found in its map of `index`:
+/// `stale` holds their `(xxh3 of the _id, content hash)`. Their `_id`s are not in
+/// memory, so they are found by their content hash (a `terms` query on the hash's
+/// doc values, plus documents without a hash), through a point in time with
+/// `search_after`, and a hit is deleted only when the hash of its `_id` is a stale
+/// one; with more distinct hashes than one query takes, every id is looked at. Each
+/// page's stale ids are deleted with bulk `delete` actions, `chunk` at a time. The
+/// index must have been refreshed since this run's writes.
+pub async fn delete_by_hash(
+    service: &BulkService,
+    index: &str,
+    stale: &[(u64, u64)],
+    chunk: usize,
+) -> anyhow::Result<Deleted> {
+    let keys: HashSet<u64, BuildHasherDefault<PassThroughHasher>> = stale.iter().map(|&(key, _)| key).collect();
+    let mut hashes: Vec<u64> = stale.iter().map(|&(_, hash)| hash).filter(|&h| h != NO_HASH).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let without_hash = stale.iter().any(|&(_, hash)| hash == NO_HASH);
+    let query = if hashes.len() > MAX_TERMS {
+        json!({ "match_all": {} })
+    } else {
+        let terms: Vec<String> = hashes
+            .iter()
+            .map(|&h| String::from_utf8_lossy(&hash_hex(h)).into_owned())
+            .collect();
+        let mut should = vec![json!({ "terms": { CONTENT_HASH_FIELD: terms } })];
+        if without_hash {
+            should.push(json!({ "bool": { "must_not": { "exists": { "field": CONTENT_HASH_FIELD } } } }));
+        }
+        json!({ "bool": { "should": should, "minimum_should_match": 1 } })
+    };
+    let mut pit = open_pit(service, index).await?;
+    let result = delete_pages(service, index, &keys, &query, chunk, &mut pit).await;
+    close_pit(service, &pit).await;
+    result
+}
+
+async fn delete_pages(
+    service: &BulkService,
+    index: &str,
+    keys: &HashSet<u64, BuildHasherDefault<PassThroughHasher>>,
+    query: &Value,
+    chunk: usize,
+    pit: &mut String,
+) -> anyhow::Result<Deleted> {
+    let mut outcome = Deleted::default();
+    let mut search_after: Option<Value> = None;
+    loop {
+        let mut body = json!({
+            "size": PAGE,
+            "_source": false,
+            "track_total_hits": false,
+            "query": query,
+            "pit": { "id": &*pit, "keep_alive": "2m" },
+            "sort": [{ "_shard_doc": "asc" }],
+        });
+        if let Some(after) = search_after.take() {
+            body["search_after"] = after;
+        }
+        let reply = service
+            .send(
+                "_search?filter_path=pit_id,hits.hits._id,hits.hits.sort",
+                Bytes::from(serde_json::to_vec(&body)?),
+                "application/json",
+            )
+            .await?;
+        let page = reply.json()?;
+        if let Some(id) = page["pit_id"].as_str() {
+            *pit = id.to_owned();
+        }
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        let ids: Vec<String> = hits
+            .iter()
+            .filter_map(|hit| hit["_id"].as_str())
+            .filter(|id| keys.contains(&key_hash(id)))
+            .map(str::to_owned)
+            .collect();
+        for part in ids.chunks(chunk.max(1)) {
+            let (deleted, errors) = service.delete(index, part).await?;
+            outcome.deleted += deleted;
+            outcome.errors.extend(errors);
+        }
+        match hits.last() {
+            Some(last) if hits.len() == PAGE => search_after = Some(last["sort"].clone()),
+            _ => break,
+        }
+    }
+    Ok(outcome)
 }
 
 #[cfg(test)]
