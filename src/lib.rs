@@ -12,6 +12,8 @@ pub mod executor;
 pub mod json_out;
 pub mod record;
 pub mod redact;
+pub mod serve;
+pub mod shutdown;
 pub mod stages;
 pub mod stats;
 pub mod templating;

@@ -115,7 +115,9 @@ fingerprint() {
 # update` runs only when something has to be installed.
 
 # shellcheck disable=SC2034  # used by scripts/services
-APT_PACKAGES=(redis-server redis-tools nginx openssl curl unzip ca-certificates)
+# prometheus: its server and promtool, used by tests/serve.rs; buildah:
+# scripts/image and tests/image.rs, with binutils (strip).
+APT_PACKAGES=(redis-server redis-tools nginx openssl curl unzip ca-certificates prometheus buildah binutils)
 
 pkg_installed() {
     [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

@@ -1,10 +1,13 @@
-//! The command line: `validate`, `run`, and `schema`, `completions`, `man` for
-//! packaging. This is the one place that prints fatal errors and chooses exit codes
+//! The command line: `validate`, `run`, `serve`, `alias rollback`, and `schema`,
+//! `completions`, `man` for packaging. This is the one place that prints fatal errors
+//! and chooses exit codes
 //! (0 success, 1 errors found, 2 usage error).
 
+pub mod alias;
 pub mod generate;
 pub mod progress;
 pub mod run;
+pub mod serve;
 mod summary_json;
 pub mod validate;
 
@@ -65,6 +68,24 @@ pub enum Command {
     /// stale deletion, prints the summary and exits 1; a second one quits at once.
     #[command(after_help = RUN_EXIT_CODES)]
     Run(RunArgs),
+    /// Run pipelines continuously: on their `schedule:` (or once at start), reloaded
+    /// when their files change, with metrics and health over HTTP.
+    ///
+    /// The whole set is validated first, as `validate` does: any problem and nothing
+    /// starts (exit 1). A pipeline with `schedule: {every: 15m}` or `schedule: {cron:
+    /// "0 3 * * *", timezone: Europe/Paris}` runs at start and then on its schedule; one
+    /// without runs once, at start. A pipeline never runs twice at once (a time that
+    /// finds its run still going is skipped and counted). The paths are watched: a
+    /// changed set is validated whole, and if valid, changed pipelines restart after
+    /// their run in progress, removed ones stop, added ones start, unchanged ones are
+    /// left alone; if invalid, everything keeps running (logged, and shown in /metrics
+    /// and /status). SIGHUP reloads too. HTTP: /metrics (Prometheus), /healthz,
+    /// /readyz (503 with the pipelines not ready and why), /status (JSON),
+    /// POST /pipelines/NAME/run (with --allow-trigger). SIGTERM or Ctrl-C: no new runs,
+    /// runs in progress finish (exit 0) or, past --shutdown-timeout, are interrupted
+    /// (exit 1); a second signal quits at once.
+    #[command(after_help = SERVE_EXIT_CODES)]
+    Serve(ServeArgs),
     /// Print the pipeline files' JSON Schema (draft 2020-12), as built into this binary.
     ///
     /// Save it and point an editor at it, e.g. `redis-connector schema >
@@ -83,6 +104,87 @@ pub enum Command {
     /// Print the manual page (roff): `redis-connector man | man -l -`, or save it as
     /// `~/.local/share/man/man1/redis-connector.1`.
     Man,
+    /// Manage the alias a pipeline writes behind (`sink.alias`).
+    #[command(after_help = EXIT_CODES)]
+    Alias(AliasArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AliasArgs {
+    #[command(subcommand)]
+    pub command: AliasCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Point the pipeline's alias back at the index it pointed to before the last
+    /// swap (kept by `sink.keep_previous`); both must carry the pipeline's marker.
+    /// Prints what it moved. The next `run` moves the alias to the index of the
+    /// pipeline file as it is then: revert the file to stay.
+    #[command(after_help = EXIT_CODES)]
+    Rollback {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+}
+
+const SERVE_EXIT_CODES: &str = "\
+Exit codes:
+  0  stopped by SIGTERM / Ctrl-C after every run in progress finished
+  1  invalid pipeline files (nothing started), cannot listen, or runs interrupted
+     at the shutdown timeout
+  2  usage error (bad flags, missing file)";
+
+/// How `serve` watches its paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WatchKind {
+    /// inotify: changes are seen at once.
+    Native,
+    /// Scan the files every --poll-interval (network volumes, where inotify sees nothing).
+    Poll,
+    /// No watching; SIGHUP reloads.
+    Off,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Pipeline files, folders searched for `*.yaml` / `*.yml`, or patterns.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Address of the HTTP endpoints (metrics, health, status). Loopback by default:
+    /// give `0.0.0.0:9464` to let Prometheus and Kubernetes probes reach it.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: String,
+    /// How to notice changed pipeline files.
+    #[arg(long, value_enum, default_value = "native")]
+    pub watch: WatchKind,
+    /// How often `--watch poll` scans the files.
+    #[arg(long, default_value = "2s", value_parser = duration_arg)]
+    pub poll_interval: std::time::Duration,
+    /// On SIGTERM, how long runs in progress may take to finish before they are
+    /// interrupted.
+    #[arg(long, default_value = "30s", value_parser = duration_arg)]
+    pub shutdown_timeout: std::time::Duration,
+    /// Allow `POST /pipelines/NAME/run` to run a pipeline now.
+    #[arg(long)]
+    pub allow_trigger: bool,
+    /// Let stale deletion remove more than `delete_stale.max_fraction` of an index.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less output: errors only.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// A duration flag: `30s`, `5m`, `500ms`, or seconds.
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::units::parse_duration(text)
 }
 
 /// Output format of `validate`.
@@ -95,7 +197,7 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Log line format of `run`.
+/// Log line format of `run` and `serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -174,6 +276,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::execute(&args),
         Command::Run(args) => run::execute(&args),
+        Command::Serve(args) => serve::execute(&args),
+        Command::Alias(args) => alias::execute(&args),
         Command::Schema => generate::schema(),
         Command::Completions { shell } => generate::completions(shell),
         Command::Man => generate::man(),

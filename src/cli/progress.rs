@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::executor::{LiveCounters, Progress};
 
@@ -20,13 +21,17 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 pub struct BarProgress {
     multi: MultiProgress,
     running: Mutex<HashMap<String, CancellationToken>>,
+    tasks: TaskTracker,
 }
 
 impl BarProgress {
-    pub fn new(multi: MultiProgress) -> Self {
+    /// Bars drawn on `multi`; each bar's refresh task is spawned on `tasks`, for the
+    /// caller to await once the pipelines are done.
+    pub fn new(multi: MultiProgress, tasks: TaskTracker) -> Self {
         BarProgress {
             multi,
             running: Mutex::new(HashMap::new()),
+            tasks,
         }
     }
 }
@@ -43,7 +48,7 @@ impl Progress for BarProgress {
             .insert(pipeline.to_owned(), stop.clone());
         let multi = self.multi.clone();
         let started = Instant::now();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let mut has_length = false;
             loop {
                 let total = live.estimated_total();
@@ -92,9 +97,20 @@ fn bar_style() -> ProgressStyle {
 }
 
 /// Progress as log lines (target `redis_connector::progress`), every few seconds.
-#[derive(Default)]
 pub struct LogProgress {
     running: Mutex<HashMap<String, CancellationToken>>,
+    tasks: TaskTracker,
+}
+
+impl LogProgress {
+    /// Log lines from a task per pipeline spawned on `tasks`, for the caller to await
+    /// once the pipelines are done.
+    pub fn new(tasks: TaskTracker) -> Self {
+        LogProgress {
+            running: Mutex::new(HashMap::new()),
+            tasks,
+        }
+    }
 }
 
 impl Progress for LogProgress {
@@ -107,7 +123,7 @@ impl Progress for LogProgress {
         let pipeline = pipeline.to_owned();
         let started = Instant::now();
         tracing::info!(target: "redis_connector::progress", pipeline = %pipeline, "started");
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,

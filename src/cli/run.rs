@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing_subscriber::EnvFilter;
 
 use super::progress::{terminal_bars, BarAwareStderr, BarProgress, LogProgress};
@@ -21,6 +22,7 @@ use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
 use crate::executor::{self, NoProgress, PipelineSummary, Progress, Status};
 use crate::redact::{self, Redacting};
+use crate::shutdown::{self, Signal};
 use crate::stages::RunOptions;
 
 /// Runs the `run` command and returns the process's exit code.
@@ -108,10 +110,12 @@ pub fn execute(args: &RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The progress bars' and log lines' own tasks, awaited before the runtime goes.
+    let progress_tasks = TaskTracker::new();
     let progress: Arc<dyn Progress> = match (&bars, args.quiet) {
         (_, true) => Arc::new(NoProgress),
-        (Some(multi), false) => Arc::new(BarProgress::new(multi.clone())),
-        (None, false) => Arc::new(LogProgress::default()),
+        (Some(multi), false) => Arc::new(BarProgress::new(multi.clone(), progress_tasks.clone())),
+        (None, false) => Arc::new(LogProgress::new(progress_tasks.clone())),
     };
     let options = RunOptions {
         dry_run: args.dry_run,
@@ -119,9 +123,16 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         sample: args.sample,
         full: args.full,
     };
-    let outcome = runtime.block_on(run_all(loaded, options, usize::from(args.parallel), progress, summary_file));
-    // Stage tasks that outlive a fatal error (e.g. a source blocked on a dead server)
-    // must not hold the process.
+    let outcome = runtime.block_on(async {
+        let outcome = run_all(loaded, options, usize::from(args.parallel), progress, summary_file).await;
+        progress_tasks.close();
+        progress_tasks.wait().await;
+        outcome
+    });
+    // Every task of ours has ended (the executor waits for its stages, the progress
+    // tasks were awaited above). What may remain are the client libraries' own
+    // connection tasks, dropped with the runtime, and a blocking call of theirs (a DNS
+    // lookup towards a dead resolver), which must not hold the process.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 
     // The summary goes to stdout, unless a pipeline writes its documents there
@@ -226,7 +237,7 @@ async fn run_all(
     summary_file: Option<std::path::PathBuf>,
 ) -> Outcome {
     let cancel = CancellationToken::new();
-    let signals = tokio::spawn(watch_signals(cancel.clone(), summary_file));
+    let signals = shutdown::cancel_on_stop_signal(cancel.clone(), move |second| mark_aborted(second, summary_file));
     let results: Vec<(String, Result<Option<PipelineSummary>, String>)> = futures::stream::iter(pipelines)
         .map(|loaded| {
             let (options, cancel, progress) = (options.clone(), cancel.clone(), progress.clone());
@@ -244,6 +255,7 @@ async fn run_all(
         .collect()
         .await;
     signals.abort();
+    let _ = signals.await;
 
     let mut outcome = Outcome {
         summaries: Vec::new(),
@@ -265,51 +277,23 @@ async fn run_all(
     outcome
 }
 
-/// Fires `cancel` on the first Ctrl-C or SIGTERM; a second one exits at once, with
-/// 128 + the signal's number (130 for Ctrl-C / SIGINT, 143 for SIGTERM), after
-/// marking the summary file `aborted`.
-async fn watch_signals(cancel: CancellationToken, summary_file: Option<std::path::PathBuf>) {
-    let signal = first_signal().await;
+/// Before a second signal quits at once: says what was lost, and marks the summary
+/// file `aborted`.
+fn mark_aborted(second: Signal, summary_file: Option<std::path::PathBuf>) {
     eprintln!(
-        "{signal} received: stopping reading, draining what is in flight, skipping stale deletion \
-         (send it again to quit at once)"
-    );
-    cancel.cancel();
-    let second = first_signal().await;
-    let code = if second == "SIGTERM" { 143 } else { 130 };
-    eprintln!(
-        "second {second}: quitting at once, exit {code}: documents in flight were not drained and no summary \
-         was printed; a rerun writes whatever this run did not"
+        "second {}: quitting at once, exit {}: documents in flight were not drained and no summary \
+         was printed; a rerun writes whatever this run did not",
+        second.name(),
+        second.exit_code()
     );
     if let Some(path) = &summary_file {
-        let reason = format!("quit at once by a second {second}: no summary; documents in flight were not drained");
+        let reason = format!(
+            "quit at once by a second {}: no summary; documents in flight were not drained",
+            second.name()
+        );
         if let Err(error) = write_status_json(path, "aborted", Some(&reason)) {
             eprintln!("error: cannot write the summary to {}: {error}", path.display());
         }
-    }
-    std::process::exit(code);
-}
-
-async fn first_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(error) => {
-                tracing::warn!("cannot watch SIGTERM: {error}");
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
     }
 }
 

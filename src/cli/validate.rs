@@ -73,7 +73,7 @@ fn write_json(out: &mut impl Write, diagnostics: &[Diagnostic]) -> std::io::Resu
     writeln!(out)
 }
 
-fn write_text(
+pub(crate) fn write_text(
     out: &mut impl Write,
     diagnostics: &[Diagnostic],
     excerpts: bool,

@@ -58,7 +58,7 @@ pub fn check(pipelines: &[Checked<'_>]) -> Vec<Diagnostic> {
             else {
                 continue;
             };
-            if sa.index != sb.index
+            if sa.target() != sb.target()
                 || urls(sa) != urls(sb)
                 || !(sa.delete_stale.enabled || sb.delete_stale.enabled)
             {
@@ -81,7 +81,7 @@ pub fn check(pipelines: &[Checked<'_>]) -> Vec<Diagnostic> {
                 pointer,
                 format!(
                     "index `{}` is also written by pipeline `{}` ({}) and {who}: stale deletion would delete the other pipeline's documents; a shared index needs `delete_stale: false` in every pipeline that writes it",
-                    sa.index,
+                    sa.target(),
                     b.pipeline.name,
                     b.path.display()
                 ),

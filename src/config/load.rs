@@ -12,11 +12,12 @@ use serde_json::Value;
 use super::interpolate::interpolate_tree;
 use super::locate::{self, locate, Anchor};
 use super::mappings;
-use super::model::{Pipeline, SinkConfig, SourceConfig, TransformConfig};
+use super::model::{Pipeline, ScheduleConfig, SinkConfig, SourceConfig, TransformConfig};
 use super::secrets;
 use super::schema::{self, is_secret_field};
 use super::yaml::{self, Node, NodeKind, Position};
 use super::Diagnostic;
+use crate::serve::schedule::Schedule;
 use crate::stages::transform::filter;
 use crate::stages::{FieldError, Sink, Source, Transform};
 
@@ -303,7 +304,10 @@ fn build_parts(value: &Value) -> Vec<FieldError> {
         .map(|items| items.iter().map(|t| TransformConfig::deserialize(t).ok()).collect())
         .unwrap_or_default();
     let sink = value.get("sink").and_then(|v| SinkConfig::deserialize(v).ok());
-    build_each(source.as_ref(), &transforms, sink.as_ref())
+    let schedule = value
+        .get("schedule")
+        .and_then(|v| ScheduleConfig::deserialize(v).ok());
+    build_each(source.as_ref(), &transforms, sink.as_ref(), schedule.as_ref())
 }
 
 /// Whether YAML allows `c` in a file (the spec's `c-printable`): tab, line breaks
@@ -318,14 +322,21 @@ fn is_yaml_printable(c: char) -> bool {
 fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
     let transforms: Vec<Option<TransformConfig>> =
         pipeline.transforms.iter().cloned().map(Some).collect();
-    build_each(Some(&pipeline.source), &transforms, Some(&pipeline.sink))
+    build_each(
+        Some(&pipeline.source),
+        &transforms,
+        Some(&pipeline.sink),
+        pipeline.schedule.as_ref(),
+    )
 }
 
-/// Builds the stages given (a stage that did not convert is `None` and skipped).
+/// Builds the stages given, and the schedule (a part that did not convert is `None`
+/// and skipped).
 fn build_each(
     source: Option<&SourceConfig>,
     transforms: &[Option<TransformConfig>],
     sink: Option<&SinkConfig>,
+    schedule: Option<&ScheduleConfig>,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut add = |prefix: String, found: Vec<FieldError>| {
@@ -350,7 +361,24 @@ fn build_each(
             add(format!("/transforms/{i}"), found);
         }
         match transform {
-            TransformConfig::Template(template) => last_template = Some(template),
+            TransformConfig::Template(template) => {
+                if let (Some(_), Some(SinkConfig::Elasticsearch(es))) = (&template.index, sink) {
+                    if let Some(alias) = &es.alias {
+                        add(
+                            format!("/transforms/{i}"),
+                            vec![FieldError::new(
+                                "/index",
+                                format!(
+                                    "a template's `index` sends documents past the sink's alias `{alias}`, whose \
+                                     index the connector names and rebuilds itself: remove `index` here, or \
+                                     write to `index` in the sink instead of `alias`"
+                                ),
+                            )],
+                        );
+                    }
+                }
+                last_template = Some(template)
+            }
             TransformConfig::Filter(filter) => {
                 if let Some(seen) = filter::fields_seen(last_template) {
                     add(
@@ -366,6 +394,11 @@ fn build_each(
             add("/sink".into(), found);
         }
         add("/sink".into(), mappings::check_sink(sink));
+    }
+    if let Some(schedule) = schedule {
+        if let Err(found) = Schedule::build(schedule) {
+            add("/schedule".into(), found);
+        }
     }
     errors
 }

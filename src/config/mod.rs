@@ -63,6 +63,10 @@ impl fmt::Display for Diagnostic {
 pub struct LoadedPipeline {
     pub path: PathBuf,
     pub pipeline: Pipeline,
+    /// The file's content as parsed, `${VAR}`s expanded: equal for two files that
+    /// differ only in comments, whitespace, quoting or key order (`serve` keeps such a
+    /// pipeline running across a reload).
+    pub content: serde_json::Value,
 }
 
 /// A path given on the command line that cannot be used (exit code 2).
@@ -166,10 +170,12 @@ fn search_folder(folder: &Path) -> Result<Vec<PathBuf>, UsageError> {
 /// connects anywhere.
 pub fn load_pipeline(path: &Path) -> Result<LoadedPipeline, Vec<Diagnostic>> {
     let check = load::check_file(path, &environment);
+    let content = check.root.as_ref().map(|root| root.to_json()).unwrap_or_default();
     match check.pipeline {
         Some(pipeline) if check.diagnostics.is_empty() => Ok(LoadedPipeline {
             path: path.to_path_buf(),
             pipeline,
+            content,
         }),
         _ => Err(redacted(check.diagnostics)),
     }
@@ -209,8 +215,9 @@ pub fn load_all(files: &[PathBuf]) -> (Vec<LoadedPipeline>, Vec<Diagnostic>) {
         let mut own = check.diagnostics;
         own.extend(cross.iter().filter(|d| d.file == path).cloned());
         load::sort(&mut own);
+        let content = check.root.as_ref().map(|root| root.to_json()).unwrap_or_default();
         match check.pipeline {
-            Some(pipeline) if own.is_empty() => loaded.push(LoadedPipeline { path, pipeline }),
+            Some(pipeline) if own.is_empty() => loaded.push(LoadedPipeline { path, pipeline, content }),
             _ => diagnostics.extend(own),
         }
     }

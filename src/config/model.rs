@@ -32,6 +32,37 @@ pub struct Pipeline {
     /// documents). Default: `<name>.dead-letter.ndjson` in the working directory.
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
+    /// When `serve` runs the pipeline: every interval (`every`) or at the times of a
+    /// cron expression (`cron`, `timezone`). Without it, `serve` runs the pipeline once,
+    /// at start. `run` ignores it.
+    #[serde(default)]
+    pub schedule: Option<ScheduleConfig>,
+}
+
+/// When `serve` runs a pipeline. Exactly one of `every` and `cron`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Run every this long (`30s`, `15m`, `1h`), counted from when the pipeline started
+    /// under `serve`.
+    #[serde(default)]
+    pub every: Option<DurationSpec>,
+    /// Run at the times of a cron expression: five fields (minute, hour, day of month,
+    /// month, day of week; `*/15 * * * *`), six with seconds first, or `@hourly`,
+    /// `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Time zone of `cron`, an IANA name (`Europe/Paris`, `America/New_York`).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Also run once as soon as the pipeline starts under `serve` (at start, and when
+    /// its file is added or changed), before the first scheduled time.
+    #[serde(default = "default_true")]
+    pub at_start: bool,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_owned()
 }
 
 /// The source stage, chosen by `type`.
@@ -284,7 +315,17 @@ pub struct ElasticsearchSinkConfig {
     /// One node URL or a list of them (requests go round-robin; a dead node is skipped).
     pub url: OneOrMany,
     /// Target index: a name, or a template rendered per document (`redis-{{ database }}`).
+    /// Give either `index` or `alias`.
+    #[serde(default)]
     pub index: String,
+    /// Write behind this alias instead of into `index`: documents go to a concrete
+    /// index `ALIAS-<fingerprint>` the connector creates, and a change of mappings,
+    /// settings or document template builds a new one and swaps the alias.
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// With `alias`: older concrete indices kept after a swap, for rollback.
+    #[serde(default = "default_keep_previous")]
+    pub keep_previous: u32,
     /// Basic-auth user.
     #[serde(default)]
     pub username: Option<String>,
@@ -328,6 +369,17 @@ pub struct ElasticsearchSinkConfig {
     /// Time allowed for each request.
     #[serde(default = "default_es_timeout")]
     pub timeout: DurationSpec,
+}
+
+fn default_keep_previous() -> u32 {
+    1
+}
+
+impl ElasticsearchSinkConfig {
+    /// What searches use: the alias when one is given, else the index (or its template).
+    pub fn target(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.index)
+    }
 }
 
 /// A string or a list of strings.

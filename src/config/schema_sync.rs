@@ -40,9 +40,11 @@ mod tests {
                 "bulk": {"max_docs": 10, "max_bytes": "1MiB", "concurrency": 1},
                 "retry": {"max_elapsed": "1m", "initial_backoff": "1s", "max_backoff": "2s"},
                 "delete_stale": {"enabled": true, "max_fraction": 0.25},
-                "refresh": false, "settings": {}, "mappings": {}, "dead_letter": "/d", "timeout": "1s"
+                "refresh": false, "settings": {}, "mappings": {}, "dead_letter": "/d", "timeout": "1s",
+                "keep_previous": 2
             },
-            "dead_letter": "/dl"
+            "dead_letter": "/dl",
+            "schedule": {"every": "15m", "cron": "0 * * * *", "timezone": "Europe/Paris", "at_start": false}
         })
     }
 
@@ -128,6 +130,12 @@ mod tests {
                 probe::<DeleteStale>,
                 false,
             ),
+            (
+                "/$defs/schedule",
+                at("/schedule"),
+                probe::<ScheduleConfig>,
+                false,
+            ),
         ]
     }
 
@@ -193,7 +201,9 @@ mod tests {
             for field in &properties {
                 assert!(
                     instance.get(field).is_some()
-                        || (name == "/$defs/sync_rule" && field == "type"),
+                        || (name == "/$defs/sync_rule" && field == "type")
+                        // `alias` replaces `index` (the schema refuses both).
+                        || (name == "/$defs/elasticsearch_sink" && field == "alias"),
                     "{name}: the example lacks `{field}`"
                 );
             }

@@ -11,6 +11,11 @@
 //!   `finish` is told the run is incomplete (no stale deletion).
 //! - A fatal error in any stage stops the others the same way; the first error is the
 //!   one reported.
+//! - Every task a run starts (the stages, the transforms' blocking work, the sample
+//!   tap) is spawned on the run's own [`TaskTracker`], and the run returns only once
+//!   all of them have ended: nothing of a run outlives it, so `serve` can run
+//!   pipelines again and again in one process, and no task is left for the runtime's
+//!   shutdown to cut.
 //!
 //! The executor knows nothing of Redis, templates or Elasticsearch: it only speaks to
 //! the stage enums of [`crate::stages`].
@@ -27,6 +32,7 @@ use serde_json::{Map, Value as Json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use progress::{LiveCounters, NoProgress, Progress};
 pub use summary::{PipelineSummary, StageSummary, Status};
@@ -119,6 +125,23 @@ pub async fn run_pipeline(
     cancel: CancellationToken,
     progress: &dyn Progress,
 ) -> anyhow::Result<PipelineSummary> {
+    let tasks = TaskTracker::new();
+    let result = run_tracked(pipeline, options, cancel, progress, &tasks).await;
+    // Every task was joined on the way (or never started); this holds the run until
+    // the last of them, whatever path the run took out.
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+/// [`run_pipeline`], spawning every task on `tasks`.
+async fn run_tracked(
+    pipeline: &Pipeline,
+    options: RunOptions,
+    cancel: CancellationToken,
+    progress: &dyn Progress,
+    tasks: &TaskTracker,
+) -> anyhow::Result<PipelineSummary> {
     let started = Instant::now();
     let (source, transforms, mut sink) = build_stages(pipeline)?;
     let dry_run = options.dry_run;
@@ -196,7 +219,7 @@ pub async fn run_pipeline(
     let source_task = {
         let first_error = first_error.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             match source.run(source_tx, source_ctx).await {
                 Ok(report) => Some(report),
                 Err(error) => {
@@ -210,6 +233,7 @@ pub async fn run_pipeline(
     for (transform, ctx) in transforms.into_iter().zip(transform_ctxs) {
         let (tx, next_rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
         transform_tasks.push(spawn_transform(
+            tasks,
             Arc::new(transform),
             ctx,
             rx,
@@ -221,7 +245,7 @@ pub async fn run_pipeline(
     }
     let tap_task = if sample > 0 {
         let (tx, next_rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
-        let task = spawn_sample_tap(rx, tx, sample, sink_ctx.run_timestamp.clone());
+        let task = spawn_sample_tap(tasks, rx, tx, sample, sink_ctx.run_timestamp.clone());
         rx = next_rx;
         Some(task)
     } else {
@@ -229,7 +253,7 @@ pub async fn run_pipeline(
     };
     let sink_task: JoinHandle<(Sink, anyhow::Result<()>)> = {
         let ctx = sink_ctx.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let result = sink.consume(rx, &ctx).await;
             (sink, result)
         })
@@ -325,6 +349,7 @@ fn sink_dead_letter(config: &SinkConfig) -> Option<PathBuf> {
 /// One transform task: applies the transform to each batch on the blocking pool and
 /// passes the result on; ends when its input closes or its output is gone.
 fn spawn_transform(
+    tasks: &TaskTracker,
     transform: Arc<Transform>,
     ctx: StageContext,
     mut input: mpsc::Receiver<Batch>,
@@ -332,12 +357,13 @@ fn spawn_transform(
     first_error: Arc<FirstError>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    let blocking = tasks.clone();
+    tasks.spawn(async move {
         while let Some(batch) = input.recv().await {
             ctx.counters.add_received(batch.len() as u64);
             let busy = Instant::now();
             let (transform_ref, ctx_ref) = (transform.clone(), ctx.clone());
-            let applied = tokio::task::spawn_blocking(move || transform_ref.apply(batch, &ctx_ref)).await;
+            let applied = blocking.spawn_blocking(move || transform_ref.apply(batch, &ctx_ref)).await;
             ctx.counters.add_busy(busy.elapsed());
             let batch = match applied {
                 Ok(batch) => batch,
@@ -367,12 +393,13 @@ fn spawn_transform(
 /// Passes batches on unchanged and keeps the first `n` documents, as the sink will
 /// see them (`_id`, `_index` when set, then the body).
 fn spawn_sample_tap(
+    tasks: &TaskTracker,
     mut input: mpsc::Receiver<Batch>,
     output: mpsc::Sender<Batch>,
     n: usize,
     timestamp: Arc<str>,
 ) -> JoinHandle<Vec<Json>> {
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut samples = Vec::new();
         while let Some(batch) = input.recv().await {
             for record in batch.iter().take(n.saturating_sub(samples.len())) {

@@ -151,13 +151,21 @@ pub fn writing_allowed(state: &IndexState, pipeline: &str) -> Result<(), String>
 }
 
 /// The index's `_meta` with this pipeline's marker added. A mapping update replaces
-/// `_meta` as a whole, so whatever else it holds is kept by sending it again.
+/// `_meta` as a whole, so whatever else it holds is kept by sending it again, and so
+/// are the marker's other fields (an alias's fingerprints, see `alias.rs`).
 fn marked_meta(state: &IndexState, pipeline: &str, delete_stale: bool) -> Value {
     let mut meta = match state.mapping.as_ref().map(|m| &m["_meta"]) {
         Some(Value::Object(meta)) => meta.clone(),
         _ => serde_json::Map::new(),
     };
-    meta.insert(META_KEY.to_owned(), marker(pipeline, delete_stale));
+    let mut fields = match meta.get(META_KEY) {
+        Some(Value::Object(fields)) if fields.get("pipeline").and_then(Value::as_str) == Some(pipeline) => fields.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Value::Object(own) = marker(pipeline, delete_stale) {
+        fields.extend(own);
+    }
+    meta.insert(META_KEY.to_owned(), Value::Object(fields));
     Value::Object(meta)
 }
 
@@ -355,6 +363,17 @@ mod tests {
             docs_at_start: docs,
             mapping: None,
         }
+    }
+
+    #[test]
+    fn a_new_marker_keeps_the_fields_the_owner_recorded_but_not_another_pipelines() {
+        let mut held = state(Some("p"), false, 1);
+        held.mapping = Some(json!({"_meta": {"other": 1, META_KEY: {"pipeline": "p", "delete_stale": true, "alias": "a"}}}));
+        let meta = marked_meta(&held, "p", false);
+        assert_eq!(meta["other"], 1);
+        assert_eq!(meta[META_KEY], json!({"pipeline": "p", "delete_stale": false, "alias": "a"}));
+        let meta = marked_meta(&held, "q", true);
+        assert_eq!(meta[META_KEY], json!({"pipeline": "q", "delete_stale": true}));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! the `(_id, hash)` map of change-aware sync, `stale.rs` finds and deletes stale
 //! documents, `creation_check.rs` checks the pipeline's settings and mappings before
 //! reading, `dry_check.rs` asks Elasticsearch about a dry run's documents, `compat.rs`
-//! checks them offline when it cannot.
+//! checks them offline when it cannot, `alias.rs` writes
+//! behind an alias (rebuilds and swaps).
 //!
 //! Change-aware sync: before its first write to an existing index, the sink reads
 //! every `(_id, hash)` the index holds; each document is encoded with its content
@@ -21,6 +22,7 @@
 //! nothing to it); indices the template could name but this run never wrote to are
 //! left alone, since nothing says they are this pipeline's to clean.
 
+pub mod alias;
 pub mod changes;
 pub mod client;
 pub mod compat;
@@ -79,6 +81,8 @@ pub struct ElasticsearchSink {
     /// Whether a template transform chooses every document's index: the sink's own
     /// fixed `index` is then never written to, so never created nor cleaned.
     routed_by_transform: bool,
+    /// With `alias`: what this run does there, decided by `open`.
+    alias_plan: Option<alias::Plan>,
 }
 
 /// Where documents go.
@@ -128,6 +132,8 @@ struct Running {
     dry_offline: Option<String>,
     /// Dry run: documents checked so far.
     dry_checked: u64,
+    /// With `alias`: the fields added to the marker of the index this run creates.
+    marker_fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The largest request Elasticsearch can take: `http.max_content_length` is an `int`
@@ -151,7 +157,16 @@ impl ElasticsearchSink {
                 Err(message) => errors.push(FieldError::new(pointer, message)),
             }
         }
-        let target = if config.index.contains("{{") || config.index.contains("{%") {
+        let target = if let Some(alias) = &config.alias {
+            // `open` names the concrete index, from the fingerprints.
+            match check_index_name(alias) {
+                Ok(()) => Some(Target::Fixed(String::new())),
+                Err(message) => {
+                    errors.push(FieldError::new("/alias", message));
+                    None
+                }
+            }
+        } else if config.index.contains("{{") || config.index.contains("{%") {
             templating::index::compile_index(&config.index, &mut errors).map(Target::Template)
         } else {
             match check_index_name(&config.index) {
@@ -235,6 +250,7 @@ impl ElasticsearchSink {
                 rendered_documents: None,
                 fingerprint: 0,
                 routed_by_transform: false,
+                alias_plan: None,
             }),
             _ => Err(errors),
         }
@@ -284,6 +300,7 @@ impl ElasticsearchSink {
             dry_pending: Vec::new(),
             dry_offline: None,
             dry_checked: 0,
+            marker_fields: None,
         };
         // The pipeline's own settings and mappings, before any key is read (the
         // built-in mapping needs no check).
@@ -302,6 +319,26 @@ impl ElasticsearchSink {
                      simulate an index template: {reason}); Elasticsearch checks them when it creates the index"
                 ));
             }
+        }
+        if let Some(alias) = &self.config.alias {
+            let fingerprints = alias::Fingerprints::new(
+                self.fingerprint,
+                self.config.mappings.as_ref(),
+                self.config.settings.as_ref(),
+            );
+            let plan = alias::plan(
+                &running.service.client,
+                alias,
+                fingerprints,
+                self.config.mappings.as_ref(),
+                &ctx.pipeline,
+            )
+            .await?;
+            tracing::info!(pipeline = %ctx.pipeline, "{}", plan.describe(ctx.options.dry_run));
+            running.notes.push(plan.describe(ctx.options.dry_run));
+            running.marker_fields = Some(alias::marker_fields(alias, fingerprints));
+            self.target = Target::Fixed(plan.target.clone());
+            self.alias_plan = Some(plan);
         }
         if let Some(name) = self.fixed_index() {
             match index::inspect(&running.service.client, name).await? {
@@ -350,6 +387,11 @@ impl ElasticsearchSink {
             Target::Fixed(_) => false,
             Target::Template(env) => templating::environment_reads(env, field),
         }
+    }
+
+    /// A client for the sink's cluster (secrets read, nothing sent yet).
+    pub fn connect(&self) -> anyhow::Result<EsClient> {
+        EsClient::new(&self.urls, self.auth()?, &self.config.tls, self.config.timeout.0)
     }
 
     /// Reads the secrets and chooses the authentication.
@@ -698,13 +740,16 @@ impl ElasticsearchSink {
             let read_everything = upstream.complete && !ctx.cancel.is_cancelled();
             if read_everything && running.fatal.is_none() && !running.positions.contains_key(name) {
                 let name = name.to_owned();
-                let body = index::creation_body(
+                let mut body = index::creation_body(
                     self.config.settings.as_ref(),
                     self.config.mappings.as_ref(),
                     !self.rendered_documents.unwrap_or(false),
                     &ctx.pipeline,
                     self.config.delete_stale.enabled,
                 );
+                if let Some(fields) = &running.marker_fields {
+                    alias::mark_creation_body(&mut body, fields);
+                }
                 index::create(&running.service.client, &name, &body).await?;
                 running.add_index(IndexState {
                     name: name.clone(),
@@ -940,6 +985,31 @@ impl ElasticsearchSink {
         if let (true, Some(name)) = (report.targets.is_empty(), fixed) {
             report.targets.push(name.to_owned());
         }
+        if let (Some(plan), false) = (&self.alias_plan, dry_run) {
+            let blocked = if let Some(fatal) = &running.fatal {
+                Some(format!("the run failed ({fatal})"))
+            } else if !upstream.complete || ctx.cancel.is_cancelled() {
+                Some("the run did not read everything".to_owned())
+            } else if report.failed > 0 {
+                Some(format!("{} documents failed", report.failed))
+            } else if ctx.failed_before_sink.without_id() > 0 || !ctx.failed_before_sink.id_hashes().is_empty() {
+                Some("records failed before the sink".to_owned())
+            } else if !errors.is_empty() {
+                Some("the run reported errors".to_owned())
+            } else {
+                None
+            };
+            let ending = alias::Ending {
+                pipeline: &ctx.pipeline,
+                blocked,
+                max_fraction: self.config.delete_stale.max_fraction,
+                allow_mass_delete: ctx.options.allow_mass_delete,
+                keep_previous: self.config.keep_previous as usize,
+            };
+            let (notes, error) = alias::finish_build(&running.service.client, plan, ending).await?;
+            report.notes.extend(notes);
+            errors.extend(error);
+        }
         report.targets.sort();
         if !errors.is_empty() {
             report.error = Some(errors.join("; "));
@@ -1108,13 +1178,16 @@ impl Running {
                 ),
             },
             None => {
-                let body = index::creation_body(
+                let mut body = index::creation_body(
                     config.settings.as_ref(),
                     config.mappings.as_ref(),
                     default_documents,
                     &ctx.pipeline,
                     config.delete_stale.enabled,
                 );
+                if let Some(fields) = &self.marker_fields {
+                    alias::mark_creation_body(&mut body, fields);
+                }
                 if index::create(client, name, &body).await? {
                     tracing::info!(index = name, "created index");
                     IndexState {

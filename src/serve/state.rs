@@ -1,0 +1,241 @@
+//! What `serve` knows about itself, shared by the pipeline tasks (which write it)
+//! and the HTTP endpoints (which read it): each pipeline's state, schedule, next
+//! run, last summary and readiness; the last reload; the metrics.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{json, Value as Json};
+use tokio::sync::Notify;
+
+use super::metrics::Metrics;
+use crate::executor::{LiveCounters, PipelineSummary, Status};
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The pipeline started (serve started, or its file was added or changed).
+    Start,
+    /// Its schedule's time came.
+    Schedule,
+    /// `POST /pipelines/NAME/run`.
+    Manual,
+}
+
+impl Trigger {
+    /// The word used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// A run in progress.
+pub struct Running {
+    pub trigger: Trigger,
+    pub since: DateTime<Utc>,
+    /// The run's counters, once its stages are running.
+    pub live: Option<LiveCounters>,
+}
+
+/// One pipeline as `/status` shows it.
+pub struct PipelineState {
+    /// Which task owns this entry (a pipeline removed and added again gets a new one).
+    pub generation: u64,
+    pub file: PathBuf,
+    /// `every 15m`, `cron "..." (UTC)`, or `once` for a pipeline without a schedule.
+    pub schedule: String,
+    /// Whether a pipeline waiting for its first scheduled time counts as ready
+    /// (`at_start: false`: nothing to wait for).
+    pub ready_without_run: bool,
+    pub running: Option<Running>,
+    pub next_run: Option<DateTime<Utc>>,
+    pub runs: u64,
+    pub skipped_ticks: u64,
+    /// A run of the current configuration ended `ok`.
+    pub succeeded: bool,
+    pub last_started: Option<DateTime<Utc>>,
+    pub last_ended: Option<DateTime<Utc>>,
+    pub last_summary: Option<PipelineSummary>,
+    /// Why the last run could not start (its stages could not be built).
+    pub last_error: Option<String>,
+    /// Removed from the files; ends after its run in progress.
+    pub stopping: bool,
+    /// Wakes the pipeline's task for a run now.
+    pub trigger: Arc<Notify>,
+}
+
+impl PipelineState {
+    /// Why the pipeline is not ready, or `None` when it is.
+    pub fn not_ready_because(&self) -> Option<String> {
+        if self.stopping || self.succeeded || (self.ready_without_run && self.runs == 0 && self.running.is_none()) {
+            return None;
+        }
+        Some(match (&self.running, &self.last_summary, &self.last_error) {
+            (Some(running), None, None) if self.runs == 0 => {
+                format!("first run in progress since {}", rfc3339(running.since))
+            }
+            (_, _, Some(error)) => format!("last run could not start: {error}"),
+            (_, Some(summary), _) => match (&summary.status, &summary.error) {
+                (_, Some(error)) => format!("last run {}: {error}", status_word(summary.status)),
+                (Status::Failed, None) => format!("last run failed: {} documents failed", summary.failed),
+                (status, None) => format!("last run {}", status_word(*status)),
+            },
+            (Some(running), _, _) => format!("run in progress since {}", rfc3339(running.since)),
+            (None, None, None) => match self.next_run {
+                Some(next) => format!("first run not started yet (due {})", rfc3339(next)),
+                None => "first run not started yet".to_owned(),
+            },
+        })
+    }
+
+    fn to_json(&self, name: &str) -> Json {
+        let state = if self.stopping {
+            "stopping"
+        } else if self.running.is_some() {
+            "running"
+        } else if self.next_run.is_some() {
+            "scheduled"
+        } else {
+            "idle"
+        };
+        let running = self.running.as_ref().map(|running| {
+            let live = running.live.as_ref();
+            json!({
+                "trigger": running.trigger,
+                "since": rfc3339(running.since),
+                "read": live.map_or(0, LiveCounters::read),
+                "written": live.map_or(0, LiveCounters::written),
+                "estimated_total": live.map_or(0, LiveCounters::estimated_total),
+            })
+        });
+        json!({
+            "name": name,
+            "file": self.file,
+            "state": state,
+            "schedule": self.schedule,
+            "next_run": self.next_run.map(rfc3339),
+            "ready": self.not_ready_because().is_none(),
+            "not_ready_because": self.not_ready_because(),
+            "running": running,
+            "runs": self.runs,
+            "skipped_ticks": self.skipped_ticks,
+            "last_started": self.last_started.map(rfc3339),
+            "last_ended": self.last_ended.map(rfc3339),
+            "last_error": self.last_error,
+            "last_summary": self.last_summary,
+        })
+    }
+}
+
+/// The last reload, as `/status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadState {
+    /// `success` or `failure`.
+    pub result: Option<&'static str>,
+    pub at: Option<String>,
+    pub last_success: Option<String>,
+    /// What made the last one fail: `file:line:col: error: ...` lines.
+    pub errors: Vec<String>,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+}
+
+/// The state shared by every part of `serve`.
+pub struct Shared {
+    pub metrics: Metrics,
+    pub started: DateTime<Utc>,
+    /// Whether `POST /pipelines/NAME/run` is allowed.
+    pub allow_trigger: bool,
+    pipelines: Mutex<BTreeMap<String, PipelineState>>,
+    reload: Mutex<ReloadState>,
+}
+
+impl Shared {
+    pub fn new(allow_trigger: bool) -> Self {
+        Shared {
+            metrics: Metrics::new(),
+            started: Utc::now(),
+            allow_trigger,
+            pipelines: Mutex::new(BTreeMap::new()),
+            reload: Mutex::new(ReloadState::default()),
+        }
+    }
+
+    /// The pipelines, locked (briefly: never across an await).
+    pub fn pipelines(&self) -> MutexGuard<'_, BTreeMap<String, PipelineState>> {
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last reload, locked.
+    pub fn reload(&self) -> MutexGuard<'_, ReloadState> {
+        self.reload.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the entry of `name` when `generation` still owns it.
+    pub fn update(&self, name: &str, generation: u64, change: impl FnOnce(&mut PipelineState)) {
+        if let Some(state) = self.pipelines().get_mut(name) {
+            if state.generation == generation {
+                change(state);
+            }
+        }
+    }
+
+    /// Changes the entry of `name`, whichever task owns it.
+    pub fn update_any(&self, name: &str, change: impl FnOnce(&mut PipelineState)) {
+        if let Some(state) = self.pipelines().get_mut(name) {
+            change(state);
+        }
+    }
+
+    /// The pipelines not ready, with why: empty when all are.
+    pub fn not_ready(&self) -> BTreeMap<String, String> {
+        self.pipelines()
+            .iter()
+            .filter_map(|(name, state)| state.not_ready_because().map(|why| (name.clone(), why)))
+            .collect()
+    }
+
+    /// `/status`: every pipeline, the last reload, the process.
+    pub fn status(&self) -> Json {
+        let pipelines: Vec<Json> = self
+            .pipelines()
+            .iter()
+            .map(|(name, state)| state.to_json(name))
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started": rfc3339(self.started),
+            "ready": self.not_ready().is_empty(),
+            "pipelines": pipelines,
+            "reload": *self.reload(),
+        })
+    }
+}
+
+/// A time as RFC 3339 in UTC, to the millisecond.
+pub fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Seconds since the Unix epoch, for metrics.
+pub fn unix_seconds(time: DateTime<Utc>) -> f64 {
+    time.timestamp_millis() as f64 / 1000.0
+}
+
+fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::Failed => "failed",
+        Status::Interrupted => "interrupted",
+    }
+}
