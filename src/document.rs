@@ -133,7 +133,7 @@ mod tests {
     use crate::record::KeyType;
 
     fn record(key: &[u8], value: RedisValue, key_type: KeyType) -> Record {
-        Record { database: 0, key: key.to_vec(), key_type, value, size_in_bytes: Some(56), ttl: None, document: None }
+        Record { database: 0, key: key.to_vec(), key_type, value, size_in_bytes: Some(56), ttl: None, document: None, operation: crate::record::Operation::Upsert }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod document;
 pub mod executor;
 pub mod json_out;
+pub mod live;
 pub mod record;
 pub mod redact;
 pub mod serve;

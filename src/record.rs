@@ -27,6 +27,32 @@ pub struct Record {
     pub ttl: Option<i64>,
     /// The document rendered by a transform; `None` means "use the default document".
     pub document: Option<Document>,
+    /// What the sink does with the record's document: write it, or delete it.
+    pub operation: Operation,
+}
+
+/// What a record asks of the sink.
+///
+/// A one-shot run reads keys that exist, so its records are all upserts. Live mode
+/// also sends deletes: a key that is gone (only `database` and `key` are then
+/// meaningful; `key_type` and `value` are placeholders, see [`Record::gone`]), or a
+/// record a filter now excludes (read whole: a later template can still render its id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Operation {
+    /// Write the document (a bulk `index` action).
+    #[default]
+    Upsert,
+    /// Remove the document (a bulk `delete` action; one already gone is no error).
+    Delete,
+    /// Remove the document of a key that no longer exists: its value is not known.
+    DeleteGone,
+}
+
+impl Operation {
+    /// Whether the sink removes the document.
+    pub fn is_delete(self) -> bool {
+        matches!(self, Operation::Delete | Operation::DeleteGone)
+    }
 }
 
 /// The Redis types the source reads.
@@ -282,6 +308,21 @@ fn score_to_json(score: f64) -> Value {
 }
 
 impl Record {
+    /// The delete of a key that no longer exists: `database` and `key` only (the value
+    /// is an empty string, never read by anything that sees the operation).
+    pub fn gone(database: u32, key: Vec<u8>) -> Record {
+        Record {
+            database,
+            key,
+            key_type: KeyType::String,
+            value: RedisValue::String(Vec::new()),
+            size_in_bytes: None,
+            ttl: None,
+            document: None,
+            operation: Operation::DeleteGone,
+        }
+    }
+
     /// The key as text (base64 when it is not UTF-8) and whether base64 was used.
     pub fn key_text(&self) -> (String, bool) {
         bytes_to_text(&self.key)

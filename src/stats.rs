@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Counters of one stage. Stages add to them as they go; the executor reads them for
 /// progress and the summary. Every record a stage takes in ends as exactly one of
-/// `out`, `unchanged`, `filtered`, `skipped` or `failed`.
+/// `out`, `unchanged`, `deleted`, `filtered`, `skipped` or `failed`.
 #[derive(Debug, Default)]
 pub struct StageCounters {
     /// Records taken in (for a source: keys read).
@@ -16,6 +16,8 @@ pub struct StageCounters {
     pub out: AtomicU64,
     /// For a sink: documents the index already held with the same content, not written.
     pub unchanged: AtomicU64,
+    /// Documents deleted (a sink's `delete` actions, live mode: one already gone counts).
+    pub deleted: AtomicU64,
     /// Records dropped on purpose by a filter rule.
     pub filtered: AtomicU64,
     /// Records not processed, for a reason (`vanished`, `too_large`, `unsupported_type`).
@@ -36,6 +38,9 @@ impl StageCounters {
     }
     pub fn add_unchanged(&self, n: u64) {
         self.unchanged.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_deleted(&self, n: u64) {
+        self.deleted.fetch_add(n, Ordering::Relaxed);
     }
     pub fn add_filtered(&self, n: u64) {
         self.filtered.fetch_add(n, Ordering::Relaxed);
@@ -59,6 +64,7 @@ impl StageCounters {
             received: self.received.load(Ordering::Relaxed),
             out: self.out.load(Ordering::Relaxed),
             unchanged: self.unchanged.load(Ordering::Relaxed),
+            deleted: self.deleted.load(Ordering::Relaxed),
             filtered: self.filtered.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
@@ -74,6 +80,9 @@ pub struct CountersSnapshot {
     pub received: u64,
     pub out: u64,
     pub unchanged: u64,
+    /// Documents deleted (zero outside live mode).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deleted: u64,
     pub filtered: u64,
     pub skipped: u64,
     pub failed: u64,
@@ -84,4 +93,8 @@ pub struct CountersSnapshot {
 
 fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

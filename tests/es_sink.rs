@@ -160,6 +160,7 @@ fn string_record(database: u32, key: &str, value: &str) -> Record {
         size_in_bytes: Some(50 + value.len() as u64),
         ttl: None,
         document: None,
+        operation: redis_connector::record::Operation::Upsert,
     }
 }
 
@@ -291,6 +292,7 @@ fn documents_and_fields_arrive_as_written_with_the_built_in_mapping() {
         size_in_bytes: None,
         ttl: None,
         document: None,
+        operation: redis_connector::record::Operation::Upsert,
     };
     // Longer than the 32,766 bytes Lucene takes for one term: stored, not rejected.
     let long_key = "k".repeat(40_000);

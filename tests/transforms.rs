@@ -48,6 +48,7 @@ fn record(db: u32, key: &str, key_type: KeyType, value: RedisValue) -> Record {
         size_in_bytes: Some(72),
         ttl: None,
         document: None,
+        operation: redis_connector::record::Operation::Upsert,
     }
 }
 

@@ -4,6 +4,7 @@
 //! (0 success, 1 errors found, 2 usage error).
 
 pub mod alias;
+pub mod follow;
 pub mod generate;
 pub mod progress;
 pub mod run;
@@ -228,6 +229,10 @@ pub struct RunArgs {
     /// Let stale deletion remove more than `delete_stale.max_fraction` of an index.
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Live mode: sync, then follow Redis's keyspace notifications until Ctrl-C or
+    /// SIGTERM (every pipeline given, at once; `live:` in the file sets the details).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub follow: bool,
     /// Rewrite every document, even those the index holds with the same content hash
     /// (after an ingest pipeline change, a restore, or documents edited by hand).
     #[arg(long)]

@@ -121,8 +121,14 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         dry_run: args.dry_run,
         allow_mass_delete: args.allow_mass_delete,
         sample: args.sample,
+        follow: false,
         full: args.full,
     };
+    if args.follow {
+        let outcome = runtime.block_on(super::follow::follow_all(loaded, options, progress, summary_file.clone()));
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        return super::follow::report(outcome, args.summary_json.as_deref(), writes_documents_to_stdout);
+    }
     let outcome = runtime.block_on(async {
         let outcome = run_all(loaded, options, usize::from(args.parallel), progress, summary_file).await;
         progress_tasks.close();
@@ -279,7 +285,7 @@ async fn run_all(
 
 /// Before a second signal quits at once: says what was lost, and marks the summary
 /// file `aborted`.
-fn mark_aborted(second: Signal, summary_file: Option<std::path::PathBuf>) {
+pub(super) fn mark_aborted(second: Signal, summary_file: Option<std::path::PathBuf>) {
     eprintln!(
         "second {}: quitting at once, exit {}: documents in flight were not drained and no summary \
          was printed; a rerun writes whatever this run did not",

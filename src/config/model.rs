@@ -32,12 +32,101 @@ pub struct Pipeline {
     /// documents). Default: `<name>.dead-letter.ndjson` in the working directory.
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
+    /// Live mode: follow Redis's keyspace notifications and keep the index within a
+    /// fraction of a second of Redis (`run --follow`, or `serve`). `live: true`, or
+    /// its settings.
+    #[serde(default)]
+    pub live: Option<LiveConfig>,
     /// When `serve` runs the pipeline: every interval (`every`) or at the times of a
     /// cron expression (`cron`, `timezone`). Without it, `serve` runs the pipeline once,
     /// at start. `run` ignores it.
     #[serde(default)]
     pub schedule: Option<ScheduleConfig>,
 }
+
+/// `live: true|false` or `live: {max_pending_keys: 100000, ...}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveConfig {
+    /// Follow changes (default when the mapping form is used: true).
+    pub enabled: bool,
+    /// Changed keys waiting to be applied, at most; past it the set is dropped and a
+    /// resync (reason `overflow`) reads everything again.
+    pub max_pending_keys: u64,
+    /// Add the `notify-keyspace-events` flags live mode needs when the server lacks
+    /// them (`CONFIG SET`; flags already set are kept). Off: a missing flag stops the
+    /// start with the command to run.
+    pub configure_server: bool,
+    /// Check `notify-keyspace-events` at start (`CONFIG GET`). Turn off only where
+    /// `CONFIG` is denied (managed services) and the provider has set the flags.
+    pub check_notifications: bool,
+    /// A full resync this often, whatever happened (it also catches what no event
+    /// tells, such as `SWAPDB`); `0` never.
+    pub reconcile_every: DurationSpec,
+    /// On Ctrl-C or SIGTERM, pending changes are applied for at most this long.
+    pub drain_timeout: DurationSpec,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            enabled: true,
+            max_pending_keys: 100_000,
+            configure_server: false,
+            check_notifications: true,
+            reconcile_every: DurationSpec(std::time::Duration::from_secs(3600)),
+            drain_timeout: DurationSpec(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LiveConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Detailed {
+            #[serde(default = "default_true")]
+            enabled: bool,
+            #[serde(default = "default_max_pending_keys")]
+            max_pending_keys: u64,
+            #[serde(default)]
+            configure_server: bool,
+            #[serde(default = "default_true")]
+            check_notifications: bool,
+            #[serde(default = "default_reconcile_every")]
+            reconcile_every: DurationSpec,
+            #[serde(default = "default_drain_timeout")]
+            drain_timeout: DurationSpec,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Flag(bool),
+            Detailed(Detailed),
+        }
+        Ok(match Either::deserialize(deserializer)? {
+            Either::Flag(enabled) => LiveConfig { enabled, ..LiveConfig::default() },
+            Either::Detailed(d) => LiveConfig {
+                enabled: d.enabled,
+                max_pending_keys: d.max_pending_keys,
+                configure_server: d.configure_server,
+                check_notifications: d.check_notifications,
+                reconcile_every: d.reconcile_every,
+                drain_timeout: d.drain_timeout,
+            },
+        })
+    }
+}
+
+fn default_max_pending_keys() -> u64 {
+    100_000
+}
+fn default_reconcile_every() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_secs(3600))
+}
+fn default_drain_timeout() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_secs(10))
+}
+
 
 /// When `serve` runs a pipeline. Exactly one of `every` and `cron`.
 #[derive(Debug, Clone, Deserialize)]

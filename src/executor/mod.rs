@@ -125,8 +125,20 @@ pub async fn run_pipeline(
     cancel: CancellationToken,
     progress: &dyn Progress,
 ) -> anyhow::Result<PipelineSummary> {
+    run_pipeline_with(pipeline, None, options, cancel, progress).await
+}
+
+/// [`run_pipeline`], with `source` in place of the pipeline's own when given (live
+/// mode's follow phases read changed keys through the same transforms and sink).
+pub async fn run_pipeline_with(
+    pipeline: &Pipeline,
+    source: Option<Source>,
+    options: RunOptions,
+    cancel: CancellationToken,
+    progress: &dyn Progress,
+) -> anyhow::Result<PipelineSummary> {
     let tasks = TaskTracker::new();
-    let result = run_tracked(pipeline, options, cancel, progress, &tasks).await;
+    let result = run_tracked(pipeline, source, options, cancel, progress, &tasks).await;
     // Every task was joined on the way (or never started); this holds the run until
     // the last of them, whatever path the run took out.
     tasks.close();
@@ -134,17 +146,19 @@ pub async fn run_pipeline(
     result
 }
 
-/// [`run_pipeline`], spawning every task on `tasks`.
+/// [`run_pipeline_with`], spawning every task on `tasks`.
 async fn run_tracked(
     pipeline: &Pipeline,
+    source: Option<Source>,
     options: RunOptions,
     cancel: CancellationToken,
     progress: &dyn Progress,
     tasks: &TaskTracker,
 ) -> anyhow::Result<PipelineSummary> {
     let started = Instant::now();
-    let (source, transforms, mut sink) = build_stages(pipeline)?;
+    let (source, transforms, mut sink) = build_stages(pipeline, source)?;
     let dry_run = options.dry_run;
+    let options_follow = options.follow;
     let sample = if dry_run { options.sample } else { 0 };
 
     let in_this_run = |path: PathBuf| if dry_run { crate::dead_letter::dry_run_path(&path) } else { path };
@@ -274,7 +288,9 @@ async fn run_tracked(
                 first_error.record("sink", error, &stop);
             }
             let interrupted = cancel.is_cancelled();
-            let complete = source_report.is_some() && !first_error.is_set() && !interrupted;
+            // A live mode follow phase reads changed keys, never everything: no stale
+            // deletion may follow it, however it ends.
+            let complete = source_report.is_some() && !first_error.is_set() && !interrupted && !options_follow;
             match sink.finish(UpstreamOutcome { complete }, &sink_ctx).await {
                 Ok(report) => Some(report),
                 Err(error) => {
@@ -294,8 +310,9 @@ async fn run_tracked(
     ))
 }
 
-/// Builds every stage; all configuration errors together.
-fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, Sink)> {
+/// Builds every stage (the source from the pipeline unless `source` is given); all
+/// configuration errors together.
+pub fn build_stages(pipeline: &Pipeline, source: Option<Source>) -> anyhow::Result<(Source, Vec<Transform>, Sink)> {
     let mut errors: Vec<String> = Vec::new();
     let mut push = |prefix: &str, list: Vec<FieldError>| {
         errors.extend(
@@ -303,7 +320,10 @@ fn build_stages(pipeline: &Pipeline) -> anyhow::Result<(Source, Vec<Transform>, 
                 .map(|e| format!("{prefix}{}: {}", e.pointer, e.message)),
         );
     };
-    let source = Source::build(&pipeline.source).map_err(|e| push("/source", e)).ok();
+    let source = match source {
+        Some(source) => Some(source),
+        None => Source::build(&pipeline.source).map_err(|e| push("/source", e)).ok(),
+    };
     let mut transforms = Vec::new();
     for (i, config) in pipeline.transforms.iter().enumerate() {
         match Transform::build(config) {
@@ -494,7 +514,8 @@ impl Run<'_> {
         failed += report.failed.max(sink_counters.failed);
         let written = report.written;
         let unchanged = report.unchanged;
-        let accounted = written + unchanged + filtered + skipped + failed;
+        let deleted = sink_counters.deleted;
+        let accounted = written + unchanged + deleted + filtered + skipped + failed;
         // Records lost in flight are expected only when a stage failed fatally.
         let not_processed = if fatal.is_some() {
             read.saturating_sub(accounted)
@@ -528,6 +549,7 @@ impl Run<'_> {
             read,
             written,
             unchanged,
+            deleted,
             new: report.new,
             changed: report.changed,
             filtered,

@@ -25,6 +25,16 @@ impl LiveCounters {
         self.sink.out.load(Ordering::Relaxed)
     }
 
+    /// Documents deleted so far (live mode).
+    pub fn deleted(&self) -> u64 {
+        self.sink.deleted.load(Ordering::Relaxed)
+    }
+
+    /// Records that failed so far in the sink.
+    pub fn failed(&self) -> u64 {
+        self.sink.failed.load(Ordering::Relaxed)
+    }
+
     /// Documents the index already held with the same content (not written) so far.
     pub fn unchanged(&self) -> u64 {
         self.sink.unchanged.load(Ordering::Relaxed)

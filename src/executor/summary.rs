@@ -53,6 +53,10 @@ pub struct PipelineSummary {
     pub new: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed: Option<u64>,
+    /// Documents deleted because their key is gone or a filter excludes it now (live
+    /// mode only; stale deletion is `deleted_stale`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deleted: u64,
     /// Records dropped by filter rules.
     pub filtered: u64,
     /// Records not processed, for a reason (see `skipped_reasons`).
@@ -87,6 +91,10 @@ pub struct PipelineSummary {
     /// Rendered documents (dry run with `--sample`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<Json>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl PipelineSummary {
@@ -127,6 +135,9 @@ impl fmt::Display for PipelineSummary {
             " + filtered {} + skipped {} + failed {}",
             self.filtered, self.skipped, self.failed
         );
+        if self.deleted > 0 {
+            let _ = write!(line, " + deleted {}", self.deleted);
+        }
         if self.not_processed > 0 {
             let _ = write!(line, " + not processed {}", self.not_processed);
         }
@@ -230,6 +241,7 @@ mod tests {
             unchanged: 0,
             new: None,
             changed: None,
+            deleted: 0,
             filtered: 1,
             skipped: 1,
             skipped_reasons: [("vanished".to_owned(), 1)].into(),

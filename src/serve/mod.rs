@@ -65,6 +65,7 @@ pub async fn serve(
             sample: 0,
             // Change-aware: a scheduled run writes only what changed.
             full: false,
+            follow: false,
         },
     );
     let names: Vec<String> = initial.iter().map(|l| l.pipeline.name.clone()).collect();

@@ -19,6 +19,9 @@ pub struct RunOptions {
     pub allow_mass_delete: bool,
     /// Rendered documents to show in a dry run.
     pub sample: usize,
+    /// A live mode phase applying changes: sinks send what they hold as soon as no
+    /// record is waiting, instead of waiting for a full bulk.
+    pub follow: bool,
     /// Rewrite every document, even one whose content hash says it is unchanged.
     pub full: bool,
 }

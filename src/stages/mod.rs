@@ -77,8 +77,13 @@ pub struct SinkReport {
 }
 
 /// The source stage.
+// One value per run: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     Redis(source::redis::RedisSource),
+    /// Live mode's follow phase: changed keys, read as they are now (built by the live
+    /// runner, not from a pipeline file).
+    Changes(source::redis::live::ChangeSource),
 }
 
 impl Source {
@@ -94,6 +99,7 @@ impl Source {
     pub fn set_ttl_needed(&mut self, needed: bool) {
         match self {
             Source::Redis(redis) => redis.set_ttl_needed(needed),
+            Source::Changes(changes) => changes.set_ttl_needed(needed),
         }
     }
 
@@ -101,6 +107,7 @@ impl Source {
     pub async fn run(self, out: mpsc::Sender<Batch>, ctx: StageContext) -> anyhow::Result<SourceReport> {
         match self {
             Source::Redis(redis) => redis.run(out, ctx).await,
+            Source::Changes(changes) => changes.run(out, ctx).await,
         }
     }
 }
@@ -126,6 +133,15 @@ impl Transform {
         match self {
             Transform::Template(t) => t.reads(field),
             Transform::Filter(f) => f.reads(field),
+        }
+    }
+
+    /// Whether this stage can still name the document of a key that no longer exists
+    /// from its `key` and `database` alone (its `id` and `index` read nothing else).
+    pub fn locates_by_key(&self) -> bool {
+        match self {
+            Transform::Template(t) => t.locates_by_key(),
+            Transform::Filter(_) => true,
         }
     }
 
@@ -187,6 +203,13 @@ impl Sink {
             Sink::Elasticsearch(es) => es.reads(field),
             Sink::Ndjson(_) => false,
         }
+    }
+
+    /// Whether the sink can place the document of a key that no longer exists from
+    /// its `key` and `database` alone (a fixed index, or an `index` template reading
+    /// nothing else of the record).
+    pub fn locates_by_key(&self) -> bool {
+        ["key_type", "value", "size_in_bytes", "ttl"].iter().all(|field| !self.reads(field))
     }
 
     /// Connects and prepares the target (checks the cluster, creates the index).

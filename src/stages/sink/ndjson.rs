@@ -1,5 +1,7 @@
 //! The NDJSON sink: one `{"_id": ..., ["_index": ...,] ...document}` line per record,
-//! to a file (created or truncated) or to standard output (`path: -`).
+//! to a file (created or truncated) or to standard output (`path: -`). A delete (live
+//! mode) is `{"_op": "delete", "_id": ..., ["_index": ...,] "key": ..., "database": N}`:
+//! a reader removes the document with that `_id`.
 
 use std::fs::File;
 use std::io::Write;
@@ -51,7 +53,13 @@ impl NdjsonSink {
         let target: Box<dyn Write + Send> = if self.config.path == "-" {
             Box::new(std::io::stdout())
         } else {
-            let file = File::create(&self.config.path).map_err(|e| {
+            // Live mode's follow phases add to what the sync before them wrote.
+            let file = if ctx.options.follow {
+                std::fs::OpenOptions::new().create(true).append(true).open(&self.config.path)
+            } else {
+                File::create(&self.config.path)
+            };
+            let file = file.map_err(|e| {
                 anyhow::anyhow!(
                     "cannot create the NDJSON output file {}: {e}",
                     self.config.path
@@ -74,9 +82,11 @@ impl NdjsonSink {
             let started = std::time::Instant::now();
             let n = batch.len() as u64;
             ctx.counters.add_received(n);
+            let deletes = batch.iter().filter(|r| r.operation.is_delete()).count() as u64;
             if self.target.is_some() {
                 for record in &batch {
                     match &record.document {
+                        _ if record.operation.is_delete() => write_delete_line(&mut self.buffer, record),
                         None => write_default_line(&mut self.buffer, record, &ctx.run_timestamp),
                         Some(document) => write_line(&mut self.buffer, document),
                     }
@@ -85,8 +95,9 @@ impl NdjsonSink {
                     }
                 }
             }
-            self.written += n;
-            ctx.counters.add_out(n);
+            self.written += n - deletes;
+            ctx.counters.add_out(n - deletes);
+            ctx.counters.add_deleted(deletes);
             ctx.counters.add_busy(started.elapsed());
         }
         Ok(())
@@ -131,6 +142,30 @@ pub fn write_line(out: &mut Vec<u8>, document: &Document) {
     // copy would make the line's meaning depend on the reader's duplicate-key rule.
     json_out::write_members(out, &document.body, |name| name != "_id" && name != "_index", true);
     out.extend_from_slice(b"}\n");
+}
+
+/// Appends the line of a delete: `{"_op":"delete","_id":..,["_index":..,]"key":..,
+/// ["key_encoding":"base64",]"database":N}`; the id and index are the rendered
+/// document's when a template gave one, else the default id.
+pub fn write_delete_line(out: &mut Vec<u8>, record: &Record) {
+    out.extend_from_slice(b"{\"_op\":\"delete\",\"_id\":");
+    match &record.document {
+        Some(document) => {
+            json_out::write_str(out, &document.id);
+            if let Some(index) = &document.index {
+                out.extend_from_slice(b",\"_index\":");
+                json_out::write_str(out, index);
+            }
+        }
+        None => json_out::write_str(out, &default_id(record.database, &record.key)),
+    }
+    let (key, base64) = record.key_text();
+    out.extend_from_slice(b",\"key\":");
+    json_out::write_str(out, &key);
+    if base64 {
+        out.extend_from_slice(b",\"key_encoding\":\"base64\"");
+    }
+    out.extend_from_slice(format!(",\"database\":{}}}\n", record.database).as_bytes());
 }
 
 /// Appends the line of a record that has no rendered document: its default document,
@@ -202,6 +237,7 @@ mod tests {
                 size_in_bytes: size,
                 ttl: Some(5),
                 document: None,
+                operation: crate::record::Operation::Upsert,
             };
             let timestamp = "2026-11-27T11:36:27.123Z";
             let mut expected = Vec::new();
@@ -222,12 +258,34 @@ mod tests {
             size_in_bytes: Some(7),
             ttl: None,
             document: None,
+            operation: crate::record::Operation::Upsert,
         };
         let mut expected = Vec::new();
         write_line(&mut expected, &default_document(&hash, "T"));
         let mut got = Vec::new();
         write_default_line(&mut got, &hash, "T");
         assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&expected));
+    }
+
+    #[test]
+    fn a_delete_line_names_the_document_by_id_and_its_key() {
+        let mut out = Vec::new();
+        write_delete_line(&mut out, &Record::gone(3, b"user:\"1".to_vec()));
+        let line: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            line,
+            json!({"_op": "delete", "_id": default_id(3, b"user:\"1"), "key": "user:\"1", "database": 3})
+        );
+        let mut excluded = Record::gone(0, vec![0xff]);
+        excluded.operation = crate::record::Operation::Delete;
+        excluded.document = Some(document(Some("users-0")));
+        let mut out = Vec::new();
+        write_delete_line(&mut out, &excluded);
+        let line: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            line,
+            json!({"_op": "delete", "_id": "abc", "_index": "users-0", "key": "/w==", "key_encoding": "base64", "database": 0})
+        );
     }
 
     #[test]

@@ -145,6 +145,16 @@ impl FilterTransform {
 
     /// Keeps the records the rules include; counts the others as filtered.
     pub fn apply(&self, mut batch: Batch, ctx: &StageContext) -> Batch {
+        if ctx.options.follow {
+            // Live mode: a record excluded now may have a document from before (an
+            // earlier value matched): it goes on as a delete. Deletes pass untouched.
+            for record in &mut batch {
+                if !record.operation.is_delete() && !self.includes(record) {
+                    record.operation = crate::record::Operation::Delete;
+                }
+            }
+            return batch;
+        }
         let before = batch.len();
         batch.retain(|record| self.includes(record));
         ctx.counters.add_filtered((before - batch.len()) as u64);
@@ -377,6 +387,7 @@ mod tests {
             size_in_bytes: None,
             ttl: None,
             document: None,
+            operation: crate::record::Operation::Upsert,
         }
     }
 

@@ -239,8 +239,23 @@ impl TemplateTransform {
                 .any(|expr| reads_among(&expr.undeclared_variables(false), field))
     }
 
+    /// Whether the `id` and `index` templates of this stage read nothing of the record
+    /// but `key` and `database` (and `pipeline`, `timestamp`): then the document of a
+    /// key that no longer exists can still be named, from its key alone.
+    pub fn locates_by_key(&self) -> bool {
+        let env = self.compiled.borrow_owner();
+        [&self.id, &self.index].into_iter().flatten().all(|name| {
+            env.get_template(name).is_ok_and(|template| {
+                template
+                    .undeclared_variables(false)
+                    .iter()
+                    .all(|n| matches!(n.as_str(), "key" | "database" | "pipeline" | "timestamp"))
+            })
+        })
+    }
+
     /// Renders every record of the batch; records that fail go to the dead-letter file
-    /// and are counted as failed.
+    /// and are counted as failed. A delete (live mode) gets only its `id` and `index`.
     pub fn apply(&self, mut batch: Batch, ctx: &StageContext) -> Batch {
         batch.retain_mut(|record| match self.render(record, ctx) {
             Ok(document) => {
@@ -297,6 +312,7 @@ impl TemplateTransform {
             None => None,
         };
         let body = match &self.body {
+            _ if record.operation.is_delete() => Default::default(),
             BodyPlan::Default => default_document(record, &ctx.run_timestamp).body,
             BodyPlan::Whole { expr, pointer } => {
                 let value = exprs[*expr]
@@ -550,6 +566,29 @@ mod tests {
         assert!(!reads("document: {t: '{% set ttl = 1 %}{{ ttl }}'}"), "a local of that name");
     }
 
+    #[test]
+    fn a_gone_key_is_located_only_when_id_and_index_read_nothing_but_key_and_database() {
+        let locates = |yaml: &str| TemplateTransform::build(&config(yaml)).ok().unwrap().locates_by_key();
+        assert!(locates("document: {v: {expr: value}}"), "the default id");
+        assert!(locates("id: '{{ database }}-{{ key | md5 }}'\nindex: 'i-{{ database }}'"));
+        assert!(!locates("id: '{{ value.email }}'"));
+        assert!(!locates("index: 'i-{{ key_type }}'"));
+    }
+
+    #[test]
+    fn a_delete_gets_its_id_and_index_but_no_body() {
+        let transform = TemplateTransform::build(&config(
+            "id: 'u-{{ key }}'\nindex: 'i-{{ database }}'\ndocument: {name: '{{ value.name }}'}",
+        ))
+        .unwrap();
+        let ctx = StageContext::new("p", "transforms[0]", crate::dead_letter::DeadLetter::new("/nonexistent/dl"), Default::default());
+        let batch = transform.apply(vec![Record::gone(2, b"user:1".to_vec())], &ctx);
+        let document = batch[0].document.as_ref().unwrap();
+        assert_eq!((document.id.as_str(), document.index.as_deref()), ("u-user:1", Some("i-2")));
+        assert!(document.body.is_empty());
+        assert_eq!(ctx.counters.snapshot().failed, 0, "value.name is not rendered for a delete");
+    }
+
     fn hash_record() -> Record {
         Record {
             database: 2,
@@ -562,6 +601,7 @@ mod tests {
             size_in_bytes: Some(80),
             ttl: None,
             document: None,
+            operation: crate::record::Operation::Upsert,
         }
     }
 

@@ -20,6 +20,8 @@ pub struct Item {
     /// The Redis database and key the document came from (for the dead letter).
     pub database: u32,
     pub key: Vec<u8>,
+    /// A `delete` action (its action line only), not an `index` action with a document.
+    pub delete: bool,
 }
 
 /// A bulk request being built, or built.
@@ -108,7 +110,24 @@ impl Bulk {
             end: self.body.len(),
             database,
             key: Vec::new(),
+            delete: false,
         });
+    }
+
+    /// Appends a `delete` action for `id` in `index` (one line, no document), with
+    /// the key it stands for (for the dead letter). Returns the bytes it added.
+    pub fn push_delete(&mut self, index: &str, id: &str, database: u32, key: Vec<u8>) -> usize {
+        let start = self.body.len();
+        write_delete_action(&mut self.body, index, id);
+        let end = self.body.len();
+        self.items.push(Item {
+            start,
+            end,
+            database,
+            key,
+            delete: true,
+        });
+        end - start
     }
 
     /// Sets the Redis key of the last document (for the dead letter).
@@ -253,6 +272,7 @@ impl SentBulk {
                 end: body.len(),
                 database: item.database,
                 key: item.key.clone(),
+                delete: item.delete,
             });
         }
         SentBulk {
@@ -291,6 +311,23 @@ mod tests {
     fn hash_of(document: &str) -> String {
         let hex = hash_hex(content_hash(0, document.as_bytes()));
         format!("\"_content_hash\":\"{}\"", std::str::from_utf8(&hex).unwrap())
+    }
+
+    #[test]
+    fn a_delete_is_one_action_line_and_survives_a_split() {
+        let mut bulk = Bulk::with_capacity(0);
+        bulk.push_index("idx", "a1", &doc(json!({"n": 1})), 0, 7, false);
+        bulk.push_delete("idx", "b\"2", 3, b"b".to_vec());
+        let sent = SentBulk::from_bulk(bulk);
+        assert!(std::str::from_utf8(&sent.body)
+            .unwrap()
+            .ends_with("}\n{\"delete\":{\"_index\":\"idx\",\"_id\":\"b\\\"2\"}}\n"));
+        assert!(!sent.items[0].delete && sent.items[1].delete);
+        assert_eq!(sent.document(1), b"");
+        assert_eq!(sent.index_and_id(1), ("idx".to_owned(), "b\"2".to_owned()));
+        let (_, second) = sent.halves();
+        assert!(second.items[0].delete);
+        assert_eq!(second.action(0), &b"{\"delete\":{\"_index\":\"idx\",\"_id\":\"b\\\"2\"}}"[..]);
     }
 
     #[test]
@@ -453,6 +490,7 @@ mod tests {
                 size_in_bytes: size,
                 ttl: None,
                 document: None,
+                operation: crate::record::Operation::Upsert,
             };
             let mut body = default_document(&record, "2026-01-01T00:00:00.000Z").body;
             let mut bulk = Bulk::default();

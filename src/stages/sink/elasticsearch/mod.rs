@@ -105,6 +105,11 @@ struct Running {
     /// and for rendered documents (an `id` template can give two records one `_id`).
     ids: IdSet,
     track_ids: bool,
+    /// The pipeline's `delete_stale` (what the index's marker records). Live mode's
+    /// follow phases keep no ids (a key written again and again is no repeated id,
+    /// and the set would grow for as long as the phase runs): `track_ids` is off there.
+    deletes_stale: bool,
+    following: bool,
     /// Documents whose `_id` an earlier document of this run already had.
     repeated: RepeatedIds,
     /// The databases whose scan started over after a Redis restart (the run's).
@@ -285,7 +290,9 @@ impl ElasticsearchSink {
             positions: HashMap::new(),
             written: Vec::new(),
             ids: IdSet::default(),
-            track_ids: self.config.delete_stale.enabled,
+            track_ids: self.config.delete_stale.enabled && !ctx.options.follow,
+            deletes_stale: self.config.delete_stale.enabled,
+            following: ctx.options.follow,
             repeated: RepeatedIds::default(),
             scans_restarted: ctx.scans_restarted.clone(),
             known_missing: None,
@@ -345,7 +352,9 @@ impl ElasticsearchSink {
                 Some(mut state) => {
                     running.check_owner(&mut state, ctx).await?;
                     let position = running.add_index(state);
-                    running.read_hashes(position, ctx).await?;
+                    if !ctx.options.follow {
+                        running.read_hashes(position, ctx).await?;
+                    }
                 }
                 None => running.known_missing = Some(name.to_owned()),
             }
@@ -431,9 +440,15 @@ impl ElasticsearchSink {
         input: &mut mpsc::Receiver<Batch>,
         ctx: &StageContext,
     ) -> anyhow::Result<()> {
-        let max_docs = self.config.bulk.max_docs as usize;
         let max_bytes = usize::try_from(self.config.bulk.max_bytes.0).unwrap_or(usize::MAX);
-        let concurrency = self.config.bulk.concurrency as usize;
+        // Following changes, one bulk at a time: a key read twice (changed again
+        // meanwhile) must land in the order it was read, and two requests in flight
+        // may be applied in either order.
+        let concurrency = if ctx.options.follow { 1 } else { self.config.bulk.concurrency as usize };
+        // Following changes, a partly filled bulk goes as soon as nothing is waiting:
+        // under load the bulks fill while the one before is in flight.
+        let flush_idle = if ctx.options.follow { Duration::ZERO } else { FLUSH_IDLE };
+        let max_docs = self.config.bulk.max_docs as usize;
         let capacity = max_bytes.min(8 << 20) + (max_bytes.min(8 << 20) >> 3);
         let dry_run = ctx.options.dry_run;
         let mut in_flight: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -447,7 +462,7 @@ impl ElasticsearchSink {
                 let next = if bulk.is_empty() {
                     input.recv().await
                 } else {
-                    match tokio::time::timeout(FLUSH_IDLE, input.recv()).await {
+                    match tokio::time::timeout(flush_idle, input.recv()).await {
                         Ok(next) => next,
                         Err(_) => {
                             let full = std::mem::replace(&mut bulk, Bulk::with_capacity(capacity));
@@ -481,6 +496,19 @@ impl ElasticsearchSink {
                             self.reject(&record, document.id.clone(), index, running, ctx, "reserved_field", reason)?;
                             continue;
                         }
+                    }
+                    if record.operation.is_delete() {
+                        // Live mode: the key is gone, or a filter excludes it now.
+                        if dry_run {
+                            continue;
+                        }
+                        let id = match &record.document {
+                            Some(document) => document.id.clone(),
+                            None => default_id(record.database, &record.key),
+                        };
+                        bulk.push_delete(&index_name, &id, record.database, record.key);
+                        self.flush_if_full(&mut bulk, &mut in_flight, running, capacity).await?;
+                        continue;
                     }
                     let default_documents = !self.rendered_documents.unwrap_or(record.document.is_some());
                     let position = running
@@ -543,15 +571,7 @@ impl ElasticsearchSink {
                         continue;
                     }
                     bulk.set_last_key(std::mem::take(&mut record.key));
-                    if bulk.byte_len() > max_bytes && bulk.len() > 1 {
-                        let tail = bulk.split_off_last();
-                        let full = std::mem::replace(&mut bulk, tail);
-                        dispatch(&mut in_flight, &running.service, full, concurrency).await?;
-                    }
-                    if bulk.len() >= max_docs || bulk.byte_len() >= max_bytes {
-                        let full = std::mem::replace(&mut bulk, Bulk::with_capacity(capacity));
-                        dispatch(&mut in_flight, &running.service, full, concurrency).await?;
-                    }
+                    self.flush_if_full(&mut bulk, &mut in_flight, running, capacity).await?;
                 }
                 ctx.counters.add_busy(started.elapsed());
                 // Surface a failed request early rather than at the end.
@@ -579,6 +599,30 @@ impl ElasticsearchSink {
             let message = format!("{error:#}; {written} documents written before the failure");
             running.fatal = Some(message.clone());
             return Err(anyhow::anyhow!(message));
+        }
+        Ok(())
+    }
+
+    /// Sends the bulk once it holds `bulk.max_docs` documents or `bulk.max_bytes`
+    /// (the last document alone when it took the bulk over the bytes).
+    async fn flush_if_full(
+        &self,
+        bulk: &mut Bulk,
+        in_flight: &mut JoinSet<anyhow::Result<()>>,
+        running: &Running,
+        capacity: usize,
+    ) -> anyhow::Result<()> {
+        let max_docs = self.config.bulk.max_docs as usize;
+        let max_bytes = usize::try_from(self.config.bulk.max_bytes.0).unwrap_or(usize::MAX);
+        let concurrency = if running.following { 1 } else { self.config.bulk.concurrency as usize };
+        if bulk.byte_len() > max_bytes && bulk.len() > 1 {
+            let tail = bulk.split_off_last();
+            let full = std::mem::replace(bulk, tail);
+            dispatch(in_flight, &running.service, full, concurrency).await?;
+        }
+        if bulk.len() >= max_docs || bulk.byte_len() >= max_bytes {
+            let full = std::mem::replace(bulk, Bulk::with_capacity(capacity));
+            dispatch(in_flight, &running.service, full, concurrency).await?;
         }
         Ok(())
     }
@@ -777,7 +821,9 @@ impl ElasticsearchSink {
         }
 
         let fixed = self.fixed_index();
-        if self.config.delete_stale.enabled {
+        // A live mode follow phase wrote changed keys only: nothing tells stale
+        // documents from the others (its syncs delete them).
+        if self.config.delete_stale.enabled && !running.following {
             if running.fatal.is_some() {
                 report.notes.push("stale deletion skipped: the run failed".to_owned());
             } else if !upstream.complete || ctx.cancel.is_cancelled() {
@@ -1040,6 +1086,11 @@ impl Running {
         record: &Record,
         full: bool,
     ) -> Comparison {
+        if self.following {
+            // Live mode: a key written again and again is no repeated id, and a set of
+            // ids would grow for as long as the phase runs.
+            return Comparison::New;
+        }
         let held = self.maps[position].as_mut().and_then(|map| map.compare(key_hash(id), hash, full));
         let comparison = match held {
             Some(comparison) => comparison,
@@ -1087,7 +1138,7 @@ impl Running {
     /// pipeline owns, the marker's `delete_stale` is set to the pipeline's when it
     /// differs.
     async fn check_owner(&self, state: &mut IndexState, ctx: &StageContext) -> anyhow::Result<()> {
-        if self.track_ids {
+        if self.deletes_stale {
             index::stale_deletion_allowed(state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
         } else {
             index::writing_allowed(state, &ctx.pipeline).map_err(anyhow::Error::msg)?;
@@ -1096,22 +1147,22 @@ impl Running {
             return Ok(());
         }
         match state.owner.as_deref() {
-            None if self.track_ids => {
+            None if self.deletes_stale => {
                 index::claim(&self.service.client, state, &ctx.pipeline, true).await?;
                 tracing::info!(index = %state.name, "marked the empty index as this pipeline's (_meta.{})", index::META_KEY);
             }
             // A marker that does not say counts as `delete_stale: true` (see
             // `index::writing_allowed`), so only a change is written.
-            Some(owner) if owner == &*ctx.pipeline && state.owner_deletes_stale.unwrap_or(true) != self.track_ids => {
-                match index::claim(&self.service.client, state, &ctx.pipeline, self.track_ids).await {
+            Some(owner) if owner == &*ctx.pipeline && state.owner_deletes_stale.unwrap_or(true) != self.deletes_stale => {
+                match index::claim(&self.service.client, state, &ctx.pipeline, self.deletes_stale).await {
                     Ok(()) => tracing::info!(
                         index = %state.name,
                         "recorded delete_stale: {} in the index's marker (_meta.{})",
-                        self.track_ids,
+                        self.deletes_stale,
                         index::META_KEY
                     ),
                     // Other pipelines must learn that this one now deletes stale documents.
-                    Err(error) if self.track_ids => return Err(error),
+                    Err(error) if self.deletes_stale => return Err(error),
                     // That it no longer does only lets other pipelines share the index:
                     // a key allowed to write documents but not mappings loses nothing.
                     Err(error) => tracing::warn!(
@@ -1211,7 +1262,8 @@ impl Running {
         };
         let existed = state.existed;
         let position = self.add_index(state);
-        if existed {
+        // (A live mode follow phase compares nothing: it writes what changed.)
+        if existed && !self.following {
             self.read_hashes(position, ctx).await?;
         }
         Ok(position)
@@ -1489,6 +1541,7 @@ mod tests {
             size_in_bytes: None,
             ttl: None,
             document: None,
+            operation: crate::record::Operation::Upsert,
         };
         assert_eq!(render_index(env, &record, "users").unwrap(), "users-hash-3");
     }

@@ -84,6 +84,7 @@ mod tests {
             size_in_bytes: None,
             ttl: None,
             document: None,
+            operation: crate::record::Operation::Upsert,
         }
     }
 

@@ -71,7 +71,8 @@ pub struct BulkService {
 }
 
 impl BulkService {
-    /// Writes one bulk: counts written documents in `counters.out`, dead-letters
+    /// Writes one bulk: counts written documents in `counters.out` and deletes in
+    /// `counters.deleted` (a document already gone counts as deleted), dead-letters
     /// rejected ones (`counters.failed`), resends 429-rejected ones alone. An error is
     /// fatal: Elasticsearch stopped answering, or answered a status that is no
     /// per-document problem.
@@ -108,7 +109,9 @@ impl BulkService {
             };
             let first_look: BulkErrors = serde_json::from_slice(&reply.body).map_err(unreadable)?;
             if !first_look.errors {
-                self.counters.add_out(current.items.len() as u64);
+                let deletes = current.items.iter().filter(|item| item.delete).count() as u64;
+                self.counters.add_out(current.items.len() as u64 - deletes);
+                self.counters.add_deleted(deletes);
                 continue;
             }
             let answer: BulkAnswer = serde_json::from_slice(&reply.body).map_err(unreadable)?;
@@ -119,11 +122,14 @@ impl BulkService {
                 current.items.len(),
                 answer.items.len()
             );
-            let mut written = 0;
+            let (mut written, mut deleted) = (0, 0);
             let mut resend = Vec::new();
             for (i, item) in answer.items.iter().enumerate() {
                 let Some(item) = item.values().next() else { continue };
-                if (200..300).contains(&item.status) {
+                // A delete whose document is already gone (404) did what it was for.
+                if current.items[i].delete && ((200..300).contains(&item.status) || item.status == 404) {
+                    deleted += 1;
+                } else if (200..300).contains(&item.status) {
                     written += 1;
                 } else if item_is_retryable(item.status) {
                     resend.push(i);
@@ -133,6 +139,7 @@ impl BulkService {
                 }
             }
             self.counters.add_out(written);
+            self.counters.add_deleted(deleted);
             if resend.is_empty() {
                 continue;
             }

@@ -154,6 +154,18 @@ impl Connector {
             .await
     }
 
+    /// Opens a publish/subscribe connection (live mode's keyspace notifications).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, RedisError> {
+        let client = self.client(0)?;
+        match tokio::time::timeout(self.timeout, client.get_async_pubsub()).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer to the subscription connection",
+            ))),
+        }
+    }
+
     /// The server as the lean connection reaches it: `None` with TLS, where the
     /// crate's connection does all the reading.
     pub fn plain_server(&self) -> Option<&PlainServer> {

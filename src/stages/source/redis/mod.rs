@@ -18,6 +18,7 @@ mod connect;
 mod databases;
 mod errors;
 mod inspect;
+pub mod live;
 mod packed;
 mod read;
 mod reader;
@@ -329,7 +330,7 @@ async fn own_views(nodes: &[Arc<Connector>]) -> anyhow::Result<Vec<(String, clus
 /// probes that follow would take `LOADING` for a command this server lacks (a note
 /// that `MEMORY USAGE` is not available, sizes null for the whole run). A user
 /// denied `PING` goes on: the reads wait out `LOADING` themselves.
-async fn wait_until_loaded(
+pub(super) async fn wait_until_loaded(
     connector: &Connector,
     control: &mut redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<()> {
@@ -361,7 +362,7 @@ async fn wait_until_loaded(
 /// node whose slots do not hold the key `MOVED`). A user
 /// whose ACL does not cover the probe's key name (`~user:*`) may still run the command
 /// on its own keys: that refusal means "available".
-async fn memory_usage_available(
+pub(super) async fn memory_usage_available(
     connector: &Connector,
     control: &mut redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<bool> {

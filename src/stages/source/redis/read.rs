@@ -66,6 +66,10 @@ pub struct Page {
     /// Keys skipped although they exist and earlier runs may have written them (too
     /// large, no RedisJSON module): stale deletion must keep those documents.
     pub skipped_existing: Vec<Vec<u8>>,
+    /// Keys that have no document to keep any more: gone (`vanished`), of a type the
+    /// rule does not select now, or of a type this connector does not read. Live mode
+    /// deletes their documents; a full sync leaves that to stale deletion.
+    pub gone: Vec<Vec<u8>>,
     /// Keys overwritten with another type while they were read (`WRONGTYPE`, or a
     /// collection read in chunks that ended another type): they exist, and are read
     /// again, from their type, by the caller.
@@ -239,6 +243,7 @@ pub async fn read_page(
         records: Vec::with_capacity(entries.len()),
         skips: Skips::default(),
         skipped_existing: Vec::new(),
+        gone: Vec::new(),
         changed: Vec::new(),
     };
     let mut rest = Inspected::empty(fixed_type);
@@ -257,15 +262,24 @@ pub async fn read_page(
             continue;
         }
         match (outcome, value) {
-            (Some(Skip::Vanished), _) | (None, None) => page.skips.vanished += 1,
+            (Some(Skip::Vanished), _) | (None, None) => {
+                page.skips.vanished += 1;
+                page.gone.push(key);
+            }
             (Some(Skip::Changed), _) if fixed_type.is_none() => page.changed.push(key),
             // Another type than the rule selects: out of the selection now.
-            (Some(Skip::Changed), _) => page.skips.vanished += 1,
+            (Some(Skip::Changed), _) => {
+                page.skips.vanished += 1;
+                page.gone.push(key);
+            }
             (Some(Skip::TooLarge), _) => {
                 page.skips.too_large += 1;
                 page.skipped_existing.push(key);
             }
-            (Some(Skip::Unsupported), _) => page.skips.unsupported_type += 1,
+            (Some(Skip::Unsupported), _) => {
+                page.skips.unsupported_type += 1;
+                page.gone.push(key);
+            }
             (Some(Skip::JsonModuleMissing), _) => {
                 page.skips.json_module_missing += 1;
                 page.skipped_existing.push(key);
@@ -278,6 +292,7 @@ pub async fn read_page(
                 size_in_bytes: slot.memory,
                 ttl: slot.ttl,
                 document: None,
+                operation: crate::record::Operation::Upsert,
             }),
         }
     }

@@ -62,7 +62,7 @@ pub struct DatabaseReport {
 }
 
 /// The pages of a part, as [`read_part`] yields them.
-type PageStream = Pin<Box<dyn Stream<Item = anyhow::Result<(Page, OwnedSemaphorePermit)>> + Send>>;
+pub(super) type PageStream = Pin<Box<dyn Stream<Item = anyhow::Result<(Page, OwnedSemaphorePermit)>> + Send>>;
 
 /// The pages of one part, each with the permits its bytes took. One part gives one
 /// page, or several when its collections turn out big (their sizes unknown,
@@ -71,7 +71,7 @@ type PageStream = Pin<Box<dyn Stream<Item = anyhow::Result<(Page, OwnedSemaphore
 /// while they were read are inspected again and read as a part of their own.
 /// (Boxed: the reader polls several at once, and a named type keeps the spawned
 /// task's future `Send`.)
-fn read_part(
+pub(super) fn read_part(
     connection: Arc<DbConnection>,
     settings: Arc<ReadSettings>,
     part: Inspected,

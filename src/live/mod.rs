@@ -1,0 +1,313 @@
+//! Live mode: follow Redis's keyspace notifications and keep the index within a
+//! fraction of a second of Redis, exact once writes stop, whatever broke in between.
+//!
+//! One run alternates two kinds of phase, never both at once:
+//! - a **sync**: the pipeline's full sync, with stale deletion on (so the index ends
+//!   exact even when the pipeline's `delete_stale` is off). The first one runs right
+//!   after the subscriptions are confirmed; a **resync** runs whenever something may
+//!   have hidden a change (see [`state::Reason`]). Changes arriving meanwhile wait in
+//!   the pending set and are applied after it: a value read by the sync before a
+//!   change is always overwritten by the change's own read, which comes later.
+//! - a **follow phase**: the same transforms and sink, fed by the change source
+//!   (changed keys read as they are now), until a resync is due or the run stops.
+//!
+//! Ctrl-C / SIGTERM: the follow phase applies what is pending for at most
+//! `live.drain_timeout`, then the run ends (exit 0). A fatal error ends it (exit 1).
+
+pub mod state;
+pub mod summary;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::model::{Pipeline, SinkConfig, SourceConfig};
+use crate::executor::{self, LiveCounters, PipelineSummary, Progress};
+use crate::stages::source::redis::live::Follower;
+use crate::stages::{RunOptions, Source, Transform};
+use state::{LiveState, Reason};
+pub use summary::LiveSummary;
+
+/// How often the progress line is written.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The longest wait between two attempts after a failed phase.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// The pipeline as live mode runs it: stale deletion on (a resync must leave the index
+/// exact, and the index's marker says so to other pipelines), with the pipeline's own
+/// `max_fraction`.
+fn sync_pipeline(pipeline: &Pipeline) -> Pipeline {
+    let mut sync = pipeline.clone();
+    if let SinkConfig::Elasticsearch(es) = &mut sync.sink {
+        es.delete_stale.enabled = true;
+    }
+    sync
+}
+
+/// The counters of the follow phase running now, for the progress line.
+#[derive(Default)]
+struct PhaseProgress(Mutex<Option<LiveCounters>>);
+
+impl Progress for PhaseProgress {
+    fn started(&self, _pipeline: &str, live: LiveCounters) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
+    }
+    fn finished(&self, _pipeline: &str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl PhaseProgress {
+    fn current(&self) -> (u64, u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|live| (live.written(), live.deleted()))
+            .unwrap_or_default()
+    }
+}
+
+/// Follows `pipeline` until `shutdown` fires (then drains and returns) or a fatal
+/// error. `Err` means it could not start following (invalid stages, notifications
+/// missing, Redis unreachable); the first sync's failure is in the summary.
+pub async fn follow(
+    pipeline: &Pipeline,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    progress: &dyn Progress,
+) -> anyhow::Result<LiveSummary> {
+    let started = Instant::now();
+    let live = pipeline.live.clone().unwrap_or_default();
+    let SourceConfig::Redis(redis) = &pipeline.source;
+    if let SinkConfig::Elasticsearch(es) = &pipeline.sink {
+        // Each sync behind an alias may build a new index and swap it in; following
+        // changes into an index being rebuilt is not done yet.
+        anyhow::ensure!(
+            es.alias.is_none(),
+            "live mode does not follow a pipeline that writes behind an alias (`alias:` in the sink) yet: \
+             use `index:`, or run it on a schedule"
+        );
+    }
+    let (_, transforms, sink) = executor::build_stages(pipeline, None)?;
+    // A gone key's document is named from its key alone, unless an id or index
+    // template reads its value: then a resync's stale deletion removes it.
+    let locates_by_key = transforms.iter().all(Transform::locates_by_key) && sink.locates_by_key();
+    drop((transforms, sink));
+    let sync = sync_pipeline(pipeline);
+    let mut summary = LiveSummary::new(&pipeline.name);
+    if !locates_by_key {
+        summary.notes.push(
+            "the id or index template reads more than key and database: a deleted key's document \
+             is removed by a resync (reason delete_without_id), not at once"
+                .to_owned(),
+        );
+    }
+
+    let state = Arc::new(LiveState::new(live.max_pending_keys));
+    let mut stop = CancellationToken::new();
+    let mut follower = Follower::prepare(redis, &live).await?;
+    let mut tasks = follower.start(&state, &stop).await?;
+    summary.notes.append(&mut follower.notes);
+    let mut stop_on_return = stop.clone().drop_guard();
+
+    let phase_progress = Arc::new(PhaseProgress::default());
+    let ticker = tokio::spawn(progress_line(pipeline.name.clone(), state.clone(), phase_progress.clone(), stop.clone()));
+
+    // The first sync: the pipeline's own guard against mass deletes applies.
+    let first = executor::run_pipeline(&sync, options.clone(), shutdown.clone(), progress).await?;
+    summary.syncs += 1;
+    add_sync(&mut summary, first);
+    let first_failed = summary.last_sync.as_ref().is_some_and(|s| s.error.is_some() || !s.counts_add_up);
+    if first_failed {
+        summary.status = "failed";
+        summary.error = summary.last_sync.as_ref().and_then(|s| s.error.clone());
+    }
+
+    let every = (!live.reconcile_every.0.is_zero()).then_some(live.reconcile_every.0);
+    let mut next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
+    let mut retry_wait = Duration::from_secs(1);
+    let follow_options = RunOptions { follow: true, ..options.clone() };
+    let resync_options = RunOptions { allow_mass_delete: true, ..options.clone() };
+    while !first_failed && !shutdown.is_cancelled() {
+        if let Some(fatal) = state.fatal() {
+            summary.status = "failed";
+            summary.error = Some(fatal);
+            break;
+        }
+        if state.is_dirty() {
+            if state.has_reason(Reason::Topology) {
+                // A cluster's masters changed: follow the ones it has now (subscribed
+                // before the resync reads, as at the start).
+                stop.cancel();
+                for task in tasks.drain(..) {
+                    let _ = task.await;
+                }
+                stop = CancellationToken::new();
+                stop_on_return = stop.clone().drop_guard();
+                let restarted = async {
+                    let mut next = Follower::prepare(redis, &live).await?;
+                    let tasks = next.start(&state, &stop).await?;
+                    anyhow::Ok((next, tasks))
+                };
+                match restarted.await {
+                    Ok((next, next_tasks)) => {
+                        follower = next;
+                        tasks = next_tasks;
+                    }
+                    Err(error) => {
+                        tracing::warn!(pipeline = %pipeline.name, "live: cannot follow the cluster again ({error:#}); trying again in {} s", retry_wait.as_secs());
+                        wait_or_stop(retry_wait, &shutdown).await;
+                        retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
+                        continue;
+                    }
+                }
+            }
+            let reasons = state.begin_resync();
+            let reason = reasons.first().copied().unwrap_or(Reason::Error);
+            *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
+            tracing::info!(pipeline = %pipeline.name, reason = reason.name(), "live: resync");
+            let resync = executor::run_pipeline(&sync, resync_options.clone(), shutdown.child_token(), progress).await?;
+            summary.syncs += 1;
+            let failed = resync.error.clone();
+            add_sync(&mut summary, resync);
+            if let Some(error) = failed {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                tracing::warn!(pipeline = %pipeline.name, "live: the resync failed ({error}); trying again in {} s", retry_wait.as_secs());
+                state.mark_dirty(Reason::Error);
+                wait_or_stop(retry_wait, &shutdown).await;
+                retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
+                continue;
+            }
+            retry_wait = Duration::from_secs(1);
+            next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
+            continue;
+        }
+
+        // A follow phase, until a resync is due, the drain ends, or a fatal error.
+        let phase = state.new_phase();
+        let source = Source::Changes(follower.change_source(&state, locates_by_key));
+        // (With the syncs' `delete_stale`, so the index's marker keeps saying what the
+        // syncs do; a follow phase keeps no ids and deletes nothing as stale.)
+        let run = executor::run_pipeline_with(&sync, Some(source), follow_options.clone(), phase.clone(), phase_progress.as_ref());
+        let mut run = std::pin::pin!(run);
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        let outcome = loop {
+            let reconcile = async {
+                match next_reconcile {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let drain_over = async {
+                match drain_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                _ = reconcile => {
+                    next_reconcile = None;
+                    state.mark_dirty(Reason::ReconcileEvery);
+                }
+                _ = shutdown.cancelled(), if drain_until.is_none() => {
+                    state.start_draining();
+                    drain_until = Some(tokio::time::Instant::now() + live.drain_timeout.0);
+                }
+                _ = drain_over => {
+                    phase.cancel();
+                    drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                }
+            }
+        };
+        let phase_summary = outcome?;
+        summary.upserts += phase_summary.written;
+        summary.deletes += phase_summary.deleted;
+        summary.failed += phase_summary.failed;
+        summary.skipped += phase_summary.skipped;
+        if let Some(error) = &phase_summary.error {
+            if shutdown.is_cancelled() {
+                summary.notes.push(format!("applying the last changes failed: {error}"));
+                break;
+            }
+            tracing::warn!(pipeline = %pipeline.name, "live: applying changes failed ({error}); a resync follows in {} s", retry_wait.as_secs());
+            state.mark_dirty(Reason::Error);
+            wait_or_stop(retry_wait, &shutdown).await;
+            retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
+        } else if every.is_some() && next_reconcile.is_none() && !state.is_dirty() {
+            next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
+        }
+    }
+    if let Some(fatal) = state.fatal() {
+        summary.status = "failed";
+        summary.error.get_or_insert(fatal);
+    }
+
+    stop.cancel();
+    drop(stop_on_return);
+    ticker.abort();
+    for task in tasks {
+        let _ = task.await;
+    }
+    summary.events = state.counters.events.load(Ordering::Relaxed);
+    summary.dropped = state.counters.dropped.load(Ordering::Relaxed);
+    summary.pending = state.pending_len() as u64;
+    summary.lag_seconds = state.lag().as_secs_f64();
+    if summary.pending > 0 {
+        summary.notes.push(format!(
+            "{} changed keys were not applied before the end (the next start's sync reads them)",
+            summary.pending
+        ));
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn add_sync(summary: &mut LiveSummary, sync: PipelineSummary) {
+    summary.sync_written += sync.written;
+    summary.sync_deleted_stale += sync.deleted_stale;
+    if let Some(error) = &sync.error {
+        summary.notes.push(format!("a sync failed: {error}"));
+    }
+    summary.last_sync = Some(sync);
+}
+
+async fn wait_or_stop(wait: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Writes `live NAME: events .., applied .. upserts + .. deletes, pending .., lag ..`
+/// every [`PROGRESS_EVERY`] (a log line on the `redis_connector::progress` target).
+async fn progress_line(name: String, state: Arc<LiveState>, phase: Arc<PhaseProgress>, stop: CancellationToken) {
+    let (mut upserts, mut deletes) = (0, 0);
+    let mut last_phase = (0, 0);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PROGRESS_EVERY) => {}
+        }
+        let now = phase.current();
+        // A new phase starts its counters from zero.
+        if now.0 < last_phase.0 || now.1 < last_phase.1 {
+            last_phase = (0, 0);
+        }
+        upserts += now.0 - last_phase.0;
+        deletes += now.1 - last_phase.1;
+        last_phase = now;
+        tracing::info!(
+            target: "redis_connector::progress",
+            "live {name}: events {}, applied {upserts} upserts + {deletes} deletes, pending {}, lag {:.2} s",
+            state.counters.events.load(Ordering::Relaxed),
+            state.pending_len(),
+            state.lag().as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,723 @@
+//! Live mode (`run --follow`) against real Redis and Elasticsearch. Every test ends
+//! with the checker: once the writers stop and the connector settles, every key in
+//! Redis has its document (same `_id`, key, database, type and value) and the index
+//! holds nothing else.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A document as the checker compares it: database, key, key_type, value (parsed).
+type Doc = (u64, String, String, Value);
+
+/// Adds what the index should hold for the keys of `databases` on the server at
+/// `port` to `out`: `_id` -> document.
+fn add_expected(out: &mut BTreeMap<String, Doc>, port: u16, databases: &[u32]) {
+    for &db in databases {
+        let mut connection = redis::Client::open(format!("redis://127.0.0.1:{port}/{db}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+        for key in keys {
+            let key_type: String = redis::cmd("TYPE").arg(&key).query(&mut connection).unwrap();
+            let value = match key_type.as_str() {
+                "string" => {
+                    let v: Option<String> = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
+                    match v {
+                        Some(v) => json!(v),
+                        None => continue,
+                    }
+                }
+                "hash" => {
+                    let v: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query(&mut connection).unwrap();
+                    json!(v)
+                }
+                "list" => {
+                    let v: Vec<String> = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut connection).unwrap();
+                    json!(v)
+                }
+                "set" => {
+                    let mut v: Vec<String> = redis::cmd("SMEMBERS").arg(&key).query(&mut connection).unwrap();
+                    v.sort();
+                    json!(v)
+                }
+                "none" => continue,
+                other => panic!("the checker does not compare {other} keys"),
+            };
+            let text = String::from_utf8(key.clone()).unwrap();
+            out.insert(
+                redis_connector::document::default_id(db, &key),
+                (u64::from(db), text, key_type, value),
+            );
+        }
+    }
+}
+
+/// What the index holds: `_id` -> document (the `value` text parsed as JSON).
+fn indexed(base: &str, index: &str) -> BTreeMap<String, Doc> {
+    let client = http();
+    let _ = client.post(format!("{base}/{index}/_refresh")).send();
+    let response = client
+        .get(format!("{base}/{index}/_search?size=10000"))
+        .send()
+        .unwrap();
+    if response.status() == 404 {
+        return BTreeMap::new();
+    }
+    let body: Value = response.json().unwrap();
+    let mut out = BTreeMap::new();
+    // An index just created may answer without hits for a moment (shards starting):
+    // that is "not there yet" for the checker, which asks again.
+    let Some(hits) = body["hits"]["hits"].as_array() else {
+        out.insert(format!("unreadable: {body}"), (0, String::new(), String::new(), Value::Null));
+        return out;
+    };
+    for hit in hits {
+        let source = &hit["_source"];
+        let text = source["value"].as_str().unwrap_or_default();
+        let value = if source["key_type"] == "string" {
+            json!(text)
+        } else {
+            serde_json::from_str(text).unwrap()
+        };
+        let value = match (source["key_type"].as_str(), value) {
+            (Some("set"), Value::Array(mut items)) => {
+                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+                Value::Array(items)
+            }
+            (_, value) => value,
+        };
+        out.insert(
+            hit["_id"].as_str().unwrap().to_owned(),
+            (
+                source["database"].as_u64().unwrap(),
+                source["key"].as_str().unwrap().to_owned(),
+                source["key_type"].as_str().unwrap().to_owned(),
+                value,
+            ),
+        );
+    }
+    out
+}
+
+/// Waits for the index to hold exactly Redis's keys (the connector settling after
+/// the writers stopped), for at most two minutes, then compares them.
+fn assert_exact(port: u16, databases: &[u32], base: &str, index: &str) {
+    assert_exact_on(&[port], databases, base, index);
+}
+
+/// [`assert_exact`] over the keys of several servers (a cluster's masters).
+fn assert_exact_on(ports: &[u16], databases: &[u32], base: &str, index: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut want = BTreeMap::new();
+        for &port in ports {
+            add_expected(&mut want, port, databases);
+        }
+        let have = indexed(base, index);
+        if want == have {
+            return;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want.iter().filter(|(id, doc)| have.get(*id) != Some(doc)).take(5).collect();
+            let extra: Vec<_> = have.iter().filter(|(id, doc)| want.get(*id) != Some(doc)).take(5).collect();
+            panic!(
+                "the index differs from Redis: {} keys, {} documents; missing or different: {missing:?}; extra or different: {extra:?}",
+                want.len(),
+                have.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A `redis-connector run --follow` process.
+struct Follow {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Follow {
+    fn start(yaml: &str) -> Follow {
+        Follow::start_with(yaml, &[])
+    }
+
+    fn start_with(yaml: &str, args: &[&str]) -> Follow {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = write_file(dir.path(), "pipeline.yaml", yaml);
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = connector()
+            .args(["run", "--follow", "-v"])
+            .args(args)
+            .arg("--summary-json")
+            .arg(dir.path().join("summary.json"))
+            .arg(&pipeline)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Follow { child: Some(child), dir }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code and the `--summary-json` document.
+    fn stop(mut self) -> (i32, Value, String) {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        let summary = std::fs::read_to_string(self.dir.path().join("summary.json"))
+            .map(|text| serde_json::from_str(&text).unwrap())
+            .unwrap_or(Value::Null);
+        (status.code().unwrap_or(-1), summary, self.stderr())
+    }
+
+    /// Waits for the process to exit on its own (at most a minute).
+    fn wait_exit(mut self) -> (i32, String) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), self.stderr());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the connector did not exit: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.stderr();
+            let tail: String = log.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
+            eprintln!("--- the connector's log (end) ---\n{tail}");
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn pipeline(name: &str, port: u16, database: &str, es: &str, index: &str, live: &str) -> String {
+    format!(
+        "name: {name}\nsource: {{type: redis, host: 127.0.0.1, port: {port}, database: \"{database}\"}}\n\
+         sink: {{type: elasticsearch, url: {es}, index: {index}}}\nlive: {live}\n"
+    )
+}
+
+/// A tiny deterministic random sequence (the writers' choices).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// One random write of the mix: SET, HSET, DEL, EXPIRE 1 s, RENAME, RPUSH, SADD,
+/// and a type change (a key overwritten as another type).
+fn random_write(connection: &mut redis::Connection, rng: &mut Lcg, keys: u64) -> redis::RedisResult<()> {
+    let key = format!("k:{}", rng.next(keys));
+    let other = format!("k:{}", rng.next(keys));
+    let n = rng.next(1000);
+    let command = match rng.next(9) {
+        0 | 1 => redis::cmd("SET").arg(&key).arg(format!("v{n}")).clone(),
+        2 => {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
+            redis::cmd("HSET").arg(&key).arg("f").arg(n).arg("g").arg("x").clone()
+        }
+        3 => redis::cmd("DEL").arg(&key).clone(),
+        4 => redis::cmd("EXPIRE").arg(&key).arg(1).clone(),
+        5 => redis::cmd("RENAME").arg(&key).arg(&other).clone(),
+        6 => {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
+            redis::cmd("RPUSH").arg(&key).arg(n).arg("b").clone()
+        }
+        7 => {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
+            redis::cmd("SADD").arg(&key).arg(n).arg("z").clone()
+        }
+        _ => redis::cmd("SET").arg(&key).arg(format!("w{n}")).arg("PX").arg(1000 + n).clone(),
+    };
+    match command.query::<redis::Value>(connection) {
+        // RENAME of a missing key, HSET on a key of another type: fine for a mix.
+        Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => Ok(()),
+        Err(error) if error.code().is_some() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+fn resyncs(summary: &Value, reason: &str) -> u64 {
+    summary["pipelines"][0]["resyncs"][reason].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn writes_updates_deletes_expiries_renames_type_changes_and_flushdb_are_followed_exactly() {
+    let server = RedisServer::start(&[]);
+    let index = unique_index("live-mix");
+    let _cleanup = IndexCleanup(index.clone());
+    let mut connection = server.connection();
+    for i in 0..50 {
+        let _: () = redis::cmd("SET").arg(format!("k:{i}")).arg("start").query(&mut connection).unwrap();
+    }
+    let follow = Follow::start(&pipeline("live-mix", server.port, "0,1", &es_url(), &index, "{configure_server: true}"));
+    assert_exact(server.port, &[0, 1], &es_url(), &index);
+
+    let mut rng = Lcg(7);
+    for _ in 0..1500 {
+        random_write(&mut connection, &mut rng, 200).unwrap();
+    }
+    server.cli(&["FLUSHDB"]);
+    for _ in 0..1500 {
+        random_write(&mut connection, &mut rng, 200).unwrap();
+    }
+    server.cli(&["-n", "1", "SET", "db1:a", "x"]);
+    // Keys given 1 s to live expire while the connector follows.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_exact(server.port, &[0, 1], &es_url(), &index);
+
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let live = &summary["pipelines"][0];
+    assert_eq!(live["status"], "ok", "{summary}");
+    assert!(resyncs(&summary, "flush") >= 1, "FLUSHDB sends no per-key event: {summary}");
+    assert!(live["events"].as_u64().unwrap() >= 3000, "{summary}");
+    assert!(live["deletes"].as_u64().unwrap() > 0, "{summary}");
+    assert!(live["upserts"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[test]
+fn a_killed_subscription_is_resubscribed_and_resynced_and_nothing_is_lost() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KEA"]);
+    let index = unique_index("live-kill");
+    let _cleanup = IndexCleanup(index.clone());
+    server.cli(&["SET", "before", "1"]);
+    let follow = Follow::start(&pipeline("live-kill", server.port, "0", &es_url(), &index, "true"));
+    // The first sync is done, so the subscription (which comes before it) is made.
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let mut connection = server.connection();
+    let mut rng = Lcg(11);
+    for round in 0..5 {
+        for _ in 0..300 {
+            random_write(&mut connection, &mut rng, 100).unwrap();
+        }
+        if round % 2 == 0 {
+            let killed = server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+            assert_ne!(killed.trim(), "0", "the connector's subscription was found");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "subscription_dropped") >= 1, "{summary}");
+}
+
+#[test]
+fn a_pending_set_smaller_than_the_backlog_overflows_and_a_resync_makes_the_index_exact() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KA"]);
+    let index = unique_index("live-overflow");
+    let _cleanup = IndexCleanup(index.clone());
+    // One document per bulk request: the sink is far slower than the writer below.
+    let yaml = format!(
+        "name: live-overflow\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         sink: {{type: elasticsearch, url: {}, index: {index}, bulk: {{max_docs: 1, concurrency: 1}}}}\n\
+         live: {{max_pending_keys: 20}}\n",
+        server.port,
+        es_url()
+    );
+    let follow = Follow::start(&yaml);
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let commands: String = (0..3000).map(|i| format!("SET o:{i} v{i}\n")).collect();
+    server.cli_pipe(&commands);
+    server.cli_pipe("DEL o:1 o:2 o:3\n");
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "overflow") >= 1, "{summary}");
+    assert!(summary["pipelines"][0]["dropped"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[test]
+fn without_the_notification_flags_the_start_stops_with_the_command_to_run() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "Ex"]);
+    let index = unique_index("live-off");
+    let _cleanup = IndexCleanup(index.clone());
+    let follow = Follow::start(&pipeline("live-off", server.port, "0", &es_url(), &index, "true"));
+    let (code, stderr) = follow.wait_exit();
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!("redis-cli -h 127.0.0.1 -p {} CONFIG SET notify-keyspace-events 'xEKg$lshzet'", server.port);
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("`notify-keyspace-events xEKg$lshzet` in redis.conf"), "{stderr}");
+    assert!(stderr.contains("live.configure_server: true"), "{stderr}");
+    assert!(stderr.contains("managed service"), "{stderr}");
+    assert_eq!(es_count(&index), 0, "nothing is written before the subscription works");
+}
+
+#[test]
+fn configure_server_adds_the_missing_flags_and_keeps_the_others() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "Ex"]);
+    let index = unique_index("live-conf");
+    let _cleanup = IndexCleanup(index.clone());
+    server.cli(&["SET", "before", "1"]);
+    let follow = Follow::start(&pipeline("live-conf", server.port, "0", &es_url(), &index, "{configure_server: true}"));
+    // The first sync is done, so the subscription (which comes before it) is made.
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    let flags = flags.lines().nth(1).unwrap().to_owned();
+    for flag in "EKg$lshzxet".chars() {
+        assert!(flags.contains(flag) || flags.contains('A') && flag != 'K' && flag != 'E', "{flag} in {flags}");
+    }
+    server.cli(&["SET", "after", "1"]);
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let notes = summary["pipelines"][0]["notes"].to_string();
+    assert!(notes.contains("set notify-keyspace-events"), "{notes}");
+}
+
+/// Deletes the test's index when dropped.
+struct IndexCleanup(String);
+
+impl Drop for IndexCleanup {
+    fn drop(&mut self) {
+        es_delete_index(&self.0);
+    }
+}
+
+/// A redis-server with AOF (`appendfsync always`) in a folder of the test's, so it
+/// can be killed and started again on its data.
+struct AofServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl AofServer {
+    fn start() -> AofServer {
+        let mut server = AofServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "ping"]).output().unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server with AOF did not start");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The same server as a [`RedisServer`] view for the checker (not owning it).
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for AofServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn redis_killed_and_restarted_with_aof_under_writes_is_followed_exactly() {
+    let mut server = AofServer::start();
+    let index = unique_index("live-restart");
+    let _cleanup = IndexCleanup(index.clone());
+    let follow = Follow::start(&pipeline("live-restart", server.port, "0", &es_url(), &index, "{configure_server: true}"));
+    let url = server.url();
+    let stop_writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop_writing = stop_writing.clone();
+        std::thread::spawn(move || {
+            let mut rng = Lcg(23);
+            let mut writes = 0u64;
+            while !stop_writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut connection) = redis::Client::open(url.as_str()).unwrap().get_connection() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                while !stop_writing.load(std::sync::atomic::Ordering::Relaxed) {
+                    if random_write(&mut connection, &mut rng, 300).is_err() {
+                        break;
+                    }
+                    writes += 1;
+                }
+            }
+            writes
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    server.launch();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop_writing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes > 100, "the writer wrote {writes} times");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "restart") >= 1, "{summary}");
+}
+
+/// An extra Elasticsearch node of `scripts/services es-instance`, stopped when dropped.
+struct EsNode {
+    name: &'static str,
+    port: u16,
+}
+
+impl EsNode {
+    fn start(name: &'static str, port: u16) -> EsNode {
+        let node = EsNode { name, port };
+        node.launch();
+        node
+    }
+
+    fn launch(&self) {
+        let out = Command::new(repo_root().join("scripts/services"))
+            .args(["es-instance", self.name, &self.port.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "es-instance: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn stop(&self) {
+        let out = Command::new(repo_root().join("scripts/services"))
+            .args(["es-instance-stop", self.name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "es-instance-stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for EsNode {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/services")).args(["es-instance-stop", self.name]).output();
+    }
+}
+
+#[test]
+fn elasticsearch_stopped_for_20_s_under_writes_is_caught_up_exactly_when_it_answers_again() {
+    let es = EsNode::start("live-es-down", 9261);
+    let server = RedisServer::start(&["--notify-keyspace-events", "KA"]);
+    let index = unique_index("live-es-down");
+    // Few pending keys allowed: the backlog of the outage overflows them, and the
+    // resync after Elasticsearch answers again reads everything.
+    let yaml = format!(
+        "name: live-es-down\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         sink: {{type: elasticsearch, url: {}, index: {index}, retry: {{max_backoff: 1s}}}}\n\
+         live: {{max_pending_keys: 100}}\n",
+        server.port,
+        es.url()
+    );
+    let mut connection = server.connection();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET").arg(format!("k:{i}")).arg("start").query(&mut connection).unwrap();
+    }
+    let follow = Follow::start(&yaml);
+    // The first sync is done (a failure there stops the run: see the README).
+    assert_exact(server.port, &[0], &es.url(), &index);
+    let mut rng = Lcg(31);
+    for _ in 0..200 {
+        random_write(&mut connection, &mut rng, 150).unwrap();
+    }
+    es.stop();
+    // 20 s of writes while Elasticsearch is down.
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        for _ in 0..50 {
+            random_write(&mut connection, &mut rng, 400).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    es.launch();
+    for _ in 0..200 {
+        random_write(&mut connection, &mut rng, 400).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exact(server.port, &[0], &es.url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "overflow") >= 1, "{summary}");
+}
+
+#[test]
+fn a_key_a_filter_now_excludes_loses_its_document_and_a_value_dependent_id_is_deleted_by_a_resync() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KA"]);
+    let index = unique_index("live-filter");
+    let _cleanup = IndexCleanup(index.clone());
+    let yaml = format!(
+        "name: live-filter\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         transforms:\n  - {{type: filter, rules: [{{policy: exclude, field: value, rule: starts_with, value: tmp}}]}}\n\
+         sink: {{type: elasticsearch, url: {}, index: {index}}}\nlive: true\n",
+        server.port,
+        es_url()
+    );
+    server.cli(&["SET", "a", "kept"]);
+    let follow = Follow::start(&yaml);
+    let id_a = redis_connector::document::default_id(0, b"a");
+    wait_for(|| es_get(&index, &id_a).is_some(), "the first sync writes a");
+    server.cli(&["SET", "a", "tmp now"]);
+    server.cli(&["SET", "b", "kept"]);
+    let id_b = redis_connector::document::default_id(0, b"b");
+    wait_for(|| es_get(&index, &id_b).is_some(), "b is written");
+    wait_for(|| es_get(&index, &id_a).is_none(), "a, excluded now, is deleted");
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(summary["pipelines"][0]["deletes"].as_u64().unwrap() >= 1, "{summary}");
+
+    // An id rendered from the value: a deleted key's id is unknown, a resync removes it.
+    let index = unique_index("live-value-id");
+    let _cleanup = IndexCleanup(index.clone());
+    let yaml = format!(
+        "name: live-value-id\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         transforms:\n  - {{type: template, id: \"doc-{{{{ value }}}}\"}}\n\
+         sink: {{type: elasticsearch, url: {}, index: {index}}}\nlive: true\n",
+        server.port,
+        es_url()
+    );
+    server.cli(&["FLUSHDB"]);
+    server.cli(&["SET", "c", "one"]);
+    let follow = Follow::start(&yaml);
+    wait_for(|| es_get(&index, "doc-one").is_some(), "the first sync writes doc-one");
+    server.cli(&["DEL", "c"]);
+    wait_for(|| es_get(&index, "doc-one").is_none(), "a resync deletes doc-one");
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "delete_without_id") >= 1, "{summary}");
+}
+
+/// Waits (at most a minute) for `done`.
+fn wait_for(done: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "still not done after a minute: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_cluster_of_three_masters_is_followed_on_every_master() {
+    let cluster = RedisCluster::start(3, 0);
+    let index = unique_index("live-cluster");
+    let _cleanup = IndexCleanup(index.clone());
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    let commands: String = (0..100).map(|i| format!("SET c:{i} start\n")).collect();
+    cluster.cli_pipe(&commands);
+    let follow = Follow::start(&pipeline("live-cluster", ports[0], "*", &es_url(), &index, "{configure_server: true}"));
+    assert_exact_on(&ports, &[0], &es_url(), &index);
+    let mut rng = Lcg(41);
+    let mut commands = String::new();
+    for _ in 0..2000 {
+        let key = format!("c:{}", rng.next(300));
+        let n = rng.next(1000);
+        commands.push_str(&match rng.next(5) {
+            0 | 1 => format!("SET {key} v{n}\n"),
+            2 => format!("DEL {key}\n"),
+            3 => format!("EXPIRE {key} 1\n"),
+            _ => format!("DEL {key}\nHSET {key} f {n}\n"),
+        });
+    }
+    cluster.cli_pipe(&commands);
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_exact_on(&ports, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let live = &summary["pipelines"][0];
+    assert!(live["notes"].to_string().contains("3 master(s)"), "{summary}");
+    assert!(live["deletes"].as_u64().unwrap() > 0 && live["upserts"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[test]
+fn slots_moved_between_masters_while_followed_resync_and_follow_the_new_layout() {
+    let cluster = RedisCluster::start(3, 0);
+    let index = unique_index("live-reshard");
+    let _cleanup = IndexCleanup(index.clone());
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    let commands: String = (0..300).map(|i| format!("SET r:{i} start\n")).collect();
+    cluster.cli_pipe(&commands);
+    let follow = Follow::start(&pipeline("live-reshard", ports[0], "*", &es_url(), &index, "{configure_server: true}"));
+    assert_exact_on(&ports, &[0], &es_url(), &index);
+    let id = |node: &RedisServer| node.cli(&["CLUSTER", "MYID"]).trim().to_owned();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", ports[0])])
+        .args(["--cluster-from", &id(&cluster.nodes[0]), "--cluster-to", &id(&cluster.nodes[1])])
+        .args(["--cluster-slots", "2000", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let commands: String = (0..300).map(|i| format!("SET r:{i} after\nDEL r:{}\n", i + 1000)).collect();
+    cluster.cli_pipe(&commands);
+    cluster.cli_pipe("SET r:new 1\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exact_on(&ports, &[0], &es_url(), &index);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resyncs(&summary, "topology") >= 1, "{summary}");
+}
+
+#[test]
+fn sigterm_applies_what_is_pending_exits_0_and_deletes_nothing_else_even_with_allow_mass_delete() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KA"]);
+    let index = unique_index("live-stop");
+    let _cleanup = IndexCleanup(index.clone());
+    let commands: String = (0..200).map(|i| format!("SET before:{i} v\n")).collect();
+    server.cli_pipe(&commands);
+    let follow = Follow::start_with(
+        &pipeline("live-stop", server.port, "0", &es_url(), &index, "true"),
+        &["--allow-mass-delete"],
+    );
+    assert_exact(server.port, &[0], &es_url(), &index);
+    let commands: String = (0..50).map(|i| format!("SET after:{i} v\n")).collect();
+    server.cli_pipe(&commands);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let live = &summary["pipelines"][0];
+    assert_eq!(live["status"], "ok", "{summary}");
+    assert!(!live["notes"].to_string().contains("delete"), "no stale deletion after a follow phase: {summary}");
+    // What was pending when SIGTERM came was applied, and nothing else was deleted.
+    assert_exact(server.port, &[0], &es_url(), &index);
+    assert_eq!(es_count(&index), 250);
+}
