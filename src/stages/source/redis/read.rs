@@ -262,13 +262,10 @@ pub async fn read_page(
             continue;
         }
         match (outcome, value) {
-            (Some(Skip::Vanished), _) | (None, None) => {
-                page.skips.vanished += 1;
-                page.gone.push(key);
-            }
             (Some(Skip::Changed), _) if fixed_type.is_none() => page.changed.push(key),
-            // Another type than the rule selects: out of the selection now.
-            (Some(Skip::Changed), _) => {
+            // (Changed with a rule's type: another type than the rule selects, out of
+            // the selection now.)
+            (Some(Skip::Vanished | Skip::Changed), _) | (None, None) => {
                 page.skips.vanished += 1;
                 page.gone.push(key);
             }
