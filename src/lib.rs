@@ -17,3 +17,4 @@ pub mod serve;
 pub mod shutdown;
 pub mod stages;
 pub mod stats;
+pub mod templating;

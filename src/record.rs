@@ -327,19 +327,6 @@ impl Record {
     pub fn key_text(&self) -> (String, bool) {
         bytes_to_text(&self.key)
     }
-
-    /// The record as the JSON object templates and filters see:
-    /// `key`, `database`, `key_type`, `value` (typed), `size_in_bytes`, `ttl`.
-    pub fn to_context(&self) -> Map<String, Value> {
-        let mut map = Map::new();
-        map.insert("key".into(), Value::String(self.key_text().0));
-        map.insert("database".into(), Value::from(self.database));
-        map.insert("key_type".into(), Value::String(self.key_type.redis_name().into()));
-        map.insert("value".into(), self.value.to_json());
-        map.insert("size_in_bytes".into(), self.size_in_bytes.map(Value::from).unwrap_or(Value::Null));
-        map.insert("ttl".into(), self.ttl.map(Value::from).unwrap_or(Value::Null));
-        map
-    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ use crate::config::model::{FilterConfig, FilterPolicy, FilterRuleKind, TemplateC
 use crate::document::default_id;
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, StageContext};
+use crate::templating::RECORD_FIELDS;
 
 /// A compiled `filter` stage.
 pub struct FilterTransform {
@@ -251,15 +252,14 @@ fn kind(value: &Json) -> &'static str {
     }
 }
 
-/// The record's own fields, found whatever a template rendered (see [`lookup`]).
-const RECORD_FIELDS: [&str; 7] = ["key", "database", "key_type", "value", "size_in_bytes", "ttl", "_id"];
-
 /// The top-level fields a filter can find (see [`lookup`]), given the last `template`
 /// stage before it: the record's fields, plus the default document's when that
 /// template has no `document`, or the document's own names when it is a mapping.
 /// `None` when they cannot be known before a run (`document: {expr: ...}`).
 pub fn fields_seen(template: Option<&TemplateConfig>) -> Option<Vec<String>> {
-    let mut names: Vec<String> = RECORD_FIELDS.iter().map(|n| (*n).to_owned()).collect();
+    // The record's own fields and its `_id`, found whatever a template rendered (see
+    // [`lookup`]).
+    let mut names: Vec<String> = RECORD_FIELDS.iter().chain(&["_id"]).map(|n| (*n).to_owned()).collect();
     let document: Vec<String> = match template.map(|t| &t.document) {
         None => Vec::new(),
         Some(None) => ["key_encoding", "value_encoding", "_timestamp"].iter().map(|n| (*n).to_owned()).collect(),

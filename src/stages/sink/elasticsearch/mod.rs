@@ -46,7 +46,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::model::ElasticsearchSinkConfig;
+use crate::templating;
 use crate::dead_letter::DeadLetterEntry;
+use crate::templating::checks::check_index_name;
+use crate::templating::index::render_index;
 use crate::document::{default_document, default_id};
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, ScansRestarted, SinkReport, StageContext, UpstreamOutcome};
@@ -169,32 +172,7 @@ impl ElasticsearchSink {
                 }
             }
         } else if config.index.contains("{{") || config.index.contains("{%") {
-            // The transforms' environment: the same filters (`md5`, ...) everywhere.
-            let mut env = crate::stages::transform::template::environment();
-            if let Err(message) = check_index_template(&config.index) {
-                errors.push(FieldError::new("/index", message));
-            }
-            match env.add_template_owned("index", config.index.clone()) {
-                Ok(()) => {
-                    // The index template sees the record and `pipeline` (not `timestamp`).
-                    let names = &crate::stages::transform::template::INDEX_TEMPLATE_NAMES;
-                    let read = env.get_template("index").map(|t| t.undeclared_variables(false)).unwrap_or_default();
-                    let unknown = crate::stages::transform::template::unknown_names(&env, "/index", &read, names);
-                    errors.extend(unknown);
-                    errors.extend(crate::stages::transform::template::unknown_filters(
-                        &env,
-                        [("/index", config.index.as_str(), false)],
-                    ));
-                    Some(Target::Template(env))
-                }
-                Err(e) => {
-                    errors.push(FieldError::new(
-                        "/index",
-                        format!("invalid index template: {}", template_error(&e)),
-                    ));
-                    None
-                }
-            }
+            templating::index::compile_index(&config.index, &mut errors).map(Target::Template)
         } else {
             match check_index_name(&config.index) {
                 Ok(()) => Some(Target::Fixed(config.index.clone())),
@@ -416,7 +394,7 @@ impl ElasticsearchSink {
     pub fn reads(&self, field: &str) -> bool {
         match &self.target {
             Target::Fixed(_) => false,
-            Target::Template(env) => crate::stages::transform::template::environment_reads(env, field),
+            Target::Template(env) => templating::environment_reads(env, field),
         }
     }
 
@@ -1420,55 +1398,6 @@ fn redact_text(text: &str) -> String {
     }
 }
 
-/// The characters Elasticsearch refuses anywhere in an index name.
-const INDEX_NAME_FORBIDDEN: &str = "\\/*?\"<>| ,#:";
-
-/// Checks an index that may be a template: a plain name as [`check_index_name`]
-/// does; a template by its text outside `{{ }}` and `{% %}`, which every rendered
-/// name holds: an upper-case letter or a character no index name takes there
-/// (`Redis-{{ database }}`) would make Elasticsearch reject every document.
-pub fn check_index_template(source: &str) -> Result<(), String> {
-    let Some(parts) = crate::stages::transform::template::literal_parts(source) else {
-        return check_index_name(source);
-    };
-    // The sink trims a rendered name; inner spaces stay.
-    let text = parts.concat();
-    let text = text.trim();
-    if let Some(c) = text.chars().find(|c| c.is_uppercase()) {
-        return Err(format!(
-            "the index template writes `{c}` outside `{{{{ }}}}`: index names are lower case, so Elasticsearch would reject every document"
-        ));
-    }
-    if let Some(c) = text.chars().find(|c| INDEX_NAME_FORBIDDEN.contains(*c)) {
-        return Err(format!(
-            "the index template writes `{c}` outside `{{{{ }}}}`: index names must not contain it, so Elasticsearch would reject every document"
-        ));
-    }
-    Ok(())
-}
-
-fn check_index_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the index name is empty".to_owned());
-    }
-    if name != name.to_lowercase() {
-        return Err(format!("index name `{name}` must be lower case"));
-    }
-    if name.starts_with(['-', '_', '+']) {
-        return Err(format!("index name `{name}` must not start with -, _ or +"));
-    }
-    if name == "." || name == ".." {
-        return Err(format!("`{name}` is not a valid index name"));
-    }
-    if let Some(c) = name.chars().find(|c| INDEX_NAME_FORBIDDEN.contains(*c)) {
-        return Err(format!("index name `{name}` must not contain `{c}`"));
-    }
-    if name.len() > 255 {
-        return Err(format!("index name `{name}` is longer than 255 bytes"));
-    }
-    Ok(())
-}
-
 /// Elasticsearch's limit on a document id: at most 512 bytes. One longer id makes it
 /// refuse the whole bulk request (`action_request_validation_exception`), so it is
 /// caught here, for that document alone.
@@ -1483,25 +1412,6 @@ fn check_id(id: &str) -> Result<(), String> {
          make the `id` template shorter (e.g. `{{{{ key | md5 }}}}`)",
         id.len()
     ))
-}
-
-fn render_index(env: &minijinja::Environment<'static>, record: &Record, pipeline: &str) -> Result<String, String> {
-    let mut context = record.to_context();
-    context.insert("pipeline".into(), serde_json::Value::String(pipeline.to_owned()));
-    env.get_template("index")
-        .and_then(|t| t.render(minijinja::Value::from_serialize(&context)))
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| format!("the index template failed: {}", template_error(&e)))
-}
-
-fn template_error(error: &minijinja::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -1642,14 +1552,5 @@ mod tests {
         let error = check_id(&"é".repeat(300)).unwrap_err();
         assert!(error.contains("is 600 bytes long; Elasticsearch takes at most 512"), "{error}");
         assert!(error.contains("{{ key | md5 }}"), "{error}");
-    }
-
-    #[test]
-    fn index_names_follow_elasticsearch_rules() {
-        assert!(check_index_name("redis-0").is_ok());
-        assert!(check_index_name("Redis").unwrap_err().contains("lower case"));
-        assert!(check_index_name("_x").is_err());
-        assert!(check_index_name("a b").is_err());
-        assert!(check_index_name("").is_err());
     }
 }

@@ -12,7 +12,7 @@
 
 use redis::{Cmd, Value};
 
-use super::fetch::unless_wrong_type;
+use super::errors::unless_wrong_type;
 use super::reconnect::DbConnection;
 use super::value;
 use crate::record::{show_key, KeyType, RedisValue, StreamEntry};

@@ -9,6 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use super::connect::{is_connection_error, is_permission_denied, Connector};
+use super::errors::is_unknown_command;
 
 /// A master of the cluster that serves hash slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +107,7 @@ fn slot_range(field: &str) -> Option<(u32, u32)> {
 
 /// Whether `error` says the server has no cluster support (a standalone server).
 fn is_standalone(error: &RedisError) -> bool {
-    let text = error.to_string();
-    text.contains("cluster support disabled") || text.contains("unknown command") || text.contains("unknown subcommand")
+    error.to_string().contains("cluster support disabled") || is_unknown_command(error)
 }
 
 /// The cluster's masters when the configured server is a cluster node, `None` when it

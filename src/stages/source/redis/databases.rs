@@ -7,6 +7,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
 use super::connect::{is_connection_error, is_permission_denied, Connector};
+use super::errors::is_unknown_command;
 use super::value;
 
 /// The databases chosen, and notes for the summary (fallbacks used).
@@ -19,8 +20,7 @@ pub struct Resolved {
 /// Whether a server error means "this command is not available to us" (renamed away,
 /// unknown, or denied by ACL) rather than a failure worth stopping for.
 fn is_unavailable(error: &RedisError) -> bool {
-    let text = error.to_string();
-    is_permission_denied(error) || text.contains("unknown command") || text.contains("unknown subcommand")
+    is_permission_denied(error) || is_unknown_command(error)
 }
 
 /// `CONFIG GET databases`, or `None` when `CONFIG` is not available to us.

@@ -5,8 +5,9 @@
 //!
 //! Files: `check` (config checks, pure), `connect` (client and errors), `reconnect`
 //! (a connection that survives drops), `databases` (`"*"` and lists), `scan` (SCAN
-//! walks), `reader` (one database's read loop), `fetch` (one page's values),
-//! `chunked` (large collections), `value` (replies to typed values), `packed` and
+//! walks), `reader` (one database's read loop), `inspect` (one page's types, TTLs
+//! and sizes, and how each value will be read), `read` (one page's values), `errors`
+//! (what Redis's error replies mean), `chunked` (large collections), `value` (replies to typed values), `packed` and
 //! `resp` (the lean connection that reads pages' pipelines on plain TCP), `cluster`
 //! (a cluster's masters, each read as a server of its own).
 
@@ -15,9 +16,11 @@ mod chunked;
 mod cluster;
 mod connect;
 mod databases;
-mod fetch;
+mod errors;
+mod inspect;
 pub mod live;
 mod packed;
+mod read;
 mod reader;
 mod reconnect;
 mod resp;
@@ -37,7 +40,7 @@ use crate::stages::{FieldError, SourceReport, StageContext};
 
 pub use connect::read_password_file;
 use connect::Connector;
-use fetch::FetchSettings;
+use read::FetchSettings;
 use reader::{read_database, ReadSettings};
 use reconnect::{DbConnection, RestartCounts};
 use scan::ScanSpec;

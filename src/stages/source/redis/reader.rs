@@ -11,7 +11,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::fetch::{inspect_page, read_page, FetchSettings, Inspected, Page, Skips};
+use super::inspect::{inspect_page, Inspected};
+use super::read::{read_page, FetchSettings, Page, Skips};
 use super::reconnect::DbConnection;
 use super::scan::{ScanSpec, Scanner};
 use crate::record::{show_key, Batch};

@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use tokio::sync::mpsc;
 
 use super::super::connect::Connector;
-use super::super::fetch::inspect_page;
+use super::super::inspect::inspect_page;
 use super::super::reader::{read_part, ReadSettings, PART_BYTES};
 use super::super::reconnect::DbConnection;
 use crate::live::state::{LiveState, Reason, TypeMask};

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::connect::Connector;
-use super::fetch::FetchSettings;
+use super::read::FetchSettings;
 use super::reader::ReadSettings;
 use super::{check, cluster, memory_usage_available, wait_until_loaded};
 use crate::config::model::{DatabaseSelection, LiveConfig, RedisSourceConfig};
