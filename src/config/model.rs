@@ -33,8 +33,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
     /// Live mode: follow Redis's keyspace notifications and keep the index within a
-    /// fraction of a second of Redis (`run --follow`, or `serve`). `live: true`, or
-    /// its settings.
+    /// fraction of a second of Redis, under `run --follow`. `live: true`, or its
+    /// settings. (`serve` does not follow yet: it syncs such a pipeline on its schedule.)
     #[serde(default)]
     pub live: Option<LiveConfig>,
     /// When `serve` runs the pipeline: every interval (`every`) or at the times of a
