@@ -356,23 +356,9 @@ pub async fn swap(
     }
     actions.push(json!({ "add": { "index": to, "alias": alias, "is_write_index": true } }));
     let body = json!({ "actions": actions });
-    let reply = client
-        .request(
-            Method::Post,
-            "_aliases",
-            Some((
-                bytes::Bytes::from(serde_json::to_vec(&body)?),
-                "application/json",
-            )),
-        )
-        .await
-        .map_err(anyhow::Error::msg)?;
-    if reply.status != 200 {
-        return Err(client.status_error(
-            &reply,
-            &format!("POST _aliases (moving alias {alias} to {to})"),
-        ));
-    }
+    client
+        .json_call(Method::Post, "_aliases", &body, &format!("POST _aliases (moving alias {alias} to {to})"))
+        .await?;
     Ok(())
 }
 
@@ -391,23 +377,14 @@ async fn mark_complete(client: &EsClient, name: &str) -> anyhow::Result<()> {
         marker.insert(COMPLETE_KEY.to_owned(), Value::Bool(true));
     }
     let body = json!({ "_meta": meta });
-    let reply = client
-        .request(
+    client
+        .json_call(
             Method::Put,
             &format!("{}/_mapping", encode(name)),
-            Some((
-                bytes::Bytes::from(serde_json::to_vec(&body)?),
-                "application/json",
-            )),
-        )
-        .await
-        .map_err(anyhow::Error::msg)?;
-    if reply.status != 200 {
-        return Err(client.status_error(
-            &reply,
+            &body,
             &format!("PUT {name}/_mapping (marking the build complete)"),
-        ));
-    }
+        )
+        .await?;
     Ok(())
 }
 

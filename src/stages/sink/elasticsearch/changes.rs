@@ -312,23 +312,14 @@ pub async fn ensure_hash_field(client: &EsClient, state: &mut IndexState) -> any
         None => {}
     }
     let body = json!({ "properties": { CONTENT_HASH_FIELD: hash_field_mapping() } });
-    let reply = client
-        .request(
+    client
+        .json_call(
             Method::Put,
             &format!("{}/_mapping", encode(&state.name)),
-            Some((Bytes::from(serde_json::to_vec(&body)?), "application/json")),
+            &body,
+            &format!("PUT {}/_mapping (adding the {CONTENT_HASH_FIELD} field change-aware sync writes)", state.name),
         )
-        .await
-        .map_err(anyhow::Error::msg)?;
-    if reply.status != 200 {
-        return Err(client.status_error(
-            &reply,
-            &format!(
-                "PUT {}/_mapping (adding the {CONTENT_HASH_FIELD} field change-aware sync writes)",
-                state.name
-            ),
-        ));
-    }
+        .await?;
     tracing::info!(index = %state.name, "added {CONTENT_HASH_FIELD} (keyword, index: false) to the mapping");
     if let Some(Value::Object(mapping)) = &mut state.mapping {
         let properties = mapping.entry("properties").or_insert_with(|| json!({}));

@@ -321,6 +321,21 @@ impl EsClient {
 }
 
 impl EsClient {
+    /// Sends `body` as JSON and expects 200: any other status is [`EsClient::status_error`]
+    /// naming `what`; no answer at all is the send failure. For the small requests that
+    /// change an index's metadata (mappings, markers, aliases).
+    pub async fn json_call(&self, method: Method, path: &str, body: &serde_json::Value, what: &str) -> anyhow::Result<Reply> {
+        let bytes = Bytes::from(serde_json::to_vec(body)?);
+        let reply = self
+            .request(method, path, Some((bytes, "application/json")))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if reply.status != 200 {
+            return Err(self.status_error(&reply, what));
+        }
+        Ok(reply)
+    }
+
     /// The error for an answer with an unexpected status, saying which request (`what`)
     /// failed where: authentication (401) and privileges (403) get their own words.
     pub fn status_error(&self, reply: &Reply, what: &str) -> anyhow::Error {

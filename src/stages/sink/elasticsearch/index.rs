@@ -182,20 +182,14 @@ pub async fn claim(
     delete_stale: bool,
 ) -> anyhow::Result<()> {
     let body = json!({ "_meta": marked_meta(state, pipeline, delete_stale) });
-    let reply = client
-        .request(
+    client
+        .json_call(
             Method::Put,
             &format!("{}/_mapping", encode(&state.name)),
-            Some((bytes::Bytes::from(serde_json::to_vec(&body)?), "application/json")),
-        )
-        .await
-        .map_err(anyhow::Error::msg)?;
-    if reply.status != 200 {
-        return Err(client.status_error(
-            &reply,
+            &body,
             &format!("PUT {}/_mapping (marking the index as this pipeline's)", state.name),
-        ));
-    }
+        )
+        .await?;
     if let Some(Value::Object(mapping)) = &mut state.mapping {
         mapping.insert("_meta".to_owned(), body["_meta"].clone());
     }
