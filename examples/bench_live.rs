@@ -1,7 +1,14 @@
 //! The load of `scripts/bench-live`: a writer doing SET / HSET / DEL / EXPIRE / LPUSH
 //! at a fixed rate against Redis while `redis-connector run --follow` follows it, and
 //! the latency of a change: from the write to its document being readable by a
-//! realtime `GET` of its id (keys sampled every 20 ms, polled every 2 ms).
+//! realtime `GET` of its id (keys sampled every 20 ms; one poller asks for every
+//! sample not seen yet with one realtime `_mget` about every 2 ms, so the polling
+//! load on Elasticsearch stays the same however many samples are outstanding, and no
+//! sample waits for a free poller while its clock runs).
+//!
+//! The writer keeps the asked rate over the whole run: each 10 ms tick writes what
+//! the elapsed time owes (a late tick, on a busy machine, is caught up by the next),
+//! in one pipelined request.
 //!
 //! Usage: bench_live REDIS_PORT ES_URL INDEX WRITES_PER_SECOND SECONDS
 //! Prints one JSON line: the rate asked and reached, latency percentiles (ms), how
@@ -22,45 +29,17 @@ fn main() {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
     let mut connection = client.get_connection().unwrap();
 
-    // Samples: (id, value, written at) to the pollers; latencies back.
+    // Samples: (id, value, written at) to the poller; latencies (None: not seen in
+    // 30 s) back.
     let (sample_tx, sample_rx) = mpsc::channel::<(String, String, Instant)>();
-    let sample_rx = std::sync::Arc::new(std::sync::Mutex::new(sample_rx));
     let (latency_tx, latency_rx) = mpsc::channel::<Option<f64>>();
-    let pollers: Vec<_> = (0..8)
-        .map(|_| {
-            let (rx, tx, es, index) = (sample_rx.clone(), latency_tx.clone(), es.clone(), index.clone());
-            std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-                loop {
-                    let next = rx.lock().unwrap().recv();
-                    let Ok((id, value, at)) = next else { return };
-                    let deadline = at + Duration::from_secs(30);
-                    let mut seen = None;
-                    while Instant::now() < deadline {
-                        let found = http
-                            .get(format!("{es}/{index}/_doc/{id}?realtime=true&_source_includes=value"))
-                            .send()
-                            .ok()
-                            .filter(|r| r.status().is_success())
-                            .and_then(|r| r.json::<serde_json::Value>().ok())
-                            .is_some_and(|doc| doc["_source"]["value"] == value.as_str());
-                        if found {
-                            seen = Some(at.elapsed().as_secs_f64() * 1000.0);
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    let _ = tx.send(seen);
-                }
-            })
-        })
-        .collect();
-    drop(latency_tx);
+    let poller = {
+        let (es, index) = (es.clone(), index.clone());
+        std::thread::spawn(move || poll(&es, &index, sample_rx, latency_tx))
+    };
 
     let started = Instant::now();
     let tick = Duration::from_millis(10);
-    let per_tick = (rate as f64 / 100.0).max(1.0);
-    let mut owed = 0.0;
     let mut written = 0u64;
     let mut n = 0u64;
     let mut next_sample = started;
@@ -74,9 +53,9 @@ fn main() {
     };
     while started.elapsed() < Duration::from_secs(seconds) {
         let tick_start = Instant::now();
-        owed += per_tick;
-        let count = owed as u64;
-        owed -= count as f64;
+        // What the time since the start owes, whatever the earlier ticks managed.
+        let owed = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
+        let count = owed.saturating_sub(written);
         let mut pipe = redis::pipe();
         for _ in 0..count {
             n += 1;
@@ -98,7 +77,9 @@ fn main() {
             (redis_connector::document::default_id(0, key.as_bytes()), value)
         });
         let at = Instant::now();
-        let _: () = pipe.query(&mut connection).unwrap();
+        if count > 0 || sample.is_some() {
+            let _: () = pipe.query(&mut connection).unwrap();
+        }
         written += count;
         if let Some((id, value)) = sample {
             sample_tx.send((id, value, at)).unwrap();
@@ -130,9 +111,7 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    for poller in pollers {
-        let _ = poller.join();
-    }
+    let _ = poller.join();
     let mut latencies: Vec<f64> = Vec::new();
     let mut missed = 0;
     for latency in latency_rx {
@@ -163,4 +142,64 @@ fn main() {
             "settled_s": settled,
         })
     );
+}
+
+/// Polls Elasticsearch for every outstanding sample at once (a realtime `_mget` of
+/// their ids) until the samples end and the last one is seen or 30 s old; sends each
+/// sample's latency (ms from its write to the answer that showed its value).
+fn poll(
+    es: &str,
+    index: &str,
+    samples: mpsc::Receiver<(String, String, Instant)>,
+    latencies: mpsc::Sender<Option<f64>>,
+) {
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let url = format!("{es}/{index}/_mget?realtime=true&_source_includes=value");
+    let mut outstanding: Vec<(String, String, Instant)> = Vec::new();
+    let mut open = true;
+    while open || !outstanding.is_empty() {
+        if outstanding.is_empty() {
+            match samples.recv() {
+                Ok(sample) => outstanding.push(sample),
+                Err(_) => break,
+            }
+        }
+        loop {
+            match samples.try_recv() {
+                Ok(sample) => outstanding.push(sample),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let ids: Vec<&str> = outstanding.iter().map(|(id, _, _)| id.as_str()).collect();
+        let docs = http
+            .post(&url)
+            .json(&serde_json::json!({ "ids": ids }))
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+            .and_then(|r| r.json::<serde_json::Value>().ok());
+        let answered = Instant::now();
+        // (No answer: nothing is seen this round.)
+        let docs: &[serde_json::Value] = docs.as_ref().and_then(|d| d["docs"].as_array()).map_or(&[], |d| d);
+        let mut i = 0;
+        outstanding.retain(|(_, value, at)| {
+            let doc = docs.get(i);
+            i += 1;
+            let seen = doc.is_some_and(|doc| doc["found"] == true && doc["_source"]["value"] == value.as_str());
+            if seen {
+                let _ = latencies.send(Some(answered.duration_since(*at).as_secs_f64() * 1000.0));
+                false
+            } else if answered.duration_since(*at) > Duration::from_secs(30) {
+                let _ = latencies.send(None);
+                false
+            } else {
+                true
+            }
+        });
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }

@@ -173,15 +173,23 @@ impl LiveState {
 
     /// Takes up to `n` pending keys, oldest first.
     pub fn take(&self, n: usize) -> Vec<(PendingKey, TypeMask)> {
+        self.take_timed(n).0
+    }
+
+    /// [`LiveState::take`], with how long the oldest key taken had waited (zero when
+    /// none was taken).
+    pub fn take_timed(&self, n: usize) -> (Vec<(PendingKey, TypeMask)>, Duration) {
         let mut pending = self.pending();
         let mut taken = Vec::with_capacity(n.min(pending.order.len()));
+        let mut waited = None;
         while taken.len() < n {
             let Some(key) = pending.order.pop_front() else { break };
-            if let Some((_, mask)) = pending.keys.remove(&key) {
+            if let Some((since, mask)) = pending.keys.remove(&key) {
+                waited.get_or_insert_with(|| since.elapsed());
                 taken.push((key, mask));
             }
         }
-        taken
+        (taken, waited.unwrap_or_default())
     }
 
     /// Keys pending now.

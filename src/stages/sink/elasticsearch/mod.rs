@@ -65,6 +65,10 @@ use stale::{IdSet, Mode};
 
 /// A partly filled bulk is sent when no record arrived for this long.
 const FLUSH_IDLE: Duration = Duration::from_millis(500);
+/// The log target of each bulk request's timing (`RUST_LOG=redis_connector::sink::timing=debug`):
+/// its documents, how long it waited for a request slot, how long Elasticsearch took
+/// to answer it (retries included).
+const BULK_TIMING: &str = "redis_connector::sink::timing";
 
 /// The Elasticsearch sink.
 pub struct ElasticsearchSink {
@@ -445,9 +449,11 @@ impl ElasticsearchSink {
         // meanwhile) must land in the order it was read, and two requests in flight
         // may be applied in either order.
         let concurrency = if ctx.options.follow { 1 } else { self.config.bulk.concurrency as usize };
-        // Following changes, a partly filled bulk goes as soon as nothing is waiting:
-        // under load the bulks fill while the one before is in flight.
-        let flush_idle = if ctx.options.follow { Duration::ZERO } else { FLUSH_IDLE };
+        // Following changes, a partly filled bulk grows while the one before is in
+        // flight and goes as soon as that one is answered (or at once when none is):
+        // never sealed early to wait behind it. A one-shot run waits up to FLUSH_IDLE
+        // to fill it.
+        let following = ctx.options.follow;
         let max_docs = self.config.bulk.max_docs as usize;
         let capacity = max_bytes.min(8 << 20) + (max_bytes.min(8 << 20) >> 3);
         let dry_run = ctx.options.dry_run;
@@ -461,8 +467,31 @@ impl ElasticsearchSink {
             loop {
                 let next = if bulk.is_empty() {
                     input.recv().await
+                } else if following {
+                    if in_flight.is_empty() {
+                        match input.try_recv() {
+                            Ok(batch) => Some(batch),
+                            Err(mpsc::error::TryRecvError::Disconnected) => None,
+                            Err(mpsc::error::TryRecvError::Empty) => {
+                                let ready = std::mem::replace(&mut bulk, Bulk::with_capacity(capacity));
+                                dispatch(&mut in_flight, &running.service, ready, concurrency).await?;
+                                continue;
+                            }
+                        }
+                    } else {
+                        tokio::select! {
+                            biased;
+                            done = in_flight.join_next() => {
+                                if let Some(done) = done {
+                                    flatten(done)?;
+                                }
+                                continue;
+                            }
+                            next = input.recv() => next,
+                        }
+                    }
                 } else {
-                    match tokio::time::timeout(flush_idle, input.recv()).await {
+                    match tokio::time::timeout(FLUSH_IDLE, input.recv()).await {
                         Ok(next) => next,
                         Err(_) => {
                             let full = std::mem::replace(&mut bulk, Bulk::with_capacity(capacity));
@@ -1292,14 +1321,27 @@ async fn dispatch(
     if bulk.is_empty() {
         return Ok(());
     }
+    let waiting = Instant::now();
     while in_flight.len() >= concurrency {
         if let Some(done) = in_flight.join_next().await {
             flatten(done)?;
         }
     }
+    let waited = waiting.elapsed();
     let service = service.clone();
     let sent = SentBulk::from_bulk(bulk);
-    in_flight.spawn(async move { service.write(sent).await });
+    in_flight.spawn(async move {
+        let (docs, sending) = (sent.items.len(), Instant::now());
+        let written = service.write(sent).await;
+        tracing::debug!(
+            target: BULK_TIMING,
+            docs,
+            waited_ms = waited.as_secs_f64() * 1000.0,
+            answered_ms = sending.elapsed().as_secs_f64() * 1000.0,
+            "a bulk request answered"
+        );
+        written
+    });
     Ok(())
 }
 

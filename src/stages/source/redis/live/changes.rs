@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use tokio::sync::mpsc;
@@ -18,6 +19,18 @@ use super::super::reconnect::DbConnection;
 use crate::live::state::{LiveState, Reason, TypeMask};
 use crate::record::{Batch, Operation, Record};
 use crate::stages::{SourceReport, StageContext};
+
+/// The log target of live mode's per-stage timings (`RUST_LOG=redis_connector::live::timing=debug`):
+/// for each page of changed keys, how long its oldest key waited in the pending set,
+/// how long reading it took and how long the next stage took to accept it; for each
+/// bulk of a follow phase, how long it waited for the one before and how long
+/// Elasticsearch took to answer it.
+pub const TIMING: &str = "redis_connector::live::timing";
+
+/// Milliseconds, for the timing lines.
+pub fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
 
 /// Connections of a live run, one per node and database, kept across phases.
 pub type Connections = Arc<Mutex<HashMap<(usize, u32), Arc<DbConnection>>>>;
@@ -73,7 +86,7 @@ impl ChangeSource {
             if ctx.cancel.is_cancelled() {
                 break;
             }
-            let taken = self.state.take(self.page);
+            let (taken, waited) = self.state.take_timed(self.page);
             if taken.is_empty() {
                 if self.state.is_draining() {
                     break;
@@ -84,22 +97,36 @@ impl ChangeSource {
                 }
                 continue;
             }
+            let taken_keys = taken.len();
             let mut groups: BTreeMap<(usize, u32), Keys> = BTreeMap::new();
             for (key, types) in taken {
                 groups.entry((key.node, key.database)).or_default().push((key.key, types));
             }
+            let (mut read_time, mut handoff_time) = (Duration::ZERO, Duration::ZERO);
             for ((node, db), keys) in groups {
+                let reading = Instant::now();
                 let batch = self.read(node, db, keys, &ctx, &mut report).await?;
+                read_time += reading.elapsed();
                 if batch.is_empty() {
                     continue;
                 }
                 let n = batch.len() as u64;
+                let handing = Instant::now();
                 if out.send(batch).await.is_err() {
                     // The next stage stopped; the executor reports why.
                     return Ok(report);
                 }
+                handoff_time += handing.elapsed();
                 ctx.counters.add_received(n);
             }
+            tracing::debug!(
+                target: TIMING,
+                keys = taken_keys,
+                pending_ms = ms(waited),
+                read_ms = ms(read_time),
+                handoff_ms = ms(handoff_time),
+                "live: a page of changed keys applied"
+            );
         }
         Ok(report)
     }
