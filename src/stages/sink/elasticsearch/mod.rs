@@ -1336,13 +1336,18 @@ async fn dispatch(
         tracing::debug!(
             target: BULK_TIMING,
             docs,
-            waited_ms = waited.as_secs_f64() * 1000.0,
-            answered_ms = sending.elapsed().as_secs_f64() * 1000.0,
+            waited_ms = millis(waited),
+            answered_ms = millis(sending.elapsed()),
             "a bulk request answered"
         );
         written
     });
     Ok(())
+}
+
+/// Milliseconds to the hundredth, for the timing lines.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 fn flatten(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

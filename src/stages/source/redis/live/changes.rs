@@ -27,9 +27,9 @@ use crate::stages::{SourceReport, StageContext};
 /// Elasticsearch took to answer it.
 pub const TIMING: &str = "redis_connector::live::timing";
 
-/// Milliseconds, for the timing lines.
+/// Milliseconds to the hundredth, for the timing lines.
 pub fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
+    (duration.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 /// Connections of a live run, one per node and database, kept across phases.
