@@ -294,6 +294,19 @@ mod tests {
     }
 
     #[test]
+    fn a_page_taken_says_how_long_its_oldest_key_waited() {
+        let state = LiveState::new(10);
+        assert_eq!(state.take_timed(10), (Vec::new(), Duration::ZERO));
+        state.add(key("old"), TypeMask::ANY);
+        std::thread::sleep(Duration::from_millis(20));
+        state.add(key("new"), TypeMask::ANY);
+        let (taken, waited) = state.take_timed(10);
+        assert_eq!(taken.len(), 2);
+        // (At least the sleep: the oldest key's wait, not the newest's.)
+        assert!(waited >= Duration::from_millis(20), "{waited:?}");
+    }
+
+    #[test]
     fn past_the_bound_the_set_is_dropped_and_a_resync_is_due() {
         let state = LiveState::new(2);
         let phase = state.new_phase();
