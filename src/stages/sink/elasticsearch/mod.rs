@@ -327,7 +327,12 @@ impl ElasticsearchSink {
                 ));
             }
         }
-        if let Some(alias) = &self.config.alias {
+        if let (Some(alias), true) = (&self.config.alias, ctx.options.follow) {
+            // A live mode follow phase: through the alias, to the index it points at
+            // (the one serving, also while a sync builds the next; see live/rebuild.rs).
+            alias::check_follow_target(&running.service.client, alias, &ctx.pipeline).await?;
+            self.target = Target::Fixed(alias.clone());
+        } else if let Some(alias) = &self.config.alias {
             let fingerprints = alias::Fingerprints::new(
                 self.fingerprint,
                 self.config.mappings.as_ref(),
