@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::live::*;
 use common::*;
+use serde_json::{json, Value};
 
 #[test]
 fn writes_updates_deletes_expiries_renames_type_changes_and_flushdb_are_followed_exactly() {
@@ -465,4 +466,69 @@ fn sigterm_applies_what_is_pending_exits_0_and_deletes_nothing_else_even_with_al
     // What was pending when SIGTERM came was applied, and nothing else was deleted.
     assert_exact(server.port, &[0], &es_url(), &index);
     assert_eq!(es_count(&index), 250);
+}
+
+/// The document of `key` as the index holds it: its `value` parsed (a JSON key's
+/// text), or `None` when there is none.
+fn json_document(index: &str, key: &str) -> Option<Value> {
+    let source = es_get(index, &redis_connector::document::default_id(0, key.as_bytes()))?;
+    Some(serde_json::from_str(source["value"].as_str()?).unwrap())
+}
+
+#[test]
+fn redisjson_keys_changed_with_json_set_and_json_del_are_followed_and_need_the_d_flag() {
+    let Some(server) = redisjson::server() else { return };
+    server.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kg$lshzxet"]);
+    let index = unique_index("live-json");
+    let _cleanup = IndexCleanup(index.clone());
+    let typed = |live: &str| {
+        format!(
+            "name: live-json\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\", rules: [{{database: 0, _type: ReJSON-RL}}]}}\n\
+             sink: {{type: elasticsearch, url: {}, index: {index}}}\nlive: {live}\n",
+            server.port,
+            es_url()
+        )
+    };
+    // A rule reading JSON keys on a server that does not publish module types' events.
+    let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    let flags = flags.lines().nth(1).unwrap().trim().to_owned();
+    let (code, stderr) = Follow::start(&typed("true")).wait_exit();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("which lacks \"d\""), "{stderr}");
+    assert!(stderr.contains(&format!("CONFIG SET notify-keyspace-events '{flags}d'")), "{stderr}");
+    assert!(stderr.contains("RedisJSON's JSON.SET"), "{stderr}");
+
+    // Without rules every type is read: the module being loaded, `d` is needed too,
+    // and `configure_server` adds it.
+    let mut connection = server.connection();
+    let set = |connection: &mut redis::Connection, key: &str, path: &str, json: &str| {
+        redis::cmd("JSON.SET").arg(key).arg(path).arg(json).exec(connection).unwrap();
+    };
+    set(&mut connection, "j:1", "$", r#"{"a":1,"b":[1]}"#);
+    let follow = Follow::start(&pipeline("live-json", server.port, "0", &es_url(), &index, "{configure_server: true}"));
+    wait_for(|| json_document(&index, "j:1") == Some(json!({"a": 1, "b": [1]})), "the first sync");
+    // (Redis shows `g$lshzxetd` as `A`.)
+    let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    assert!(flags.lines().nth(1).is_some_and(|f| f.contains('d') || f.contains('A')), "{flags}");
+
+    set(&mut connection, "j:2", "$", r#"{"name":"Ada"}"#);
+    set(&mut connection, "j:1", "$.a", "2");
+    redis::cmd("JSON.ARRAPPEND").arg("j:1").arg("$.b").arg("3").exec(&mut connection).unwrap();
+    redis::cmd("JSON.DEL").arg("j:2").arg("$.name").exec(&mut connection).unwrap();
+    set(&mut connection, "j:3", "$", "[1,2]");
+    wait_for(
+        || {
+            json_document(&index, "j:1") == Some(json!({"a": 2, "b": [1, 3]}))
+                && json_document(&index, "j:2") == Some(json!({}))
+                && json_document(&index, "j:3") == Some(json!([1, 2]))
+        },
+        "JSON.SET, JSON.ARRAPPEND and JSON.DEL of a path",
+    );
+    // JSON.DEL of the whole document removes the key (the module sends json.del, no del).
+    redis::cmd("JSON.DEL").arg("j:3").exec(&mut connection).unwrap();
+    wait_for(|| json_document(&index, "j:3").is_none(), "JSON.DEL of the document");
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(resyncs(&summary, "error"), 0, "{summary}");
+    assert!(summary["pipelines"][0]["deletes"].as_u64().unwrap() >= 1, "{summary}");
 }
