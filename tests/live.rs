@@ -532,3 +532,24 @@ fn redisjson_keys_changed_with_json_set_and_json_del_are_followed_and_need_the_d
     assert_eq!(resyncs(&summary, "error"), 0, "{summary}");
     assert!(summary["pipelines"][0]["deletes"].as_u64().unwrap() >= 1, "{summary}");
 }
+
+#[test]
+fn a_first_sync_that_fails_stops_the_follow_with_exit_1_and_says_what_to_do() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KEA"]);
+    server.cli(&["SET", "a", "1"]);
+    // Nothing listens there.
+    let es = format!("http://127.0.0.1:{}", free_port());
+    let yaml = format!(
+        "name: live-first\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         sink: {{type: elasticsearch, url: {es}, index: live-first, retry: {{max_elapsed: 1s}}}}\nlive: true\n",
+        server.port
+    );
+    let (code, summary, stderr) = Follow::start(&yaml).wait_exit_with_summary();
+    assert_eq!(code, 1, "{stderr}");
+    let live = &summary["pipelines"][0];
+    assert!(live["error"].as_str().unwrap().contains(&format!("cannot connect to Elasticsearch at {es}")), "{summary}");
+    let notes = live["notes"].to_string();
+    assert!(notes.contains("the first sync failed, so nothing was followed: run --follow stops (exit 1)"), "{summary}");
+    assert!(!notes.contains("a sync failed"), "the error is said once: {summary}");
+    assert_eq!(summary["pipelines"][0]["status"], "failed", "{summary}");
+}

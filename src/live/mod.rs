@@ -39,6 +39,12 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The longest wait between two attempts after a failed phase.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
+/// Why `run --follow` stops when its first sync fails, and what to do.
+const FIRST_SYNC_FAILED: &str = "the first sync failed, so nothing was followed: run --follow stops (exit 1) rather \
+     than retry, so that a wrong pipeline or an unreachable service shows at once. Start it again once fixed, or \
+     let a supervisor restart it (systemd Restart=on-failure, a Kubernetes restart policy): the next start's sync \
+     is change-aware and writes only what is missing";
+
 /// The pipeline as live mode runs it: stale deletion on (a resync must leave the index
 /// exact, and the index's marker says so to other pipelines), with the pipeline's own
 /// `max_fraction`.
@@ -124,12 +130,16 @@ pub async fn follow(
     // The first sync: the pipeline's own guard against mass deletes applies.
     let first = rebuild::sync(&following, &follower, options.clone(), &shutdown, progress, &mut summary, true, Duration::ZERO).await?;
     summary.syncs += 1;
-    add_sync(&mut summary, first.summary);
-    let first_failed = summary.last_sync.as_ref().is_some_and(|s| s.error.is_some() || !s.counts_add_up);
+    let first_failed = first.summary.error.is_some() || !first.summary.counts_add_up;
     if first_failed {
         summary.status = "failed";
-        summary.error = summary.last_sync.as_ref().and_then(|s| s.error.clone());
+        summary.error = first.summary.error.clone();
+        if !shutdown.is_cancelled() {
+            summary.notes.push(FIRST_SYNC_FAILED.to_owned());
+        }
     }
+    // (The first sync's error is the run's own: no note repeats it.)
+    add_sync(&mut summary, first.summary, false);
 
     let every = (!live.reconcile_every.0.is_zero()).then_some(live.reconcile_every.0);
     let mut next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
@@ -186,7 +196,7 @@ pub async fn follow(
             tracing::info!(pipeline = %pipeline.name, reason = reason.name(), "live: resync done");
             summary.syncs += 1;
             let failed = resync.summary.error.clone();
-            add_sync(&mut summary, resync.summary);
+            add_sync(&mut summary, resync.summary, true);
             if let Some(error) = failed {
                 if shutdown.is_cancelled() {
                     break;
@@ -284,10 +294,10 @@ pub async fn follow(
     Ok(summary)
 }
 
-fn add_sync(summary: &mut LiveSummary, sync: PipelineSummary) {
+fn add_sync(summary: &mut LiveSummary, sync: PipelineSummary, note_failure: bool) {
     summary.sync_written += sync.written;
     summary.sync_deleted_stale += sync.deleted_stale;
-    if let Some(error) = &sync.error {
+    if let (Some(error), true) = (&sync.error, note_failure) {
         summary.notes.push(format!("a sync failed: {error}"));
     }
     summary.last_sync = Some(sync);

@@ -179,12 +179,21 @@ impl Follow {
     }
 
     /// Waits for the process to exit on its own (at most a minute).
-    pub fn wait_exit(mut self) -> (i32, String) {
+    pub fn wait_exit(self) -> (i32, String) {
+        let (code, _, stderr) = self.wait_exit_with_summary();
+        (code, stderr)
+    }
+
+    /// [`Follow::wait_exit`], with the `--summary-json` document (`Null` when none).
+    pub fn wait_exit_with_summary(mut self) -> (i32, Value, String) {
         let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                return (status.code().unwrap_or(-1), self.stderr());
+                let summary = std::fs::read_to_string(self.dir.path().join("summary.json"))
+                    .map(|text| serde_json::from_str(&text).unwrap())
+                    .unwrap_or(Value::Null);
+                return (status.code().unwrap_or(-1), summary, self.stderr());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
