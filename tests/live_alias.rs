@@ -221,6 +221,32 @@ fn an_unchanged_pipeline_follows_in_place_and_a_failed_rebuild_keeps_changes_rea
     assert!(live["resyncs"]["error"].as_u64().unwrap_or(0) >= 1, "the failed build is retried: {summary}");
 }
 
+#[test]
+fn a_new_alias_is_created_by_the_first_sync_and_followed_through() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KEA"]);
+    let alias = unique_index("live-alias-first");
+    let _cleanup = Cleanup { alias: alias.clone() };
+    let dir = tempfile::tempdir().unwrap();
+    server.cli_pipe(&(0..100).map(|i| format!("SET k:{i} {i}\n")).collect::<String>());
+    let file = alias_pipeline(dir.path(), "first.yaml", &alias, server.port, "{number_of_shards: 1}");
+    let follow = Follow::start(&std::fs::read_to_string(&file).unwrap());
+    // The first sync creates the index and the alias; then changes are followed.
+    assert_exact(server.port, &[0], &es_url(), &alias);
+    let mut connection = server.connection();
+    let mut rng = Lcg(9);
+    for _ in 0..500 {
+        random_write(&mut connection, &mut rng, 150).unwrap();
+    }
+    assert_exact(server.port, &[0], &es_url(), &alias);
+    let index = live_index(&alias);
+    assert_eq!(built(&alias), vec![index.clone()]);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let live = &summary["pipelines"][0];
+    assert!(live["upserts"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(live["resyncs"]["rebuild"], Value::Null, "no build while following: {summary}");
+}
+
 /// One random write of numbers: SET, DEL or EXPIRE 1 s.
 fn numeric_write(connection: &mut redis::Connection, rng: &mut Lcg, keys: u64) {
     let key = format!("k:{}", rng.next(keys));
