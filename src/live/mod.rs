@@ -201,8 +201,9 @@ pub async fn follow(
                 if shutdown.is_cancelled() {
                     break;
                 }
-                tracing::warn!(pipeline = %pipeline.name, "live: the resync failed ({error}); trying again in {} s", retry_wait.as_secs());
+                // (A failed build behind the alias waited already, following meanwhile.)
                 if !resync.waited {
+                    tracing::warn!(pipeline = %pipeline.name, "live: the resync failed ({error}); trying again in {} s", retry_wait.as_secs());
                     wait_or_stop(retry_wait, &shutdown).await;
                 }
                 state.mark_dirty(Reason::Error);

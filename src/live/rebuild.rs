@@ -120,10 +120,18 @@ pub(super) async fn sync(
         } else if !first && !shutdown.is_cancelled() && !stop_build.is_cancelled() {
             // The alias stays: keep following into the index that serves until the
             // next attempt.
+            let error = match &result {
+                Ok(summary) => summary.error.clone().unwrap_or_default(),
+                Err(error) => format!("{error:#}"),
+            };
             tracing::warn!(
                 pipeline = %following.pipeline.name,
-                "live: the build of {} failed; changes keep going through the alias; trying again in {} s",
+                "live: the build of {} failed ({error}); changes keep going through the alias to {}; trying again in {} s",
                 plan.target,
+                match &plan.case {
+                    Case::Rebuild { from, .. } => from.name.as_str(),
+                    _ => plan.alias.as_str(),
+                },
                 retry_wait.as_secs()
             );
             wait_or_stop(retry_wait, shutdown).await;
