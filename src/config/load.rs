@@ -17,9 +17,9 @@ use super::secrets;
 use super::schema::{self, is_secret_field};
 use super::yaml::{self, Node, NodeKind, Position};
 use super::Diagnostic;
+use crate::pipeline::{self, Parts};
 use crate::serve::schedule::Schedule;
-use crate::stages::transform::filter;
-use crate::stages::{FieldError, Sink, Source, Transform};
+use crate::stages::FieldError;
 
 /// Everything learnt about one file: its tree (for locating later, cross-file
 /// problems), its pipeline when it is valid, and its problems.
@@ -201,7 +201,8 @@ pub fn check_bytes(
     } else {
         match Pipeline::deserialize(&value) {
             Ok(pipeline) => {
-                for error in build_stages(&pipeline) {
+                let built = pipeline::build(&pipeline, None).err().unwrap_or_default();
+                for error in built.into_iter().chain(config_checks(Some(&pipeline.sink), pipeline.schedule.as_ref())) {
                     let position = locate(&root, &error.pointer, Anchor::Value);
                     check
                         .diagnostics
@@ -307,7 +308,14 @@ fn build_parts(value: &Value) -> Vec<FieldError> {
     let schedule = value
         .get("schedule")
         .and_then(|v| ScheduleConfig::deserialize(v).ok());
-    build_each(source.as_ref(), &transforms, sink.as_ref(), schedule.as_ref())
+    let parts = Parts {
+        source: source.as_ref(),
+        transforms: transforms.iter().map(Option::as_ref).collect(),
+        sink: sink.as_ref(),
+    };
+    let mut errors = pipeline::check(&parts);
+    errors.extend(config_checks(sink.as_ref(), schedule.as_ref()));
+    errors
 }
 
 /// Whether YAML allows `c` in a file (the spec's `c-printable`): tab, line breaks
@@ -317,87 +325,23 @@ fn is_yaml_printable(c: char) -> bool {
         || c >= '\u{10000}'
 }
 
-/// Builds every stage (pure: compiles templates, globs, regexes) and returns their
-/// errors with pointers from the file's root.
-fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
-    let transforms: Vec<Option<TransformConfig>> =
-        pipeline.transforms.iter().cloned().map(Some).collect();
-    build_each(
-        Some(&pipeline.source),
-        &transforms,
-        Some(&pipeline.sink),
-        pipeline.schedule.as_ref(),
-    )
-}
-
-/// Builds the stages given, and the schedule (a part that did not convert is `None`
-/// and skipped).
-fn build_each(
-    source: Option<&SourceConfig>,
-    transforms: &[Option<TransformConfig>],
-    sink: Option<&SinkConfig>,
-    schedule: Option<&ScheduleConfig>,
-) -> Vec<FieldError> {
+/// The checks of sections that are not stages: the sink's own mappings and settings,
+/// and the schedule; pointers from the file's root.
+fn config_checks(sink: Option<&SinkConfig>, schedule: Option<&ScheduleConfig>) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let mut add = |prefix: String, found: Vec<FieldError>| {
-        for error in found {
-            errors.push(FieldError {
-                pointer: format!("{prefix}{}", error.pointer),
-                message: error.message,
-            });
-        }
+    let mut add = |prefix: &str, found: Vec<FieldError>| {
+        errors.extend(
+            found
+                .into_iter()
+                .map(|e| FieldError::new(format!("{prefix}{}", e.pointer), e.message)),
+        );
     };
-    if let Some(source) = source {
-        if let Err(found) = Source::build(source) {
-            add("/source".into(), found);
-        }
-    }
-    let mut last_template = None;
-    for (i, transform) in transforms.iter().enumerate() {
-        let Some(transform) = transform else {
-            continue;
-        };
-        if let Err(found) = Transform::build(transform) {
-            add(format!("/transforms/{i}"), found);
-        }
-        match transform {
-            TransformConfig::Template(template) => {
-                if let (Some(_), Some(SinkConfig::Elasticsearch(es))) = (&template.index, sink) {
-                    if let Some(alias) = &es.alias {
-                        add(
-                            format!("/transforms/{i}"),
-                            vec![FieldError::new(
-                                "/index",
-                                format!(
-                                    "a template's `index` sends documents past the sink's alias `{alias}`, whose \
-                                     index the connector names and rebuilds itself: remove `index` here, or \
-                                     write to `index` in the sink instead of `alias`"
-                                ),
-                            )],
-                        );
-                    }
-                }
-                last_template = Some(template)
-            }
-            TransformConfig::Filter(filter) => {
-                if let Some(seen) = filter::fields_seen(last_template) {
-                    add(
-                        format!("/transforms/{i}"),
-                        filter::unknown_fields(filter, &seen),
-                    );
-                }
-            }
-        }
-    }
     if let Some(sink) = sink {
-        if let Err(found) = Sink::build(sink) {
-            add("/sink".into(), found);
-        }
-        add("/sink".into(), mappings::check_sink(sink));
+        add("/sink", mappings::check_sink(sink));
     }
     if let Some(schedule) = schedule {
         if let Err(found) = Schedule::build(schedule) {
-            add("/schedule".into(), found);
+            add("/schedule", found);
         }
     }
     errors

@@ -44,6 +44,22 @@ pub struct Pipeline {
     pub schedule: Option<ScheduleConfig>,
 }
 
+impl Pipeline {
+    /// The dead-letter file: `dead_letter:` or `<name>.dead-letter.ndjson` in the
+    /// working directory. A name is a label, not a path: its `/`, `\` and NUL become
+    /// `_`, so `name: team/users` (or `../x`) does not put the file in another folder.
+    pub fn dead_letter_path(&self) -> PathBuf {
+        self.dead_letter.clone().unwrap_or_else(|| {
+            let name: String = self
+                .name
+                .chars()
+                .map(|c| if matches!(c, '/' | '\\' | '\0') { '_' } else { c })
+                .collect();
+            PathBuf::from(format!("{name}.dead-letter.ndjson"))
+        })
+    }
+}
+
 /// `live: true|false` or `live: {max_pending_keys: 100000, ...}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveConfig {
@@ -389,6 +405,16 @@ pub enum SinkConfig {
     Ndjson(NdjsonSinkConfig),
 }
 
+impl SinkConfig {
+    /// The sink's own dead-letter file, when its configuration names one.
+    pub fn dead_letter_path(&self) -> Option<PathBuf> {
+        match self {
+            SinkConfig::Elasticsearch(es) => es.dead_letter.clone(),
+            SinkConfig::Ndjson(_) => None,
+        }
+    }
+}
+
 /// Writes newline-delimited JSON: one `{"_id": ..., ...document}` per line.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -633,4 +659,28 @@ fn default_retry_initial() -> DurationSpec {
 }
 fn default_retry_max_backoff() -> DurationSpec {
     DurationSpec(std::time::Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pipeline;
+    use std::path::PathBuf;
+
+    fn pipeline(yaml: &str) -> Pipeline {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn the_default_dead_letter_file_stays_in_the_working_directory() {
+        let p = |name: &str| {
+            pipeline(&format!(
+                "name: '{name}'\nsource: {{type: redis, host: h}}\nsink: {{type: ndjson, path: '-'}}\n"
+            ))
+        };
+        assert_eq!(p("users").dead_letter_path(), PathBuf::from("users.dead-letter.ndjson"));
+        assert_eq!(p("team/users").dead_letter_path(), PathBuf::from("team_users.dead-letter.ndjson"));
+        assert_eq!(p("../x").dead_letter_path(), PathBuf::from(".._x.dead-letter.ndjson"));
+        let given = pipeline("name: a/b\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: '-'}\ndead_letter: out/dl.ndjson\n");
+        assert_eq!(given.dead_letter_path(), PathBuf::from("out/dl.ndjson"));
+    }
 }
