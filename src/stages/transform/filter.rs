@@ -36,6 +36,7 @@ use crate::config::model::{FilterConfig, FilterPolicy, FilterRuleKind};
 use crate::document::default_id;
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, StageContext};
+use crate::templating::errors::json_kind;
 
 /// A compiled `filter` stage.
 pub struct FilterTransform {
@@ -85,7 +86,7 @@ impl FilterTransform {
                         pointer,
                         format!(
                             "a rule's value must be a string, a number or a boolean, not {}",
-                            kind(other)
+                            json_kind(other)
                         ),
                     ));
                     continue;
@@ -237,17 +238,6 @@ fn text_of(value: &Json) -> Cow<'_, str> {
     match value {
         Json::String(text) => Cow::Borrowed(text),
         other => Cow::Owned(other.to_string()),
-    }
-}
-
-fn kind(value: &Json) -> &'static str {
-    match value {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "a mapping",
     }
 }
 

@@ -35,12 +35,12 @@ use crate::record::{Batch, Record};
 use crate::stages::{FieldError, StageContext};
 use crate::templating::checks::{check_index_template, unknown_filters, unknown_names};
 use crate::templating::environment::{environment, environment_reads, reads_among};
-use crate::templating::errors::describe;
+use crate::templating::errors::{describe, json_kind};
 use crate::templating::{record_context, RECORD_NAMES};
 
 pub use failure::RenderFailure;
 use failure::dead_letter;
-use plan::{expression_source, json_kind, BodyPlan, Node, Planner};
+use plan::{expression_source, BodyPlan, Node, Planner};
 
 /// A compiled `template` stage.
 pub struct TemplateTransform {

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value as Json};
 
 use crate::stages::FieldError;
+use crate::templating::errors::json_kind;
 
 /// What a document's body is made of. Leaves point into the compiled templates
 /// (by name) and expressions (by position).
@@ -30,17 +31,6 @@ pub(super) enum Node {
     Constant(Json),
     Map(Vec<(String, Node)>),
     List(Vec<Node>),
-}
-
-pub(super) fn json_kind(value: &Json) -> &'static str {
-    match value {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "a mapping",
-    }
 }
 
 /// `Some(source)` when the mapping is `{expr: "..."}`; `Some(Err)` when `expr` is not a string.
