@@ -273,7 +273,7 @@ async fn run_tracked(
 }
 
 /// Builds every stage (the source from the pipeline unless `source` is given) through
-/// [`crate::pipeline::build`]; all configuration errors together.
+/// [`crate::pipeline::build()`]; all configuration errors together.
 pub fn build_stages(pipeline: &Pipeline, source: Option<Source>) -> anyhow::Result<(Source, Vec<Transform>, Sink)> {
     let stages = crate::pipeline::build(pipeline, source).map_err(|errors| invalid(pipeline, errors))?;
     Ok((stages.source, stages.transforms, stages.sink))

@@ -2,7 +2,7 @@
 //! built (like Vector's `input()`, turned round: the pipeline build works it out from
 //! the built transforms, so no stage asks another).
 
-/// What reaches the sink, worked out by [`crate::pipeline::build`].
+/// What reaches the sink, worked out by [`crate::pipeline::build()`].
 ///
 /// The default says nothing is known: no template renders ids or chooses the index,
 /// the fingerprint is 0, and whether a body was rendered is left to each record (for

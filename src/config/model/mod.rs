@@ -4,7 +4,7 @@
 //! in step. The doc comment on each field is its user documentation.
 //!
 //! This file holds the pipeline itself, `live:` and `schedule:`; each stage section
-//! has its own file ([`source`], [`transform`], [`sink`]), re-exported here so every
+//! has its own file (`source.rs`, `transform.rs`, `sink.rs`), re-exported here so every
 //! struct is `config::model::Name`.
 
 mod sink;
