@@ -322,12 +322,21 @@ fn is_yaml_printable(c: char) -> bool {
 fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
     let transforms: Vec<Option<TransformConfig>> =
         pipeline.transforms.iter().cloned().map(Some).collect();
-    build_each(
+    let mut errors = build_each(
         Some(&pipeline.source),
         &transforms,
         Some(&pipeline.sink),
         pipeline.schedule.as_ref(),
-    )
+    );
+    if pipeline.schedule.is_some() && pipeline.live.as_ref().is_some_and(|live| live.enabled) {
+        errors.push(FieldError::new(
+            "/schedule",
+            "a live pipeline is never scheduled: `serve` follows it continuously, and its periodic \
+             full resync is `live.reconcile_every`; remove `schedule`, or set `live: false` to run \
+             it on this schedule",
+        ));
+    }
+    errors
 }
 
 /// Builds the stages given, and the schedule (a part that did not convert is `None`

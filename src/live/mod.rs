@@ -14,6 +14,7 @@
 //! Ctrl-C / SIGTERM: the follow phase applies what is pending for at most
 //! `live.drain_timeout`, then the run ends (exit 0). A fatal error ends it (exit 1).
 
+pub mod observer;
 pub mod state;
 pub mod summary;
 
@@ -27,6 +28,7 @@ use crate::config::model::{Pipeline, SinkConfig, SourceConfig};
 use crate::executor::{self, LiveCounters, PipelineSummary, Progress};
 use crate::stages::source::redis::live::Follower;
 use crate::stages::{RunOptions, Source, Transform};
+pub use observer::{Observer, Unobserved};
 use state::{LiveState, Reason};
 pub use summary::LiveSummary;
 
@@ -79,6 +81,18 @@ pub async fn follow(
     shutdown: CancellationToken,
     progress: &dyn Progress,
 ) -> anyhow::Result<LiveSummary> {
+    follow_with(pipeline, options, shutdown, progress, &Unobserved).await
+}
+
+/// [`follow`], telling `observer` what the run does (its state once subscribed, each
+/// sync, resync and follow phase).
+pub async fn follow_with(
+    pipeline: &Pipeline,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    progress: &dyn Progress,
+    observer: &dyn Observer,
+) -> anyhow::Result<LiveSummary> {
     let started = Instant::now();
     let live = pipeline.live.clone().unwrap_or_default();
     let SourceConfig::Redis(redis) = &pipeline.source;
@@ -111,6 +125,7 @@ pub async fn follow(
     let mut follower = Follower::prepare(redis, &live).await?;
     let mut tasks = follower.start(&state, &stop).await?;
     summary.notes.append(&mut follower.notes);
+    observer.subscribed(state.clone());
     let mut stop_on_return = stop.clone().drop_guard();
 
     let phase_progress = Arc::new(PhaseProgress::default());
@@ -119,6 +134,7 @@ pub async fn follow(
     // The first sync: the pipeline's own guard against mass deletes applies.
     let first = executor::run_pipeline(&sync, options.clone(), shutdown.clone(), progress).await?;
     summary.syncs += 1;
+    observer.synced(true, &first);
     add_sync(&mut summary, first);
     let first_failed = summary.last_sync.as_ref().is_some_and(|s| s.error.is_some() || !s.counts_add_up);
     if first_failed {
@@ -169,8 +185,10 @@ pub async fn follow(
             let reason = reasons.first().copied().unwrap_or(Reason::Error);
             *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
             tracing::info!(pipeline = %pipeline.name, reason = reason.name(), "live: resync");
+            observer.resync(reason);
             let resync = executor::run_pipeline(&sync, resync_options.clone(), shutdown.child_token(), progress).await?;
             summary.syncs += 1;
+            observer.synced(false, &resync);
             let failed = resync.error.clone();
             add_sync(&mut summary, resync);
             if let Some(error) = failed {
@@ -193,7 +211,8 @@ pub async fn follow(
         let source = Source::Changes(follower.change_source(&state, locates_by_key));
         // (With the syncs' `delete_stale`, so the index's marker keeps saying what the
         // syncs do; a follow phase keeps no ids and deletes nothing as stale.)
-        let run = executor::run_pipeline_with(&sync, Some(source), follow_options.clone(), phase.clone(), phase_progress.as_ref());
+        let tee = observer::Tee { progress: phase_progress.as_ref(), observer };
+        let run = executor::run_pipeline_with(&sync, Some(source), follow_options.clone(), phase.clone(), &tee);
         let mut run = std::pin::pin!(run);
         let mut drain_until: Option<tokio::time::Instant> = None;
         let outcome = loop {
@@ -226,6 +245,7 @@ pub async fn follow(
             }
         };
         let phase_summary = outcome?;
+        observer.applied(&phase_summary);
         summary.upserts += phase_summary.written;
         summary.deletes += phase_summary.deleted;
         summary.failed += phase_summary.failed;

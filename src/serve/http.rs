@@ -55,6 +55,7 @@ pub fn spawn(
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    shared.sample_live();
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], shared.metrics.encode()).into_response()
 }
 

@@ -4,7 +4,9 @@
 //! and content ([`supervisor`]); [`http`] exposes metrics, health and status; SIGTERM
 //! stops scheduling and drains ([`supervisor::Supervisor::shutdown`]).
 
+pub mod follow;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod runner;
 pub mod schedule;

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod redisjson;
+pub mod serve;
 pub mod source;
 
 use std::net::TcpListener;
