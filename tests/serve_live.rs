@@ -234,3 +234,25 @@ fn a_schedule_on_a_live_pipeline_is_refused_naming_the_line() {
     let validate = connector().current_dir(dir.path()).args(["validate", "a.yaml"]).output().unwrap();
     assert_eq!(validate.status.code(), Some(0), "{}", String::from_utf8_lossy(&validate.stdout));
 }
+
+#[test]
+fn a_live_pipeline_stuck_past_the_shutdown_timeout_is_interrupted_and_serve_exits_1() {
+    let redis = RedisServer::start(&[]);
+    // An "Elasticsearch" that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = live_pipeline("users", redis.port, "never", "one").replace(&es_url(), &url);
+    write_file(dir.path(), "users.yaml", &yaml);
+    let mut serve = Serve::start(dir.path(), &["--shutdown-timeout", "1s", "users.yaml"]);
+    serve.wait_for("the subscription", || redis.cli(&["PUBSUB", "NUMPAT"]).trim() != "0");
+    let (code, _) = serve.get("/readyz").unwrap();
+    assert_eq!(code, 503);
+
+    serve.signal("TERM");
+    assert_eq!(serve.wait_exit().code(), Some(1), "{}", serve.log_text());
+    let log = serve.log_text();
+    assert!(log.contains("shutdown timeout passed: interrupting users"), "{log}");
+    let ended = serve.events("live_ended");
+    assert_eq!(ended[0]["fields"]["status"], "interrupted", "{ended:?}");
+}

@@ -105,6 +105,12 @@ async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
     if state.stopping {
         return error(StatusCode::CONFLICT, format!("pipeline `{name}` was removed and is stopping"));
     }
+    if state.live.is_some() {
+        return error(
+            StatusCode::CONFLICT,
+            format!("pipeline `{name}` is live: it follows changes continuously, there is no run to start"),
+        );
+    }
     if let Some(running) = &state.running {
         return error(
             StatusCode::CONFLICT,

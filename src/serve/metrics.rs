@@ -462,6 +462,27 @@ mod tests {
     }
 
     #[test]
+    fn a_live_pipeline_s_series_add_what_is_new_and_go_with_it() {
+        let metrics = Metrics::new();
+        metrics.add_pipeline("users");
+        metrics.live_started("users");
+        let text = metrics.encode();
+        assert!(text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"overflow\"} 0"), "{text}");
+        assert!(text.contains("redis_connector_pipeline_live_lag_seconds{pipeline=\"users\"} 0.0"), "{text}");
+        let sample = LiveSample { lag_seconds: 0.25, pending: 3, new_events: 5, new_dropped: 0, new_upserts: 2, new_deletes: 1 };
+        metrics.live_sample("users", sample);
+        metrics.live_sample("users", LiveSample { new_events: 1, ..sample });
+        metrics.live_resync("users", Reason::Flush);
+        let text = metrics.encode();
+        assert!(text.contains("redis_connector_pipeline_live_events_total{pipeline=\"users\"} 6"), "{text}");
+        assert!(text.contains("redis_connector_pipeline_live_pending_keys{pipeline=\"users\"} 3"), "{text}");
+        assert!(text.contains("redis_connector_pipeline_documents_total{pipeline=\"users\",operation=\"deleted\"} 2"), "{text}");
+        assert!(text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"flush\"} 1"), "{text}");
+        metrics.remove_pipeline("users");
+        assert!(!metrics.encode().contains("pipeline=\"users\""));
+    }
+
+    #[test]
     fn reloads_count_by_result() {
         let metrics = Metrics::new();
         metrics.reloaded(false, 0.0);
