@@ -37,7 +37,7 @@ pub enum FollowEnd {
 /// How one attempt ended.
 enum Attempt {
     /// It returned on its own (a failure) or after a drain.
-    Returned(anyhow::Result<LiveSummary>),
+    Returned(Box<anyhow::Result<LiveSummary>>),
     /// Dropped past the shutdown timeout.
     Interrupted,
 }
@@ -84,7 +84,7 @@ impl PipelineTask {
                 tokio::select! {
                     biased;
                     _ = self.interrupt.cancelled() => break Attempt::Interrupted,
-                    result = &mut run => break Attempt::Returned(result),
+                    result = &mut run => break Attempt::Returned(Box::new(result)),
                     _ = self.stop.cancelled(), if ending.is_none() => {
                         ending = Some(FollowEnd::Stop);
                         drain.cancel();
@@ -146,7 +146,7 @@ impl PipelineTask {
 
     /// Logs how an attempt ended; returns its error when it failed on its own.
     fn ended(&self, attempt: &Attempt, asked_to_stop: bool) -> Option<String> {
-        let summary = match attempt {
+        let result = match attempt {
             Attempt::Interrupted => {
                 tracing::warn!(
                     target: LOG_TARGET,
@@ -157,7 +157,10 @@ impl PipelineTask {
                 );
                 return None;
             }
-            Attempt::Returned(Err(error)) => {
+            Attempt::Returned(result) => result.as_ref(),
+        };
+        let summary = match result {
+            Err(error) => {
                 let message = format!("{error:#}");
                 tracing::error!(
                     target: LOG_TARGET,
@@ -169,7 +172,7 @@ impl PipelineTask {
                 );
                 return Some(message);
             }
-            Attempt::Returned(Ok(summary)) => summary,
+            Ok(summary) => summary,
         };
         let failure = match (&summary.error, summary.is_failure()) {
             (Some(error), true) => Some(error.clone()),
