@@ -236,6 +236,10 @@ impl Observer for ServeObserver {
             state.runs += 1;
             state.last_ended = Some(ended);
             state.last_summary = Some(summary.clone());
+            // The sync's counters, shown while it ran, are in its summary now.
+            if let Some(running) = &mut state.running {
+                running.live = None;
+            }
             if first && ok {
                 state.succeeded = true;
             }
@@ -312,5 +316,42 @@ impl Observer for ServeObserver {
             live.upserts += summary.written;
             live.deletes += summary.deleted;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::state::{PendingKey, TypeMask};
+
+    fn key(name: &str) -> PendingKey {
+        PendingKey { node: 0, database: 0, key: name.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn samples_hand_over_what_is_new_once_even_across_attempts() {
+        let mut view = LiveView::new();
+        view.attempt_started();
+        let state = Arc::new(LiveState::new(10));
+        view.state = Some(state.clone());
+        state.add(key("a"), TypeMask::ANY);
+        state.add(key("a"), TypeMask::ANY);
+        let first = view.sample();
+        assert_eq!((first.new_events, first.pending), (2, 1));
+        assert_eq!(view.sample().new_events, 0, "nothing new");
+
+        // The attempt fails; the next one starts its own state from zero.
+        state.add(key("b"), TypeMask::ANY);
+        view.attempt_ended(Some("Redis unreachable".into()), None);
+        assert_eq!(view.phase, Phase::Failed);
+        assert!(view.not_ready_because().starts_with("first sync failed: Redis unreachable"));
+        view.attempt_started();
+        let next = Arc::new(LiveState::new(10));
+        view.state = Some(next.clone());
+        next.add(key("c"), TypeMask::ANY);
+        let sample = view.sample();
+        assert_eq!(sample.new_events, 2, "b from the ended attempt, c from this one");
+        assert_eq!(view.to_json()["events"], 4);
+        assert_eq!(view.attempts, 2);
     }
 }
