@@ -1,6 +1,7 @@
-//! `serve`'s HTTP endpoints (axum, HTTP/1): `/metrics` (Prometheus text format),
-//! `/healthz` (the process answers), `/readyz` (200 once every pipeline finished a
-//! run ok, else 503 naming the ones not ready and why), `/status` (JSON), and
+//! `serve`'s HTTP endpoints (axum, HTTP/1): `/metrics` (Prometheus text format;
+//! live pipelines' lag and counters sampled first), `/healthz` (the process
+//! answers), `/readyz` (200 once every pipeline finished a run ok, or a live one its
+//! first sync, else 503 naming the ones not ready and why), `/status` (JSON), and
 //! `POST /pipelines/NAME/run` (only with `--allow-trigger`).
 
 use std::sync::Arc;

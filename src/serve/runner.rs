@@ -1,6 +1,7 @@
 //! One pipeline under `serve`: a task that waits for its next time (schedule,
 //! start, or a trigger), runs the pipeline through the executor, and records the
-//! run (state, metrics, one log line at start and one at end). Runs of one pipeline
+//! run (state, metrics, one log line at start and one at end); a live pipeline's
+//! task follows it instead ([`super::follow`]). Runs of one pipeline
 //! never overlap: the task runs one at a time, and a time that passes while a run is
 //! still going is skipped and counted. A new configuration (a changed file) is taken
 //! between runs; `stop` ends the task between runs too, so a run in progress always
