@@ -256,3 +256,26 @@ fn a_live_pipeline_stuck_past_the_shutdown_timeout_is_interrupted_and_serve_exit
     let ended = serve.events("live_ended");
     assert_eq!(ended[0]["fields"]["status"], "interrupted", "{ended:?}");
 }
+
+#[test]
+fn a_live_pipeline_waiting_to_try_again_takes_its_fixed_file() {
+    let redis = RedisServer::start(&[]);
+    redis.cli(&["HSET", "user:1", "name", "ann"]);
+    let index = unique_index("serve-live-fix");
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir(&pipelines).unwrap();
+    // A wrong port: nothing listens there.
+    let file = write_file(&pipelines, "users.yaml", &live_pipeline("users", free_port(), &index, "one"));
+    let serve = Serve::start(dir.path(), &["pipelines"]);
+    serve.wait_for("a failed try", || !serve.events("live_retry").is_empty());
+    assert_eq!(serve.get("/readyz").unwrap().0, 503);
+
+    std::fs::write(&file, live_pipeline("users", redis.port, &index, "one")).unwrap();
+    serve.wait_for("readiness with the fixed file", || ready(&serve));
+    assert_eq!(version_of(&index, "user:1").as_deref(), Some("one"));
+    let status = serve.pipeline("users").unwrap();
+    assert_eq!(status["state"], "following", "{status}");
+    assert_eq!(status["live"]["attempts"], 1, "a new configuration starts a new count: {status}");
+    es_delete_index(&index);
+}
