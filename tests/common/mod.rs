@@ -9,7 +9,9 @@
 //! - [`connector`]: the built `redis-connector` binary, for tests that drive the CLI.
 #![allow(dead_code)]
 
+pub mod live;
 pub mod redisjson;
+pub mod serve;
 pub mod source;
 
 use std::net::TcpListener;

@@ -52,7 +52,7 @@ use crate::templating::checks::check_index_name;
 use crate::templating::index::render_index;
 use crate::document::{default_document, default_id};
 use crate::record::{Batch, Record};
-use crate::stages::{FieldError, ScansRestarted, SinkReport, StageContext, UpstreamOutcome};
+use crate::stages::{FieldError, ScansRestarted, SinkReport, StageContext, Upstream, UpstreamOutcome};
 
 use changes::{key_hash, Comparison, IndexHashes, CONTENT_HASH_FIELD};
 use client::{Auth, EsClient, FailureKind};
@@ -150,8 +150,15 @@ struct Running {
 const MAX_REQUEST_BYTES: u64 = i32::MAX as u64;
 
 impl ElasticsearchSink {
-    /// Checks and compiles the configuration; no I/O.
+    /// Checks and compiles the configuration; no I/O. The sink is told nothing of the
+    /// stages before it (see [`Upstream::default`]): for a sink used on its own.
     pub fn build(config: &ElasticsearchSinkConfig) -> Result<Self, Vec<FieldError>> {
+        Self::build_receiving(config, &Upstream::default())
+    }
+
+    /// Checks and compiles the configuration; no I/O. `upstream`: what the stages
+    /// before the sink do to records (worked out by the pipeline build).
+    pub fn build_receiving(config: &ElasticsearchSinkConfig, upstream: &Upstream) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
         let urls_text = config.url.to_vec();
         let many = matches!(config.url, crate::config::model::OneOrMany::Many(_));
@@ -256,9 +263,9 @@ impl ElasticsearchSink {
                 urls,
                 target,
                 running: None,
-                rendered_documents: None,
-                fingerprint: 0,
-                routed_by_transform: false,
+                rendered_documents: upstream.bodies_rendered,
+                fingerprint: upstream.fingerprint,
+                routed_by_transform: upstream.routed,
                 alias_plan: None,
             }),
             _ => Err(errors),
@@ -331,7 +338,12 @@ impl ElasticsearchSink {
                 ));
             }
         }
-        if let Some(alias) = &self.config.alias {
+        if let (Some(alias), true) = (&self.config.alias, ctx.options.follow) {
+            // A live mode follow phase: through the alias, to the index it points at
+            // (the one serving, also while a sync builds the next; see live/rebuild.rs).
+            alias::check_follow_target(&running.service.client, alias, &ctx.pipeline).await?;
+            self.target = Target::Fixed(alias.clone());
+        } else if let Some(alias) = &self.config.alias {
             let fingerprints = alias::Fingerprints::new(
                 self.fingerprint,
                 self.config.mappings.as_ref(),
@@ -365,24 +377,6 @@ impl ElasticsearchSink {
         }
         self.running = Some(running);
         Ok(())
-    }
-
-    /// Tells the sink whether a template stage renders the documents' bodies (a
-    /// template with only `id` or `index` keeps the default document, and its mapping).
-    pub fn set_rendered_documents(&mut self, rendered: bool) {
-        self.rendered_documents = Some(rendered);
-    }
-
-    /// Gives the sink the pipeline fingerprint
-    /// ([`crate::config::fingerprint::pipeline_fingerprint`]), which seeds every
-    /// document's content hash.
-    pub fn set_fingerprint(&mut self, fingerprint: u64) {
-        self.fingerprint = fingerprint;
-    }
-
-    /// Tells the sink whether a template transform chooses every document's index.
-    pub fn set_routed_by_transform(&mut self, routed: bool) {
-        self.routed_by_transform = routed;
     }
 
     /// The sink's own fixed index, when documents may go to it: not when `index` is a
