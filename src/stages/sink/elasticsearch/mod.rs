@@ -34,6 +34,8 @@ pub mod repeated;
 pub mod retry;
 pub mod service;
 pub mod stale;
+pub mod transport;
+pub mod writer;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -275,7 +277,7 @@ impl ElasticsearchSink {
         // `ctx` (a dry run's beside it), and names it in the summary from there.
         let dead_letter = ctx.dead_letter.clone();
         let service = Arc::new(BulkService {
-            client,
+            transport: client,
             policy: self.config.retry.clone(),
             retries: Arc::new(RetryCounters::default()),
             pipeline: ctx.pipeline.clone(),
@@ -319,7 +321,7 @@ impl ElasticsearchSink {
                 &ctx.pipeline,
                 self.config.delete_stale.enabled,
             );
-            let client = &running.service.client;
+            let client = &running.service.transport;
             if let creation_check::Checked::NotAllowed(reason) = creation_check::check(client, &body).await? {
                 running.notes.push(format!(
                     "the sink's settings and mappings were not checked before reading (the credentials may not \
@@ -334,7 +336,7 @@ impl ElasticsearchSink {
                 self.config.settings.as_ref(),
             );
             let plan = alias::plan(
-                &running.service.client,
+                &running.service.transport,
                 alias,
                 fingerprints,
                 self.config.mappings.as_ref(),
@@ -348,7 +350,7 @@ impl ElasticsearchSink {
             self.alias_plan = Some(plan);
         }
         if let Some(name) = self.fixed_index() {
-            match index::inspect(&running.service.client, name).await? {
+            match index::inspect(&running.service.transport, name).await? {
                 Some(mut state) => {
                     running.check_owner(&mut state, ctx).await?;
                     let position = running.add_index(state);
@@ -685,7 +687,7 @@ impl ElasticsearchSink {
                 .filter(|&i| running.dry_checked + (i as u64) < dry_check::CHECKED_IN_FULL || verdicts[i].is_some())
                 .collect();
             let asked: Vec<&dry_check::Pending> = chosen.iter().map(|&i| &pending[i]).collect();
-            match dry_check::check(&running.service.client, &asked).await {
+            match dry_check::check(&running.service.transport, &asked).await {
                 Ok(found) => {
                     for (i, verdict) in chosen.into_iter().zip(found) {
                         verdicts[i] = verdict;
@@ -794,7 +796,7 @@ impl ElasticsearchSink {
                 if let Some(fields) = &running.marker_fields {
                     alias::mark_creation_body(&mut body, fields);
                 }
-                index::create(&running.service.client, &name, &body).await?;
+                index::create(&running.service.transport, &name, &body).await?;
                 running.add_index(IndexState {
                     name: name.clone(),
                     existed: false,
@@ -862,9 +864,9 @@ impl ElasticsearchSink {
                         .zip(&running.written)
                         .any(|(state, written)| *written && Some(state.name.as_str()) != fixed);
                 if routed {
-                    for name in index::owned_by(&running.service.client, &ctx.pipeline).await? {
+                    for name in index::owned_by(&running.service.transport, &ctx.pipeline).await? {
                         if !running.positions.contains_key(&name) {
-                            if let Some(state) = index::inspect(&running.service.client, &name).await? {
+                            if let Some(state) = index::inspect(&running.service.transport, &name).await? {
                                 running.add_index(state);
                             }
                         }
@@ -900,7 +902,7 @@ impl ElasticsearchSink {
                         } else if let (Some(message), false) = (guard, ctx.options.allow_mass_delete) {
                             errors.push(message);
                         } else if found > 0 {
-                            index::refresh(&running.service.client, std::slice::from_ref(&state.name)).await?;
+                            index::refresh(&running.service.transport, std::slice::from_ref(&state.name)).await?;
                             let chunk = self.config.bulk.max_docs as usize;
                             let outcome =
                                 stale::delete_by_hash(&running.service, &state.name, &stale_entries, chunk).await?;
@@ -920,7 +922,7 @@ impl ElasticsearchSink {
                         continue;
                     }
                     if !dry_run {
-                        index::refresh(&running.service.client, std::slice::from_ref(&state.name)).await?;
+                        index::refresh(&running.service.transport, std::slice::from_ref(&state.name)).await?;
                     }
                     let mode = if dry_run {
                         Mode::Count
@@ -989,7 +991,7 @@ impl ElasticsearchSink {
                 .filter(|(i, s)| running.written[*i] || s.created)
                 .map(|(_, s)| s.name.clone())
                 .collect();
-            index::refresh(&running.service.client, &names).await?;
+            index::refresh(&running.service.transport, &names).await?;
         }
 
         report.unchanged = snapshot.unchanged;
@@ -1052,7 +1054,7 @@ impl ElasticsearchSink {
                 allow_mass_delete: ctx.options.allow_mass_delete,
                 keep_previous: self.config.keep_previous as usize,
             };
-            let (notes, error) = alias::finish_build(&running.service.client, plan, ending).await?;
+            let (notes, error) = alias::finish_build(&running.service.transport, plan, ending).await?;
             report.notes.extend(notes);
             errors.extend(error);
         }
@@ -1110,7 +1112,7 @@ impl Running {
     async fn read_hashes(&mut self, position: usize, ctx: &StageContext) -> anyhow::Result<()> {
         let state = &mut self.indices[position];
         if !ctx.options.dry_run {
-            changes::ensure_hash_field(&self.service.client, state).await?;
+            changes::ensure_hash_field(&self.service.transport, state).await?;
         }
         let started = Instant::now();
         let map = changes::load(&self.service, &state.name).await?;
@@ -1148,13 +1150,13 @@ impl Running {
         }
         match state.owner.as_deref() {
             None if self.deletes_stale => {
-                index::claim(&self.service.client, state, &ctx.pipeline, true).await?;
+                index::claim(&self.service.transport, state, &ctx.pipeline, true).await?;
                 tracing::info!(index = %state.name, "marked the empty index as this pipeline's (_meta.{})", index::META_KEY);
             }
             // A marker that does not say counts as `delete_stale: true` (see
             // `index::writing_allowed`), so only a change is written.
             Some(owner) if owner == &*ctx.pipeline && state.owner_deletes_stale.unwrap_or(true) != self.deletes_stale => {
-                match index::claim(&self.service.client, state, &ctx.pipeline, self.deletes_stale).await {
+                match index::claim(&self.service.transport, state, &ctx.pipeline, self.deletes_stale).await {
                     Ok(()) => tracing::info!(
                         index = %state.name,
                         "recorded delete_stale: {} in the index's marker (_meta.{})",
@@ -1200,7 +1202,7 @@ impl Running {
             return Ok(position);
         }
         let known_missing = self.known_missing.take().is_some_and(|missing| missing == name);
-        let client = &self.service.client;
+        let client = &self.service.transport;
         let found = if known_missing { None } else { index::inspect(client, name).await? };
         let state = match found {
             Some(mut state) => {

@@ -152,7 +152,7 @@ pub async fn scan(service: &BulkService, index: &str, live: &IdSet, mode: Mode) 
     let result = scan_pages(service, index, live, mode, &mut pit).await;
     let close = serde_json::to_vec(&json!({ "id": pit }))?;
     if let Err(e) = service
-        .client
+        .transport
         .request(Method::Delete, "_pit", Some((Bytes::from(close), "application/json")))
         .await
     {

@@ -1,0 +1,232 @@
+//! Batching: documents are appended to the bulk being built, which is sent when it
+//! holds `bulk.max_docs` documents or `bulk.max_bytes` bytes (the document that took
+//! it over the bytes goes in the next one), or when the input paused; up to
+//! `bulk.concurrency` bulks are in flight, each written by the [`BulkService`].
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::client::EsClient;
+use super::encoder::{Bulk, SentBulk};
+use super::service::BulkService;
+use super::transport::Transport;
+
+/// When a bulk is sent, and how many may be in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_docs: usize,
+    pub max_bytes: usize,
+    pub concurrency: usize,
+}
+
+/// The bulk being built and the requests in flight.
+pub struct Writer<T: Transport = EsClient> {
+    service: Arc<BulkService<T>>,
+    limits: Limits,
+    /// Bytes reserved for each new bulk's body.
+    capacity: usize,
+    bulk: Bulk,
+    in_flight: JoinSet<anyhow::Result<()>>,
+}
+
+impl<T: Transport> Writer<T> {
+    /// An empty writer sending through `service`.
+    pub fn new(service: Arc<BulkService<T>>, limits: Limits) -> Self {
+        let reserved = limits.max_bytes.min(8 << 20);
+        let capacity = reserved + (reserved >> 3);
+        Writer {
+            service,
+            limits,
+            capacity,
+            bulk: Bulk::with_capacity(capacity),
+            in_flight: JoinSet::new(),
+        }
+    }
+
+    /// The bulk being built: documents are appended to it, then
+    /// [`Writer::flush_if_full`] is called.
+    pub fn bulk(&mut self) -> &mut Bulk {
+        &mut self.bulk
+    }
+
+    /// Whether the bulk being built holds no document.
+    pub fn is_empty(&self) -> bool {
+        self.bulk.is_empty()
+    }
+
+    /// Sends the bulk once it holds `max_docs` documents or `max_bytes` (the last
+    /// document alone when it took the bulk over the bytes).
+    pub async fn flush_if_full(&mut self) -> anyhow::Result<()> {
+        let Limits { max_docs, max_bytes, .. } = self.limits;
+        if self.bulk.byte_len() > max_bytes && self.bulk.len() > 1 {
+            let tail = self.bulk.split_off_last();
+            let full = std::mem::replace(&mut self.bulk, tail);
+            self.dispatch(full).await?;
+        }
+        if self.bulk.len() >= max_docs || self.bulk.byte_len() >= max_bytes {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the bulk being built, whatever it holds (nothing when empty).
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        let full = std::mem::replace(&mut self.bulk, Bulk::with_capacity(self.capacity));
+        self.dispatch(full).await
+    }
+
+    /// The first error of a request that ended, without waiting for the others
+    /// (to surface a failed request early rather than at the end).
+    pub fn check_ended(&mut self) -> anyhow::Result<()> {
+        while let Some(done) = self.in_flight.try_join_next() {
+            flatten(done)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is left and waits for every request in flight.
+    pub async fn finish(&mut self) -> anyhow::Result<()> {
+        if !self.bulk.is_empty() {
+            let last = std::mem::take(&mut self.bulk);
+            self.dispatch(last).await?;
+        }
+        while let Some(done) = self.in_flight.join_next().await {
+            flatten(done)?;
+        }
+        Ok(())
+    }
+
+    /// Stops the requests in flight (the run cannot go on).
+    pub fn abort(&mut self) {
+        self.in_flight.abort_all();
+    }
+
+    /// Sends `bulk` once fewer than `concurrency` requests are in flight.
+    async fn dispatch(&mut self, bulk: Bulk) -> anyhow::Result<()> {
+        if bulk.is_empty() {
+            return Ok(());
+        }
+        while self.in_flight.len() >= self.limits.concurrency {
+            if let Some(done) = self.in_flight.join_next().await {
+                flatten(done)?;
+            }
+        }
+        let service = self.service.clone();
+        let sent = SentBulk::from_bulk(bulk);
+        self.in_flight.spawn(async move { service.write(sent).await });
+        Ok(())
+    }
+}
+
+fn flatten(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    done.map_err(|e| anyhow::anyhow!("a bulk request task failed: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::model::RetryConfig;
+    use crate::config::units::DurationSpec;
+    use crate::dead_letter::DeadLetter;
+    use crate::stages::sink::elasticsearch::retry::RetryCounters;
+    use crate::stages::sink::elasticsearch::transport::scripted::{answer, bulk_answer, ids, ScriptedTransport};
+    use crate::stats::StageCounters;
+
+    fn writer(
+        transport: &Arc<ScriptedTransport>,
+        dir: &tempfile::TempDir,
+        limits: Limits,
+    ) -> Writer<Arc<ScriptedTransport>> {
+        let service = BulkService {
+            transport: transport.clone(),
+            policy: RetryConfig {
+                max_elapsed: DurationSpec(Duration::from_millis(1_000)),
+                initial_backoff: DurationSpec(Duration::from_millis(1)),
+                max_backoff: DurationSpec(Duration::from_millis(2)),
+            },
+            retries: Arc::new(RetryCounters::default()),
+            pipeline: "users".into(),
+            stage: "sink".to_owned(),
+            dead_letter: DeadLetter::new(dir.path().join("dead.ndjson")),
+            counters: Arc::new(StageCounters::default()),
+        };
+        Writer::new(Arc::new(service), limits)
+    }
+
+    fn all_written() -> Arc<ScriptedTransport> {
+        ScriptedTransport::new(|_, body| bulk_answer(&vec![201; ids(body).len()], ""))
+    }
+
+    /// Appends document `id` with a `text` field of `size` bytes, then flushes if full.
+    async fn push(writer: &mut Writer<Arc<ScriptedTransport>>, id: &str, size: usize) {
+        let body = json!({ "text": "x".repeat(size) }).as_object().unwrap().clone();
+        writer.bulk().push_index("users", id, &body, 0, 0, false);
+        writer.bulk().set_last_key(id.as_bytes().to_vec());
+        writer.flush_if_full().await.unwrap();
+    }
+
+    fn sent_ids(transport: &ScriptedTransport) -> Vec<Vec<String>> {
+        transport.bodies().iter().map(|b| ids(b)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_bulk_is_sent_at_max_docs_and_the_rest_at_the_end() {
+        let transport = all_written();
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { max_docs: 2, max_bytes: 1 << 20, concurrency: 1 };
+        let mut writer = writer(&transport, &dir, limits);
+        for id in ["a", "b", "c", "d", "e"] {
+            push(&mut writer, id, 10).await;
+        }
+        writer.finish().await.unwrap();
+        assert_eq!(sent_ids(&transport), [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+        assert_eq!(writer.service.counters.out.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
+    async fn the_document_that_takes_a_bulk_over_max_bytes_goes_in_the_next() {
+        let transport = all_written();
+        let dir = tempfile::tempdir().unwrap();
+        // Each document is about 150 bytes with its action line: two fit in 400.
+        let limits = Limits { max_docs: 100, max_bytes: 400, concurrency: 2 };
+        let mut writer = writer(&transport, &dir, limits);
+        for id in ["a", "b", "c", "d", "e"] {
+            push(&mut writer, id, 50).await;
+        }
+        writer.finish().await.unwrap();
+        let mut sent = sent_ids(&transport);
+        sent.sort();
+        assert_eq!(sent, [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+        assert!(transport.bodies().iter().all(|body| body.len() <= 400));
+    }
+
+    #[tokio::test]
+    async fn a_document_larger_than_max_bytes_is_sent_alone() {
+        let transport = all_written();
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { max_docs: 100, max_bytes: 400, concurrency: 1 };
+        let mut writer = writer(&transport, &dir, limits);
+        push(&mut writer, "a", 10).await;
+        push(&mut writer, "big", 1_000).await;
+        push(&mut writer, "c", 10).await;
+        writer.finish().await.unwrap();
+        assert_eq!(sent_ids(&transport), [vec!["a"], vec!["big"], vec!["c"]]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_is_the_writers_error() {
+        let transport = ScriptedTransport::new(|_, _| answer(401, json!({})));
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { max_docs: 1, max_bytes: 1 << 20, concurrency: 1 };
+        let mut writer = writer(&transport, &dir, limits);
+        push(&mut writer, "a", 10).await;
+        let error = writer.finish().await.unwrap_err().to_string();
+        assert!(error.contains("answered POST _bulk with HTTP 401"), "{error}");
+    }
+}
