@@ -324,17 +324,33 @@ async fn delete_pages(
             .filter(|id| keys.contains(&key_hash(id)))
             .map(str::to_owned)
             .collect();
-        for part in ids.chunks(chunk.max(1)) {
-            let (deleted, errors) = service.delete(index, part).await?;
-            outcome.deleted += deleted;
-            outcome.errors.extend(errors);
-        }
+        let (deleted, errors) = delete_in_chunks(service, index, &ids, chunk).await?;
+        outcome.deleted += deleted;
+        outcome.errors.extend(errors);
         match hits.last() {
             Some(last) if hits.len() == PAGE => search_after = Some(last["sort"].clone()),
             _ => break,
         }
     }
     Ok(outcome)
+}
+
+/// Deletes `ids` from `index`, `chunk` per bulk request. Returns how many were
+/// deleted and the errors of those that could not be.
+pub async fn delete_in_chunks(
+    service: &BulkService,
+    index: &str,
+    ids: &[String],
+    chunk: usize,
+) -> anyhow::Result<(u64, Vec<String>)> {
+    let mut deleted = 0;
+    let mut errors = Vec::new();
+    for part in ids.chunks(chunk.max(1)) {
+        let (d, e) = service.delete(index, part).await?;
+        deleted += d;
+        errors.extend(e);
+    }
+    Ok((deleted, errors))
 }
 
 #[cfg(test)]
