@@ -303,37 +303,21 @@ impl<T: Transport> BulkService<T> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
-    use std::time::Duration;
 
     use serde_json::json;
 
     use super::*;
-    use crate::config::units::DurationSpec;
     use crate::stages::sink::elasticsearch::encoder::Bulk;
     use crate::stages::sink::elasticsearch::transport::scripted::{
-        answer, bulk_answer, ids, refused, ScriptedTransport, NODE,
+        self, answer, bulk_answer, ids, refused, ScriptedTransport, NODE,
     };
 
-    /// A service over `transport` whose retries give up after `max_elapsed_ms`, its
-    /// dead-letter file in `dir`.
     fn service(
         transport: &Arc<ScriptedTransport>,
         dir: &tempfile::TempDir,
         max_elapsed_ms: u64,
     ) -> BulkService<Arc<ScriptedTransport>> {
-        BulkService {
-            transport: transport.clone(),
-            policy: RetryConfig {
-                max_elapsed: DurationSpec(Duration::from_millis(max_elapsed_ms)),
-                initial_backoff: DurationSpec(Duration::from_millis(1)),
-                max_backoff: DurationSpec(Duration::from_millis(2)),
-            },
-            retries: Arc::new(RetryCounters::default()),
-            pipeline: "users".into(),
-            stage: "sink".to_owned(),
-            dead_letter: DeadLetter::new(dir.path().join("dead.ndjson")),
-            counters: Arc::new(StageCounters::default()),
-        }
+        scripted::service(transport, dir.path(), max_elapsed_ms)
     }
 
     /// A bulk of one small document per id, in index `users`, from key `k:<id>`.

@@ -47,11 +47,18 @@ impl Transport for EsClient {
 #[cfg(test)]
 pub mod scripted {
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use bytes::Bytes;
 
     use super::Transport;
+    use crate::config::model::RetryConfig;
+    use crate::config::units::DurationSpec;
+    use crate::dead_letter::DeadLetter;
     use crate::stages::sink::elasticsearch::client::{FailureKind, Reply, SendFailure};
+    use crate::stages::sink::elasticsearch::retry::RetryCounters;
+    use crate::stages::sink::elasticsearch::service::BulkService;
+    use crate::stats::StageCounters;
 
     /// The node every scripted answer names.
     pub const NODE: &str = "http://scripted:9200";
@@ -102,6 +109,30 @@ pub mod scripted {
                 reply.status,
                 reply.error_summary()
             )
+        }
+    }
+
+    /// A bulk service over `transport` for pipeline `users`, whose retries wait 1 to
+    /// 2 ms and give up after `max_elapsed_ms`, its dead-letter file `dead.ndjson` in
+    /// `dir`.
+    pub fn service(
+        transport: &Arc<ScriptedTransport>,
+        dir: &std::path::Path,
+        max_elapsed_ms: u64,
+    ) -> BulkService<Arc<ScriptedTransport>> {
+        let millis = |ms| DurationSpec(Duration::from_millis(ms));
+        BulkService {
+            transport: transport.clone(),
+            policy: RetryConfig {
+                max_elapsed: millis(max_elapsed_ms),
+                initial_backoff: millis(1),
+                max_backoff: millis(2),
+            },
+            retries: Arc::new(RetryCounters::default()),
+            pipeline: "users".into(),
+            stage: "sink".to_owned(),
+            dead_letter: DeadLetter::new(dir.join("dead.ndjson")),
+            counters: Arc::new(StageCounters::default()),
         }
     }
 

@@ -126,36 +126,20 @@ fn flatten(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
-    use std::time::Duration;
 
     use serde_json::json;
 
     use super::*;
-    use crate::config::model::RetryConfig;
-    use crate::config::units::DurationSpec;
-    use crate::dead_letter::DeadLetter;
-    use crate::stages::sink::elasticsearch::retry::RetryCounters;
-    use crate::stages::sink::elasticsearch::transport::scripted::{answer, bulk_answer, ids, ScriptedTransport};
-    use crate::stats::StageCounters;
+    use crate::stages::sink::elasticsearch::transport::scripted::{
+        self, answer, bulk_answer, ids, ScriptedTransport,
+    };
 
     fn writer(
         transport: &Arc<ScriptedTransport>,
         dir: &tempfile::TempDir,
         limits: Limits,
     ) -> Writer<Arc<ScriptedTransport>> {
-        let service = BulkService {
-            transport: transport.clone(),
-            policy: RetryConfig {
-                max_elapsed: DurationSpec(Duration::from_millis(1_000)),
-                initial_backoff: DurationSpec(Duration::from_millis(1)),
-                max_backoff: DurationSpec(Duration::from_millis(2)),
-            },
-            retries: Arc::new(RetryCounters::default()),
-            pipeline: "users".into(),
-            stage: "sink".to_owned(),
-            dead_letter: DeadLetter::new(dir.path().join("dead.ndjson")),
-            counters: Arc::new(StageCounters::default()),
-        };
+        let service = scripted::service(transport, dir.path(), 1_000);
         Writer::new(Arc::new(service), limits)
     }
 
