@@ -145,7 +145,7 @@ impl Running {
                 .filter(|&i| self.dry_checked + (i as u64) < CHECKED_IN_FULL || verdicts[i].is_some())
                 .collect();
             let asked: Vec<&Pending> = chosen.iter().map(|&i| &pending[i]).collect();
-            match check(&self.service.transport, &asked).await {
+            match check(self.client(), &asked).await {
                 Ok(found) => {
                     for (i, verdict) in chosen.into_iter().zip(found) {
                         verdicts[i] = verdict;

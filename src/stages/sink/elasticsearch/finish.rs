@@ -74,7 +74,7 @@ impl ElasticsearchSink {
                 .filter(|entry| entry.written || entry.state.created)
                 .map(|entry| entry.state.name.clone())
                 .collect();
-            index::refresh(&running.service.transport, &names).await?;
+            index::refresh(running.client(), &names).await?;
         }
 
         report.unchanged = snapshot.unchanged;
@@ -108,7 +108,7 @@ impl ElasticsearchSink {
                 allow_mass_delete: ctx.options.allow_mass_delete,
                 keep_previous: self.config.keep_previous as usize,
             };
-            let (notes, error) = alias::finish_build(&running.service.transport, plan, ending).await?;
+            let (notes, error) = alias::finish_build(running.client(), plan, ending).await?;
             report.notes.extend(notes);
             errors.extend(error);
         }
@@ -144,7 +144,7 @@ impl ElasticsearchSink {
         if let Some(fields) = &running.marker_fields {
             alias::mark_creation_body(&mut body, fields);
         }
-        index::create(&running.service.transport, name, &body).await?;
+        index::create(running.client(), name, &body).await?;
         running.indices.add(IndexState {
             name: name.to_owned(),
             existed: false,
@@ -186,9 +186,9 @@ impl ElasticsearchSink {
         // which errs on the side of deleting nothing.
         let routed = fixed.is_none() || running.indices.written().any(|name| Some(name) != fixed);
         if routed {
-            for name in index::owned_by(&running.service.transport, &ctx.pipeline).await? {
+            for name in index::owned_by(running.client(), &ctx.pipeline).await? {
                 if !running.indices.contains(&name) {
-                    if let Some(state) = index::inspect(&running.service.transport, &name).await? {
+                    if let Some(state) = index::inspect(running.client(), &name).await? {
                         running.indices.add(state);
                     }
                 }
@@ -243,7 +243,7 @@ impl ElasticsearchSink {
         } else if let (Some(message), false) = (guard, ctx.options.allow_mass_delete) {
             errors.push(message);
         } else if found > 0 {
-            index::refresh(&running.service.transport, &[name.to_owned()]).await?;
+            index::refresh(running.client(), &[name.to_owned()]).await?;
             let chunk = self.config.bulk.max_docs as usize;
             let outcome = stale::delete_by_hash(&running.service, name, &stale_entries, chunk).await?;
             report.deleted_stale += outcome.deleted;
@@ -272,7 +272,7 @@ impl ElasticsearchSink {
         let name = &entry.state.name;
         let dry_run = ctx.options.dry_run;
         if !dry_run {
-            index::refresh(&running.service.transport, std::slice::from_ref(name)).await?;
+            index::refresh(running.client(), std::slice::from_ref(name)).await?;
         }
         let max_fraction = self.config.delete_stale.max_fraction;
         let mode = if dry_run {

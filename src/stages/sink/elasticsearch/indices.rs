@@ -92,7 +92,7 @@ impl Running {
             return Ok(position);
         }
         let known_missing = self.known_missing.take().is_some_and(|missing| missing == name);
-        let client = &self.service.transport;
+        let client = self.client();
         let found = if known_missing { None } else { index::inspect(client, name).await? };
         let state = match found {
             Some(mut state) => {
@@ -204,13 +204,13 @@ impl Running {
         }
         match state.owner.as_deref() {
             None if self.deletes_stale => {
-                index::claim(&self.service.transport, state, &ctx.pipeline, true).await?;
+                index::claim(self.client(), state, &ctx.pipeline, true).await?;
                 tracing::info!(index = %state.name, "marked the empty index as this pipeline's (_meta.{})", index::META_KEY);
             }
             // A marker that does not say counts as `delete_stale: true` (see
             // `index::writing_allowed`), so only a change is written.
             Some(owner) if owner == &*ctx.pipeline && state.owner_deletes_stale.unwrap_or(true) != self.deletes_stale => {
-                match index::claim(&self.service.transport, state, &ctx.pipeline, self.deletes_stale).await {
+                match index::claim(self.client(), state, &ctx.pipeline, self.deletes_stale).await {
                     Ok(()) => tracing::info!(
                         index = %state.name,
                         "recorded delete_stale: {} in the index's marker (_meta.{})",

@@ -136,7 +136,7 @@ impl ElasticsearchSink {
                 &ctx.pipeline,
                 self.config.delete_stale.enabled,
             );
-            let client = &running.service.transport;
+            let client = running.client();
             if let creation_check::Checked::NotAllowed(reason) = creation_check::check(client, &body).await? {
                 running.notes.push(format!(
                     "the sink's settings and mappings were not checked before reading (the credentials may not \
@@ -151,7 +151,7 @@ impl ElasticsearchSink {
                 self.config.settings.as_ref(),
             );
             let plan = alias::plan(
-                &running.service.transport,
+                running.client(),
                 alias,
                 fingerprints,
                 self.config.mappings.as_ref(),
@@ -165,7 +165,7 @@ impl ElasticsearchSink {
             self.alias_plan = Some(plan);
         }
         if let Some(name) = self.fixed_index() {
-            match index::inspect(&running.service.transport, name).await? {
+            match index::inspect(running.client(), name).await? {
                 Some(mut state) => {
                     running.check_owner(&mut state, ctx).await?;
                     let position = running.indices.add(state);

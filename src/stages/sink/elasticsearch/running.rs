@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::changes::{key_hash, Comparison};
+use super::client::EsClient;
 use super::dry_check;
 use super::indices::Indices;
 use super::repeated::RepeatedIds;
@@ -85,6 +86,12 @@ impl Running {
             dry_checked: 0,
             marker_fields: None,
         }
+    }
+
+    /// The Elasticsearch client (the bulk service's transport), for the requests
+    /// that are no bulk: index checks, creation, refreshes, markers.
+    pub fn client(&self) -> &EsClient {
+        &self.service.transport
     }
 
     /// Compares a document this run produced for `index` (at `position`) with what the
