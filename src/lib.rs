@@ -11,6 +11,7 @@ pub mod document;
 pub mod executor;
 pub mod json_out;
 pub mod live;
+pub mod pipeline;
 pub mod record;
 pub mod redact;
 pub mod serve;

@@ -601,3 +601,36 @@ fn a_build_holding_far_fewer_documents_is_not_swapped_unless_allowed() {
     assert_ne!(setup.live(), old);
     assert_eq!(es_count(&setup.alias), 40);
 }
+
+#[test]
+fn after_a_rollback_the_next_run_says_it_moves_the_alias_back_not_that_it_resumes() {
+    let setup = Setup::new("alias-back");
+    setup.fill(20);
+    setup.run_ok(&setup.pipeline("keyword", ""), &[]);
+    let first = setup.live();
+    let integer = setup.pipeline("integer", "");
+    setup.run_ok(&integer, &[]);
+    let second = setup.live();
+    let out = setup.rollback(&integer);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(setup.live(), first);
+
+    let plan = format!(
+        "alias {alias} points to {first} (20 documents), not to {second}, the index built for this pipeline as it is \
+         (the alias was rolled back, or moved by hand):",
+        alias = setup.alias
+    );
+    let entry = setup.run_ok(&integer, &["--dry-run"]);
+    let said = notes(&entry);
+    assert!(said.contains(&plan), "{said}");
+    assert!(said.contains(&format!("would sync {second} change-aware (20 documents;")), "{said}");
+    assert!(!said.contains("resum"), "{said}");
+
+    let entry = setup.run_ok(&integer, &[]);
+    let said = notes(&entry);
+    assert!(said.contains(&plan), "{said}");
+    assert!(said.contains(&format!("syncing {second} change-aware (20 documents; only what changed since it served is written) and then moving the alias back to it")), "{said}");
+    assert!(!said.contains("resum"), "{said}");
+    assert_eq!(entry["written"], 0, "{entry:#}");
+    assert_eq!(setup.live(), second);
+}

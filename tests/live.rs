@@ -5,266 +5,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::live::*;
 use common::*;
 use serde_json::{json, Value};
-
-/// A document as the checker compares it: database, key, key_type, value (parsed).
-type Doc = (u64, String, String, Value);
-
-/// Adds what the index should hold for the keys of `databases` on the server at
-/// `port` to `out`: `_id` -> document.
-fn add_expected(out: &mut BTreeMap<String, Doc>, port: u16, databases: &[u32]) {
-    for &db in databases {
-        let mut connection = redis::Client::open(format!("redis://127.0.0.1:{port}/{db}"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
-        for key in keys {
-            let key_type: String = redis::cmd("TYPE").arg(&key).query(&mut connection).unwrap();
-            let value = match key_type.as_str() {
-                "string" => {
-                    let v: Option<String> = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
-                    match v {
-                        Some(v) => json!(v),
-                        None => continue,
-                    }
-                }
-                "hash" => {
-                    let v: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query(&mut connection).unwrap();
-                    json!(v)
-                }
-                "list" => {
-                    let v: Vec<String> = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut connection).unwrap();
-                    json!(v)
-                }
-                "set" => {
-                    let mut v: Vec<String> = redis::cmd("SMEMBERS").arg(&key).query(&mut connection).unwrap();
-                    v.sort();
-                    json!(v)
-                }
-                "none" => continue,
-                other => panic!("the checker does not compare {other} keys"),
-            };
-            let text = String::from_utf8(key.clone()).unwrap();
-            out.insert(
-                redis_connector::document::default_id(db, &key),
-                (u64::from(db), text, key_type, value),
-            );
-        }
-    }
-}
-
-/// What the index holds: `_id` -> document (the `value` text parsed as JSON).
-fn indexed(base: &str, index: &str) -> BTreeMap<String, Doc> {
-    let client = http();
-    let _ = client.post(format!("{base}/{index}/_refresh")).send();
-    let response = client
-        .get(format!("{base}/{index}/_search?size=10000"))
-        .send()
-        .unwrap();
-    if response.status() == 404 {
-        return BTreeMap::new();
-    }
-    let body: Value = response.json().unwrap();
-    let mut out = BTreeMap::new();
-    // An index just created may answer without hits for a moment (shards starting):
-    // that is "not there yet" for the checker, which asks again.
-    let Some(hits) = body["hits"]["hits"].as_array() else {
-        out.insert(format!("unreadable: {body}"), (0, String::new(), String::new(), Value::Null));
-        return out;
-    };
-    for hit in hits {
-        let source = &hit["_source"];
-        let text = source["value"].as_str().unwrap_or_default();
-        let value = if source["key_type"] == "string" {
-            json!(text)
-        } else {
-            serde_json::from_str(text).unwrap()
-        };
-        let value = match (source["key_type"].as_str(), value) {
-            (Some("set"), Value::Array(mut items)) => {
-                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
-                Value::Array(items)
-            }
-            (_, value) => value,
-        };
-        out.insert(
-            hit["_id"].as_str().unwrap().to_owned(),
-            (
-                source["database"].as_u64().unwrap(),
-                source["key"].as_str().unwrap().to_owned(),
-                source["key_type"].as_str().unwrap().to_owned(),
-                value,
-            ),
-        );
-    }
-    out
-}
-
-/// Waits for the index to hold exactly Redis's keys (the connector settling after
-/// the writers stopped), for at most two minutes, then compares them.
-fn assert_exact(port: u16, databases: &[u32], base: &str, index: &str) {
-    assert_exact_on(&[port], databases, base, index);
-}
-
-/// [`assert_exact`] over the keys of several servers (a cluster's masters).
-fn assert_exact_on(ports: &[u16], databases: &[u32], base: &str, index: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut want = BTreeMap::new();
-        for &port in ports {
-            add_expected(&mut want, port, databases);
-        }
-        let have = indexed(base, index);
-        if want == have {
-            return;
-        }
-        if Instant::now() > deadline {
-            let missing: Vec<_> = want.iter().filter(|(id, doc)| have.get(*id) != Some(doc)).take(5).collect();
-            let extra: Vec<_> = have.iter().filter(|(id, doc)| want.get(*id) != Some(doc)).take(5).collect();
-            panic!(
-                "the index differs from Redis: {} keys, {} documents; missing or different: {missing:?}; extra or different: {extra:?}",
-                want.len(),
-                have.len()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A `redis-connector run --follow` process.
-struct Follow {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Follow {
-    fn start(yaml: &str) -> Follow {
-        Follow::start_with(yaml, &[])
-    }
-
-    fn start_with(yaml: &str, args: &[&str]) -> Follow {
-        let dir = tempfile::tempdir().unwrap();
-        let pipeline = write_file(dir.path(), "pipeline.yaml", yaml);
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = connector()
-            .args(["run", "--follow", "-v"])
-            .args(args)
-            .arg("--summary-json")
-            .arg(dir.path().join("summary.json"))
-            .arg(&pipeline)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Follow { child: Some(child), dir }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit code and the `--summary-json` document.
-    fn stop(mut self) -> (i32, Value, String) {
-        let mut child = self.child.take().unwrap();
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        let status = child.wait().unwrap();
-        let summary = std::fs::read_to_string(self.dir.path().join("summary.json"))
-            .map(|text| serde_json::from_str(&text).unwrap())
-            .unwrap_or(Value::Null);
-        (status.code().unwrap_or(-1), summary, self.stderr())
-    }
-
-    /// Waits for the process to exit on its own (at most a minute).
-    fn wait_exit(mut self) -> (i32, String) {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status.code().unwrap_or(-1), self.stderr());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the connector did not exit: {}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Follow {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.stderr();
-            let tail: String = log.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
-            eprintln!("--- the connector's log (end) ---\n{tail}");
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn pipeline(name: &str, port: u16, database: &str, es: &str, index: &str, live: &str) -> String {
-    format!(
-        "name: {name}\nsource: {{type: redis, host: 127.0.0.1, port: {port}, database: \"{database}\"}}\n\
-         sink: {{type: elasticsearch, url: {es}, index: {index}}}\nlive: {live}\n"
-    )
-}
-
-/// A tiny deterministic random sequence (the writers' choices).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
-/// One random write of the mix: SET, HSET, DEL, EXPIRE 1 s, RENAME, RPUSH, SADD,
-/// and a type change (a key overwritten as another type).
-fn random_write(connection: &mut redis::Connection, rng: &mut Lcg, keys: u64) -> redis::RedisResult<()> {
-    let key = format!("k:{}", rng.next(keys));
-    let other = format!("k:{}", rng.next(keys));
-    let n = rng.next(1000);
-    let command = match rng.next(9) {
-        0 | 1 => redis::cmd("SET").arg(&key).arg(format!("v{n}")).clone(),
-        2 => {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
-            redis::cmd("HSET").arg(&key).arg("f").arg(n).arg("g").arg("x").clone()
-        }
-        3 => redis::cmd("DEL").arg(&key).clone(),
-        4 => redis::cmd("EXPIRE").arg(&key).arg(1).clone(),
-        5 => redis::cmd("RENAME").arg(&key).arg(&other).clone(),
-        6 => {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
-            redis::cmd("RPUSH").arg(&key).arg(n).arg("b").clone()
-        }
-        7 => {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
-            redis::cmd("SADD").arg(&key).arg(n).arg("z").clone()
-        }
-        _ => redis::cmd("SET").arg(&key).arg(format!("w{n}")).arg("PX").arg(1000 + n).clone(),
-    };
-    match command.query::<redis::Value>(connection) {
-        // RENAME of a missing key, HSET on a key of another type: fine for a mix.
-        Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => Ok(()),
-        Err(error) if error.code().is_some() => Ok(()),
-        other => other.map(|_| ()),
-    }
-}
-
-fn resyncs(summary: &Value, reason: &str) -> u64 {
-    summary["pipelines"][0]["resyncs"][reason].as_u64().unwrap_or(0)
-}
 
 #[test]
 fn writes_updates_deletes_expiries_renames_type_changes_and_flushdb_are_followed_exactly() {
@@ -720,4 +466,90 @@ fn sigterm_applies_what_is_pending_exits_0_and_deletes_nothing_else_even_with_al
     // What was pending when SIGTERM came was applied, and nothing else was deleted.
     assert_exact(server.port, &[0], &es_url(), &index);
     assert_eq!(es_count(&index), 250);
+}
+
+/// The document of `key` as the index holds it: its `value` parsed (a JSON key's
+/// text), or `None` when there is none.
+fn json_document(index: &str, key: &str) -> Option<Value> {
+    let source = es_get(index, &redis_connector::document::default_id(0, key.as_bytes()))?;
+    Some(serde_json::from_str(source["value"].as_str()?).unwrap())
+}
+
+#[test]
+fn redisjson_keys_changed_with_json_set_and_json_del_are_followed_and_need_the_d_flag() {
+    let Some(server) = redisjson::server() else { return };
+    server.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kg$lshzxet"]);
+    let index = unique_index("live-json");
+    let _cleanup = IndexCleanup(index.clone());
+    let typed = |live: &str| {
+        format!(
+            "name: live-json\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\", rules: [{{database: 0, _type: ReJSON-RL}}]}}\n\
+             sink: {{type: elasticsearch, url: {}, index: {index}}}\nlive: {live}\n",
+            server.port,
+            es_url()
+        )
+    };
+    // A rule reading JSON keys on a server that does not publish module types' events.
+    let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    let flags = flags.lines().nth(1).unwrap().trim().to_owned();
+    let (code, stderr) = Follow::start(&typed("true")).wait_exit();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("which lacks \"d\""), "{stderr}");
+    assert!(stderr.contains(&format!("CONFIG SET notify-keyspace-events '{flags}d'")), "{stderr}");
+    assert!(stderr.contains("RedisJSON's JSON.SET"), "{stderr}");
+
+    // Without rules every type is read: the module being loaded, `d` is needed too,
+    // and `configure_server` adds it.
+    let mut connection = server.connection();
+    let set = |connection: &mut redis::Connection, key: &str, path: &str, json: &str| {
+        redis::cmd("JSON.SET").arg(key).arg(path).arg(json).exec(connection).unwrap();
+    };
+    set(&mut connection, "j:1", "$", r#"{"a":1,"b":[1]}"#);
+    let follow = Follow::start(&pipeline("live-json", server.port, "0", &es_url(), &index, "{configure_server: true}"));
+    wait_for(|| json_document(&index, "j:1") == Some(json!({"a": 1, "b": [1]})), "the first sync");
+    // (Redis shows `g$lshzxetd` as `A`.)
+    let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    assert!(flags.lines().nth(1).is_some_and(|f| f.contains('d') || f.contains('A')), "{flags}");
+
+    set(&mut connection, "j:2", "$", r#"{"name":"Ada"}"#);
+    set(&mut connection, "j:1", "$.a", "2");
+    redis::cmd("JSON.ARRAPPEND").arg("j:1").arg("$.b").arg("3").exec(&mut connection).unwrap();
+    redis::cmd("JSON.DEL").arg("j:2").arg("$.name").exec(&mut connection).unwrap();
+    set(&mut connection, "j:3", "$", "[1,2]");
+    wait_for(
+        || {
+            json_document(&index, "j:1") == Some(json!({"a": 2, "b": [1, 3]}))
+                && json_document(&index, "j:2") == Some(json!({}))
+                && json_document(&index, "j:3") == Some(json!([1, 2]))
+        },
+        "JSON.SET, JSON.ARRAPPEND and JSON.DEL of a path",
+    );
+    // JSON.DEL of the whole document removes the key (the module sends json.del, no del).
+    redis::cmd("JSON.DEL").arg("j:3").exec(&mut connection).unwrap();
+    wait_for(|| json_document(&index, "j:3").is_none(), "JSON.DEL of the document");
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(resyncs(&summary, "error"), 0, "{summary}");
+    assert!(summary["pipelines"][0]["deletes"].as_u64().unwrap() >= 1, "{summary}");
+}
+
+#[test]
+fn a_first_sync_that_fails_stops_the_follow_with_exit_1_and_says_what_to_do() {
+    let server = RedisServer::start(&["--notify-keyspace-events", "KEA"]);
+    server.cli(&["SET", "a", "1"]);
+    // Nothing listens there.
+    let es = format!("http://127.0.0.1:{}", free_port());
+    let yaml = format!(
+        "name: live-first\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: \"0\"}}\n\
+         sink: {{type: elasticsearch, url: {es}, index: live-first, retry: {{max_elapsed: 1s}}}}\nlive: true\n",
+        server.port
+    );
+    let (code, summary, stderr) = Follow::start(&yaml).wait_exit_with_summary();
+    assert_eq!(code, 1, "{stderr}");
+    let live = &summary["pipelines"][0];
+    assert!(live["error"].as_str().unwrap().contains(&format!("cannot connect to Elasticsearch at {es}")), "{summary}");
+    let notes = live["notes"].to_string();
+    assert!(notes.contains("the first sync failed, so nothing was followed: run --follow stops (exit 1)"), "{summary}");
+    assert!(!notes.contains("a sync failed"), "the error is said once: {summary}");
+    assert_eq!(summary["pipelines"][0]["status"], "failed", "{summary}");
 }

@@ -127,12 +127,10 @@ fn dead_letter_files(checked: &Checked<'_>) -> Vec<(&'static str, PathBuf)> {
     } else {
         "/name"
     };
-    let own = normal(crate::executor::dead_letter_path(pipeline));
+    let own = normal(pipeline.dead_letter_path());
     let mut files = vec![(own_pointer, own.clone())];
-    if let SinkConfig::Elasticsearch(sink) = &pipeline.sink {
-        if let Some(path) = sink.dead_letter.clone().map(normal).filter(|p| *p != own) {
-            files.push(("/sink/dead_letter", path));
-        }
+    if let Some(path) = pipeline.sink.dead_letter_path().map(normal).filter(|p| *p != own) {
+        files.push(("/sink/dead_letter", path));
     }
     files
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::failing_field;
 use super::interpolate::interpolate_tree;
 use super::locate::{self, locate, Anchor};
 use super::mappings;
@@ -17,9 +18,9 @@ use super::secrets;
 use super::schema::{self, is_secret_field};
 use super::yaml::{self, Node, NodeKind, Position};
 use super::Diagnostic;
+use crate::pipeline::{self, Parts};
 use crate::serve::schedule::Schedule;
-use crate::stages::transform::filter;
-use crate::stages::{FieldError, Sink, Source, Transform};
+use crate::stages::FieldError;
 
 /// Everything learnt about one file: its tree (for locating later, cross-file
 /// problems), its pipeline when it is valid, and its problems.
@@ -201,7 +202,8 @@ pub fn check_bytes(
     } else {
         match Pipeline::deserialize(&value) {
             Ok(pipeline) => {
-                for error in build_stages(&pipeline) {
+                let built = pipeline::build(&pipeline, None).err().unwrap_or_default();
+                for error in built.into_iter().chain(config_checks(Some(&pipeline.sink), pipeline.schedule.as_ref())) {
                     let position = locate(&root, &error.pointer, Anchor::Value);
                     check
                         .diagnostics
@@ -215,7 +217,7 @@ pub fn check_bytes(
                 // The schema mirrors the structs, so this is rare: what the schema cannot
                 // say (`1e3` or `1.0` where a whole number is needed, a duration past the
                 // largest one). Place it at the field that fails to convert.
-                let pointer = failing_field(&value, &error.to_string());
+                let pointer = failing_field::failing_field(&value, &error.to_string());
                 let position = locate(&root, &pointer, Anchor::Value);
                 let secret = is_secret_field(&pointer)
                     || interpolated.keys().any(|p| p.starts_with(&pointer));
@@ -307,7 +309,14 @@ fn build_parts(value: &Value) -> Vec<FieldError> {
     let schedule = value
         .get("schedule")
         .and_then(|v| ScheduleConfig::deserialize(v).ok());
-    build_each(source.as_ref(), &transforms, sink.as_ref(), schedule.as_ref())
+    let parts = Parts {
+        source: source.as_ref(),
+        transforms: transforms.iter().map(Option::as_ref).collect(),
+        sink: sink.as_ref(),
+    };
+    let mut errors = pipeline::check(&parts);
+    errors.extend(config_checks(sink.as_ref(), schedule.as_ref()));
+    errors
 }
 
 /// Whether YAML allows `c` in a file (the spec's `c-printable`): tab, line breaks
@@ -317,194 +326,26 @@ fn is_yaml_printable(c: char) -> bool {
         || c >= '\u{10000}'
 }
 
-/// Builds every stage (pure: compiles templates, globs, regexes) and returns their
-/// errors with pointers from the file's root.
-fn build_stages(pipeline: &Pipeline) -> Vec<FieldError> {
-    let transforms: Vec<Option<TransformConfig>> =
-        pipeline.transforms.iter().cloned().map(Some).collect();
-    build_each(
-        Some(&pipeline.source),
-        &transforms,
-        Some(&pipeline.sink),
-        pipeline.schedule.as_ref(),
-    )
-}
-
-/// Builds the stages given, and the schedule (a part that did not convert is `None`
-/// and skipped).
-fn build_each(
-    source: Option<&SourceConfig>,
-    transforms: &[Option<TransformConfig>],
-    sink: Option<&SinkConfig>,
-    schedule: Option<&ScheduleConfig>,
-) -> Vec<FieldError> {
+/// The checks of sections that are not stages: the sink's own mappings and settings,
+/// and the schedule; pointers from the file's root.
+fn config_checks(sink: Option<&SinkConfig>, schedule: Option<&ScheduleConfig>) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let mut add = |prefix: String, found: Vec<FieldError>| {
-        for error in found {
-            errors.push(FieldError {
-                pointer: format!("{prefix}{}", error.pointer),
-                message: error.message,
-            });
-        }
+    let mut add = |prefix: &str, found: Vec<FieldError>| {
+        errors.extend(
+            found
+                .into_iter()
+                .map(|e| FieldError::new(format!("{prefix}{}", e.pointer), e.message)),
+        );
     };
-    if let Some(source) = source {
-        if let Err(found) = Source::build(source) {
-            add("/source".into(), found);
-        }
-    }
-    let mut last_template = None;
-    for (i, transform) in transforms.iter().enumerate() {
-        let Some(transform) = transform else {
-            continue;
-        };
-        if let Err(found) = Transform::build(transform) {
-            add(format!("/transforms/{i}"), found);
-        }
-        match transform {
-            TransformConfig::Template(template) => {
-                if let (Some(_), Some(SinkConfig::Elasticsearch(es))) = (&template.index, sink) {
-                    if let Some(alias) = &es.alias {
-                        add(
-                            format!("/transforms/{i}"),
-                            vec![FieldError::new(
-                                "/index",
-                                format!(
-                                    "a template's `index` sends documents past the sink's alias `{alias}`, whose \
-                                     index the connector names and rebuilds itself: remove `index` here, or \
-                                     write to `index` in the sink instead of `alias`"
-                                ),
-                            )],
-                        );
-                    }
-                }
-                last_template = Some(template)
-            }
-            TransformConfig::Filter(filter) => {
-                if let Some(seen) = filter::fields_seen(last_template) {
-                    add(
-                        format!("/transforms/{i}"),
-                        filter::unknown_fields(filter, &seen),
-                    );
-                }
-            }
-        }
-    }
     if let Some(sink) = sink {
-        if let Err(found) = Sink::build(sink) {
-            add("/sink".into(), found);
-        }
-        add("/sink".into(), mappings::check_sink(sink));
+        add("/sink", mappings::check_sink(sink));
     }
     if let Some(schedule) = schedule {
         if let Err(found) = Schedule::build(schedule) {
-            add("/schedule".into(), found);
+            add("/schedule", found);
         }
     }
     errors
-}
-
-/// The pointer of the deepest part of `value` that keeps it from converting to a
-/// [`Pipeline`] (whose conversion failed with `error`); `""` when none is found.
-fn failing_field(value: &Value, error: &str) -> String {
-    search_failing(value, error, "").unwrap_or_default()
-}
-
-/// Serde's messages name no field, so parts are taken away, from the top: a part
-/// whose removal leaves the error as it was does not hold it (nor is searched); one
-/// whose removal ends the error, or changes it into another, holds it and is
-/// searched further; a required part (its removal only makes it missing) is searched
-/// too, and is itself the culprit when it is a whole number written as a float
-/// (`database: 1.0`) that converts once written as an integer. The items of a list
-/// are searched by halves (a file of 60,000 rules costs some 16 conversions, not
-/// 60,000), the members of a mapping one by one. Runs only for a failed file.
-fn search_failing(value: &Value, error: &str, pointer: &str) -> Option<String> {
-    let still_fails = |changed: &Value| match Pipeline::deserialize(changed) {
-        Ok(_) => None,
-        Err(other) => Some(other.to_string()),
-    };
-    let keys: Vec<String> = match value.pointer(pointer)? {
-        Value::Object(map) => map.keys().cloned().collect(),
-        Value::Array(items) => {
-            // The first `k` items removed: find the smallest `k` that changes the
-            // error; item `k - 1` then holds it.
-            let without_first = |k: usize| {
-                let mut changed = value.clone();
-                if let Some(Value::Array(items)) = changed.pointer_mut(pointer) {
-                    items.drain(..k);
-                }
-                still_fails(&changed).as_deref() != Some(error)
-            };
-            if items.is_empty() || !without_first(items.len()) {
-                return None;
-            }
-            let (mut low, mut high) = (0, items.len());
-            while high - low > 1 {
-                let middle = low + (high - low) / 2;
-                if without_first(middle) {
-                    high = middle;
-                } else {
-                    low = middle;
-                }
-            }
-            let child = format!("{pointer}/{low}");
-            return Some(search_failing(value, error, &child).unwrap_or(child));
-        }
-        _ => return None,
-    };
-    for key in keys {
-        let child = format!("{pointer}/{}", yaml::escape_pointer(&key));
-        let mut without = value.clone();
-        remove(&mut without, &child);
-        match still_fails(&without) {
-            Some(other) if other == error => continue,
-            Some(other) if other.contains(&format!("missing field `{key}`")) => {
-                if let Some(whole) = value.pointer(&child).and_then(as_whole_number) {
-                    let mut fixed = value.clone();
-                    if let Some(slot) = fixed.pointer_mut(&child) {
-                        *slot = whole;
-                    }
-                    if still_fails(&fixed).as_deref() != Some(error) {
-                        return Some(child);
-                    }
-                }
-                if let Some(found) = search_failing(value, error, &child) {
-                    return Some(found);
-                }
-            }
-            _ => return Some(search_failing(value, error, &child).unwrap_or(child)),
-        }
-    }
-    None
-}
-
-/// `1000` for `1e3` or `1000.0`: a float with no fraction, as an integer.
-fn as_whole_number(value: &Value) -> Option<Value> {
-    let number = value.as_f64().filter(|_| value.is_f64())?;
-    if number.fract() != 0.0 || number.abs() > 9.0e15 {
-        return None;
-    }
-    Some(Value::from(number as i64))
-}
-
-/// Removes the member or item at `pointer` (which exists) from `value`.
-fn remove(value: &mut Value, pointer: &str) {
-    let Some((parent, last)) = pointer.rsplit_once('/') else {
-        return;
-    };
-    let last = last.replace("~1", "/").replace("~0", "~");
-    match value.pointer_mut(parent) {
-        Some(Value::Object(map)) => {
-            map.shift_remove(&last);
-        }
-        Some(Value::Array(items)) => {
-            if let Ok(i) = last.parse::<usize>() {
-                if i < items.len() {
-                    items.remove(i);
-                }
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Orders a file's diagnostics by position, dropping exact repeats.

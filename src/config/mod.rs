@@ -4,6 +4,7 @@
 //! column and JSON pointer, and all problems of a file are reported together.
 
 pub mod cross_file;
+pub mod failing_field;
 pub mod fingerprint;
 pub mod glob;
 pub mod interpolate;

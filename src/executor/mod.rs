@@ -37,8 +37,9 @@ use tokio_util::task::TaskTracker;
 pub use progress::{LiveCounters, NoProgress, Progress};
 pub use summary::{PipelineSummary, StageSummary, Status};
 
-use crate::config::model::{Pipeline, SinkConfig};
+use crate::config::model::Pipeline;
 use crate::dead_letter::DeadLetter;
+use crate::pipeline::Stages;
 use crate::record::Batch;
 use crate::stages::{
     FieldError, RunOptions, Sink, SinkReport, Source, SourceReport, StageContext, Transform, UpstreamOutcome,
@@ -46,46 +47,6 @@ use crate::stages::{
 
 /// Batches each channel between two stages holds before the sender waits.
 pub const CHANNEL_CAPACITY: usize = 4;
-
-/// The dead-letter file of a pipeline: `dead_letter:` or `<name>.dead-letter.ndjson`
-/// in the working directory. A name is a label, not a path: its `/`, `\` and NUL
-/// become `_`, so `name: team/users` (or `../x`) does not put the file in another
-/// folder.
-pub fn dead_letter_path(pipeline: &Pipeline) -> PathBuf {
-    pipeline.dead_letter.clone().unwrap_or_else(|| {
-        let name: String = pipeline
-            .name
-            .chars()
-            .map(|c| if matches!(c, '/' | '\\' | '\0') { '_' } else { c })
-            .collect();
-        PathBuf::from(format!("{name}.dead-letter.ndjson"))
-    })
-}
-
-#[cfg(test)]
-mod dead_letter_path_tests {
-    use super::dead_letter_path;
-    use crate::config::model::Pipeline;
-    use std::path::PathBuf;
-
-    fn pipeline(yaml: &str) -> Pipeline {
-        serde_yaml::from_str(yaml).unwrap()
-    }
-
-    #[test]
-    fn the_default_dead_letter_file_stays_in_the_working_directory() {
-        let p = |name: &str| {
-            pipeline(&format!(
-                "name: '{name}'\nsource: {{type: redis, host: h}}\nsink: {{type: ndjson, path: '-'}}\n"
-            ))
-        };
-        assert_eq!(dead_letter_path(&p("users")), PathBuf::from("users.dead-letter.ndjson"));
-        assert_eq!(dead_letter_path(&p("team/users")), PathBuf::from("team_users.dead-letter.ndjson"));
-        assert_eq!(dead_letter_path(&p("../x")), PathBuf::from(".._x.dead-letter.ndjson"));
-        let given = pipeline("name: a/b\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: '-'}\ndead_letter: out/dl.ndjson\n");
-        assert_eq!(dead_letter_path(&given), PathBuf::from("out/dl.ndjson"));
-    }
-}
 
 /// The first fatal error of a run, and the stage it came from.
 #[derive(Default)]
@@ -156,26 +117,27 @@ async fn run_tracked(
     tasks: &TaskTracker,
 ) -> anyhow::Result<PipelineSummary> {
     let started = Instant::now();
-    let (source, transforms, mut sink) = build_stages(pipeline, source)?;
+    let Stages {
+        source,
+        transforms,
+        mut sink,
+        requirements,
+    } = crate::pipeline::build(pipeline, source).map_err(|errors| invalid(pipeline, errors))?;
     let dry_run = options.dry_run;
     let options_follow = options.follow;
     let sample = if dry_run { options.sample } else { 0 };
 
     let in_this_run = |path: PathBuf| if dry_run { crate::dead_letter::dry_run_path(&path) } else { path };
-    let dead_letter = DeadLetter::new(in_this_run(dead_letter_path(pipeline)));
+    let dead_letter = DeadLetter::new(in_this_run(pipeline.dead_letter_path()));
     let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
-    root.failed_before_sink.set_ids_rendered(
-        transforms
-            .iter()
-            .any(|t| matches!(t, Transform::Template(template) if template.renders_id())),
-    );
+    root.failed_before_sink.set_ids_rendered(requirements.upstream.ids_rendered);
     // A child token: a fatal error here stops this pipeline, not the caller's others.
     let stop = cancel.child_token();
     root.cancel = stop.clone();
     let source_ctx = root.for_stage("source");
     let mut sink_ctx = root.for_stage("sink");
     let mut dead_letters = vec![dead_letter];
-    if let Some(path) = sink_dead_letter(&pipeline.sink).map(in_this_run) {
+    if let Some(path) = pipeline.sink.dead_letter_path().map(in_this_run) {
         if path != dead_letters[0].path() {
             sink_ctx.dead_letter = DeadLetter::new(path);
             dead_letters.push(sink_ctx.dead_letter.clone());
@@ -310,60 +272,17 @@ async fn run_tracked(
     ))
 }
 
-/// Builds every stage (the source from the pipeline unless `source` is given); all
-/// configuration errors together.
+/// Builds every stage (the source from the pipeline unless `source` is given) through
+/// [`crate::pipeline::build()`]; all configuration errors together.
 pub fn build_stages(pipeline: &Pipeline, source: Option<Source>) -> anyhow::Result<(Source, Vec<Transform>, Sink)> {
-    let mut errors: Vec<String> = Vec::new();
-    let mut push = |prefix: &str, list: Vec<FieldError>| {
-        errors.extend(
-            list.into_iter()
-                .map(|e| format!("{prefix}{}: {}", e.pointer, e.message)),
-        );
-    };
-    let source = match source {
-        Some(source) => Some(source),
-        None => Source::build(&pipeline.source).map_err(|e| push("/source", e)).ok(),
-    };
-    let mut transforms = Vec::new();
-    for (i, config) in pipeline.transforms.iter().enumerate() {
-        match Transform::build(config) {
-            Ok(t) => transforms.push(t),
-            Err(e) => push(&format!("/transforms/{i}"), e),
-        }
-    }
-    let sink = Sink::build(&pipeline.sink).map_err(|e| push("/sink", e)).ok();
-    match (source, sink) {
-        (Some(mut source), Some(mut sink)) if errors.is_empty() => {
-            source.set_ttl_needed(transforms.iter().any(|t| t.reads("ttl")) || sink.reads("ttl"));
-            sink.set_fingerprint(crate::config::fingerprint::pipeline_fingerprint(pipeline));
-            // A later template replaces an earlier one's document, index included.
-            sink.set_routed_by_transform(
-                transforms
-                    .iter()
-                    .rev()
-                    .find_map(|t| match t {
-                        Transform::Template(template) => Some(template.renders_index()),
-                        _ => None,
-                    })
-                    .unwrap_or(false),
-            );
-            sink.set_rendered_documents(
-                transforms
-                    .iter()
-                    .any(|t| matches!(t, Transform::Template(template) if template.renders_body())),
-            );
-            Ok((source, transforms, sink))
-        }
-        _ => anyhow::bail!("pipeline `{}` is invalid: {}", pipeline.name, errors.join("; ")),
-    }
+    let stages = crate::pipeline::build(pipeline, source).map_err(|errors| invalid(pipeline, errors))?;
+    Ok((stages.source, stages.transforms, stages.sink))
 }
 
-/// The sink's own dead-letter file, when its configuration names one.
-fn sink_dead_letter(config: &SinkConfig) -> Option<PathBuf> {
-    match config {
-        SinkConfig::Elasticsearch(es) => es.dead_letter.clone(),
-        SinkConfig::Ndjson(_) => None,
-    }
+/// The error of a pipeline whose stages do not build (one that skipped `validate`).
+fn invalid(pipeline: &Pipeline, errors: Vec<FieldError>) -> anyhow::Error {
+    let errors: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.pointer, e.message)).collect();
+    anyhow::anyhow!("pipeline `{}` is invalid: {}", pipeline.name, errors.join("; "))
 }
 
 /// One transform task: applies the transform to each batch on the blocking pool and

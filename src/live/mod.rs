@@ -11,9 +11,13 @@
 //! - a **follow phase**: the same transforms and sink, fed by the change source
 //!   (changed keys read as they are now), until a resync is due or the run stops.
 //!
+//! Behind an alias, a sync that builds a new index runs together with follow phases
+//! that write through the alias (see [`rebuild`]).
+//!
 //! Ctrl-C / SIGTERM: the follow phase applies what is pending for at most
 //! `live.drain_timeout`, then the run ends (exit 0). A fatal error ends it (exit 1).
 
+mod rebuild;
 pub mod state;
 pub mod summary;
 
@@ -34,6 +38,12 @@ pub use summary::LiveSummary;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The longest wait between two attempts after a failed phase.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Why `run --follow` stops when its first sync fails, and what to do.
+const FIRST_SYNC_FAILED: &str = "the first sync failed, so nothing was followed: run --follow stops (exit 1) rather \
+     than retry, so that a wrong pipeline or an unreachable service shows at once. Start it again once fixed, or \
+     let a supervisor restart it (systemd Restart=on-failure, a Kubernetes restart policy): the next start's sync \
+     is change-aware and writes only what is missing";
 
 /// The pipeline as live mode runs it: stale deletion on (a resync must leave the index
 /// exact, and the index's marker says so to other pipelines), with the pipeline's own
@@ -82,15 +92,6 @@ pub async fn follow(
     let started = Instant::now();
     let live = pipeline.live.clone().unwrap_or_default();
     let SourceConfig::Redis(redis) = &pipeline.source;
-    if let SinkConfig::Elasticsearch(es) = &pipeline.sink {
-        // Each sync behind an alias may build a new index and swap it in; following
-        // changes into an index being rebuilt is not done yet.
-        anyhow::ensure!(
-            es.alias.is_none(),
-            "live mode does not follow a pipeline that writes behind an alias (`alias:` in the sink) yet: \
-             use `index:`, or run it on a schedule"
-        );
-    }
     let (_, transforms, sink) = executor::build_stages(pipeline, None)?;
     // A gone key's document is named from its key alone, unless an id or index
     // template reads its value: then a resync's stale deletion removes it.
@@ -116,20 +117,33 @@ pub async fn follow(
     let phase_progress = Arc::new(PhaseProgress::default());
     let ticker = tokio::spawn(progress_line(pipeline.name.clone(), state.clone(), phase_progress.clone(), stop.clone()));
 
+    let follow_options = RunOptions { follow: true, ..options.clone() };
+    let following = rebuild::Following {
+        pipeline: &sync,
+        state: &state,
+        locates_by_key,
+        options: follow_options.clone(),
+        progress: phase_progress.as_ref(),
+        drain_timeout: live.drain_timeout.0,
+    };
+
     // The first sync: the pipeline's own guard against mass deletes applies.
-    let first = executor::run_pipeline(&sync, options.clone(), shutdown.clone(), progress).await?;
+    let first = rebuild::sync(&following, &follower, options.clone(), &shutdown, progress, &mut summary, true, Duration::ZERO).await?;
     summary.syncs += 1;
-    add_sync(&mut summary, first);
-    let first_failed = summary.last_sync.as_ref().is_some_and(|s| s.error.is_some() || !s.counts_add_up);
+    let first_failed = first.summary.error.is_some() || !first.summary.counts_add_up;
     if first_failed {
         summary.status = "failed";
-        summary.error = summary.last_sync.as_ref().and_then(|s| s.error.clone());
+        summary.error = first.summary.error.clone();
+        if !shutdown.is_cancelled() {
+            summary.notes.push(FIRST_SYNC_FAILED.to_owned());
+        }
     }
+    // (The first sync's error is the run's own: no note repeats it.)
+    add_sync(&mut summary, first.summary, false);
 
     let every = (!live.reconcile_every.0.is_zero()).then_some(live.reconcile_every.0);
     let mut next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
     let mut retry_wait = Duration::from_secs(1);
-    let follow_options = RunOptions { follow: true, ..options.clone() };
     let resync_options = RunOptions { allow_mass_delete: true, ..options.clone() };
     while !first_failed && !shutdown.is_cancelled() {
         if let Some(fatal) = state.fatal() {
@@ -165,21 +179,34 @@ pub async fn follow(
                     }
                 }
             }
-            let reasons = state.begin_resync();
-            let reason = reasons.first().copied().unwrap_or(Reason::Error);
+            tracing::info!(pipeline = %pipeline.name, "live: resync");
+            let resync = rebuild::sync(
+                &following,
+                &follower,
+                resync_options.clone(),
+                &shutdown,
+                progress,
+                &mut summary,
+                false,
+                retry_wait,
+            )
+            .await?;
+            let reason = resync.reasons.first().copied().unwrap_or(Reason::Error);
             *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
-            tracing::info!(pipeline = %pipeline.name, reason = reason.name(), "live: resync");
-            let resync = executor::run_pipeline(&sync, resync_options.clone(), shutdown.child_token(), progress).await?;
+            tracing::info!(pipeline = %pipeline.name, reason = reason.name(), "live: resync done");
             summary.syncs += 1;
-            let failed = resync.error.clone();
-            add_sync(&mut summary, resync);
+            let failed = resync.summary.error.clone();
+            add_sync(&mut summary, resync.summary, true);
             if let Some(error) = failed {
                 if shutdown.is_cancelled() {
                     break;
                 }
-                tracing::warn!(pipeline = %pipeline.name, "live: the resync failed ({error}); trying again in {} s", retry_wait.as_secs());
+                // (A failed build behind the alias waited already, following meanwhile.)
+                if !resync.waited {
+                    tracing::warn!(pipeline = %pipeline.name, "live: the resync failed ({error}); trying again in {} s", retry_wait.as_secs());
+                    wait_or_stop(retry_wait, &shutdown).await;
+                }
                 state.mark_dirty(Reason::Error);
-                wait_or_stop(retry_wait, &shutdown).await;
                 retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
                 continue;
             }
@@ -268,10 +295,10 @@ pub async fn follow(
     Ok(summary)
 }
 
-fn add_sync(summary: &mut LiveSummary, sync: PipelineSummary) {
+fn add_sync(summary: &mut LiveSummary, sync: PipelineSummary, note_failure: bool) {
     summary.sync_written += sync.written;
     summary.sync_deleted_stale += sync.deleted_stale;
-    if let Some(error) = &sync.error {
+    if let (Some(error), true) = (&sync.error, note_failure) {
         summary.notes.push(format!("a sync failed: {error}"));
     }
     summary.last_sync = Some(sync);

@@ -40,6 +40,10 @@ pub enum Reason {
     Error,
     /// `live.reconcile_every` elapsed.
     ReconcileEvery,
+    /// A sync built a new index behind the alias and moved the alias to it: changes
+    /// followed meanwhile went to the index that served, so a change-aware pass over
+    /// the new one catches them (see `live/rebuild.rs`).
+    Rebuild,
 }
 
 impl Reason {
@@ -54,6 +58,7 @@ impl Reason {
             Reason::DeleteWithoutId => "delete_without_id",
             Reason::Error => "error",
             Reason::ReconcileEvery => "reconcile_every",
+            Reason::Rebuild => "rebuild",
         }
     }
 }
@@ -223,6 +228,15 @@ impl LiveState {
         let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
         *self.pending() = Pending::default();
         std::mem::take(&mut *dirty).into_keys().collect()
+    }
+
+    /// Takes the reasons a resync is due for, keeping the pending keys: a build of a
+    /// new index behind the alias covers the reasons, while follow phases keep applying
+    /// the pending keys to the index that serves meanwhile.
+    pub fn take_reasons(&self) -> Vec<Reason> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_keys()
+            .collect()
     }
 
     /// A fresh token for a follow phase, already cancelled when a resync is due.

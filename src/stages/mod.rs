@@ -9,12 +9,14 @@ pub mod context;
 pub mod sink;
 pub mod source;
 pub mod transform;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 
 use tokio::sync::mpsc;
 
 pub use context::{RunOptions, ScansRestarted, StageContext};
+pub use upstream::Upstream;
 
 use crate::config::model::{SinkConfig, SourceConfig, TransformConfig};
 use crate::record::Batch;
@@ -87,15 +89,20 @@ pub enum Source {
 }
 
 impl Source {
-    /// Checks and compiles the configuration; no I/O.
-    pub fn build(config: &SourceConfig) -> Result<Source, Vec<FieldError>> {
+    /// Checks and compiles the configuration; no I/O. `ttl_read`: whether any later
+    /// stage reads the record's `ttl`; when none does, it is not asked (one command
+    /// per key fewer).
+    pub fn build(config: &SourceConfig, ttl_read: bool) -> Result<Source, Vec<FieldError>> {
         match config {
-            SourceConfig::Redis(redis) => source::redis::RedisSource::build(redis).map(Source::Redis),
+            SourceConfig::Redis(redis) => source::redis::RedisSource::build(redis).map(|mut redis| {
+                redis.set_ttl_needed(ttl_read);
+                Source::Redis(redis)
+            }),
         }
     }
 
-    /// Tells the source whether any later stage reads the record's `ttl`; when none
-    /// does, it is not asked (one command per key fewer).
+    /// Tells a source built elsewhere (live mode's follow phase) whether any later
+    /// stage reads the record's `ttl`; when none does, it is not asked.
     pub fn set_ttl_needed(&mut self, needed: bool) {
         match self {
             Source::Redis(redis) => redis.set_ttl_needed(needed),
@@ -136,6 +143,36 @@ impl Transform {
         }
     }
 
+    /// Whether this stage makes each record's document (a template, which replaces an
+    /// earlier one's document, index included), rather than passing it on.
+    pub fn makes_documents(&self) -> bool {
+        matches!(self, Transform::Template(_))
+    }
+
+    /// Whether this stage renders the documents' bodies (not only `id` or `index`).
+    pub fn renders_body(&self) -> bool {
+        match self {
+            Transform::Template(t) => t.renders_body(),
+            Transform::Filter(_) => false,
+        }
+    }
+
+    /// Whether this stage renders the documents' ids.
+    pub fn renders_id(&self) -> bool {
+        match self {
+            Transform::Template(t) => t.renders_id(),
+            Transform::Filter(_) => false,
+        }
+    }
+
+    /// Whether this stage chooses each document's index.
+    pub fn renders_index(&self) -> bool {
+        match self {
+            Transform::Template(t) => t.renders_index(),
+            Transform::Filter(_) => false,
+        }
+    }
+
     /// Whether this stage can still name the document of a key that no longer exists
     /// from its `key` and `database` alone (its `id` and `index` read nothing else).
     pub fn locates_by_key(&self) -> bool {
@@ -162,38 +199,13 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// Checks and compiles the configuration; no I/O.
-    pub fn build(config: &SinkConfig) -> Result<Sink, Vec<FieldError>> {
+    /// Checks and compiles the configuration; no I/O. `upstream`: what the stages
+    /// before it do to records.
+    pub fn build(config: &SinkConfig, upstream: &Upstream) -> Result<Sink, Vec<FieldError>> {
         match config {
-            SinkConfig::Elasticsearch(es) => {
-                sink::elasticsearch::ElasticsearchSink::build(es).map(|s| Sink::Elasticsearch(Box::new(s)))
-            }
+            SinkConfig::Elasticsearch(es) => sink::elasticsearch::ElasticsearchSink::build_receiving(es, upstream)
+                .map(|s| Sink::Elasticsearch(Box::new(s))),
             SinkConfig::Ndjson(nd) => sink::ndjson::NdjsonSink::build(nd).map(Sink::Ndjson),
-        }
-    }
-
-    /// Tells the sink whether a template stage renders the documents (otherwise they
-    /// are default documents, with their built-in mapping).
-    pub fn set_rendered_documents(&mut self, rendered: bool) {
-        if let Sink::Elasticsearch(es) = self {
-            es.set_rendered_documents(rendered);
-        }
-    }
-
-    /// Gives the sink the pipeline fingerprint, which seeds the content hashes of
-    /// change-aware sync.
-    pub fn set_fingerprint(&mut self, fingerprint: u64) {
-        if let Sink::Elasticsearch(es) = self {
-            es.set_fingerprint(fingerprint);
-        }
-    }
-
-    /// Tells the sink whether a template stage chooses every document's index (the
-    /// last template transform has an `index`): the sink's own `index` is then no
-    /// target, neither created nor cleaned.
-    pub fn set_routed_by_transform(&mut self, routed: bool) {
-        if let Sink::Elasticsearch(es) = self {
-            es.set_routed_by_transform(routed);
         }
     }
 

@@ -45,3 +45,16 @@ pub fn enclosing_expression(source: &str, range: std::ops::Range<usize>) -> Opti
     let inner = source.get(open + 2..range.end + close)?;
     Some(inner.trim_matches('-').trim())
 }
+/// The kind of a JSON value in words, for messages (`not a list`, `gave a number`).
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value as Json;
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "a mapping",
+    }
+}
+

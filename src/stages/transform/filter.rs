@@ -11,7 +11,7 @@
 //! whose document has only `name` still filters on the Redis key. Dots reach into objects and lists (`value.name`, `value.0`); a
 //! field whose full name contains dots is found first. A missing field (or `null`)
 //! never matches; a top-level name no record reaching the filter can have is a
-//! load-time error ([`unknown_fields`]).
+//! load-time error ([`crate::pipeline::fields`]).
 //!
 //! **How values compare** (the reference's `BasicRule.matches`, with numbers made
 //! dependable since Redis holds numbers as text):
@@ -32,11 +32,11 @@ use std::cmp::Ordering;
 use regex::Regex;
 use serde_json::{Map, Value as Json};
 
-use crate::config::model::{FilterConfig, FilterPolicy, FilterRuleKind, TemplateConfig};
+use crate::config::model::{FilterConfig, FilterPolicy, FilterRuleKind};
 use crate::document::default_id;
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, StageContext};
-use crate::templating::RECORD_FIELDS;
+use crate::templating::errors::json_kind;
 
 /// A compiled `filter` stage.
 pub struct FilterTransform {
@@ -86,7 +86,7 @@ impl FilterTransform {
                         pointer,
                         format!(
                             "a rule's value must be a string, a number or a boolean, not {}",
-                            kind(other)
+                            json_kind(other)
                         ),
                     ));
                     continue;
@@ -241,67 +241,6 @@ fn text_of(value: &Json) -> Cow<'_, str> {
     }
 }
 
-fn kind(value: &Json) -> &'static str {
-    match value {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "a mapping",
-    }
-}
-
-/// The top-level fields a filter can find (see [`lookup`]), given the last `template`
-/// stage before it: the record's fields, plus the default document's when that
-/// template has no `document`, or the document's own names when it is a mapping.
-/// `None` when they cannot be known before a run (`document: {expr: ...}`).
-pub fn fields_seen(template: Option<&TemplateConfig>) -> Option<Vec<String>> {
-    // The record's own fields and its `_id`, found whatever a template rendered (see
-    // [`lookup`]).
-    let mut names: Vec<String> = RECORD_FIELDS.iter().chain(&["_id"]).map(|n| (*n).to_owned()).collect();
-    let document: Vec<String> = match template.map(|t| &t.document) {
-        None => Vec::new(),
-        Some(None) => ["key_encoding", "value_encoding", "_timestamp"].iter().map(|n| (*n).to_owned()).collect(),
-        Some(Some(Json::Object(map))) if !(map.len() == 1 && map.contains_key("expr")) => {
-            map.keys().cloned().collect()
-        }
-        Some(Some(_)) => return None,
-    };
-    for name in document {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    Some(names)
-}
-
-/// An error for each rule whose `field` names none of `seen` (from [`fields_seen`]):
-/// a missing field never matches, so such a rule (`field: kye`) silently does
-/// nothing. Pointers are from the stage (`/rules/0/field`).
-pub fn unknown_fields(config: &FilterConfig, seen: &[String]) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    for (i, rule) in config.rules.iter().enumerate() {
-        let first = rule.field.split('.').next().unwrap_or_default();
-        if rule.field.is_empty() || seen.iter().any(|name| *name == rule.field || name == first) {
-            continue;
-        }
-        let hint = match crate::config::suggest::did_you_mean(first, seen.iter().map(String::as_str)) {
-            Some(suggestion) => format!(", did you mean `{suggestion}`?"),
-            None => String::new(),
-        };
-        let names: Vec<String> = seen.iter().map(|n| format!("`{n}`")).collect();
-        errors.push(FieldError::new(
-            format!("/rules/{i}/field"),
-            format!(
-                "no field `{first}` here, so this rule would never match: the records reaching this filter have {}{hint}",
-                names.join(", ")
-            ),
-        ));
-    }
-    errors
-}
-
 /// Finds `field` in the rendered document, else (a name the document does not have,
 /// or no document rendered) in the record's own fields.
 fn lookup(record: &Record, field: &str) -> Option<Json> {
@@ -432,39 +371,6 @@ mod tests {
         let f = filter("rules: [{policy: exclude, field: key, rule: regex, value: 'tmp:\\d+'}]").unwrap();
         assert!(!f.includes(&string("tmp:12", "")));
         assert!(f.includes(&string("x-tmp:12", "")));
-    }
-
-    #[test]
-    fn a_rule_on_a_field_no_record_has_is_an_error() {
-        let config: FilterConfig = serde_yaml::from_str(
-            "rules: [{policy: exclude, field: kye, rule: equals, value: a}, {policy: exclude, field: value.name, rule: equals, value: a}]",
-        )
-        .unwrap();
-        let seen = fields_seen(None).unwrap();
-        let errors = unknown_fields(&config, &seen);
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!(errors[0].pointer, "/rules/0/field");
-        assert!(errors[0].message.starts_with("no field `kye` here"), "{}", errors[0].message);
-        assert!(errors[0].message.ends_with("did you mean `key`?"), "{}", errors[0].message);
-
-        // After a template: the document's own names (a dotted name counts whole).
-        let template: TemplateConfig = serde_yaml::from_str("document: {name: x, a.b: y}").unwrap();
-        let seen = fields_seen(Some(&template)).unwrap();
-        let config: FilterConfig = serde_yaml::from_str(
-            "rules: [{policy: include, field: a.b, rule: equals, value: a}, {policy: include, field: name.first, rule: equals, value: a}, {policy: include, field: _id, rule: equals, value: a}, {policy: include, field: key, rule: equals, value: a}]",
-        )
-        .unwrap();
-        assert!(unknown_fields(&config, &seen).is_empty(), "the record's `key` is found after a template too");
-        let config: FilterConfig =
-            serde_yaml::from_str("rules: [{policy: include, field: nmae, rule: equals, value: a}]").unwrap();
-        let errors = unknown_fields(&config, &seen);
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].message.ends_with("did you mean `name`?"), "{}", errors[0].message);
-        // The default document, and a document whose names only a run knows.
-        let default: TemplateConfig = serde_yaml::from_str("id: '{{ key }}'").unwrap();
-        assert!(fields_seen(Some(&default)).unwrap().contains(&"_timestamp".to_owned()));
-        let whole: TemplateConfig = serde_yaml::from_str("document: {expr: value}").unwrap();
-        assert_eq!(fields_seen(Some(&whole)), None);
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub struct Plan {
     pub case: Case,
     /// Documents the target already held (a build resumed); `None` when it does not exist.
     pub resumed_with: Option<u64>,
+    /// Whether the target is a build that finished (the alias pointed at it before:
+    /// it was rolled back, or moved by hand).
+    pub target_complete: bool,
 }
 
 impl Plan {
@@ -161,6 +164,20 @@ impl Plan {
         } else {
             ("building", "then creating", "then moving")
         };
+        if let (Case::Rebuild { from, .. }, Some(docs), true) = (&self.case, self.resumed_with, self.target_complete) {
+            return format!(
+                "alias {} points to {} ({} documents), not to {}, the index built for this pipeline as it is \
+                 (the alias was rolled back, or moved by hand): {} {} change-aware ({docs} documents; only what \
+                 changed since it served is written) and {} the alias back to it",
+                self.alias,
+                from.name,
+                from.docs_at_start,
+                self.target,
+                if dry_run { "would sync" } else { "syncing" },
+                self.target,
+                if dry_run { "move" } else { "then moving" },
+            );
+        }
         let how = match self.resumed_with {
             Some(docs) => format!(
                 "{} {} (it holds {docs} documents from a build that did not finish: change-aware, only what is missing or changed is written)",
@@ -186,6 +203,39 @@ impl Plan {
     }
 }
 
+impl super::ElasticsearchSink {
+    /// With `sink.alias`: what a run of `pipeline` would do behind it now (nothing is
+    /// written; the sink needs its fingerprint set, as `executor::build_stages` does).
+    /// `None` without an alias.
+    pub async fn alias_plan(&self, pipeline: &str) -> anyhow::Result<Option<Plan>> {
+        let Some(alias) = &self.config.alias else {
+            return Ok(None);
+        };
+        let fingerprints = Fingerprints::new(
+            self.fingerprint,
+            self.config.mappings.as_ref(),
+            self.config.settings.as_ref(),
+        );
+        let client = self.connect()?;
+        plan(&client, alias, fingerprints, self.config.mappings.as_ref(), pipeline)
+            .await
+            .map(Some)
+    }
+}
+
+/// Live mode's follow phases write through `alias` itself (to its write index; see
+/// `live/rebuild.rs`): checks that it exists and points at an index of `pipeline`,
+/// so that a write never creates an index of that name.
+pub async fn check_follow_target(client: &EsClient, alias: &str, pipeline: &str) -> anyhow::Result<()> {
+    match current(client, alias, pipeline).await? {
+        Some(_) => Ok(()),
+        None => anyhow::bail!(
+            "alias {alias} does not exist (deleted while following?): changes are not applied until a sync \
+             builds its index again"
+        ),
+    }
+}
+
 /// Decides the case for `alias`, checking ownership before anything is written: the
 /// index the alias points at and the target index must both carry `pipeline`'s marker.
 pub async fn plan(
@@ -206,6 +256,10 @@ pub async fn plan(
         )?;
     }
     let resumed_with = target_state.as_ref().map(|s| s.docs_at_start);
+    let target_complete = target_state
+        .as_ref()
+        .and_then(|s| s.mapping.as_ref())
+        .is_some_and(|m| m["_meta"][META_KEY][COMPLETE_KEY].as_bool() == Some(true));
     let case = match live {
         None => Case::First,
         Some(live) if live.name == target => Case::InPlace,
@@ -249,6 +303,7 @@ pub async fn plan(
         target,
         case,
         resumed_with,
+        target_complete,
     })
 }
 
@@ -538,10 +593,11 @@ pub async fn finish_build(
         None => format!("alias {} not created", plan.alias),
     };
     if let Some(reason) = ending.blocked {
+        let next = if plan.target_complete { "syncs" } else { "resumes the build of" };
         return Ok((
             Vec::new(),
             Some(format!(
-                "{left}: {reason}; the next run resumes the build of {} (change-aware: it writes only what is missing or changed)",
+                "{left}: {reason}; the next run {next} {} (change-aware: it writes only what is missing or changed)",
                 plan.target
             )),
         ));

@@ -60,7 +60,7 @@ use tokio::sync::mpsc;
 
 use crate::config::model::ElasticsearchSinkConfig;
 use crate::record::Batch;
-use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
+use crate::stages::{FieldError, SinkReport, StageContext, Upstream, UpstreamOutcome};
 
 use client::EsClient;
 use names::Target;
@@ -88,17 +88,24 @@ pub struct ElasticsearchSink {
 }
 
 impl ElasticsearchSink {
-    /// Checks and compiles the configuration; no I/O.
+    /// Checks and compiles the configuration; no I/O. The sink is told nothing of the
+    /// stages before it (see [`Upstream::default`]): for a sink used on its own.
     pub fn build(config: &ElasticsearchSinkConfig) -> Result<Self, Vec<FieldError>> {
+        Self::build_receiving(config, &Upstream::default())
+    }
+
+    /// Checks and compiles the configuration; no I/O. `upstream`: what the stages
+    /// before the sink do to records (worked out by the pipeline build).
+    pub fn build_receiving(config: &ElasticsearchSinkConfig, upstream: &Upstream) -> Result<Self, Vec<FieldError>> {
         let (urls, target) = config::check(config)?;
         Ok(ElasticsearchSink {
             config: config.clone(),
             urls,
             target,
             running: None,
-            rendered_documents: None,
-            fingerprint: 0,
-            routed_by_transform: false,
+            rendered_documents: upstream.bodies_rendered,
+            fingerprint: upstream.fingerprint,
+            routed_by_transform: upstream.routed,
             alias_plan: None,
         })
     }
@@ -144,7 +151,12 @@ impl ElasticsearchSink {
                 ));
             }
         }
-        if let Some(alias) = &self.config.alias {
+        if let (Some(alias), true) = (&self.config.alias, ctx.options.follow) {
+            // A live mode follow phase: through the alias, to the index it points at
+            // (the one serving, also while a sync builds the next; see live/rebuild.rs).
+            alias::check_follow_target(running.client(), alias, &ctx.pipeline).await?;
+            self.target = Target::Fixed(alias.clone());
+        } else if let Some(alias) = &self.config.alias {
             let fingerprints = alias::Fingerprints::new(
                 self.fingerprint,
                 self.config.mappings.as_ref(),
@@ -178,24 +190,6 @@ impl ElasticsearchSink {
         }
         self.running = Some(running);
         Ok(())
-    }
-
-    /// Tells the sink whether a template stage renders the documents' bodies (a
-    /// template with only `id` or `index` keeps the default document, and its mapping).
-    pub fn set_rendered_documents(&mut self, rendered: bool) {
-        self.rendered_documents = Some(rendered);
-    }
-
-    /// Gives the sink the pipeline fingerprint
-    /// ([`crate::config::fingerprint::pipeline_fingerprint`]), which seeds every
-    /// document's content hash.
-    pub fn set_fingerprint(&mut self, fingerprint: u64) {
-        self.fingerprint = fingerprint;
-    }
-
-    /// Tells the sink whether a template transform chooses every document's index.
-    pub fn set_routed_by_transform(&mut self, routed: bool) {
-        self.routed_by_transform = routed;
     }
 
     /// The sink's own fixed index, when documents may go to it: not when `index` is a

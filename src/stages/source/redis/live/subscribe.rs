@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::super::connect::Connector;
 use super::notify;
 use crate::live::state::{LiveState, PendingKey, Reason, TypeMask};
+use crate::record::KeyType;
 
 /// One channel pattern and the types its keys may have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +112,18 @@ impl Subscriber {
         }
     }
 
+    /// Which JSON keys the subscriptions may deliver (their events need the `d` flag).
+    fn json_keys(&self) -> notify::JsonKeys {
+        let selects = |s: &&Subscription| s.types.allows(KeyType::Json);
+        if self.subscriptions.iter().filter(selects).any(|s| s.types != TypeMask::ANY) {
+            notify::JsonKeys::Selected
+        } else if self.subscriptions.iter().any(|s| s.types == TypeMask::ANY) {
+            notify::JsonKeys::IfLoaded
+        } else {
+            notify::JsonKeys::No
+        }
+    }
+
     /// Checks the server's flags (adding the missing ones when allowed), then opens the
     /// subscription and waits for every pattern to be confirmed.
     async fn subscribe(&self) -> anyhow::Result<(redis::aio::PubSub, Vec<String>)> {
@@ -118,7 +131,7 @@ impl Subscriber {
         if self.check_notifications {
             let mut control = self.connector.connect(0).await?;
             super::super::wait_until_loaded(&self.connector, &mut control).await?;
-            match notify::ensure(&self.connector, &mut control, self.configure_server).await {
+            match notify::ensure(&self.connector, &mut control, self.configure_server, self.json_keys()).await {
                 Ok(note) => notes.extend(note),
                 Err(error) => return Err(anyhow::Error::new(NotificationsOff(format!("{error:#}")))),
             }

@@ -19,21 +19,28 @@
 //! The environment, a record's context, the checks and error descriptions are
 //! `crate::templating`'s, shared with the filter and the sink.
 //!
-//! (Over 600 lines: about 330 are its unit tests, each building the transform from
-//! YAML; the code is about 420.)
+//! `plan.rs` holds the plan of a `document` mapping, `failure.rs` a record that
+//! failed. (This file is over 600 lines: about 250 are its unit tests, each building
+//! the transform from YAML.)
+
+mod failure;
+mod plan;
 
 use minijinja::{Environment, Expression, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::config::model::TemplateConfig;
-use crate::dead_letter::DeadLetterEntry;
 use crate::document::{default_document, default_id, Document};
 use crate::record::{Batch, Record};
 use crate::stages::{FieldError, StageContext};
 use crate::templating::checks::{check_index_template, unknown_filters, unknown_names};
 use crate::templating::environment::{environment, environment_reads, reads_among};
-use crate::templating::errors::{describe, enclosing_expression};
-use crate::templating::{record_context, record_json, RECORD_NAMES};
+use crate::templating::errors::{describe, json_kind};
+use crate::templating::{record_context, RECORD_NAMES};
+
+pub use failure::RenderFailure;
+use failure::dead_letter;
+use plan::{expression_source, BodyPlan, Node, Planner};
 
 /// A compiled `template` stage.
 pub struct TemplateTransform {
@@ -47,30 +54,14 @@ pub struct TemplateTransform {
     expr_sources: Vec<String>,
 }
 
-/// What a document's body is made of. Leaves point into the compiled templates
-/// (by name) and expressions (by position).
-enum BodyPlan {
-    /// No `document`: the default document's body.
-    Default,
-    /// `document: {expr: ...}`: one expression yielding the whole mapping.
-    Whole { expr: usize, pointer: String },
-    /// A mapping of leaves.
-    Fields(Vec<(String, Node)>),
-}
-
-/// One node of a document mapping.
-enum Node {
-    /// A string template; the result is a string.
-    Template(String),
-    /// An expression (by position in the compiled list); the result keeps its type.
-    Expr {
-        expr: usize,
-        pointer: String,
-    },
-    /// A constant copied as it is.
-    Constant(Json),
-    Map(Vec<(String, Node)>),
-    List(Vec<Node>),
+/// A minijinja value as JSON, faithfully: numbers stay numbers, maps keep their order.
+fn to_json(value: &Value) -> Result<Json, minijinja::Error> {
+    serde_json::to_value(value).map_err(|e| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::BadSerialization,
+            format!("cannot turn the result into JSON: {e}"),
+        )
+    })
 }
 
 /// Compiled expressions borrow the environment that compiled them; `self_cell` keeps
@@ -376,177 +367,13 @@ impl TemplateTransform {
     }
 }
 
-/// Why one record could not be rendered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RenderFailure {
-    /// The field's pointer (`/document/name`, `/id`).
-    pub pointer: String,
-    /// What went wrong, with the template's line.
-    pub message: String,
-    /// The document id, when it was rendered before the failure.
-    pub id: Option<String>,
-}
-
-impl RenderFailure {
-    fn new(pointer: &str, error: &minijinja::Error, id: Option<&str>) -> Self {
-        RenderFailure {
-            pointer: pointer.to_owned(),
-            message: describe(error),
-            id: id.map(str::to_owned),
-        }
-    }
-
-    /// As [`RenderFailure::new`], naming the expression of the template's `source`
-    /// that failed (`` `value.name`: undefined value (line 1) ``) when the error
-    /// locates it: the whole `{{ ... }}` or `{% ... %}` around the failing part.
-    fn in_source(pointer: &str, error: &minijinja::Error, source: &str, id: Option<&str>) -> Self {
-        let mut failure = Self::new(pointer, error, id);
-        let failed = error.range().and_then(|range| enclosing_expression(source, range));
-        if let Some(expression) = failed.filter(|e| !e.is_empty()) {
-            failure.message = format!("`{expression}`: {}", failure.message);
-        }
-        failure
-    }
-
-    fn message(pointer: &str, message: &str, id: Option<&str>) -> Self {
-        RenderFailure {
-            pointer: pointer.to_owned(),
-            message: message.to_owned(),
-            id: id.map(str::to_owned),
-        }
-    }
-}
-
-impl std::fmt::Display for RenderFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.pointer, self.message)
-    }
-}
-
-/// Sends a failed record to the dead-letter file (the failure is already counted).
-fn dead_letter(record: &Record, ctx: &StageContext, failure: RenderFailure) {
-    let (key, key_is_base64) = record.key_text();
-    let reason = failure.to_string();
-    // The key still exists: stale deletion keeps what an earlier run wrote for it.
-    ctx.failed_before_sink.add(failure.id.as_deref());
-    let entry = DeadLetterEntry {
-        pipeline: ctx.pipeline.to_string(),
-        stage: ctx.stage.clone(),
-        index: None,
-        id: failure.id,
-        key,
-        key_encoding: key_is_base64.then_some("base64"),
-        database: record.database,
-        error_type: "template_error".to_owned(),
-        reason,
-        document: None,
-        record: Some(Json::Object(record_json(record))),
-    };
-    if let Err(error) = ctx.dead_letter.write(&entry) {
-        tracing::error!(
-            pipeline = %ctx.pipeline,
-            key = ?entry.key,
-            "cannot write to the dead-letter file {}: {error}",
-            ctx.dead_letter.path().display()
-        );
-    }
-}
-
-/// A minijinja value as JSON, faithfully: numbers stay numbers, maps keep their order.
-fn to_json(value: &Value) -> Result<Json, minijinja::Error> {
-    serde_json::to_value(value).map_err(|e| {
-        minijinja::Error::new(
-            minijinja::ErrorKind::BadSerialization,
-            format!("cannot turn the result into JSON: {e}"),
-        )
-    })
-}
-
-fn json_kind(value: &Json) -> &'static str {
-    match value {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "a mapping",
-    }
-}
-
-/// `Some(source)` when the mapping is `{expr: "..."}`; `Some(Err)` when `expr` is not a string.
-fn expression_source(map: &Map<String, Json>) -> Option<Result<&str, String>> {
-    if map.len() != 1 {
-        return None;
-    }
-    match map.get("expr")? {
-        Json::String(source) => Some(Ok(source)),
-        other => Some(Err(format!(
-            "`expr` must be a string holding an expression, not {}",
-            json_kind(other)
-        ))),
-    }
-}
-
-/// Walks a `document` mapping, naming every leaf by its JSON pointer.
-struct Planner<'a> {
-    templates: &'a mut Vec<(String, String)>,
-    exprs: &'a mut Vec<(String, String)>,
-    errors: Vec<FieldError>,
-}
-
-impl Planner<'_> {
-    fn plan_map(&mut self, map: &Map<String, Json>, pointer: &str) -> Vec<(String, Node)> {
-        map.iter()
-            .map(|(name, value)| {
-                let child = format!("{pointer}/{}", escape_pointer(name));
-                (name.clone(), self.plan(value, &child))
-            })
-            .collect()
-    }
-
-    fn plan(&mut self, value: &Json, pointer: &str) -> Node {
-        match value {
-            Json::String(source) => {
-                self.templates.push((pointer.to_owned(), source.clone()));
-                Node::Template(pointer.to_owned())
-            }
-            Json::Object(map) => match expression_source(map) {
-                Some(Ok(source)) => {
-                    self.exprs.push((pointer.to_owned(), source.to_owned()));
-                    Node::Expr {
-                        expr: self.exprs.len() - 1,
-                        pointer: pointer.to_owned(),
-                    }
-                }
-                Some(Err(message)) => {
-                    self.errors.push(FieldError::new(format!("{pointer}/expr"), message));
-                    Node::Constant(Json::Null)
-                }
-                None => Node::Map(self.plan_map(map, pointer)),
-            },
-            Json::Array(items) => Node::List(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| self.plan(item, &format!("{pointer}/{i}")))
-                    .collect(),
-            ),
-            other => Node::Constant(other.clone()),
-        }
-    }
-}
-
-/// Escapes a JSON pointer segment (`~` → `~0`, `/` → `~1`).
-fn escape_pointer(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dead_letter::DeadLetter;
     use crate::record::{KeyType, RedisValue};
     use crate::stages::RunOptions;
+    use crate::templating::record_json;
     use serde_json::json;
 
     fn config(yaml: &str) -> TemplateConfig {
