@@ -8,126 +8,11 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
+use common::serve::{promtool_problems, Serve};
 use common::{connector, es_delete_index, es_get, es_url, free_port, http, unique_index, write_file, RedisServer};
 use serde_json::Value;
-
-/// How long a test waits for something the daemon should do soon. Generous: the
-/// machine is shared; nothing is asserted about how long it took.
-const PATIENCE: Duration = Duration::from_secs(90);
-
-/// A running `serve` process, killed when dropped.
-struct Serve {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Serve {
-    /// Starts `serve --listen 127.0.0.1:PORT --log-format json ARGS...` in `dir`.
-    fn start(dir: &Path, args: &[&str]) -> Serve {
-        let port = free_port();
-        let log = dir.join(format!("serve-{port}.log"));
-        let child = connector()
-            .current_dir(dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let serve = Serve { child, port, log };
-        serve.wait_for("the HTTP endpoints", || serve.get("/healthz").map(|(s, _)| s == 200).unwrap_or(false));
-        serve
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// `GET path`: status and body, or `None` while nothing answers.
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let response = http().get(self.url(path)).send().ok()?;
-        Some((response.status().as_u16(), response.text().unwrap_or_default()))
-    }
-
-    fn post(&self, path: &str) -> (u16, Value) {
-        let response = http().post(self.url(path)).send().unwrap();
-        (response.status().as_u16(), response.json().unwrap())
-    }
-
-    fn status(&self) -> Value {
-        let (code, body) = self.get("/status").expect("serve answers");
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    fn pipeline(&self, name: &str) -> Option<Value> {
-        self.status()["pipelines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .cloned()
-    }
-
-    /// The value of one sample in `/metrics` (`name{labels}` exactly as printed).
-    fn metric(&self, sample: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines()
-            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The JSON log lines with `event` in their fields.
-    fn events(&self, event: &str) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|l| l["fields"]["event"] == event)
-            .collect()
-    }
-
-    fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while !done() {
-            assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}; log:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "serve did not exit; log:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A pipeline from Redis (keys `user:*`, hashes) into `index` with a template that
 /// writes `version`, plus `extra` top-level YAML.
@@ -512,18 +397,8 @@ fn prometheus_scrapes_the_metrics_and_promtool_finds_no_problem() {
     serve.wait_for("the run", || runs(&serve, "a", "ok") >= 1.0);
 
     let (_, metrics) = serve.get("/metrics").unwrap();
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package; scripts/services start installs it)");
-    use std::io::Write;
-    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    let problems = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
-    assert!(checked.status.success() && problems.trim().is_empty(), "{problems}\n{metrics}");
+    let problems = promtool_problems(&metrics);
+    assert!(problems.is_empty(), "{problems}\n{metrics}");
 
     let prometheus_port = free_port();
     let config = write_file(

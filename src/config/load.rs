@@ -203,7 +203,8 @@ pub fn check_bytes(
         match Pipeline::deserialize(&value) {
             Ok(pipeline) => {
                 let built = pipeline::build(&pipeline, None).err().unwrap_or_default();
-                for error in built.into_iter().chain(config_checks(Some(&pipeline.sink), pipeline.schedule.as_ref())) {
+                let checks = config_checks(Some(&pipeline.sink), pipeline.schedule.as_ref());
+                for error in built.into_iter().chain(checks).chain(live_schedule(&pipeline)) {
                     let position = locate(&root, &error.pointer, Anchor::Value);
                     check
                         .diagnostics
@@ -346,6 +347,19 @@ fn config_checks(sink: Option<&SinkConfig>, schedule: Option<&ScheduleConfig>) -
         }
     }
     errors
+}
+
+/// A `schedule` on a live pipeline: refused, since `serve` follows it continuously.
+fn live_schedule(pipeline: &Pipeline) -> Option<FieldError> {
+    let live = pipeline.live.as_ref().is_some_and(|live| live.enabled);
+    (live && pipeline.schedule.is_some()).then(|| {
+        FieldError::new(
+            "/schedule",
+            "a live pipeline is never scheduled: `serve` follows it continuously, and its periodic \
+             full resync is `live.reconcile_every`; remove `schedule`, or set `live: false` to run \
+             it on this schedule",
+        )
+    })
 }
 
 /// Orders a file's diagnostics by position, dropping exact repeats.

@@ -17,6 +17,7 @@
 //! Ctrl-C / SIGTERM: the follow phase applies what is pending for at most
 //! `live.drain_timeout`, then the run ends (exit 0). A fatal error ends it (exit 1).
 
+pub mod observer;
 mod rebuild;
 pub mod state;
 pub mod summary;
@@ -31,6 +32,7 @@ use crate::config::model::{Pipeline, SinkConfig, SourceConfig};
 use crate::executor::{self, LiveCounters, PipelineSummary, Progress};
 use crate::stages::source::redis::live::Follower;
 use crate::stages::{RunOptions, Source, Transform};
+pub use observer::{Observer, Unobserved};
 use state::{LiveState, Reason};
 pub use summary::LiveSummary;
 
@@ -89,6 +91,18 @@ pub async fn follow(
     shutdown: CancellationToken,
     progress: &dyn Progress,
 ) -> anyhow::Result<LiveSummary> {
+    follow_with(pipeline, options, shutdown, progress, &Unobserved).await
+}
+
+/// [`follow`], telling `observer` what the run does (its state once subscribed, each
+/// sync, resync and follow phase).
+pub async fn follow_with(
+    pipeline: &Pipeline,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    progress: &dyn Progress,
+    observer: &dyn Observer,
+) -> anyhow::Result<LiveSummary> {
     let started = Instant::now();
     let live = pipeline.live.clone().unwrap_or_default();
     let SourceConfig::Redis(redis) = &pipeline.source;
@@ -112,6 +126,7 @@ pub async fn follow(
     let mut follower = Follower::prepare(redis, &live).await?;
     let mut tasks = follower.start(&state, &stop).await?;
     summary.notes.append(&mut follower.notes);
+    observer.subscribed(state.clone());
     let mut stop_on_return = stop.clone().drop_guard();
 
     let phase_progress = Arc::new(PhaseProgress::default());
@@ -124,12 +139,14 @@ pub async fn follow(
         locates_by_key,
         options: follow_options.clone(),
         progress: phase_progress.as_ref(),
+        observer,
         drain_timeout: live.drain_timeout.0,
     };
 
     // The first sync: the pipeline's own guard against mass deletes applies.
     let first = rebuild::sync(&following, &follower, options.clone(), &shutdown, progress, &mut summary, true, Duration::ZERO).await?;
     summary.syncs += 1;
+    observer.synced(true, &first.summary);
     let first_failed = first.summary.error.is_some() || !first.summary.counts_add_up;
     if first_failed {
         summary.status = "failed";
@@ -195,6 +212,7 @@ pub async fn follow(
             *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
             tracing::info!(pipeline = %pipeline.name, reason = reason.name(), "live: resync done");
             summary.syncs += 1;
+            observer.synced(false, &resync.summary);
             let failed = resync.summary.error.clone();
             add_sync(&mut summary, resync.summary, true);
             if let Some(error) = failed {
@@ -220,7 +238,8 @@ pub async fn follow(
         let source = Source::Changes(follower.change_source(&state, locates_by_key));
         // (With the syncs' `delete_stale`, so the index's marker keeps saying what the
         // syncs do; a follow phase keeps no ids and deletes nothing as stale.)
-        let run = executor::run_pipeline_with(&sync, Some(source), follow_options.clone(), phase.clone(), phase_progress.as_ref());
+        let tee = observer::Tee { progress: phase_progress.as_ref(), observer };
+        let run = executor::run_pipeline_with(&sync, Some(source), follow_options.clone(), phase.clone(), &tee);
         let mut run = std::pin::pin!(run);
         let mut drain_until: Option<tokio::time::Instant> = None;
         let outcome = loop {
@@ -253,6 +272,7 @@ pub async fn follow(
             }
         };
         let phase_summary = outcome?;
+        observer.applied(&phase_summary);
         summary.upserts += phase_summary.written;
         summary.deletes += phase_summary.deleted;
         summary.failed += phase_summary.failed;

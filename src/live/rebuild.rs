@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::observer::{Observer, Tee};
 use super::state::{LiveState, Reason};
 use super::{wait_or_stop, LiveSummary, PhaseProgress};
 use crate::config::model::Pipeline;
@@ -65,6 +66,8 @@ pub(super) struct Following<'a> {
     /// The follow phases' options (`follow: true`).
     pub options: RunOptions,
     pub progress: &'a PhaseProgress,
+    /// Told each resync's reason and each follow phase, those during a build too.
+    pub observer: &'a dyn Observer,
     pub drain_timeout: Duration,
 }
 
@@ -103,10 +106,16 @@ pub(super) async fn sync(
     };
     let Some(plan) = plan.filter(|plan| matches!(plan.case, Case::Rebuild { .. })) else {
         let reasons = if first { Vec::new() } else { following.state.begin_resync() };
+        if !first {
+            following.observer.resync(reasons.first().copied().unwrap_or(Reason::Error));
+        }
         let summary = executor::run_pipeline(following.pipeline, options, shutdown.child_token(), progress).await?;
         return Ok(Synced { summary, reasons, waited: false });
     };
     let reasons = if first { Vec::new() } else { following.state.take_reasons() };
+    if !first {
+        following.observer.resync(reasons.first().copied().unwrap_or(Reason::Error));
+    }
     tracing::info!(pipeline = %following.pipeline.name, "live: {}; changes are applied through the alias meanwhile", plan.describe(false));
     let done = CancellationToken::new();
     let stop_build = shutdown.child_token();
@@ -201,12 +210,13 @@ async fn follow_meanwhile(
     while !done.is_cancelled() && !state.is_dirty() && state.fatal().is_none() {
         let phase = state.new_phase();
         let source = Source::Changes(follower.change_source(state, following.locates_by_key));
+        let tee = Tee { progress: following.progress, observer: following.observer };
         let run = executor::run_pipeline_with(
             following.pipeline,
             Some(source),
             following.options.clone(),
             phase.clone(),
-            following.progress,
+            &tee,
         );
         let mut run = std::pin::pin!(run);
         let outcome = loop {
@@ -232,6 +242,7 @@ async fn follow_meanwhile(
             }
         };
         let phase_summary = outcome?;
+        following.observer.applied(&phase_summary);
         totals.written += phase_summary.written;
         totals.deleted += phase_summary.deleted;
         totals.failed += phase_summary.failed;

@@ -47,6 +47,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in priority order.
+    pub const ALL: [Reason; 8] = [
+        Reason::Restart,
+        Reason::Flush,
+        Reason::SubscriptionDropped,
+        Reason::Overflow,
+        Reason::Topology,
+        Reason::DeleteWithoutId,
+        Reason::Error,
+        Reason::ReconcileEvery,
+    ];
+
     /// The reason's name in summaries and logs.
     pub fn name(self) -> &'static str {
         match self {

@@ -1,6 +1,7 @@
-//! `serve`'s HTTP endpoints (axum, HTTP/1): `/metrics` (Prometheus text format),
-//! `/healthz` (the process answers), `/readyz` (200 once every pipeline finished a
-//! run ok, else 503 naming the ones not ready and why), `/status` (JSON), and
+//! `serve`'s HTTP endpoints (axum, HTTP/1): `/metrics` (Prometheus text format;
+//! live pipelines' lag and counters sampled first), `/healthz` (the process
+//! answers), `/readyz` (200 once every pipeline finished a run ok, or a live one its
+//! first sync, else 503 naming the ones not ready and why), `/status` (JSON), and
 //! `POST /pipelines/NAME/run` (only with `--allow-trigger`).
 
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub fn spawn(
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    shared.sample_live();
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], shared.metrics.encode()).into_response()
 }
 
@@ -103,6 +105,12 @@ async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
     };
     if state.stopping {
         return error(StatusCode::CONFLICT, format!("pipeline `{name}` was removed and is stopping"));
+    }
+    if state.live.is_some() {
+        return error(
+            StatusCode::CONFLICT,
+            format!("pipeline `{name}` is live: it follows changes continuously, there is no run to start"),
+        );
     }
     if let Some(running) = &state.running {
         return error(

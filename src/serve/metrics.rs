@@ -1,8 +1,9 @@
 //! The metrics `serve` exposes on `/metrics`, in the Prometheus text format (crate
 //! `prometheus-client`): per pipeline (runs by outcome, documents by operation, keys
 //! read, skipped ticks, last duration, last success, running), and for the process
-//! (reloads by result, last reload, build info). Labels are pipeline names and fixed
-//! words, never a Redis key.
+//! (reloads by result, last reload, build info); for live pipelines also lag,
+//! pending keys, events received, keys dropped on overflow and resyncs by reason.
+//! Labels are pipeline names and fixed words, never a Redis key.
 
 use std::sync::atomic::AtomicU64;
 
@@ -14,6 +15,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::executor::{PipelineSummary, Status};
+use crate::live::state::Reason;
 
 /// Every metric name starts with this.
 pub const PREFIX: &str = "redis_connector";
@@ -36,6 +38,12 @@ struct OutcomeLabels {
 struct OperationLabels {
     pipeline: String,
     operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    pipeline: String,
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +97,11 @@ pub struct Metrics {
     last_duration: Family<PipelineLabel, FloatGauge>,
     last_success: Family<PipelineLabel, FloatGauge>,
     running: Family<PipelineLabel, Gauge>,
+    live_lag: Family<PipelineLabel, FloatGauge>,
+    live_pending: Family<PipelineLabel, Gauge>,
+    live_events: Family<PipelineLabel, Counter>,
+    live_dropped: Family<PipelineLabel, Counter>,
+    live_resyncs: Family<ReasonLabels, Counter>,
     reloads: Family<ResultLabel, Counter>,
     last_reload_success: FloatGauge,
     last_reload_ok: Gauge,
@@ -113,6 +126,11 @@ impl Metrics {
             last_duration: Family::default(),
             last_success: Family::default(),
             running: Family::default(),
+            live_lag: Family::default(),
+            live_pending: Family::default(),
+            live_events: Family::default(),
+            live_dropped: Family::default(),
+            live_resyncs: Family::default(),
             reloads: Family::default(),
             last_reload_success: FloatGauge::default(),
             last_reload_ok: Gauge::default(),
@@ -125,7 +143,7 @@ impl Metrics {
         );
         registry.register(
             "pipeline_documents",
-            "Documents by operation (written, unchanged, deleted as stale, failed, filtered, skipped), summed over runs",
+            "Documents by operation (written, unchanged, deleted: as stale, or by live mode for a key gone; failed, filtered, skipped), summed over runs and live changes",
             metrics.documents.clone(),
         );
         registry.register("pipeline_keys_read", "Redis keys read, summed over runs", metrics.keys_read.clone());
@@ -146,7 +164,33 @@ impl Metrics {
             Unit::Seconds,
             metrics.last_success.clone(),
         );
-        registry.register("pipeline_running", "1 while the pipeline runs", metrics.running.clone());
+        registry.register("pipeline_running", "1 while the pipeline runs (a live pipeline: while it follows)", metrics.running.clone());
+        registry.register_with_unit(
+            "pipeline_live_lag",
+            "Live pipelines: age of the oldest change not applied yet (0 when none waits)",
+            Unit::Seconds,
+            metrics.live_lag.clone(),
+        );
+        registry.register(
+            "pipeline_live_pending_keys",
+            "Live pipelines: changed keys waiting to be applied",
+            metrics.live_pending.clone(),
+        );
+        registry.register(
+            "pipeline_live_events",
+            "Live pipelines: keyspace notifications received",
+            metrics.live_events.clone(),
+        );
+        registry.register(
+            "pipeline_live_dropped_keys",
+            "Live pipelines: pending keys dropped when the pending set overflowed (each overflow starts a resync)",
+            metrics.live_dropped.clone(),
+        );
+        registry.register(
+            "pipeline_live_resyncs",
+            "Live pipelines: resyncs started, by reason (restart, flush, subscription_dropped, overflow, topology, delete_without_id, error, reconcile_every)",
+            metrics.live_resyncs.clone(),
+        );
         registry.register(
             "config_reloads",
             "Reloads of the pipeline files, by result (success, failure)",
@@ -216,6 +260,87 @@ impl Metrics {
         self.last_duration.remove(&label);
         self.last_success.remove(&label);
         self.running.remove(&label);
+        self.remove_live(pipeline);
+    }
+
+    /// A live pipeline starts following: its live series exist from now on, at 0.
+    pub fn live_started(&self, pipeline: &str) {
+        let label = PipelineLabel { pipeline: pipeline.into() };
+        self.running.get_or_create(&label).set(1);
+        self.live_lag.get_or_create(&label).set(0.0);
+        self.live_pending.get_or_create(&label).set(0);
+        let _ = self.live_events.get_or_create(&label);
+        let _ = self.live_dropped.get_or_create(&label);
+        for reason in Reason::ALL {
+            let _ = self.live_resyncs.get_or_create(&ReasonLabels {
+                pipeline: pipeline.into(),
+                reason: reason.name().into(),
+            });
+        }
+    }
+
+    /// A live pipeline stopped following (it ended, failed, or is being replaced).
+    pub fn live_stopped(&self, pipeline: &str) {
+        let label = PipelineLabel { pipeline: pipeline.into() };
+        self.running.get_or_create(&label).set(0);
+        self.live_lag.get_or_create(&label).set(0.0);
+        self.live_pending.get_or_create(&label).set(0);
+    }
+
+    /// Drops a pipeline's live series (removed, or no longer live).
+    pub fn remove_live(&self, pipeline: &str) {
+        let label = PipelineLabel { pipeline: pipeline.into() };
+        self.live_lag.remove(&label);
+        self.live_pending.remove(&label);
+        self.live_events.remove(&label);
+        self.live_dropped.remove(&label);
+        for reason in Reason::ALL {
+            self.live_resyncs.remove(&ReasonLabels {
+                pipeline: pipeline.into(),
+                reason: reason.name().into(),
+            });
+        }
+    }
+
+    /// A live pipeline's figures now: lag and pending keys, and what was received,
+    /// dropped and applied since the last sample.
+    pub fn live_sample(&self, pipeline: &str, sample: LiveSample) {
+        let label = PipelineLabel { pipeline: pipeline.into() };
+        self.live_lag.get_or_create(&label).set(sample.lag_seconds);
+        self.live_pending.get_or_create(&label).set(i64::try_from(sample.pending).unwrap_or(i64::MAX));
+        self.live_events.get_or_create(&label).inc_by(sample.new_events);
+        self.live_dropped.get_or_create(&label).inc_by(sample.new_dropped);
+        for (operation, n) in [("written", sample.new_upserts), ("deleted", sample.new_deletes)] {
+            self.documents
+                .get_or_create(&OperationLabels {
+                    pipeline: pipeline.into(),
+                    operation: operation.into(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// A live pipeline's resync starts.
+    pub fn live_resync(&self, pipeline: &str, reason: Reason) {
+        self.live_resyncs
+            .get_or_create(&ReasonLabels {
+                pipeline: pipeline.into(),
+                reason: reason.name().into(),
+            })
+            .inc();
+    }
+
+    /// A live pipeline's follow phase ended: its failed, skipped and filtered changes
+    /// (its upserts and deletes are counted as they happen, by [`Metrics::live_sample`]).
+    pub fn live_phase_ended(&self, pipeline: &str, summary: &PipelineSummary) {
+        for (operation, n) in [("failed", summary.failed), ("skipped", summary.skipped), ("filtered", summary.filtered)] {
+            self.documents
+                .get_or_create(&OperationLabels {
+                    pipeline: pipeline.into(),
+                    operation: operation.into(),
+                })
+                .inc_by(n);
+        }
     }
 
     /// A run started.
@@ -225,8 +350,14 @@ impl Metrics {
 
     /// A run ended with `summary`, or could not start (`None`) after `seconds`.
     pub fn run_ended(&self, pipeline: &str, summary: Option<&PipelineSummary>, seconds: f64, ended_at: f64) {
+        self.running.get_or_create(&PipelineLabel { pipeline: pipeline.into() }).set(0);
+        self.sync_ended(pipeline, summary, seconds, ended_at);
+    }
+
+    /// A full sync ended (a run, or a live pipeline's first sync or resync), or could
+    /// not start (`None`): counted as a run, with its documents.
+    pub fn sync_ended(&self, pipeline: &str, summary: Option<&PipelineSummary>, seconds: f64, ended_at: f64) {
         let label = PipelineLabel { pipeline: pipeline.into() };
-        self.running.get_or_create(&label).set(0);
         self.last_duration.get_or_create(&label).set(seconds);
         let outcome = summary.map_or(Outcome::Error, Outcome::of);
         self.runs
@@ -281,6 +412,21 @@ impl Metrics {
     }
 }
 
+/// A live pipeline's figures at one moment, for [`Metrics::live_sample`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveSample {
+    pub lag_seconds: f64,
+    pub pending: u64,
+    /// Events received since the last sample.
+    pub new_events: u64,
+    /// Keys dropped on overflow since the last sample.
+    pub new_dropped: u64,
+    /// Changed keys written since the last sample.
+    pub new_upserts: u64,
+    /// Documents deleted by follow phases since the last sample.
+    pub new_deletes: u64,
+}
+
 /// The values of the `operation` label.
 const OPERATIONS: [&str; 6] = ["written", "unchanged", "deleted", "failed", "filtered", "skipped"];
 
@@ -311,6 +457,27 @@ mod tests {
         assert!(text.contains("redis_connector_pipeline_documents_total{pipeline=\"users\",operation=\"written\"} 0"));
         assert!(text.contains("redis_connector_config_reloads_total{result=\"failure\"} 0"));
         assert!(text.contains("redis_connector_build_info{version=\""));
+        metrics.remove_pipeline("users");
+        assert!(!metrics.encode().contains("pipeline=\"users\""));
+    }
+
+    #[test]
+    fn a_live_pipeline_s_series_add_what_is_new_and_go_with_it() {
+        let metrics = Metrics::new();
+        metrics.add_pipeline("users");
+        metrics.live_started("users");
+        let text = metrics.encode();
+        assert!(text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"overflow\"} 0"), "{text}");
+        assert!(text.contains("redis_connector_pipeline_live_lag_seconds{pipeline=\"users\"} 0.0"), "{text}");
+        let sample = LiveSample { lag_seconds: 0.25, pending: 3, new_events: 5, new_dropped: 0, new_upserts: 2, new_deletes: 1 };
+        metrics.live_sample("users", sample);
+        metrics.live_sample("users", LiveSample { new_events: 1, ..sample });
+        metrics.live_resync("users", Reason::Flush);
+        let text = metrics.encode();
+        assert!(text.contains("redis_connector_pipeline_live_events_total{pipeline=\"users\"} 6"), "{text}");
+        assert!(text.contains("redis_connector_pipeline_live_pending_keys{pipeline=\"users\"} 3"), "{text}");
+        assert!(text.contains("redis_connector_pipeline_documents_total{pipeline=\"users\",operation=\"deleted\"} 2"), "{text}");
+        assert!(text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"flush\"} 1"), "{text}");
         metrics.remove_pipeline("users");
         assert!(!metrics.encode().contains("pipeline=\"users\""));
     }

@@ -1,10 +1,13 @@
 //! `serve`: one long-running process for a set of pipeline files. Each pipeline
-//! runs on its schedule, or once at start ([`runner`]); the set is reloaded when a
+//! runs on its schedule, or once at start ([`runner`]), or, when it is live, is
+//! followed for as long as it is in the set ([`follow`]); the set is reloaded when a
 //! file changes ([`watch`]) or on SIGHUP, validated whole first, and applied by name
 //! and content ([`supervisor`]); [`http`] exposes metrics, health and status; SIGTERM
 //! stops scheduling and drains ([`supervisor::Supervisor::shutdown`]).
 
+pub mod follow;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod runner;
 pub mod schedule;

@@ -1,6 +1,7 @@
 //! One pipeline under `serve`: a task that waits for its next time (schedule,
 //! start, or a trigger), runs the pipeline through the executor, and records the
-//! run (state, metrics, one log line at start and one at end). Runs of one pipeline
+//! run (state, metrics, one log line at start and one at end); a live pipeline's
+//! task follows it instead ([`super::follow`]). Runs of one pipeline
 //! never overlap: the task runs one at a time, and a time that passes while a run is
 //! still going is skipped and counted. A new configuration (a changed file) is taken
 //! between runs; `stop` ends the task between runs too, so a run in progress always
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::follow::{is_live, FollowEnd};
 use super::schedule::Schedule;
 use super::state::{unix_seconds, Running, Shared, Trigger};
 use crate::config::LoadedPipeline;
@@ -45,6 +47,15 @@ impl PipelineTask {
     pub async fn run(mut self) {
         'config: loop {
             let loaded = self.config.borrow_and_update().clone();
+            if is_live(&loaded) {
+                match self.follow(loaded).await {
+                    FollowEnd::Stop => break 'config,
+                    FollowEnd::Reconfigured => continue 'config,
+                }
+            }
+            // Not (or no longer) live.
+            self.shared.metrics.remove_live(&self.name);
+            self.shared.update(&self.name, self.generation, |state| state.live = None);
             let (schedule, at_start) = match &loaded.pipeline.schedule {
                 // Checked when the file was loaded.
                 Some(config) => match Schedule::build(config) {
@@ -253,9 +264,9 @@ fn log_end(summary: &PipelineSummary, trigger: Trigger) {
 }
 
 /// Hands the run's live counters to `/status`.
-struct StateProgress {
-    shared: Arc<Shared>,
-    generation: u64,
+pub(super) struct StateProgress {
+    pub shared: Arc<Shared>,
+    pub generation: u64,
 }
 
 impl Progress for StateProgress {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use tokio::sync::Notify;
 
+use super::live::LiveView;
 use super::metrics::Metrics;
 use crate::executor::{LiveCounters, PipelineSummary, Status};
 
@@ -70,6 +71,8 @@ pub struct PipelineState {
     pub stopping: bool,
     /// Wakes the pipeline's task for a run now.
     pub trigger: Arc<Notify>,
+    /// A live pipeline's phase and figures (`None` for a scheduled one).
+    pub live: Option<LiveView>,
 }
 
 impl PipelineState {
@@ -77,6 +80,9 @@ impl PipelineState {
     pub fn not_ready_because(&self) -> Option<String> {
         if self.stopping || self.succeeded || (self.ready_without_run && self.runs == 0 && self.running.is_none()) {
             return None;
+        }
+        if let Some(live) = &self.live {
+            return Some(live.not_ready_because());
         }
         Some(match (&self.running, &self.last_summary, &self.last_error) {
             (Some(running), None, None) if self.runs == 0 => {
@@ -99,6 +105,8 @@ impl PipelineState {
     fn to_json(&self, name: &str) -> Json {
         let state = if self.stopping {
             "stopping"
+        } else if let Some(live) = &self.live {
+            live.phase.as_str()
         } else if self.running.is_some() {
             "running"
         } else if self.next_run.is_some() {
@@ -131,6 +139,7 @@ impl PipelineState {
             "last_ended": self.last_ended.map(rfc3339),
             "last_error": self.last_error,
             "last_summary": self.last_summary,
+            "live": self.live.as_ref().map(LiveView::to_json),
         })
     }
 }
@@ -203,6 +212,16 @@ impl Shared {
             .iter()
             .filter_map(|(name, state)| state.not_ready_because().map(|why| (name.clone(), why)))
             .collect()
+    }
+
+    /// Hands each live pipeline's figures now (lag, pending keys, what is new) to the
+    /// metrics; called before `/metrics` is encoded.
+    pub fn sample_live(&self) {
+        for (name, state) in self.pipelines().iter_mut() {
+            if let (Some(live), false) = (&mut state.live, state.stopping) {
+                self.metrics.live_sample(name, live.sample());
+            }
+        }
     }
 
     /// `/status`: every pipeline, the last reload, the process.

@@ -139,6 +139,7 @@ impl Supervisor {
                 last_error: None,
                 stopping: false,
                 trigger: trigger.clone(),
+                live: None,
             },
         );
         let content = loaded.content.clone();
@@ -191,6 +192,9 @@ impl Supervisor {
 
 /// The schedule as `/status` shows it.
 fn describe(loaded: &LoadedPipeline) -> String {
+    if super::follow::is_live(loaded) {
+        return "live".to_owned();
+    }
     match &loaded.pipeline.schedule {
         Some(config) => match super::schedule::Schedule::build(config) {
             Ok(schedule) if config.at_start => schedule.describe(),

@@ -11,6 +11,7 @@
 
 pub mod live;
 pub mod redisjson;
+pub mod serve;
 pub mod source;
 
 use std::net::TcpListener;

@@ -43,13 +43,14 @@ pub struct Pipeline {
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
     /// Live mode: follow Redis's keyspace notifications and keep the index within a
-    /// fraction of a second of Redis, under `run --follow`. `live: true`, or its
-    /// settings. (`serve` does not follow yet: it syncs such a pipeline on its schedule.)
+    /// fraction of a second of Redis, under `run --follow` and under `serve` (which
+    /// follows it for as long as it is in the set). `live: true`, or its settings.
+    /// Not with `schedule` (validation refuses the pair).
     #[serde(default)]
     pub live: Option<LiveConfig>,
     /// When `serve` runs the pipeline: every interval (`every`) or at the times of a
     /// cron expression (`cron`, `timezone`). Without it, `serve` runs the pipeline once,
-    /// at start. `run` ignores it.
+    /// at start, or follows it when it is live. `run` ignores it.
     #[serde(default)]
     pub schedule: Option<ScheduleConfig>,
 }
