@@ -283,7 +283,7 @@ pub async fn open_pit(service: &BulkService, index: &str) -> anyhow::Result<Stri
 pub async fn close_pit(service: &BulkService, pit: &str) {
     let Ok(close) = serde_json::to_vec(&json!({ "id": pit })) else { return };
     if let Err(e) = service
-        .client
+        .transport
         .request(Method::Delete, "_pit", Some((Bytes::from(close), "application/json")))
         .await
     {

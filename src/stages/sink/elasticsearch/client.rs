@@ -366,6 +366,38 @@ impl EsClient {
     }
 }
 
+/// The one request of `open`: which server answers, and its version. With several
+/// nodes, each is tried until one answers (the client itself moves on from a node
+/// that refuses connections; this also moves on from one that does not answer in time).
+pub async fn check_cluster(client: &EsClient, nodes: usize) -> anyhow::Result<String> {
+    let path = "_nodes/_local?filter_path=cluster_name,nodes.*.version,nodes.*.name";
+    let mut last = None;
+    for _ in 0..nodes {
+        match client.request(Method::Get, path, None).await {
+            Ok(reply) if reply.status == 200 => {
+                let body = reply.json()?;
+                let node = body["nodes"]
+                    .as_object()
+                    .and_then(|n| n.values().next())
+                    .cloned()
+                    .unwrap_or_default();
+                return Ok(format!(
+                    "Elasticsearch {} at {} (cluster {}, node {})",
+                    node["version"].as_str().unwrap_or("of unknown version"),
+                    reply.node,
+                    body["cluster_name"].as_str().unwrap_or("?"),
+                    node["name"].as_str().unwrap_or("?"),
+                ));
+            }
+            Ok(reply) => return Err(client.status_error(&reply, "GET _nodes/_local (the connection check)")),
+            Err(failure) if failure.kind == FailureKind::Tls => return Err(anyhow::anyhow!("{failure}")),
+            Err(failure) => last = Some(failure),
+        }
+    }
+    let failure = last.expect("at least one node was tried");
+    Err(anyhow::anyhow!("{failure}: is the url right and the server up?"))
+}
+
 fn parse_ca(path: &Path, pem: &[u8]) -> anyhow::Result<Certificate> {
     Certificate::from_pem(pem)
         .map_err(|e| anyhow::anyhow!("tls.ca_file {} holds no usable PEM certificate: {e}", path.display()))

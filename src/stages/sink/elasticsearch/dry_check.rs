@@ -23,9 +23,12 @@ use elasticsearch::http::Method;
 use serde_json::{json, Map, Value};
 
 use super::client::EsClient;
+use super::compat;
+use super::running::Running;
 use super::service::error_type_and_reason;
 use crate::document::Document;
 use crate::record::Record;
+use crate::stages::StageContext;
 
 /// Documents of a dry run that Elasticsearch checks whatever the offline check says;
 /// after them it checks only those the offline check flags.
@@ -115,4 +118,68 @@ fn without_meta(mapping: &Value) -> Value {
         map.remove("_meta");
     }
     mapping
+}
+
+impl Running {
+    /// Dry run: checks the pending documents (with Elasticsearch, or offline when it
+    /// cannot) and counts each as the real run would: written, or failed and
+    /// dead-lettered (in the dry run's file) with the reason.
+    pub async fn check_dry_run(&mut self, ctx: &StageContext) -> anyhow::Result<()> {
+        let pending = std::mem::take(&mut self.dry_pending);
+        // Offline first, for every document; Elasticsearch then checks the first
+        // `CHECKED_IN_FULL` documents of the run and, after them, those the
+        // offline check flags (its verdict and words win). It takes about 10 to 20
+        // times what indexing the same documents takes, so checking them all would
+        // make a dry run of millions of keys slower than the real run.
+        let mut verdicts: Vec<Option<(String, String)>> = pending
+            .iter()
+            .map(|p| {
+                let document = p.document()?;
+                let position = self.indices.position(&p.index);
+                let mapping = position.and_then(|at| self.indices.get(at).state.mapping.as_ref());
+                check_offline(mapping, &p.index, document).map(|reason| ("document_parsing_exception".to_owned(), reason))
+            })
+            .collect();
+        if self.dry_offline.is_none() {
+            let chosen: Vec<usize> = (0..pending.len())
+                .filter(|&i| self.dry_checked + (i as u64) < CHECKED_IN_FULL || verdicts[i].is_some())
+                .collect();
+            let asked: Vec<&Pending> = chosen.iter().map(|&i| &pending[i]).collect();
+            match check(self.client(), &asked).await {
+                Ok(found) => {
+                    for (i, verdict) in chosen.into_iter().zip(found) {
+                        verdicts[i] = verdict;
+                    }
+                }
+                Err(Unavailable(reason)) => {
+                    tracing::warn!("Elasticsearch cannot check the dry run's documents ({reason}); checking them offline");
+                    self.dry_offline = Some(reason);
+                }
+            }
+        }
+        self.dry_checked += pending.len() as u64;
+        for (p, verdict) in pending.into_iter().zip(verdicts) {
+            let Some(document) = p.document() else { continue };
+            match verdict {
+                None => ctx.counters.add_out(1),
+                Some((error_type, reason)) => {
+                    let id = document.id.clone();
+                    let index = Some(p.index.clone());
+                    self.reject(&p.record, id, index, ctx, error_type.as_str(), reason)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Offline dry-run check of `document` against `mapping` (when Elasticsearch cannot
+/// check it): why it would be rejected, if it would.
+fn check_offline(
+    mapping: Option<&serde_json::Value>,
+    index: &str,
+    document: &crate::document::Document,
+) -> Option<String> {
+    let problems = compat::check_document(mapping?, &document.body);
+    (!problems.is_empty()).then(|| format!("the mapping of index {index} would reject it: {}", problems.join("; ")))
 }

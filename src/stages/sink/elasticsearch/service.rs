@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use elasticsearch::http::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{EsClient, FailureKind, Reply};
+use super::transport::Transport;
 use super::encoder::{write_delete_action, SentBulk};
 use super::retry::{human_duration, item_is_retryable, request_verdict, Backoff, RetryCounters, Verdict};
 use crate::config::model::RetryConfig;
@@ -59,9 +59,10 @@ pub fn error_type_and_reason(error: &Value) -> (String, String) {
     (ty, reason)
 }
 
-/// Everything a bulk request needs; shared by the requests in flight.
-pub struct BulkService {
-    pub client: EsClient,
+/// Everything a bulk request needs; shared by the requests in flight. Generic over
+/// its [`Transport`] so that its decisions are unit-tested without a server.
+pub struct BulkService<T = EsClient> {
+    pub transport: T,
     pub policy: RetryConfig,
     pub retries: Arc<RetryCounters>,
     pub pipeline: Arc<str>,
@@ -70,7 +71,7 @@ pub struct BulkService {
     pub counters: Arc<StageCounters>,
 }
 
-impl BulkService {
+impl<T: Transport> BulkService<T> {
     /// Writes one bulk: counts written documents in `counters.out` and deletes in
     /// `counters.deleted` (a document already gone counts as deleted), dead-letters
     /// rejected ones (`counters.failed`), resends 429-rejected ones alone. An error is
@@ -204,16 +205,12 @@ impl BulkService {
     pub async fn send(&self, path: &str, body: Bytes, content_type: &'static str) -> anyhow::Result<Reply> {
         let mut backoff = Backoff::new(&self.policy);
         loop {
-            let (node, last) = match self
-                .client
-                .request(Method::Post, path, Some((body.clone(), content_type)))
-                .await
-            {
+            let (node, last) = match self.transport.post(path, body.clone(), content_type).await {
                 Ok(reply) => match request_verdict(reply.status) {
                     Verdict::Done | Verdict::TooLarge => return Ok(reply),
                     Verdict::Fatal => {
                         let what = format!("POST {}", path.split('?').next().unwrap_or(path));
-                        return Err(self.client.status_error(&reply, &what));
+                        return Err(self.transport.status_error(&reply, &what));
                     }
                     Verdict::Retry => (
                         reply.node.clone(),
@@ -300,5 +297,230 @@ impl BulkService {
             pending = again;
         }
         Ok((deleted, errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::stages::sink::elasticsearch::encoder::Bulk;
+    use crate::stages::sink::elasticsearch::transport::scripted::{
+        self, answer, bulk_answer, ids, refused, ScriptedTransport, NODE,
+    };
+
+    fn service(
+        transport: &Arc<ScriptedTransport>,
+        dir: &tempfile::TempDir,
+        max_elapsed_ms: u64,
+    ) -> BulkService<Arc<ScriptedTransport>> {
+        scripted::service(transport, dir.path(), max_elapsed_ms)
+    }
+
+    /// A bulk of one small document per id, in index `users`, from key `k:<id>`.
+    fn bulk(ids: &[&str]) -> SentBulk {
+        let mut bulk = Bulk::default();
+        for id in ids {
+            let body = json!({ "name": id }).as_object().unwrap().clone();
+            bulk.push_index("users", id, &body, 0, 0, false);
+            bulk.set_last_key(format!("k:{id}").into_bytes());
+        }
+        SentBulk::from_bulk(bulk)
+    }
+
+    /// The dead-letter file's lines.
+    fn dead_letters(dir: &tempfile::TempDir) -> Vec<Value> {
+        std::fs::read_to_string(dir.path().join("dead.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    fn counts(service: &BulkService<Arc<ScriptedTransport>>) -> (u64, u64) {
+        (
+            service.counters.out.load(Ordering::Relaxed),
+            service.counters.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_413_splits_the_bulk_in_halves_down_to_the_one_document_then_dead_letters_it() {
+        // Any request holding document `c` is too large.
+        let transport = ScriptedTransport::new(|_, body| {
+            let ids = ids(body);
+            if ids.iter().any(|id| id == "c") {
+                answer(413, json!({}))
+            } else {
+                bulk_answer(&vec![201; ids.len()], "")
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&transport, &dir, 1_000);
+        service.write(bulk(&["a", "b", "c", "d"])).await.unwrap();
+
+        let sent: Vec<Vec<String>> = transport.bodies().iter().map(|b| ids(b)).collect();
+        assert_eq!(sent, [vec!["a", "b", "c", "d"], vec!["a", "b"], vec!["c", "d"], vec!["c"], vec!["d"]]);
+        assert_eq!(counts(&service), (3, 1));
+        let dead = dead_letters(&dir);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0]["_id"], "c");
+        assert_eq!(dead[0]["key"], "k:c");
+        assert_eq!(dead[0]["_index"], "users");
+        assert_eq!(dead[0]["error_type"], "request_entity_too_large");
+        let reason = dead[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("is larger than Elasticsearch's http.max_content_length"),
+            "{reason}"
+        );
+        assert_eq!(dead[0]["document"]["name"], "c");
+    }
+
+    #[tokio::test]
+    async fn a_429_answer_is_retried_then_the_bulk_is_written() {
+        let transport = ScriptedTransport::new(|n, body| match n {
+            0 => answer(429, json!({ "error": { "type": "es_rejected_execution_exception", "reason": "queue full" } })),
+            _ => bulk_answer(&vec![201; ids(body).len()], ""),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&transport, &dir, 60_000);
+        service.write(bulk(&["a", "b"])).await.unwrap();
+
+        let bodies = transport.bodies();
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(bodies[0], bodies[1], "the same request is sent again");
+        assert_eq!(counts(&service), (2, 0));
+        assert_eq!(service.retries.get(), (1, 0));
+        assert!(dead_letters(&dir).is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_the_items_rejected_with_429_are_resent() {
+        let transport = ScriptedTransport::new(|n, body| match n {
+            0 => bulk_answer(&[201, 429, 201, 429], "es_rejected_execution_exception"),
+            _ => bulk_answer(&vec![201; ids(body).len()], ""),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&transport, &dir, 60_000);
+        service.write(bulk(&["a", "b", "c", "d"])).await.unwrap();
+
+        let sent: Vec<Vec<String>> = transport.bodies().iter().map(|b| ids(b)).collect();
+        assert_eq!(sent, [vec!["a", "b", "c", "d"], vec!["b", "d"]]);
+        assert_eq!(counts(&service), (4, 0));
+        assert_eq!(service.retries.get(), (0, 2));
+    }
+
+    #[tokio::test]
+    async fn items_rejected_with_400_are_not_retried_and_count_as_failed() {
+        let transport = ScriptedTransport::new(|_, _| bulk_answer(&[201, 400, 201], "document_parsing_exception"));
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&transport, &dir, 60_000);
+        service.write(bulk(&["a", "b", "c"])).await.unwrap();
+
+        assert_eq!(transport.bodies().len(), 1, "nothing is resent");
+        assert_eq!(counts(&service), (2, 1));
+        assert_eq!(service.retries.get(), (0, 0));
+        let dead = dead_letters(&dir);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0]["_id"], "b");
+        assert_eq!(dead[0]["error_type"], "document_parsing_exception");
+        assert_eq!(dead[0]["reason"], "rejected with 400");
+    }
+
+    #[tokio::test]
+    async fn items_still_rejected_with_429_when_retries_run_out_are_dead_lettered() {
+        let transport = ScriptedTransport::new(|n, body| match n {
+            0 => bulk_answer(&[201, 429], "es_rejected_execution_exception"),
+            _ => bulk_answer(&vec![429; ids(body).len()], "es_rejected_execution_exception"),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&transport, &dir, 20);
+        service.write(bulk(&["a", "b"])).await.unwrap();
+
+        assert!(transport.bodies()[1..].iter().all(|body| ids(body) == ["b"]));
+        assert_eq!(counts(&service), (1, 1));
+        let dead = dead_letters(&dir);
+        assert_eq!(dead[0]["_id"], "b");
+        assert_eq!(dead[0]["error_type"], "es_rejected_execution_exception");
+        let reason = dead[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("Elasticsearch kept rejecting the document with 429 (too many requests) for "),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_give_up_after_max_elapsed_with_the_last_error() {
+        let transport = ScriptedTransport::new(|_, _| {
+            answer(503, json!({ "error": { "type": "cluster_block_exception", "reason": "blocked" } }))
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&transport, &dir, 20);
+        let error = service.write(bulk(&["a"])).await.unwrap_err().to_string();
+
+        assert!(
+            error.starts_with(&format!("Elasticsearch at {NODE} did not answer for ")),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("(last error: HTTP 503: cluster_block_exception: blocked)"),
+            "{error}"
+        );
+        assert!(transport.bodies().len() >= 2, "retried before giving up");
+        let (requests, _) = service.retries.get();
+        assert_eq!(requests as usize, transport.bodies().len() - 1);
+        assert_eq!(counts(&service), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_is_retried_then_written() {
+        let transport = ScriptedTransport::new(|n, body| match n {
+            0 | 1 => refused(),
+            _ => bulk_answer(&vec![201; ids(body).len()], ""),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&transport, &dir, 60_000);
+        service.write(bulk(&["a"])).await.unwrap();
+        assert_eq!(service.retries.get(), (2, 0));
+        assert_eq!(counts(&service), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_status_that_is_no_document_problem_ends_the_run_without_retry() {
+        let transport = ScriptedTransport::new(|_, _| {
+            answer(400, json!({ "error": { "type": "illegal_argument_exception", "reason": "bad bulk" } }))
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&transport, &dir, 60_000);
+        let error = service.write(bulk(&["a"])).await.unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!("Elasticsearch at {NODE} answered POST _bulk with HTTP 400: illegal_argument_exception: bad bulk")
+        );
+        assert_eq!(transport.bodies().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn deletes_count_as_deleted_and_a_missing_document_as_already_gone() {
+        let transport = ScriptedTransport::new(|_, _| {
+            answer(
+                200,
+                json!({ "errors": true, "items": [
+                    { "delete": { "status": 200 } },
+                    { "delete": { "status": 404 } },
+                ] }),
+            )
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&transport, &dir, 60_000);
+        let mut deletes = Bulk::default();
+        deletes.push_delete("users", "a", 0, b"k:a".to_vec());
+        deletes.push_delete("users", "b", 0, b"k:b".to_vec());
+        service.write(SentBulk::from_bulk(deletes)).await.unwrap();
+        assert_eq!(service.counters.deleted.load(Ordering::Relaxed), 2);
+        assert_eq!(counts(&service), (0, 0));
     }
 }

@@ -152,7 +152,7 @@ pub async fn scan(service: &BulkService, index: &str, live: &IdSet, mode: Mode) 
     let result = scan_pages(service, index, live, mode, &mut pit).await;
     let close = serde_json::to_vec(&json!({ "id": pit }))?;
     if let Err(e) = service
-        .client
+        .transport
         .request(Method::Delete, "_pit", Some((Bytes::from(close), "application/json")))
         .await
     {
@@ -324,17 +324,33 @@ async fn delete_pages(
             .filter(|id| keys.contains(&key_hash(id)))
             .map(str::to_owned)
             .collect();
-        for part in ids.chunks(chunk.max(1)) {
-            let (deleted, errors) = service.delete(index, part).await?;
-            outcome.deleted += deleted;
-            outcome.errors.extend(errors);
-        }
+        let (deleted, errors) = delete_in_chunks(service, index, &ids, chunk).await?;
+        outcome.deleted += deleted;
+        outcome.errors.extend(errors);
         match hits.last() {
             Some(last) if hits.len() == PAGE => search_after = Some(last["sort"].clone()),
             _ => break,
         }
     }
     Ok(outcome)
+}
+
+/// Deletes `ids` from `index`, `chunk` per bulk request. Returns how many were
+/// deleted and the errors of those that could not be.
+pub async fn delete_in_chunks(
+    service: &BulkService,
+    index: &str,
+    ids: &[String],
+    chunk: usize,
+) -> anyhow::Result<(u64, Vec<String>)> {
+    let mut deleted = 0;
+    let mut errors = Vec::new();
+    for part in ids.chunks(chunk.max(1)) {
+        let (d, e) = service.delete(index, part).await?;
+        deleted += d;
+        errors.extend(e);
+    }
+    Ok((deleted, errors))
 }
 
 #[cfg(test)]
