@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    assert!(args.len() == 6, "usage: bench_live REDIS_PORT ES_URL INDEX WRITES_PER_SECOND SECONDS");
+    assert!(
+        args.len() == 6,
+        "usage: bench_live REDIS_PORT ES_URL INDEX WRITES_PER_SECOND SECONDS"
+    );
     let port: u16 = args[1].parse().unwrap();
     let es = args[2].clone();
     let index = args[3].clone();
@@ -153,7 +156,10 @@ fn poll(
     samples: mpsc::Receiver<(String, String, Instant)>,
     latencies: mpsc::Sender<Option<f64>>,
 ) {
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let url = format!("{es}/{index}/_mget?realtime=true&_source_includes=value");
     let mut outstanding: Vec<(String, String, Instant)> = Vec::new();
     let mut open = true;

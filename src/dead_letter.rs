@@ -74,7 +74,14 @@ static CREATED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 impl DeadLetter {
     /// A dead-letter file at `path`, created (truncated) at the first entry only.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        DeadLetter { inner: Arc::new(Mutex::new(Inner { path: path.into(), file: None, written: 0, error: None })) }
+        DeadLetter {
+            inner: Arc::new(Mutex::new(Inner {
+                path: path.into(),
+                file: None,
+                written: 0,
+                error: None,
+            })),
+        }
     }
 
     /// Where entries go.
@@ -94,7 +101,10 @@ impl DeadLetter {
         // The reason may quote a configured value; the document is data, kept as read.
         let mut line = match crate::redact::text(&entry.reason) {
             std::borrow::Cow::Borrowed(_) => serde_json::to_vec(entry)?,
-            std::borrow::Cow::Owned(reason) => serde_json::to_vec(&DeadLetterEntry { reason, ..entry.clone() })?,
+            std::borrow::Cow::Owned(reason) => serde_json::to_vec(&DeadLetterEntry {
+                reason,
+                ..entry.clone()
+            })?,
         };
         line.push(b'\n');
         let mut inner = self.lock();
@@ -213,7 +223,10 @@ fn log(entry: &DeadLetterEntry, number: u64) {
 /// dead-letter file of the last real run, the one record of what that run failed to
 /// write.
 pub fn dry_run_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let dry = match name.rsplit_once('.') {
         Some((stem, extension)) if !stem.is_empty() => format!("{stem}.dry-run.{extension}"),
         _ => format!("{name}.dry-run"),
@@ -235,7 +248,10 @@ fn open(path: &Path) -> std::io::Result<File> {
 }
 
 fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
-    std::io::Error::new(error.kind(), format!("cannot create dead-letter file {}: {error}", path.display()))
+    std::io::Error::new(
+        error.kind(),
+        format!("cannot create dead-letter file {}: {error}", path.display()),
+    )
 }
 
 #[cfg(test)]
@@ -248,8 +264,14 @@ mod tests {
             dry_run_path(Path::new("users.dead-letter.ndjson")),
             PathBuf::from("users.dead-letter.dry-run.ndjson")
         );
-        assert_eq!(dry_run_path(Path::new("/var/dl/failed")), PathBuf::from("/var/dl/failed.dry-run"));
-        assert_eq!(dry_run_path(Path::new("dl/.hidden")), PathBuf::from("dl/.hidden.dry-run"));
+        assert_eq!(
+            dry_run_path(Path::new("/var/dl/failed")),
+            PathBuf::from("/var/dl/failed.dry-run")
+        );
+        assert_eq!(
+            dry_run_path(Path::new("dl/.hidden")),
+            PathBuf::from("dl/.hidden.dry-run")
+        );
     }
 
     #[test]
@@ -275,10 +297,15 @@ mod tests {
             record: None,
         };
         dl.write(&entry).unwrap();
-        assert!(!DeadLetter::new(&path).remove_previous().unwrap(), "this process's lines stay");
+        assert!(
+            !DeadLetter::new(&path).remove_previous().unwrap(),
+            "this process's lines stay"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         std::fs::write(dir.path().join("file"), "").unwrap();
-        assert!(!DeadLetter::new(dir.path().join("file/dl.ndjson")).remove_previous().unwrap());
+        assert!(!DeadLetter::new(dir.path().join("file/dl.ndjson"))
+            .remove_previous()
+            .unwrap());
     }
 
     #[test]
@@ -310,7 +337,11 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap()["pipeline"].clone())
             .collect();
-        assert_eq!(pipelines, ["a", "b"], "the earlier process's line is gone, this one's kept");
+        assert_eq!(
+            pipelines,
+            ["a", "b"],
+            "the earlier process's line is gone, this one's kept"
+        );
     }
 
     #[test]

@@ -38,9 +38,8 @@ pub fn default_id(database: u32, key: &[u8]) -> String {
 /// The current time as ISO 8601 UTC (`2026-11-27T11:36:27.123Z`), as `_timestamp` holds it.
 pub fn now_timestamp() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     now.format(&format).unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
@@ -76,7 +75,11 @@ pub fn default_document(record: &Record, timestamp: &str) -> Document {
     body.insert("database".into(), Value::from(record.database));
     body.insert("key_type".into(), Value::String(record.key_type.redis_name().into()));
     body.insert("_timestamp".into(), Value::String(timestamp.to_owned()));
-    Document { id: default_id(record.database, &record.key), index: None, body }
+    Document {
+        id: default_id(record.database, &record.key),
+        index: None,
+        body,
+    }
 }
 
 /// Appends the default document of `record` as one JSON object: the same bytes as
@@ -133,7 +136,16 @@ mod tests {
     use crate::record::KeyType;
 
     fn record(key: &[u8], value: RedisValue, key_type: KeyType) -> Record {
-        Record { database: 0, key: key.to_vec(), key_type, value, size_in_bytes: Some(56), ttl: None, document: None, operation: crate::record::Operation::Upsert }
+        Record {
+            database: 0,
+            key: key.to_vec(),
+            key_type,
+            value,
+            size_in_bytes: Some(56),
+            ttl: None,
+            document: None,
+            operation: crate::record::Operation::Upsert,
+        }
     }
 
     #[test]
@@ -144,12 +156,19 @@ mod tests {
 
     #[test]
     fn string_values_are_stored_as_themselves_and_others_as_json_text() {
-        let doc = default_document(&record(b"k", RedisValue::String(b"hello".to_vec()), KeyType::String), "T");
+        let doc = default_document(
+            &record(b"k", RedisValue::String(b"hello".to_vec()), KeyType::String),
+            "T",
+        );
         assert_eq!(doc.body["value"], "hello");
         assert_eq!(doc.body["key_type"], "string");
         assert_eq!(doc.body["_timestamp"], "T");
         let doc = default_document(
-            &record(b"h", RedisValue::Hash(vec![(b"a".to_vec(), b"1".to_vec())]), KeyType::Hash),
+            &record(
+                b"h",
+                RedisValue::Hash(vec![(b"a".to_vec(), b"1".to_vec())]),
+                KeyType::Hash,
+            ),
             "T",
         );
         assert_eq!(doc.body["value"], r#"{"a":"1"}"#);

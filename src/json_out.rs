@@ -42,9 +42,7 @@ pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
         Value::Null => buf.extend_from_slice(b"null"),
         Value::Bool(true) => buf.extend_from_slice(b"true"),
         Value::Bool(false) => buf.extend_from_slice(b"false"),
-        Value::Number(number) => {
-            serde_json::to_writer(&mut *buf, number).expect("a number serializes into a Vec")
-        }
+        Value::Number(number) => serde_json::to_writer(&mut *buf, number).expect("a number serializes into a Vec"),
         Value::String(text) => write_str(buf, text),
         Value::Array(items) => write_array(buf, items, write_value),
         Value::Object(map) => write_map(buf, map),
@@ -149,24 +147,15 @@ mod tests {
         });
         let mut buf = Vec::new();
         write_value(&mut buf, &value);
-        assert_eq!(
-            String::from_utf8(buf).unwrap(),
-            serde_json::to_string(&value).unwrap()
-        );
+        assert_eq!(String::from_utf8(buf).unwrap(), serde_json::to_string(&value).unwrap());
         let mut buf = Vec::new();
         write_json_text_as_string(&mut buf, |text| write_value(text, &value));
-        assert_eq!(
-            buf,
-            serde_json::to_vec(&Value::String(value.to_string())).unwrap()
-        );
+        assert_eq!(buf, serde_json::to_vec(&Value::String(value.to_string())).unwrap());
     }
 
     #[test]
     fn members_can_skip_names_and_follow_other_members() {
-        let map = json!({"_id": "x", "a": 1, "b": "t"})
-            .as_object()
-            .unwrap()
-            .clone();
+        let map = json!({"_id": "x", "a": 1, "b": "t"}).as_object().unwrap().clone();
         let mut buf = b"{\"first\":0".to_vec();
         write_members(&mut buf, &map, |name| name != "_id", true);
         buf.push(b'}');

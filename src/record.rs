@@ -403,8 +403,14 @@ mod tests {
     #[test]
     fn zset_and_stream_have_the_documented_shape() {
         let zset = RedisValue::ZSet(vec![(b"a".to_vec(), 1.5), (b"b".to_vec(), f64::INFINITY)]);
-        assert_eq!(zset.to_json(), json!([{"member": "a", "score": 1.5}, {"member": "b", "score": "inf"}]));
-        let stream = RedisValue::Stream(vec![StreamEntry { id: "1-0".into(), fields: vec![(b"f".to_vec(), b"v".to_vec())] }]);
+        assert_eq!(
+            zset.to_json(),
+            json!([{"member": "a", "score": 1.5}, {"member": "b", "score": "inf"}])
+        );
+        let stream = RedisValue::Stream(vec![StreamEntry {
+            id: "1-0".into(),
+            fields: vec![(b"f".to_vec(), b"v".to_vec())],
+        }]);
         assert_eq!(stream.to_json(), json!([{"id": "1-0", "fields": {"f": "v"}}]));
     }
 

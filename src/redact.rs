@@ -149,7 +149,10 @@ pub struct Redacting<W: Write> {
 impl<W: Write> Redacting<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        Redacting { inner, pending: Vec::new() }
+        Redacting {
+            inner,
+            pending: Vec::new(),
+        }
     }
 
     fn write_pending(&mut self, upto: usize) -> std::io::Result<()> {
@@ -191,10 +194,7 @@ mod tests {
     fn registered_secrets_are_masked_longest_first() {
         register("redact-test-abcd");
         register("redact-test-abcd-longer");
-        assert_eq!(
-            text("a redact-test-abcd-longer and redact-test-abcd"),
-            "a *** and ***"
-        );
+        assert_eq!(text("a redact-test-abcd-longer and redact-test-abcd"), "a *** and ***");
         assert!(matches!(text("nothing here"), Cow::Borrowed(_)));
     }
 

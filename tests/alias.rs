@@ -75,8 +75,7 @@ impl Setup {
             .arg(pipeline)
             .output()
             .expect("the connector runs");
-        let text = std::fs::read_to_string(&summary)
-            .unwrap_or_else(|_| panic!("no summary: {}", describe(&out)));
+        let text = std::fs::read_to_string(&summary).unwrap_or_else(|_| panic!("no summary: {}", describe(&out)));
         let json: Value = serde_json::from_str(&text).unwrap();
         (out, json["pipelines"][0].clone())
     }
@@ -114,21 +113,13 @@ fn describe(out: &Output) -> String {
 fn notes(entry: &Value) -> String {
     entry["notes"]
         .as_array()
-        .map(|n| {
-            n.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+        .map(|n| n.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n"))
         .unwrap_or_default()
 }
 
 /// The indices `alias` points to.
 fn pointed(alias: &str) -> Vec<String> {
-    let response = http()
-        .get(format!("{}/_alias/{alias}", es_url()))
-        .send()
-        .unwrap();
+    let response = http().get(format!("{}/_alias/{alias}", es_url())).send().unwrap();
     if response.status() == 404 {
         return Vec::new();
     }
@@ -141,10 +132,7 @@ fn pointed(alias: &str) -> Vec<String> {
 /// The indices named `ALIAS-*`.
 fn indices(alias: &str) -> Vec<String> {
     let body: Value = http()
-        .get(format!(
-            "{}/_cat/indices/{alias}-*?format=json&h=index",
-            es_url()
-        ))
+        .get(format!("{}/_cat/indices/{alias}-*?format=json&h=index", es_url()))
         .send()
         .unwrap()
         .json()
@@ -178,11 +166,7 @@ fn field_type(index: &str) -> String {
 /// Counts through the alias, as a searcher would, until stopped: the lowest count
 /// seen (an error or a missing alias counts as 0), the number of searches, and the
 /// longest time during which searches saw fewer than `expected` documents.
-fn poll(
-    alias: String,
-    expected: u64,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(u64, u64, Duration)> {
+fn poll(alias: String, expected: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64, Duration)> {
     std::thread::spawn(move || {
         let client = http();
         let (mut lowest, mut searches, mut longest) = (u64::MAX, 0u64, Duration::ZERO);
@@ -232,9 +216,7 @@ fn a_mapping_change_builds_a_new_index_and_swaps_while_searches_keep_every_docum
     let entry = setup.run_ok(&integer, &[]);
     stop.store(true, Ordering::Relaxed);
     let (lowest, searches, longest) = searcher.join().unwrap();
-    eprintln!(
-        "searches during the rebuild: {searches}, lowest count {lowest}, longest gap {longest:?}"
-    );
+    eprintln!("searches during the rebuild: {searches}, lowest count {lowest}, longest gap {longest:?}");
     assert!(searches > 0);
     assert_eq!(
         lowest, 3000,
@@ -246,10 +228,7 @@ fn a_mapping_change_builds_a_new_index_and_swaps_while_searches_keep_every_docum
     assert_eq!(field_type(&new), "integer");
     assert_eq!(es_count(&new), 3000);
     let text = notes(&entry);
-    assert!(
-        text.contains("mappings changed (n: keyword -> integer)"),
-        "{text}"
-    );
+    assert!(text.contains("mappings changed (n: keyword -> integer)"), "{text}");
     assert!(
         text.contains(&format!(
             "moved alias {} from {old} (3000 documents) to {new} (3000 documents)",
@@ -269,10 +248,7 @@ fn a_mapping_change_builds_a_new_index_and_swaps_while_searches_keep_every_docum
     assert_eq!(setup.live(), new);
     assert_eq!(again["written"], 0);
     assert_eq!(again["unchanged"], 3000);
-    assert!(
-        notes(&again).contains("change-aware sync in place"),
-        "{again:#}"
-    );
+    assert!(notes(&again).contains("change-aware sync in place"), "{again:#}");
     assert_eq!(indices(&setup.alias).len(), 2);
 }
 
@@ -326,17 +302,11 @@ fn a_failed_document_during_a_build_leaves_the_alias_and_exits_1() {
     assert_eq!(setup.live(), old);
     let error = entry["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains(&format!(
-            "alias {} left on {old}: 1 documents failed",
-            setup.alias
-        )),
+        error.contains(&format!("alias {} left on {old}: 1 documents failed", setup.alias)),
         "{entry:#}"
     );
     assert_eq!(es_count(&setup.alias), 100);
-    let built = indices(&setup.alias)
-        .into_iter()
-        .find(|n| *n != old)
-        .unwrap();
+    let built = indices(&setup.alias).into_iter().find(|n| *n != old).unwrap();
     assert!(
         error.ends_with(&format!(
             "the next run resumes the build of {built} (change-aware: it writes only what is missing or changed)"
@@ -361,10 +331,7 @@ fn a_build_killed_midway_leaves_the_alias_and_the_next_run_finishes_it() {
     setup.fill(40_000);
     setup.run_ok(&setup.pipeline("keyword", ""), &[]);
     let old = setup.live();
-    let integer = setup.pipeline(
-        "integer",
-        "  bulk: {max_docs: 20, concurrency: 1}\n  refresh: false\n",
-    );
+    let integer = setup.pipeline("integer", "  bulk: {max_docs: 20, concurrency: 1}\n  refresh: false\n");
     let mut child = common::connector()
         .current_dir(setup.dir.path())
         .args(["run", "-q"])
@@ -389,10 +356,7 @@ fn a_build_killed_midway_leaves_the_alias_and_the_next_run_finishes_it() {
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = es_count(&built);
-    assert!(
-        partial < 40_000,
-        "the build was not interrupted ({partial} documents)"
-    );
+    assert!(partial < 40_000, "the build was not interrupted ({partial} documents)");
     assert_eq!(setup.live(), old);
     assert_eq!(es_count(&setup.alias), 40_000);
 
@@ -435,9 +399,7 @@ fn keep_previous_1_keeps_exactly_one_older_index_and_rollback_restores_it() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.contains(&format!(
-            "moved from {third} (20 documents) to {second} (20 documents)"
-        )),
+        said.contains(&format!("moved from {third} (20 documents) to {second} (20 documents)")),
         "{said}"
     );
     assert_eq!(setup.live(), second);
@@ -475,10 +437,7 @@ fn an_abandoned_build_is_neither_kept_by_keep_previous_nor_rolled_back_to() {
     setup.redis.cli(&["SET", "k:bad", "not a number"]);
     let (out, _) = setup.run(&setup.pipeline("integer", ""), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let abandoned = indices(&setup.alias)
-        .into_iter()
-        .find(|n| *n != served)
-        .unwrap();
+    let abandoned = indices(&setup.alias).into_iter().find(|n| *n != served).unwrap();
     setup.redis.cli(&["DEL", "k:bad"]);
     setup.run_ok(&setup.pipeline("keyword", ""), &[]);
     assert_eq!(setup.live(), served);
@@ -515,10 +474,7 @@ fn an_alias_over_an_index_this_pipeline_does_not_own_is_refused_before_writing()
     setup.fill(10);
     let foreign = format!("{}-by-hand", setup.alias);
     let client = http();
-    client
-        .put(format!("{}/{foreign}", es_url()))
-        .send()
-        .unwrap();
+    client.put(format!("{}/{foreign}", es_url())).send().unwrap();
     client
         .post(format!("{}/_aliases", es_url()))
         .json(&serde_json::json!({"actions": [{"add": {"index": foreign, "alias": setup.alias}}]}))
@@ -545,17 +501,29 @@ fn validate_explains_index_or_alias() {
         common::write_file(
             dir.path(),
             name,
-            &format!("name: p\nsource: {{type: redis, host: h}}\nsink:\n  type: elasticsearch\n  url: http://e:9200\n{sink}"),
+            &format!(
+                "name: p\nsource: {{type: redis, host: h}}\nsink:\n  type: elasticsearch\n  url: http://e:9200\n{sink}"
+            ),
         )
     };
     let both = file("both.yaml", "  index: i\n  alias: a\n");
     let neither = file("neither.yaml", "  keep_previous: 2\n");
     let good = file("good.yaml", "  alias: a\n  keep_previous: 0\n");
-    let out = common::connector().arg("validate").args([&both, &neither, &good]).output().unwrap();
+    let out = common::connector()
+        .arg("validate")
+        .args([&both, &neither, &good])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("both.yaml:4:3: error: give `index` or `alias`, not both"), "{said}");
-    assert!(said.contains("neither.yaml:4:3: error: the sink needs `index` (documents go into that index) or `alias`"), "{said}");
+    assert!(
+        said.contains("both.yaml:4:3: error: give `index` or `alias`, not both"),
+        "{said}"
+    );
+    assert!(
+        said.contains("neither.yaml:4:3: error: the sink needs `index` (documents go into that index) or `alias`"),
+        "{said}"
+    );
     assert!(!said.contains("good.yaml"), "{said}");
 }
 
@@ -571,7 +539,10 @@ fn a_template_index_is_refused_behind_an_alias() {
     let out = common::connector().arg("validate").arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("a template's `index` sends documents past the sink's alias `a`"), "{said}");
+    assert!(
+        said.contains("a template's `index` sends documents past the sink's alias `a`"),
+        "{said}"
+    );
     assert!(said.contains("(at /transforms/0/index)"), "{said}");
 }
 
@@ -589,7 +560,9 @@ fn a_build_holding_far_fewer_documents_is_not_swapped_unless_allowed() {
     let error = entry["error"].as_str().unwrap_or_default();
     assert!(
         error.contains(&format!("alias {} left on {old}: the new index", setup.alias))
-            && error.contains(&format!("holds 40 documents, 60 fewer than the 100 of {old} (60.0%, over"))
+            && error.contains(&format!(
+                "holds 40 documents, 60 fewer than the 100 of {old} (60.0%, over"
+            ))
             && error.contains("--allow-mass-delete"),
         "{entry:#}"
     );
@@ -623,7 +596,10 @@ fn after_a_rollback_the_next_run_says_it_moves_the_alias_back_not_that_it_resume
     let entry = setup.run_ok(&integer, &["--dry-run"]);
     let said = notes(&entry);
     assert!(said.contains(&plan), "{said}");
-    assert!(said.contains(&format!("would sync {second} change-aware (20 documents;")), "{said}");
+    assert!(
+        said.contains(&format!("would sync {second} change-aware (20 documents;")),
+        "{said}"
+    );
     assert!(!said.contains("resum"), "{said}");
 
     let entry = setup.run_ok(&integer, &[]);

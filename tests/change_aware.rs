@@ -116,7 +116,12 @@ fn versions(index: &str) -> BTreeMap<String, u64> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|hit| (hit["_id"].as_str().unwrap().to_owned(), hit["_version"].as_u64().unwrap()))
+        .map(|hit| {
+            (
+                hit["_id"].as_str().unwrap().to_owned(),
+                hit["_version"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -138,7 +143,9 @@ fn load_mixed(redis: &RedisServer) {
         commands.push_str(&format!("SET s:{i} value-{i}\n"));
     }
     for i in 0..10 {
-        commands.push_str(&format!("HSET h:{i} name n{i} age {i}\nRPUSH l:{i} a b c\nSADD t:{i} x y\n"));
+        commands.push_str(&format!(
+            "HSET h:{i} name n{i} age {i}\nRPUSH l:{i} a b c\nSADD t:{i} x y\n"
+        ));
     }
     redis.cli_pipe(&commands);
 }
@@ -160,13 +167,22 @@ fn an_unchanged_rerun_writes_nothing_and_elasticsearch_indexes_nothing() {
 
     let (out, entry) = setup.run(&pipeline, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert_eq!((entry["written"].as_u64(), entry["unchanged"].as_u64()), (Some(0), Some(60)));
+    assert_eq!(
+        (entry["written"].as_u64(), entry["unchanged"].as_u64()),
+        (Some(0), Some(60))
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("read 60 = written 0 + unchanged 60 + filtered 0"), "{stdout}");
+    assert!(
+        stdout.contains("read 60 = written 0 + unchanged 60 + filtered 0"),
+        "{stdout}"
+    );
     assert_eq!(versions(&setup.index), before, "no document was written again");
     assert_eq!(index_total(&setup.index), total, "Elasticsearch indexed nothing");
     // `_timestamp` of an unchanged document says when its content last changed.
-    assert_eq!(es_get(&setup.index, &id("s:1")).unwrap()["_timestamp"], doc["_timestamp"]);
+    assert_eq!(
+        es_get(&setup.index, &id("s:1")).unwrap()["_timestamp"],
+        doc["_timestamp"]
+    );
 }
 
 #[test]
@@ -204,7 +220,11 @@ fn a_template_change_rewrites_every_document_once_then_nothing() {
     let two = "transforms:\n  - type: template\n    document: {key: \"{{ key }}\", kind: \"{{ key_type | upper }}\"}\n";
     setup.run_ok(&setup.pipeline(one), &[]);
     assert_eq!(setup.run_ok(&setup.pipeline(one), &[]), (0, 60, 0));
-    assert_eq!(setup.run_ok(&setup.pipeline(two), &[]), (60, 0, 0), "the template changed");
+    assert_eq!(
+        setup.run_ok(&setup.pipeline(two), &[]),
+        (60, 0, 0),
+        "the template changed"
+    );
     assert_eq!(es_get(&setup.index, &id("h:1")).unwrap()["kind"], "HASH");
     assert_eq!(setup.run_ok(&setup.pipeline(two), &[]), (0, 60, 0));
     assert!(versions(&setup.index).values().all(|&v| v == 2));
@@ -218,7 +238,10 @@ fn full_rewrites_every_document() {
     setup.run_ok(&pipeline, &[]);
     let (out, entry) = setup.run(&pipeline, &["--full"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert_eq!((entry["written"].as_u64(), entry["changed"].as_u64()), (Some(60), Some(60)));
+    assert_eq!(
+        (entry["written"].as_u64(), entry["changed"].as_u64()),
+        (Some(60), Some(60))
+    );
     assert!(versions(&setup.index).values().all(|&v| v == 2));
     assert_eq!(setup.run_ok(&pipeline, &[]), (0, 60, 0), "--full left the hashes right");
 }
@@ -302,7 +325,10 @@ fn a_users_strict_mapping_gets_the_hash_field_and_works() {
         .unwrap();
     let mappings = &mapping[&setup.index]["mappings"];
     assert_eq!(mappings["dynamic"], "strict");
-    assert_eq!(mappings["properties"]["_content_hash"], json!({"type": "keyword", "index": false}));
+    assert_eq!(
+        mappings["properties"]["_content_hash"],
+        json!({"type": "keyword", "index": false})
+    );
     assert_eq!(setup.run_ok(&pipeline, &[]), (0, 60, 0));
 }
 
@@ -345,7 +371,11 @@ fn a_document_routed_to_another_index_leaves_no_copy_behind() {
     assert_eq!((es_count(&young), es_count(&old)), (2, 1));
 
     setup.redis.cli_pipe("HSET u:1 age 7\n");
-    assert_eq!(setup.run_ok(&pipeline, &[]), (1, 2, 1), "written to old, deleted from young");
+    assert_eq!(
+        setup.run_ok(&pipeline, &[]),
+        (1, 2, 1),
+        "written to old, deleted from young"
+    );
     assert_eq!((es_count(&young), es_count(&old)), (1, 2));
     assert!(es_get(&young, &id("u:1")).is_none(), "no copy left in the old index");
     assert_eq!(es_get(&old, &id("u:1")).unwrap()["value"], r#"{"age":"7"}"#);

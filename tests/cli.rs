@@ -137,8 +137,16 @@ fn man_prints_a_manual_page_with_every_command() {
     let output = run(&["man"]);
     assert_eq!(output.status.code(), Some(0));
     let text = stdout(&output);
-    assert!(text.starts_with(".ie \\n(.g .ds Aq \\(aq") || text.contains(".TH redis-connector 1"), "{text}");
-    for section in ["REDIS-CONNECTOR VALIDATE", "REDIS-CONNECTOR RUN", "dry\\-run", "Exit codes"] {
+    assert!(
+        text.starts_with(".ie \\n(.g .ds Aq \\(aq") || text.contains(".TH redis-connector 1"),
+        "{text}"
+    );
+    for section in [
+        "REDIS-CONNECTOR VALIDATE",
+        "REDIS-CONNECTOR RUN",
+        "dry\\-run",
+        "Exit codes",
+    ] {
         assert!(text.contains(section), "the page lacks {section}");
     }
 }

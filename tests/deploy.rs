@@ -36,7 +36,11 @@ fn check_manifests(files: &[PathBuf]) -> (bool, String) {
         .unwrap();
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -46,7 +50,11 @@ fn the_kubernetes_manifests_pass_the_kubernetes_schemas() {
     assert_eq!(files.len(), 3, "{files:?}");
     let (ok, output) = check_manifests(&files);
     assert!(ok, "{output}");
-    for resource in ["cronjob/redis-connector", "configmap/redis-connector-pipelines", "deployment/redis-connector"] {
+    for resource in [
+        "cronjob/redis-connector",
+        "configmap/redis-connector-pipelines",
+        "deployment/redis-connector",
+    ] {
         assert!(output.contains(&format!("passed for resource {resource}")), "{output}");
     }
     assert!(!output.contains("failed"), "{output}");
@@ -54,7 +62,11 @@ fn the_kubernetes_manifests_pass_the_kubernetes_schemas() {
     // The check has teeth: a misspelt field fails it.
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo_root().join("deploy/kubernetes/serve-configmap.yaml")).unwrap();
-    let broken = write_file(dir.path(), "broken.yaml", &text.replace("readinessProbe:", "readynessProbe:"));
+    let broken = write_file(
+        dir.path(),
+        "broken.yaml",
+        &text.replace("readinessProbe:", "readynessProbe:"),
+    );
     let (ok, output) = check_manifests(&[broken]);
     assert!(!ok, "{output}");
     assert!(output.contains("readynessProbe"), "{output}");
@@ -67,7 +79,11 @@ fn connector_args(document: &Value) -> Vec<Vec<String>> {
     while let Some(value) = stack.pop() {
         match value {
             Value::Mapping(map) => {
-                if map.get("image").and_then(Value::as_str).is_some_and(|i| i.starts_with("redis-connector:")) {
+                if map
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .is_some_and(|i| i.starts_with("redis-connector:"))
+                {
                     let args = map["args"].as_sequence().unwrap();
                     found.push(args.iter().map(|a| a.as_str().unwrap().to_owned()).collect());
                 }
@@ -96,14 +112,27 @@ fn the_manifests_pipelines_validate_and_their_command_lines_parse() {
                         .env("ES_API_KEY", "x")
                         .output()
                         .unwrap();
-                    assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stdout));
+                    assert!(
+                        out.status.success(),
+                        "{}: {}",
+                        file.display(),
+                        String::from_utf8_lossy(&out.stdout)
+                    );
                 }
             }
             for args in connector_args(&document) {
                 // The same flags with --help: clap rejects any it does not know (exit 2).
-                let flags: Vec<&String> = args.iter().filter(|a| a.starts_with('-') || *a == "serve" || *a == "run").collect();
+                let flags: Vec<&String> = args
+                    .iter()
+                    .filter(|a| a.starts_with('-') || *a == "serve" || *a == "run")
+                    .collect();
                 let out = connector().args(flags).arg("--help").output().unwrap();
-                assert!(out.status.success(), "{}: {args:?}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}: {args:?}: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 runs += 1;
             }
         }
@@ -116,21 +145,45 @@ fn the_systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let unit = std::fs::read_to_string(repo_root().join("deploy/systemd/redis-connector.service")).unwrap();
     let binary = env!("CARGO_BIN_EXE_redis-connector");
-    assert!(unit.contains("ExecStart=/usr/local/bin/redis-connector serve "), "{unit}");
-    let path = write_file(dir.path(), "redis-connector.service", &unit.replace("/usr/local/bin/redis-connector", binary));
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
-    let problems = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/redis-connector serve "),
+        "{unit}"
+    );
+    let path = write_file(
+        dir.path(),
+        "redis-connector.service",
+        &unit.replace("/usr/local/bin/redis-connector", binary),
+    );
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let problems = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success() && problems.trim().is_empty(), "{problems}");
     // Its command line parses.
     let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
-    let flags: Vec<&str> = exec.split_whitespace().skip(1).filter(|a| a.starts_with('-') || *a == "serve" || !a.starts_with('/')).collect();
+    let flags: Vec<&str> = exec
+        .split_whitespace()
+        .skip(1)
+        .filter(|a| a.starts_with('-') || *a == "serve" || !a.starts_with('/'))
+        .collect();
     let out = connector().args(&flags).arg("--help").output().unwrap();
-    assert!(out.status.success(), "{flags:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn the_pre_commit_hook_validates_pipeline_files() {
-    let hooks: Value = serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(".pre-commit-hooks.yaml")).unwrap()).unwrap();
+    let hooks: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(".pre-commit-hooks.yaml")).unwrap()).unwrap();
     let hook = &hooks[0];
     assert_eq!(hook["id"], "redis-connector-validate");
     let entry: Vec<&str> = hook["entry"].as_str().unwrap().split_whitespace().collect();

@@ -466,7 +466,11 @@ fn a_mapping_conflict_sends_exactly_the_bad_documents_to_the_dead_letter_file() 
         );
     }
     // The summary names the dead-letter file once, with the count: no note repeats it.
-    assert!(!report.notes.iter().any(|n| n.contains("rejected")), "{:?}", report.notes);
+    assert!(
+        !report.notes.iter().any(|n| n.contains("rejected")),
+        "{:?}",
+        report.notes
+    );
 }
 
 #[test]
@@ -542,14 +546,21 @@ fn an_empty_index_made_beforehand_is_claimed_so_stale_deletion_works_on_every_ru
     let outcome = run_sink(&config, string_batches(10, 5), options(), "claimer").unwrap();
     assert_eq!(outcome.report().written, 10);
     let meta = get_json(&format!("{}/{index}/_mapping", es_url()))[&index]["mappings"]["_meta"].clone();
-    assert_eq!(meta, json!({"team": "search", "redis_connector": {"pipeline": "claimer", "delete_stale": true}}));
+    assert_eq!(
+        meta,
+        json!({"team": "search", "redis_connector": {"pipeline": "claimer", "delete_stale": true}})
+    );
 
     let mut batches = string_batches(10, 5);
     batches[1].truncate(2);
     let outcome = run_sink(&config, batches, options(), "claimer").unwrap();
     let report = outcome.report();
     assert!(report.error.is_none(), "{:?}", report.error);
-    assert_eq!((report.written, report.unchanged, report.deleted_stale), (0, 7, 3), "{report:?}");
+    assert_eq!(
+        (report.written, report.unchanged, report.deleted_stale),
+        (0, 7, 3),
+        "{report:?}"
+    );
     assert_eq!(es_count(&index), 7);
 
     // A dry run claims nothing.
@@ -557,7 +568,10 @@ fn an_empty_index_made_beforehand_is_claimed_so_stale_deletion_works_on_every_ru
     let _other_guard = IndexGuard(other.clone());
     http().put(format!("{}/{other}", es_url())).send().unwrap();
     let config = sink_config(&format!("url: {}\nindex: {other}\ndelete_stale: true", es_url()));
-    let dry = RunOptions { dry_run: true, ..options() };
+    let dry = RunOptions {
+        dry_run: true,
+        ..options()
+    };
     run_sink(&config, string_batches(3, 3), dry, "claimer").unwrap();
     let meta = get_json(&format!("{}/{other}/_mapping", es_url()))[&other]["mappings"].clone();
     assert!(meta.get("_meta").is_none(), "{meta}");
@@ -637,7 +651,10 @@ fn a_dry_run_writes_nothing_and_says_what_a_run_would_do() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["error_type"], "document_parsing_exception");
     assert!(
-        lines[0]["reason"].as_str().unwrap().contains("failed to parse field [n] of type [long]"),
+        lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed to parse field [n] of type [long]"),
         "{}",
         lines[0]
     );
@@ -759,7 +776,11 @@ fn a_dead_node_anywhere_in_the_list_fails_no_request_index_checks_included() {
             let report = outcome.report();
             // The second run finds every document unchanged (change-aware sync).
             let expected = if run == 0 { (11, 0, 0) } else { (0, 11, 0) };
-            assert_eq!((report.written, report.unchanged, report.failed), expected, "{urls}, run {run}: {report:?}");
+            assert_eq!(
+                (report.written, report.unchanged, report.failed),
+                expected,
+                "{urls}, run {run}: {report:?}"
+            );
             assert!(report.error.is_none(), "{urls}: {:?}", report.error);
         }
         batches.remove(0);
@@ -1273,7 +1294,11 @@ fn end_to_end_stale_deletion_covers_routed_indices_the_run_no_longer_writes_to()
     redis.cli_pipe("HSET user:1 name Ada\nHSET user:2 name Bob\nSADD tags a b\n");
     let base = unique_index("routed");
     let (hashes, sets) = (format!("{base}-hash"), format!("{base}-set"));
-    let _guards = (IndexGuard(base.clone()), IndexGuard(hashes.clone()), IndexGuard(sets.clone()));
+    let _guards = (
+        IndexGuard(base.clone()),
+        IndexGuard(hashes.clone()),
+        IndexGuard(sets.clone()),
+    );
     let dir = tempfile::tempdir().unwrap();
     let pipeline = common::write_file(
         dir.path(),
@@ -1295,7 +1320,8 @@ fn end_to_end_stale_deletion_covers_routed_indices_the_run_no_longer_writes_to()
     let out = run_cli(dir.path(), &pipeline);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("would delete 1 of 1 documents (100.0%) from index {sets}")),
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("would delete 1 of 1 documents (100.0%) from index {sets}")),
         "{}",
         describe(&out)
     );
@@ -1324,7 +1350,11 @@ fn end_to_end_a_key_its_template_cannot_render_keeps_its_document_through_stale_
     redis.cli_pipe(&load);
     let base = unique_index("render-fails");
     let (fixed, young, old) = (base.clone(), format!("{base}-young"), format!("{base}-old"));
-    let _guards = (IndexGuard(fixed.clone()), IndexGuard(young.clone()), IndexGuard(old.clone()));
+    let _guards = (
+        IndexGuard(fixed.clone()),
+        IndexGuard(young.clone()),
+        IndexGuard(old.clone()),
+    );
     let dir = tempfile::tempdir().unwrap();
     let write = |id: &str| {
         common::write_file(
@@ -1407,14 +1437,23 @@ fn end_to_end_dead_letter_files_are_named_in_the_summary_and_a_dry_run_keeps_the
         let mut args = vec!["run", "-q", "--summary-json", "s.json"];
         args.extend_from_slice(extra);
         args.push(pipeline.to_str().unwrap());
-        let out = common::connector().current_dir(dir.path()).args(&args).output().unwrap();
+        let out = common::connector()
+            .current_dir(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
         let summary: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
         (out, summary["pipelines"][0]["dead_letter"].clone())
     };
     let (out, files) = run(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert_eq!(files, json!(["dl.dead-letter.ndjson", "rejected.ndjson"]), "{}", describe(&out));
+    assert_eq!(
+        files,
+        json!(["dl.dead-letter.ndjson", "rejected.ndjson"]),
+        "{}",
+        describe(&out)
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("2 documents failed; see dl.dead-letter.ndjson, rejected.ndjson"),
         "{}",
@@ -1436,7 +1475,11 @@ fn end_to_end_dead_letter_files_are_named_in_the_summary_and_a_dry_run_keeps_the
     );
     assert!(read("dl.dead-letter.dry-run.ndjson").contains("\"key\":\"user:3\""));
     assert!(read("rejected.dry-run.ndjson").contains("\"key\":\"user:2\""));
-    assert_eq!(read("dl.dead-letter.ndjson"), template_failures, "the real run's file is untouched");
+    assert_eq!(
+        read("dl.dead-letter.ndjson"),
+        template_failures,
+        "the real run's file is untouched"
+    );
     assert_eq!(read("rejected.ndjson"), rejected, "the real run's file is untouched");
     assert_eq!(es_count(&index), 1);
 }
@@ -1490,8 +1533,9 @@ fn end_to_end_a_key_skipped_as_too_large_keeps_its_document_through_stale_deleti
     let out = run_cli(dir.path(), &templated);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("1 keys the source skipped have no rendered id: documents earlier runs wrote for them are deleted as stale"),
+        String::from_utf8_lossy(&out.stdout).contains(
+            "1 keys the source skipped have no rendered id: documents earlier runs wrote for them are deleted as stale"
+        ),
         "{}",
         describe(&out)
     );
@@ -1533,7 +1577,15 @@ fn end_to_end_a_template_with_only_an_id_keeps_the_built_in_mapping_of_the_defau
 }
 
 /// A pipeline file reading the keys `pattern` of database 0 into `index`.
-fn owner_pipeline(dir: &Path, name: &str, redis_port: u16, pattern: &str, extra: &str, index: &str, delete_stale: bool) -> PathBuf {
+fn owner_pipeline(
+    dir: &Path,
+    name: &str,
+    redis_port: u16,
+    pattern: &str,
+    extra: &str,
+    index: &str,
+    delete_stale: bool,
+) -> PathBuf {
     common::write_file(
         dir,
         &format!("{name}.yaml"),
@@ -1640,8 +1692,9 @@ fn stale_deletion_marker_without_delete_stale_is_brought_up_to_date_by_its_owner
     let outcome = run_sink(&other, string_batches(2, 2), options(), "other");
     let error = outcome.err().expect("refused at open");
     assert!(
-        error.contains(&format!("index {index} belongs to pipeline `old`, which may keep it exact with delete_stale"))
-            && error.contains("written before the marker recorded delete_stale"),
+        error.contains(&format!(
+            "index {index} belongs to pipeline `old`, which may keep it exact with delete_stale"
+        )) && error.contains("written before the marker recorded delete_stale"),
         "{error}"
     );
     assert_eq!(es_count(&index), 0);
@@ -1649,7 +1702,9 @@ fn stale_deletion_marker_without_delete_stale_is_brought_up_to_date_by_its_owner
     run_sink(&other, Vec::new(), options(), "old").unwrap().report();
     let marker = &get_json(&format!("{}/{index}/_mapping", es_url()))[&index]["mappings"]["_meta"]["redis_connector"];
     assert_eq!(marker, &json!({"pipeline": "old", "delete_stale": false}));
-    run_sink(&other, string_batches(2, 2), options(), "other").unwrap().report();
+    run_sink(&other, string_batches(2, 2), options(), "other")
+        .unwrap()
+        .report();
     assert_eq!(es_count(&index), 2);
 }
 
@@ -1700,7 +1755,11 @@ fn end_to_end_an_id_template_giving_two_keys_one_id_is_reported_not_silently_los
     let _guard_k = IndexGuard(format!("{index}-k"));
     let out = run_cli(dir.path(), &unique);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("earlier document"), "{}", describe(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("earlier document"),
+        "{}",
+        describe(&out)
+    );
     assert_eq!(count_at(&es_url(), None, &format!("{index}-k")), 4);
 }
 
@@ -1761,7 +1820,10 @@ fn change_aware_an_interrupted_run_deletes_nothing_and_the_next_run_is_exact() {
     let report = stopped.report();
     assert_eq!((report.stale_found, report.deleted_stale), (0, 0), "{report:?}");
     assert!(
-        report.notes.iter().any(|n| n == "stale deletion skipped: the run did not read everything"),
+        report
+            .notes
+            .iter()
+            .any(|n| n == "stale deletion skipped: the run did not read everything"),
         "{:?}",
         report.notes
     );
@@ -1795,8 +1857,15 @@ fn change_aware_a_rendered_document_may_not_carry_the_content_hash_field() {
     assert_eq!((outcome.report().written, outcome.report().failed), (1, 1));
     let dead = outcome.dead_letters();
     assert_eq!(dead[0]["error_type"], "reserved_field");
-    assert!(dead[0]["reason"].as_str().unwrap().contains("rename that field"), "{}", dead[0]);
-    assert_eq!(es_get(&index, "a").unwrap()["_content_hash"].as_str().unwrap().len(), 16);
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("rename that field"),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(
+        es_get(&index, "a").unwrap()["_content_hash"].as_str().unwrap().len(),
+        16
+    );
 }
 
 #[test]
@@ -1824,14 +1893,24 @@ fn end_to_end_a_dry_run_fails_with_the_words_of_the_real_run_it_predicts_failing
         let mut args = vec!["run", "-q"];
         args.extend_from_slice(extra);
         args.push(pipeline.to_str().unwrap());
-        common::connector().current_dir(dir.path()).args(&args).output().unwrap()
+        common::connector()
+            .current_dir(dir.path())
+            .args(&args)
+            .output()
+            .unwrap()
     };
     // Before the index exists, the mapping the run would create is the one checked.
     let out = run(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("read 4 = would write 2 + unchanged 0 + filtered 0 + skipped 0 + failed 2"), "{stdout}");
-    assert!(stdout.contains("2 documents would fail; see df.dead-letter.dry-run.ndjson"), "{stdout}");
+    assert!(
+        stdout.contains("read 4 = would write 2 + unchanged 0 + filtered 0 + skipped 0 + failed 2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 documents would fail; see df.dead-letter.dry-run.ndjson"),
+        "{stdout}"
+    );
     let lines: Vec<Value> = std::fs::read_to_string(dir.path().join("df.dead-letter.dry-run.ndjson"))
         .unwrap()
         .lines()
@@ -1843,9 +1922,15 @@ fn end_to_end_a_dry_run_fails_with_the_words_of_the_real_run_it_predicts_failing
         assert!(line["document"]["age"].is_string(), "{line}");
         assert_eq!(line["error_type"], "document_parsing_exception");
         let reason = line["reason"].as_str().unwrap();
-        assert!(reason.contains("failed to parse field [age] of type [long]"), "Elasticsearch's words: {line}");
+        assert!(
+            reason.contains("failed to parse field [age] of type [long]"),
+            "Elasticsearch's words: {line}"
+        );
     }
-    assert_eq!(http().head(format!("{}/{index}", es_url())).send().unwrap().status(), 404);
+    assert_eq!(
+        http().head(format!("{}/{index}", es_url())).send().unwrap().status(),
+        404
+    );
 
     // The real run fails on the same two documents, for the same reason.
     let out = run(&[]);
@@ -1868,7 +1953,9 @@ fn end_to_end_a_dry_run_fails_with_the_words_of_the_real_run_it_predicts_failing
     // Both written documents' keys gone, one failing key fixed: 2 of the index's 2
     // documents are stale, more than max_fraction; the guard stops the real run.
     redis.cli_pipe("DEL user:1 user:2\nHSET user:3 age 3\nDEL user:4\n");
-    let strict = std::fs::read_to_string(&pipeline).unwrap().replace("delete_stale: true", "delete_stale: {max_fraction: 0.4}");
+    let strict = std::fs::read_to_string(&pipeline)
+        .unwrap()
+        .replace("delete_stale: true", "delete_stale: {max_fraction: 0.4}");
     std::fs::write(&pipeline, strict).unwrap();
     let dry = run(&["--dry-run"]);
     let real = run(&[]);
@@ -1898,11 +1985,24 @@ fn end_to_end_mappings_and_settings_elasticsearch_refuses_stop_the_run_before_re
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         // What `validate` cannot know offline: the analyzers this cluster has.
-        ("mappings: {properties: {age: {type: text, analyzer: nope}}}", "analyzer [nope] has not been configured in mappings"),
-        ("settings: {number_of_shardz: 1}", "unknown setting [index.number_of_shardz]"),
+        (
+            "mappings: {properties: {age: {type: text, analyzer: nope}}}",
+            "analyzer [nope] has not been configured in mappings",
+        ),
+        (
+            "settings: {number_of_shardz: 1}",
+            "unknown setting [index.number_of_shardz]",
+        ),
     ];
     for (extra, reason) in cases {
-        let pipeline = cli_pipeline(dir.path(), "strng", redis.port, &es_url(), &index, &format!("  {extra}\n"));
+        let pipeline = cli_pipeline(
+            dir.path(),
+            "strng",
+            redis.port,
+            &es_url(),
+            &index,
+            &format!("  {extra}\n"),
+        );
         for dry in [true, false] {
             let scans = redis.cli(&["INFO", "commandstats"]).contains("cmdstat_scan");
             assert!(!scans, "nothing was read yet");
@@ -1921,8 +2021,14 @@ fn end_to_end_mappings_and_settings_elasticsearch_refuses_stop_the_run_before_re
             );
         }
     }
-    assert!(!redis.cli(&["INFO", "commandstats"]).contains("cmdstat_scan"), "Redis was never read");
-    assert_eq!(http().head(format!("{}/{index}", es_url())).send().unwrap().status(), 404);
+    assert!(
+        !redis.cli(&["INFO", "commandstats"]).contains("cmdstat_scan"),
+        "Redis was never read"
+    );
+    assert_eq!(
+        http().head(format!("{}/{index}", es_url())).send().unwrap().status(),
+        404
+    );
 }
 
 #[test]
@@ -1954,7 +2060,11 @@ fn end_to_end_every_dead_letter_line_can_be_replayed_and_only_the_first_five_are
             es_url()
         ),
     );
-    let out = common::connector().current_dir(dir.path()).args(["run", pipeline.to_str().unwrap()]).output().unwrap();
+    let out = common::connector()
+        .current_dir(dir.path())
+        .args(["run", pipeline.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let lines: Vec<Value> = std::fs::read_to_string(dir.path().join("replay.dead-letter.ndjson"))
         .unwrap()
@@ -1969,10 +2079,16 @@ fn end_to_end_every_dead_letter_line_can_be_replayed_and_only_the_first_five_are
     assert_eq!(template[0]["record"]["value"], json!({"age": "2"}));
     let bad_name = of_type("invalid_index_name");
     assert_eq!(bad_name.len(), 1);
-    assert_eq!((bad_name[0]["_id"].as_str(), &bad_name[0]["document"]), (Some("h:upper"), &json!({"age": "3"})));
+    assert_eq!(
+        (bad_name[0]["_id"].as_str(), &bad_name[0]["document"]),
+        (Some("h:upper"), &json!({"age": "3"}))
+    );
     let long = of_type("invalid_id");
     assert_eq!(long.len(), 1);
-    assert_eq!((long[0]["_index"].as_str(), &long[0]["document"]), (Some(format!("{prefix}-a").as_str()), &json!({"age": "4"})));
+    assert_eq!(
+        (long[0]["_index"].as_str(), &long[0]["document"]),
+        (Some(format!("{prefix}-a").as_str()), &json!({"age": "4"}))
+    );
     let rejected = of_type("document_parsing_exception");
     assert_eq!(rejected.len(), 6);
     for line in &rejected {
@@ -1982,14 +2098,22 @@ fn end_to_end_every_dead_letter_line_can_be_replayed_and_only_the_first_five_are
     }
 
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let logged = stderr.lines().filter(|l| l.contains("WARN") && l.contains("redis_connector::dead_letter")).count();
+    let logged = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("redis_connector::dead_letter"))
+        .count();
     assert_eq!(logged, 6, "five failures and the count: {stderr}");
     assert!(
-        stderr.contains("9 records failed in all (4 more than logged above); every one is in replay.dead-letter.ndjson"),
+        stderr
+            .contains("9 records failed in all (4 more than logged above); every one is in replay.dead-letter.ndjson"),
         "{stderr}"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches("replay.dead-letter.ndjson").count(), 1, "the failure is said once: {stdout}");
+    assert_eq!(
+        stdout.matches("replay.dead-letter.ndjson").count(),
+        1,
+        "the failure is said once: {stdout}"
+    );
     assert!(stdout.contains(&format!("into index {prefix}-a\n")), "{stdout}");
 }
 
@@ -1999,7 +2123,11 @@ fn end_to_end_an_index_chosen_by_a_template_transform_leaves_the_sinks_own_index
     redis.cli_pipe("SET a 1\nSELECT 1\nSET b 2\n");
     let prefix = unique_index("routed");
     let sink_index = format!("{prefix}-sink");
-    let _guards = [IndexGuard(format!("{prefix}-0")), IndexGuard(format!("{prefix}-1")), IndexGuard(sink_index.clone())];
+    let _guards = [
+        IndexGuard(format!("{prefix}-0")),
+        IndexGuard(format!("{prefix}-1")),
+        IndexGuard(sink_index.clone()),
+    ];
     let dir = tempfile::tempdir().unwrap();
     let pipeline = common::write_file(
         dir.path(),
@@ -2021,9 +2149,16 @@ fn end_to_end_an_index_chosen_by_a_template_transform_leaves_the_sinks_own_index
             describe(&out)
         );
     }
-    assert_eq!((es_count(&format!("{prefix}-0")), es_count(&format!("{prefix}-1"))), (1, 1));
     assert_eq!(
-        http().head(format!("{}/{sink_index}", es_url())).send().unwrap().status(),
+        (es_count(&format!("{prefix}-0")), es_count(&format!("{prefix}-1"))),
+        (1, 1)
+    );
+    assert_eq!(
+        http()
+            .head(format!("{}/{sink_index}", es_url()))
+            .send()
+            .unwrap()
+            .status(),
         404,
         "the sink's own index is never created"
     );
@@ -2089,7 +2224,8 @@ fn end_to_end_a_dry_run_of_more_than_2000_documents_fails_on_every_one_the_mappi
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("read 2100 = would write 2093 + unchanged 0 + filtered 0 + skipped 0 + failed 7"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains("read 2100 = would write 2093 + unchanged 0 + filtered 0 + skipped 0 + failed 7"),
         "{}",
         describe(&out)
     );
@@ -2098,6 +2234,12 @@ fn end_to_end_a_dry_run_of_more_than_2000_documents_fails_on_every_one_the_mappi
     assert_eq!(lines.len(), 7);
     for line in &lines {
         assert!(line["document"]["age"].as_str().unwrap().starts_with("bad"), "{line}");
-        assert!(line["reason"].as_str().unwrap().contains("failed to parse field [age] of type [long]"), "{line}");
+        assert!(
+            line["reason"]
+                .as_str()
+                .unwrap()
+                .contains("failed to parse field [age] of type [long]"),
+            "{line}"
+        );
     }
 }

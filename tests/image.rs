@@ -39,7 +39,11 @@ fn buildah(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("buildah (Debian's buildah package; scripts/services start installs it)");
-    assert!(out.status.success(), "buildah {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "buildah {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -66,10 +70,17 @@ fn the_image_runs_run_and_serve_as_its_non_root_user() {
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&built.stdout);
-    assert!(built.status.success(), "{printed}{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let version = env!("CARGO_PKG_VERSION");
     let image = format!("redis-connector:{version}");
-    assert!(printed.starts_with(&format!("{image}: ")) && printed.contains(" MiB)"), "{printed}");
+    assert!(
+        printed.starts_with(&format!("{image}: ")) && printed.contains(" MiB)"),
+        "{printed}"
+    );
     assert!(std::fs::metadata(&archive).unwrap().len() > 1 << 20);
 
     let mounted = Mounted::new(&image);
@@ -95,18 +106,32 @@ fn the_image_runs_run_and_serve_as_its_non_root_user() {
     )
     .unwrap();
 
-    let ran = in_image(root, &["run", "/var/lib/redis-connector/users.yaml"]).output().unwrap();
+    let ran = in_image(root, &["run", "/var/lib/redis-connector/users.yaml"])
+        .output()
+        .unwrap();
     let summary = String::from_utf8_lossy(&ran.stdout);
-    assert!(ran.status.success(), "{summary}{}", String::from_utf8_lossy(&ran.stderr));
+    assert!(
+        ran.status.success(),
+        "{summary}{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
     assert_eq!(es_count(&index), 3);
 
     redis.cli_pipe("HSET user:4 name barbara\n");
     let port = free_port();
-    let serve = in_image(root, &["serve", "--listen", &format!("127.0.0.1:{port}"), "/var/lib/redis-connector/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let serve = in_image(
+        root,
+        &[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "/var/lib/redis-connector/",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let ready = http()
@@ -120,7 +145,11 @@ fn the_image_runs_run_and_serve_as_its_non_root_user() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(es_count(&index), 4);
-    assert!(Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let out = serve.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     es_delete_index(&index);

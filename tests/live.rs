@@ -19,9 +19,20 @@ fn writes_updates_deletes_expiries_renames_type_changes_and_flushdb_are_followed
     let _cleanup = IndexCleanup(index.clone());
     let mut connection = server.connection();
     for i in 0..50 {
-        let _: () = redis::cmd("SET").arg(format!("k:{i}")).arg("start").query(&mut connection).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("k:{i}"))
+            .arg("start")
+            .query(&mut connection)
+            .unwrap();
     }
-    let follow = Follow::start(&pipeline("live-mix", server.port, "0,1", &es_url(), &index, "{configure_server: true}"));
+    let follow = Follow::start(&pipeline(
+        "live-mix",
+        server.port,
+        "0,1",
+        &es_url(),
+        &index,
+        "{configure_server: true}",
+    ));
     assert_exact(server.port, &[0, 1], &es_url(), &index);
 
     let mut rng = Lcg(7);
@@ -41,7 +52,10 @@ fn writes_updates_deletes_expiries_renames_type_changes_and_flushdb_are_followed
     assert_eq!(code, 0, "{stderr}");
     let live = &summary["pipelines"][0];
     assert_eq!(live["status"], "ok", "{summary}");
-    assert!(resyncs(&summary, "flush") >= 1, "FLUSHDB sends no per-key event: {summary}");
+    assert!(
+        resyncs(&summary, "flush") >= 1,
+        "FLUSHDB sends no per-key event: {summary}"
+    );
     assert!(live["events"].as_u64().unwrap() >= 3000, "{summary}");
     assert!(live["deletes"].as_u64().unwrap() > 0, "{summary}");
     assert!(live["upserts"].as_u64().unwrap() > 0, "{summary}");
@@ -107,9 +121,15 @@ fn without_the_notification_flags_the_start_stops_with_the_command_to_run() {
     let follow = Follow::start(&pipeline("live-off", server.port, "0", &es_url(), &index, "true"));
     let (code, stderr) = follow.wait_exit();
     assert_eq!(code, 1, "{stderr}");
-    let expected = format!("redis-cli -h 127.0.0.1 -p {} CONFIG SET notify-keyspace-events 'xEKg$lshzet'", server.port);
+    let expected = format!(
+        "redis-cli -h 127.0.0.1 -p {} CONFIG SET notify-keyspace-events 'xEKg$lshzet'",
+        server.port
+    );
     assert!(stderr.contains(&expected), "{stderr}");
-    assert!(stderr.contains("`notify-keyspace-events xEKg$lshzet` in redis.conf"), "{stderr}");
+    assert!(
+        stderr.contains("`notify-keyspace-events xEKg$lshzet` in redis.conf"),
+        "{stderr}"
+    );
     assert!(stderr.contains("live.configure_server: true"), "{stderr}");
     assert!(stderr.contains("managed service"), "{stderr}");
     assert_eq!(es_count(&index), 0, "nothing is written before the subscription works");
@@ -121,13 +141,23 @@ fn configure_server_adds_the_missing_flags_and_keeps_the_others() {
     let index = unique_index("live-conf");
     let _cleanup = IndexCleanup(index.clone());
     server.cli(&["SET", "before", "1"]);
-    let follow = Follow::start(&pipeline("live-conf", server.port, "0", &es_url(), &index, "{configure_server: true}"));
+    let follow = Follow::start(&pipeline(
+        "live-conf",
+        server.port,
+        "0",
+        &es_url(),
+        &index,
+        "{configure_server: true}",
+    ));
     // The first sync is done, so the subscription (which comes before it) is made.
     assert_exact(server.port, &[0], &es_url(), &index);
     let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
     let flags = flags.lines().nth(1).unwrap().to_owned();
     for flag in "EKg$lshzxet".chars() {
-        assert!(flags.contains(flag) || flags.contains('A') && flag != 'K' && flag != 'E', "{flag} in {flags}");
+        assert!(
+            flags.contains(flag) || flags.contains('A') && flag != 'K' && flag != 'E',
+            "{flag} in {flags}"
+        );
     }
     server.cli(&["SET", "after", "1"]);
     assert_exact(server.port, &[0], &es_url(), &index);
@@ -156,7 +186,11 @@ struct AofServer {
 
 impl AofServer {
     fn start() -> AofServer {
-        let mut server = AofServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        let mut server = AofServer {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
         server.launch();
         server
     }
@@ -173,7 +207,10 @@ impl AofServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "ping"]).output().unwrap();
+            let out = Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "ping"])
+                .output()
+                .unwrap();
             if String::from_utf8_lossy(&out.stdout).contains("PONG") {
                 return;
             }
@@ -206,7 +243,14 @@ fn redis_killed_and_restarted_with_aof_under_writes_is_followed_exactly() {
     let mut server = AofServer::start();
     let index = unique_index("live-restart");
     let _cleanup = IndexCleanup(index.clone());
-    let follow = Follow::start(&pipeline("live-restart", server.port, "0", &es_url(), &index, "{configure_server: true}"));
+    let follow = Follow::start(&pipeline(
+        "live-restart",
+        server.port,
+        "0",
+        &es_url(),
+        &index,
+        "{configure_server: true}",
+    ));
     let url = server.url();
     let stop_writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -262,7 +306,11 @@ impl EsNode {
             .args(["es-instance", self.name, &self.port.to_string()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "es-instance: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "es-instance: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn stop(&self) {
@@ -270,7 +318,11 @@ impl EsNode {
             .args(["es-instance-stop", self.name])
             .output()
             .unwrap();
-        assert!(out.status.success(), "es-instance-stop: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "es-instance-stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn url(&self) -> String {
@@ -280,7 +332,9 @@ impl EsNode {
 
 impl Drop for EsNode {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/services")).args(["es-instance-stop", self.name]).output();
+        let _ = Command::new(repo_root().join("scripts/services"))
+            .args(["es-instance-stop", self.name])
+            .output();
     }
 }
 
@@ -300,7 +354,11 @@ fn elasticsearch_stopped_for_20_s_under_writes_is_caught_up_exactly_when_it_answ
     );
     let mut connection = server.connection();
     for i in 0..100 {
-        let _: () = redis::cmd("SET").arg(format!("k:{i}")).arg("start").query(&mut connection).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("k:{i}"))
+            .arg("start")
+            .query(&mut connection)
+            .unwrap();
     }
     let follow = Follow::start(&yaml);
     // The first sync is done (a failure there stops the run: see the README).
@@ -392,7 +450,14 @@ fn a_cluster_of_three_masters_is_followed_on_every_master() {
     let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
     let commands: String = (0..100).map(|i| format!("SET c:{i} start\n")).collect();
     cluster.cli_pipe(&commands);
-    let follow = Follow::start(&pipeline("live-cluster", ports[0], "*", &es_url(), &index, "{configure_server: true}"));
+    let follow = Follow::start(&pipeline(
+        "live-cluster",
+        ports[0],
+        "*",
+        &es_url(),
+        &index,
+        "{configure_server: true}",
+    ));
     assert_exact_on(&ports, &[0], &es_url(), &index);
     let mut rng = Lcg(41);
     let mut commands = String::new();
@@ -413,7 +478,10 @@ fn a_cluster_of_three_masters_is_followed_on_every_master() {
     assert_eq!(code, 0, "{stderr}");
     let live = &summary["pipelines"][0];
     assert!(live["notes"].to_string().contains("3 master(s)"), "{summary}");
-    assert!(live["deletes"].as_u64().unwrap() > 0 && live["upserts"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        live["deletes"].as_u64().unwrap() > 0 && live["upserts"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
 }
 
 #[test]
@@ -424,17 +492,31 @@ fn slots_moved_between_masters_while_followed_resync_and_follow_the_new_layout()
     let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
     let commands: String = (0..300).map(|i| format!("SET r:{i} start\n")).collect();
     cluster.cli_pipe(&commands);
-    let follow = Follow::start(&pipeline("live-reshard", ports[0], "*", &es_url(), &index, "{configure_server: true}"));
+    let follow = Follow::start(&pipeline(
+        "live-reshard",
+        ports[0],
+        "*",
+        &es_url(),
+        &index,
+        "{configure_server: true}",
+    ));
     assert_exact_on(&ports, &[0], &es_url(), &index);
     let id = |node: &RedisServer| node.cli(&["CLUSTER", "MYID"]).trim().to_owned();
     let out = Command::new("redis-cli")
         .args(["--cluster", "reshard", &format!("127.0.0.1:{}", ports[0])])
-        .args(["--cluster-from", &id(&cluster.nodes[0]), "--cluster-to", &id(&cluster.nodes[1])])
+        .args([
+            "--cluster-from",
+            &id(&cluster.nodes[0]),
+            "--cluster-to",
+            &id(&cluster.nodes[1]),
+        ])
         .args(["--cluster-slots", "2000", "--cluster-yes"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let commands: String = (0..300).map(|i| format!("SET r:{i} after\nDEL r:{}\n", i + 1000)).collect();
+    let commands: String = (0..300)
+        .map(|i| format!("SET r:{i} after\nDEL r:{}\n", i + 1000))
+        .collect();
     cluster.cli_pipe(&commands);
     cluster.cli_pipe("SET r:new 1\n");
     std::thread::sleep(Duration::from_millis(1500));
@@ -462,7 +544,10 @@ fn sigterm_applies_what_is_pending_exits_0_and_deletes_nothing_else_even_with_al
     assert_eq!(code, 0, "{stderr}");
     let live = &summary["pipelines"][0];
     assert_eq!(live["status"], "ok", "{summary}");
-    assert!(!live["notes"].to_string().contains("delete"), "no stale deletion after a follow phase: {summary}");
+    assert!(
+        !live["notes"].to_string().contains("delete"),
+        "no stale deletion after a follow phase: {summary}"
+    );
     // What was pending when SIGTERM came was applied, and nothing else was deleted.
     assert_exact(server.port, &[0], &es_url(), &index);
     assert_eq!(es_count(&index), 250);
@@ -495,26 +580,56 @@ fn redisjson_keys_changed_with_json_set_and_json_del_are_followed_and_need_the_d
     let (code, stderr) = Follow::start(&typed("true")).wait_exit();
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("which lacks \"d\""), "{stderr}");
-    assert!(stderr.contains(&format!("CONFIG SET notify-keyspace-events '{flags}d'")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("CONFIG SET notify-keyspace-events '{flags}d'")),
+        "{stderr}"
+    );
     assert!(stderr.contains("RedisJSON's JSON.SET"), "{stderr}");
 
     // Without rules every type is read: the module being loaded, `d` is needed too,
     // and `configure_server` adds it.
     let mut connection = server.connection();
     let set = |connection: &mut redis::Connection, key: &str, path: &str, json: &str| {
-        redis::cmd("JSON.SET").arg(key).arg(path).arg(json).exec(connection).unwrap();
+        redis::cmd("JSON.SET")
+            .arg(key)
+            .arg(path)
+            .arg(json)
+            .exec(connection)
+            .unwrap();
     };
     set(&mut connection, "j:1", "$", r#"{"a":1,"b":[1]}"#);
-    let follow = Follow::start(&pipeline("live-json", server.port, "0", &es_url(), &index, "{configure_server: true}"));
-    wait_for(|| json_document(&index, "j:1") == Some(json!({"a": 1, "b": [1]})), "the first sync");
+    let follow = Follow::start(&pipeline(
+        "live-json",
+        server.port,
+        "0",
+        &es_url(),
+        &index,
+        "{configure_server: true}",
+    ));
+    wait_for(
+        || json_document(&index, "j:1") == Some(json!({"a": 1, "b": [1]})),
+        "the first sync",
+    );
     // (Redis shows `g$lshzxetd` as `A`.)
     let flags = server.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
-    assert!(flags.lines().nth(1).is_some_and(|f| f.contains('d') || f.contains('A')), "{flags}");
+    assert!(
+        flags.lines().nth(1).is_some_and(|f| f.contains('d') || f.contains('A')),
+        "{flags}"
+    );
 
     set(&mut connection, "j:2", "$", r#"{"name":"Ada"}"#);
     set(&mut connection, "j:1", "$.a", "2");
-    redis::cmd("JSON.ARRAPPEND").arg("j:1").arg("$.b").arg("3").exec(&mut connection).unwrap();
-    redis::cmd("JSON.DEL").arg("j:2").arg("$.name").exec(&mut connection).unwrap();
+    redis::cmd("JSON.ARRAPPEND")
+        .arg("j:1")
+        .arg("$.b")
+        .arg("3")
+        .exec(&mut connection)
+        .unwrap();
+    redis::cmd("JSON.DEL")
+        .arg("j:2")
+        .arg("$.name")
+        .exec(&mut connection)
+        .unwrap();
     set(&mut connection, "j:3", "$", "[1,2]");
     wait_for(
         || {
@@ -547,9 +662,18 @@ fn a_first_sync_that_fails_stops_the_follow_with_exit_1_and_says_what_to_do() {
     let (code, summary, stderr) = Follow::start(&yaml).wait_exit_with_summary();
     assert_eq!(code, 1, "{stderr}");
     let live = &summary["pipelines"][0];
-    assert!(live["error"].as_str().unwrap().contains(&format!("cannot connect to Elasticsearch at {es}")), "{summary}");
+    assert!(
+        live["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("cannot connect to Elasticsearch at {es}")),
+        "{summary}"
+    );
     let notes = live["notes"].to_string();
-    assert!(notes.contains("the first sync failed, so nothing was followed: run --follow stops (exit 1)"), "{summary}");
+    assert!(
+        notes.contains("the first sync failed, so nothing was followed: run --follow stops (exit 1)"),
+        "{summary}"
+    );
     assert!(!notes.contains("a sync failed"), "the error is said once: {summary}");
     assert_eq!(summary["pipelines"][0]["status"], "failed", "{summary}");
 }

@@ -35,7 +35,11 @@ fn built(alias: &str) -> Vec<String> {
         .unwrap_or(Value::Null);
     let mut names: Vec<String> = body
         .as_array()
-        .map(|a| a.iter().filter_map(|i| i["index"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["index"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -108,7 +112,13 @@ fn following_starts_a_rebuild_while_changes_go_through_the_alias_and_ends_exact_
     server.cli_pipe(&(0..3000).map(|i| format!("SET k:{i} {i}\n")).collect::<String>());
     // An index built for one shard, then the pipeline as it is: two shards (which no
     // index can change in place).
-    run_once(&alias_pipeline(dir.path(), "one.yaml", &alias, server.port, "{number_of_shards: 1}"));
+    run_once(&alias_pipeline(
+        dir.path(),
+        "one.yaml",
+        &alias,
+        server.port,
+        "{number_of_shards: 1}",
+    ));
     let old = live_index(&alias);
     let two = alias_pipeline(dir.path(), "two.yaml", &alias, server.port, "{number_of_shards: 2}");
 
@@ -139,16 +149,27 @@ fn following_starts_a_rebuild_while_changes_go_through_the_alias_and_ends_exact_
         both.sort();
         both
     });
-    let settings: Value = http().get(format!("{}/{new}/_settings", es_url())).send().unwrap().json().unwrap();
+    let settings: Value = http()
+        .get(format!("{}/{new}/_settings", es_url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(settings[&new]["settings"]["index"]["number_of_shards"], "2");
 
     let (code, summary, stderr) = follow.stop();
     assert_eq!(code, 0, "{stderr}");
     let live = &summary["pipelines"][0];
     assert_eq!(live["status"], "ok", "{summary}");
-    assert_eq!(live["resyncs"]["rebuild"], 1, "a change-aware pass over the new index: {summary}");
+    assert_eq!(
+        live["resyncs"]["rebuild"], 1,
+        "a change-aware pass over the new index: {summary}"
+    );
     let notes = live["notes"].to_string();
-    assert!(notes.contains(&format!("built {new} and moved alias {alias} to it from {old}")), "{summary}");
+    assert!(
+        notes.contains(&format!("built {new} and moved alias {alias} to it from {old}")),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -198,7 +219,10 @@ fn an_unchanged_pipeline_follows_in_place_and_a_failed_rebuild_keeps_changes_rea
     wait_for(|| follow.stderr().contains(&failed), "the failed build");
     server.cli(&["SET", "during-build", "7"]);
     let id = redis_connector::document::default_id(0, b"during-build");
-    wait_for(|| es_get(&alias, &id).is_some(), "the change to reach the serving index");
+    wait_for(
+        || es_get(&alias, &id).is_some(),
+        "the change to reach the serving index",
+    );
     assert_eq!(live_index(&alias), plain_index, "a failed build leaves the alias");
 
     // Without the key, the next attempt builds, swaps, and a rebuild pass makes it exact.
@@ -218,7 +242,10 @@ fn an_unchanged_pipeline_follows_in_place_and_a_failed_rebuild_keeps_changes_rea
     assert_eq!(code, 0, "{stderr}");
     let live = &summary["pipelines"][0];
     assert!(live["resyncs"]["rebuild"].as_u64().unwrap_or(0) >= 1, "{summary}");
-    assert!(live["resyncs"]["error"].as_u64().unwrap_or(0) >= 1, "the failed build is retried: {summary}");
+    assert!(
+        live["resyncs"]["error"].as_u64().unwrap_or(0) >= 1,
+        "the failed build is retried: {summary}"
+    );
 }
 
 #[test]
@@ -244,7 +271,11 @@ fn a_new_alias_is_created_by_the_first_sync_and_followed_through() {
     assert_eq!(code, 0, "{stderr}");
     let live = &summary["pipelines"][0];
     assert!(live["upserts"].as_u64().unwrap() > 0, "{summary}");
-    assert_eq!(live["resyncs"]["rebuild"], Value::Null, "no build while following: {summary}");
+    assert_eq!(
+        live["resyncs"]["rebuild"],
+        Value::Null,
+        "no build while following: {summary}"
+    );
 }
 
 /// One random write of numbers: SET, DEL or EXPIRE 1 s.

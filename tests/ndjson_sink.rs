@@ -9,13 +9,7 @@ use common::{connector, write_file, RedisServer};
 use md5::{Digest, Md5};
 use serde_json::Value;
 
-fn pipeline(
-    dir: &Path,
-    port: u16,
-    source_extra: &str,
-    sink_path: &str,
-    transforms: &str,
-) -> std::path::PathBuf {
+fn pipeline(dir: &Path, port: u16, source_extra: &str, sink_path: &str, transforms: &str) -> std::path::PathBuf {
     let yaml = format!(
         "name: nd\nsource:\n  type: redis\n  host: 127.0.0.1\n  port: {port}\n{source_extra}{transforms}sink:\n  type: ndjson\n  path: '{sink_path}'\n"
     );
@@ -40,9 +34,7 @@ fn by_key(lines: &[Value], key: &str) -> Value {
 #[test]
 fn run_writes_one_default_document_per_key_to_the_file() {
     let redis = RedisServer::start(&[]);
-    redis.cli_pipe(
-        "SET user:1 ann\nHSET user:2 name bob\nRPUSH list a b\nSELECT 3\nSADD tags x y\n",
-    );
+    redis.cli_pipe("SET user:1 ann\nHSET user:2 name bob\nRPUSH list a b\nSELECT 3\nSADD tags x y\n");
     let mut c = redis.connection();
     redis::cmd("SET")
         .arg(&[0xffu8, 0x01][..])
@@ -51,13 +43,7 @@ fn run_writes_one_default_document_per_key_to_the_file() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.ndjson");
-    let file = pipeline(
-        dir.path(),
-        redis.port,
-        "  database: '*'\n",
-        out.to_str().unwrap(),
-        "",
-    );
+    let file = pipeline(dir.path(), redis.port, "  database: '*'\n", out.to_str().unwrap(), "");
 
     let result = connector()
         .arg("run")
@@ -90,10 +76,7 @@ fn run_writes_one_default_document_per_key_to_the_file() {
         (binary["key_encoding"].as_str(), binary["value"].as_str()),
         (Some("base64"), Some("/g=="))
     );
-    assert_eq!(
-        binary["_id"],
-        format!("{:x}", Md5::digest([b'0', b'/', 0xff, 0x01]))
-    );
+    assert_eq!(binary["_id"], format!("{:x}", Md5::digest([b'0', b'/', 0xff, 0x01])));
 }
 
 #[test]
@@ -114,7 +97,10 @@ fn path_dash_writes_the_documents_to_standard_output() {
     for line in stdout.lines() {
         assert!(line.starts_with('{'), "stdout must be pure NDJSON, found: {line}");
     }
-    assert!(String::from_utf8_lossy(&result.stderr).contains("written"), "summary on stderr");
+    assert!(
+        String::from_utf8_lossy(&result.stderr).contains("written"),
+        "summary on stderr"
+    );
     let docs = lines(&stdout);
     let keys: Vec<&str> = docs
         .iter()
@@ -153,10 +139,7 @@ fn a_template_index_becomes_the_lines_index_field() {
         String::from_utf8_lossy(&result.stderr)
     );
     let text = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(
-        text,
-        "{\"_id\":\"user:7\",\"_index\":\"users-0\",\"name\":\"eve\"}\n"
-    );
+    assert_eq!(text, "{\"_id\":\"user:7\",\"_index\":\"users-0\",\"name\":\"eve\"}\n");
 }
 
 #[test]
@@ -182,10 +165,7 @@ fn an_oversized_value_is_skipped_with_a_warning_naming_the_key() {
     let stdout = String::from_utf8_lossy(&result.stdout);
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("skipping key `huge:1` in db 0"),
-        "stderr: {stderr}"
-    );
+    assert!(stderr.contains("skipping key `huge:1` in db 0"), "stderr: {stderr}");
     let all = format!("{stdout}{stderr}");
     assert!(all.contains("too_large 1"), "summary: {all}");
     let docs = lines(&std::fs::read_to_string(&out).unwrap());
@@ -199,13 +179,7 @@ fn a_dry_run_creates_no_file() {
     redis.cli_pipe("SET a 1\n");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.ndjson");
-    let file = pipeline(
-        dir.path(),
-        redis.port,
-        "  database: 0\n",
-        out.to_str().unwrap(),
-        "",
-    );
+    let file = pipeline(dir.path(), redis.port, "  database: 0\n", out.to_str().unwrap(), "");
     let result = connector()
         .args(["run", "--dry-run"])
         .arg(&file)

@@ -88,7 +88,11 @@ fn big_document(bytes: usize) -> String {
 fn shapes() -> Vec<(&'static str, String)> {
     let mut nested = json!("bottom");
     for depth in 0..40 {
-        nested = if depth % 2 == 0 { json!({ format!("level{depth}"): nested }) } else { json!([depth, nested]) };
+        nested = if depth % 2 == 0 {
+            json!({ format!("level{depth}"): nested })
+        } else {
+            json!([depth, nested])
+        };
     }
     vec![
         ("json:object", r#"{"name":"Ada","age":36,"langs":["en","fr"],"address":{"city":"London"}}"#.to_owned()),
@@ -143,13 +147,19 @@ fn every_json_shape_becomes_a_document_with_its_json_text_and_its_typed_value() 
         assert_eq!(keys_of(&docs), expected, "sizes {sizes}");
 
         // The default document: `value` is the JSON text of what Redis holds, as a string.
-        for (key, text) in shapes().iter().map(|(k, t)| (*k, t.as_str())).chain([("json:big", big.as_str())]) {
+        for (key, text) in shapes()
+            .iter()
+            .map(|(k, t)| (*k, t.as_str()))
+            .chain([("json:big", big.as_str())])
+        {
             let doc = doc_by_key(&docs, key);
             assert_eq!(doc["key_type"], "ReJSON-RL", "{key}");
             assert_eq!(doc["database"], 0, "{key}");
             assert_eq!(doc["_id"], default_id(0, key.as_bytes()), "{key}");
             assert_eq!(doc["size_in_bytes"].is_u64(), sizes, "{key}: {}", doc["size_in_bytes"]);
-            let value = doc["value"].as_str().unwrap_or_else(|| panic!("{key}: value is not a string"));
+            let value = doc["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key}: value is not a string"));
             let read: Value = serde_json::from_str(value).unwrap_or_else(|e| panic!("{key}: {e}: {value}"));
             assert_eq!(read, json_get(&mut c, key), "{key}: what Redis holds");
             let written: Value = serde_json::from_str(text).unwrap();
@@ -169,16 +179,28 @@ fn every_json_shape_becomes_a_document_with_its_json_text_and_its_typed_value() 
     // A template sees the typed value: objects, arrays, numbers, booleans and null as
     // themselves, and can reach inside.
     let template = "transforms:\n  - type: template\n    document:\n      key: '{{ key }}'\n      type: '{{ key_type }}'\n      doc: { expr: value }\n      name: { expr: \"value.name if value is mapping and 'name' in value else none\" }\n";
-    let (code, docs, stderr) = run_ndjson(dir.path(), redis.port, "  database: 0\n  max_value_bytes: 4MiB\n", template);
+    let (code, docs, stderr) = run_ndjson(
+        dir.path(),
+        redis.port,
+        "  database: 0\n  max_value_bytes: 4MiB\n",
+        template,
+    );
     assert_eq!(code, 0, "{stderr}");
-    for (key, text) in shapes().iter().map(|(k, t)| (*k, t.as_str())).chain([("json:big", big.as_str())]) {
+    for (key, text) in shapes()
+        .iter()
+        .map(|(k, t)| (*k, t.as_str()))
+        .chain([("json:big", big.as_str())])
+    {
         let doc = doc_by_key(&docs, key);
         let written: Value = serde_json::from_str(text).unwrap();
         assert_eq!(doc["doc"], written, "{key}");
         assert_eq!(doc["type"], "ReJSON-RL", "{key}");
     }
     assert_eq!(doc_by_key(&docs, "json:object")["name"], "Ada");
-    assert_eq!(doc_by_key(&docs, "json:numbers")["doc"]["pi"], json!(std::f64::consts::PI));
+    assert_eq!(
+        doc_by_key(&docs, "json:numbers")["doc"]["pi"],
+        json!(std::f64::consts::PI)
+    );
     assert_eq!(doc_by_key(&docs, "json:numbers")["doc"]["max"], json!(i64::MAX));
     assert_eq!(doc_by_key(&docs, "json:unicode")["doc"]["emoji"], "😀 😀");
 }
@@ -326,7 +348,11 @@ fn a_json_key_overwritten_with_another_type_while_read_is_read_again_as_what_it_
                     }
             })
             .collect();
-        assert_eq!(old.len(), 2, "{rule}: two keys read before the change: {old:?} ({reads} reads)");
+        assert_eq!(
+            old.len(),
+            2,
+            "{rule}: two keys read before the change: {old:?} ({reads} reads)"
+        );
         let vanished = run.counters.skipped_reasons.get("vanished").copied().unwrap_or(0);
         let mut expected_vanished = 0;
         for key in ["k1", "k2", "k3", "k4"].into_iter().filter(|k| !old.contains(k)) {
@@ -335,7 +361,10 @@ fn a_json_key_overwritten_with_another_type_while_read_is_read_again_as_what_it_
                 assert_eq!(record.key_type, KeyType::String, "{key}: read again as a string");
                 assert_eq!(record.value, RedisValue::String(b"now a string".to_vec()), "{key}");
             } else {
-                assert!(!run.keys().contains(key.as_bytes()), "{key}: a string now, out of the JSON rule");
+                assert!(
+                    !run.keys().contains(key.as_bytes()),
+                    "{key}: a string now, out of the JSON rule"
+                );
                 expected_vanished += 1;
             }
         }
@@ -353,7 +382,11 @@ fn a_json_key_overwritten_with_another_type_while_read_is_read_again_as_what_it_
                 assert_eq!(record.value, RedisValue::Json(json!({"now": "json"})));
             }
         }
-        assert_eq!(vanished, expected_vanished, "{rule}: {:?}", run.counters.skipped_reasons);
+        assert_eq!(
+            vanished, expected_vanished,
+            "{rule}: {:?}",
+            run.counters.skipped_reasons
+        );
         assert_eq!(run.counters.skipped_reasons.get("kept_changing_type"), None, "{rule}");
     }
 }
@@ -378,7 +411,16 @@ fn redis_refuses_to_load_json_keys_without_the_module_so_none_is_left_unreadable
     std::fs::copy(&dump, dir.path().join("dump.rdb")).unwrap();
     let port = common::free_port();
     let out = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .args(["--dir", dir.path().to_str().unwrap()])
         .output()
         .unwrap();
@@ -394,11 +436,17 @@ fn redis_refuses_to_load_json_keys_without_the_module_so_none_is_left_unreadable
     without.cli(&["SET", "plain", "v"]);
     let mut w = without.connection();
     let restore: redis::RedisResult<()> = redis::cmd("RESTORE").arg("doc").arg(0).arg(dumped).query(&mut w);
-    let error = restore.expect_err("RESTORE of a JSON key into a server without the module").to_string();
+    let error = restore
+        .expect_err("RESTORE of a JSON key into a server without the module")
+        .to_string();
     assert!(error.contains("Bad data format"), "{error}");
     let run = read(config(without.port, "database: 0\n")).unwrap();
     assert_eq!(run.keys(), text_keys(&["plain"]));
-    assert!(run.counters.skipped_reasons.is_empty(), "{:?}", run.counters.skipped_reasons);
+    assert!(
+        run.counters.skipped_reasons.is_empty(),
+        "{:?}",
+        run.counters.skipped_reasons
+    );
 }
 
 #[test]
@@ -409,7 +457,17 @@ fn a_user_denied_json_get_stops_the_run_naming_the_command_the_user_and_the_key(
     let mut c = redis.connection();
     json_set(&mut c, "doc:1", r#"{"a":1}"#);
     redis.cli(&["SET", "plain", "v"]);
-    redis.cli(&["ACL", "SETUSER", "reader", "on", ">secret-pw", "~*", "+@read", "+@connection", "-json.get"]);
+    redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "reader",
+        "on",
+        ">secret-pw",
+        "~*",
+        "+@read",
+        "+@connection",
+        "-json.get",
+    ]);
     let yaml = "database: 0\nusername: reader\npassword: secret-pw\n";
     let error = read(config(redis.port, yaml)).err().expect("the run fails");
     eprintln!("{error}");
@@ -423,7 +481,9 @@ fn a_user_denied_json_get_stops_the_run_naming_the_command_the_user_and_the_key(
 
 #[test]
 fn a_cluster_with_the_module_on_every_node_is_read_each_json_key_once_from_its_master() {
-    let Some(cluster) = redisjson::cluster(3, 1) else { return };
+    let Some(cluster) = redisjson::cluster(3, 1) else {
+        return;
+    };
     let mut commands = String::new();
     let mut json_keys = BTreeSet::new();
     for i in 0..600 {
@@ -434,7 +494,10 @@ fn a_cluster_with_the_module_on_every_node_is_read_each_json_key_once_from_its_m
     let masters = cluster.with_role("master");
     for master in &masters {
         let held = master.cli(&["SCAN", "0", "TYPE", "ReJSON-RL", "COUNT", "10000"]);
-        assert!(held.lines().count() > 150, "JSON keys are spread over every master: {held}");
+        assert!(
+            held.lines().count() > 150,
+            "JSON keys are spread over every master: {held}"
+        );
     }
     let replica = cluster.with_role("slave")[0];
     for node in &cluster.nodes {
@@ -443,12 +506,27 @@ fn a_cluster_with_the_module_on_every_node_is_read_each_json_key_once_from_its_m
     // Every key; then a JSON rule, from a replica's address.
     let run = read(config(masters[0].port, "database: \"*\"\nscan_count: 100\n")).unwrap();
     assert_eq!(run.records.len(), 1200, "each key once");
-    let run = read(config(replica.port, "scan_count: 100\nrules:\n  - {database: 0, _type: ReJSON-RL}\n")).unwrap();
+    let run = read(config(
+        replica.port,
+        "scan_count: 100\nrules:\n  - {database: 0, _type: ReJSON-RL}\n",
+    ))
+    .unwrap();
     assert_eq!(run.keys(), json_keys);
     assert_eq!(run.records.len(), json_keys.len(), "each key once");
-    assert_eq!(run.value(b"doc:17"), &RedisValue::Json(json!({"n": 17, "tags": ["a", "b"]})));
-    assert!(run.records.iter().all(|r| r.key_type == KeyType::Json && r.size_in_bytes.is_some_and(|s| s > 0)));
-    assert_eq!(run.report.keys[&0].get("ReJSON-RL").copied(), Some(600), "{:?}", run.report.keys);
+    assert_eq!(
+        run.value(b"doc:17"),
+        &RedisValue::Json(json!({"n": 17, "tags": ["a", "b"]}))
+    );
+    assert!(run
+        .records
+        .iter()
+        .all(|r| r.key_type == KeyType::Json && r.size_in_bytes.is_some_and(|s| s > 0)));
+    assert_eq!(
+        run.report.keys[&0].get("ReJSON-RL").copied(),
+        Some(600),
+        "{:?}",
+        run.report.keys
+    );
     for replica in cluster.with_role("slave") {
         assert_eq!(commandstat(replica, "json.get"), 0, "replicas are not read");
     }
@@ -486,7 +564,10 @@ fn es_search(index: &str, query: Value) -> Vec<Value> {
         .unwrap()
         .json()
         .unwrap();
-    body["hits"]["hits"].as_array().unwrap_or_else(|| panic!("{body}")).clone()
+    body["hits"]["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .clone()
 }
 
 #[test]

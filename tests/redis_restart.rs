@@ -35,9 +35,9 @@ fn rewrite_aof(redis: &RedisServer) {
     redis.cli(&["BGREWRITEAOF"]);
     loop {
         let info = redis.cli(&["INFO", "persistence"]);
-        let busy = info.lines().any(|l| {
-            l.trim() == "aof_rewrite_in_progress:1" || l.trim() == "aof_rewrite_scheduled:1"
-        });
+        let busy = info
+            .lines()
+            .any(|l| l.trim() == "aof_rewrite_in_progress:1" || l.trim() == "aof_rewrite_scheduled:1");
         if !busy {
             return;
         }
@@ -81,11 +81,7 @@ fn load(redis: &RedisServer, key_type: KeyType, prefix: &str, keys: usize) {
                 }
                 KeyType::Stream => {
                     for i in range {
-                        pipe.cmd("XADD")
-                            .arg(&key)
-                            .arg(format!("{}-0", i + 1))
-                            .arg("n")
-                            .arg(i);
+                        pipe.cmd("XADD").arg(&key).arg(format!("{}-0", i + 1)).arg("n").arg(i);
                     }
                 }
                 KeyType::String | KeyType::Json => unreachable!("not a collection"),
@@ -129,13 +125,15 @@ fn value_in_redis(connection: &mut redis::Connection, key: &[u8], key_type: KeyT
             RedisValue::Set(members)
         }
         KeyType::List => RedisValue::List(query("LRANGE", &["0", "-1"]).query(connection).unwrap()),
-        KeyType::ZSet => {
-            RedisValue::ZSet(query("ZRANGE", &["0", "-1", "WITHSCORES"]).query(connection).unwrap())
-        }
+        KeyType::ZSet => RedisValue::ZSet(query("ZRANGE", &["0", "-1", "WITHSCORES"]).query(connection).unwrap()),
         KeyType::Stream => {
-            let entries: Vec<Entry> =
-                query("XRANGE", &["-", "+"]).query(connection).unwrap();
-            RedisValue::Stream(entries.into_iter().map(|(id, fields)| StreamEntry { id, fields }).collect())
+            let entries: Vec<Entry> = query("XRANGE", &["-", "+"]).query(connection).unwrap();
+            RedisValue::Stream(
+                entries
+                    .into_iter()
+                    .map(|(id, fields)| StreamEntry { id, fields })
+                    .collect(),
+            )
         }
         KeyType::Json => unreachable!("no JSON in these tests"),
     }
@@ -151,10 +149,7 @@ struct Read {
 
 /// Reads db 0 of the server on `port` with a small `chunk_size`, in a thread of its
 /// own; `done` is set when the read is over.
-fn read_in_background(
-    port: u16,
-    done: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Result<Read, String>> {
+fn read_in_background(port: u16, done: Arc<AtomicBool>) -> std::thread::JoinHandle<Result<Read, String>> {
     std::thread::spawn(move || {
         let config: RedisSourceConfig = serde_yaml::from_str(&format!(
             "host: 127.0.0.1\nport: {port}\ndatabase: 0\nscan_count: 10\nchunk_size: {CHUNK}\n"
@@ -162,8 +157,17 @@ fn read_in_background(
         .unwrap();
         let source = RedisSource::build(&config).map_err(|e| format!("{e:?}"))?;
         let dir = tempfile::tempdir().unwrap();
-        let ctx = StageContext::new("test", "source", DeadLetter::new(dir.path().join("dl.ndjson")), RunOptions::default());
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let ctx = StageContext::new(
+            "test",
+            "source",
+            DeadLetter::new(dir.path().join("dl.ndjson")),
+            RunOptions::default(),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let handle = runtime.spawn(source.run(tx, ctx.clone()));
         let mut records = Vec::new();
@@ -172,7 +176,11 @@ fn read_in_background(
         }
         let report = runtime.block_on(handle).unwrap().map_err(|e| format!("{e:#}"));
         done.store(true, Ordering::SeqCst);
-        Ok(Read { records, report: report?, scan_restarted: ctx.scans_restarted.contains(0) })
+        Ok(Read {
+            records,
+            report: report?,
+            scan_restarted: ctx.scans_restarted.contains(0),
+        })
     })
 }
 
@@ -191,14 +199,20 @@ fn calls(connection: &mut redis::Connection, command: &str) -> u64 {
 fn kill_and_restart(redis: &mut RedisServer) -> RedisServer {
     redis.kill();
     let dir = redis.dir.path().to_str().unwrap().to_owned();
-    RedisServer::start_on(redis.port, &["--dir", &dir, "--appendonly", "yes", "--appendfsync", "always"])
+    RedisServer::start_on(
+        redis.port,
+        &["--dir", &dir, "--appendonly", "yes", "--appendfsync", "always"],
+    )
 }
 
 /// Every record equals what the restarted server holds, and every key arrived.
 fn assert_exact(read: &Read, restarted: &RedisServer, expected_keys: usize) {
     let mut connection = restarted.connection();
     let dbsize: usize = redis::cmd("DBSIZE").query(&mut connection).unwrap();
-    assert_eq!(dbsize, expected_keys, "the restarted server loaded every key from its AOF");
+    assert_eq!(
+        dbsize, expected_keys,
+        "the restarted server loaded every key from its AOF"
+    );
     let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
     for record in &read.records {
         let mut value = record.value.clone();
@@ -308,9 +322,15 @@ fn a_redis_restart_between_keys_of_every_type_sends_every_collection_whole() {
     let restarted = kill_and_restart(&mut redis);
     let read = reader.join().unwrap().expect("the read ends without error");
     assert_exact(&read, &restarted, 515);
-    assert!(read.scan_restarted, "a key sent twice is said to be read again after the restart");
     assert!(
-        read.report.notes.iter().any(|n| n.contains("restarted while db 0 was read")),
+        read.scan_restarted,
+        "a key sent twice is said to be read again after the restart"
+    );
+    assert!(
+        read.report
+            .notes
+            .iter()
+            .any(|n| n.contains("restarted while db 0 was read")),
         "{:?}",
         read.report.notes
     );

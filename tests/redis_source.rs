@@ -7,9 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::source::{
-    clients_with, cmd, commandstat, config, read, read_source, read_with, text_keys, Run,
-};
+use common::source::{clients_with, cmd, commandstat, config, read, read_source, read_with, text_keys, Run};
 use common::{RedisCluster, RedisServer, TestCerts};
 use redis_connector::config::model::RedisSourceConfig;
 use redis_connector::dead_letter::DeadLetter;
@@ -27,25 +25,17 @@ fn every_type_is_read_with_its_typed_value_binary_safe() {
     cmd(&mut c, &[b"SET", binary_key, binary_value]);
     cmd(&mut c, &[b"SET", b"empty", b""]);
     for key in ["with space", "new\nline", "ünïcødé 😀", "sym*?[]\\"] {
-        cmd(
-            &mut c,
-            &[b"SET", key.as_bytes(), format!("value of {key}").as_bytes()],
-        );
+        cmd(&mut c, &[b"SET", key.as_bytes(), format!("value of {key}").as_bytes()]);
     }
     cmd(&mut c, &[b"HSET", b"hash", b"a", b"1", b"b", &[0xfe]]);
     cmd(&mut c, &[b"RPUSH", b"list", b"x", b"y", b"x"]);
     cmd(&mut c, &[b"SADD", b"set", b"c", b"a", b"b"]);
     cmd(
         &mut c,
-        &[
-            b"ZADD", b"zset", b"1.5", b"m1", b"-inf", b"m0", b"+inf", b"m9",
-        ],
+        &[b"ZADD", b"zset", b"1.5", b"m1", b"-inf", b"m0", b"+inf", b"m9"],
     );
     cmd(&mut c, &[b"XADD", b"stream", b"1-0", b"f", b"v"]);
-    cmd(
-        &mut c,
-        &[b"XADD", b"stream", b"2-0", b"g", b"w", b"h", b"z"],
-    );
+    cmd(&mut c, &[b"XADD", b"stream", b"2-0", b"g", b"w", b"h", b"z"]);
     cmd(&mut c, &[b"SET", b"expiring", b"soon", b"EX", b"1000"]);
 
     let run = read(config(redis.port, "database: 0\nscan_count: 3\n")).unwrap();
@@ -58,10 +48,7 @@ fn every_type_is_read_with_its_typed_value_binary_safe() {
         run.batches
     );
     assert_eq!(run.value(b"plain"), &RedisValue::String(b"hello".to_vec()));
-    assert_eq!(
-        run.value(binary_key),
-        &RedisValue::String(binary_value.to_vec())
-    );
+    assert_eq!(run.value(binary_key), &RedisValue::String(binary_value.to_vec()));
     assert_eq!(run.value(b"empty"), &RedisValue::String(Vec::new()));
     assert_eq!(
         run.value("new\nline".as_bytes()),
@@ -77,10 +64,7 @@ fn every_type_is_read_with_its_typed_value_binary_safe() {
     );
     assert_eq!(
         run.value(b"hash"),
-        &RedisValue::Hash(vec![
-            (b"a".to_vec(), b"1".to_vec()),
-            (b"b".to_vec(), vec![0xfe])
-        ])
+        &RedisValue::Hash(vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), vec![0xfe])])
     );
     assert_eq!(
         run.value(b"list"),
@@ -107,18 +91,11 @@ fn every_type_is_read_with_its_typed_value_binary_safe() {
             },
             StreamEntry {
                 id: "2-0".into(),
-                fields: vec![
-                    (b"g".to_vec(), b"w".to_vec()),
-                    (b"h".to_vec(), b"z".to_vec())
-                ]
+                fields: vec![(b"g".to_vec(), b"w".to_vec()), (b"h".to_vec(), b"z".to_vec())]
             },
         ])
     );
-    let types: BTreeMap<&[u8], KeyType> = run
-        .records
-        .iter()
-        .map(|r| (r.key.as_slice(), r.key_type))
-        .collect();
+    let types: BTreeMap<&[u8], KeyType> = run.records.iter().map(|r| (r.key.as_slice(), r.key_type)).collect();
     assert_eq!(types[b"zset".as_slice()], KeyType::ZSet);
     assert_eq!(types[b"stream".as_slice()], KeyType::Stream);
 
@@ -126,26 +103,15 @@ fn every_type_is_read_with_its_typed_value_binary_safe() {
     assert!((990..=1000).contains(&ttl), "ttl {ttl}");
     assert_eq!(run.record(b"plain").ttl, None);
     assert!(
-        run.records
-            .iter()
-            .all(|r| r.size_in_bytes.is_some_and(|s| s > 0)),
+        run.records.iter().all(|r| r.size_in_bytes.is_some_and(|s| s > 0)),
         "MEMORY USAGE for every key"
     );
-    assert!(run
-        .records
-        .iter()
-        .all(|r| r.database == 0 && r.document.is_none()));
+    assert!(run.records.iter().all(|r| r.database == 0 && r.document.is_none()));
 
     let db0 = &run.report.keys[&0];
     assert_eq!(db0["string"], 8);
     assert_eq!(
-        (
-            db0["hash"],
-            db0["list"],
-            db0["set"],
-            db0["zset"],
-            db0["stream"]
-        ),
+        (db0["hash"], db0["list"], db0["set"], db0["zset"], db0["stream"]),
         (1, 1, 1, 1, 1)
     );
     assert_eq!(run.counters.received, 13);
@@ -193,8 +159,8 @@ fn the_seven_reference_rule_examples_select_what_redis_scan_match_selects() {
             "*",
             None,
             &[
-                "alpha", "alpha1", "alphabet", "beta", "test1", "test2", "test3", "test4", "testa",
-                "test12", "set:one", "user:1",
+                "alpha", "alpha1", "alphabet", "beta", "test1", "test2", "test3", "test4", "testa", "test12",
+                "set:one", "user:1",
             ],
         ),
         ("*", Some("SET"), &["alphabet", "test4", "set:one"]),
@@ -219,11 +185,7 @@ fn the_seven_reference_rule_examples_select_what_redis_scan_match_selects() {
             redis_says,
             "rule {pattern:?}/{key_type:?} against redis-cli --scan"
         );
-        assert_eq!(
-            run.keys(),
-            text_keys(expected),
-            "rule {pattern:?}/{key_type:?}"
-        );
+        assert_eq!(run.keys(), text_keys(expected), "rule {pattern:?}/{key_type:?}");
         assert_eq!(run.records.len(), expected.len(), "no key twice");
     }
 }
@@ -264,9 +226,7 @@ fn type_only_rules_read_with_sizes_and_ttls_off() {
         } else {
             format!("rules:\n  - {{database: 0, {rule}}}\n")
         };
-        let mut source =
-            RedisSource::build(&config(redis.port, &format!("size_in_bytes: false\n{rule}")))
-                .unwrap();
+        let mut source = RedisSource::build(&config(redis.port, &format!("size_in_bytes: false\n{rule}"))).unwrap();
         source.set_ttl_needed(false);
         let run = read_source(source, 8, |_| {}).unwrap_or_else(|e| panic!("{rule}: {e}"));
         assert_eq!(run.keys(), text_keys(&expected), "{rule}");
@@ -280,18 +240,14 @@ fn overlapping_rules_produce_each_key_once() {
     reference_keys(&redis);
     let rules = "rules:\n  - {database: 0, key_pattern: 'alpha*'}\n  - {database: 0, key_pattern: '*1'}\n  - {database: 0, _type: SET}\n";
     let run = read(config(redis.port, rules)).unwrap();
-    let expected = text_keys(&[
-        "alpha", "alpha1", "alphabet", "test1", "set:one", "test4", "user:1",
-    ]);
+    let expected = text_keys(&["alpha", "alpha1", "alphabet", "test1", "set:one", "test4", "user:1"]);
     assert_eq!(run.keys(), expected);
     assert_eq!(run.records.len(), expected.len(), "each key once");
     assert_eq!(run.counters.received, expected.len() as u64);
 }
 
 fn three_databases(redis: &RedisServer) {
-    redis.cli_pipe(
-        "SELECT 0\nSET a 0\nSET b 0\nSET c 0\nSELECT 2\nSET a 2\nHSET h f v\nSELECT 5\nSET z 5\n",
-    );
+    redis.cli_pipe("SELECT 0\nSET a 0\nSET b 0\nSET c 0\nSELECT 2\nSET a 2\nHSET h f v\nSELECT 5\nSET z 5\n");
 }
 
 fn per_database(run: &Run) -> BTreeMap<u32, BTreeSet<Vec<u8>>> {
@@ -323,11 +279,7 @@ fn a_database_list_reads_those_databases() {
     for selection in ["database: '5,0'", "database: [0, 5]"] {
         let run = read(config(redis.port, selection)).unwrap();
         let dbs = per_database(&run);
-        assert_eq!(
-            dbs.keys().copied().collect::<Vec<_>>(),
-            vec![0, 5],
-            "{selection}"
-        );
+        assert_eq!(dbs.keys().copied().collect::<Vec<_>>(), vec![0, 5], "{selection}");
         assert_eq!(run.records.len(), 4);
         assert_eq!(run.estimated, 4);
     }
@@ -337,19 +289,14 @@ fn a_database_list_reads_those_databases() {
         "database: 5\nrules:\n  - {database: 2, key_pattern: 'h'}\n",
     ))
     .unwrap();
-    assert_eq!(
-        per_database(&run).keys().copied().collect::<Vec<_>>(),
-        vec![2]
-    );
+    assert_eq!(per_database(&run).keys().copied().collect::<Vec<_>>(), vec![2]);
 }
 
 #[test]
 fn databases_that_do_not_exist_are_all_named_in_one_error_before_any_record() {
     let redis = RedisServer::start(&[]);
     three_databases(&redis);
-    let error = read(config(redis.port, "database: [0, 16, 99]\n"))
-        .err()
-        .unwrap();
+    let error = read(config(redis.port, "database: [0, 16, 99]\n")).err().unwrap();
     assert_eq!(
         error,
         format!(
@@ -357,12 +304,9 @@ fn databases_that_do_not_exist_are_all_named_in_one_error_before_any_record() {
             redis.port
         )
     );
-    let error = read(config(
-        redis.port,
-        "rules:\n  - {database: 40, key_pattern: 'a'}\n",
-    ))
-    .err()
-    .unwrap();
+    let error = read(config(redis.port, "rules:\n  - {database: 40, key_pattern: 'a'}\n"))
+        .err()
+        .unwrap();
     assert!(error.contains("has no database 40 "), "{error}");
 }
 
@@ -370,14 +314,9 @@ fn databases_that_do_not_exist_are_all_named_in_one_error_before_any_record() {
 fn star_falls_back_to_info_keyspace_when_config_is_renamed_away() {
     let redis = RedisServer::start(&["--rename-command", "CONFIG", "\"\""]);
     three_databases(&redis);
-    assert!(redis
-        .cli(&["CONFIG", "GET", "databases"])
-        .contains("unknown command"));
+    assert!(redis.cli(&["CONFIG", "GET", "databases"]).contains("unknown command"));
     let run = read(config(redis.port, "database: '*'\n")).unwrap();
-    assert_eq!(
-        per_database(&run).keys().copied().collect::<Vec<_>>(),
-        vec![0, 2, 5]
-    );
+    assert_eq!(per_database(&run).keys().copied().collect::<Vec<_>>(), vec![0, 2, 5]);
     assert_eq!(run.records.len(), 6);
     assert!(
         run.report.notes.iter().any(|n| n.contains("INFO keyspace")),
@@ -385,9 +324,7 @@ fn star_falls_back_to_info_keyspace_when_config_is_renamed_away() {
         run.report.notes
     );
     // Without CONFIG, a listed database is checked with SELECT.
-    let error = read(config(redis.port, "database: [0, 20, 21]\n"))
-        .err()
-        .unwrap();
+    let error = read(config(redis.port, "database: [0, 20, 21]\n")).err().unwrap();
     assert_eq!(
         error,
         format!(
@@ -447,18 +384,13 @@ fn an_acl_user_restricted_to_user_keys_reads_them_with_a_matching_rule() {
 fn an_acl_user_reading_keys_it_may_not_gets_a_noperm_error_naming_user_and_key() {
     let redis = acl_server();
     let auth = format!("username: reader\npassword: {READER_PASSWORD}\n");
-    let error = read(config(redis.port, &format!("{auth}database: 0\n")))
-        .err()
-        .unwrap();
+    let error = read(config(redis.port, &format!("{auth}database: 0\n"))).err().unwrap();
     eprintln!("NOPERM: {error}");
     assert!(
         error.starts_with(&format!("Redis at 127.0.0.1:{}: TYPE of key `", redis.port)),
         "{error}"
     );
-    assert!(
-        error.contains("permission denied to user `reader` (NOPERM)"),
-        "{error}"
-    );
+    assert!(error.contains("permission denied to user `reader` (NOPERM)"), "{error}");
     assert!(!error.contains(READER_PASSWORD), "{error}");
 }
 
@@ -468,10 +400,29 @@ fn a_user_denied_config_and_info_still_reads_every_database_and_lists_are_checke
     // (both @dangerous) denied. `"*"` then finds the databases with SELECT/DBSIZE.
     let redis = RedisServer::start(&[]);
     redis.cli_pipe("SET a 1\nSELECT 3\nSET b 2\n");
-    let out = redis.cli(&["ACL", "SETUSER", "ro", "on", ">ro-pw", "~*", "+@read", "+@connection", "-@dangerous"]);
+    let out = redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "ro",
+        "on",
+        ">ro-pw",
+        "~*",
+        "+@read",
+        "+@connection",
+        "-@dangerous",
+    ]);
     assert_eq!(out.trim(), "OK");
     let auth = "username: ro\npassword: ro-pw\n";
-    let denied = redis.cli(&["--user", "ro", "--pass", "ro-pw", "--no-auth-warning", "CONFIG", "GET", "databases"]);
+    let denied = redis.cli(&[
+        "--user",
+        "ro",
+        "--pass",
+        "ro-pw",
+        "--no-auth-warning",
+        "CONFIG",
+        "GET",
+        "databases",
+    ]);
     assert!(denied.contains("NOPERM"), "the user must be denied CONFIG: {denied}");
 
     let run = read(config(redis.port, &format!("{auth}database: \"*\"\n"))).unwrap();
@@ -499,7 +450,10 @@ fn without_memory_usage_sizes_are_null_with_a_note_and_limits_still_hold() {
     assert_eq!(run.keys(), text_keys(&["small", "h"]));
     assert!(run.records.iter().all(|r| r.size_in_bytes.is_none()));
     assert!(
-        run.report.notes.iter().any(|n| n.contains("MEMORY USAGE is not available")),
+        run.report
+            .notes
+            .iter()
+            .any(|n| n.contains("MEMORY USAGE is not available")),
         "{:?}",
         run.report.notes
     );
@@ -644,22 +598,14 @@ fn keys_deleted_between_scan_and_read_are_counted_as_vanished_with(ttl: bool, si
         if batch == 0 {
             let deadline = Instant::now() + Duration::from_secs(30);
             while commandstat(&redis, "scan") < 4 {
-                assert!(
-                    Instant::now() < deadline,
-                    "the source never scanned 4 pages"
-                );
+                assert!(Instant::now() < deadline, "the source never scanned 4 pages");
                 std::thread::sleep(Duration::from_millis(10));
             }
             redis.cli(&["FLUSHALL"]);
         }
     })
     .unwrap();
-    let vanished = run
-        .counters
-        .skipped_reasons
-        .get("vanished")
-        .copied()
-        .unwrap_or(0);
+    let vanished = run.counters.skipped_reasons.get("vanished").copied().unwrap_or(0);
     assert!(
         vanished > 0,
         "keys scanned before the delete and read after it are vanished (ttl {ttl}, sizes {sizes})"
@@ -672,10 +618,7 @@ fn keys_deleted_between_scan_and_read_are_counted_as_vanished_with(ttl: bool, si
     );
     for record in &run.records {
         let key = String::from_utf8(record.key.clone()).unwrap();
-        assert_eq!(
-            record.value,
-            RedisValue::String(key.replace("k:", "v").into_bytes())
-        );
+        assert_eq!(record.value, RedisValue::String(key.replace("k:", "v").into_bytes()));
     }
     assert_eq!(run.counters.received, run.records.len() as u64);
     assert_eq!(run.counters.skipped, vanished);
@@ -691,19 +634,13 @@ fn values_over_max_value_bytes_are_skipped_and_counted() {
     for i in 0..50 {
         cmd(
             &mut c,
-            &[
-                b"HSET",
-                b"big-hash",
-                format!("field{i}").as_bytes(),
-                &[b'y'; 100],
-            ],
+            &[b"HSET", b"big-hash", format!("field{i}").as_bytes(), &[b'y'; 100]],
         );
     }
     cmd(&mut c, &[b"HSET", b"small-hash", b"a", b"1"]);
     cmd(&mut c, &[b"RPUSH", b"big-list", &[b'z'; 600], &[b'z'; 600]]);
     for size_in_bytes in [true, false] {
-        let yaml =
-            format!("max_value_bytes: 1000\nchunk_size: 10\nsize_in_bytes: {size_in_bytes}\n");
+        let yaml = format!("max_value_bytes: 1000\nchunk_size: 10\nsize_in_bytes: {size_in_bytes}\n");
         let run = read(config(redis.port, &yaml)).unwrap();
         assert_eq!(
             run.keys(),
@@ -730,10 +667,7 @@ fn a_hash_with_200000_fields_is_read_in_chunks() {
         panic!("a hash")
     };
     assert_eq!(fields.len(), 200_000);
-    let map: BTreeMap<&[u8], &[u8]> = fields
-        .iter()
-        .map(|(f, v)| (f.as_slice(), v.as_slice()))
-        .collect();
+    let map: BTreeMap<&[u8], &[u8]> = fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice())).collect();
     assert_eq!(map.len(), 200_000, "no field twice");
     assert_eq!(map[b"f1".as_slice()], b"v1");
     assert_eq!(map[b"f200000".as_slice()], b"v200000");
@@ -741,11 +675,7 @@ fn a_hash_with_200000_fields_is_read_in_chunks() {
         commandstat(&redis, "hscan") >= 200,
         "read with HSCAN pages of about 1000 fields"
     );
-    assert_eq!(
-        commandstat(&redis, "hgetall"),
-        0,
-        "never in one HGETALL reply"
-    );
+    assert_eq!(commandstat(&redis, "hgetall"), 0, "never in one HGETALL reply");
     assert_eq!(run.records.len(), 2);
 }
 
@@ -778,11 +708,7 @@ fn dropped_connections_resume_from_the_cursor_and_lose_nothing() {
     })
     .unwrap();
     assert_eq!(run.keys(), keys);
-    assert_eq!(
-        run.records.len(),
-        keys.len(),
-        "resumed from the cursor: no key twice"
-    );
+    assert_eq!(run.records.len(), keys.len(), "resumed from the cursor: no key twice");
     assert!(
         run.report.notes.iter().any(|n| n.contains("dropped")),
         "{:?}",
@@ -849,8 +775,12 @@ fn a_server_still_loading_its_data_is_waited_for_before_its_commands_are_probed(
         ],
     );
     assert!(loading.cli(&["PING"]).contains("LOADING"), "the server is loading");
-    let run = read(config(redis.port, "database: 0
-")).unwrap();
+    let run = read(config(
+        redis.port,
+        "database: 0
+",
+    ))
+    .unwrap();
     assert_eq!(run.keys(), keys);
     assert!(run.report.notes.is_empty(), "{:?}", run.report.notes);
     assert!(run.records.iter().all(|r| r.size_in_bytes.is_some()));
@@ -932,13 +862,9 @@ fn collections_longer_than_a_chunk_are_read_whole_and_in_order() {
     }
     redis.cli_pipe(&commands);
     let run = read(config(redis.port, "chunk_size: 10\n")).unwrap();
-    let expected_list: Vec<Vec<u8>> = (0..25)
-        .map(|i| format!("item{i:02}").into_bytes())
-        .collect();
+    let expected_list: Vec<Vec<u8>> = (0..25).map(|i| format!("item{i:02}").into_bytes()).collect();
     assert_eq!(run.value(b"list"), &RedisValue::List(expected_list));
-    let expected_zset: Vec<(Vec<u8>, f64)> = (0..25)
-        .map(|i| (format!("m{i:02}").into_bytes(), i as f64))
-        .collect();
+    let expected_zset: Vec<(Vec<u8>, f64)> = (0..25).map(|i| (format!("m{i:02}").into_bytes(), i as f64)).collect();
     assert_eq!(run.value(b"zset"), &RedisValue::ZSet(expected_zset));
     let expected_set: Vec<Vec<u8>> = (0..25).map(|i| format!("s{i:02}").into_bytes()).collect();
     assert_eq!(run.value(b"set"), &RedisValue::Set(expected_set));
@@ -997,7 +923,10 @@ fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_never_cut_short()
             let watcher = scope.spawn(|| {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while commandstat(&redis, command) < 20 {
-                    assert!(Instant::now() < deadline, "{case}: the source never read `big` in chunks");
+                    assert!(
+                        Instant::now() < deadline,
+                        "{case}: the source never read `big` in chunks"
+                    );
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 match change {
@@ -1012,12 +941,19 @@ fn a_collection_deleted_or_overwritten_while_read_in_chunks_is_never_cut_short()
             };
             let run = read(config(redis.port, &yaml)).unwrap_or_else(|e| panic!("{case}: {e}"));
             let calls_at_change = watcher.join().unwrap();
-            assert!(calls_at_change < 10_000, "{case}: `big` changed too late to test anything");
+            assert!(
+                calls_at_change < 10_000,
+                "{case}: `big` changed too late to test anything"
+            );
             let vanished = run.counters.skipped_reasons.get("vanished").copied();
             match (change, rule) {
                 ("SET", "") => {
                     assert_eq!(run.keys(), text_keys(&["big", "other"]), "{case}: read again");
-                    assert_eq!(run.value(b"big"), &RedisValue::String(b"now a string".to_vec()), "{case}");
+                    assert_eq!(
+                        run.value(b"big"),
+                        &RedisValue::String(b"now a string".to_vec()),
+                        "{case}"
+                    );
                     assert_eq!(run.record(b"big").key_type, KeyType::String, "{case}");
                     assert_eq!(vanished, None, "{case}");
                 }
@@ -1119,7 +1055,15 @@ fn a_user_denied_ping_still_reads_pages_on_lean_connections() {
     let redis = RedisServer::start(&[]);
     let keys = load_many(&redis, 3000);
     let out = redis.cli(&[
-        "ACL", "SETUSER", "noping", "on", ">pw", "~*", "+@read", "+info", "+config|get",
+        "ACL",
+        "SETUSER",
+        "noping",
+        "on",
+        ">pw",
+        "~*",
+        "+@read",
+        "+info",
+        "+config|get",
     ]);
     assert_eq!(out.trim(), "OK");
     let yaml = "username: noping
@@ -1255,7 +1199,15 @@ fn a_user_denied_dbsize_still_reads_and_a_user_denied_select_is_stopped_before_a
     let redis = RedisServer::start(&[]);
     redis.cli_pipe("SET a 1\nSELECT 3\nSET b 2\nHSET h f v\n");
     let out = redis.cli(&[
-        "ACL", "SETUSER", "nodbsize", "on", ">pw", "~*", "+@read", "+@connection", "+config|get",
+        "ACL",
+        "SETUSER",
+        "nodbsize",
+        "on",
+        ">pw",
+        "~*",
+        "+@read",
+        "+@connection",
+        "+config|get",
         "-dbsize",
     ]);
     assert_eq!(out.trim(), "OK");
@@ -1404,14 +1356,24 @@ fn a_cluster_is_read_from_every_master_each_key_once_and_never_from_replicas() {
     assert_eq!(run.keys(), keys);
     assert_eq!(run.records.len(), keys.len(), "each key once");
     assert!(run.records.iter().all(|r| r.database == 0));
-    assert_eq!(run.value(b"h:7"), &RedisValue::Hash(vec![(b"f".to_vec(), b"7".to_vec())]));
+    assert_eq!(
+        run.value(b"h:7"),
+        &RedisValue::Hash(vec![(b"f".to_vec(), b"7".to_vec())])
+    );
     assert_eq!(run.estimated, 3000);
     // MEMORY USAGE's probe key lives on some master: the others answer MOVED, which
     // says the command exists (it once nulled every size of a cluster).
     assert!(run.records.iter().all(|r| r.size_in_bytes.is_some_and(|s| s > 0)));
-    assert!(!run.report.notes.iter().any(|n| n.contains("MEMORY USAGE")), "{:?}", run.report.notes);
     assert!(
-        run.report.notes.iter().any(|n| n.contains("is a cluster node: read the cluster's 3 masters")),
+        !run.report.notes.iter().any(|n| n.contains("MEMORY USAGE")),
+        "{:?}",
+        run.report.notes
+    );
+    assert!(
+        run.report
+            .notes
+            .iter()
+            .any(|n| n.contains("is a cluster node: read the cluster's 3 masters")),
         "{:?}",
         run.report.notes
     );
@@ -1435,7 +1397,9 @@ fn a_cluster_is_read_with_rules_of_database_0_and_refuses_others_before_reading(
         .collect();
     assert_eq!(run.keys(), expected);
 
-    let error = read(config(port, "rules:\n  - {database: 1, key_pattern: 'h:*'}\n")).err().unwrap();
+    let error = read(config(port, "rules:\n  - {database: 1, key_pattern: 'h:*'}\n"))
+        .err()
+        .unwrap();
     assert_eq!(
         error,
         format!(
@@ -1443,7 +1407,10 @@ fn a_cluster_is_read_with_rules_of_database_0_and_refuses_others_before_reading(
         )
     );
     let error = read(config(port, "database: \"0,2\"\n")).err().unwrap();
-    assert!(error.ends_with("`database` lists 0, 2 (use `database: 0` or \"*\")"), "{error}");
+    assert!(
+        error.ends_with("`database` lists 0, 2 (use `database: 0` or \"*\")"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -1451,9 +1418,30 @@ fn every_node_of_a_cluster_is_read_as_the_configured_acl_user() {
     let cluster = RedisCluster::start(3, 0);
     let keys = load_cluster(&cluster);
     for node in &cluster.nodes {
-        let out = node.cli(&["ACL", "SETUSER", "reader", "on", &format!(">{READER_PASSWORD}"), "~*", "+@read", "+@connection", "+info", "+cluster|nodes"]);
+        let out = node.cli(&[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            &format!(">{READER_PASSWORD}"),
+            "~*",
+            "+@read",
+            "+@connection",
+            "+info",
+            "+cluster|nodes",
+        ]);
         assert_eq!(out.trim(), "OK");
-        let out = node.cli(&["ACL", "SETUSER", "blind", "on", &format!(">{READER_PASSWORD}"), "~*", "+@read", "+@connection", "+info"]);
+        let out = node.cli(&[
+            "ACL",
+            "SETUSER",
+            "blind",
+            "on",
+            &format!(">{READER_PASSWORD}"),
+            "~*",
+            "+@read",
+            "+@connection",
+            "+info",
+        ]);
         assert_eq!(out.trim(), "OK");
         // The default user may not read any more: only `reader` can.
         node.cli(&["ACL", "SETUSER", "default", "-@all"]);
@@ -1462,7 +1450,12 @@ fn every_node_of_a_cluster_is_read_as_the_configured_acl_user() {
     let run = read(config(cluster.nodes[2].port, &auth)).unwrap();
     assert_eq!(run.keys(), keys);
     assert_eq!(run.records.len(), keys.len());
-    let wrong = read(config(cluster.nodes[2].port, "username: reader\npassword: nope\ndatabase: 0\n")).err().unwrap();
+    let wrong = read(config(
+        cluster.nodes[2].port,
+        "username: reader\npassword: nope\ndatabase: 0\n",
+    ))
+    .err()
+    .unwrap();
     assert!(wrong.contains("authentication failed for user `reader`"), "{wrong}");
 
     // Without `CLUSTER NODES`, the node alone would look complete: the run stops.
@@ -1486,8 +1479,17 @@ fn read_through(
 ) -> (Vec<Record>, Result<SourceReport, String>) {
     let source = RedisSource::build(&config).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ctx = StageContext::new("test", "source", DeadLetter::new(dir.path().join("dl.ndjson")), RunOptions::default());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let ctx = StageContext::new(
+        "test",
+        "source",
+        DeadLetter::new(dir.path().join("dl.ndjson")),
+        RunOptions::default(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(capacity);
     let handle = runtime.spawn(source.run(tx, ctx));
     let mut records = Vec::new();
@@ -1515,14 +1517,30 @@ fn slots_moved_while_a_cluster_is_read_fail_the_run_instead_of_leaving_keys_out(
         if batch == 3 {
             let out = std::process::Command::new("redis-cli")
                 .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0].port)])
-                .args(["--cluster-from", &from, "--cluster-to", &to, "--cluster-slots", "300", "--cluster-yes"])
+                .args([
+                    "--cluster-from",
+                    &from,
+                    "--cluster-to",
+                    &to,
+                    "--cluster-slots",
+                    "300",
+                    "--cluster-yes",
+                ])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "reshard: {}", String::from_utf8_lossy(&out.stdout));
+            assert!(
+                out.status.success(),
+                "reshard: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
     });
     let got: BTreeSet<Vec<u8>> = records.iter().map(|r| r.key.clone()).collect();
-    let error = result.expect_err(&format!("a run across a reshard is not complete: {} of {} keys read", got.len(), keys.len()));
+    let error = result.expect_err(&format!(
+        "a run across a reshard is not complete: {} of {} keys read",
+        got.len(),
+        keys.len()
+    ));
     assert!(
         error.contains("the cluster changed while it was read: master 127.0.0.1:")
             || error.contains("the cluster moved the key's slot to another node"),
@@ -1536,10 +1554,23 @@ fn slots_moved_while_a_cluster_is_read_fail_the_run_instead_of_leaving_keys_out(
 
     // A slot left half-moved (MIGRATING/IMPORTING) stops the next run before it reads.
     let slot = masters[1].cli(&["CLUSTER", "KEYSLOT", "s:1"]).trim().to_owned();
-    let owner = masters.iter().find(|m| m.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot]).trim() != "0").unwrap();
+    let owner = masters
+        .iter()
+        .find(|m| m.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot]).trim() != "0")
+        .unwrap();
     let other = masters.iter().find(|m| m.port != owner.port).unwrap();
-    assert_eq!(other.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id(owner)]).trim(), "OK");
-    assert_eq!(owner.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id(other)]).trim(), "OK");
+    assert_eq!(
+        other
+            .cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id(owner)])
+            .trim(),
+        "OK"
+    );
+    assert_eq!(
+        owner
+            .cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id(other)])
+            .trim(),
+        "OK"
+    );
     let error = read(config(masters[2].port, "database: 0\n")).err().unwrap();
     assert!(
         error.contains(&format!("is moving a slot ([{slot}-")) && error.contains("resharding is in progress"),
@@ -1551,7 +1582,10 @@ fn slots_moved_while_a_cluster_is_read_fail_the_run_instead_of_leaving_keys_out(
 fn a_cluster_that_cannot_serve_keys_stops_the_run_before_reading_instead_of_nulling_sizes() {
     // One node serving half the slots: cluster_state:fail, every keyed command
     // answers CLUSTERDOWN (the MEMORY USAGE probe was taken for a missing command).
-    let node = RedisServer::start_on(common::cluster_port(), &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+    let node = RedisServer::start_on(
+        common::cluster_port(),
+        &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+    );
     assert_eq!(node.cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "8191"]).trim(), "OK");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !node.cli(&["GET", "k"]).contains("CLUSTERDOWN") {
@@ -1570,7 +1604,10 @@ fn a_cluster_that_cannot_serve_keys_stops_the_run_before_reading_instead_of_null
     assert_eq!(node.cli(&["CLUSTER", "ADDSLOTSRANGE", "8192", "16383"]).trim(), "OK");
     assert!(node.cli(&["CLUSTER", "NODES"]).contains(&format!(" :{}@", node.port)));
     while !node.cli(&["SET", "k", "v"]).contains("OK") {
-        assert!(Instant::now() < deadline + Duration::from_secs(10), "the node never served keys");
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "the node never served keys"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut localhost = config(node.port, "database: 0\n");

@@ -201,7 +201,10 @@ fn failed_documents_exit_1_and_name_the_dead_letter_file() {
         text(&out.stdout)
     );
     assert_eq!(ndjson_lines(&dir.path().join("users.dead-letter.ndjson")), dead);
-    assert_eq!(ndjson_lines(&dir.path().join("users.dead-letter.dry-run.ndjson")).len(), 1);
+    assert_eq!(
+        ndjson_lines(&dir.path().join("users.dead-letter.dry-run.ndjson")).len(),
+        1
+    );
 }
 
 #[test]
@@ -227,12 +230,21 @@ fn pipelines_of_one_run_sharing_a_dead_letter_file_are_refused_before_anything_r
     for parallel in ["1", "2"] {
         let out = run_in(
             dir.path(),
-            &["run", "-q", "--parallel", parallel, first.to_str().unwrap(), second.to_str().unwrap()],
+            &[
+                "run",
+                "-q",
+                "--parallel",
+                parallel,
+                first.to_str().unwrap(),
+                second.to_str().unwrap(),
+            ],
         );
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
         let stderr = text(&out.stderr);
         assert!(
-            stderr.contains("second.yaml:2:14: error: dead-letter file `failed.ndjson` is also written by pipeline `first`"),
+            stderr.contains(
+                "second.yaml:2:14: error: dead-letter file `failed.ndjson` is also written by pipeline `first`"
+            ),
             "{stderr}"
         );
         assert!(stderr.contains("nothing was run"), "{stderr}");
@@ -310,14 +322,26 @@ fn an_invalid_pipeline_replaces_the_summary_json_with_its_problems() {
     );
     // What an earlier, successful run left: a bot must not read it as this run's.
     std::fs::write(dir.path().join("s.json"), r#"{"status": "ok", "pipelines": []}"#).unwrap();
-    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "s.json", bad.to_str().unwrap()]);
+    let out = run_in(
+        dir.path(),
+        &["run", "-q", "--summary-json", "s.json", bad.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let summary = summary_json(&dir.path().join("s.json"));
     assert_eq!(summary["status"], "invalid");
     assert_eq!(summary["pipelines"], serde_json::json!([]));
     let problem = &summary["problems"][0];
-    assert_eq!((problem["line"].as_u64(), problem["pointer"].as_str()), (Some(2), Some("/source/databse")));
-    assert!(problem["message"].as_str().unwrap().contains("did you mean `database`?"), "{problem}");
+    assert_eq!(
+        (problem["line"].as_u64(), problem["pointer"].as_str()),
+        (Some(2), Some("/source/databse"))
+    );
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `database`?"),
+        "{problem}"
+    );
 }
 
 #[test]
@@ -436,7 +460,10 @@ fn a_dry_run_writes_nothing_to_elasticsearch_or_redis() {
         stdout.contains("pipeline dry: ok (dry run: nothing written)"),
         "{stdout}"
     );
-    assert!(stdout.contains("read 3 = would write 3 + unchanged 0 + filtered 0"), "{stdout}");
+    assert!(
+        stdout.contains("read 3 = would write 3 + unchanged 0 + filtered 0"),
+        "{stdout}"
+    );
     assert!(stdout.contains("db 0: hash 1, string 1"), "{stdout}");
     assert!(stdout.contains("db 2: list 1"), "{stdout}");
     assert!(stdout.contains("sample documents (2):"), "{stdout}");
@@ -847,7 +874,10 @@ fn ttl_is_asked_only_when_a_stage_reads_it_and_then_arrives_in_documents_and_fil
 
 /// The `mappings` of an index, or `None` when it does not exist.
 fn es_mappings(index: &str) -> Option<Value> {
-    let response = common::http().get(format!("{}/{}/_mapping", es_url(), index)).send().unwrap();
+    let response = common::http()
+        .get(format!("{}/{}/_mapping", es_url(), index))
+        .send()
+        .unwrap();
     if response.status() == 404 {
         return None;
     }
@@ -870,7 +900,11 @@ fn an_index_is_created_by_a_complete_run_even_empty_but_never_by_a_run_that_read
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(es_mappings(&index), None, "index {index} was created although nothing was read");
+    assert_eq!(
+        es_mappings(&index),
+        None,
+        "index {index} was created although nothing was read"
+    );
 
     // An empty Redis, read completely: the index exists afterwards, with the built-in
     // mapping of the default document.
@@ -919,15 +953,25 @@ fn summary_json_dash_goes_to_stdout_and_the_source_reports_what_it_passed_on() {
             redis.port
         ),
     );
-    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "-", pipeline.to_str().unwrap()]);
+    let out = run_in(
+        dir.path(),
+        &["run", "-q", "--summary-json", "-", pipeline.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!dir.path().join("-").exists(), "no file named `-`");
     let summary: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON summary alone");
     let p = &summary["pipelines"][0];
     assert_eq!(p["read"], 7);
     let source = &p["stages"][0];
-    assert_eq!((source["stage"].as_str(), source["out"].as_u64()), (Some("source"), Some(7)), "{p:#}");
-    assert!(text(&out.stderr).contains("pipeline users: ok"), "the text summary moves to stderr");
+    assert_eq!(
+        (source["stage"].as_str(), source["out"].as_u64()),
+        (Some("source"), Some(7)),
+        "{p:#}"
+    );
+    assert!(
+        text(&out.stderr).contains("pipeline users: ok"),
+        "the text summary moves to stderr"
+    );
 
     // Standard output cannot take both the documents and the summary.
     let to_stdout = write_file(
@@ -938,9 +982,16 @@ fn summary_json_dash_goes_to_stdout_and_the_source_reports_what_it_passed_on() {
             redis.port
         ),
     );
-    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "-", to_stdout.to_str().unwrap()]);
+    let out = run_in(
+        dir.path(),
+        &["run", "-q", "--summary-json", "-", to_stdout.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("would mix on standard output"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("would mix on standard output"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -958,7 +1009,10 @@ fn an_unwritable_summary_json_path_is_a_usage_error_before_anything_is_read() {
     );
     let scans_before = calls_of(&redis, "scan");
     for target in ["no/such/folder/s.json", "."] {
-        let out = run_in(dir.path(), &["run", "-q", "--summary-json", target, pipeline.to_str().unwrap()]);
+        let out = run_in(
+            dir.path(),
+            &["run", "-q", "--summary-json", target, pipeline.to_str().unwrap()],
+        );
         assert_eq!(out.status.code(), Some(2), "{target}: {}", text(&out.stderr));
         assert!(
             text(&out.stderr).starts_with(&format!("error: cannot write the summary to {target}: ")),
@@ -989,7 +1043,9 @@ fn several_pipelines_end_with_a_total_line() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.trim_end().ends_with("total: 2 pipelines (2 ok): read 8 = written 8 + filtered 0 + skipped 0 + failed 0"),
+        stdout
+            .trim_end()
+            .ends_with("total: 2 pipelines (2 ok): read 8 = written 8 + filtered 0 + skipped 0 + failed 0"),
         "{stdout}"
     );
 }

@@ -13,7 +13,11 @@ use common::{connector, write_file, RedisServer};
 use serde_json::Value;
 
 fn run_in(dir: &Path, args: &[&str]) -> Output {
-    connector().current_dir(dir).args(args).output().expect("the connector binary runs")
+    connector()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the connector binary runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -71,7 +75,10 @@ fn a_clean_run_leaves_no_dead_letter_file_of_an_earlier_failed_run() {
     assert_eq!(lines(&dead_letter), 1, "a dry run leaves the real run's file alone");
 
     // The fixed pipeline's real run: ok, and no dead-letter file left.
-    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "s.json", fixed.to_str().unwrap()]);
+    let out = run_in(
+        dir.path(),
+        &["run", "-q", "--summary-json", "s.json", fixed.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!dead_letter.exists(), "a clean run leaves no stale failures");
     let summary = json(&dir.path().join("s.json"));
@@ -94,7 +101,10 @@ fn a_dead_letter_file_that_cannot_be_removed_stops_the_run_before_it_reads() {
         stdout.contains("cannot remove the dead-letter file of an earlier run, users.dead-letter.ndjson"),
         "{stdout}"
     );
-    assert!(!dir.path().join("out.ndjson").exists() || lines(&dir.path().join("out.ndjson")) == 0, "nothing was written");
+    assert!(
+        !dir.path().join("out.ndjson").exists() || lines(&dir.path().join("out.ndjson")) == 0,
+        "nothing was written"
+    );
 }
 
 /// A FIFO in `dir`: a sink writing to it blocks once the test stops reading.
@@ -122,7 +132,11 @@ fn start_blocked_run(dir: &Path, redis: &RedisServer) -> (Child, std::fs::File) 
             out.display()
         ),
     );
-    std::fs::write(dir.join("s.json"), "{\"status\": \"ok\", \"pipelines\": [], \"not_run\": []}\n").unwrap();
+    std::fs::write(
+        dir.join("s.json"),
+        "{\"status\": \"ok\", \"pipelines\": [], \"not_run\": []}\n",
+    )
+    .unwrap();
     let child = connector()
         .current_dir(dir)
         .args(["run", "--summary-json", "s.json", pipeline.to_str().unwrap()])
@@ -137,7 +151,10 @@ fn start_blocked_run(dir: &Path, redis: &RedisServer) -> (Child, std::fs::File) 
 }
 
 fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -153,7 +170,10 @@ fn quit_twice(first: &str, second: &str) -> (Option<i32>, String, Value, Value) 
     let mut seen = String::new();
     loop {
         let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "the run said nothing of the signal: {seen}");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the run said nothing of the signal: {seen}"
+        );
         seen += &line;
         if line.contains("received: stopping reading") {
             break;
@@ -167,7 +187,11 @@ fn quit_twice(first: &str, second: &str) -> (Option<i32>, String, Value, Value) 
     child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
     assert!(stdout.is_empty(), "no summary: {stdout}");
     let aborted = json(&dir.path().join("s.json"));
-    assert_eq!(running["pid"], child.id(), "the file is this run's from its start: {running}");
+    assert_eq!(
+        running["pid"],
+        child.id(),
+        "the file is this run's from its start: {running}"
+    );
     (status.code(), seen, running, aborted)
 }
 
@@ -176,10 +200,16 @@ fn a_second_sigterm_exits_143_and_the_summary_json_says_aborted() {
     let (code, stderr, running, aborted) = quit_twice("TERM", "TERM");
     assert_eq!(running["status"], "running", "the older `ok` was replaced at the start");
     assert_eq!(code, Some(143), "{stderr}");
-    assert!(stderr.contains("second SIGTERM: quitting at once, exit 143"), "{stderr}");
+    assert!(
+        stderr.contains("second SIGTERM: quitting at once, exit 143"),
+        "{stderr}"
+    );
     assert_eq!(aborted["status"], "aborted");
     assert_eq!(aborted["pipelines"], serde_json::json!([]));
-    assert!(aborted["reason"].as_str().unwrap().contains("second SIGTERM"), "{aborted}");
+    assert!(
+        aborted["reason"].as_str().unwrap().contains("second SIGTERM"),
+        "{aborted}"
+    );
 }
 
 #[test]
@@ -197,7 +227,16 @@ fn an_unwritable_summary_json_stops_the_run_before_it_reads() {
     redis.cli_pipe("HSET user:1 name Ada\n");
     let dir = tempfile::tempdir().unwrap();
     let fixed = pipeline(dir.path(), redis.port, "{{ value.name }}");
-    let out = run_in(dir.path(), &["run", "-q", "--summary-json", "no-such-folder/s.json", fixed.to_str().unwrap()]);
+    let out = run_in(
+        dir.path(),
+        &[
+            "run",
+            "-q",
+            "--summary-json",
+            "no-such-folder/s.json",
+            fixed.to_str().unwrap(),
+        ],
+    );
     // A usage error (exit 2), found before the pipeline files are even loaded.
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -220,11 +259,17 @@ fn a_run_stopped_by_a_fatal_error_says_what_not_processed_means() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("error: sink: cannot write to the NDJSON output"), "{stdout}");
+    assert!(
+        stdout.contains("error: sink: cannot write to the NDJSON output"),
+        "{stdout}"
+    );
     let p = &json(&dir.path().join("s.json"))["pipelines"][0];
     let n = |f: &str| p[f].as_u64().unwrap();
     assert!(n("not_processed") > 0, "{p:#}");
-    assert_eq!(n("read"), n("written") + n("filtered") + n("skipped") + n("failed") + n("not_processed"));
+    assert_eq!(
+        n("read"),
+        n("written") + n("filtered") + n("skipped") + n("failed") + n("not_processed")
+    );
     assert!(
         stdout.contains(&format!(" + not processed {}\n", n("not_processed"))),
         "the equation has the term: {stdout}"
@@ -237,14 +282,21 @@ fn a_run_stopped_by_a_fatal_error_says_what_not_processed_means() {
         )),
         "{stdout}"
     );
-    assert!(!dir.path().join("term.dead-letter.ndjson").exists(), "not processed is not failed");
+    assert!(
+        !dir.path().join("term.dead-letter.ndjson").exists(),
+        "not processed is not failed"
+    );
 }
 
 #[test]
 fn run_help_documents_the_exit_codes_of_a_second_signal_and_the_summary_file() {
     let out = connector().args(["run", "--help"]).output().unwrap();
     let help = text(&out.stdout);
-    for expected in ["130  quit at once by a second Ctrl-C", "143  quit at once by a second SIGTERM", "\"status\": \"running\""] {
+    for expected in [
+        "130  quit at once by a second Ctrl-C",
+        "143  quit at once by a second SIGTERM",
+        "\"status\": \"running\"",
+    ] {
         assert!(help.contains(expected), "run --help lacks {expected:?}:\n{help}");
     }
 }

@@ -71,7 +71,15 @@ fn every_command(dir: &Path, file: &str) -> Vec<Output> {
         &["validate", "--format", "json", file],
         &["run", "--summary-json", "summary.json", file],
         &["run", "-vvv", file],
-        &["run", "-vvv", "--log-format", "json", "--summary-json", "summary.json", file],
+        &[
+            "run",
+            "-vvv",
+            "--log-format",
+            "json",
+            "--summary-json",
+            "summary.json",
+            file,
+        ],
         &["run", "--dry-run", "-vvv", "--summary-json", "summary.json", file],
     ];
     commands

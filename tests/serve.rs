@@ -50,7 +50,9 @@ fn version_of(index: &str, id: &str) -> Option<String> {
 
 fn runs(serve: &Serve, name: &str, outcome: &str) -> f64 {
     serve
-        .metric(&format!("redis_connector_pipeline_runs_total{{pipeline=\"{name}\",outcome=\"{outcome}\"}}"))
+        .metric(&format!(
+            "redis_connector_pipeline_runs_total{{pipeline=\"{name}\",outcome=\"{outcome}\"}}"
+        ))
         .unwrap_or(0.0)
 }
 
@@ -63,8 +65,16 @@ fn scheduled_pipelines_run_again_and_follow_edits_of_their_files() {
     let pipelines = dir.path().join("pipelines");
     std::fs::create_dir(&pipelines).unwrap();
     let every = "schedule: {every: 2s}\n";
-    let users_file = write_file(&pipelines, "users.yaml", &es_pipeline("users", &redis, &index, "one", every));
-    let once_file = write_file(&pipelines, "once.yaml", &ndjson_pipeline("once", &redis, "once.ndjson", ""));
+    let users_file = write_file(
+        &pipelines,
+        "users.yaml",
+        &es_pipeline("users", &redis, &index, "one", every),
+    );
+    let once_file = write_file(
+        &pipelines,
+        "once.yaml",
+        &ndjson_pipeline("once", &redis, "once.ndjson", ""),
+    );
 
     let mut serve = Serve::start(dir.path(), &["pipelines"]);
 
@@ -72,7 +82,13 @@ fn scheduled_pipelines_run_again_and_follow_edits_of_their_files() {
     serve.wait_for("two runs of users", || runs(&serve, "users", "ok") >= 2.0);
     assert_eq!(version_of(&index, "user:1").as_deref(), Some("one"));
     assert_eq!(runs(&serve, "once", "ok"), 1.0);
-    assert_eq!(std::fs::read_to_string(dir.path().join("once.ndjson")).unwrap().lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("once.ndjson"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
     let once = serve.pipeline("once").unwrap();
     assert_eq!(once["schedule"], "once");
     assert_eq!(once["next_run"], Value::Null);
@@ -80,7 +96,11 @@ fn scheduled_pipelines_run_again_and_follow_edits_of_their_files() {
     assert_eq!(users_status["schedule"], "every 2s");
     assert!(users_status["next_run"].is_string(), "{users_status}");
     let last = &users_status["last_summary"];
-    assert_eq!(last["written"].as_u64().unwrap() + last["unchanged"].as_u64().unwrap(), 3, "{last}");
+    assert_eq!(
+        last["written"].as_u64().unwrap() + last["unchanged"].as_u64().unwrap(),
+        3,
+        "{last}"
+    );
     // Change-aware sync: the first run wrote the documents, the later ones found
     // them unchanged.
     assert_eq!(
@@ -96,7 +116,9 @@ fn scheduled_pipelines_run_again_and_follow_edits_of_their_files() {
 
     // A template change is picked up: the new documents appear.
     std::fs::write(&users_file, es_pipeline("users", &redis, &index, "two", every)).unwrap();
-    serve.wait_for("documents of the edited template", || version_of(&index, "user:1").as_deref() == Some("two"));
+    serve.wait_for("documents of the edited template", || {
+        version_of(&index, "user:1").as_deref() == Some("two")
+    });
     let reload = &serve.status()["reload"];
     assert_eq!(reload["result"], "success", "{reload}");
     assert_eq!(reload["changed"], serde_json::json!(["users"]));
@@ -110,14 +132,24 @@ fn scheduled_pipelines_run_again_and_follow_edits_of_their_files() {
         redis.port
     );
     std::fs::write(&once_file, reordered).unwrap();
-    serve.wait_for("the reload of the reformatted file", || serve.events("reload").len() > reloads);
+    serve.wait_for("the reload of the reformatted file", || {
+        serve.events("reload").len() > reloads
+    });
     let reload = &serve.status()["reload"];
     assert_eq!(reload["changed"], serde_json::json!([]), "{reload}");
     assert_eq!(reload["unchanged"], 2);
-    assert_eq!(runs(&serve, "once", "ok"), 1.0, "an unchanged pipeline is not run again");
+    assert_eq!(
+        runs(&serve, "once", "ok"),
+        1.0,
+        "an unchanged pipeline is not run again"
+    );
 
     // An invalid edit keeps the old pipeline running; /metrics and /status show it.
-    std::fs::write(&users_file, es_pipeline("users", &redis, &index, "three", "schedule: {every: 2s, evry: 1}\n")).unwrap();
+    std::fs::write(
+        &users_file,
+        es_pipeline("users", &redis, &index, "three", "schedule: {every: 2s, evry: 1}\n"),
+    )
+    .unwrap();
     serve.wait_for("the failed reload", || {
         serve.metric("redis_connector_config_reloads_total{result=\"failure\"}") == Some(1.0)
     });
@@ -127,7 +159,9 @@ fn scheduled_pipelines_run_again_and_follow_edits_of_their_files() {
     let errors = reload["errors"].to_string();
     assert!(errors.contains("users.yaml:") && errors.contains("evry"), "{errors}");
     let before = runs(&serve, "users", "ok");
-    serve.wait_for("users running on after the invalid edit", || runs(&serve, "users", "ok") > before);
+    serve.wait_for("users running on after the invalid edit", || {
+        runs(&serve, "users", "ok") > before
+    });
     assert_eq!(version_of(&index, "user:1").as_deref(), Some("two"));
 
     // A removed file stops its pipeline.
@@ -135,7 +169,9 @@ fn scheduled_pipelines_run_again_and_follow_edits_of_their_files() {
     std::fs::remove_file(&once_file).unwrap();
     serve.wait_for("once removed", || serve.pipeline("once").is_none());
     assert_eq!(serve.status()["reload"]["removed"], serde_json::json!(["once"]));
-    assert!(serve.metric("redis_connector_pipeline_runs_total{pipeline=\"once\",outcome=\"ok\"}").is_none());
+    assert!(serve
+        .metric("redis_connector_pipeline_runs_total{pipeline=\"once\",outcome=\"ok\"}")
+        .is_none());
 
     // One structured line per run start and end, and per reload.
     let ended = serve.events("run_ended");
@@ -166,19 +202,27 @@ fn a_configmap_s_data_symlink_swap_is_noticed() {
     // A ConfigMap volume: ..data -> ..v1, users.yaml -> ..data/users.yaml.
     let volume = dir.path().join("config");
     std::fs::create_dir_all(volume.join("..v1")).unwrap();
-    write_file(&volume.join("..v1"), "users.yaml", &es_pipeline("users", &redis, &index, "one", ""));
+    write_file(
+        &volume.join("..v1"),
+        "users.yaml",
+        &es_pipeline("users", &redis, &index, "one", ""),
+    );
     std::os::unix::fs::symlink("..v1", volume.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/users.yaml", volume.join("users.yaml")).unwrap();
 
     let serve = Serve::start(dir.path(), &["config"]);
-    serve.wait_for("the first run", || version_of(&index, "user:0").as_deref() == Some("one"));
+    serve.wait_for("the first run", || {
+        version_of(&index, "user:0").as_deref() == Some("one")
+    });
 
     for version in ["two", "three"] {
         let new = volume.join(format!("..{version}"));
         std::fs::create_dir(&new).unwrap();
         write_file(&new, "users.yaml", &es_pipeline("users", &redis, &index, version, ""));
         swap_symlink(&volume.join("..data"), Path::new(new.file_name().unwrap()));
-        serve.wait_for("the swapped content", || version_of(&index, "user:0").as_deref() == Some(version));
+        serve.wait_for("the swapped content", || {
+            version_of(&index, "user:0").as_deref() == Some(version)
+        });
     }
     es_delete_index(&index);
 }
@@ -256,7 +300,9 @@ fn readyz_is_503_naming_the_pipeline_until_its_first_run_succeeds() {
     assert!(why.starts_with("last run failed: "), "{why}");
 
     let _redis = RedisServer::start_on(port, &[]);
-    serve.wait_for("readiness", || serve.get("/readyz").is_some_and(|(code, _)| code == 200));
+    serve.wait_for("readiness", || {
+        serve.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
     assert_eq!(serve.status()["ready"], true);
 }
 
@@ -265,26 +311,40 @@ fn a_tick_that_finds_the_run_still_going_is_skipped_and_counted() {
     let redis = RedisServer::start(&["--enable-debug-command", "yes"]);
     users(&redis, 2);
     let dir = tempfile::tempdir().unwrap();
-    write_file(dir.path(), "a.yaml", &ndjson_pipeline("a", &redis, "a.ndjson", "schedule: {every: 1s}\n"));
+    write_file(
+        dir.path(),
+        "a.yaml",
+        &ndjson_pipeline("a", &redis, "a.ndjson", "schedule: {every: 1s}\n"),
+    );
     let serve = Serve::start(dir.path(), &["a.yaml"]);
     serve.wait_for("the first run", || runs(&serve, "a", "ok") >= 1.0);
     // Redis answers nothing for 4 s: the run in progress (or the next) spans ticks.
     assert_eq!(redis.cli(&["DEBUG", "SLEEP", "4"]).trim(), "OK");
     serve.wait_for("a skipped tick", || {
-        serve.metric("redis_connector_pipeline_skipped_ticks_total{pipeline=\"a\"}").unwrap_or(0.0) >= 1.0
+        serve
+            .metric("redis_connector_pipeline_skipped_ticks_total{pipeline=\"a\"}")
+            .unwrap_or(0.0)
+            >= 1.0
     });
     let status = serve.pipeline("a").unwrap();
     assert!(status["skipped_ticks"].as_u64().unwrap() >= 1, "{status}");
     assert_eq!(runs(&serve, "a", "failed"), 0.0);
     let warning = serve.log_text();
-    assert!(warning.contains("scheduled run(s) skipped: the previous run was still going"), "{warning}");
+    assert!(
+        warning.contains("scheduled run(s) skipped: the previous run was still going"),
+        "{warning}"
+    );
 }
 
 #[test]
 fn a_pipeline_runs_on_request_only_with_allow_trigger() {
     let redis = RedisServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    write_file(dir.path(), "a.yaml", &ndjson_pipeline("a", &redis, "a.ndjson", "schedule: {every: 1h}\n"));
+    write_file(
+        dir.path(),
+        "a.yaml",
+        &ndjson_pipeline("a", &redis, "a.ndjson", "schedule: {every: 1h}\n"),
+    );
 
     let serve = Serve::start(dir.path(), &["a.yaml"]);
     serve.wait_for("the first run", || runs(&serve, "a", "ok") >= 1.0);
@@ -300,7 +360,10 @@ fn a_pipeline_runs_on_request_only_with_allow_trigger() {
     serve.wait_for("the requested run", || runs(&serve, "a", "ok") >= 2.0);
     let (code, body) = serve.post("/pipelines/nope/run");
     assert_eq!(code, 404, "{body}");
-    assert!(serve.events("run_started").iter().any(|l| l["fields"]["trigger"] == "manual"));
+    assert!(serve
+        .events("run_started")
+        .iter()
+        .any(|l| l["fields"]["trigger"] == "manual"));
 }
 
 #[test]
@@ -311,13 +374,28 @@ fn an_invalid_set_is_refused_at_start_with_validate_s_diagnostics() {
         "a.yaml",
         "name: a\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: '-'}\nschedule: {cron: '0 3 * * *', timezone: Europe/Pariss}\n",
     );
-    write_file(dir.path(), "b.yaml", "name: a\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: b.ndjson}\n");
-    let validate = connector().current_dir(dir.path()).args(["validate", "."]).output().unwrap();
-    let serve = connector().current_dir(dir.path()).args(["serve", "--listen", "127.0.0.1:0", "."]).output().unwrap();
+    write_file(
+        dir.path(),
+        "b.yaml",
+        "name: a\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: b.ndjson}\n",
+    );
+    let validate = connector()
+        .current_dir(dir.path())
+        .args(["validate", "."])
+        .output()
+        .unwrap();
+    let serve = connector()
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "."])
+        .output()
+        .unwrap();
     assert_eq!(serve.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&serve.stderr);
     let expected = String::from_utf8_lossy(&validate.stdout);
-    assert!(expected.contains("a.yaml:4:41: error: unknown time zone `Europe/Pariss` (did you mean `Europe/Paris`?)"), "{expected}");
+    assert!(
+        expected.contains("a.yaml:4:41: error: unknown time zone `Europe/Pariss` (did you mean `Europe/Paris`?)"),
+        "{expected}"
+    );
     for line in expected.lines() {
         assert!(stderr.contains(line), "{line} missing from:\n{stderr}");
     }
@@ -327,7 +405,11 @@ fn an_invalid_set_is_refused_at_start_with_validate_s_diagnostics() {
 /// A named pipe for an NDJSON sink: the run blocks writing until the test reads.
 fn fifo(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap()
+        .success());
     path
 }
 
@@ -341,7 +423,11 @@ fn sigterm_lets_the_run_in_progress_finish_then_exits_0() {
     redis.cli_pipe(&commands);
     let dir = tempfile::tempdir().unwrap();
     let pipe = fifo(dir.path(), "out.ndjson");
-    write_file(dir.path(), "a.yaml", &ndjson_pipeline("a", &redis, pipe.to_str().unwrap(), ""));
+    write_file(
+        dir.path(),
+        "a.yaml",
+        &ndjson_pipeline("a", &redis, pipe.to_str().unwrap(), ""),
+    );
     let mut serve = Serve::start(dir.path(), &["a.yaml"]);
     let mut reader = std::fs::File::open(&pipe).unwrap();
     let mut first = vec![0u8; 64 * 1024];
@@ -369,7 +455,11 @@ fn past_the_shutdown_timeout_the_run_is_interrupted_and_serve_exits_1() {
     redis.cli_pipe(&commands);
     let dir = tempfile::tempdir().unwrap();
     let pipe = fifo(dir.path(), "out.ndjson");
-    write_file(dir.path(), "a.yaml", &ndjson_pipeline("a", &redis, pipe.to_str().unwrap(), ""));
+    write_file(
+        dir.path(),
+        "a.yaml",
+        &ndjson_pipeline("a", &redis, pipe.to_str().unwrap(), ""),
+    );
     let mut serve = Serve::start(dir.path(), &["--shutdown-timeout", "1s", "a.yaml"]);
     let mut reader = std::fs::File::open(&pipe).unwrap();
     let mut first = vec![0u8; 64 * 1024];
@@ -377,7 +467,9 @@ fn past_the_shutdown_timeout_the_run_is_interrupted_and_serve_exits_1() {
 
     serve.signal("TERM");
     // Nothing is read until the timeout passed and the run was interrupted.
-    serve.wait_for("the interruption", || serve.log_text().contains("shutdown timeout passed: interrupting a"));
+    serve.wait_for("the interruption", || {
+        serve.log_text().contains("shutdown timeout passed: interrupting a")
+    });
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).unwrap();
     assert_eq!(serve.wait_exit().code(), Some(1), "{}", serve.log_text());

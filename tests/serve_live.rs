@@ -46,7 +46,11 @@ fn a_live_pipeline_is_followed_without_a_schedule_and_shows_its_lag_pending_and_
     redis.cli(&["HSET", "user:1", "name", "ann"]);
     let index = unique_index("serve-live");
     let dir = tempfile::tempdir().unwrap();
-    write_file(dir.path(), "users.yaml", &live_pipeline("users", redis.port, &index, "one"));
+    write_file(
+        dir.path(),
+        "users.yaml",
+        &live_pipeline("users", redis.port, &index, "one"),
+    );
     let serve = Serve::start(dir.path(), &["users.yaml"]);
 
     serve.wait_for("readiness after the first sync", || ready(&serve));
@@ -55,7 +59,10 @@ fn a_live_pipeline_is_followed_without_a_schedule_and_shows_its_lag_pending_and_
     assert_eq!(status["state"], "following", "{status}");
     assert_eq!(status["schedule"], "live");
     assert_eq!(status["next_run"], Value::Null);
-    assert_eq!(status["last_summary"]["written"], 1, "the first sync's summary: {status}");
+    assert_eq!(
+        status["last_summary"]["written"], 1,
+        "the first sync's summary: {status}"
+    );
     let following = serve.events("following");
     assert_eq!(following.len(), 1, "{following:?}");
     assert_eq!(following[0]["fields"]["read"], 1);
@@ -72,15 +79,36 @@ fn a_live_pipeline_is_followed_without_a_schedule_and_shows_its_lag_pending_and_
             && metric(&serve, "pipeline_documents_total", "users", ",operation=\"deleted\"") == Some(1.0)
     });
     // The first sync wrote user:1, the follow phase user:2.
-    assert_eq!(metric(&serve, "pipeline_documents_total", "users", ",operation=\"written\""), Some(2.0));
+    assert_eq!(
+        metric(&serve, "pipeline_documents_total", "users", ",operation=\"written\""),
+        Some(2.0)
+    );
     assert_eq!(metric(&serve, "pipeline_live_pending_keys", "users", ""), Some(0.0));
     assert_eq!(metric(&serve, "pipeline_live_lag_seconds", "users", ""), Some(0.0));
-    assert_eq!(metric(&serve, "pipeline_live_dropped_keys_total", "users", ""), Some(0.0));
+    assert_eq!(
+        metric(&serve, "pipeline_live_dropped_keys_total", "users", ""),
+        Some(0.0)
+    );
     assert_eq!(metric(&serve, "pipeline_running", "users", ""), Some(1.0));
-    assert_eq!(metric(&serve, "pipeline_runs_total", "users", ",outcome=\"ok\""), Some(1.0), "the first sync");
-    for reason in ["restart", "flush", "subscription_dropped", "overflow", "reconcile_every"] {
+    assert_eq!(
+        metric(&serve, "pipeline_runs_total", "users", ",outcome=\"ok\""),
+        Some(1.0),
+        "the first sync"
+    );
+    for reason in [
+        "restart",
+        "flush",
+        "subscription_dropped",
+        "overflow",
+        "reconcile_every",
+    ] {
         assert_eq!(
-            metric(&serve, "pipeline_live_resyncs_total", "users", &format!(",reason=\"{reason}\"")),
+            metric(
+                &serve,
+                "pipeline_live_resyncs_total",
+                "users",
+                &format!(",reason=\"{reason}\"")
+            ),
             Some(0.0),
             "{reason}"
         );
@@ -89,7 +117,12 @@ fn a_live_pipeline_is_followed_without_a_schedule_and_shows_its_lag_pending_and_
     // A dropped subscription: resubscribed and resynced, counted by reason.
     redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     serve.wait_for("the resync", || {
-        metric(&serve, "pipeline_live_resyncs_total", "users", ",reason=\"subscription_dropped\"") == Some(1.0)
+        metric(
+            &serve,
+            "pipeline_live_resyncs_total",
+            "users",
+            ",reason=\"subscription_dropped\"",
+        ) == Some(1.0)
             && serve.pipeline("users").unwrap()["state"] == "following"
     });
     let resync = serve.events("resync");
@@ -125,9 +158,15 @@ fn a_first_sync_that_cannot_start_is_retried_and_readyz_names_why_until_it_succe
     assert!(why.starts_with("first sync failed: "), "{why}");
     assert!(why.contains(&port.to_string()), "the error names the server: {why}");
     let status = serve.pipeline("users").unwrap();
-    assert!(["failed", "syncing"].contains(&status["state"].as_str().unwrap()), "{status}");
+    assert!(
+        ["failed", "syncing"].contains(&status["state"].as_str().unwrap()),
+        "{status}"
+    );
     let retry = serve.events("live_retry");
-    assert!(!retry.is_empty() && retry[0]["fields"]["retry_in_seconds"] == 1.0, "{retry:?}");
+    assert!(
+        !retry.is_empty() && retry[0]["fields"]["retry_in_seconds"] == 1.0,
+        "{retry:?}"
+    );
 
     let redis = RedisServer::start_on(port, &[]);
     redis.cli(&["HSET", "user:1", "name", "ann"]);
@@ -147,7 +186,11 @@ fn an_edited_live_pipeline_restarts_with_its_new_shape_and_a_removed_one_stops_f
     let dir = tempfile::tempdir().unwrap();
     let pipelines = dir.path().join("pipelines");
     std::fs::create_dir(&pipelines).unwrap();
-    let file = write_file(&pipelines, "users.yaml", &live_pipeline("users", redis.port, &index, "one"));
+    let file = write_file(
+        &pipelines,
+        "users.yaml",
+        &live_pipeline("users", redis.port, &index, "one"),
+    );
     // (A set is never empty: the other pipeline stays when users.yaml is removed.)
     write_file(
         &pipelines,
@@ -159,7 +202,11 @@ fn an_edited_live_pipeline_restarts_with_its_new_shape_and_a_removed_one_stops_f
     let since = serve.pipeline("users").unwrap()["live"]["following_since"].clone();
 
     // The same pipeline written differently: it keeps following, untouched.
-    std::fs::write(&file, format!("# reformatted\n{}", live_pipeline("users", redis.port, &index, "one"))).unwrap();
+    std::fs::write(
+        &file,
+        format!("# reformatted\n{}", live_pipeline("users", redis.port, &index, "one")),
+    )
+    .unwrap();
     serve.wait_for("the reload", || !serve.events("reload").is_empty());
     let status = serve.pipeline("users").unwrap();
     assert_eq!(status["live"]["following_since"], since, "{status}");
@@ -167,10 +214,16 @@ fn an_edited_live_pipeline_restarts_with_its_new_shape_and_a_removed_one_stops_f
 
     // A template change: it drains, restarts, and its resync rewrites every document.
     std::fs::write(&file, live_pipeline("users", redis.port, &index, "two")).unwrap();
-    serve.wait_for("the documents of the new template", || version_of(&index, "user:1").as_deref() == Some("two"));
-    serve.wait_for("following again", || serve.pipeline("users").unwrap()["state"] == "following");
+    serve.wait_for("the documents of the new template", || {
+        version_of(&index, "user:1").as_deref() == Some("two")
+    });
+    serve.wait_for("following again", || {
+        serve.pipeline("users").unwrap()["state"] == "following"
+    });
     redis.cli(&["HSET", "user:2", "name", "bob"]);
-    serve.wait_for("a change in the new shape", || version_of(&index, "user:2").as_deref() == Some("two"));
+    serve.wait_for("a change in the new shape", || {
+        version_of(&index, "user:2").as_deref() == Some("two")
+    });
     let ended = serve.events("live_ended");
     assert_eq!(ended.len(), 1, "the old configuration stopped once: {ended:?}");
     assert_eq!(ended[0]["fields"]["status"], "stopped");
@@ -178,10 +231,14 @@ fn an_edited_live_pipeline_restarts_with_its_new_shape_and_a_removed_one_stops_f
     // Removed: it stops following (its subscription ends), so a later change is not indexed.
     std::fs::remove_file(&file).unwrap();
     serve.wait_for("the pipeline gone", || serve.pipeline("users").is_none());
-    serve.wait_for("the subscription gone", || redis.cli(&["PUBSUB", "NUMPAT"]).trim() == "0");
+    serve.wait_for("the subscription gone", || {
+        redis.cli(&["PUBSUB", "NUMPAT"]).trim() == "0"
+    });
     redis.cli(&["HSET", "user:3", "name", "cy"]);
     assert!(doc(&index, "user:3").is_none());
-    assert!(serve.metric("redis_connector_pipeline_live_events_total{pipeline=\"users\"}").is_none());
+    assert!(serve
+        .metric("redis_connector_pipeline_live_events_total{pipeline=\"users\"}")
+        .is_none());
     es_delete_index(&index);
 }
 
@@ -190,7 +247,11 @@ fn sigterm_applies_what_is_pending_and_exits_0() {
     let redis = RedisServer::start(&[]);
     let index = unique_index("serve-live-term");
     let dir = tempfile::tempdir().unwrap();
-    write_file(dir.path(), "users.yaml", &live_pipeline("users", redis.port, &index, "one"));
+    write_file(
+        dir.path(),
+        "users.yaml",
+        &live_pipeline("users", redis.port, &index, "one"),
+    );
     let mut serve = Serve::start(dir.path(), &["--shutdown-timeout", "60s", "users.yaml"]);
     serve.wait_for("following", || ready(&serve));
 
@@ -220,19 +281,35 @@ fn a_schedule_on_a_live_pipeline_is_refused_naming_the_line() {
         "a.yaml",
         "name: a\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: a.ndjson}\nlive: true\nschedule: {every: 5m}\n",
     );
-    let validate = connector().current_dir(dir.path()).args(["validate", "a.yaml"]).output().unwrap();
+    let validate = connector()
+        .current_dir(dir.path())
+        .args(["validate", "a.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(validate.status.code(), Some(1));
     let out = String::from_utf8_lossy(&validate.stdout);
     assert!(out.contains("a.yaml:5:"), "{out}");
-    assert!(out.contains("a live pipeline is never scheduled") && out.contains("live.reconcile_every"), "{out}");
+    assert!(
+        out.contains("a live pipeline is never scheduled") && out.contains("live.reconcile_every"),
+        "{out}"
+    );
     // `live: false` makes the schedule count.
     write_file(
         dir.path(),
         "a.yaml",
         "name: a\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: a.ndjson}\nlive: false\nschedule: {every: 5m}\n",
     );
-    let validate = connector().current_dir(dir.path()).args(["validate", "a.yaml"]).output().unwrap();
-    assert_eq!(validate.status.code(), Some(0), "{}", String::from_utf8_lossy(&validate.stdout));
+    let validate = connector()
+        .current_dir(dir.path())
+        .args(["validate", "a.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        validate.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&validate.stdout)
+    );
 }
 
 #[test]
@@ -266,7 +343,11 @@ fn a_live_pipeline_waiting_to_try_again_takes_its_fixed_file() {
     let pipelines = dir.path().join("pipelines");
     std::fs::create_dir(&pipelines).unwrap();
     // A wrong port: nothing listens there.
-    let file = write_file(&pipelines, "users.yaml", &live_pipeline("users", free_port(), &index, "one"));
+    let file = write_file(
+        &pipelines,
+        "users.yaml",
+        &live_pipeline("users", free_port(), &index, "one"),
+    );
     let serve = Serve::start(dir.path(), &["pipelines"]);
     serve.wait_for("a failed try", || !serve.events("live_retry").is_empty());
     assert_eq!(serve.get("/readyz").unwrap().0, 503);
@@ -276,6 +357,9 @@ fn a_live_pipeline_waiting_to_try_again_takes_its_fixed_file() {
     assert_eq!(version_of(&index, "user:1").as_deref(), Some("one"));
     let status = serve.pipeline("users").unwrap();
     assert_eq!(status["state"], "following", "{status}");
-    assert_eq!(status["live"]["attempts"], 1, "a new configuration starts a new count: {status}");
+    assert_eq!(
+        status["live"]["attempts"], 1,
+        "a new configuration starts a new count: {status}"
+    );
     es_delete_index(&index);
 }

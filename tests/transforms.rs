@@ -226,7 +226,10 @@ fn an_undefined_variable_dead_letters_that_record_with_its_key_and_field_path_an
     assert_eq!(lines[0]["_id"], "bad:1", "the id rendered before the failure");
     assert_eq!(lines[0]["error_type"], "template_error");
     let reason = lines[0]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("/document/nested/city: `value.city`: undefined value"), "{reason}");
+    assert!(
+        reason.starts_with("/document/nested/city: `value.city`: undefined value"),
+        "{reason}"
+    );
     assert!(reason.contains("(line 2)"), "{reason}");
     assert!(lines[1]["reason"]
         .as_str()

@@ -36,12 +36,7 @@ fn stderr(output: &Output) -> String {
 #[test]
 fn every_invalid_fixture_reports_its_mistake() {
     insta::glob!("fixtures/invalid/*.yaml", |path| {
-        let relative = path
-            .strip_prefix(repo_root())
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let relative = path.strip_prefix(repo_root()).unwrap().to_str().unwrap().to_owned();
         let output = validate(&[&relative]);
         let text = stdout(&output);
         assert_eq!(output.status.code(), Some(1), "{relative}: {text}");
@@ -52,10 +47,7 @@ fn every_invalid_fixture_reports_its_mistake() {
                 "{relative}: every problem names the file: {line}"
             );
         }
-        assert!(
-            !text.contains(SECRET),
-            "{relative}: an interpolated value was echoed"
-        );
+        assert!(!text.contains(SECRET), "{relative}: an interpolated value was echoed");
         assert!(
             !text.contains("S3cretPW"),
             "{relative}: a password written in a URL was echoed"
@@ -91,10 +83,7 @@ fn the_example_pipelines_are_all_valid() {
         .unwrap()
         .filter(|e| is_pipeline_file(&e.as_ref().unwrap().path()))
         .count();
-    assert_eq!(
-        stderr(&output),
-        format!("{files} files checked, 0 invalid\n")
-    );
+    assert_eq!(stderr(&output), format!("{files} files checked, 0 invalid\n"));
     assert_eq!(output.status.code(), Some(0));
 }
 
@@ -137,8 +126,7 @@ fn json_format_prints_only_an_array_of_problems() {
         "tests/fixtures/valid",
     ]);
     assert_eq!(output.status.code(), Some(1));
-    let problems: serde_json::Value =
-        serde_json::from_str(&stdout(&output)).expect("stdout is one JSON value");
+    let problems: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("stdout is one JSON value");
     assert_eq!(
         problems,
         serde_json::json!([
@@ -213,11 +201,7 @@ fn pipeline(name: &str, index: &str, delete_stale: &str) -> String {
 }
 
 fn validate_folder(dir: &Path) -> Output {
-    connector()
-        .current_dir(dir)
-        .args(["validate", "."])
-        .output()
-        .unwrap()
+    connector().current_dir(dir).args(["validate", "."]).output().unwrap()
 }
 
 #[test]
@@ -252,11 +236,7 @@ fn a_shared_index_with_stale_deletion_is_an_error_in_both_files() {
 fn a_shared_index_without_stale_deletion_is_fine() {
     let dir = tempfile::tempdir().unwrap();
     write_file(dir.path(), "a.yaml", &pipeline("users", "shared", "false"));
-    write_file(
-        dir.path(),
-        "b.yaml",
-        &pipeline("orders", "shared", "{enabled: false}"),
-    );
+    write_file(dir.path(), "b.yaml", &pipeline("orders", "shared", "{enabled: false}"));
     let output = validate_folder(dir.path());
     assert_eq!(stdout(&output), "");
     assert_eq!(output.status.code(), Some(0));
@@ -286,15 +266,9 @@ fn a_5_mb_file_is_checked_and_its_error_located() {
         ));
         rules += 1;
     }
-    text.push_str(
-        "      - policy: exclude\n        field: key\n        rule: like\n        value: \"x\"\n",
-    );
+    text.push_str("      - policy: exclude\n        field: key\n        rule: like\n        value: \"x\"\n");
     text.push_str("sink:\n  type: ndjson\n  path: \"-\"\n");
-    let line = text
-        .lines()
-        .position(|l| l == "        rule: like")
-        .unwrap()
-        + 1;
+    let line = text.lines().position(|l| l == "        rule: like").unwrap() + 1;
     let path = write_file(dir.path(), "big.yaml", &text);
     let output = connector().arg("validate").arg(&path).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -313,33 +287,18 @@ fn help_explains_commands_formats_and_exit_codes() {
     assert_eq!(output.status.code(), Some(0));
     let help = stdout(&output);
     for expected in ["validate", "run", "Exit codes:", "usage error"] {
-        assert!(
-            help.contains(expected),
-            "--help lacks {expected:?}:\n{help}"
-        );
+        assert!(help.contains(expected), "--help lacks {expected:?}:\n{help}");
     }
     let output = connector().args(["validate", "--help"]).output().unwrap();
     let help = stdout(&output);
-    for expected in [
-        "--format",
-        "json",
-        "file:line:col",
-        "Exit codes:",
-        "Never connects",
-    ] {
-        assert!(
-            help.contains(expected),
-            "validate --help lacks {expected:?}:\n{help}"
-        );
+    for expected in ["--format", "json", "file:line:col", "Exit codes:", "Never connects"] {
+        assert!(help.contains(expected), "validate --help lacks {expected:?}:\n{help}");
     }
 }
 
 #[test]
 fn a_file_named_twice_is_checked_once() {
-    let output = validate(&[
-        "tests/fixtures/valid",
-        "tests/fixtures/valid/anchors-and-sizes.yaml",
-    ]);
+    let output = validate(&["tests/fixtures/valid", "tests/fixtures/valid/anchors-and-sizes.yaml"]);
     assert_eq!(stdout(&output), "");
     assert_eq!(stderr(&output), "4 files checked, 0 invalid\n");
     assert_eq!(output.status.code(), Some(0));
@@ -368,20 +327,12 @@ fn a_quoted_pattern_is_expanded_and_one_matching_nothing_is_a_usage_error() {
 #[test]
 fn a_folder_search_skips_hidden_files_and_folders() {
     let dir = tempfile::tempdir().unwrap();
-    write_file(
-        dir.path(),
-        "users.yaml",
-        &pipeline("users", "users", "false"),
-    );
+    write_file(dir.path(), "users.yaml", &pipeline("users", "users", "false"));
     // A CI workflow, and the `..data` folder Kubernetes puts beside a mounted
     // ConfigMap's files: neither is a pipeline of this folder.
     std::fs::create_dir_all(dir.path().join(".github/workflows")).unwrap();
     std::fs::create_dir_all(dir.path().join("..data")).unwrap();
-    write_file(
-        &dir.path().join(".github/workflows"),
-        "ci.yml",
-        "on: push\n",
-    );
+    write_file(&dir.path().join(".github/workflows"), "ci.yml", "on: push\n");
     write_file(
         &dir.path().join("..data"),
         "users.yaml",
@@ -450,18 +401,9 @@ fn two_pipelines_with_one_dead_letter_file_are_an_error() {
     // Each run removes its dead-letter file at its start: in one `run` of
     // both, the second pipeline's failures erased the first's.
     let dir = tempfile::tempdir().unwrap();
-    let with_dead_letter =
-        |name: &str, path: &str| format!("{}dead_letter: {path}\n", pipeline(name, name, "false"));
-    write_file(
-        dir.path(),
-        "a.yaml",
-        &with_dead_letter("a", "failed.ndjson"),
-    );
-    write_file(
-        dir.path(),
-        "b.yaml",
-        &with_dead_letter("b", "./failed.ndjson"),
-    );
+    let with_dead_letter = |name: &str, path: &str| format!("{}dead_letter: {path}\n", pipeline(name, name, "false"));
+    write_file(dir.path(), "a.yaml", &with_dead_letter("a", "failed.ndjson"));
+    write_file(dir.path(), "b.yaml", &with_dead_letter("b", "./failed.ndjson"));
     // `team/x` and `team_x` both default to `team_x.dead-letter.ndjson`.
     write_file(dir.path(), "c.yaml", &pipeline("team/x", "c", "false"));
     write_file(dir.path(), "d.yaml", &pipeline("team_x", "d", "false"));

@@ -36,9 +36,7 @@ fn rollback(path: &std::path::Path) -> anyhow::Result<String> {
         anyhow::anyhow!("the pipeline file is invalid:\n{}", lines.join("\n"))
     })?;
     let pipeline = &loaded.pipeline;
-    let (SinkConfig::Elasticsearch(es), Some(alias_name)) =
-        (&pipeline.sink, sink_alias(&pipeline.sink))
-    else {
+    let (SinkConfig::Elasticsearch(es), Some(alias_name)) = (&pipeline.sink, sink_alias(&pipeline.sink)) else {
         anyhow::bail!(
             "pipeline `{}` ({}) does not write behind an alias (sink.alias): there is nothing to roll back",
             pipeline.name,
@@ -52,9 +50,7 @@ fn rollback(path: &std::path::Path) -> anyhow::Result<String> {
             .collect();
         anyhow::anyhow!("the pipeline's sink is invalid: {}", lines.join("; "))
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = sink.connect()?;
         alias::rollback(&client, &alias_name, &pipeline.name).await

@@ -28,20 +28,18 @@ pub fn completions(shell: clap_complete::Shell) -> ExitCode {
 pub fn man() -> ExitCode {
     let command = Cli::command();
     let mut out = Vec::new();
-    let result = clap_mangen::Man::new(command.clone())
-        .render(&mut out)
-        .and_then(|()| {
-            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
-                // Each subcommand's own synopsis, options and description.
-                let title = format!("redis-connector {}", sub.get_name());
-                let man = clap_mangen::Man::new(sub.clone().bin_name(title.clone()));
-                writeln!(out, ".SH \"{}\"", title.to_uppercase())?;
-                man.render_synopsis_section(&mut out)?;
-                man.render_description_section(&mut out)?;
-                man.render_options_section(&mut out)?;
-            }
-            Ok(())
-        });
+    let result = clap_mangen::Man::new(command.clone()).render(&mut out).and_then(|()| {
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            // Each subcommand's own synopsis, options and description.
+            let title = format!("redis-connector {}", sub.get_name());
+            let man = clap_mangen::Man::new(sub.clone().bin_name(title.clone()));
+            writeln!(out, ".SH \"{}\"", title.to_uppercase())?;
+            man.render_synopsis_section(&mut out)?;
+            man.render_description_section(&mut out)?;
+            man.render_options_section(&mut out)?;
+        }
+        Ok(())
+    });
     if let Err(error) = result {
         eprintln!("error: cannot render the manual page: {error}");
         return ExitCode::from(1);

@@ -24,12 +24,7 @@ Exit codes:
   2  usage error (bad flags, missing file)";
 
 /// The version with the commit it was built from (see `build.rs`).
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("REDIS_CONNECTOR_COMMIT"),
-    ")"
-);
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("REDIS_CONNECTOR_COMMIT"), ")");
 
 const RUN_EXIT_CODES: &str = "\
 Exit codes:
@@ -293,11 +288,8 @@ pub fn main() -> ExitCode {
 /// `--format=json`), read without clap, which just refused it.
 fn wants_json(args: impl Iterator<Item = String>) -> bool {
     let args: Vec<String> = args.collect();
-    args.iter().any(|a| a == "validate")
-        && args
-            .windows(2)
-            .any(|w| w[0] == "--format" && w[1] == "json")
-            || args.iter().any(|a| a == "--format=json")
+    args.iter().any(|a| a == "validate") && args.windows(2).any(|w| w[0] == "--format" && w[1] == "json")
+        || args.iter().any(|a| a == "--format=json")
 }
 
 fn first_line(text: &str) -> String {

@@ -88,14 +88,17 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     let summary_file = args.summary_json.clone().filter(|p| p.as_path() != Path::new("-"));
     if let Some(path) = &summary_file {
         if let Err(error) = write_status_json(path, "running", None) {
-            eprintln!("error: cannot write the summary to {}: {error}; nothing was run", path.display());
+            eprintln!(
+                "error: cannot write the summary to {}: {error}; nothing was run",
+                path.display()
+            );
             return ExitCode::from(1);
         }
     }
 
-    let writes_documents_to_stdout = loaded.iter().any(|l| {
-        matches!(&l.pipeline.sink, crate::config::model::SinkConfig::Ndjson(nd) if nd.path == "-")
-    });
+    let writes_documents_to_stdout = loaded
+        .iter()
+        .any(|l| matches!(&l.pipeline.sink, crate::config::model::SinkConfig::Ndjson(nd) if nd.path == "-"));
     if writes_documents_to_stdout && summary_json.as_ref().is_some_and(SummaryJson::is_stdout) {
         eprintln!(
             "error: --summary-json - and a pipeline writing its documents to standard output (ndjson \
@@ -125,7 +128,12 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         full: args.full,
     };
     if args.follow {
-        let outcome = runtime.block_on(super::follow::follow_all(loaded, options, progress, summary_file.clone()));
+        let outcome = runtime.block_on(super::follow::follow_all(
+            loaded,
+            options,
+            progress,
+            summary_file.clone(),
+        ));
         runtime.shutdown_timeout(std::time::Duration::from_secs(1));
         return super::follow::report(outcome, args.summary_json.as_deref(), writes_documents_to_stdout);
     }

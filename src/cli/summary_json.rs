@@ -32,8 +32,16 @@ impl SummaryJson {
             .create(true)
             .truncate(false)
             .open(path)
-            .map(|file| SummaryJson::File { path: path.to_owned(), file })
-            .map_err(|error| format!("cannot write the summary to {}: {error}; nothing was run", path.display()))
+            .map(|file| SummaryJson::File {
+                path: path.to_owned(),
+                file,
+            })
+            .map_err(|error| {
+                format!(
+                    "cannot write the summary to {}: {error}; nothing was run",
+                    path.display()
+                )
+            })
     }
 
     /// Whether the summary takes standard output.
@@ -80,7 +88,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let error = SummaryJson::open(dir.path()).err().unwrap();
         assert!(error.contains("is a directory"), "{error}");
-        let error = SummaryJson::open(&dir.path().join("no/such/folder/s.json")).err().unwrap();
+        let error = SummaryJson::open(&dir.path().join("no/such/folder/s.json"))
+            .err()
+            .unwrap();
         assert!(error.contains("No such file or directory"), "{error}");
     }
 
@@ -90,7 +100,10 @@ mod tests {
         let path = dir.path().join("s.json");
         std::fs::write(&path, "an older, longer summary that must not show through\n").unwrap();
         let mut target = SummaryJson::open(&path).unwrap();
-        assert!(std::fs::read_to_string(&path).unwrap().starts_with("an older"), "kept until the end");
+        assert!(
+            std::fs::read_to_string(&path).unwrap().starts_with("an older"),
+            "kept until the end"
+        );
         target.write(&serde_json::json!({"status": "ok"})).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\n  \"status\": \"ok\"\n}\n");
     }

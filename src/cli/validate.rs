@@ -73,11 +73,7 @@ fn write_json(out: &mut impl Write, diagnostics: &[Diagnostic]) -> std::io::Resu
     writeln!(out)
 }
 
-pub(crate) fn write_text(
-    out: &mut impl Write,
-    diagnostics: &[Diagnostic],
-    excerpts: bool,
-) -> std::io::Result<()> {
+pub(crate) fn write_text(out: &mut impl Write, diagnostics: &[Diagnostic], excerpts: bool) -> std::io::Result<()> {
     let mut sources: HashMap<&PathBuf, Option<String>> = HashMap::new();
     for diagnostic in diagnostics {
         // A message of several lines (a regex error's caret diagram) keeps its later
@@ -94,10 +90,7 @@ pub(crate) fn write_text(
                 text.strip_prefix('\u{feff}').unwrap_or(&text).to_owned()
             })
         });
-        if let Some(line) = source
-            .as_deref()
-            .and_then(|text| text.lines().nth(diagnostic.line - 1))
-        {
+        if let Some(line) = source.as_deref().and_then(|text| text.lines().nth(diagnostic.line - 1)) {
             // The file's own line may hold a secret written in it (a URL's password):
             // masked before and after the column apart, so the underline still fits.
             let split = line
@@ -167,12 +160,7 @@ fn token_width(rest: &[char]) -> usize {
                     break;
                 }
             }
-            rest[..end]
-                .iter()
-                .collect::<String>()
-                .trim_end()
-                .chars()
-                .count()
+            rest[..end].iter().collect::<String>().trim_end().chars().count()
         }
     }
 }
@@ -196,10 +184,7 @@ mod tests {
         let mut out = Vec::new();
         super::write_text(&mut out, &[diagnostic], true).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.ends_with("  |\n1 | name: 5\n  |       ^\n"),
-            "{text:?}"
-        );
+        assert!(text.ends_with("  |\n1 | name: 5\n  |       ^\n"), "{text:?}");
     }
 
     #[test]
@@ -243,14 +228,8 @@ mod tests {
 
     #[test]
     fn underlines_a_quoted_value_and_flow_items() {
-        assert_eq!(
-            excerpt("a: \"x, y\"", 1, 4),
-            "  |\n1 | a: \"x, y\"\n  |    ^^^^^^\n"
-        );
-        assert_eq!(
-            excerpt("d: [0, -1]", 1, 8),
-            "  |\n1 | d: [0, -1]\n  |        ^^\n"
-        );
+        assert_eq!(excerpt("a: \"x, y\"", 1, 4), "  |\n1 | a: \"x, y\"\n  |    ^^^^^^\n");
+        assert_eq!(excerpt("d: [0, -1]", 1, 8), "  |\n1 | d: [0, -1]\n  |        ^^\n");
     }
 
     #[test]

@@ -30,10 +30,7 @@ pub fn check(pipelines: &[Checked<'_>]) -> Vec<Diagnostic> {
         }
     };
     for (i, a) in pipelines.iter().enumerate() {
-        if let Some(first) = pipelines[..i]
-            .iter()
-            .find(|b| b.pipeline.name == a.pipeline.name)
-        {
+        if let Some(first) = pipelines[..i].iter().find(|b| b.pipeline.name == a.pipeline.name) {
             let first_at = locate(first.root, "/name", Anchor::Value);
             diagnostics.push(at(
                 a,
@@ -53,8 +50,7 @@ pub fn check(pipelines: &[Checked<'_>]) -> Vec<Diagnostic> {
             if i == j {
                 continue;
             }
-            let (SinkConfig::Elasticsearch(sa), SinkConfig::Elasticsearch(sb)) =
-                (&a.pipeline.sink, &b.pipeline.sink)
+            let (SinkConfig::Elasticsearch(sa), SinkConfig::Elasticsearch(sb)) = (&a.pipeline.sink, &b.pipeline.sink)
             else {
                 continue;
             };

@@ -71,8 +71,14 @@ mod tests {
     fn what_shapes_documents_changes_the_fingerprint() {
         let base = pipeline_fingerprint(&pipeline("", "[]", ""));
         assert_eq!(base, pipeline_fingerprint(&pipeline("", "[]", "")));
-        assert_ne!(base, pipeline_fingerprint(&pipeline(", size_in_bytes: false", "[]", "")));
-        assert_ne!(base, pipeline_fingerprint(&pipeline("", "[{type: template, id: '{{ key }}'}]", "")));
+        assert_ne!(
+            base,
+            pipeline_fingerprint(&pipeline(", size_in_bytes: false", "[]", ""))
+        );
+        assert_ne!(
+            base,
+            pipeline_fingerprint(&pipeline("", "[{type: template, id: '{{ key }}'}]", ""))
+        );
         let doc_a = pipeline_fingerprint(&pipeline("", "[{type: template, document: {a: '{{ key }}'}}]", ""));
         let doc_b = pipeline_fingerprint(&pipeline("", "[{type: template, document: {a: '{{ key }}!'}}]", ""));
         assert_ne!(doc_a, doc_b);
@@ -82,10 +88,17 @@ mod tests {
     #[test]
     fn credentials_tuning_and_filters_do_not() {
         let base = pipeline_fingerprint(&pipeline("", "[]", ""));
-        assert_eq!(base, pipeline_fingerprint(&pipeline(", password: secret, port: 7000", "[]", "")));
         assert_eq!(
             base,
-            pipeline_fingerprint(&pipeline("", "[]", ", api_key: k, bulk: {max_docs: 5}, delete_stale: true"))
+            pipeline_fingerprint(&pipeline(", password: secret, port: 7000", "[]", ""))
+        );
+        assert_eq!(
+            base,
+            pipeline_fingerprint(&pipeline(
+                "",
+                "[]",
+                ", api_key: k, bulk: {max_docs: 5}, delete_stale: true"
+            ))
         );
         assert_eq!(
             base,

@@ -24,10 +24,7 @@ pub struct ExpandError {
 
 /// Expands every `${...}` of `text` with `lookup`. Returns `Ok(None)` when `text`
 /// holds nothing to expand.
-pub fn expand(
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<String>, ExpandError> {
+pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, ExpandError> {
     if !text.contains("${") {
         return Ok(None);
     }
@@ -46,11 +43,7 @@ pub fn expand(
             continue;
         }
         let start = i;
-        let Some(close) = chars[i + 2..]
-            .iter()
-            .position(|c| *c == '}')
-            .map(|p| p + i + 2)
-        else {
+        let Some(close) = chars[i + 2..].iter().position(|c| *c == '}').map(|p| p + i + 2) else {
             return Err(ExpandError {
                 offset: start,
                 message: "unclosed `${`: write `${NAME}`, or `$${` for a literal `${`".into(),
@@ -61,10 +54,7 @@ pub fn expand(
             Some((name, default)) => (name, Some(default)),
             None => (inner.as_str(), None),
         };
-        let valid_name = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
             // `${X-default}`, `${X:=default}`, `${X:?message}`: shell forms this does not take.
@@ -80,14 +70,9 @@ pub fn expand(
                     "`${{{inner}}}` is not a form this takes: write `${{{prefix}}}`, or `${{{prefix}:-default}}` for a default"
                 )
             } else {
-                format!(
-                    "`${{{name}}}` is not a variable name: use letters, digits and `_`, not starting with a digit"
-                )
+                format!("`${{{name}}}` is not a variable name: use letters, digits and `_`, not starting with a digit")
             };
-            return Err(ExpandError {
-                offset: start,
-                message,
-            });
+            return Err(ExpandError { offset: start, message });
         }
         if default.is_some_and(|d| d.contains("${")) {
             // `${A:-${B}}` would stop at the first `}` and leave a literal `${B}`.
@@ -238,18 +223,9 @@ mod tests {
 
     #[test]
     fn expands_variables_and_defaults() {
-        assert_eq!(
-            expand("${HOST}:${PORT}", &env),
-            Ok(Some("redis.local:6380".into()))
-        );
-        assert_eq!(
-            expand("${NOPE:-fallback}", &env),
-            Ok(Some("fallback".into()))
-        );
-        assert_eq!(
-            expand("${EMPTY:-fallback}", &env),
-            Ok(Some("fallback".into()))
-        );
+        assert_eq!(expand("${HOST}:${PORT}", &env), Ok(Some("redis.local:6380".into())));
+        assert_eq!(expand("${NOPE:-fallback}", &env), Ok(Some("fallback".into())));
+        assert_eq!(expand("${EMPTY:-fallback}", &env), Ok(Some("fallback".into())));
         assert_eq!(expand("${EMPTY}", &env), Ok(Some(String::new())));
         assert_eq!(expand("${HOST:-x}", &env), Ok(Some("redis.local".into())));
         assert_eq!(expand("plain text, $5", &env), Ok(None));
@@ -257,10 +233,7 @@ mod tests {
 
     #[test]
     fn double_dollar_escapes_a_literal() {
-        assert_eq!(
-            expand("cost $${HOST}", &env),
-            Ok(Some("cost ${HOST}".into()))
-        );
+        assert_eq!(expand("cost $${HOST}", &env), Ok(Some("cost ${HOST}".into())));
     }
 
     #[test]
@@ -274,10 +247,7 @@ mod tests {
 
     #[test]
     fn malformed_references_are_errors() {
-        assert!(expand("${HOST", &env)
-            .unwrap_err()
-            .message
-            .starts_with("unclosed `${`"));
+        assert!(expand("${HOST", &env).unwrap_err().message.starts_with("unclosed `${`"));
         assert!(expand("${1X}", &env)
             .unwrap_err()
             .message
@@ -303,8 +273,7 @@ mod tests {
 
     #[test]
     fn tree_interpolation_resolves_plain_values_and_keeps_quoted_strings() {
-        let (root, _) =
-            parse("port: ${PORT}\npassword: \"${SECRET}\"\n${HOST}: k\nlist: [a, '$${x}']\n");
+        let (root, _) = parse("port: ${PORT}\npassword: \"${SECRET}\"\n${HOST}: k\nlist: [a, '$${x}']\n");
         let mut root = root.unwrap();
         let (interpolated, errors) = interpolate_tree(&mut root, &env);
         assert!(errors.is_empty(), "{errors:?}");

@@ -14,8 +14,8 @@ use super::interpolate::interpolate_tree;
 use super::locate::{self, locate, Anchor};
 use super::mappings;
 use super::model::{Pipeline, ScheduleConfig, SinkConfig, SourceConfig, TransformConfig};
-use super::secrets;
 use super::schema::{self, is_secret_field};
+use super::secrets;
 use super::yaml::{self, Node, NodeKind, Position};
 use super::Diagnostic;
 use crate::pipeline::{self, Parts};
@@ -50,11 +50,7 @@ pub fn check_file(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> FileC
 }
 
 /// Checks the contents of a pipeline file; `path` only names it in diagnostics.
-pub fn check_bytes(
-    path: &Path,
-    bytes: &[u8],
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> FileCheck {
+pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> FileCheck {
     let mut check = FileCheck {
         root: None,
         pipeline: None,
@@ -73,13 +69,7 @@ pub fn check_bytes(
         Err(error) => {
             let valid = std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or_default();
             let line = valid.matches('\n').count() + 1;
-            let column = valid
-                .rsplit('\n')
-                .next()
-                .unwrap_or_default()
-                .chars()
-                .count()
-                + 1;
+            let column = valid.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
             let byte = bytes[error.valid_up_to()];
             check.diagnostics.push(diagnostic(
                 Position { line, column },
@@ -95,13 +85,7 @@ pub fn check_bytes(
         // (a `transforms:` section) would be silently ignored.
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
-        let column = before
-            .rsplit('\n')
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .count()
-            + 1;
+        let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
         check.diagnostics.push(diagnostic(
             Position { line, column },
             String::new(),
@@ -184,11 +168,7 @@ pub fn check_bytes(
         let cleaned = without_fields(&value, &failed);
         // A check of what holds a removed field (a rule whose misspelt `key_patern`
         // was taken out "selects nothing") only repeats the problem.
-        let related = |pointer: &str| {
-            failed.iter().any(|f| {
-                is_within(f, pointer) || is_within(pointer, f)
-            })
-        };
+        let related = |pointer: &str| failed.iter().any(|f| is_within(f, pointer) || is_within(pointer, f));
         let found: Vec<FieldError> = build_parts(&cleaned)
             .into_iter()
             .filter(|e| !related(&e.pointer))
@@ -220,12 +200,9 @@ pub fn check_bytes(
                 // largest one). Place it at the field that fails to convert.
                 let pointer = failing_field::failing_field(&value, &error.to_string());
                 let position = locate(&root, &pointer, Anchor::Value);
-                let secret = is_secret_field(&pointer)
-                    || interpolated.keys().any(|p| p.starts_with(&pointer));
+                let secret = is_secret_field(&pointer) || interpolated.keys().any(|p| p.starts_with(&pointer));
                 let message = match locate::node_at(&root, &pointer).map(|n| &n.kind) {
-                    _ if secret => {
-                        "invalid value (not shown: it comes from `${...}` or is a secret)".to_owned()
-                    }
+                    _ if secret => "invalid value (not shown: it comes from `${...}` or is a secret)".to_owned(),
                     Some(NodeKind::Scalar(scalar))
                         if scalar.value.is_f64() && error.to_string().contains("floating point") =>
                     {
@@ -236,9 +213,7 @@ pub fn check_bytes(
                     }
                     _ => format!("invalid value: {error}"),
                 };
-                check
-                    .diagnostics
-                    .push(diagnostic(position, pointer, message));
+                check.diagnostics.push(diagnostic(position, pointer, message));
             }
         }
     }
@@ -298,18 +273,14 @@ fn without_fields(value: &Value, pointers: &[&str]) -> Value {
 /// Builds each part of a file that failed the schema whose section still converts
 /// on its own (the source, each transform, the sink), returning their errors.
 fn build_parts(value: &Value) -> Vec<FieldError> {
-    let source = value
-        .get("source")
-        .and_then(|v| SourceConfig::deserialize(v).ok());
+    let source = value.get("source").and_then(|v| SourceConfig::deserialize(v).ok());
     let transforms: Vec<Option<TransformConfig>> = value
         .get("transforms")
         .and_then(Value::as_array)
         .map(|items| items.iter().map(|t| TransformConfig::deserialize(t).ok()).collect())
         .unwrap_or_default();
     let sink = value.get("sink").and_then(|v| SinkConfig::deserialize(v).ok());
-    let schedule = value
-        .get("schedule")
-        .and_then(|v| ScheduleConfig::deserialize(v).ok());
+    let schedule = value.get("schedule").and_then(|v| ScheduleConfig::deserialize(v).ok());
     let parts = Parts {
         source: source.as_ref(),
         transforms: transforms.iter().map(Option::as_ref).collect(),
@@ -364,9 +335,8 @@ fn live_schedule(pipeline: &Pipeline) -> Option<FieldError> {
 
 /// Orders a file's diagnostics by position, dropping exact repeats.
 pub fn sort(diagnostics: &mut Vec<Diagnostic>) {
-    diagnostics.sort_by(|a, b| {
-        (a.line, a.column, &a.pointer, &a.message).cmp(&(b.line, b.column, &b.pointer, &b.message))
-    });
+    diagnostics
+        .sort_by(|a, b| (a.line, a.column, &a.pointer, &a.message).cmp(&(b.line, b.column, &b.pointer, &b.message)));
     diagnostics.dedup();
 }
 
@@ -386,8 +356,7 @@ mod tests {
             .collect()
     }
 
-    const VALID: &str =
-        "name: p\nsource:\n  type: redis\n  host: h\nsink:\n  type: ndjson\n  path: '-'\n";
+    const VALID: &str = "name: p\nsource:\n  type: redis\n  host: h\nsink:\n  type: ndjson\n  path: '-'\n";
 
     #[test]
     fn a_valid_file_gives_its_pipeline() {
@@ -414,10 +383,7 @@ mod tests {
         );
         let text = VALID.replace("host: h", "host: h\u{1}x");
         assert_eq!(messages(text.as_bytes())[0].split(' ').next(), Some("4:10"));
-        assert_eq!(
-            messages(VALID.replace("name: p", "name: p\u{7f}").as_bytes()).len(),
-            1
-        );
+        assert_eq!(messages(VALID.replace("name: p", "name: p\u{7f}").as_bytes()).len(), 1);
         // Tabs, CR LF, escapes inside double quotes and non-ASCII text are fine.
         let text = VALID
             .replace('\n', "\r\n")
@@ -436,8 +402,7 @@ mod tests {
 
     #[test]
     fn empty_and_comment_only_files_are_errors() {
-        let expected =
-            vec!["1:1  the file is empty: a pipeline needs at least `name`, `source` and `sink`"];
+        let expected = vec!["1:1  the file is empty: a pipeline needs at least `name`, `source` and `sink`"];
         assert_eq!(messages(b""), expected);
         assert_eq!(messages(b"# nothing\n"), expected);
     }
@@ -469,7 +434,12 @@ mod tests {
         let pointers: Vec<&str> = found.iter().map(|m| m.split(' ').nth(1).unwrap()).collect();
         assert_eq!(
             pointers,
-            vec!["/source/port", "/source/timeout", "/transforms/0/document", "/transforms/1/document/a"],
+            vec![
+                "/source/port",
+                "/source/timeout",
+                "/transforms/0/document",
+                "/transforms/1/document/a"
+            ],
             "{found:?}"
         );
         // A misspelt field taken out does not make its rule "select nothing" too.
@@ -496,7 +466,10 @@ mod tests {
             messages(text.as_bytes()),
             vec!["5:15 /source/scan_count expected a whole number, got `1e3`: write it without a decimal point or exponent"]
         );
-        let text = VALID.replace("host: h", "host: h\n  rules:\n    - {database: 0, key_pattern: a}\n    - {database: 1.0, key_pattern: b}");
+        let text = VALID.replace(
+            "host: h",
+            "host: h\n  rules:\n    - {database: 0, key_pattern: a}\n    - {database: 1.0, key_pattern: b}",
+        );
         assert_eq!(
             messages(text.as_bytes()),
             vec!["7:18 /source/rules/1/database expected a whole number, got `1.0`: write it without a decimal point or exponent"]

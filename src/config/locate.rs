@@ -106,23 +106,14 @@ source:
     #[test]
     fn values_are_located_where_they_start() {
         let root = parse(TEXT).0.unwrap();
-        assert_eq!(
-            locate(&root, "/source/rules/0/_type", Anchor::Value),
-            at(6, 14)
-        );
-        assert_eq!(
-            locate(&root, "/source/rules/1/key_pattern", Anchor::Value),
-            at(7, 34)
-        );
+        assert_eq!(locate(&root, "/source/rules/0/_type", Anchor::Value), at(6, 14));
+        assert_eq!(locate(&root, "/source/rules/1/key_pattern", Anchor::Value), at(7, 34));
     }
 
     #[test]
     fn keys_are_located_at_the_key() {
         let root = parse(TEXT).0.unwrap();
-        assert_eq!(
-            locate(&root, "/source/rules/0/_type", Anchor::Key),
-            at(6, 7)
-        );
+        assert_eq!(locate(&root, "/source/rules/0/_type", Anchor::Key), at(6, 7));
         assert_eq!(locate(&root, "/source", Anchor::Key), at(2, 1));
     }
 
@@ -136,23 +127,14 @@ source:
     fn escaped_segments_are_unescaped() {
         let root = parse(TEXT).0.unwrap();
         assert_eq!(locate(&root, "/we~0ird~1key", Anchor::Key), at(8, 1));
-        assert_eq!(
-            segments("/a~1b/0"),
-            vec!["a/b".to_string(), "0".to_string()]
-        );
+        assert_eq!(segments("/a~1b/0"), vec!["a/b".to_string(), "0".to_string()]);
     }
 
     #[test]
     fn pointers_deeper_than_the_file_stop_at_the_deepest_node() {
         let root = parse(TEXT).0.unwrap();
-        assert_eq!(
-            locate(&root, "/source/rules/0/_type/inner/9", Anchor::Value),
-            at(6, 14)
-        );
-        assert_eq!(
-            locate(&root, "/source/missing/field", Anchor::Value),
-            at(3, 3)
-        );
+        assert_eq!(locate(&root, "/source/rules/0/_type/inner/9", Anchor::Value), at(6, 14));
+        assert_eq!(locate(&root, "/source/missing/field", Anchor::Value), at(3, 3));
         assert_eq!(locate(&root, "", Anchor::Value), at(1, 1));
     }
 

@@ -228,10 +228,7 @@ mod tests {
             "mappings": mappings, "settings": settings,
         }))
         .unwrap();
-        check_sink(&sink)
-            .into_iter()
-            .map(|e| (e.pointer, e.message))
-            .collect()
+        check_sink(&sink).into_iter().map(|e| (e.pointer, e.message)).collect()
     }
 
     #[test]
@@ -244,7 +241,12 @@ mod tests {
         );
         assert_eq!(found.len(), 3, "{found:?}");
         assert_eq!(found[0].0, "/mappings/properties/name/type");
-        assert!(found[0].1.starts_with("unknown field type `strng`: for text write `text`"), "{found:?}");
+        assert!(
+            found[0]
+                .1
+                .starts_with("unknown field type `strng`: for text write `text`"),
+            "{found:?}"
+        );
         assert_eq!(found[1].1, "unknown field type `keywrd`, did you mean `keyword`?");
     }
 
@@ -252,7 +254,10 @@ mod tests {
     fn a_field_at_the_root_of_mappings_is_an_error() {
         let found = check(serde_json::json!({"name": {"type": "text"}}), serde_json::json!({}));
         assert_eq!(found[0].0, "/mappings/name");
-        assert!(found[0].1.contains("fields go under `mappings.properties`"), "{found:?}");
+        assert!(
+            found[0].1.contains("fields go under `mappings.properties`"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -80,10 +80,7 @@ pub enum UsageError {
     #[error("{0}: no file or folder matches this pattern")]
     NoMatch(PathBuf),
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// Expands the command line's paths: files (or pipes) as they are, folders searched (recursively)
@@ -126,8 +123,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
 
 /// Whether a path that names nothing is a glob pattern to expand.
 fn is_pattern(path: &Path) -> bool {
-    path.to_str()
-        .is_some_and(|text| text.contains(['*', '?', '[']))
+    path.to_str().is_some_and(|text| text.contains(['*', '?', '[']))
 }
 
 /// What `pattern` matches, leaving hidden files and folders out unless the pattern
@@ -158,7 +154,11 @@ fn search_folder(folder: &Path) -> Result<Vec<PathBuf>, UsageError> {
             .join(format!("*.{extension}"))
             .display()
             .to_string();
-        found.extend(glob_paths(&pattern, folder)?.into_iter().filter(|entry| entry.is_file()));
+        found.extend(
+            glob_paths(&pattern, folder)?
+                .into_iter()
+                .filter(|entry| entry.is_file()),
+        );
     }
     if found.is_empty() {
         return Err(UsageError::EmptyFolder(folder.to_path_buf()));
@@ -201,11 +201,7 @@ pub fn load_all(files: &[PathBuf]) -> (Vec<LoadedPipeline>, Vec<Diagnostic>) {
     let valid: Vec<cross_file::Checked<'_>> = checks
         .iter()
         .filter_map(|(path, check)| match (&check.root, &check.pipeline) {
-            (Some(root), Some(pipeline)) => Some(cross_file::Checked {
-                path,
-                root,
-                pipeline,
-            }),
+            (Some(root), Some(pipeline)) => Some(cross_file::Checked { path, root, pipeline }),
             _ => None,
         })
         .collect();
@@ -218,7 +214,11 @@ pub fn load_all(files: &[PathBuf]) -> (Vec<LoadedPipeline>, Vec<Diagnostic>) {
         load::sort(&mut own);
         let content = check.root.as_ref().map(|root| root.to_json()).unwrap_or_default();
         match check.pipeline {
-            Some(pipeline) if own.is_empty() => loaded.push(LoadedPipeline { path, pipeline, content }),
+            Some(pipeline) if own.is_empty() => loaded.push(LoadedPipeline {
+                path,
+                pipeline,
+                content,
+            }),
             _ => diagnostics.extend(own),
         }
     }

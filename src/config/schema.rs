@@ -25,16 +25,13 @@ pub const SCHEMA_TEXT: &str = include_str!("../../schemas/pipeline.schema.json")
 /// The schema as JSON.
 pub fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        serde_json::from_str(SCHEMA_TEXT).expect("schemas/pipeline.schema.json is valid JSON")
-    })
+    SCHEMA.get_or_init(|| serde_json::from_str(SCHEMA_TEXT).expect("schemas/pipeline.schema.json is valid JSON"))
 }
 
 fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
-        jsonschema::draft202012::new(schema())
-            .expect("schemas/pipeline.schema.json is a valid draft 2020-12 schema")
+        jsonschema::draft202012::new(schema()).expect("schemas/pipeline.schema.json is a valid draft 2020-12 schema")
     })
 }
 
@@ -71,11 +68,7 @@ pub fn check(
     let suggested_in: Vec<String> = errors
         .iter()
         .filter(|e| e.anchor == Anchor::Key && e.message.contains("did you mean"))
-        .filter_map(|e| {
-            e.pointer
-                .rsplit_once('/')
-                .map(|(parent, _)| parent.to_owned())
-        })
+        .filter_map(|e| e.pointer.rsplit_once('/').map(|(parent, _)| parent.to_owned()))
         .collect();
     let mut index = 0;
     errors.retain(|e| {
@@ -180,16 +173,12 @@ fn explain(
             let yaml11_boolean = value
                 .as_str()
                 .map(str::to_ascii_lowercase)
-                .is_some_and(|text| {
-                    matches!(text.as_str(), "yes" | "no" | "on" | "off" | "y" | "n")
-                });
+                .is_some_and(|text| matches!(text.as_str(), "yes" | "no" | "on" | "off" | "y" | "n"));
             if expected.contains("a boolean") && yaml11_boolean && !secret {
                 message.push_str(" (YAML 1.2 reads it as text: write `true` or `false`)");
             }
             if is_interpolated(&pointer) && expected.contains("string") {
-                message.push_str(
-                    " (the value comes from `${...}`: quote it, `\"${...}\"`, to keep it a string)",
-                );
+                message.push_str(" (the value comes from `${...}`: quote it, `\"${...}\"`, to keep it a string)");
             }
             out.push(at_value(message));
         }
@@ -219,10 +208,7 @@ fn explain(
                 list(&options),
                 got(value, secret)
             );
-            if let Some(suggestion) = value
-                .as_str()
-                .and_then(|v| did_you_mean(v, options.iter().copied()))
-            {
+            if let Some(suggestion) = value.as_str().and_then(|v| did_you_mean(v, options.iter().copied())) {
                 if !secret {
                     message.push_str(&format!(", did you mean `{suggestion}`?"));
                 }
@@ -453,10 +439,7 @@ mod tests {
         p["sink"] = json!({"type": "elasticsearch", "url": ["http://a:9200", ""], "index": "i"});
         assert_eq!(
             errors(p),
-            vec![(
-                "/sink/url/1".into(),
-                "item 1 of `url` must not be empty".into()
-            )]
+            vec![("/sink/url/1".into(), "item 1 of `url` must not be empty".into())]
         );
     }
 
@@ -468,7 +451,8 @@ mod tests {
             errors(p),
             vec![(
                 "/transforms/0".into(),
-                "missing required field `type` (one of template, filter); `tpye` is not a field, did you mean `type`?".into()
+                "missing required field `type` (one of template, filter); `tpye` is not a field, did you mean `type`?"
+                    .into()
             )]
         );
     }
@@ -487,7 +471,8 @@ mod tests {
         );
         assert!(found.contains(&(
             "/source/rules/0/_type".into(),
-            "`_type` must be one of HASH, LIST, SET, STREAM, STRING, ZSET, ReJSON-RL (or JSON), in any case; got `FOO`".into()
+            "`_type` must be one of HASH, LIST, SET, STREAM, STRING, ZSET, ReJSON-RL (or JSON), in any case; got `FOO`"
+                .into()
         )));
         assert!(found.contains(&(
             "/source/rules/1".into(),
@@ -509,10 +494,7 @@ mod tests {
         let found = errors(p);
         assert_eq!(
             found,
-            vec![(
-                "/source/password".into(),
-                "expected a string, got an integer".into()
-            )]
+            vec![("/source/password".into(), "expected a string, got an integer".into())]
         );
         let mut p = minimal();
         p["source"]["port"] = json!("hunter2");
@@ -532,15 +514,12 @@ mod tests {
         p["source"]["timeout"] = json!(-3);
         let found = errors(p);
         assert_eq!(found.len(), 3, "{found:?}");
-        assert!(
-            found[0].1.ends_with("; got `0,x`")
-                || found.iter().any(|e| e.1.ends_with("; got `0,x`"))
-        );
+        assert!(found[0].1.ends_with("; got `0,x`") || found.iter().any(|e| e.1.ends_with("; got `0,x`")));
         assert!(found
             .iter()
-            .any(|e| e.1.starts_with("expected a size such as `5MiB`")
-                && e.1.ends_with("got `5 parsecs`")));
-        assert!(found.iter().any(|e| e.1 == "expected a number >= 0, got -3"
-            || e.1 == "expected an integer >= 0, got -3"));
+            .any(|e| e.1.starts_with("expected a size such as `5MiB`") && e.1.ends_with("got `5 parsecs`")));
+        assert!(found
+            .iter()
+            .any(|e| e.1 == "expected a number >= 0, got -3" || e.1 == "expected an integer >= 0, got -3"));
     }
 }

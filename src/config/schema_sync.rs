@@ -67,24 +67,9 @@ mod tests {
         let at = |pointer: &str| every.pointer(pointer).unwrap().clone();
         vec![
             ("", every.clone(), probe::<Pipeline>, false),
-            (
-                "/$defs/redis_source",
-                at("/source"),
-                probe::<RedisSourceConfig>,
-                true,
-            ),
-            (
-                "/$defs/redis_tls",
-                at("/source/tls"),
-                probe::<RedisTlsConfig>,
-                false,
-            ),
-            (
-                "/$defs/sync_rule",
-                at("/source/rules/0"),
-                probe::<SyncRule>,
-                false,
-            ),
+            ("/$defs/redis_source", at("/source"), probe::<RedisSourceConfig>, true),
+            ("/$defs/redis_tls", at("/source/tls"), probe::<RedisTlsConfig>, false),
+            ("/$defs/sync_rule", at("/source/rules/0"), probe::<SyncRule>, false),
             (
                 "/$defs/template_transform",
                 at("/transforms/0"),
@@ -115,19 +100,9 @@ mod tests {
                 probe::<NdjsonSinkConfig>,
                 true,
             ),
-            (
-                "/$defs/es_tls",
-                at("/sink/tls"),
-                probe::<EsTlsConfig>,
-                false,
-            ),
+            ("/$defs/es_tls", at("/sink/tls"), probe::<EsTlsConfig>, false),
             ("/$defs/bulk", at("/sink/bulk"), probe::<BulkConfig>, false),
-            (
-                "/$defs/retry",
-                at("/sink/retry"),
-                probe::<RetryConfig>,
-                false,
-            ),
+            ("/$defs/retry", at("/sink/retry"), probe::<RetryConfig>, false),
             (
                 "/$defs/delete_stale",
                 at("/sink/delete_stale"),
@@ -135,12 +110,7 @@ mod tests {
                 false,
             ),
             ("/$defs/live", at("/live"), probe::<LiveConfig>, false),
-            (
-                "/$defs/schedule",
-                at("/schedule"),
-                probe::<ScheduleConfig>,
-                false,
-            ),
+            ("/$defs/schedule", at("/schedule"), probe::<ScheduleConfig>, false),
         ]
     }
 
@@ -181,9 +151,7 @@ mod tests {
     #[test]
     fn schema_and_structs_agree() {
         for (name, instance, probe, tagged) in objects() {
-            let node = schema()
-                .pointer(name)
-                .unwrap_or_else(|| panic!("schema has no {name}"));
+            let node = schema().pointer(name).unwrap_or_else(|| panic!("schema has no {name}"));
             let properties: BTreeSet<String> = node["properties"]
                 .as_object()
                 .unwrap()
@@ -196,11 +164,7 @@ mod tests {
                 .and_then(Value::as_array)
                 .map(|r| r.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
                 .unwrap_or_default();
-            let instance = if tagged {
-                without(&instance, "type")
-            } else {
-                instance
-            };
+            let instance = if tagged { without(&instance, "type") } else { instance };
 
             // The example uses every field (`type` of a rule is `_type`'s other spelling).
             for field in &properties {
@@ -244,11 +208,7 @@ mod tests {
                     } else {
                         "optional"
                     },
-                    if result.is_err() {
-                        "needs it"
-                    } else {
-                        "does not"
-                    }
+                    if result.is_err() { "needs it" } else { "does not" }
                 );
             }
 
@@ -294,9 +254,7 @@ mod tests {
                 }
             }
             match node {
-                Value::Object(map) => map
-                    .iter()
-                    .for_each(|(k, v)| walk(v, &format!("{path}/{k}"), missing)),
+                Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, &format!("{path}/{k}"), missing)),
                 Value::Array(items) => items
                     .iter()
                     .enumerate()
@@ -315,11 +273,10 @@ mod tests {
     fn every_object_forbids_unknown_fields() {
         fn walk(node: &Value, path: &str, open: &mut Vec<String>) {
             if let Some(map) = node.as_object() {
-                let is_object = map.get("type").is_some_and(|t| {
-                    t == "object" || t.as_array().is_some_and(|a| a.contains(&json!("object")))
-                });
-                let dispatch = map.contains_key("allOf")
-                    && map.get("required").is_some_and(|r| r == &json!(["type"]));
+                let is_object = map
+                    .get("type")
+                    .is_some_and(|t| t == "object" || t.as_array().is_some_and(|a| a.contains(&json!("object"))));
+                let dispatch = map.contains_key("allOf") && map.get("required").is_some_and(|r| r == &json!(["type"]));
                 if is_object
                     && map.contains_key("properties")
                     && !dispatch
@@ -328,8 +285,7 @@ mod tests {
                 {
                     open.push(path.to_owned());
                 }
-                map.iter()
-                    .for_each(|(k, v)| walk(v, &format!("{path}/{k}"), open));
+                map.iter().for_each(|(k, v)| walk(v, &format!("{path}/{k}"), open));
             } else if let Some(items) = node.as_array() {
                 items
                     .iter()

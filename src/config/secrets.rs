@@ -43,12 +43,7 @@ fn walk(value: &Value, key: Option<&str>) {
 /// `message`, about the field at `pointer`, with the value that came from `${VAR}`
 /// there shown as written in the file (`${ES_URL}`) instead, and the variable named
 /// when the message does not name it already.
-pub fn hide_interpolated(
-    message: &str,
-    pointer: &str,
-    value: &Value,
-    interpolated: &InterpolatedValues,
-) -> String {
+pub fn hide_interpolated(message: &str, pointer: &str, value: &Value, interpolated: &InterpolatedValues) -> String {
     let Some(found) = interpolated.get(pointer) else {
         return message.to_owned();
     };
@@ -109,8 +104,7 @@ mod tests {
             "source": {"password": "field-secret-1", "host": "h"},
             "sink": {"url": ["http://u:userinfo-secret-1@h"], "index": "var-secret-1"}
         });
-        let interpolated =
-            InterpolatedValues::from([("/sink/index".to_owned(), from("${MY_TOKEN}", &["MY_TOKEN"]))]);
+        let interpolated = InterpolatedValues::from([("/sink/index".to_owned(), from("${MY_TOKEN}", &["MY_TOKEN"]))]);
         register(&value, &interpolated);
         assert_eq!(
             redact::text("field-secret-1 userinfo-secret-1 var-secret-1 h"),

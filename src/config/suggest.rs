@@ -39,15 +39,7 @@ mod tests {
 
     #[test]
     fn suggests_enum_values() {
-        let rules = [
-            "equals",
-            "contains",
-            "starts_with",
-            "ends_with",
-            "regex",
-            "<",
-            ">",
-        ];
+        let rules = ["equals", "contains", "starts_with", "ends_with", "regex", "<", ">"];
         assert_eq!(did_you_mean("startswith", rules), Some("starts_with"));
         assert_eq!(did_you_mean("like", rules), None);
     }

@@ -94,6 +94,13 @@ mod tests {
         )
         .unwrap();
         let pointers: Vec<String> = pipeline_warnings(&pipeline).into_iter().map(|w| w.pointer).collect();
-        assert_eq!(pointers, ["/transforms/0/document/at", "/transforms/0/document/n/expr", "/sink/index"]);
+        assert_eq!(
+            pointers,
+            [
+                "/transforms/0/document/at",
+                "/transforms/0/document/n/expr",
+                "/sink/index"
+            ]
+        );
     }
 }

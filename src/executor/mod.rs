@@ -127,10 +127,17 @@ async fn run_tracked(
     let options_follow = options.follow;
     let sample = if dry_run { options.sample } else { 0 };
 
-    let in_this_run = |path: PathBuf| if dry_run { crate::dead_letter::dry_run_path(&path) } else { path };
+    let in_this_run = |path: PathBuf| {
+        if dry_run {
+            crate::dead_letter::dry_run_path(&path)
+        } else {
+            path
+        }
+    };
     let dead_letter = DeadLetter::new(in_this_run(pipeline.dead_letter_path()));
     let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
-    root.failed_before_sink.set_ids_rendered(requirements.upstream.ids_rendered);
+    root.failed_before_sink
+        .set_ids_rendered(requirements.upstream.ids_rendered);
     // A child token: a fatal error here stops this pipeline, not the caller's others.
     let stop = cancel.child_token();
     root.cancel = stop.clone();
@@ -302,7 +309,9 @@ fn spawn_transform(
             ctx.counters.add_received(batch.len() as u64);
             let busy = Instant::now();
             let (transform_ref, ctx_ref) = (transform.clone(), ctx.clone());
-            let applied = blocking.spawn_blocking(move || transform_ref.apply(batch, &ctx_ref)).await;
+            let applied = blocking
+                .spawn_blocking(move || transform_ref.apply(batch, &ctx_ref))
+                .await;
             ctx.counters.add_busy(busy.elapsed());
             let batch = match applied {
                 Ok(batch) => batch,
@@ -315,7 +324,10 @@ fn spawn_transform(
                 // A failed record that reached no file would be lost: stop the run.
                 first_error.record(
                     &ctx.stage,
-                    anyhow::anyhow!("cannot write the dead-letter file {}: {error}", ctx.dead_letter.path().display()),
+                    anyhow::anyhow!(
+                        "cannot write the dead-letter file {}: {error}",
+                        ctx.dead_letter.path().display()
+                    ),
                     &stop,
                 );
                 return;

@@ -282,8 +282,8 @@ mod tests {
         let mut s = summary();
         s.counts_add_up = false;
         s.read = 11;
-        assert!(s
-            .to_string()
-            .contains("BUG: the counts do not add up (read 11 != written + unchanged + filtered + skipped + failed 10)"));
+        assert!(s.to_string().contains(
+            "BUG: the counts do not add up (read 11 != written + unchanged + filtered + skipped + failed 10)"
+        ));
     }
 }

@@ -130,9 +130,17 @@ pub async fn follow_with(
     let mut stop_on_return = stop.clone().drop_guard();
 
     let phase_progress = Arc::new(PhaseProgress::default());
-    let ticker = tokio::spawn(progress_line(pipeline.name.clone(), state.clone(), phase_progress.clone(), stop.clone()));
+    let ticker = tokio::spawn(progress_line(
+        pipeline.name.clone(),
+        state.clone(),
+        phase_progress.clone(),
+        stop.clone(),
+    ));
 
-    let follow_options = RunOptions { follow: true, ..options.clone() };
+    let follow_options = RunOptions {
+        follow: true,
+        ..options.clone()
+    };
     let following = rebuild::Following {
         pipeline: &sync,
         state: &state,
@@ -144,7 +152,17 @@ pub async fn follow_with(
     };
 
     // The first sync: the pipeline's own guard against mass deletes applies.
-    let first = rebuild::sync(&following, &follower, options.clone(), &shutdown, progress, &mut summary, true, Duration::ZERO).await?;
+    let first = rebuild::sync(
+        &following,
+        &follower,
+        options.clone(),
+        &shutdown,
+        progress,
+        &mut summary,
+        true,
+        Duration::ZERO,
+    )
+    .await?;
     summary.syncs += 1;
     observer.synced(true, &first.summary);
     let first_failed = first.summary.error.is_some() || !first.summary.counts_add_up;
@@ -161,7 +179,10 @@ pub async fn follow_with(
     let every = (!live.reconcile_every.0.is_zero()).then_some(live.reconcile_every.0);
     let mut next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
     let mut retry_wait = Duration::from_secs(1);
-    let resync_options = RunOptions { allow_mass_delete: true, ..options.clone() };
+    let resync_options = RunOptions {
+        allow_mass_delete: true,
+        ..options.clone()
+    };
     while !first_failed && !shutdown.is_cancelled() {
         if let Some(fatal) = state.fatal() {
             summary.status = "failed";
@@ -238,7 +259,10 @@ pub async fn follow_with(
         let source = Source::Changes(follower.change_source(&state, locates_by_key));
         // (With the syncs' `delete_stale`, so the index's marker keeps saying what the
         // syncs do; a follow phase keeps no ids and deletes nothing as stale.)
-        let tee = observer::Tee { progress: phase_progress.as_ref(), observer };
+        let tee = observer::Tee {
+            progress: phase_progress.as_ref(),
+            observer,
+        };
         let run = executor::run_pipeline_with(&sync, Some(source), follow_options.clone(), phase.clone(), &tee);
         let mut run = std::pin::pin!(run);
         let mut drain_until: Option<tokio::time::Instant> = None;

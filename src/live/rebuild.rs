@@ -105,16 +105,32 @@ pub(super) async fn sync(
         }
     };
     let Some(plan) = plan.filter(|plan| matches!(plan.case, Case::Rebuild { .. })) else {
-        let reasons = if first { Vec::new() } else { following.state.begin_resync() };
+        let reasons = if first {
+            Vec::new()
+        } else {
+            following.state.begin_resync()
+        };
         if !first {
-            following.observer.resync(reasons.first().copied().unwrap_or(Reason::Error));
+            following
+                .observer
+                .resync(reasons.first().copied().unwrap_or(Reason::Error));
         }
         let summary = executor::run_pipeline(following.pipeline, options, shutdown.child_token(), progress).await?;
-        return Ok(Synced { summary, reasons, waited: false });
+        return Ok(Synced {
+            summary,
+            reasons,
+            waited: false,
+        });
     };
-    let reasons = if first { Vec::new() } else { following.state.take_reasons() };
+    let reasons = if first {
+        Vec::new()
+    } else {
+        following.state.take_reasons()
+    };
     if !first {
-        following.observer.resync(reasons.first().copied().unwrap_or(Reason::Error));
+        following
+            .observer
+            .resync(reasons.first().copied().unwrap_or(Reason::Error));
     }
     tracing::info!(pipeline = %following.pipeline.name, "live: {}; changes are applied through the alias meanwhile", plan.describe(false));
     let done = CancellationToken::new();
@@ -175,7 +191,11 @@ pub(super) async fn sync(
             ));
         }
     }
-    Ok(Synced { summary: built, reasons, waited })
+    Ok(Synced {
+        summary: built,
+        reasons,
+        waited,
+    })
 }
 
 /// What a run of `pipeline` would do behind its alias now; `None` without one.
@@ -210,7 +230,10 @@ async fn follow_meanwhile(
     while !done.is_cancelled() && !state.is_dirty() && state.fatal().is_none() {
         let phase = state.new_phase();
         let source = Source::Changes(follower.change_source(state, following.locates_by_key));
-        let tee = Tee { progress: following.progress, observer: following.observer };
+        let tee = Tee {
+            progress: following.progress,
+            observer: following.observer,
+        };
         let run = executor::run_pipeline_with(
             following.pipeline,
             Some(source),

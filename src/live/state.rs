@@ -227,14 +227,22 @@ impl LiveState {
 
     /// Marks a resync due for `reason` and ends the follow phase running now.
     pub fn mark_dirty(&self, reason: Reason) {
-        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += 1;
+        *self
+            .dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
         tracing::info!(reason = reason.name(), "live: a resync is due");
         self.phase.lock().unwrap_or_else(|e| e.into_inner()).cancel();
     }
 
     /// Whether a resync is due for `reason` (among others).
     pub fn has_reason(&self, reason: Reason) -> bool {
-        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&reason)
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&reason)
     }
 
     /// Whether a resync is due.
@@ -301,7 +309,11 @@ mod tests {
     use super::*;
 
     fn key(name: &str) -> PendingKey {
-        PendingKey { node: 0, database: 0, key: name.as_bytes().to_vec() }
+        PendingKey {
+            node: 0,
+            database: 0,
+            key: name.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -312,7 +324,10 @@ mod tests {
         state.add(key("a"), TypeMask::of(Some(KeyType::Set)));
         assert_eq!(state.pending_len(), 2);
         let taken = state.take(10);
-        assert_eq!(taken.iter().map(|(k, _)| k.key.clone()).collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            taken.iter().map(|(k, _)| k.key.clone()).collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
         let mask = taken[0].1;
         assert!(mask.allows(KeyType::Hash) && mask.allows(KeyType::Set) && !mask.allows(KeyType::String));
         assert_eq!(state.counters.events.load(Ordering::Relaxed), 3);
@@ -345,7 +360,11 @@ mod tests {
         assert_eq!(state.counters.dropped.load(Ordering::Relaxed), 3);
         state.add(key("d"), TypeMask::ANY);
         assert_eq!(state.begin_resync(), vec![Reason::Overflow]);
-        assert_eq!(state.pending_len(), 0, "a resync reads every key: what was pending is covered");
+        assert_eq!(
+            state.pending_len(),
+            0,
+            "a resync reads every key: what was pending is covered"
+        );
         assert!(!state.is_dirty() && !state.new_phase().is_cancelled());
     }
 }

@@ -84,7 +84,11 @@ impl fmt::Display for LiveSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
         let status = if self.is_failure() { "FAILED" } else { "stopped" };
-        let _ = writeln!(out, "pipeline {} (live): {status} after {:.1} s", self.pipeline, self.seconds);
+        let _ = writeln!(
+            out,
+            "pipeline {} (live): {status} after {:.1} s",
+            self.pipeline, self.seconds
+        );
         let _ = writeln!(
             out,
             "  events {}, applied {} upserts + {} deletes, failed {}, skipped {}; pending {} (lag {:.2} s) at the end",
@@ -95,12 +99,20 @@ impl fmt::Display for LiveSummary {
             out,
             "  syncs {} (the first, then resyncs: {}), wrote {} documents, deleted {} stale",
             self.syncs,
-            if reasons.is_empty() { "none".to_owned() } else { reasons.join(", ") },
+            if reasons.is_empty() {
+                "none".to_owned()
+            } else {
+                reasons.join(", ")
+            },
             self.sync_written,
             self.sync_deleted_stale
         );
         if self.dropped > 0 {
-            let _ = writeln!(out, "  {} pending keys dropped on overflow (read again by a resync)", self.dropped);
+            let _ = writeln!(
+                out,
+                "  {} pending keys dropped on overflow (read again by a resync)",
+                self.dropped
+            );
         }
         for note in &self.notes {
             let _ = writeln!(out, "  note: {note}");

@@ -83,7 +83,9 @@ fn build_parts(parts: &Parts, given: Option<Source>, fingerprint: u64) -> (Optio
 
     let mut transforms = Vec::new();
     let mut all_transforms = true;
-    let mut across = super::fields::check_transforms(&parts.transforms, parts.sink).into_iter().peekable();
+    let mut across = super::fields::check_transforms(&parts.transforms, parts.sink)
+        .into_iter()
+        .peekable();
     for (i, config) in parts.transforms.iter().enumerate() {
         let prefix = format!("/transforms/{i}");
         match config.map(Transform::build) {
@@ -139,7 +141,11 @@ fn build_parts(parts: &Parts, given: Option<Source>, fingerprint: u64) -> (Optio
                 source,
                 transforms,
                 sink,
-                requirements: Requirements { ttl_read, upstream, locates_by_key },
+                requirements: Requirements {
+                    ttl_read,
+                    upstream,
+                    locates_by_key,
+                },
             })
         }
         _ => None,
@@ -188,7 +194,11 @@ mod tests {
         let routed = "{type: template, index: 'i-{{ database }}'}";
         let filter = "{type: filter, rules: []}";
         assert!(requirements(&format!("[{routed}, {filter}]"), ES).upstream.routed);
-        assert!(!requirements(&format!("[{routed}, {{type: template, id: x}}]"), ES).upstream.routed);
+        assert!(
+            !requirements(&format!("[{routed}, {{type: template, id: x}}]"), ES)
+                .upstream
+                .routed
+        );
     }
 
     #[test]
@@ -215,15 +225,25 @@ mod tests {
         let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
         assert_eq!(
             pointers,
-            ["/source/timeout", "/transforms/0/document/a", "/transforms/1/rules/0/field", "/sink/url"]
+            [
+                "/source/timeout",
+                "/transforms/0/document/a",
+                "/transforms/1/rules/0/field",
+                "/sink/url"
+            ]
         );
     }
 
     #[test]
     fn check_skips_what_did_not_convert() {
         let filter: TransformConfig =
-            serde_yaml::from_str("{type: filter, rules: [{policy: exclude, field: kye, rule: equals, value: a}]}").unwrap();
-        let errors = check(&Parts { source: None, transforms: vec![None, Some(&filter)], sink: None });
+            serde_yaml::from_str("{type: filter, rules: [{policy: exclude, field: kye, rule: equals, value: a}]}")
+                .unwrap();
+        let errors = check(&Parts {
+            source: None,
+            transforms: vec![None, Some(&filter)],
+            sink: None,
+        });
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].pointer, "/transforms/1/rules/0/field");
     }

@@ -13,7 +13,10 @@ use crate::templating::RECORD_FIELDS;
 /// The problems between the transforms (each given, or `None` when it did not
 /// convert) and the sink, each with the index of the transform it is about and a
 /// pointer from that transform.
-pub fn check_transforms(transforms: &[Option<&TransformConfig>], sink: Option<&SinkConfig>) -> Vec<(usize, FieldError)> {
+pub fn check_transforms(
+    transforms: &[Option<&TransformConfig>],
+    sink: Option<&SinkConfig>,
+) -> Vec<(usize, FieldError)> {
     let mut errors = Vec::new();
     let mut last_template = None;
     for (i, transform) in transforms.iter().enumerate() {
@@ -62,10 +65,11 @@ pub fn fields_seen(template: Option<&TemplateConfig>) -> Option<Vec<String>> {
     let mut names: Vec<String> = RECORD_FIELDS.iter().chain(&["_id"]).map(|n| (*n).to_owned()).collect();
     let document: Vec<String> = match template.map(|t| &t.document) {
         None => Vec::new(),
-        Some(None) => ["key_encoding", "value_encoding", "_timestamp"].iter().map(|n| (*n).to_owned()).collect(),
-        Some(Some(Json::Object(map))) if !(map.len() == 1 && map.contains_key("expr")) => {
-            map.keys().cloned().collect()
-        }
+        Some(None) => ["key_encoding", "value_encoding", "_timestamp"]
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect(),
+        Some(Some(Json::Object(map))) if !(map.len() == 1 && map.contains_key("expr")) => map.keys().cloned().collect(),
         Some(Some(_)) => return None,
     };
     for name in document {
@@ -116,8 +120,16 @@ mod tests {
         let errors = unknown_fields(&config, &seen);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].pointer, "/rules/0/field");
-        assert!(errors[0].message.starts_with("no field `kye` here"), "{}", errors[0].message);
-        assert!(errors[0].message.ends_with("did you mean `key`?"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.starts_with("no field `kye` here"),
+            "{}",
+            errors[0].message
+        );
+        assert!(
+            errors[0].message.ends_with("did you mean `key`?"),
+            "{}",
+            errors[0].message
+        );
 
         // After a template: the document's own names (a dotted name counts whole).
         let template: TemplateConfig = serde_yaml::from_str("document: {name: x, a.b: y}").unwrap();
@@ -126,12 +138,19 @@ mod tests {
             "rules: [{policy: include, field: a.b, rule: equals, value: a}, {policy: include, field: name.first, rule: equals, value: a}, {policy: include, field: _id, rule: equals, value: a}, {policy: include, field: key, rule: equals, value: a}]",
         )
         .unwrap();
-        assert!(unknown_fields(&config, &seen).is_empty(), "the record's `key` is found after a template too");
+        assert!(
+            unknown_fields(&config, &seen).is_empty(),
+            "the record's `key` is found after a template too"
+        );
         let config: FilterConfig =
             serde_yaml::from_str("rules: [{policy: include, field: nmae, rule: equals, value: a}]").unwrap();
         let errors = unknown_fields(&config, &seen);
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].message.ends_with("did you mean `name`?"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.ends_with("did you mean `name`?"),
+            "{}",
+            errors[0].message
+        );
         // The default document, and a document whose names only a run knows.
         let default: TemplateConfig = serde_yaml::from_str("id: '{{ key }}'").unwrap();
         assert!(fields_seen(Some(&default)).unwrap().contains(&"_timestamp".to_owned()));
@@ -147,7 +166,8 @@ mod tests {
         let errors = check_transforms(&[None, Some(&template)], Some(&sink));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!((errors[0].0, errors[0].1.pointer.as_str()), (1, "/index"));
-        let sink: SinkConfig = serde_yaml::from_str("{type: elasticsearch, url: 'http://h:9200', index: users}").unwrap();
+        let sink: SinkConfig =
+            serde_yaml::from_str("{type: elasticsearch, url: 'http://h:9200', index: users}").unwrap();
         assert!(check_transforms(&[Some(&template)], Some(&sink)).is_empty());
     }
 }

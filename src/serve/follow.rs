@@ -59,7 +59,11 @@ impl PipelineTask {
         loop {
             let since = Utc::now();
             self.shared.update(&self.name, self.generation, |state| {
-                state.running = Some(Running { trigger: Trigger::Start, since, live: None });
+                state.running = Some(Running {
+                    trigger: Trigger::Start,
+                    since,
+                    live: None,
+                });
                 state.last_started = Some(since);
                 if let Some(live) = &mut state.live {
                     live.attempt_started();
@@ -75,9 +79,22 @@ impl PipelineTask {
             );
 
             let drain = CancellationToken::new();
-            let progress = StateProgress { shared: self.shared.clone(), generation: self.generation };
-            let observer = ServeObserver { shared: self.shared.clone(), name: self.name.clone(), generation: self.generation };
-            let run = live::follow_with(&loaded.pipeline, self.options.clone(), drain.clone(), &progress, &observer);
+            let progress = StateProgress {
+                shared: self.shared.clone(),
+                generation: self.generation,
+            };
+            let observer = ServeObserver {
+                shared: self.shared.clone(),
+                name: self.name.clone(),
+                generation: self.generation,
+            };
+            let run = live::follow_with(
+                &loaded.pipeline,
+                self.options.clone(),
+                drain.clone(),
+                &progress,
+                &observer,
+            );
             let mut run = std::pin::pin!(run);
             let mut ending: Option<FollowEnd> = None;
             let attempt = loop {

@@ -104,7 +104,10 @@ async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
         );
     };
     if state.stopping {
-        return error(StatusCode::CONFLICT, format!("pipeline `{name}` was removed and is stopping"));
+        return error(
+            StatusCode::CONFLICT,
+            format!("pipeline `{name}` was removed and is stopping"),
+        );
     }
     if state.live.is_some() {
         return error(
@@ -122,5 +125,9 @@ async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
         );
     }
     state.trigger.notify_one();
-    (StatusCode::ACCEPTED, Json(json!({"pipeline": name, "status": "started"}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"pipeline": name, "status": "started"})),
+    )
+        .into_response()
 }

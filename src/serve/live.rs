@@ -325,7 +325,11 @@ mod tests {
     use crate::live::state::{PendingKey, TypeMask};
 
     fn key(name: &str) -> PendingKey {
-        PendingKey { node: 0, database: 0, key: name.as_bytes().to_vec() }
+        PendingKey {
+            node: 0,
+            database: 0,
+            key: name.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -344,7 +348,9 @@ mod tests {
         state.add(key("b"), TypeMask::ANY);
         view.attempt_ended(Some("Redis unreachable".into()), None);
         assert_eq!(view.phase, Phase::Failed);
-        assert!(view.not_ready_because().starts_with("first sync failed: Redis unreachable"));
+        assert!(view
+            .not_ready_because()
+            .starts_with("first sync failed: Redis unreachable"));
         view.attempt_started();
         let next = Arc::new(LiveState::new(10));
         view.state = Some(next.clone());

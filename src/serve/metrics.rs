@@ -146,7 +146,11 @@ impl Metrics {
             "Documents by operation (written, unchanged, deleted: as stale, or by live mode for a key gone; failed, filtered, skipped), summed over runs and live changes",
             metrics.documents.clone(),
         );
-        registry.register("pipeline_keys_read", "Redis keys read, summed over runs", metrics.keys_read.clone());
+        registry.register(
+            "pipeline_keys_read",
+            "Redis keys read, summed over runs",
+            metrics.keys_read.clone(),
+        );
         registry.register(
             "pipeline_skipped_ticks",
             "Scheduled times skipped because the pipeline's previous run was still going",
@@ -164,7 +168,11 @@ impl Metrics {
             Unit::Seconds,
             metrics.last_success.clone(),
         );
-        registry.register("pipeline_running", "1 while the pipeline runs (a live pipeline: while it follows)", metrics.running.clone());
+        registry.register(
+            "pipeline_running",
+            "1 while the pipeline runs (a live pipeline: while it follows)",
+            metrics.running.clone(),
+        );
         registry.register_with_unit(
             "pipeline_live_lag",
             "Live pipelines: age of the oldest change not applied yet (0 when none waits)",
@@ -221,7 +229,9 @@ impl Metrics {
 
     /// Creates a pipeline's series at 0, so they exist before its first run ends.
     pub fn add_pipeline(&self, pipeline: &str) {
-        let label = PipelineLabel { pipeline: pipeline.into() };
+        let label = PipelineLabel {
+            pipeline: pipeline.into(),
+        };
         for outcome in [Outcome::Ok, Outcome::Failed, Outcome::Interrupted, Outcome::Error] {
             let _ = self.runs.get_or_create(&OutcomeLabels {
                 pipeline: pipeline.into(),
@@ -241,7 +251,9 @@ impl Metrics {
 
     /// Drops a removed pipeline's series.
     pub fn remove_pipeline(&self, pipeline: &str) {
-        let label = PipelineLabel { pipeline: pipeline.into() };
+        let label = PipelineLabel {
+            pipeline: pipeline.into(),
+        };
         for outcome in [Outcome::Ok, Outcome::Failed, Outcome::Interrupted, Outcome::Error] {
             self.runs.remove(&OutcomeLabels {
                 pipeline: pipeline.into(),
@@ -265,7 +277,9 @@ impl Metrics {
 
     /// A live pipeline starts following: its live series exist from now on, at 0.
     pub fn live_started(&self, pipeline: &str) {
-        let label = PipelineLabel { pipeline: pipeline.into() };
+        let label = PipelineLabel {
+            pipeline: pipeline.into(),
+        };
         self.running.get_or_create(&label).set(1);
         self.live_lag.get_or_create(&label).set(0.0);
         self.live_pending.get_or_create(&label).set(0);
@@ -281,7 +295,9 @@ impl Metrics {
 
     /// A live pipeline stopped following (it ended, failed, or is being replaced).
     pub fn live_stopped(&self, pipeline: &str) {
-        let label = PipelineLabel { pipeline: pipeline.into() };
+        let label = PipelineLabel {
+            pipeline: pipeline.into(),
+        };
         self.running.get_or_create(&label).set(0);
         self.live_lag.get_or_create(&label).set(0.0);
         self.live_pending.get_or_create(&label).set(0);
@@ -289,7 +305,9 @@ impl Metrics {
 
     /// Drops a pipeline's live series (removed, or no longer live).
     pub fn remove_live(&self, pipeline: &str) {
-        let label = PipelineLabel { pipeline: pipeline.into() };
+        let label = PipelineLabel {
+            pipeline: pipeline.into(),
+        };
         self.live_lag.remove(&label);
         self.live_pending.remove(&label);
         self.live_events.remove(&label);
@@ -305,9 +323,13 @@ impl Metrics {
     /// A live pipeline's figures now: lag and pending keys, and what was received,
     /// dropped and applied since the last sample.
     pub fn live_sample(&self, pipeline: &str, sample: LiveSample) {
-        let label = PipelineLabel { pipeline: pipeline.into() };
+        let label = PipelineLabel {
+            pipeline: pipeline.into(),
+        };
         self.live_lag.get_or_create(&label).set(sample.lag_seconds);
-        self.live_pending.get_or_create(&label).set(i64::try_from(sample.pending).unwrap_or(i64::MAX));
+        self.live_pending
+            .get_or_create(&label)
+            .set(i64::try_from(sample.pending).unwrap_or(i64::MAX));
         self.live_events.get_or_create(&label).inc_by(sample.new_events);
         self.live_dropped.get_or_create(&label).inc_by(sample.new_dropped);
         for (operation, n) in [("written", sample.new_upserts), ("deleted", sample.new_deletes)] {
@@ -333,7 +355,11 @@ impl Metrics {
     /// A live pipeline's follow phase ended: its failed, skipped and filtered changes
     /// (its upserts and deletes are counted as they happen, by [`Metrics::live_sample`]).
     pub fn live_phase_ended(&self, pipeline: &str, summary: &PipelineSummary) {
-        for (operation, n) in [("failed", summary.failed), ("skipped", summary.skipped), ("filtered", summary.filtered)] {
+        for (operation, n) in [
+            ("failed", summary.failed),
+            ("skipped", summary.skipped),
+            ("filtered", summary.filtered),
+        ] {
             self.documents
                 .get_or_create(&OperationLabels {
                     pipeline: pipeline.into(),
@@ -345,19 +371,29 @@ impl Metrics {
 
     /// A run started.
     pub fn run_started(&self, pipeline: &str) {
-        self.running.get_or_create(&PipelineLabel { pipeline: pipeline.into() }).set(1);
+        self.running
+            .get_or_create(&PipelineLabel {
+                pipeline: pipeline.into(),
+            })
+            .set(1);
     }
 
     /// A run ended with `summary`, or could not start (`None`) after `seconds`.
     pub fn run_ended(&self, pipeline: &str, summary: Option<&PipelineSummary>, seconds: f64, ended_at: f64) {
-        self.running.get_or_create(&PipelineLabel { pipeline: pipeline.into() }).set(0);
+        self.running
+            .get_or_create(&PipelineLabel {
+                pipeline: pipeline.into(),
+            })
+            .set(0);
         self.sync_ended(pipeline, summary, seconds, ended_at);
     }
 
     /// A full sync ended (a run, or a live pipeline's first sync or resync), or could
     /// not start (`None`): counted as a run, with its documents.
     pub fn sync_ended(&self, pipeline: &str, summary: Option<&PipelineSummary>, seconds: f64, ended_at: f64) {
-        let label = PipelineLabel { pipeline: pipeline.into() };
+        let label = PipelineLabel {
+            pipeline: pipeline.into(),
+        };
         self.last_duration.get_or_create(&label).set(seconds);
         let outcome = summary.map_or(Outcome::Error, Outcome::of);
         self.runs
@@ -384,7 +420,9 @@ impl Metrics {
     /// Scheduled times skipped while a run was still going.
     pub fn ticks_skipped(&self, pipeline: &str, n: u64) {
         self.skipped_ticks
-            .get_or_create(&PipelineLabel { pipeline: pipeline.into() })
+            .get_or_create(&PipelineLabel {
+                pipeline: pipeline.into(),
+            })
             .inc_by(n);
     }
 
@@ -453,7 +491,10 @@ mod tests {
         let metrics = Metrics::new();
         metrics.add_pipeline("users");
         let text = metrics.encode();
-        assert!(text.contains("redis_connector_pipeline_runs_total{pipeline=\"users\",outcome=\"ok\"} 0"), "{text}");
+        assert!(
+            text.contains("redis_connector_pipeline_runs_total{pipeline=\"users\",outcome=\"ok\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("redis_connector_pipeline_documents_total{pipeline=\"users\",operation=\"written\"} 0"));
         assert!(text.contains("redis_connector_config_reloads_total{result=\"failure\"} 0"));
         assert!(text.contains("redis_connector_build_info{version=\""));
@@ -467,17 +508,48 @@ mod tests {
         metrics.add_pipeline("users");
         metrics.live_started("users");
         let text = metrics.encode();
-        assert!(text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"overflow\"} 0"), "{text}");
-        assert!(text.contains("redis_connector_pipeline_live_lag_seconds{pipeline=\"users\"} 0.0"), "{text}");
-        let sample = LiveSample { lag_seconds: 0.25, pending: 3, new_events: 5, new_dropped: 0, new_upserts: 2, new_deletes: 1 };
+        assert!(
+            text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"overflow\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis_connector_pipeline_live_lag_seconds{pipeline=\"users\"} 0.0"),
+            "{text}"
+        );
+        let sample = LiveSample {
+            lag_seconds: 0.25,
+            pending: 3,
+            new_events: 5,
+            new_dropped: 0,
+            new_upserts: 2,
+            new_deletes: 1,
+        };
         metrics.live_sample("users", sample);
-        metrics.live_sample("users", LiveSample { new_events: 1, ..sample });
+        metrics.live_sample(
+            "users",
+            LiveSample {
+                new_events: 1,
+                ..sample
+            },
+        );
         metrics.live_resync("users", Reason::Flush);
         let text = metrics.encode();
-        assert!(text.contains("redis_connector_pipeline_live_events_total{pipeline=\"users\"} 6"), "{text}");
-        assert!(text.contains("redis_connector_pipeline_live_pending_keys{pipeline=\"users\"} 3"), "{text}");
-        assert!(text.contains("redis_connector_pipeline_documents_total{pipeline=\"users\",operation=\"deleted\"} 2"), "{text}");
-        assert!(text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"flush\"} 1"), "{text}");
+        assert!(
+            text.contains("redis_connector_pipeline_live_events_total{pipeline=\"users\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis_connector_pipeline_live_pending_keys{pipeline=\"users\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis_connector_pipeline_documents_total{pipeline=\"users\",operation=\"deleted\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"flush\"} 1"),
+            "{text}"
+        );
         metrics.remove_pipeline("users");
         assert!(!metrics.encode().contains("pipeline=\"users\""));
     }
@@ -487,10 +559,16 @@ mod tests {
         let metrics = Metrics::new();
         metrics.reloaded(false, 0.0);
         let text = metrics.encode();
-        assert!(text.contains("redis_connector_config_reloads_total{result=\"failure\"} 1"), "{text}");
+        assert!(
+            text.contains("redis_connector_config_reloads_total{result=\"failure\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("redis_connector_config_last_reload_successful 0"));
         metrics.reloaded(true, 1234.5);
         let text = metrics.encode();
-        assert!(text.contains("redis_connector_config_last_reload_success_timestamp_seconds 1234.5"), "{text}");
+        assert!(
+            text.contains("redis_connector_config_last_reload_success_timestamp_seconds 1234.5"),
+            "{text}"
+        );
     }
 }

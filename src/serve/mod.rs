@@ -128,7 +128,9 @@ pub async fn serve(
     });
     let drained = supervisor.shutdown(options.shutdown_timeout).await;
     match &drained {
-        Drained::InTime => tracing::info!(target: LOG_TARGET, event = "stopped", "every run in progress finished; stopped"),
+        Drained::InTime => {
+            tracing::info!(target: LOG_TARGET, event = "stopped", "every run in progress finished; stopped")
+        }
         Drained::Interrupted(names) => tracing::warn!(
             target: LOG_TARGET,
             event = "stopped",

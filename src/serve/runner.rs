@@ -55,7 +55,8 @@ impl PipelineTask {
             }
             // Not (or no longer) live.
             self.shared.metrics.remove_live(&self.name);
-            self.shared.update(&self.name, self.generation, |state| state.live = None);
+            self.shared
+                .update(&self.name, self.generation, |state| state.live = None);
             let (schedule, at_start) = match &loaded.pipeline.schedule {
                 // Checked when the file was loaded.
                 Some(config) => match Schedule::build(config) {
@@ -124,14 +125,18 @@ impl PipelineTask {
             }
         }
         let mut pipelines = self.shared.pipelines();
-        if pipelines.get(&self.name).is_some_and(|s| s.generation == self.generation) {
+        if pipelines
+            .get(&self.name)
+            .is_some_and(|s| s.generation == self.generation)
+        {
             pipelines.remove(&self.name);
             self.shared.metrics.remove_pipeline(&self.name);
         }
     }
 
     fn set_next(&self, next: Option<DateTime<Utc>>) {
-        self.shared.update(&self.name, self.generation, |state| state.next_run = next);
+        self.shared
+            .update(&self.name, self.generation, |state| state.next_run = next);
     }
 
     fn ticks_skipped(&self, n: u64, schedule: &Schedule) {

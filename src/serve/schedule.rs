@@ -86,7 +86,10 @@ impl Schedule {
                     .ok();
                 match (cron, timezone) {
                     (Some(cron), Some(timezone)) if errors.is_empty() => {
-                        if cron.find_next_occurrence(&Utc::now().with_timezone(&timezone), false).is_err() {
+                        if cron
+                            .find_next_occurrence(&Utc::now().with_timezone(&timezone), false)
+                            .is_err()
+                        {
                             return Err(vec![FieldError::new(
                                 "/cron",
                                 format!("`{text}` never matches a date: check the day of month against the month"),
@@ -211,16 +214,22 @@ mod tests {
     fn mistakes_are_named_with_the_field_and_the_fix() {
         assert_eq!(
             messages("{every: 1m, cron: '* * * * *'}"),
-            ["``: give either `every` (an interval) or `cron` (an expression), not both"
-                .replace("``: ", ": ")]
+            ["``: give either `every` (an interval) or `cron` (an expression), not both".replace("``: ", ": ")]
         );
         assert!(messages("at_start: false")[0].contains("needs `every`"));
         assert!(messages("every: 500ms")[0].starts_with("/every: an interval of 500 ms is too short"));
-        assert!(messages("{every: 1m, timezone: Europe/Paris}")[0].starts_with("/timezone: `timezone` applies to `cron` only"));
+        assert!(messages("{every: 1m, timezone: Europe/Paris}")[0]
+            .starts_with("/timezone: `timezone` applies to `cron` only"));
         let cron = messages("cron: '61 * * * *'");
-        assert!(cron[0].starts_with("/cron: `61 * * * *` is not a cron expression"), "{cron:?}");
+        assert!(
+            cron[0].starts_with("/cron: `61 * * * *` is not a cron expression"),
+            "{cron:?}"
+        );
         let zone = messages("{cron: '* * * * *', timezone: Europe/Pariss}");
         assert_eq!(zone.len(), 1);
-        assert!(zone[0].starts_with("/timezone: unknown time zone `Europe/Pariss` (did you mean `Europe/Paris`?)"), "{zone:?}");
+        assert!(
+            zone[0].starts_with("/timezone: unknown time zone `Europe/Pariss` (did you mean `Europe/Paris`?)"),
+            "{zone:?}"
+        );
     }
 }

@@ -59,7 +59,12 @@ impl Watcher {
         self.inner = None;
         let events = self.events.clone();
         let targets = targets(&self.paths);
-        let named: Vec<PathBuf> = self.paths.iter().chain(symlinks_on_the_way(&self.paths).iter()).cloned().collect();
+        let named: Vec<PathBuf> = self
+            .paths
+            .iter()
+            .chain(symlinks_on_the_way(&self.paths).iter())
+            .cloned()
+            .collect();
         let handler = move |event: notify::Result<Event>| {
             if event.as_ref().map_or(true, |event| matters(event, &named)) {
                 let _ = events.send(());
@@ -222,8 +227,14 @@ mod tests {
         let event = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
         let write = EventKind::Access(AccessKind::Close(AccessMode::Write));
         let create = EventKind::Create(notify::event::CreateKind::Any);
-        assert!(!matters(&event(EventKind::Access(AccessKind::Open(AccessMode::Any)), "/p/a.yaml"), &named));
-        assert!(!matters(&event(EventKind::Access(AccessKind::Close(AccessMode::Read)), "/p/a.yaml"), &named));
+        assert!(!matters(
+            &event(EventKind::Access(AccessKind::Open(AccessMode::Any)), "/p/a.yaml"),
+            &named
+        ));
+        assert!(!matters(
+            &event(EventKind::Access(AccessKind::Close(AccessMode::Read)), "/p/a.yaml"),
+            &named
+        ));
         assert!(matters(&event(write, "/p/a.yaml"), &named));
         assert!(matters(&event(create, "/p/b.yml"), &named));
         assert!(!matters(&event(write, "/p/serve.log"), &named));

@@ -114,7 +114,9 @@ impl FailedBeforeSink {
         if inner.ids_rendered {
             inner.skipped_without_id += 1;
         } else {
-            inner.ids.insert(failed_id_hash(&crate::document::default_id(database, key)));
+            inner
+                .ids
+                .insert(failed_id_hash(&crate::document::default_id(database, key)));
         }
     }
 
@@ -165,6 +167,10 @@ impl StageContext {
 
     /// The same run, another stage, with its own counters.
     pub fn for_stage(&self, stage: &str) -> Self {
-        StageContext { stage: stage.to_owned(), counters: Arc::new(StageCounters::default()), ..self.clone() }
+        StageContext {
+            stage: stage.to_owned(),
+            counters: Arc::new(StageCounters::default()),
+            ..self.clone()
+        }
     }
 }

@@ -31,7 +31,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { pointer: pointer.into(), message: message.into() }
+        FieldError {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -221,7 +224,9 @@ impl Sink {
     /// its `key` and `database` alone (a fixed index, or an `index` template reading
     /// nothing else of the record).
     pub fn locates_by_key(&self) -> bool {
-        ["key_type", "value", "size_in_bytes", "ttl"].iter().all(|field| !self.reads(field))
+        ["key_type", "value", "size_in_bytes", "ttl"]
+            .iter()
+            .all(|field| !self.reads(field))
     }
 
     /// Connects and prepares the target (checks the cluster, creates the index).

@@ -74,10 +74,38 @@ pub fn unknown_filters<'a>(
 /// Filters a template may mean when it names one that does not exist (suggestions
 /// only: whether a filter exists is asked of the environment).
 const COMMON_FILTERS: [&str; 32] = [
-    "tojson", "lower", "upper", "title", "capitalize", "trim", "replace", "default", "split",
-    "join", "int", "float", "string", "bool", "length", "first", "last", "list", "map",
-    "select", "reject", "sort", "unique", "round", "abs", "items", "min", "max", "sum",
-    "reverse", "datetimeformat", "md5",
+    "tojson",
+    "lower",
+    "upper",
+    "title",
+    "capitalize",
+    "trim",
+    "replace",
+    "default",
+    "split",
+    "join",
+    "int",
+    "float",
+    "string",
+    "bool",
+    "length",
+    "first",
+    "last",
+    "list",
+    "map",
+    "select",
+    "reject",
+    "sort",
+    "unique",
+    "round",
+    "abs",
+    "items",
+    "min",
+    "max",
+    "sum",
+    "reverse",
+    "datetimeformat",
+    "md5",
 ];
 
 /// The text of a template outside its `{{ }}`, `{% %}` and `{# #}` blocks: what
@@ -217,14 +245,20 @@ mod tests {
     #[test]
     fn literal_parts_are_the_text_outside_blocks() {
         assert_eq!(literal_parts("redis"), None);
-        assert_eq!(literal_parts("Redis-{{ database }}-x{# c #}y{% if a %}z{% endif %}"), Some(vec!["Redis-", "-x", "y", "z", ""]));
+        assert_eq!(
+            literal_parts("Redis-{{ database }}-x{# c #}y{% if a %}z{% endif %}"),
+            Some(vec!["Redis-", "-x", "y", "z", ""])
+        );
         assert_eq!(literal_parts("a{{ b"), Some(vec!["a"]));
     }
 
     #[test]
     fn filter_names_are_read_from_code_only() {
         let names = |source: &str, expression: bool| filter_names(source, expression).into_iter().collect::<Vec<_>>();
-        assert_eq!(names("a|b {{ x|f1(1) | f2 }} c | d {%- if y | f3 -%}{% endif %}", false), ["f1", "f2", "f3"]);
+        assert_eq!(
+            names("a|b {{ x|f1(1) | f2 }} c | d {%- if y | f3 -%}{% endif %}", false),
+            ["f1", "f2", "f3"]
+        );
         assert_eq!(names("{{ '|a' ~ \"|b\\\"|c\" | f }}{# {{ x | g }} #}", false), ["f"]);
         assert_eq!(names("value | tojson(indent=2)", true), ["tojson"]);
     }

@@ -9,7 +9,16 @@ use crate::record::{bytes_to_json, bytes_to_map_key, Record, RedisValue};
 /// Every name a record offers, in the order error messages list them: the record's
 /// own fields, then `pipeline` (every template), then `timestamp` (the template
 /// transform's templates only).
-const NAMES: [&str; 8] = ["key", "database", "key_type", "value", "size_in_bytes", "ttl", "pipeline", "timestamp"];
+const NAMES: [&str; 8] = [
+    "key",
+    "database",
+    "key_type",
+    "value",
+    "size_in_bytes",
+    "ttl",
+    "pipeline",
+    "timestamp",
+];
 
 /// The record's own fields (see [`record_json`]): what a filter finds whatever a
 /// template rendered.
@@ -30,7 +39,10 @@ pub fn record_json(record: &Record) -> Map<String, Json> {
     map.insert("database".into(), Json::from(record.database));
     map.insert("key_type".into(), Json::String(record.key_type.redis_name().into()));
     map.insert("value".into(), record.value.to_json());
-    map.insert("size_in_bytes".into(), record.size_in_bytes.map(Json::from).unwrap_or(Json::Null));
+    map.insert(
+        "size_in_bytes".into(),
+        record.size_in_bytes.map(Json::from).unwrap_or(Json::Null),
+    );
     map.insert("ttl".into(), record.ttl.map(Json::from).unwrap_or(Json::Null));
     map
 }
@@ -60,9 +72,10 @@ pub fn record_context(record: &Record, pipeline: &str, timestamp: Option<&str>) 
 fn redis_value(value: &RedisValue) -> Value {
     match value {
         RedisValue::String(bytes) => bytes_value(bytes),
-        RedisValue::Hash(pairs) => {
-            pairs_value(pairs, pairs.iter().any(|(field, _)| std::str::from_utf8(field).is_err()))
-        }
+        RedisValue::Hash(pairs) => pairs_value(
+            pairs,
+            pairs.iter().any(|(field, _)| std::str::from_utf8(field).is_err()),
+        ),
         RedisValue::List(items) | RedisValue::Set(items) => items.iter().map(|item| bytes_value(item)).collect(),
         RedisValue::ZSet(members) => members
             .iter()
@@ -100,7 +113,9 @@ fn bytes_value(bytes: &[u8]) -> Value {
 /// value, as a list in order. `names_may_repeat` is false for a hash whose field names
 /// are all text (Redis keeps them unique), which skips the grouping.
 fn pairs_value(pairs: &[(Vec<u8>, Vec<u8>)], names_may_repeat: bool) -> Value {
-    let named = pairs.iter().map(|(field, value)| (bytes_to_map_key(field), bytes_value(value)));
+    let named = pairs
+        .iter()
+        .map(|(field, value)| (bytes_to_map_key(field), bytes_value(value)));
     if !names_may_repeat {
         return named.collect();
     }
@@ -118,7 +133,11 @@ fn pairs_value(pairs: &[(Vec<u8>, Vec<u8>)], names_may_repeat: bool) -> Value {
     fields
         .into_iter()
         .map(|(name, mut values)| {
-            let value = if values.len() == 1 { values.pop().unwrap_or_default() } else { Value::from(values) };
+            let value = if values.len() == 1 {
+                values.pop().unwrap_or_default()
+            } else {
+                Value::from(values)
+            };
             (name, value)
         })
         .collect()
@@ -129,7 +148,10 @@ mod tests {
     use super::*;
     #[test]
     fn the_names_lists_are_one_list() {
-        assert_eq!(RECORD_FIELDS, ["key", "database", "key_type", "value", "size_in_bytes", "ttl"]);
+        assert_eq!(
+            RECORD_FIELDS,
+            ["key", "database", "key_type", "value", "size_in_bytes", "ttl"]
+        );
         assert_eq!(INDEX_TEMPLATE_NAMES, [RECORD_FIELDS, &["pipeline"]].concat());
         assert_eq!(RECORD_NAMES, [INDEX_TEMPLATE_NAMES, &["timestamp"]].concat());
     }

@@ -58,7 +58,9 @@ mod tests {
         let now = env.render_str("{{ now() }}", ()).unwrap();
         let shape = regex::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$").unwrap();
         assert!(shape.is_match(&now), "{now}");
-        let year = env.render_str("{{ now() | datetimeformat(format='[year]') }}", ()).unwrap();
+        let year = env
+            .render_str("{{ now() | datetimeformat(format='[year]') }}", ())
+            .unwrap();
         assert_eq!(year, now[..4]);
     }
 }

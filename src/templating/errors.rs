@@ -57,4 +57,3 @@ pub fn json_kind(value: &serde_json::Value) -> &'static str {
         Json::Object(_) => "a mapping",
     }
 }
-

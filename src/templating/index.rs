@@ -22,7 +22,10 @@ pub fn compile_index(source: &str, errors: &mut Vec<FieldError>) -> Option<Envir
     match env.add_template_owned("index", source.to_owned()) {
         Ok(()) => {
             // The index template sees the record and `pipeline` (not `timestamp`).
-            let read = env.get_template("index").map(|t| t.undeclared_variables(false)).unwrap_or_default();
+            let read = env
+                .get_template("index")
+                .map(|t| t.undeclared_variables(false))
+                .unwrap_or_default();
             errors.extend(unknown_names(&env, "/index", &read, INDEX_TEMPLATE_NAMES));
             errors.extend(unknown_filters(&env, [("/index", source, false)]));
             Some(env)

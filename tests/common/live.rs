@@ -36,7 +36,12 @@ pub fn add_expected(out: &mut BTreeMap<String, Doc>, port: u16, databases: &[u32
                     json!(v)
                 }
                 "list" => {
-                    let v: Vec<String> = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut connection).unwrap();
+                    let v: Vec<String> = redis::cmd("LRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .query(&mut connection)
+                        .unwrap();
                     json!(v)
                 }
                 "set" => {
@@ -60,10 +65,7 @@ pub fn add_expected(out: &mut BTreeMap<String, Doc>, port: u16, databases: &[u32
 pub fn indexed(base: &str, index: &str) -> BTreeMap<String, Doc> {
     let client = http();
     let _ = client.post(format!("{base}/{index}/_refresh")).send();
-    let response = client
-        .get(format!("{base}/{index}/_search?size=10000"))
-        .send()
-        .unwrap();
+    let response = client.get(format!("{base}/{index}/_search?size=10000")).send().unwrap();
     if response.status() == 404 {
         return BTreeMap::new();
     }
@@ -72,7 +74,10 @@ pub fn indexed(base: &str, index: &str) -> BTreeMap<String, Doc> {
     // An index just created may answer without hits for a moment (shards starting):
     // that is "not there yet" for the checker, which asks again.
     let Some(hits) = body["hits"]["hits"].as_array() else {
-        out.insert(format!("unreadable: {body}"), (0, String::new(), String::new(), Value::Null));
+        out.insert(
+            format!("unreadable: {body}"),
+            (0, String::new(), String::new(), Value::Null),
+        );
         return out;
     };
     for hit in hits {
@@ -122,8 +127,16 @@ pub fn assert_exact_on(ports: &[u16], databases: &[u32], base: &str, index: &str
             return;
         }
         if Instant::now() > deadline {
-            let missing: Vec<_> = want.iter().filter(|(id, doc)| have.get(*id) != Some(doc)).take(5).collect();
-            let extra: Vec<_> = have.iter().filter(|(id, doc)| want.get(*id) != Some(doc)).take(5).collect();
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(id, doc)| have.get(*id) != Some(doc))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = have
+                .iter()
+                .filter(|(id, doc)| want.get(*id) != Some(doc))
+                .take(5)
+                .collect();
             panic!(
                 "the index differs from Redis: {} keys, {} documents; missing or different: {missing:?}; extra or different: {extra:?}",
                 want.len(),
@@ -160,7 +173,10 @@ impl Follow {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        Follow { child: Some(child), dir }
+        Follow {
+            child: Some(child),
+            dir,
+        }
     }
 
     pub fn stderr(&self) -> String {
@@ -170,7 +186,10 @@ impl Follow {
     /// SIGTERM, then the exit code and the `--summary-json` document.
     pub fn stop(mut self) -> (i32, Value, String) {
         let mut child = self.child.take().unwrap();
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let status = child.wait().unwrap();
         let summary = std::fs::read_to_string(self.dir.path().join("summary.json"))
             .map(|text| serde_json::from_str(&text).unwrap())
@@ -208,7 +227,14 @@ impl Drop for Follow {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = self.stderr();
-            let tail: String = log.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = log
+                .chars()
+                .rev()
+                .take(6000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             eprintln!("--- the connector's log (end) ---\n{tail}");
         }
         if let Some(mut child) = self.child.take() {
@@ -230,7 +256,10 @@ pub struct Lcg(pub u64);
 
 impl Lcg {
     pub fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -258,7 +287,12 @@ pub fn random_write(connection: &mut redis::Connection, rng: &mut Lcg, keys: u64
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query(connection);
             redis::cmd("SADD").arg(&key).arg(n).arg("z").clone()
         }
-        _ => redis::cmd("SET").arg(&key).arg(format!("w{n}")).arg("PX").arg(1000 + n).clone(),
+        _ => redis::cmd("SET")
+            .arg(&key)
+            .arg(format!("w{n}"))
+            .arg("PX")
+            .arg(1000 + n)
+            .clone(),
     };
     match command.query::<redis::Value>(connection) {
         // RENAME of a missing key, HSET on a key of another type: fine for a mix.
@@ -271,4 +305,3 @@ pub fn random_write(connection: &mut redis::Connection, rng: &mut Lcg, keys: u64
 pub fn resyncs(summary: &Value, reason: &str) -> u64 {
     summary["pipelines"][0]["resyncs"][reason].as_u64().unwrap_or(0)
 }
-

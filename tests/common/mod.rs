@@ -161,12 +161,13 @@ impl RedisCluster {
         for node in &nodes {
             loop {
                 let info = node.cli(&["CLUSTER", "INFO"]);
-                if info.contains("cluster_state:ok")
-                    && info.contains(&format!("cluster_known_nodes:{}", nodes.len()))
-                {
+                if info.contains("cluster_state:ok") && info.contains(&format!("cluster_known_nodes:{}", nodes.len())) {
                     break;
                 }
-                assert!(Instant::now() < deadline, "the cluster was not ready within 30 s: {info}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster was not ready within 30 s: {info}"
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }

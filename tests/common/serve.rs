@@ -28,14 +28,22 @@ impl Serve {
         let log = dir.join(format!("serve-{port}.log"));
         let child = connector()
             .current_dir(dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "json",
+            ])
             .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let serve = Serve { child, port, log };
-        serve.wait_for("the HTTP endpoints", || serve.get("/healthz").map(|(s, _)| s == 200).unwrap_or(false));
+        serve.wait_for("the HTTP endpoints", || {
+            serve.get("/healthz").map(|(s, _)| s == 200).unwrap_or(false)
+        });
         serve
     }
 
@@ -92,7 +100,11 @@ impl Serve {
     pub fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + PATIENCE;
         while !done() {
-            assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "waited {PATIENCE:?} for {what}; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -112,7 +124,11 @@ impl Serve {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "serve did not exit; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -124,7 +140,6 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
-
 
 /// `promtool check metrics` over `metrics` (Debian's prometheus package): what it
 /// found, empty when nothing.
@@ -139,7 +154,11 @@ pub fn promtool_problems(metrics: &str) -> String {
         .expect("promtool (Debian's prometheus package; scripts/services start installs it)");
     promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
     let checked = promtool.wait_with_output().unwrap();
-    let problems = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    let problems = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     if checked.status.success() {
         problems.trim().to_owned()
     } else {

@@ -45,27 +45,18 @@ impl Run {
 
 /// A source config for the server on `port`, plus `extra` YAML lines.
 pub fn config(port: u16, extra: &str) -> RedisSourceConfig {
-    serde_yaml::from_str(&format!("host: 127.0.0.1\nport: {port}\n{extra}"))
-        .expect("test config parses")
+    serde_yaml::from_str(&format!("host: 127.0.0.1\nport: {port}\n{extra}")).expect("test config parses")
 }
 
 /// Runs the source to its end with a channel of `capacity`, calling `on_batch(n)` before
 /// receiving batch `n` (so a test can act while the source waits on it).
-pub fn read_with(
-    config: RedisSourceConfig,
-    capacity: usize,
-    on_batch: impl FnMut(usize),
-) -> Result<Run, String> {
+pub fn read_with(config: RedisSourceConfig, capacity: usize, on_batch: impl FnMut(usize)) -> Result<Run, String> {
     let source = RedisSource::build(&config).map_err(|e| format!("build: {e:?}"))?;
     read_source(source, capacity, on_batch)
 }
 
 /// [`read_with`] for a source already built (and adjusted).
-pub fn read_source(
-    source: RedisSource,
-    capacity: usize,
-    mut on_batch: impl FnMut(usize),
-) -> Result<Run, String> {
+pub fn read_source(source: RedisSource, capacity: usize, mut on_batch: impl FnMut(usize)) -> Result<Run, String> {
     let dir = tempfile::tempdir().unwrap();
     let ctx = StageContext::new(
         "test",
@@ -93,10 +84,7 @@ pub fn read_source(
         batch_bytes.push(batch.iter().map(|r| r.value.payload_len() as u64).sum());
         records.extend(batch);
     }
-    let report = runtime
-        .block_on(handle)
-        .unwrap()
-        .map_err(|e| format!("{e:#}"));
+    let report = runtime.block_on(handle).unwrap().map_err(|e| format!("{e:#}"));
     let report = match report {
         Ok(report) => report,
         Err(error) => {
@@ -112,9 +100,7 @@ pub fn read_source(
         records,
         report,
         counters: ctx.counters.snapshot(),
-        estimated: ctx
-            .estimated_total
-            .load(std::sync::atomic::Ordering::Relaxed),
+        estimated: ctx.estimated_total.load(std::sync::atomic::Ordering::Relaxed),
         batches,
         batch_bytes,
     })
@@ -131,9 +117,7 @@ pub fn cmd(connection: &mut redis::Connection, args: &[&[u8]]) {
     for arg in &args[1..] {
         command.arg(*arg);
     }
-    command
-        .exec(connection)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    command.exec(connection).unwrap_or_else(|e| panic!("{args:?}: {e}"));
 }
 
 /// Calls of `command` (lower case, e.g. `json.get`) the server has counted (`INFO commandstats`).

@@ -131,7 +131,10 @@ impl<'de> Deserialize<'de> for LiveConfig {
             Detailed(Detailed),
         }
         Ok(match Either::deserialize(deserializer)? {
-            Either::Flag(enabled) => LiveConfig { enabled, ..LiveConfig::default() },
+            Either::Flag(enabled) => LiveConfig {
+                enabled,
+                ..LiveConfig::default()
+            },
             Either::Detailed(d) => LiveConfig {
                 enabled: d.enabled,
                 max_pending_keys: d.max_pending_keys,
@@ -153,7 +156,6 @@ fn default_reconcile_every() -> DurationSpec {
 fn default_drain_timeout() -> DurationSpec {
     DurationSpec(std::time::Duration::from_secs(10))
 }
-
 
 /// When `serve` runs a pipeline. Exactly one of `every` and `cron`.
 #[derive(Debug, Clone, Deserialize)]
@@ -200,9 +202,14 @@ mod tests {
             ))
         };
         assert_eq!(p("users").dead_letter_path(), PathBuf::from("users.dead-letter.ndjson"));
-        assert_eq!(p("team/users").dead_letter_path(), PathBuf::from("team_users.dead-letter.ndjson"));
+        assert_eq!(
+            p("team/users").dead_letter_path(),
+            PathBuf::from("team_users.dead-letter.ndjson")
+        );
         assert_eq!(p("../x").dead_letter_path(), PathBuf::from(".._x.dead-letter.ndjson"));
-        let given = pipeline("name: a/b\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: '-'}\ndead_letter: out/dl.ndjson\n");
+        let given = pipeline(
+            "name: a/b\nsource: {type: redis, host: h}\nsink: {type: ndjson, path: '-'}\ndead_letter: out/dl.ndjson\n",
+        );
         assert_eq!(given.dead_letter_path(), PathBuf::from("out/dl.ndjson"));
     }
 }

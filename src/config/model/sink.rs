@@ -159,7 +159,11 @@ pub struct BulkConfig {
 
 impl Default for BulkConfig {
     fn default() -> Self {
-        BulkConfig { max_docs: default_max_docs(), max_bytes: default_max_bytes(), concurrency: default_concurrency() }
+        BulkConfig {
+            max_docs: default_max_docs(),
+            max_bytes: default_max_bytes(),
+            concurrency: default_concurrency(),
+        }
     }
 }
 
@@ -200,7 +204,10 @@ pub struct DeleteStale {
 
 impl Default for DeleteStale {
     fn default() -> Self {
-        DeleteStale { enabled: false, max_fraction: DEFAULT_MAX_STALE_FRACTION }
+        DeleteStale {
+            enabled: false,
+            max_fraction: DEFAULT_MAX_STALE_FRACTION,
+        }
     }
 }
 
@@ -224,8 +231,14 @@ impl<'de> Deserialize<'de> for DeleteStale {
             Detailed(Detailed),
         }
         Ok(match Either::deserialize(deserializer)? {
-            Either::Flag(enabled) => DeleteStale { enabled, max_fraction: DEFAULT_MAX_STALE_FRACTION },
-            Either::Detailed(d) => DeleteStale { enabled: d.enabled, max_fraction: d.max_fraction },
+            Either::Flag(enabled) => DeleteStale {
+                enabled,
+                max_fraction: DEFAULT_MAX_STALE_FRACTION,
+            },
+            Either::Detailed(d) => DeleteStale {
+                enabled: d.enabled,
+                max_fraction: d.max_fraction,
+            },
         })
     }
 }

@@ -119,7 +119,9 @@ impl<'de> Deserialize<'de> for DatabaseSelection {
                 }
                 Ok(DatabaseSelection::List(list))
             }
-            _ => Err(de::Error::custom("`database` is \"*\", a number, \"0,1,2\" or a list of numbers")),
+            _ => Err(de::Error::custom(
+                "`database` is \"*\", a number, \"0,1,2\" or a list of numbers",
+            )),
         }
     }
 }

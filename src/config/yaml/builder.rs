@@ -73,10 +73,7 @@ impl Builder {
                     && self.stack.is_empty()
                     && style == ScalarStyle::Plain
                     && matches!(text.as_ref(), "" | "~") => {}
-            Event::Scalar(..)
-            | Event::SequenceStart(..)
-            | Event::MappingStart(..)
-            | Event::Alias(_)
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_)
                 if self.documents > 1 =>
             {
                 self.errors.push(YamlError {
@@ -87,11 +84,7 @@ impl Builder {
                 return false;
             }
             Event::Scalar(text, style, anchor, tag) => {
-                self.check_tag(
-                    tag.as_deref(),
-                    &["str", "int", "float", "bool", "null"],
-                    position,
-                );
+                self.check_tag(tag.as_deref(), &["str", "int", "float", "bool", "null"], position);
                 let core = tag
                     .as_ref()
                     .filter(|t| t.is_yaml_core_schema())
@@ -186,7 +179,9 @@ impl Builder {
                     self.errors.push(YamlError {
                         position,
                         pointer: self.child_pointer(),
-                        message: format!("aliases expand to more than {MAX_ALIAS_NODES} nodes: refusing to expand them"),
+                        message: format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} nodes: refusing to expand them"
+                        ),
                     });
                     self.stopped = true;
                     return false;
@@ -201,12 +196,7 @@ impl Builder {
     /// Reports a tag other than the core-schema ones in `allowed` (`!!int`, ...) and
     /// the non-specific `!`: a custom tag (`!Ref`, `!ENV`) or `!!binary` would
     /// otherwise be dropped silently, its value read as plain text.
-    fn check_tag(
-        &mut self,
-        tag: Option<&saphyr_parser::Tag>,
-        allowed: &[&str],
-        position: Position,
-    ) {
+    fn check_tag(&mut self, tag: Option<&saphyr_parser::Tag>, allowed: &[&str], position: Position) {
         let Some(tag) = tag else { return };
         if (tag.is_yaml_core_schema() && allowed.contains(&tag.suffix.as_str()))
             || (tag.handle == "!" && tag.suffix.is_empty())
@@ -270,9 +260,7 @@ impl Builder {
         } = &open.kind
         {
             let (key, merge) = match &node.kind {
-                NodeKind::Scalar(scalar) => {
-                    (scalar.text.clone(), scalar.plain && scalar.text == "<<")
-                }
+                NodeKind::Scalar(scalar) => (scalar.text.clone(), scalar.plain && scalar.text == "<<"),
                 _ => {
                     self.errors.push(YamlError {
                         position: node.position,
@@ -294,12 +282,9 @@ impl Builder {
                 });
             }
             if let Some(Open {
-                kind:
-                    OpenKind::Mapping {
-                        pending,
-                        first_lines,
-                        ..
-                    },
+                kind: OpenKind::Mapping {
+                    pending, first_lines, ..
+                },
                 ..
             }) = self.stack.last_mut()
             {
@@ -326,9 +311,7 @@ impl Builder {
                 Some(PendingKey { merge: true, .. }) => {
                     let sources = match node.kind {
                         NodeKind::Mapping(_) => vec![node],
-                        NodeKind::Sequence(items)
-                            if items.iter().all(|i| matches!(i.kind, NodeKind::Mapping(_))) =>
-                        {
+                        NodeKind::Sequence(items) if items.iter().all(|i| matches!(i.kind, NodeKind::Mapping(_))) => {
                             items
                         }
                         _ => {
@@ -352,14 +335,8 @@ impl Builder {
         }
         if let Some(node) = not_mergeable {
             let (position, got) = match &node.kind {
-                NodeKind::Sequence(items) => match items
-                    .iter()
-                    .find(|i| !matches!(i.kind, NodeKind::Mapping(_)))
-                {
-                    Some(item) => (
-                        item.position,
-                        format!("a list holding {}", item.kind_name()),
-                    ),
+                NodeKind::Sequence(items) => match items.iter().find(|i| !matches!(i.kind, NodeKind::Mapping(_))) {
+                    Some(item) => (item.position, format!("a list holding {}", item.kind_name())),
                     None => (node.position, node.kind_name().to_owned()),
                 },
                 _ => (node.position, node.kind_name().to_owned()),
@@ -367,9 +344,7 @@ impl Builder {
             self.errors.push(YamlError {
                 position,
                 pointer: format!("{}/<<", self.pointer_of(depth - 1)),
-                message: format!(
-                    "a merge key `<<` takes a mapping or a list of mappings (`<<: *defaults`), not {got}"
-                ),
+                message: format!("a merge key `<<` takes a mapping or a list of mappings (`<<: *defaults`), not {got}"),
             });
         }
     }

@@ -16,8 +16,8 @@ mod syntax;
 use saphyr_parser::{Parser, Span};
 use serde_json::{Map, Value};
 
-pub use scalar::resolve_plain;
 use builder::Builder;
+pub use scalar::resolve_plain;
 use syntax::syntax_error;
 
 /// A position in the file: 1-based line, 1-based column (in characters).
@@ -146,9 +146,7 @@ pub fn parse(text: &str) -> (Option<Node>, Vec<YamlError>) {
                     line: marker.line(),
                     column: marker.col() + 1,
                 };
-                builder
-                    .errors
-                    .push(syntax_error(text, position, error.info()));
+                builder.errors.push(syntax_error(text, position, error.info()));
                 return (None, builder.errors);
             }
         }
@@ -174,7 +172,8 @@ mod tests {
 
     #[test]
     fn converts_to_json_by_the_core_schema() {
-        let root = parse_ok("a: 1\nb: -2\nc: 1.5\nd: true\ne: ~\nf: '12'\ng: yes\nh: 0x1f\ni: [x, \"y\"]\nj: !!str 3\n");
+        let root =
+            parse_ok("a: 1\nb: -2\nc: 1.5\nd: true\ne: ~\nf: '12'\ng: yes\nh: 0x1f\ni: [x, \"y\"]\nj: !!str 3\n");
         assert_eq!(
             root.to_json(),
             json!({"a": 1, "b": -2, "c": 1.5, "d": true, "e": null, "f": "12", "g": "yes", "h": 31, "i": ["x", "y"], "j": "3"})
@@ -236,10 +235,7 @@ mod tests {
     #[test]
     fn an_empty_document_after_the_first_is_nothing() {
         assert_eq!(parse_ok("a: 1\n---\n").to_json(), json!({"a": 1}));
-        assert_eq!(
-            parse_ok("---\na: 1\n...\n---\n# end\n").to_json(),
-            json!({"a": 1})
-        );
+        assert_eq!(parse_ok("---\na: 1\n...\n---\n# end\n").to_json(), json!({"a": 1}));
         let (_, errors) = parse("a: 1\n---\n\nb: 2\n");
         assert_eq!(errors[0].position.line, 2);
     }
@@ -252,9 +248,7 @@ mod tests {
 
     #[test]
     fn merge_keys_bring_in_what_the_mapping_does_not_write() {
-        let root = parse_ok(
-            "d: &d {a: 1, b: 2}\ne: &e {b: 3, c: 4}\nm:\n  b: 9\n  <<: [*d, *e]\n  z: 0\n",
-        );
+        let root = parse_ok("d: &d {a: 1, b: 2}\ne: &e {b: 3, c: 4}\nm:\n  b: 9\n  <<: [*d, *e]\n  z: 0\n");
         assert_eq!(
             root.to_json(),
             json!({"d": {"a": 1, "b": 2}, "e": {"b": 3, "c": 4}, "m": {"b": 9, "z": 0, "a": 1, "c": 4}})
@@ -269,18 +263,9 @@ mod tests {
             panic!()
         };
         assert_eq!(inner[1].key, "type");
-        assert_eq!(
-            inner[1].value.position,
-            Position {
-                line: 2,
-                column: 14
-            }
-        );
+        assert_eq!(inner[1].value.position, Position { line: 2, column: 14 });
         // A quoted `<<` is an ordinary key.
-        assert_eq!(
-            parse_ok("'<<': {a: 1}\n").to_json(),
-            json!({"<<": {"a": 1}})
-        );
+        assert_eq!(parse_ok("'<<': {a: 1}\n").to_json(), json!({"<<": {"a": 1}}));
     }
 
     #[test]
@@ -290,9 +275,7 @@ mod tests {
         assert_eq!(errors[0].pointer, "/s/<<");
         assert_eq!(errors[0].position, Position { line: 2, column: 7 });
         assert!(
-            errors[0]
-                .message
-                .starts_with("a merge key `<<` takes a mapping"),
+            errors[0].message.starts_with("a merge key `<<` takes a mapping"),
             "{errors:?}"
         );
     }
@@ -300,27 +283,20 @@ mod tests {
     #[test]
     fn an_unquoted_star_gets_a_hint_to_quote_it() {
         let (_, errors) = parse("database: *\n");
-        assert_eq!(
-            errors[0].position,
-            Position {
-                line: 1,
-                column: 11
-            }
-        );
+        assert_eq!(errors[0].position, Position { line: 1, column: 11 });
         assert_eq!(
             errors[0].message,
             "invalid YAML: an unquoted `*` starts an alias (a reference to an `&anchor`); to write the text `*`, quote it: `\"*\"`"
         );
         let (_, errors) = parse("rules:\n  - {database: 0, key_pattern: *abc}\n");
-        assert!(
-            errors[0].message.contains("quote it: `\"*abc\"`"),
-            "{errors:?}"
-        );
+        assert!(errors[0].message.contains("quote it: `\"*abc\"`"), "{errors:?}");
     }
 
     #[test]
     fn core_schema_tags_set_the_type_and_other_tags_are_errors() {
-        let root = parse_ok("a: !!int \"6379\"\nb: !!str 12\nc: !!bool 'true'\nd: !!float '1.5'\ne: !!null ''\nf: !!map {x: 1}\n");
+        let root = parse_ok(
+            "a: !!int \"6379\"\nb: !!str 12\nc: !!bool 'true'\nd: !!float '1.5'\ne: !!null ''\nf: !!map {x: 1}\n",
+        );
         assert_eq!(
             root.to_json(),
             json!({"a": 6379, "b": "12", "c": true, "d": 1.5, "e": null, "f": {"x": 1}})
@@ -333,14 +309,9 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0].0, 2);
         assert_eq!(found[0].1, "/a/b");
+        assert!(found[0].2.starts_with("the tag `!Ref` is not taken here"), "{found:?}");
         assert!(
-            found[0].2.starts_with("the tag `!Ref` is not taken here"),
-            "{found:?}"
-        );
-        assert!(
-            found[1]
-                .2
-                .starts_with("the tag `!!binary` is not taken here"),
+            found[1].2.starts_with("the tag `!!binary` is not taken here"),
             "{found:?}"
         );
     }
@@ -353,10 +324,7 @@ mod tests {
             text += &format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n");
         }
         let (_, errors) = parse(&text);
-        assert!(
-            errors[0].message.contains("aliases expand to more than"),
-            "{errors:?}"
-        );
+        assert!(errors[0].message.contains("aliases expand to more than"), "{errors:?}");
     }
 
     #[test]

@@ -9,10 +9,7 @@ use super::{Position, YamlError};
 pub(super) fn syntax_error(text: &str, position: Position, info: &str) -> YamlError {
     let first = position.line.saturating_sub(1);
     for (index, line_text) in text.lines().enumerate().skip(first).take(2) {
-        let indentation: String = line_text
-            .chars()
-            .take_while(|c| *c == ' ' || *c == '\t')
-            .collect();
+        let indentation: String = line_text.chars().take_while(|c| *c == ' ' || *c == '\t').collect();
         if let Some(tab) = indentation.find('\t') {
             return YamlError {
                 position: Position {
@@ -81,9 +78,9 @@ fn likely_cause(text: &str, position: Position, info: &str) -> Option<String> {
         let body = l.trim_start().trim_start_matches("- ");
         let plain = !body.starts_with(['"', '\'', '{', '[']);
         plain
-            && body
-                .char_indices()
-                .any(|(i, c)| c == ':' && body[i + 1..].starts_with(|n: char| !n.is_whitespace()) && !body[..i].contains(' '))
+            && body.char_indices().any(|(i, c)| {
+                c == ':' && body[i + 1..].starts_with(|n: char| !n.is_whitespace()) && !body[..i].contains(' ')
+            })
             && !body.contains(": ")
             && !body.ends_with(':')
     };
@@ -109,7 +106,10 @@ fn likely_cause(text: &str, position: Position, info: &str) -> Option<String> {
         ));
     }
     if info.contains("mapping values are not allowed") {
-        return Some("likely cause: an unquoted value holding `: `; quote it, or check the indentation of the lines above".to_owned());
+        return Some(
+            "likely cause: an unquoted value holding `: `; quote it, or check the indentation of the lines above"
+                .to_owned(),
+        );
     }
     if info.contains("did not find expected key") || info.contains("did not find expected '-'") {
         return Some(format!(

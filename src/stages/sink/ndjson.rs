@@ -55,16 +55,15 @@ impl NdjsonSink {
         } else {
             // Live mode's follow phases add to what the sync before them wrote.
             let file = if ctx.options.follow {
-                std::fs::OpenOptions::new().create(true).append(true).open(&self.config.path)
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.config.path)
             } else {
                 File::create(&self.config.path)
             };
-            let file = file.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create the NDJSON output file {}: {e}",
-                    self.config.path
-                )
-            })?;
+            let file =
+                file.map_err(|e| anyhow::anyhow!("cannot create the NDJSON output file {}: {e}", self.config.path))?;
             Box::new(file)
         };
         self.target = Some(target);
@@ -73,11 +72,7 @@ impl NdjsonSink {
     }
 
     /// Writes every batch from `input` until it closes.
-    pub async fn consume(
-        &mut self,
-        mut input: mpsc::Receiver<Batch>,
-        ctx: &StageContext,
-    ) -> anyhow::Result<()> {
+    pub async fn consume(&mut self, mut input: mpsc::Receiver<Batch>, ctx: &StageContext) -> anyhow::Result<()> {
         while let Some(batch) = input.recv().await {
             let started = std::time::Instant::now();
             let n = batch.len() as u64;
@@ -116,11 +111,7 @@ impl NdjsonSink {
     }
 
     /// Flushes the output and reports what was written.
-    pub async fn finish(
-        mut self,
-        _upstream: UpstreamOutcome,
-        _ctx: &StageContext,
-    ) -> anyhow::Result<SinkReport> {
+    pub async fn finish(mut self, _upstream: UpstreamOutcome, _ctx: &StageContext) -> anyhow::Result<SinkReport> {
         self.write_out(true)?;
         Ok(SinkReport {
             written: self.written,
@@ -200,7 +191,10 @@ mod tests {
         let mut out = Vec::new();
         write_line(&mut out, &document(None));
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "{\"_id\":\"abc\",\"key\":\"user:1\",\"value\":\"line\\nbreak \\\"quoted\\\"\",\"database\":0}\n");
+        assert_eq!(
+            text,
+            "{\"_id\":\"abc\",\"key\":\"user:1\",\"value\":\"line\\nbreak \\\"quoted\\\"\",\"database\":0}\n"
+        );
     }
 
     #[test]
@@ -244,10 +238,7 @@ mod tests {
             write_line(&mut expected, &default_document(&record, timestamp));
             let mut got = Vec::new();
             write_default_line(&mut got, &record, timestamp);
-            assert_eq!(
-                String::from_utf8_lossy(&got),
-                String::from_utf8_lossy(&expected)
-            );
+            assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&expected));
             assert_eq!(got, expected);
         }
         let hash = Record {
@@ -290,9 +281,7 @@ mod tests {
 
     #[test]
     fn an_empty_path_is_refused_at_build() {
-        let errors = NdjsonSink::build(&NdjsonSinkConfig { path: " ".into() })
-            .err()
-            .unwrap();
+        let errors = NdjsonSink::build(&NdjsonSinkConfig { path: " ".into() }).err().unwrap();
         assert_eq!(errors[0].pointer, "/path");
     }
 }

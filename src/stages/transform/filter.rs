@@ -137,10 +137,9 @@ impl FilterTransform {
 
     /// Whether a rule looks at the record's `field` (or inside it).
     pub fn reads(&self, field: &str) -> bool {
-        self.rules.iter().any(|rule| {
-            rule.field == field
-                || rule.field.strip_prefix(field).is_some_and(|rest| rest.starts_with('.'))
-        })
+        self.rules
+            .iter()
+            .any(|rule| rule.field == field || rule.field.strip_prefix(field).is_some_and(|rest| rest.starts_with('.')))
     }
 
     /// Keeps the records the rules include; counts the others as filtered.
@@ -314,7 +313,11 @@ mod tests {
         assert!(f.reads("ttl"));
         assert!(f.reads("key"));
         assert!(!f.reads("value"));
-        assert!(!filter("rules: [{policy: include, field: ttlx, rule: equals, value: 1}]").unwrap().reads("ttl"));
+        assert!(
+            !filter("rules: [{policy: include, field: ttlx, rule: equals, value: 1}]")
+                .unwrap()
+                .reads("ttl")
+        );
     }
 
     fn string(key: &str, value: &str) -> Record {
@@ -386,7 +389,11 @@ mod tests {
             errors[0].message
         );
         // The caret diagram shows the pattern as written, not the `^(?:...)` wrapper.
-        assert!(errors[0].message.contains("\n    (unclosed\n    ^\n"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("\n    (unclosed\n    ^\n"),
+            "{}",
+            errors[0].message
+        );
         assert!(!errors[0].message.contains("^(?:"), "{}", errors[0].message);
     }
 

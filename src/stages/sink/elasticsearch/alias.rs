@@ -136,10 +136,7 @@ pub enum Case {
     InPlace,
     /// The alias points at `from`, built for other fingerprints: build the new index
     /// and move the alias. `changed` says what differs.
-    Rebuild {
-        from: IndexState,
-        changed: Vec<String>,
-    },
+    Rebuild { from: IndexState, changed: Vec<String> },
 }
 
 /// What a run behind an alias does, decided before anything is written.
@@ -249,11 +246,7 @@ pub async fn plan(
     let live = current(client, alias, pipeline).await?;
     let target_state = index::inspect(client, &target).await?;
     if let Some(state) = &target_state {
-        owned(
-            state,
-            pipeline,
-            &format!("the index alias {alias} is built into"),
-        )?;
+        owned(state, pipeline, &format!("the index alias {alias} is built into"))?;
     }
     let resumed_with = target_state.as_ref().map(|s| s.docs_at_start);
     let target_complete = target_state
@@ -286,18 +279,11 @@ pub async fn plan(
                     })
                     .collect(),
             };
-            Case::Rebuild {
-                from: live,
-                changed,
-            }
+            Case::Rebuild { from: live, changed }
         }
     };
     // In place, the target is the live index: nothing is resumed.
-    let resumed_with = if case == Case::InPlace {
-        None
-    } else {
-        resumed_with
-    };
+    let resumed_with = if case == Case::InPlace { None } else { resumed_with };
     Ok(Plan {
         alias: alias.to_owned(),
         target,
@@ -310,11 +296,7 @@ pub async fn plan(
 /// The index `alias` points at, checked to be `pipeline`'s; `None` when there is no
 /// such alias. An index (not an alias) of that name, an alias over several indices,
 /// or one over an index this pipeline does not own is an error.
-pub async fn current(
-    client: &EsClient,
-    alias: &str,
-    pipeline: &str,
-) -> anyhow::Result<Option<IndexState>> {
+pub async fn current(client: &EsClient, alias: &str, pipeline: &str) -> anyhow::Result<Option<IndexState>> {
     let reply = client
         .request(Method::Get, &format!("_alias/{}", encode(alias)), None)
         .await
@@ -382,9 +364,7 @@ pub fn mapping_changes(held: &Value, wanted: &Value) -> Vec<String> {
     for (name, want) in wanted_fields {
         match held_fields.get(name) {
             None => changes.push(format!("+{name}: {}", kind(want))),
-            Some(have) if kind(have) != kind(want) => {
-                changes.push(format!("{name}: {} -> {}", kind(have), kind(want)))
-            }
+            Some(have) if kind(have) != kind(want) => changes.push(format!("{name}: {} -> {}", kind(have), kind(want))),
             Some(_) => {}
         }
     }
@@ -399,12 +379,7 @@ pub fn mapping_changes(held: &Value, wanted: &Value) -> Vec<String> {
 /// Moves (or creates) `alias` onto `to` in one `_aliases` request; removing it from
 /// `from` requires it to be there still (`must_exist`), so an alias someone else moved
 /// meanwhile fails the swap rather than leaving two indices behind it.
-pub async fn swap(
-    client: &EsClient,
-    alias: &str,
-    from: Option<&str>,
-    to: &str,
-) -> anyhow::Result<()> {
+pub async fn swap(client: &EsClient, alias: &str, from: Option<&str>, to: &str) -> anyhow::Result<()> {
     let mut actions = Vec::new();
     if let Some(from) = from {
         actions.push(json!({ "remove": { "index": from, "alias": alias, "must_exist": true } }));
@@ -412,7 +387,12 @@ pub async fn swap(
     actions.push(json!({ "add": { "index": to, "alias": alias, "is_write_index": true } }));
     let body = json!({ "actions": actions });
     client
-        .json_call(Method::Post, "_aliases", &body, &format!("POST _aliases (moving alias {alias} to {to})"))
+        .json_call(
+            Method::Post,
+            "_aliases",
+            &body,
+            &format!("POST _aliases (moving alias {alias} to {to})"),
+        )
         .await?;
     Ok(())
 }
@@ -454,11 +434,7 @@ pub struct Generation {
 
 /// The concrete indices built for `alias` that carry `pipeline`'s marker, oldest
 /// first (by creation date).
-pub async fn generations(
-    client: &EsClient,
-    alias: &str,
-    pipeline: &str,
-) -> anyhow::Result<Vec<Generation>> {
+pub async fn generations(client: &EsClient, alias: &str, pipeline: &str) -> anyhow::Result<Vec<Generation>> {
     let pattern = format!("{}-*", encode(alias));
     let reply = client
         .request(
@@ -484,10 +460,7 @@ pub async fn generations(
         .await
         .map_err(anyhow::Error::msg)?;
     if reply.status != 200 {
-        return Err(client.status_error(
-            &reply,
-            &format!("GET {alias}-*/_settings (their creation dates)"),
-        ));
+        return Err(client.status_error(&reply, &format!("GET {alias}-*/_settings (their creation dates)")));
     }
     let settings = reply.json()?;
     let mut found: Vec<Generation> = mappings
@@ -496,8 +469,7 @@ pub async fn generations(
         .flatten()
         .filter(|(_, v)| {
             let marker = &v["mappings"]["_meta"][META_KEY];
-            marker["pipeline"].as_str() == Some(pipeline)
-                && marker[ALIAS_KEY].as_str() == Some(alias)
+            marker["pipeline"].as_str() == Some(pipeline) && marker[ALIAS_KEY].as_str() == Some(alias)
         })
         .map(|(name, v)| {
             let created = settings[name]["settings"]["index"]["creation_date"]
@@ -552,10 +524,7 @@ pub async fn prune(
             .await
             .map_err(anyhow::Error::msg)?;
         if reply.status != 200 && reply.status != 404 {
-            return Err(client.status_error(
-                &reply,
-                &format!("DELETE {name} (an index beyond keep_previous)"),
-            ));
+            return Err(client.status_error(&reply, &format!("DELETE {name} (an index beyond keep_previous)")));
         }
         deleted.push(name);
     }
@@ -593,7 +562,11 @@ pub async fn finish_build(
         None => format!("alias {} not created", plan.alias),
     };
     if let Some(reason) = ending.blocked {
-        let next = if plan.target_complete { "syncs" } else { "resumes the build of" };
+        let next = if plan.target_complete {
+            "syncs"
+        } else {
+            "resumes the build of"
+        };
         return Ok((
             Vec::new(),
             Some(format!(
@@ -628,19 +601,9 @@ pub async fn finish_build(
             "moved alias {} from {from} ({old} documents) to {} ({new} documents)",
             plan.alias, plan.target
         ),
-        None => format!(
-            "created alias {} on {} ({new} documents)",
-            plan.alias, plan.target
-        ),
+        None => format!("created alias {} on {} ({new} documents)", plan.alias, plan.target),
     }];
-    let deleted = prune(
-        client,
-        &plan.alias,
-        ending.pipeline,
-        &plan.target,
-        ending.keep_previous,
-    )
-    .await?;
+    let deleted = prune(client, &plan.alias, ending.pipeline, &plan.target, ending.keep_previous).await?;
     if !deleted.is_empty() {
         notes.push(format!(
             "deleted {} (beyond keep_previous: {})",
@@ -697,13 +660,8 @@ mod tests {
             Fingerprints::new(1, Some(&mappings), None).index_name("a")
         );
         assert_eq!(base.index_name("a").len(), "a-".len() + 8);
-        let other_mappings = Fingerprints::new(
-            1,
-            Some(&json!({"properties": {"n": {"type": "integer"}}})),
-            None,
-        );
-        let other_settings =
-            Fingerprints::new(1, Some(&mappings), Some(&json!({"number_of_shards": 2})));
+        let other_mappings = Fingerprints::new(1, Some(&json!({"properties": {"n": {"type": "integer"}}})), None);
+        let other_settings = Fingerprints::new(1, Some(&mappings), Some(&json!({"number_of_shards": 2})));
         let other_documents = Fingerprints::new(2, Some(&mappings), None);
         for (other, part) in [
             (other_mappings, "mappings"),
@@ -729,10 +687,7 @@ mod tests {
     #[test]
     fn the_marker_fields_join_the_ownership_marker() {
         let mut body = index::creation_body(None, None, true, "p", false);
-        mark_creation_body(
-            &mut body,
-            &marker_fields("a", Fingerprints::new(1, None, None)),
-        );
+        mark_creation_body(&mut body, &marker_fields("a", Fingerprints::new(1, None, None)));
         let marker = &body["mappings"]["_meta"][META_KEY];
         assert_eq!(marker["pipeline"], "p");
         assert_eq!(marker["alias"], "a");

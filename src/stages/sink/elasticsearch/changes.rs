@@ -271,7 +271,11 @@ async fn load_pages(service: &BulkService, index: &str, pit: &mut String) -> any
 /// Opens a point in time on `index` and returns its id.
 pub async fn open_pit(service: &BulkService, index: &str) -> anyhow::Result<String> {
     let reply = service
-        .send(&format!("{}/_pit?keep_alive=2m", encode(index)), Bytes::new(), "application/json")
+        .send(
+            &format!("{}/_pit?keep_alive=2m", encode(index)),
+            Bytes::new(),
+            "application/json",
+        )
         .await?;
     Ok(reply.json()?["id"]
         .as_str()
@@ -281,7 +285,9 @@ pub async fn open_pit(service: &BulkService, index: &str) -> anyhow::Result<Stri
 
 /// Closes a point in time (it expires by itself when this fails).
 pub async fn close_pit(service: &BulkService, pit: &str) {
-    let Ok(close) = serde_json::to_vec(&json!({ "id": pit })) else { return };
+    let Ok(close) = serde_json::to_vec(&json!({ "id": pit })) else {
+        return;
+    };
     if let Err(e) = service
         .transport
         .request(Method::Delete, "_pit", Some((Bytes::from(close), "application/json")))
@@ -317,7 +323,10 @@ pub async fn ensure_hash_field(client: &EsClient, state: &mut IndexState) -> any
             Method::Put,
             &format!("{}/_mapping", encode(&state.name)),
             &body,
-            &format!("PUT {}/_mapping (adding the {CONTENT_HASH_FIELD} field change-aware sync writes)", state.name),
+            &format!(
+                "PUT {}/_mapping (adding the {CONTENT_HASH_FIELD} field change-aware sync writes)",
+                state.name
+            ),
         )
         .await?;
     tracing::info!(index = %state.name, "added {CONTENT_HASH_FIELD} (keyword, index: false) to the mapping");
@@ -343,7 +352,11 @@ mod tests {
         assert_eq!(&hash_hex(0x0123_4567_89ab_cdef), b"0123456789abcdef");
         assert_eq!(parse_hash("not a hash"), NO_HASH);
         assert_eq!(parse_hash("ffffffffffffffff"), NO_HASH);
-        assert_ne!(content_hash(7, b"x"), content_hash(8, b"x"), "the seed is the fingerprint");
+        assert_ne!(
+            content_hash(7, b"x"),
+            content_hash(8, b"x"),
+            "the seed is the fingerprint"
+        );
     }
 
     #[test]
@@ -352,7 +365,11 @@ mod tests {
         assert_eq!(map.len(), 3);
         assert_eq!(map.compare(1, 10, false), Some(Comparison::Unchanged));
         assert_eq!(map.compare(1, 10, false), Some(Comparison::Repeated));
-        assert_eq!(map.compare(2, 20, false), Some(Comparison::Changed), "no hash: changed once");
+        assert_eq!(
+            map.compare(2, 20, false),
+            Some(Comparison::Changed),
+            "no hash: changed once"
+        );
         assert_eq!(map.compare(4, 40, false), None);
         assert_eq!(map.unseen(|_| false), vec![(3, 30)]);
         assert_eq!(map.unseen(|key| key == 3), vec![]);
@@ -370,7 +387,11 @@ mod tests {
 
     #[test]
     fn the_map_takes_sixteen_bytes_per_document() {
-        let map = IndexHashes::from_pairs((0..100_000u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i)).collect());
+        let map = IndexHashes::from_pairs(
+            (0..100_000u64)
+                .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i))
+                .collect(),
+        );
         assert_eq!(map.memory_bytes(), 100_000 * 16);
     }
 }

@@ -324,7 +324,13 @@ impl EsClient {
     /// Sends `body` as JSON and expects 200: any other status is [`EsClient::status_error`]
     /// naming `what`; no answer at all is the send failure. For the small requests that
     /// change an index's metadata (mappings, markers, aliases).
-    pub async fn json_call(&self, method: Method, path: &str, body: &serde_json::Value, what: &str) -> anyhow::Result<Reply> {
+    pub async fn json_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> anyhow::Result<Reply> {
         let bytes = Bytes::from(serde_json::to_vec(body)?);
         let reply = self
             .request(method, path, Some((bytes, "application/json")))

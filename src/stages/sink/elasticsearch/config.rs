@@ -140,7 +140,9 @@ fn parse_url(text: &str) -> Result<Url, String> {
         // parser would take `user` or `127.0.0.1` for one). A password in it is masked
         // where every message is (`config::load`, `redact`).
         let shown = text.trim();
-        return Err(format!("`{shown}` has no scheme: write `http://{shown}` (or `https://`)"));
+        return Err(format!(
+            "`{shown}` has no scheme: write `http://{shown}` (or `https://`)"
+        ));
     }
     let url = Url::parse(text.trim()).map_err(|e| format!("`{}` is not a URL: {e}", redact_text(text)))?;
     if url.scheme() != "http" && url.scheme() != "https" {

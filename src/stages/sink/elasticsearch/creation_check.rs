@@ -103,7 +103,8 @@ mod tests {
             deepest_reason(&error).unwrap(),
             "mapper_parsing_exception: The mapper type [strng] declared on field [a] does not exist."
         );
-        let flat = json!({"type": "invalid_index_template_exception", "reason": "unknown setting [index.number_of_shardz]"});
+        let flat =
+            json!({"type": "invalid_index_template_exception", "reason": "unknown setting [index.number_of_shardz]"});
         assert_eq!(
             deepest_reason(&flat).unwrap(),
             "invalid_index_template_exception: unknown setting [index.number_of_shardz]"

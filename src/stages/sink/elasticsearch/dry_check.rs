@@ -137,7 +137,8 @@ impl Running {
                 let document = p.document()?;
                 let position = self.indices.position(&p.index);
                 let mapping = position.and_then(|at| self.indices.get(at).state.mapping.as_ref());
-                check_offline(mapping, &p.index, document).map(|reason| ("document_parsing_exception".to_owned(), reason))
+                check_offline(mapping, &p.index, document)
+                    .map(|reason| ("document_parsing_exception".to_owned(), reason))
             })
             .collect();
         if self.dry_offline.is_none() {
@@ -152,7 +153,9 @@ impl Running {
                     }
                 }
                 Err(Unavailable(reason)) => {
-                    tracing::warn!("Elasticsearch cannot check the dry run's documents ({reason}); checking them offline");
+                    tracing::warn!(
+                        "Elasticsearch cannot check the dry run's documents ({reason}); checking them offline"
+                    );
                     self.dry_offline = Some(reason);
                 }
             }

@@ -49,7 +49,6 @@ fn write_action(buf: &mut Vec<u8>, head: &[u8], index: &str, id: &str) {
     buf.extend_from_slice(b"}}\n");
 }
 
-
 impl Bulk {
     /// An empty body with room for `bytes`.
     pub fn with_capacity(bytes: usize) -> Bulk {
@@ -327,7 +326,10 @@ mod tests {
         assert_eq!(sent.index_and_id(1), ("idx".to_owned(), "b\"2".to_owned()));
         let (_, second) = sent.halves();
         assert!(second.items[0].delete);
-        assert_eq!(second.action(0), &b"{\"delete\":{\"_index\":\"idx\",\"_id\":\"b\\\"2\"}}"[..]);
+        assert_eq!(
+            second.action(0),
+            &b"{\"delete\":{\"_index\":\"idx\",\"_id\":\"b\\\"2\"}}"[..]
+        );
     }
 
     #[test]
@@ -367,9 +369,15 @@ mod tests {
         let at = |t: &str| doc(json!({"key": "k", "value": "v", "_timestamp": t}));
         let mut bulk = Bulk::default();
         let first = bulk.push_index("i", "a", &at("2026-01-01T00:00:00Z"), 0, 0, true);
-        assert_eq!(first, bulk.push_index("i", "a", &at("2027-01-01T00:00:00Z"), 0, 0, true));
+        assert_eq!(
+            first,
+            bulk.push_index("i", "a", &at("2027-01-01T00:00:00Z"), 0, 0, true)
+        );
         assert_eq!(first, content_hash(0, b"{\"key\":\"k\",\"value\":\"v\""));
-        assert_ne!(first, bulk.push_index("i", "a", &at("2027-01-01T00:00:00Z"), 0, 0, false));
+        assert_ne!(
+            first,
+            bulk.push_index("i", "a", &at("2027-01-01T00:00:00Z"), 0, 0, false)
+        );
     }
 
     #[test]
@@ -388,7 +396,14 @@ mod tests {
     fn items_can_be_read_back_and_resent_alone() {
         let mut bulk = Bulk::default();
         for n in 0..3 {
-            push(&mut bulk, "idx", &format!("id{n}"), &doc(json!({"n": n})), n, format!("key{n}").as_bytes());
+            push(
+                &mut bulk,
+                "idx",
+                &format!("id{n}"),
+                &doc(json!({"n": n})),
+                n,
+                format!("key{n}").as_bytes(),
+            );
         }
         let sent = SentBulk::from_bulk(bulk);
         assert_eq!(sent.index_and_id(1), ("idx".to_owned(), "id1".to_owned()));
@@ -497,9 +512,15 @@ mod tests {
             let hash = bulk.push_default("i", "id", &record, "2026-01-01T00:00:00.000Z", 0);
             // The hash leaves the timestamp out: another run's start gives the same hash.
             let mut other = Bulk::default();
-            assert_eq!(other.push_default("i", "id", &record, "2027-05-05T10:00:00.000Z", 0), hash);
+            assert_eq!(
+                other.push_default("i", "id", &record, "2027-05-05T10:00:00.000Z", 0),
+                hash
+            );
             record.size_in_bytes = Some(size.unwrap_or(0) + 1);
-            assert_ne!(other.push_default("i", "id", &record, "2026-01-01T00:00:00.000Z", 0), hash);
+            assert_ne!(
+                other.push_default("i", "id", &record, "2026-01-01T00:00:00.000Z", 0),
+                hash
+            );
             body.insert(
                 "_content_hash".into(),
                 Value::String(String::from_utf8(hash_hex(hash).to_vec()).unwrap()),

@@ -41,7 +41,8 @@ impl ElasticsearchSink {
         }
         let mut errors = Vec::new();
 
-        self.create_fixed_index_if_unwritten(&mut running, &upstream, ctx).await?;
+        self.create_fixed_index_if_unwritten(&mut running, &upstream, ctx)
+            .await?;
         if dry_run {
             for entry in running.indices.iter() {
                 report.notes.push(describe_for_dry_run(&entry.state));
@@ -305,7 +306,8 @@ impl ElasticsearchSink {
                 Some(message) => errors.push(message),
                 None => {
                     let chunk = self.config.bulk.max_docs as usize;
-                    let (deleted, failures) = stale::delete_in_chunks(&running.service, name, &scan.held, chunk).await?;
+                    let (deleted, failures) =
+                        stale::delete_in_chunks(&running.service, name, &scan.held, chunk).await?;
                     report.deleted_stale += deleted;
                     errors.extend(failures);
                 }

@@ -89,9 +89,7 @@ pub fn creation_body(
         // Change-aware sync's content hash, also under a `dynamic: strict` mapping.
         let properties = map.entry("properties").or_insert_with(|| json!({}));
         if let Value::Object(properties) = properties {
-            properties
-                .entry(CONTENT_HASH_FIELD)
-                .or_insert_with(hash_field_mapping);
+            properties.entry(CONTENT_HASH_FIELD).or_insert_with(hash_field_mapping);
         }
     }
     let mut body = json!({ "mappings": mappings });
@@ -159,7 +157,9 @@ fn marked_meta(state: &IndexState, pipeline: &str, delete_stale: bool) -> Value 
         _ => serde_json::Map::new(),
     };
     let mut fields = match meta.get(META_KEY) {
-        Some(Value::Object(fields)) if fields.get("pipeline").and_then(Value::as_str) == Some(pipeline) => fields.clone(),
+        Some(Value::Object(fields)) if fields.get("pipeline").and_then(Value::as_str) == Some(pipeline) => {
+            fields.clone()
+        }
         _ => serde_json::Map::new(),
     };
     if let Value::Object(own) = marker(pipeline, delete_stale) {
@@ -362,10 +362,14 @@ mod tests {
     #[test]
     fn a_new_marker_keeps_the_fields_the_owner_recorded_but_not_another_pipelines() {
         let mut held = state(Some("p"), false, 1);
-        held.mapping = Some(json!({"_meta": {"other": 1, META_KEY: {"pipeline": "p", "delete_stale": true, "alias": "a"}}}));
+        held.mapping =
+            Some(json!({"_meta": {"other": 1, META_KEY: {"pipeline": "p", "delete_stale": true, "alias": "a"}}}));
         let meta = marked_meta(&held, "p", false);
         assert_eq!(meta["other"], 1);
-        assert_eq!(meta[META_KEY], json!({"pipeline": "p", "delete_stale": false, "alias": "a"}));
+        assert_eq!(
+            meta[META_KEY],
+            json!({"pipeline": "p", "delete_stale": false, "alias": "a"})
+        );
         let meta = marked_meta(&held, "q", true);
         assert_eq!(meta[META_KEY], json!({"pipeline": "q", "delete_stale": true}));
     }
@@ -394,7 +398,10 @@ mod tests {
         assert_eq!(body["mappings"]["_meta"]["team"], "x");
         assert_eq!(body["mappings"]["_meta"]["redis_connector"]["pipeline"], "p");
         assert_eq!(body["mappings"]["_meta"]["redis_connector"]["delete_stale"], true);
-        assert_eq!(body["mappings"]["properties"]["_content_hash"], json!({"type": "keyword", "index": false}));
+        assert_eq!(
+            body["mappings"]["properties"]["_content_hash"],
+            json!({"type": "keyword", "index": false})
+        );
         let body = creation_body(None, None, false, "p", false);
         assert_eq!(
             body,
@@ -426,7 +433,9 @@ mod tests {
         );
         let message = stale_deletion_allowed(&foreign, "p").unwrap_err();
         assert!(
-            message.ends_with(r#"PUT idx/_mapping {"_meta":{"team":"search","redis_connector":{"pipeline":"p","delete_stale":true}}}"#),
+            message.ends_with(
+                r#"PUT idx/_mapping {"_meta":{"team":"search","redis_connector":{"pipeline":"p","delete_stale":true}}}"#
+            ),
             "{message}"
         );
         assert_eq!(
@@ -456,7 +465,10 @@ mod tests {
         let mut legacy = state(Some("q"), false, 10);
         legacy.owner_deletes_stale = None;
         let message = writing_allowed(&legacy, "p").unwrap_err();
-        assert!(message.contains("written before the marker recorded delete_stale"), "{message}");
+        assert!(
+            message.contains("written before the marker recorded delete_stale"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -93,7 +93,11 @@ impl Running {
         }
         let known_missing = self.known_missing.take().is_some_and(|missing| missing == name);
         let client = self.client();
-        let found = if known_missing { None } else { index::inspect(client, name).await? };
+        let found = if known_missing {
+            None
+        } else {
+            index::inspect(client, name).await?
+        };
         let state = match found {
             Some(mut state) => {
                 // As `open` does for the fixed index: refused before anything is written
@@ -209,7 +213,9 @@ impl Running {
             }
             // A marker that does not say counts as `delete_stale: true` (see
             // `index::writing_allowed`), so only a change is written.
-            Some(owner) if owner == &*ctx.pipeline && state.owner_deletes_stale.unwrap_or(true) != self.deletes_stale => {
+            Some(owner)
+                if owner == &*ctx.pipeline && state.owner_deletes_stale.unwrap_or(true) != self.deletes_stale =>
+            {
                 match index::claim(self.client(), state, &ctx.pipeline, self.deletes_stale).await {
                     Ok(()) => tracing::info!(
                         index = %state.name,

@@ -208,7 +208,12 @@ impl ElasticsearchSink {
 
     /// A client for the sink's cluster (secrets read, nothing sent yet).
     pub fn connect(&self) -> anyhow::Result<EsClient> {
-        EsClient::new(&self.urls, config::auth(&self.config)?, &self.config.tls, self.config.timeout.0)
+        EsClient::new(
+            &self.urls,
+            config::auth(&self.config)?,
+            &self.config.tls,
+            self.config.timeout.0,
+        )
     }
 
     /// Writes every batch from `input` until it closes, with up to `bulk.concurrency`

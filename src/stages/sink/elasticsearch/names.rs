@@ -126,7 +126,10 @@ mod tests {
     fn ids_over_512_bytes_are_refused_with_their_length() {
         assert!(check_id(&"a".repeat(512)).is_ok());
         let error = check_id(&"é".repeat(300)).unwrap_err();
-        assert!(error.contains("is 600 bytes long; Elasticsearch takes at most 512"), "{error}");
+        assert!(
+            error.contains("is 600 bytes long; Elasticsearch takes at most 512"),
+            "{error}"
+        );
         assert!(error.contains("{{ key | md5 }}"), "{error}");
     }
 }

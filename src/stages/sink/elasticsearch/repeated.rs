@@ -97,7 +97,11 @@ mod tests {
         repeated.add("redis", "5f3c", false, false, &record("k\n1"));
         let notes = repeated.notes();
         assert_eq!(notes.len(), 2);
-        assert!(notes[0].starts_with("2 documents had the _id of an earlier document"), "{}", notes[0]);
+        assert!(
+            notes[0].starts_with("2 documents had the _id of an earlier document"),
+            "{}",
+            notes[0]
+        );
         assert!(notes[0].contains("include `{{ key }}`"), "{}", notes[0]);
         assert!(
             notes[0].ends_with("the first: key `user:2` in db 2 rendered _id `a@x.org` for index users, which an earlier document of this run had: it replaces that document"),
@@ -105,7 +109,11 @@ mod tests {
             notes[0]
         );
         assert!(notes[1].starts_with("1 keys were read twice"), "{}", notes[1]);
-        assert!(notes[1].contains("key `k\\n1` in db 2 was returned twice by SCAN"), "{}", notes[1]);
+        assert!(
+            notes[1].contains("key `k\\n1` in db 2 was returned twice by SCAN"),
+            "{}",
+            notes[1]
+        );
     }
 
     #[test]

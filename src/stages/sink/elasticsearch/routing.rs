@@ -37,7 +37,11 @@ impl ElasticsearchSink {
         // Following changes, one bulk at a time: a key read twice (changed again
         // meanwhile) must land in the order it was read, and two requests in flight
         // may be applied in either order.
-        let concurrency = if ctx.options.follow { 1 } else { self.config.bulk.concurrency as usize };
+        let concurrency = if ctx.options.follow {
+            1
+        } else {
+            self.config.bulk.concurrency as usize
+        };
         // Following changes, a partly filled bulk grows while the one before is in
         // flight and goes as soon as that one is answered (Writer::next_following).
         let following = ctx.options.follow;

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{EsClient, FailureKind, Reply};
-use super::transport::Transport;
 use super::encoder::{write_delete_action, SentBulk};
 use super::retry::{human_duration, item_is_retryable, request_verdict, Backoff, RetryCounters, Verdict};
+use super::transport::Transport;
 use crate::config::model::RetryConfig;
 use crate::dead_letter::{DeadLetter, DeadLetterEntry};
 use crate::record::bytes_to_text;
@@ -363,7 +363,16 @@ mod tests {
         service.write(bulk(&["a", "b", "c", "d"])).await.unwrap();
 
         let sent: Vec<Vec<String>> = transport.bodies().iter().map(|b| ids(b)).collect();
-        assert_eq!(sent, [vec!["a", "b", "c", "d"], vec!["a", "b"], vec!["c", "d"], vec!["c"], vec!["d"]]);
+        assert_eq!(
+            sent,
+            [
+                vec!["a", "b", "c", "d"],
+                vec!["a", "b"],
+                vec!["c", "d"],
+                vec!["c"],
+                vec!["d"]
+            ]
+        );
         assert_eq!(counts(&service), (3, 1));
         let dead = dead_letters(&dir);
         assert_eq!(dead.len(), 1);
@@ -382,7 +391,10 @@ mod tests {
     #[tokio::test]
     async fn a_429_answer_is_retried_then_the_bulk_is_written() {
         let transport = ScriptedTransport::new(|n, body| match n {
-            0 => answer(429, json!({ "error": { "type": "es_rejected_execution_exception", "reason": "queue full" } })),
+            0 => answer(
+                429,
+                json!({ "error": { "type": "es_rejected_execution_exception", "reason": "queue full" } }),
+            ),
             _ => bulk_answer(&vec![201; ids(body).len()], ""),
         });
         let dir = tempfile::tempdir().unwrap();
@@ -455,7 +467,10 @@ mod tests {
     #[tokio::test]
     async fn retries_give_up_after_max_elapsed_with_the_last_error() {
         let transport = ScriptedTransport::new(|_, _| {
-            answer(503, json!({ "error": { "type": "cluster_block_exception", "reason": "blocked" } }))
+            answer(
+                503,
+                json!({ "error": { "type": "cluster_block_exception", "reason": "blocked" } }),
+            )
         });
         let dir = tempfile::tempdir().unwrap();
         let service = service(&transport, &dir, 20);
@@ -491,7 +506,10 @@ mod tests {
     #[tokio::test]
     async fn a_status_that_is_no_document_problem_ends_the_run_without_retry() {
         let transport = ScriptedTransport::new(|_, _| {
-            answer(400, json!({ "error": { "type": "illegal_argument_exception", "reason": "bad bulk" } }))
+            answer(
+                400,
+                json!({ "error": { "type": "illegal_argument_exception", "reason": "bad bulk" } }),
+            )
         });
         let dir = tempfile::tempdir().unwrap();
         let service = service(&transport, &dir, 60_000);

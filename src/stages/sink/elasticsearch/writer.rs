@@ -69,7 +69,9 @@ impl<T: Transport> Writer<T> {
     /// Sends the bulk once it holds `max_docs` documents or `max_bytes` (the last
     /// document alone when it took the bulk over the bytes).
     pub async fn flush_if_full(&mut self) -> anyhow::Result<()> {
-        let Limits { max_docs, max_bytes, .. } = self.limits;
+        let Limits {
+            max_docs, max_bytes, ..
+        } = self.limits;
         if self.bulk.byte_len() > max_bytes && self.bulk.len() > 1 {
             let tail = self.bulk.split_off_last();
             let full = std::mem::replace(&mut self.bulk, tail);
@@ -191,9 +193,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::stages::sink::elasticsearch::transport::scripted::{
-        self, answer, bulk_answer, ids, ScriptedTransport,
-    };
+    use crate::stages::sink::elasticsearch::transport::scripted::{self, answer, bulk_answer, ids, ScriptedTransport};
 
     fn writer(
         transport: &Arc<ScriptedTransport>,
@@ -224,7 +224,11 @@ mod tests {
     async fn a_bulk_is_sent_at_max_docs_and_the_rest_at_the_end() {
         let transport = all_written();
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits { max_docs: 2, max_bytes: 1 << 20, concurrency: 1 };
+        let limits = Limits {
+            max_docs: 2,
+            max_bytes: 1 << 20,
+            concurrency: 1,
+        };
         let mut writer = writer(&transport, &dir, limits);
         for id in ["a", "b", "c", "d", "e"] {
             push(&mut writer, id, 10).await;
@@ -239,7 +243,11 @@ mod tests {
         let transport = all_written();
         let dir = tempfile::tempdir().unwrap();
         // Each document is about 150 bytes with its action line: two fit in 400.
-        let limits = Limits { max_docs: 100, max_bytes: 400, concurrency: 2 };
+        let limits = Limits {
+            max_docs: 100,
+            max_bytes: 400,
+            concurrency: 2,
+        };
         let mut writer = writer(&transport, &dir, limits);
         for id in ["a", "b", "c", "d", "e"] {
             push(&mut writer, id, 50).await;
@@ -255,7 +263,11 @@ mod tests {
     async fn a_document_larger_than_max_bytes_is_sent_alone() {
         let transport = all_written();
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits { max_docs: 100, max_bytes: 400, concurrency: 1 };
+        let limits = Limits {
+            max_docs: 100,
+            max_bytes: 400,
+            concurrency: 1,
+        };
         let mut writer = writer(&transport, &dir, limits);
         push(&mut writer, "a", 10).await;
         push(&mut writer, "big", 1_000).await;
@@ -276,7 +288,11 @@ mod tests {
             bulk_answer(&vec![201; ids(body).len()], "")
         });
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits { max_docs: 100, max_bytes: 1 << 20, concurrency: 1 };
+        let limits = Limits {
+            max_docs: 100,
+            max_bytes: 1 << 20,
+            concurrency: 1,
+        };
         let mut writer = writer(&transport, &dir, limits);
         let (tx, mut input) = mpsc::channel::<Batch>(4);
         let next = |id: &str| -> Batch { vec![crate::record::Record::gone(0, id.as_bytes().to_vec())] };
@@ -318,7 +334,11 @@ mod tests {
     async fn a_failed_request_is_the_writers_error() {
         let transport = ScriptedTransport::new(|_, _| answer(401, json!({})));
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits { max_docs: 1, max_bytes: 1 << 20, concurrency: 1 };
+        let limits = Limits {
+            max_docs: 1,
+            max_bytes: 1 << 20,
+            concurrency: 1,
+        };
         let mut writer = writer(&transport, &dir, limits);
         push(&mut writer, "a", 10).await;
         let error = writer.finish().await.unwrap_err().to_string();

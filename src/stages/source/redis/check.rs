@@ -79,10 +79,7 @@ pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError
         errors.push(FieldError::new("/host", message));
     }
     if config.port == 0 {
-        errors.push(FieldError::new(
-            "/port",
-            "`port` must be between 1 and 65535",
-        ));
+        errors.push(FieldError::new("/port", "`port` must be between 1 and 65535"));
     }
     if config.password.is_some() && config.password_file.is_some() {
         errors.push(FieldError::new(
@@ -102,10 +99,8 @@ pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError
         )),
         _ => {}
     }
-    let tls_details = tls.ca_file.is_some()
-        || tls.cert_file.is_some()
-        || tls.key_file.is_some()
-        || tls.insecure_skip_verify;
+    let tls_details =
+        tls.ca_file.is_some() || tls.cert_file.is_some() || tls.key_file.is_some() || tls.insecure_skip_verify;
     if tls_details && !tls.enabled {
         errors.push(FieldError::new(
             "/tls/enabled",
@@ -116,9 +111,24 @@ pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError
     // walks its entries (about a microsecond each), and every page in flight holds its
     // keys in memory.
     for (field, value, max, why) in [
-        ("scan_count", config.scan_count, 100_000, "one SCAN call walking that many entries stalls Redis for every other client"),
-        ("pages_in_flight", config.pages_in_flight, 1_000, "more pages in flight only hold more keys in memory"),
-        ("chunk_size", config.chunk_size, 100_000, "one call reading that many elements stalls Redis for every other client"),
+        (
+            "scan_count",
+            config.scan_count,
+            100_000,
+            "one SCAN call walking that many entries stalls Redis for every other client",
+        ),
+        (
+            "pages_in_flight",
+            config.pages_in_flight,
+            1_000,
+            "more pages in flight only hold more keys in memory",
+        ),
+        (
+            "chunk_size",
+            config.chunk_size,
+            100_000,
+            "one call reading that many elements stalls Redis for every other client",
+        ),
     ] {
         if value == 0 {
             errors.push(FieldError::new(
@@ -215,7 +225,9 @@ mod tests {
 
     #[test]
     fn a_rule_needs_a_pattern_or_a_type() {
-        let c = config("host: h\nrules:\n  - {database: 0, key_pattern: 'a*'}\n  - {database: 1}\n  - {database: 2, _type: SET}\n");
+        let c = config(
+            "host: h\nrules:\n  - {database: 0, key_pattern: 'a*'}\n  - {database: 1}\n  - {database: 2, _type: SET}\n",
+        );
         assert_eq!(pointers(check(&c)), vec!["/rules/1"]);
     }
 
@@ -249,7 +261,11 @@ mod tests {
         let errors = check(&c).err().unwrap();
         let pointers: Vec<_> = errors.iter().map(|e| e.pointer.as_str()).collect();
         assert_eq!(pointers, ["/scan_count", "/pages_in_flight"]);
-        assert!(errors[0].message.contains("at most 100000: one SCAN call"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("at most 100000: one SCAN call"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]

@@ -112,19 +112,11 @@ impl Partial {
             }
             (Next::Index(start), _) => {
                 command = redis::cmd("LRANGE");
-                command
-                    .arg(key)
-                    .arg(*start)
-                    .arg(start + i64::from(chunk) - 1);
+                command.arg(key).arg(*start).arg(start + i64::from(chunk) - 1);
             }
             (Next::From(start), _) => {
                 command = redis::cmd("XRANGE");
-                command
-                    .arg(key)
-                    .arg(start.as_str())
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(chunk);
+                command.arg(key).arg(start.as_str()).arg("+").arg("COUNT").arg(chunk);
             }
             (Next::Done, _) | (Next::Cursor(_), _) => {
                 // Not reached: callers stop at `Done`; a cursor only goes with hashes and sets.
@@ -178,11 +170,7 @@ impl Partial {
                         self.items.push(member);
                     }
                 }
-                self.next = if cursor == 0 {
-                    Next::Done
-                } else {
-                    Next::Cursor(cursor)
-                };
+                self.next = if cursor == 0 { Next::Done } else { Next::Cursor(cursor) };
             }
             KeyType::List => {
                 let page = value::byte_list(reply)?;
@@ -344,11 +332,7 @@ pub async fn read_rest(
         }
         let count = partial.next_count(chunk, max);
         let command = partial.command(key, count);
-        let doing = format!(
-            "{} of key `{}` in db {db}",
-            partial.command_name(),
-            show_key(key)
-        );
+        let doing = format!("{} of key `{}` in db {db}", partial.command_name(), show_key(key));
         let reply: Option<Value> = connection
             .run(&doing, |mut c| {
                 let command = &command;
@@ -395,20 +379,14 @@ mod tests {
     #[test]
     fn a_full_list_chunk_asks_for_the_next_index_and_a_short_one_ends() {
         let mut partial = Partial::start(KeyType::List, 0);
-        partial
-            .add(Value::Array(vec![bulk("a"), bulk("b")]), 2)
-            .unwrap();
+        partial.add(Value::Array(vec![bulk("a"), bulk("b")]), 2).unwrap();
         assert_eq!(partial.next, Next::Index(2));
         partial.add(Value::Array(vec![bulk("c")]), 2).unwrap();
         assert_eq!(partial.next, Next::Done);
         assert_eq!(partial.size, 3);
         assert_eq!(
             partial.finish(),
-            Some(RedisValue::List(vec![
-                b"a".to_vec(),
-                b"b".to_vec(),
-                b"c".to_vec()
-            ]))
+            Some(RedisValue::List(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]))
         );
     }
 
@@ -431,18 +409,12 @@ mod tests {
     #[test]
     fn hash_chunks_follow_the_cursor_and_drop_repeated_fields() {
         let mut partial = Partial::start(KeyType::Hash, 0);
-        let page =
-            |cursor: &str, items: Vec<Value>| Value::Array(vec![bulk(cursor), Value::Array(items)]);
+        let page = |cursor: &str, items: Vec<Value>| Value::Array(vec![bulk(cursor), Value::Array(items)]);
         partial
-            .add(
-                page("7", vec![bulk("b"), bulk("2"), bulk("a"), bulk("1")]),
-                2,
-            )
+            .add(page("7", vec![bulk("b"), bulk("2"), bulk("a"), bulk("1")]), 2)
             .unwrap();
         assert_eq!(partial.next, Next::Cursor(7));
-        partial
-            .add(page("0", vec![bulk("a"), bulk("1")]), 2)
-            .unwrap();
+        partial.add(page("0", vec![bulk("a"), bulk("1")]), 2).unwrap();
         assert_eq!(partial.next, Next::Done);
         assert_eq!(
             partial.finish(),
@@ -456,11 +428,8 @@ mod tests {
     #[test]
     fn stream_chunks_continue_after_the_last_id() {
         let mut partial = Partial::start(KeyType::Stream, 0);
-        let entry =
-            |id: &str| Value::Array(vec![bulk(id), Value::Array(vec![bulk("f"), bulk("v")])]);
-        partial
-            .add(Value::Array(vec![entry("1-0"), entry("2-0")]), 2)
-            .unwrap();
+        let entry = |id: &str| Value::Array(vec![bulk(id), Value::Array(vec![bulk("f"), bulk("v")])]);
+        partial.add(Value::Array(vec![entry("1-0"), entry("2-0")]), 2).unwrap();
         assert_eq!(partial.next, Next::From("2-1".into()));
         let command = partial.command(b"s", 2);
         assert_eq!(command.args_iter().count(), 6, "XRANGE s 2-1 + COUNT 2");
@@ -471,7 +440,10 @@ mod tests {
         // No `(id` (Redis 6.2+ only) where an inclusive id can say the same.
         assert_eq!(id_after("1526985054069-0"), "1526985054069-1");
         assert_eq!(id_after("7-18446744073709551615"), "8-0");
-        assert_eq!(id_after("18446744073709551615-18446744073709551615"), "(18446744073709551615-18446744073709551615");
+        assert_eq!(
+            id_after("18446744073709551615-18446744073709551615"),
+            "(18446744073709551615-18446744073709551615"
+        );
         assert_eq!(id_after("odd"), "(odd");
     }
 
@@ -483,7 +455,10 @@ mod tests {
         let mut partial = Partial::start(KeyType::List, 0);
         partial.add(Value::Array(vec![bulk("a"), bulk("b")]), 2).unwrap();
         partial.add(Value::Array(vec![]), 2).unwrap();
-        assert!(partial.needs_existence_check(), "an empty second chunk may be a deleted key");
+        assert!(
+            partial.needs_existence_check(),
+            "an empty second chunk may be a deleted key"
+        );
         let mut partial = Partial::start(KeyType::Stream, 0);
         partial.add(Value::Array(vec![]), 10).unwrap();
         assert!(partial.needs_existence_check(), "XRANGE of a missing key is empty too");

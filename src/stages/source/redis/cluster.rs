@@ -63,7 +63,12 @@ pub fn parse_cluster_nodes(text: &str, seed_host: &str) -> Result<Vec<ClusterNod
             .map_err(|_| format!("unexpected node address {:?} in CLUSTER NODES", fields[1]))?;
         let host = match ip {
             "" if flags.contains(&"myself") => seed_host.to_owned(),
-            "" => return Err(format!("cluster node {} serves {slots} slots but has no address", fields[0])),
+            "" => {
+                return Err(format!(
+                    "cluster node {} serves {slots} slots but has no address",
+                    fields[0]
+                ))
+            }
             ip => ip.trim_start_matches('[').trim_end_matches(']').to_owned(),
         };
         if flags.iter().any(|f| matches!(*f, "fail" | "noaddr" | "handshake")) {
@@ -124,9 +129,7 @@ pub async fn masters(
         Ok(text) => parse_cluster_nodes(&text, seed_host)
             .map(Some)
             .map_err(|e| anyhow::anyhow!("Redis at {}: {e}", connector.endpoint())),
-        Err(error) if is_connection_error(&error) => Err(anyhow::anyhow!(
-            connector.describe(&error, "CLUSTER NODES")
-        )),
+        Err(error) if is_connection_error(&error) => Err(anyhow::anyhow!(connector.describe(&error, "CLUSTER NODES"))),
         Err(error) if is_standalone(&error) => Ok(None),
         Err(error) if is_permission_denied(&error) => {
             // Denied: a standalone server's ACL rarely grants CLUSTER; a cluster node
@@ -139,7 +142,10 @@ pub async fn masters(
                     connector.describe(&error, "CLUSTER NODES")
                 ));
             }
-            tracing::debug!("CLUSTER NODES denied on {}: read as a standalone server", connector.endpoint());
+            tracing::debug!(
+                "CLUSTER NODES denied on {}: read as a standalone server",
+                connector.endpoint()
+            );
             Ok(None)
         }
         Err(error) => Err(anyhow::anyhow!(connector.describe(&error, "CLUSTER NODES"))),
@@ -165,7 +171,11 @@ impl OwnView {
         let line = text
             .lines()
             .map(str::trim)
-            .find(|line| line.split(' ').nth(2).is_some_and(|flags| flags.split(',').any(|f| f == "myself")))
+            .find(|line| {
+                line.split(' ')
+                    .nth(2)
+                    .is_some_and(|flags| flags.split(',').any(|f| f == "myself"))
+            })
             .ok_or("CLUSTER NODES has no `myself` line")?;
         let fields = node_fields(line)?;
         Ok(OwnView {
@@ -251,7 +261,10 @@ pub fn check_after_read(before: &[(String, OwnView)], after: &[(String, OwnView)
                 None if old.slots != new.slots => {
                     format!("serves slots {} (was {})", new.slots.join(" "), old.slots.join(" "))
                 }
-                None => format!("is now `{}` (was `{}`): its config epoch changed", new.identity, old.identity),
+                None => format!(
+                    "is now `{}` (was `{}`): its config epoch changed",
+                    new.identity, old.identity
+                ),
             };
             return Err(format!(
                 "the cluster changed while it was read: master {endpoint} {now}; keys moved between masters during the read may have been read on none of them, so this run is not complete: run again once resharding or the failover is over (cluster_state:ok)"
@@ -263,7 +276,10 @@ pub fn check_after_read(before: &[(String, OwnView)], after: &[(String, OwnView)
 
 /// Whether `error` redirects to another node (`MOVED`, `ASK`): the command exists.
 pub fn is_redirect(error: &RedisError) -> bool {
-    matches!(error.kind(), ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask))
+    matches!(
+        error.kind(),
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
+    )
 }
 
 /// Whether `error` is a cluster redirection (`MOVED`, `ASK`) or a cluster that cannot
@@ -295,10 +311,22 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
         assert_eq!(
             masters,
             vec![
-                ClusterNode { host: "127.0.0.1".into(), port: 30002, slots: 5462 },
-                ClusterNode { host: "127.0.0.1".into(), port: 30003, slots: 5461 },
+                ClusterNode {
+                    host: "127.0.0.1".into(),
+                    port: 30002,
+                    slots: 5462
+                },
+                ClusterNode {
+                    host: "127.0.0.1".into(),
+                    port: 30003,
+                    slots: 5461
+                },
                 // The answering node's own line has no ip: the configured host.
-                ClusterNode { host: "redis.internal".into(), port: 30001, slots: 5461 },
+                ClusterNode {
+                    host: "redis.internal".into(),
+                    port: 30001,
+                    slots: 5461
+                },
             ]
         );
         assert_eq!(masters.iter().map(|m| m.slots).sum::<u32>(), 16384);
@@ -330,40 +358,88 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
 
     #[test]
     fn a_slot_migrating_or_a_stale_list_of_masters_before_the_read_stops_it() {
-        let node = |port, slots| ClusterNode { host: "127.0.0.1".into(), port, slots };
+        let node = |port, slots| ClusterNode {
+            host: "127.0.0.1".into(),
+            port,
+            slots,
+        };
         let masters = [node(7000, 8192), node(7001, 8192)];
-        let a = ("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 1 connected 0-8191"));
-        let b = |slots: &str| ("127.0.0.1:7001".to_owned(), view(&format!("b 1.2.3.4:7001@17001 myself,master - 0 0 2 connected {slots}")));
+        let a = (
+            "127.0.0.1:7000".to_owned(),
+            view("a :7000@17000 myself,master - 0 0 1 connected 0-8191"),
+        );
+        let b = |slots: &str| {
+            (
+                "127.0.0.1:7001".to_owned(),
+                view(&format!("b 1.2.3.4:7001@17001 myself,master - 0 0 2 connected {slots}")),
+            )
+        };
         let error = check_before_read(&masters, &[a.clone(), b("8192-16383 [8192->-a]")]).unwrap_err();
-        assert!(error.starts_with("cluster master 127.0.0.1:7001 is moving a slot ([8192->-a]): resharding is in progress"), "{error}");
+        assert!(
+            error.starts_with("cluster master 127.0.0.1:7001 is moving a slot ([8192->-a]): resharding is in progress"),
+            "{error}"
+        );
         let error = check_before_read(&masters, &[a.clone(), b("8193-16383")]).unwrap_err();
-        assert!(error.starts_with("cluster master 127.0.0.1:7001 serves 8191 slots by its own account but 8192 by the configured node's"), "{error}");
+        assert!(
+            error.starts_with(
+                "cluster master 127.0.0.1:7001 serves 8191 slots by its own account but 8192 by the configured node's"
+            ),
+            "{error}"
+        );
         let error = check_before_read(&masters, &[a.clone(), b("8191-16382")]).unwrap_err();
-        assert!(error.starts_with("slot 8191 is served by 2 of the masters 127.0.0.1:7000, 127.0.0.1:7001"), "{error}");
+        assert!(
+            error.starts_with("slot 8191 is served by 2 of the masters 127.0.0.1:7000, 127.0.0.1:7001"),
+            "{error}"
+        );
         check_before_read(&masters, &[a, b("8192-16383")]).unwrap();
     }
 
     #[test]
     fn slots_moved_or_a_failover_during_the_read_make_it_incomplete() {
-        let before = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 1 connected 0-16383"))];
+        let before = vec![(
+            "127.0.0.1:7000".to_owned(),
+            view("a :7000@17000 myself,master - 0 0 1 connected 0-16383"),
+        )];
         // Ping times and link state change by themselves: not a change.
-        let same = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 5 9 1 disconnected 0-16383"))];
+        let same = vec![(
+            "127.0.0.1:7000".to_owned(),
+            view("a :7000@17000 myself,master - 5 9 1 disconnected 0-16383"),
+        )];
         check_after_read(&before, &same).unwrap();
-        let moved = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 1 connected 1-16383"))];
+        let moved = vec![(
+            "127.0.0.1:7000".to_owned(),
+            view("a :7000@17000 myself,master - 0 0 1 connected 1-16383"),
+        )];
         let error = check_after_read(&before, &moved).unwrap_err();
-        assert!(error.starts_with("the cluster changed while it was read: master 127.0.0.1:7000 serves slots 1-16383 (was 0-16383)"), "{error}");
-        let moved = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,master - 0 0 7 connected 0-99 200-16383"))];
+        assert!(
+            error.starts_with(
+                "the cluster changed while it was read: master 127.0.0.1:7000 serves slots 1-16383 (was 0-16383)"
+            ),
+            "{error}"
+        );
+        let moved = vec![(
+            "127.0.0.1:7000".to_owned(),
+            view("a :7000@17000 myself,master - 0 0 7 connected 0-99 200-16383"),
+        )];
         let error = check_after_read(&before, &moved).unwrap_err();
-        assert!(error.contains("master 127.0.0.1:7000 serves slots 0-99 200-16383 (was 0-16383)"), "{error}");
-        let replica = vec![("127.0.0.1:7000".to_owned(), view("a :7000@17000 myself,slave b 0 0 3 connected"))];
+        assert!(
+            error.contains("master 127.0.0.1:7000 serves slots 0-99 200-16383 (was 0-16383)"),
+            "{error}"
+        );
+        let replica = vec![(
+            "127.0.0.1:7000".to_owned(),
+            view("a :7000@17000 myself,slave b 0 0 3 connected"),
+        )];
         let error = check_after_read(&before, &replica).unwrap_err();
-        assert!(error.contains("master 127.0.0.1:7000 is now `a myself,slave b 3` (was `a myself,master - 1`)"), "{error}");
+        assert!(
+            error.contains("master 127.0.0.1:7000 is now `a myself,slave b 3` (was `a myself,master - 1`)"),
+            "{error}"
+        );
     }
 
     #[test]
     fn ipv6_nodes_keep_their_address() {
-        let masters =
-            parse_cluster_nodes("abc ::1:7000@17000 master - 0 0 0 connected 0-16383\n", "h").unwrap();
+        let masters = parse_cluster_nodes("abc ::1:7000@17000 master - 0 0 0 connected 0-16383\n", "h").unwrap();
         assert_eq!(masters[0].host, "::1");
         assert_eq!(masters[0].endpoint(), "[::1]:7000");
     }

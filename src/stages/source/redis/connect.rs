@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, ErrorKind,
-    IntoConnectionInfo, RedisConnectionInfo, RedisError, ServerErrorKind, TlsCertificates,
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    RedisConnectionInfo, RedisError, ServerErrorKind, TlsCertificates,
 };
 
 use super::packed::PlainServer;
@@ -42,12 +42,8 @@ impl std::fmt::Debug for Connector {
 
 /// Reads a password file: the whole file, less one trailing newline (`\n` or `\r\n`).
 pub fn read_password_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read the Redis password file {}: {e}",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the Redis password file {}: {e}", path.display()))?;
     let text = text
         .strip_suffix('\n')
         .map(|t| t.strip_suffix('\r').unwrap_or(t))
@@ -57,8 +53,7 @@ pub fn read_password_file(path: &Path) -> Result<String, String> {
 }
 
 fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path)
-        .map_err(|e| format!("cannot read the Redis TLS {what} {}: {e}", path.display()))
+    std::fs::read(path).map_err(|e| format!("cannot read the Redis TLS {what} {}: {e}", path.display()))
 }
 
 impl Connector {
@@ -105,10 +100,7 @@ impl Connector {
                 }),
                 _ => None,
             };
-            Some(TlsCertificates {
-                client_tls,
-                root_cert,
-            })
+            Some(TlsCertificates { client_tls, root_cert })
         } else {
             None
         };
@@ -195,22 +187,13 @@ impl Connector {
 
     /// One line saying which server failed, while doing what, and why.
     pub fn describe(&self, error: &RedisError, doing: &str) -> String {
-        describe_error(
-            &self.endpoint,
-            self.user.as_deref(),
-            self.timeout,
-            error,
-            doing,
-        )
+        describe_error(&self.endpoint, self.user.as_deref(), self.timeout, error, doing)
     }
 }
 
 /// Whether an error means the connection is gone (reconnecting may help).
 pub fn is_connection_error(error: &RedisError) -> bool {
-    error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_timeout()
+    error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() || error.is_timeout()
 }
 
 /// Whether the server refused the command to this user (ACL, `NOPERM`). The redis
@@ -258,14 +241,13 @@ pub fn describe_error(
     } else if error.is_timeout() || text.contains("timed out") {
         format!("no answer within {} (timeout)", humantime(timeout))
     } else if text.contains("WRONGPASS") || error.kind() == ErrorKind::AuthenticationFailed {
-        format!("authentication failed for {who}: wrong password, or the user does not exist or is disabled (WRONGPASS)")
+        format!(
+            "authentication failed for {who}: wrong password, or the user does not exist or is disabled (WRONGPASS)"
+        )
     } else if text.contains("NOAUTH") {
         "the server requires a password (NOAUTH): set `password` or `password_file`".to_owned()
     } else if is_permission_denied(error) {
-        let detail = error
-            .detail()
-            .map(str::to_owned)
-            .unwrap_or_else(|| text.clone());
+        let detail = error.detail().map(str::to_owned).unwrap_or_else(|| text.clone());
         format!("permission denied to {who} (NOPERM): {detail}")
     } else if super::cluster::is_cluster_change(error) {
         format!(
@@ -374,14 +356,16 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("3999 127.0.0.1:6381"), "{message}");
-        assert!(message.ends_with("run again once it is over (cluster_state:ok)"), "{message}");
+        assert!(
+            message.ends_with("run again once it is over (cluster_state:ok)"),
+            "{message}"
+        );
     }
 
     #[test]
     fn debug_output_never_shows_the_password() {
         let config: RedisSourceConfig =
-            serde_yaml::from_str("host: 127.0.0.1\nport: 6379\nusername: u\npassword: hunter2\n")
-                .unwrap();
+            serde_yaml::from_str("host: 127.0.0.1\nport: 6379\nusername: u\npassword: hunter2\n").unwrap();
         let connector = Connector::new(&config).unwrap();
         let shown = format!("{connector:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -24,10 +24,7 @@ fn is_unavailable(error: &RedisError) -> bool {
 }
 
 /// `CONFIG GET databases`, or `None` when `CONFIG` is not available to us.
-pub async fn database_count(
-    connector: &Connector,
-    control: &mut MultiplexedConnection,
-) -> anyhow::Result<Option<u32>> {
+pub async fn database_count(connector: &Connector, control: &mut MultiplexedConnection) -> anyhow::Result<Option<u32>> {
     let reply: Result<Value, RedisError> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("databases")
@@ -35,17 +32,14 @@ pub async fn database_count(
         .await;
     match reply {
         Ok(reply) => {
-            let pairs =
-                value::pairs(reply).map_err(|e| anyhow::anyhow!("CONFIG GET databases: {e}"))?;
+            let pairs = value::pairs(reply).map_err(|e| anyhow::anyhow!("CONFIG GET databases: {e}"))?;
             Ok(pairs
                 .into_iter()
                 .find(|(name, _)| name.eq_ignore_ascii_case(b"databases"))
                 .and_then(|(_, count)| std::str::from_utf8(&count).ok()?.parse().ok()))
         }
         Err(error) if !is_connection_error(&error) && is_unavailable(&error) => Ok(None),
-        Err(error) => Err(anyhow::anyhow!(
-            connector.describe(&error, "CONFIG GET databases")
-        )),
+        Err(error) => Err(anyhow::anyhow!(connector.describe(&error, "CONFIG GET databases"))),
     }
 }
 
@@ -64,19 +58,13 @@ pub fn parse_keyspace(info: &str) -> Vec<(u32, u64)> {
         .collect()
 }
 
-async fn keyspace(
-    connector: &Connector,
-    control: &mut MultiplexedConnection,
-) -> anyhow::Result<Vec<(u32, u64)>> {
+async fn keyspace(connector: &Connector, control: &mut MultiplexedConnection) -> anyhow::Result<Vec<(u32, u64)>> {
     let info: String = redis::cmd("INFO")
         .arg("keyspace")
         .query_async(control)
         .await
         .map_err(|e| {
-            anyhow::anyhow!(connector.describe(
-                &e,
-                "INFO keyspace (to list the databases for `database: \"*\"`)"
-            ))
+            anyhow::anyhow!(connector.describe(&e, "INFO keyspace (to list the databases for `database: \"*\"`)"))
         })?;
     Ok(parse_keyspace(&info))
 }
@@ -123,10 +111,7 @@ async fn sizes_by_select(
 }
 
 /// `"*"`: every database that holds keys, in order.
-pub async fn resolve_all(
-    connector: &Connector,
-    control: &mut MultiplexedConnection,
-) -> anyhow::Result<Resolved> {
+pub async fn resolve_all(connector: &Connector, control: &mut MultiplexedConnection) -> anyhow::Result<Resolved> {
     if let Some(count) = database_count(connector, control).await? {
         if let Some(sizes) = sizes_by_select(connector, control, count).await? {
             let mut notes = Vec::new();
@@ -222,7 +207,9 @@ pub async fn estimate_keys(
         if db != 0 {
             if let Some(Value::ServerError(error)) = replies.next() {
                 let error = RedisError::from(error);
-                return Err(anyhow::anyhow!(connector.describe(&error, &format!("SELECT of db {db}"))));
+                return Err(anyhow::anyhow!(
+                    connector.describe(&error, &format!("SELECT of db {db}"))
+                ));
             }
         }
         if let Some(Ok(Some(keys))) = replies.next().map(|reply| value::int(&reply)) {
@@ -246,11 +233,7 @@ pub async fn check_listed(
         return Err(anyhow::anyhow!(
             "Redis at {} has no {} {} (it has {count} databases, 0 to {})",
             connector.endpoint(),
-            if bad.len() == 1 {
-                "database"
-            } else {
-                "databases"
-            },
+            if bad.len() == 1 { "database" } else { "databases" },
             join(&bad),
             count.saturating_sub(1)
         ));
@@ -269,7 +252,9 @@ pub async fn check_listed(
     let bad: Vec<u32> = listed
         .iter()
         .zip(&replies)
-        .filter(|(_, reply)| matches!(reply, Value::ServerError(e) if e.details().unwrap_or("").contains("out of range")))
+        .filter(
+            |(_, reply)| matches!(reply, Value::ServerError(e) if e.details().unwrap_or("").contains("out of range")),
+        )
         .map(|(db, _)| *db)
         .collect();
     if bad.is_empty() {
@@ -278,21 +263,14 @@ pub async fn check_listed(
         Err(anyhow::anyhow!(
             "Redis at {} has no {} {} (SELECT: DB index is out of range)",
             connector.endpoint(),
-            if bad.len() == 1 {
-                "database"
-            } else {
-                "databases"
-            },
+            if bad.len() == 1 { "database" } else { "databases" },
             join(&bad)
         ))
     }
 }
 
 fn join(dbs: &[u32]) -> String {
-    dbs.iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    dbs.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -301,8 +279,7 @@ mod tests {
 
     #[test]
     fn keyspace_lists_databases_with_their_key_counts() {
-        let info =
-            "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb12:keys=40,expires=0,avg_ttl=0\r\n";
+        let info = "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb12:keys=40,expires=0,avg_ttl=0\r\n";
         assert_eq!(parse_keyspace(info), vec![(0, 3), (12, 40)]);
         assert_eq!(parse_keyspace("# Keyspace\r\n"), vec![]);
     }

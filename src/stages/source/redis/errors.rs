@@ -45,18 +45,9 @@ pub fn is_unknown_command(error: &RedisError) -> bool {
 }
 
 /// A server error on one key of a pipeline that no skip explains: the run fails.
-pub fn fatal(
-    connection: &DbConnection,
-    error: &RedisError,
-    command: &str,
-    key: &[u8],
-) -> anyhow::Error {
+pub fn fatal(connection: &DbConnection, error: &RedisError, command: &str, key: &[u8]) -> anyhow::Error {
     anyhow::anyhow!(connection.connector().describe(
         error,
-        &format!(
-            "{command} of key `{}` in db {}",
-            show_key(key),
-            connection.db()
-        )
+        &format!("{command} of key `{}` in db {}", show_key(key), connection.db())
     ))
 }

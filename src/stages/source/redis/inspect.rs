@@ -171,13 +171,9 @@ pub async fn inspect_page(
     let parse = |v: &Value| value::int(v).map_err(|e| anyhow::anyhow!("db {db}: {e}"));
     for key in keys {
         let mut outcome = None;
-        let type_reply = fixed_type
-            .is_none()
-            .then(|| replies.next().unwrap_or_default());
+        let type_reply = fixed_type.is_none().then(|| replies.next().unwrap_or_default());
         let ttl_reply = settings.ttl.then(|| replies.next().unwrap_or_default());
-        let memory_reply = settings
-            .size_in_bytes
-            .then(|| replies.next().unwrap_or_default());
+        let memory_reply = settings.size_in_bytes.then(|| replies.next().unwrap_or_default());
         let strlen_reply = ask_strlen.then(|| replies.next().unwrap_or_default());
         let mut slot = Slot {
             key_type: fixed_type.unwrap_or(KeyType::String),
@@ -209,10 +205,7 @@ pub async fn inspect_page(
             }
         }
         if outcome.is_none() {
-            for (command, reply) in [
-                ("TTL", ttl_reply.as_ref()),
-                ("MEMORY USAGE", memory_reply.as_ref()),
-            ] {
+            for (command, reply) in [("TTL", ttl_reply.as_ref()), ("MEMORY USAGE", memory_reply.as_ref())] {
                 if let Some(error) = reply.and_then(server_error) {
                     return Err(fatal(connection, &error, command, &key));
                 }
@@ -230,10 +223,7 @@ pub async fn inspect_page(
                     None => outcome = Some(Skip::Vanished),
                 }
             }
-            if let Some(reply) = strlen_reply
-                .as_ref()
-                .filter(|_| slot.key_type == KeyType::String)
-            {
+            if let Some(reply) = strlen_reply.as_ref().filter(|_| slot.key_type == KeyType::String) {
                 match server_error(reply) {
                     // Re-created with another type since TYPE: not the key we saw.
                     Some(error) if is_wrong_type(&error) => outcome = Some(Skip::Changed),
@@ -318,7 +308,10 @@ mod tests {
     #[test]
     fn a_page_of_big_values_is_split_in_scan_order_into_parts_under_the_bound() {
         let parts = inspected(&[600, 600, 600, 5000, 100]).split(1300);
-        let keys: Vec<Vec<Vec<u8>>> = parts.iter().map(|p| p.keys.iter().map(|k| k.key.clone()).collect()).collect();
+        let keys: Vec<Vec<Vec<u8>>> = parts
+            .iter()
+            .map(|p| p.keys.iter().map(|k| k.key.clone()).collect())
+            .collect();
         assert_eq!(
             keys,
             vec![
@@ -329,7 +322,10 @@ mod tests {
                 vec![b"k4".to_vec()],
             ]
         );
-        assert!(parts.iter().all(|p| p.keys.iter().all(|k| k.plan == Some(Read::Whole) && k.outcome.is_none())));
+        assert!(parts.iter().all(|p| p
+            .keys
+            .iter()
+            .all(|k| k.plan == Some(Read::Whole) && k.outcome.is_none())));
     }
 
     #[test]

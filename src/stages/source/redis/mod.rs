@@ -77,11 +77,7 @@ impl RedisSource {
     /// Connects, resolves the databases, sets `ctx.estimated_total`, and reads every
     /// selected key, sending one batch per SCAN page. Stops early, without error, when
     /// `ctx.cancel` fires.
-    pub async fn run(
-        self,
-        out: mpsc::Sender<Batch>,
-        ctx: StageContext,
-    ) -> anyhow::Result<SourceReport> {
+    pub async fn run(self, out: mpsc::Sender<Batch>, ctx: StageContext) -> anyhow::Result<SourceReport> {
         let connector = Arc::new(Connector::new(&self.config).map_err(anyhow::Error::msg)?);
         let mut report = SourceReport::default();
 
@@ -193,12 +189,7 @@ impl RedisSource {
         let mut tasks = JoinSet::new();
         for (connector, db, specs) in targets {
             let endpoint = connector.endpoint().to_owned();
-            let (settings, out, ctx, at_once) = (
-                settings.clone(),
-                out.clone(),
-                ctx.clone(),
-                at_once.clone(),
-            );
+            let (settings, out, ctx, at_once) = (settings.clone(), out.clone(), ctx.clone(), at_once.clone());
             tasks.spawn(async move {
                 let _turn = tokio::select! {
                     biased;
@@ -207,13 +198,8 @@ impl RedisSource {
                 };
                 let read = async {
                     let connection = Arc::new(DbConnection::open(connector, db).await?);
-                    let db_report =
-                        read_database(connection.clone(), specs, settings, out, ctx).await?;
-                    Ok::<_, anyhow::Error>(Some((
-                        db_report,
-                        connection.restart_counts(),
-                        connection.reconnects(),
-                    )))
+                    let db_report = read_database(connection.clone(), specs, settings, out, ctx).await?;
+                    Ok::<_, anyhow::Error>(Some((db_report, connection.restart_counts(), connection.reconnects())))
                 };
                 (endpoint, db, read.await)
             });
@@ -320,7 +306,10 @@ async fn own_views(nodes: &[Arc<Connector>]) -> anyhow::Result<Vec<(String, clus
     let mut views = Vec::with_capacity(nodes.len());
     for node in nodes {
         let mut connection = node.connect(0).await?;
-        views.push((node.endpoint().to_owned(), cluster::own_view(node, &mut connection).await?));
+        views.push((
+            node.endpoint().to_owned(),
+            cluster::own_view(node, &mut connection).await?,
+        ));
     }
     Ok(views)
 }
@@ -336,8 +325,7 @@ pub(super) async fn wait_until_loaded(
 ) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + reconnect::RECONNECT_BUDGET;
     loop {
-        let reply: Result<redis::Value, redis::RedisError> =
-            redis::cmd("PING").query_async(control).await;
+        let reply: Result<redis::Value, redis::RedisError> = redis::cmd("PING").query_async(control).await;
         match reply {
             Err(error) if connect::is_loading(&error) => {
                 if std::time::Instant::now() >= deadline {

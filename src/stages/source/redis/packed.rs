@@ -209,9 +209,7 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(64);
         server.write_all(b"+OK\r\n$10\r\nabc").await.unwrap();
         drop(server);
-        let error = read_replies(&mut client, &mut Vec::new(), 2)
-            .await
-            .unwrap_err();
+        let error = read_replies(&mut client, &mut Vec::new(), 2).await.unwrap_err();
         assert!(error.is_connection_dropped(), "{error}");
         assert!(error.to_string().contains("after 1 of 2 replies"), "{error}");
     }
@@ -220,9 +218,7 @@ mod tests {
     async fn bytes_past_the_last_reply_are_an_error_not_a_reply_for_the_next_query() {
         let (mut client, mut server) = tokio::io::duplex(64);
         server.write_all(b":1\r\n:2\r\n").await.unwrap();
-        let error = read_replies(&mut client, &mut Vec::new(), 1)
-            .await
-            .unwrap_err();
+        let error = read_replies(&mut client, &mut Vec::new(), 1).await.unwrap_err();
         assert!(error.to_string().contains("past the last reply"), "{error}");
     }
 }

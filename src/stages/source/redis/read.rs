@@ -113,9 +113,7 @@ pub async fn read_page(
         let key = &entry.key;
         let key_type = entry.slot.key_type;
         match entry.plan {
-            Some(Read::Whole) if key_type == KeyType::Json => {
-                pipe.cmd("JSON.GET").arg(key).arg("$")
-            }
+            Some(Read::Whole) if key_type == KeyType::Json => pipe.cmd("JSON.GET").arg(key).arg("$"),
             Some(Read::Whole) => pipe.cmd("GET").arg(key),
             Some(Read::FirstChunk) => {
                 let partial = Partial::start(key_type, restarts);
@@ -200,16 +198,13 @@ pub async fn read_page(
         if entries[i].outcome.is_some() || values[i].is_some() {
             continue;
         }
-        let more_calls = matches!(entries[i].plan, Some(Read::CheckedString | Read::Chunked))
-            || partials[i].is_some();
+        let more_calls = matches!(entries[i].plan, Some(Read::CheckedString | Read::Chunked)) || partials[i].is_some();
         if more_calls && read_one && bytes >= budget {
             later[i] = true;
             continue;
         }
         let result = match (entries[i].plan, partials[i].take()) {
-            (Some(Read::CheckedString), _) => {
-                read_checked_string(connection, &entries[i].key, max).await?
-            }
+            (Some(Read::CheckedString), _) => read_checked_string(connection, &entries[i].key, max).await?,
             (Some(Read::Chunked), _) => {
                 read_rest(
                     connection,
@@ -248,7 +243,12 @@ pub async fn read_page(
     };
     let mut rest = Inspected::empty(fixed_type);
     for ((entry, value), later) in entries.into_iter().zip(values).zip(later) {
-        let Inspection { key, slot, outcome, plan } = entry;
+        let Inspection {
+            key,
+            slot,
+            outcome,
+            plan,
+        } = entry;
         if later {
             rest.keys.push(Inspection {
                 key,
@@ -297,11 +297,7 @@ pub async fn read_page(
 }
 
 /// `STRLEN` then `GET`: for a string whose memory use is over the limit.
-async fn read_checked_string(
-    connection: &DbConnection,
-    key: &[u8],
-    max: u64,
-) -> anyhow::Result<Chunked> {
+async fn read_checked_string(connection: &DbConnection, key: &[u8], max: u64) -> anyhow::Result<Chunked> {
     let db = connection.db();
     let doing = format!("STRLEN of key `{}` in db {db}", show_key(key));
     let len: Option<i64> = connection

@@ -71,11 +71,7 @@ pub(super) type PageStream = Pin<Box<dyn Stream<Item = anyhow::Result<(Page, Own
 /// while they were read are inspected again and read as a part of their own.
 /// (Boxed: the reader polls several at once, and a named type keeps the spawned
 /// task's future `Send`.)
-pub(super) fn read_part(
-    connection: Arc<DbConnection>,
-    settings: Arc<ReadSettings>,
-    part: Inspected,
-) -> PageStream {
+pub(super) fn read_part(connection: Arc<DbConnection>, settings: Arc<ReadSettings>, part: Inspected) -> PageStream {
     Box::pin(futures::stream::try_unfold(
         VecDeque::from([(part, 1)]),
         move |mut pending: VecDeque<(Inspected, u32)>| {
@@ -94,8 +90,7 @@ pub(super) fn read_part(
                     .acquire_many_owned(permits)
                     .await
                     .map_err(|e| anyhow::anyhow!("reading db {}: {e}", connection.db()))?;
-                let (mut page, rest) =
-                    read_page(&connection, &settings.fetch, part, PART_BYTES).await?;
+                let (mut page, rest) = read_page(&connection, &settings.fetch, part, PART_BYTES).await?;
                 if let Some(rest) = rest {
                     pending.extend(rest.split(PART_BYTES).into_iter().map(|p| (p, reads)));
                 }
@@ -154,25 +149,25 @@ pub async fn read_database(
         let seen = &mut seen;
         let connection = &connection;
         let settings = &settings;
-        let pages = futures::stream::unfold(page_rx, |mut rx| async move {
-            rx.recv().await.map(|keys| (keys, rx))
-        })
-        .map(move |mut keys| {
-            if dedupe {
-                keys.retain(|key| seen.insert(key.clone()));
-            }
-            keys
-        })
-        .filter(|keys| std::future::ready(!keys.is_empty()))
-        .map(|keys| inspect_page(connection, &settings.fetch, keys, key_type))
-        .buffered(in_flight)
-        .map_ok(|inspected| futures::stream::iter(inspected.split(PART_BYTES).into_iter().map(Ok::<_, anyhow::Error>)))
-        .try_flatten()
-        // Up to `in_flight` parts are read at once, and their pages handed on as soon
-        // as they are read, in no set order: a part waiting for permits never holds
-        // up a page that is ready to be sent (and to give its permits back).
-        .map_ok(|part| read_part(connection.clone(), settings.clone(), part))
-        .try_flatten_unordered(in_flight);
+        let pages = futures::stream::unfold(page_rx, |mut rx| async move { rx.recv().await.map(|keys| (keys, rx)) })
+            .map(move |mut keys| {
+                if dedupe {
+                    keys.retain(|key| seen.insert(key.clone()));
+                }
+                keys
+            })
+            .filter(|keys| std::future::ready(!keys.is_empty()))
+            .map(|keys| inspect_page(connection, &settings.fetch, keys, key_type))
+            .buffered(in_flight)
+            .map_ok(|inspected| {
+                futures::stream::iter(inspected.split(PART_BYTES).into_iter().map(Ok::<_, anyhow::Error>))
+            })
+            .try_flatten()
+            // Up to `in_flight` parts are read at once, and their pages handed on as soon
+            // as they are read, in no set order: a part waiting for permits never holds
+            // up a page that is ready to be sent (and to give its permits back).
+            .map_ok(|part| read_part(connection.clone(), settings.clone(), part))
+            .try_flatten_unordered(in_flight);
         let mut pages = std::pin::pin!(pages);
         loop {
             let started = Instant::now();
@@ -183,9 +178,9 @@ pub async fn read_database(
             };
             let Some((page, _permit)) = next.transpose()? else {
                 // The walk ended (or failed: its error is the run's).
-                walker.await.map_err(|e| {
-                    anyhow::anyhow!("the SCAN walk of db {} stopped: {e}", connection.db())
-                })??;
+                walker
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the SCAN walk of db {} stopped: {e}", connection.db()))??;
                 break;
             };
             for (reason, n) in page.skips.reasons() {

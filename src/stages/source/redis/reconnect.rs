@@ -183,9 +183,7 @@ impl DbConnection {
                 Some(connection) => connection,
                 None => match PackedConnection::open(server, self.db).await {
                     Ok(connection) => connection,
-                    Err(error) if is_connection_error(&error) || is_loading(&error) => {
-                        return Err(error)
-                    }
+                    Err(error) if is_connection_error(&error) || is_loading(&error) => return Err(error),
                     // Refused (too many clients, ...): the crate's connection reads.
                     Err(error) => {
                         self.connector.refuse_lean(&error);
@@ -220,9 +218,7 @@ impl DbConnection {
             let connected = match self.connector.try_connect(self.db).await {
                 // A server too slow to answer `INFO` (paused, busy) is not one that
                 // restarted: this attempt failed, like one that could not connect.
-                Ok(mut connection) => server_run_id(&mut connection)
-                    .await
-                    .map(|run_id| (connection, run_id)),
+                Ok(mut connection) => server_run_id(&mut connection).await.map(|run_id| (connection, run_id)),
                 Err(error) => Err(error),
             };
             match connected {
@@ -235,8 +231,7 @@ impl DbConnection {
                         }
                         *known = run_id;
                     }
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
-                        (generation + 1, connection);
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = (generation + 1, connection);
                     self.reconnects.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
                 }

@@ -65,12 +65,9 @@ impl ReplyParser {
                 Item::Array(0) => Value::Array(Vec::new()),
                 Item::Array(len) => {
                     if self.open.len() >= MAX_DEPTH {
-                        return Err(invalid(format!(
-                            "arrays nested more than {MAX_DEPTH} deep"
-                        )));
+                        return Err(invalid(format!("arrays nested more than {MAX_DEPTH} deep")));
                     }
-                    self.open
-                        .push((Vec::with_capacity(len.min(MAX_PREALLOCATED)), len));
+                    self.open.push((Vec::with_capacity(len.min(MAX_PREALLOCATED)), len));
                     continue;
                 }
             };
@@ -144,9 +141,7 @@ fn item(input: &[u8]) -> Result<Option<(Item, usize)>, RedisError> {
     let scalar = |value| Ok(Some((Item::Scalar(value), header)));
     match kind {
         b'+' if text == b"OK" => scalar(Value::Okay),
-        b'+' => scalar(Value::SimpleString(
-            String::from_utf8_lossy(text).into_owned(),
-        )),
+        b'+' => scalar(Value::SimpleString(String::from_utf8_lossy(text).into_owned())),
         // The crate's own parser turns the error line into its `ServerError`, with
         // the kind (`WRONGTYPE`, `NOPERM`, `LOADING`, ...) the rest of the source
         // matches on. Errors are rare: parsing them twice costs nothing.
@@ -163,9 +158,7 @@ fn item(input: &[u8]) -> Result<Option<(Item, usize)>, RedisError> {
                     return Ok(None);
                 }
                 if &input[end..end + 2] != b"\r\n" {
-                    return Err(invalid(format!(
-                        "a bulk string of {len} bytes not followed by \\r\\n"
-                    )));
+                    return Err(invalid(format!("a bulk string of {len} bytes not followed by \\r\\n")));
                 }
                 Ok(Some((
                     Item::Scalar(Value::BulkString(input[header..end].to_vec())),
@@ -432,10 +425,7 @@ mod tests {
                         }
                         Progress::More { used, need: more } => {
                             buffer.drain(..used);
-                            assert!(
-                                more > buffer.len(),
-                                "round {round}: More asks for bytes it has"
-                            );
+                            assert!(more > buffer.len(), "round {round}: More asks for bytes it has");
                             need = more;
                             break;
                         }
@@ -445,11 +435,7 @@ mod tests {
                     }
                 }
             }
-            assert!(
-                buffer.is_empty(),
-                "round {round}: {} bytes left",
-                buffer.len()
-            );
+            assert!(buffer.is_empty(), "round {round}: {} bytes left", buffer.len());
             assert_eq!(values, expected, "round {round}");
         }
     }
@@ -459,15 +445,15 @@ mod tests {
         let mut parser = ReplyParser::default();
         assert_eq!(
             parser.parse(b"*2\r\n:7\r\n$10\r\nabc").unwrap(),
-            Progress::More { used: 8, need: 4 + 10 + 2 + 1 }
+            Progress::More {
+                used: 8,
+                need: 4 + 10 + 2 + 1
+            }
         );
         assert_eq!(
             parser.parse(b"$10\r\n0123456789\r\n").unwrap(),
             Progress::Done {
-                value: Value::Array(vec![
-                    Value::Int(7),
-                    Value::BulkString(b"0123456789".to_vec())
-                ]),
+                value: Value::Array(vec![Value::Int(7), Value::BulkString(b"0123456789".to_vec())]),
                 used: 17
             }
         );

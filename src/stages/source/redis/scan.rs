@@ -41,10 +41,7 @@ impl Scanner {
 
     /// The next page of keys (possibly empty: `MATCH` filters after sampling), or `None`
     /// at the end of the walk.
-    pub async fn next_page(
-        &mut self,
-        connection: &DbConnection,
-    ) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
+    pub async fn next_page(&mut self, connection: &DbConnection) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
         if self.done {
             return Ok(None);
         }
@@ -73,10 +70,8 @@ impl Scanner {
                 connection.note_scan_started_over();
                 continue;
             }
-            let (cursor, items) =
-                value::scan_page(reply).map_err(|e| anyhow::anyhow!("{doing}: {e}"))?;
-            let keys = value::byte_list(Value::Array(items))
-                .map_err(|e| anyhow::anyhow!("{doing}: {e}"))?;
+            let (cursor, items) = value::scan_page(reply).map_err(|e| anyhow::anyhow!("{doing}: {e}"))?;
+            let keys = value::byte_list(Value::Array(items)).map_err(|e| anyhow::anyhow!("{doing}: {e}"))?;
             self.cursor = cursor;
             self.done = cursor == 0;
             return Ok(Some(keys));

@@ -113,9 +113,7 @@ fn score(value: Value) -> Result<f64, String> {
             std::str::from_utf8(&text)
                 .ok()
                 .and_then(|t| t.trim().parse::<f64>().ok())
-                .ok_or_else(|| {
-                    format!("unexpected zset score `{}`", String::from_utf8_lossy(&text))
-                })
+                .ok_or_else(|| format!("unexpected zset score `{}`", String::from_utf8_lossy(&text)))
         }
     }
 }
@@ -134,9 +132,7 @@ pub fn scored_members(value: Value) -> Result<Vec<(Vec<u8>, f64)>, String> {
             }
             member => {
                 let member = bytes(member)?.unwrap_or_default();
-                let score_value = iter
-                    .next()
-                    .ok_or("unexpected reply: a zset member without a score")?;
+                let score_value = iter.next().ok_or("unexpected reply: a zset member without a score")?;
                 out.push((member, score(score_value)?));
             }
         }
@@ -151,8 +147,7 @@ pub fn stream_entries(value: Value) -> Result<Vec<StreamEntry>, String> {
         .map(|entry| {
             let mut parts = array(entry)?.into_iter();
             let id = bytes(parts.next().unwrap_or_default())?.unwrap_or_default();
-            let id = String::from_utf8(id)
-                .map_err(|_| "unexpected reply: a stream id that is not text".to_owned())?;
+            let id = String::from_utf8(id).map_err(|_| "unexpected reply: a stream id that is not text".to_owned())?;
             let fields = pairs(parts.next().unwrap_or_default())?;
             Ok(StreamEntry { id, fields })
         })
@@ -169,12 +164,7 @@ pub fn scan_page(value: Value) -> Result<(u64, Vec<Value>), String> {
     let cursor = std::str::from_utf8(&cursor)
         .ok()
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "unexpected SCAN cursor `{}`",
-                String::from_utf8_lossy(&cursor)
-            )
-        })?;
+        .ok_or_else(|| format!("unexpected SCAN cursor `{}`", String::from_utf8_lossy(&cursor)))?;
     Ok((cursor, array(items)?))
 }
 
@@ -185,8 +175,8 @@ pub fn json_root(value: Value) -> Result<Option<(serde_json::Value, usize)>, Str
     let Some(text) = bytes(value)? else {
         return Ok(None);
     };
-    let parsed: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| format!("JSON.GET returned text that is not JSON: {e}"))?;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("JSON.GET returned text that is not JSON: {e}"))?;
     match parsed {
         serde_json::Value::Array(mut items) if !items.is_empty() => {
             Ok(Some((items.swap_remove(0), text.len().saturating_sub(2))))
@@ -249,10 +239,7 @@ mod tests {
 
     #[test]
     fn scan_replies_give_cursor_and_keys() {
-        let reply = Value::Array(vec![
-            bulk(b"17"),
-            Value::Array(vec![bulk(b"k1"), bulk(b"k\n2")]),
-        ]);
+        let reply = Value::Array(vec![bulk(b"17"), Value::Array(vec![bulk(b"k1"), bulk(b"k\n2")])]);
         let (cursor, keys) = scan_page(reply).unwrap();
         assert_eq!(cursor, 17);
         assert_eq!(
@@ -268,9 +255,7 @@ mod tests {
             Some((serde_json::json!({"a": 1}), 7))
         );
         assert_eq!(json_root(Value::Nil).unwrap(), None);
-        assert!(json_root(bulk(b"not json"))
-            .unwrap_err()
-            .contains("not JSON"));
+        assert!(json_root(bulk(b"not json")).unwrap_err().contains("not JSON"));
     }
 
     #[test]

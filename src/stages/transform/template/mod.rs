@@ -38,8 +38,8 @@ use crate::templating::environment::{environment, environment_reads, reads_among
 use crate::templating::errors::{describe, json_kind};
 use crate::templating::{record_context, RECORD_NAMES};
 
-pub use failure::RenderFailure;
 use failure::dead_letter;
+pub use failure::RenderFailure;
 use plan::{expression_source, BodyPlan, Node, Planner};
 
 /// A compiled `template` stage.
@@ -175,19 +175,36 @@ impl TemplateTransform {
         if errors.is_empty() {
             let env = compiled.borrow_owner();
             for (name, template) in env.templates() {
-                errors.extend(unknown_names(env, name, &template.undeclared_variables(false), RECORD_NAMES));
+                errors.extend(unknown_names(
+                    env,
+                    name,
+                    &template.undeclared_variables(false),
+                    RECORD_NAMES,
+                ));
             }
-            let expr_pointers: Vec<String> = expr_sources.iter().map(|(pointer, _)| format!("{pointer}/expr")).collect();
+            let expr_pointers: Vec<String> = expr_sources
+                .iter()
+                .map(|(pointer, _)| format!("{pointer}/expr"))
+                .collect();
             for (pointer, expr) in expr_pointers.iter().zip(compiled.borrow_dependent()) {
-                errors.extend(unknown_names(env, pointer, &expr.undeclared_variables(false), RECORD_NAMES));
+                errors.extend(unknown_names(
+                    env,
+                    pointer,
+                    &expr.undeclared_variables(false),
+                    RECORD_NAMES,
+                ));
             }
             let exprs = expr_pointers
                 .iter()
                 .zip(&expr_sources)
                 .map(|(pointer, (_, source))| (pointer.as_str(), source.as_str(), true));
             let fixed = [("/id", config.id.as_deref()), ("/index", config.index.as_deref())];
-            let fixed = fixed.into_iter().filter_map(|(pointer, source)| Some((pointer, source?, false)));
-            let leaves = template_leaves.iter().map(|(pointer, source)| (pointer.as_str(), source.as_str(), false));
+            let fixed = fixed
+                .into_iter()
+                .filter_map(|(pointer, source)| Some((pointer, source?, false)));
+            let leaves = template_leaves
+                .iter()
+                .map(|(pointer, source)| (pointer.as_str(), source.as_str(), false));
             errors.extend(unknown_filters(env, exprs.chain(fixed).chain(leaves)));
         }
         if errors.is_empty() {
@@ -269,7 +286,9 @@ impl TemplateTransform {
         let context = record_context(record, &ctx.pipeline, Some(&ctx.run_timestamp));
 
         let render_text = |name: &str, id: Option<&str>| -> Result<String, RenderFailure> {
-            let template = env.get_template(name).map_err(|error| RenderFailure::new(name, &error, id))?;
+            let template = env
+                .get_template(name)
+                .map_err(|error| RenderFailure::new(name, &error, id))?;
             let rendered = template.render(&context);
             rendered.map_err(|error| RenderFailure::in_source(name, &error, template.source(), id))
         };
@@ -338,7 +357,9 @@ impl TemplateTransform {
         match node {
             Node::Template(name) => {
                 let env = self.compiled.borrow_owner();
-                let template = env.get_template(name).map_err(|e| RenderFailure::new(name, &e, Some(id)))?;
+                let template = env
+                    .get_template(name)
+                    .map_err(|e| RenderFailure::new(name, &e, Some(id)))?;
                 template
                     .render(context)
                     .map(Json::String)
@@ -389,15 +410,23 @@ mod tests {
         assert!(reads("document: {t: {expr: 'ttl or 0'}}"));
         assert!(reads("document: {expr: '{\"t\": ttl}'}"));
         assert!(reads("index: 'i-{{ ttl }}'"));
-        assert!(reads("document: {all: '{{ debug() }}'}"), "debug() shows the whole context");
-        assert!(!reads("document: {t: '{% set ttl = 1 %}{{ ttl }}'}"), "a local of that name");
+        assert!(
+            reads("document: {all: '{{ debug() }}'}"),
+            "debug() shows the whole context"
+        );
+        assert!(
+            !reads("document: {t: '{% set ttl = 1 %}{{ ttl }}'}"),
+            "a local of that name"
+        );
     }
 
     #[test]
     fn a_gone_key_is_located_only_when_id_and_index_read_nothing_but_key_and_database() {
         let locates = |yaml: &str| TemplateTransform::build(&config(yaml)).ok().unwrap().locates_by_key();
         assert!(locates("document: {v: {expr: value}}"), "the default id");
-        assert!(locates("id: '{{ database }}-{{ key | md5 }}'\nindex: 'i-{{ database }}'"));
+        assert!(locates(
+            "id: '{{ database }}-{{ key | md5 }}'\nindex: 'i-{{ database }}'"
+        ));
         assert!(!locates("id: '{{ value.email }}'"));
         assert!(!locates("index: 'i-{{ key_type }}'"));
     }
@@ -408,12 +437,24 @@ mod tests {
             "id: 'u-{{ key }}'\nindex: 'i-{{ database }}'\ndocument: {name: '{{ value.name }}'}",
         ))
         .unwrap();
-        let ctx = StageContext::new("p", "transforms[0]", crate::dead_letter::DeadLetter::new("/nonexistent/dl"), Default::default());
+        let ctx = StageContext::new(
+            "p",
+            "transforms[0]",
+            crate::dead_letter::DeadLetter::new("/nonexistent/dl"),
+            Default::default(),
+        );
         let batch = transform.apply(vec![Record::gone(2, b"user:1".to_vec())], &ctx);
         let document = batch[0].document.as_ref().unwrap();
-        assert_eq!((document.id.as_str(), document.index.as_deref()), ("u-user:1", Some("i-2")));
+        assert_eq!(
+            (document.id.as_str(), document.index.as_deref()),
+            ("u-user:1", Some("i-2"))
+        );
         assert!(document.body.is_empty());
-        assert_eq!(ctx.counters.snapshot().failed, 0, "value.name is not rendered for a delete");
+        assert_eq!(
+            ctx.counters.snapshot().failed,
+            0,
+            "value.name is not rendered for a delete"
+        );
     }
 
     fn hash_record() -> Record {
@@ -474,7 +515,11 @@ document:
         record.key_type = KeyType::Stream;
         record.value = RedisValue::Stream(vec![StreamEntry {
             id: "1-0".into(),
-            fields: vec![(b"a".to_vec(), b"1".to_vec()), (b"a".to_vec(), b"2".to_vec()), (vec![0xff], b"b".to_vec())],
+            fields: vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"a".to_vec(), b"2".to_vec()),
+                (vec![0xff], b"b".to_vec()),
+            ],
         }]);
         let doc = t.render(&record, &ctx(&dir)).unwrap();
         assert_eq!(doc.body["v"], record.value.to_json());
@@ -505,12 +550,34 @@ document:
         ))
         .err()
         .unwrap();
-        let found: Vec<_> = errors.iter().map(|e| (e.pointer.as_str(), e.message.as_str())).collect();
-        let sees = "a template sees `key`, `database`, `key_type`, `value`, `size_in_bytes`, `ttl`, `pipeline`, `timestamp`";
-        assert!(found.contains(&("/id", &*format!("unknown variable `kye`: {sees}, did you mean `key`?"))), "{found:?}");
-        assert!(found.contains(&("/document/a", &*format!("unknown variable `vlaue`: {sees}, did you mean `value`?"))), "{found:?}");
-        assert!(found.contains(&("/document/b/expr", &*format!("unknown variable `sizeinbytes`: {sees}, did you mean `size_in_bytes`?"))), "{found:?}");
-        assert!(found.contains(&("/document/b/expr", &*format!("unknown variable `zzz`: {sees}"))), "{found:?}");
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.pointer.as_str(), e.message.as_str()))
+            .collect();
+        let sees =
+            "a template sees `key`, `database`, `key_type`, `value`, `size_in_bytes`, `ttl`, `pipeline`, `timestamp`";
+        assert!(
+            found.contains(&("/id", &*format!("unknown variable `kye`: {sees}, did you mean `key`?"))),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(
+                "/document/a",
+                &*format!("unknown variable `vlaue`: {sees}, did you mean `value`?")
+            )),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(
+                "/document/b/expr",
+                &*format!("unknown variable `sizeinbytes`: {sees}, did you mean `size_in_bytes`?")
+            )),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("/document/b/expr", &*format!("unknown variable `zzz`: {sees}"))),
+            "{found:?}"
+        );
         assert_eq!(found.len(), 4, "{found:?}");
     }
 
@@ -521,7 +588,10 @@ document:
         ))
         .err()
         .unwrap();
-        let found: Vec<_> = errors.iter().map(|e| (e.pointer.as_str(), e.message.as_str())).collect();
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.pointer.as_str(), e.message.as_str()))
+            .collect();
         assert_eq!(
             found,
             [
@@ -535,9 +605,19 @@ document:
     #[test]
     fn a_plain_index_that_is_no_index_name_is_a_build_error() {
         let errors = TemplateTransform::build(&config("index: Users\n")).err().unwrap();
-        assert_eq!((errors[0].pointer.as_str(), errors[0].message.as_str()), ("/index", "index name `Users` must be lower case"));
-        let errors = TemplateTransform::build(&config("index: \"Users-{{ database }}\"\n")).err().unwrap();
-        assert!(errors[0].message.starts_with("the index template writes `U` outside `{{ }}`"), "{errors:?}");
+        assert_eq!(
+            (errors[0].pointer.as_str(), errors[0].message.as_str()),
+            ("/index", "index name `Users` must be lower case")
+        );
+        let errors = TemplateTransform::build(&config("index: \"Users-{{ database }}\"\n"))
+            .err()
+            .unwrap();
+        assert!(
+            errors[0]
+                .message
+                .starts_with("the index template writes `U` outside `{{ }}`"),
+            "{errors:?}"
+        );
         assert!(TemplateTransform::build(&config("index: \" users-{{ key | lower }} \"\n")).is_ok());
     }
 
@@ -559,10 +639,18 @@ document:
         let t = TemplateTransform::build(&config("document:\n  x: {expr: \"value.gone | int\"}\n")).unwrap();
         let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
         assert_eq!(failure.pointer, "/document/x");
-        assert!(failure.message.starts_with("`value.gone | int`: undefined value"), "{}", failure.message);
+        assert!(
+            failure.message.starts_with("`value.gone | int`: undefined value"),
+            "{}",
+            failure.message
+        );
         let t = TemplateTransform::build(&config("document:\n  x: \"Hi {{ value.gone | upper }}!\"\n")).unwrap();
         let failure = t.render(&hash_record(), &ctx(&dir)).unwrap_err();
-        assert!(failure.message.starts_with("`value.gone | upper`: undefined value"), "{}", failure.message);
+        assert!(
+            failure.message.starts_with("`value.gone | upper`: undefined value"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]

@@ -66,7 +66,12 @@ impl ChangeSource {
     }
 
     async fn connection(&self, node: usize, db: u32) -> anyhow::Result<Arc<DbConnection>> {
-        if let Some(connection) = self.connections.lock().unwrap_or_else(|e| e.into_inner()).get(&(node, db)) {
+        if let Some(connection) = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(node, db))
+        {
             return Ok(connection.clone());
         }
         let connection = Arc::new(DbConnection::open(self.nodes[node].clone(), db).await?);
@@ -100,7 +105,10 @@ impl ChangeSource {
             let taken_keys = taken.len();
             let mut groups: BTreeMap<(usize, u32), Keys> = BTreeMap::new();
             for (key, types) in taken {
-                groups.entry((key.node, key.database)).or_default().push((key.key, types));
+                groups
+                    .entry((key.node, key.database))
+                    .or_default()
+                    .push((key.key, types));
             }
             let (mut read_time, mut handoff_time) = (Duration::ZERO, Duration::ZERO);
             for ((node, db), keys) in groups {
@@ -150,7 +158,11 @@ impl ChangeSource {
             while let Some((page, _permit)) = pages.try_next().await? {
                 for (reason, n) in page.skips.reasons() {
                     // Gone keys become deletes below, not skips.
-                    let n = if reason == "vanished" || reason == "unsupported_type" { 0 } else { n };
+                    let n = if reason == "vanished" || reason == "unsupported_type" {
+                        0
+                    } else {
+                        n
+                    };
                     if n > 0 {
                         ctx.counters.add_skipped(reason, n);
                     }

@@ -44,7 +44,11 @@ pub struct Follower {
 /// their types joined), else one per listed database, else every database.
 pub fn subscriptions(config: &RedisSourceConfig, cluster: bool) -> Result<Vec<Subscription>, String> {
     let rules = check::check(config).map_err(|errors| {
-        errors.into_iter().map(|e| format!("{}: {}", e.pointer, e.message)).collect::<Vec<_>>().join("; ")
+        errors
+            .into_iter()
+            .map(|e| format!("{}: {}", e.pointer, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
     })?;
     let mut channels: BTreeMap<Vec<u8>, TypeMask> = BTreeMap::new();
     let mut add = |database: &str, pattern: &str, types: TypeMask| {
@@ -54,7 +58,11 @@ pub fn subscriptions(config: &RedisSourceConfig, cluster: bool) -> Result<Vec<Su
     };
     if !rules.is_empty() {
         for rule in &rules {
-            add(&rule.database.to_string(), rule.pattern.as_deref().unwrap_or("*"), TypeMask::of(rule.key_type));
+            add(
+                &rule.database.to_string(),
+                rule.pattern.as_deref().unwrap_or("*"),
+                TypeMask::of(rule.key_type),
+            );
         }
     } else if cluster {
         add("0", "*", TypeMask::ANY);
@@ -68,7 +76,10 @@ pub fn subscriptions(config: &RedisSourceConfig, cluster: bool) -> Result<Vec<Su
             }
         }
     }
-    Ok(channels.into_iter().map(|(channel, types)| Subscription { channel, types }).collect())
+    Ok(channels
+        .into_iter()
+        .map(|(channel, types)| Subscription { channel, types })
+        .collect())
 }
 
 impl Follower {
@@ -91,9 +102,13 @@ impl Follower {
                 masters
                     .iter()
                     .map(|m| {
-                        Connector::new(&RedisSourceConfig { host: m.host.clone(), port: m.port, ..config.clone() })
-                            .map(Arc::new)
-                            .map_err(anyhow::Error::msg)
+                        Connector::new(&RedisSourceConfig {
+                            host: m.host.clone(),
+                            port: m.port,
+                            ..config.clone()
+                        })
+                        .map(Arc::new)
+                        .map_err(anyhow::Error::msg)
                     })
                     .collect::<anyhow::Result<_>>()?
             }
@@ -125,7 +140,11 @@ impl Follower {
     /// Subscribes on every node (checking, or setting, `notify-keyspace-events`
     /// first) and starts watching for restarts and flushes. Returns once every node
     /// is subscribed; an error means the run cannot follow (flags missing, denied).
-    pub async fn start(&mut self, state: &Arc<LiveState>, stop: &CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    pub async fn start(
+        &mut self,
+        state: &Arc<LiveState>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let mut tasks = Vec::new();
         let mut waiting = Vec::new();
         for (node, connector) in self.nodes.iter().enumerate() {
@@ -138,7 +157,12 @@ impl Follower {
                 configure_server: self.live.configure_server,
             };
             tasks.push(tokio::spawn(subscriber.run(state.clone(), ready, stop.clone())));
-            tasks.push(tokio::spawn(watch::watch(connector.clone(), self.cluster, state.clone(), stop.clone())));
+            tasks.push(tokio::spawn(watch::watch(
+                connector.clone(),
+                self.cluster,
+                state.clone(),
+                stop.clone(),
+            )));
             waiting.push(subscribed);
         }
         for subscribed in waiting {
@@ -202,7 +226,10 @@ mod tests {
     #[test]
     fn databases_give_one_channel_each_or_every_database() {
         assert_eq!(channels(&config("host: h\ndatabase: '*'"), false), ["__keyspace@*__:*"]);
-        assert_eq!(channels(&config("host: h\ndatabase: [1, 3]"), false), ["__keyspace@1__:*", "__keyspace@3__:*"]);
+        assert_eq!(
+            channels(&config("host: h\ndatabase: [1, 3]"), false),
+            ["__keyspace@1__:*", "__keyspace@3__:*"]
+        );
         assert_eq!(channels(&config("host: h\ndatabase: '*'"), true), ["__keyspace@0__:*"]);
     }
 }

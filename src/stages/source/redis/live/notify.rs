@@ -29,7 +29,11 @@ const ALL_CLASSES: &str = "g$lshzxetd";
 fn expand(flags: &str) -> String {
     let mut out = String::new();
     for c in flags.chars() {
-        let add = if c == 'A' { ALL_CLASSES.to_owned() } else { c.to_string() };
+        let add = if c == 'A' {
+            ALL_CLASSES.to_owned()
+        } else {
+            c.to_string()
+        };
         for c in add.chars() {
             if !out.contains(c) {
                 out.push(c);
@@ -200,15 +204,24 @@ mod tests {
         assert_eq!(missing("Kg$lshzxet", &json), "d");
         assert_eq!(missing("Kg$lshzxet", &needed(false)), "");
         let message = missing_message("h:1", "Kg$lshzxet", &json);
-        assert!(message.contains("CONFIG SET notify-keyspace-events 'Kg$lshzxetd'"), "{message}");
+        assert!(
+            message.contains("CONFIG SET notify-keyspace-events 'Kg$lshzxetd'"),
+            "{message}"
+        );
         assert!(message.contains("RedisJSON's JSON.SET"), "{message}");
     }
 
     #[test]
     fn the_message_names_the_command_the_conf_line_and_the_managed_case() {
         let message = missing_message("h:1", "Ex", NEEDED);
-        assert!(message.contains("redis-cli -h h -p 1 CONFIG SET notify-keyspace-events 'ExKg$lshzet'"), "{message}");
-        assert!(message.contains("`notify-keyspace-events ExKg$lshzet` in redis.conf"), "{message}");
+        assert!(
+            message.contains("redis-cli -h h -p 1 CONFIG SET notify-keyspace-events 'ExKg$lshzet'"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`notify-keyspace-events ExKg$lshzet` in redis.conf"),
+            "{message}"
+        );
         assert!(message.contains("live.configure_server: true"), "{message}");
         assert!(message.contains("managed service"), "{message}");
     }

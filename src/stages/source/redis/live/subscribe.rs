@@ -50,9 +50,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 impl Subscriber {
     /// Subscribes, tells `ready` (the first subscription's outcome: an error stops the
     /// start), then follows until `stop`, subscribing again after every drop.
-    pub async fn run(self, state: Arc<LiveState>, ready: oneshot::Sender<anyhow::Result<Vec<String>>>, stop: CancellationToken) {
-        let types: HashMap<Vec<u8>, TypeMask> =
-            self.subscriptions.iter().map(|s| (s.channel.clone(), s.types)).collect();
+    pub async fn run(
+        self,
+        state: Arc<LiveState>,
+        ready: oneshot::Sender<anyhow::Result<Vec<String>>>,
+        stop: CancellationToken,
+    ) {
+        let types: HashMap<Vec<u8>, TypeMask> = self
+            .subscriptions
+            .iter()
+            .map(|s| (s.channel.clone(), s.types))
+            .collect();
         let mut ready = Some(ready);
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -71,7 +79,10 @@ impl Subscriber {
                         state.fail(format!("{error:#}"));
                         return;
                     }
-                    tracing::warn!("live: cannot subscribe again to Redis at {}: {error:#}; retrying", self.connector.endpoint());
+                    tracing::warn!(
+                        "live: cannot subscribe again to Redis at {}: {error:#}; retrying",
+                        self.connector.endpoint()
+                    );
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -100,10 +111,19 @@ impl Subscriber {
                 };
                 let Some(message) = message else { break };
                 let channel: Vec<u8> = message.get_channel().unwrap_or_default();
-                let Some((database, key)) = parse_channel(&channel) else { continue };
+                let Some((database, key)) = parse_channel(&channel) else {
+                    continue;
+                };
                 let pattern: Vec<u8> = message.get_pattern().unwrap_or_default();
                 let mask = types.get(&pattern).copied().unwrap_or(TypeMask::ANY);
-                state.add(PendingKey { node: self.node, database, key }, mask);
+                state.add(
+                    PendingKey {
+                        node: self.node,
+                        database,
+                        key,
+                    },
+                    mask,
+                );
             }
             tracing::warn!(
                 "live: the subscription to Redis at {} dropped; subscribing again, then a resync",
@@ -115,7 +135,12 @@ impl Subscriber {
     /// Which JSON keys the subscriptions may deliver (their events need the `d` flag).
     fn json_keys(&self) -> notify::JsonKeys {
         let selects = |s: &&Subscription| s.types.allows(KeyType::Json);
-        if self.subscriptions.iter().filter(selects).any(|s| s.types != TypeMask::ANY) {
+        if self
+            .subscriptions
+            .iter()
+            .filter(selects)
+            .any(|s| s.types != TypeMask::ANY)
+        {
             notify::JsonKeys::Selected
         } else if self.subscriptions.iter().any(|s| s.types == TypeMask::ANY) {
             notify::JsonKeys::IfLoaded
@@ -173,7 +198,10 @@ mod tests {
     #[test]
     fn keyspace_channels_give_the_database_and_the_binary_key() {
         assert_eq!(parse_channel(b"__keyspace@0__:user:1"), Some((0, b"user:1".to_vec())));
-        assert_eq!(parse_channel(b"__keyspace@15__:a__:b\xff"), Some((15, b"a__:b\xff".to_vec())));
+        assert_eq!(
+            parse_channel(b"__keyspace@15__:a__:b\xff"),
+            Some((15, b"a__:b\xff".to_vec()))
+        );
         assert_eq!(parse_channel(b"__keyspace@3__:"), Some((3, Vec::new())));
         assert_eq!(parse_channel(b"__keyevent@0__:set"), None);
         assert_eq!(parse_channel(b"__keyspace@x__:k"), None);

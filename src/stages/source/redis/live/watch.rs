@@ -74,8 +74,11 @@ pub async fn watch(connector: Arc<Connector>, cluster: bool, state: Arc<LiveStat
             connection = connector.try_connect(0).await.ok();
         }
         let Some(c) = connection.as_mut() else { continue };
-        let reply: Result<String, redis::RedisError> =
-            redis::cmd("INFO").arg("server").arg("commandstats").query_async(c).await;
+        let reply: Result<String, redis::RedisError> = redis::cmd("INFO")
+            .arg("server")
+            .arg("commandstats")
+            .query_async(c)
+            .await;
         let info = match reply {
             Ok(info) => info,
             Err(error) => {
@@ -121,11 +124,23 @@ mod tests {
                     cmdstat_set:calls=10,usec=5\r\ncmdstat_flushdb:calls=2,usec=1,rejected_calls=0\r\n\
                     cmdstat_flushall:calls=1,usec=1\r\n";
         let seen = parse_info(info);
-        assert_eq!(seen, Seen { run_id: Some("abc".into()), flushes: 3 });
+        assert_eq!(
+            seen,
+            Seen {
+                run_id: Some("abc".into()),
+                flushes: 3
+            }
+        );
         assert_eq!(compare(&seen, &seen), None);
-        let flushed = Seen { flushes: 4, ..seen.clone() };
+        let flushed = Seen {
+            flushes: 4,
+            ..seen.clone()
+        };
         assert_eq!(compare(&seen, &flushed), Some(Reason::Flush));
-        let restarted = Seen { run_id: Some("def".into()), flushes: 0 };
+        let restarted = Seen {
+            run_id: Some("def".into()),
+            flushes: 0,
+        };
         assert_eq!(compare(&seen, &restarted), Some(Reason::Restart));
     }
 }
