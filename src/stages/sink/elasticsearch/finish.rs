@@ -2,7 +2,7 @@
 //! stale documents are deleted (only after a complete run with nothing failed before
 //! an id was known), per index in scope, from the change-aware map or by reading the
 //! index's ids (`stale.rs` does the reading and deleting); the indices written are
-//! refreshed; an alias build is ended (`alias.rs`); and the report is made.
+//! refreshed; an alias build is ended (`alias/generations.rs`); and the report is made.
 
 use anyhow::Context as _;
 

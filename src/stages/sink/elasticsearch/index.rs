@@ -150,7 +150,7 @@ pub fn writing_allowed(state: &IndexState, pipeline: &str) -> Result<(), String>
 
 /// The index's `_meta` with this pipeline's marker added. A mapping update replaces
 /// `_meta` as a whole, so whatever else it holds is kept by sending it again, and so
-/// are the marker's other fields (an alias's fingerprints, see `alias.rs`).
+/// are the marker's other fields (an alias's fingerprints, see `alias/`).
 fn marked_meta(state: &IndexState, pipeline: &str, delete_stale: bool) -> Value {
     let mut meta = match state.mapping.as_ref().map(|m| &m["_meta"]) {
         Some(Value::Object(meta)) => meta.clone(),

@@ -18,7 +18,8 @@
 //! - `index.rs` sets indices up and reads their ownership marker; `creation_check.rs`
 //!   checks the pipeline's settings and mappings before reading; `dry_check.rs` asks
 //!   Elasticsearch about a dry run's documents, `compat.rs` checks them offline when it
-//!   cannot; `alias.rs` writes behind an alias (rebuilds and swaps).
+//!   cannot; `alias/` writes behind an alias (`mod.rs`: fingerprints and the plan;
+//!   `generations.rs`: swaps, pruning, rollback).
 //!
 //! Change-aware sync: before its first write to an existing index, the sink reads
 //! every `(_id, hash)` the index holds; each document is encoded with its content
