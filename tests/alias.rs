@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{es_count, es_url, http, unique_index, RedisServer};
+use common::{alias_indices, es_count, es_url, http, pointed, unique_index, RedisServer};
 
 /// One test's Redis, folder and alias; deletes every index built for the alias when
 /// the test ends, passed or not.
@@ -25,7 +25,7 @@ struct Setup {
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        for name in indices(&self.alias) {
+        for name in alias_indices(&self.alias) {
             common::es_delete_index(&name);
         }
         common::es_delete_index(&self.alias);
@@ -117,38 +117,6 @@ fn notes(entry: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// The indices `alias` points to.
-fn pointed(alias: &str) -> Vec<String> {
-    let response = http().get(format!("{}/_alias/{alias}", es_url())).send().unwrap();
-    if response.status() == 404 {
-        return Vec::new();
-    }
-    let body: Value = response.json().unwrap();
-    let mut names: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
-    names.sort();
-    names
-}
-
-/// The indices named `ALIAS-*`.
-fn indices(alias: &str) -> Vec<String> {
-    let body: Value = http()
-        .get(format!("{}/_cat/indices/{alias}-*?format=json&h=index", es_url()))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap_or(Value::Null);
-    let mut names: Vec<String> = body
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| i["index"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// The mapped type of `n` in `index`.
 fn field_type(index: &str) -> String {
     let body: Value = http()
@@ -237,7 +205,7 @@ fn a_mapping_change_builds_a_new_index_and_swaps_while_searches_keep_every_docum
         "{text}"
     );
     // keep_previous: 1 keeps the old one, for rollback.
-    assert_eq!(indices(&setup.alias), {
+    assert_eq!(alias_indices(&setup.alias), {
         let mut v = vec![old.clone(), new.clone()];
         v.sort();
         v
@@ -249,7 +217,7 @@ fn a_mapping_change_builds_a_new_index_and_swaps_while_searches_keep_every_docum
     assert_eq!(again["written"], 0);
     assert_eq!(again["unchanged"], 3000);
     assert!(notes(&again).contains("change-aware sync in place"), "{again:#}");
-    assert_eq!(indices(&setup.alias).len(), 2);
+    assert_eq!(alias_indices(&setup.alias).len(), 2);
 }
 
 #[test]
@@ -266,7 +234,7 @@ fn a_dry_run_states_the_plan_and_writes_nothing() {
         )),
         "{entry:#}"
     );
-    assert!(indices(&setup.alias).is_empty());
+    assert!(alias_indices(&setup.alias).is_empty());
     assert!(pointed(&setup.alias).is_empty());
 
     setup.run_ok(&keyword, &[]);
@@ -285,7 +253,7 @@ fn a_dry_run_states_the_plan_and_writes_nothing() {
         )),
         "{text}"
     );
-    assert_eq!(indices(&setup.alias), vec![old.clone()]);
+    assert_eq!(alias_indices(&setup.alias), vec![old.clone()]);
     assert_eq!(setup.live(), old);
 }
 
@@ -306,7 +274,7 @@ fn a_failed_document_during_a_build_leaves_the_alias_and_exits_1() {
         "{entry:#}"
     );
     assert_eq!(es_count(&setup.alias), 100);
-    let built = indices(&setup.alias).into_iter().find(|n| *n != old).unwrap();
+    let built = alias_indices(&setup.alias).into_iter().find(|n| *n != old).unwrap();
     assert!(
         error.ends_with(&format!(
             "the next run resumes the build of {built} (change-aware: it writes only what is missing or changed)"
@@ -342,7 +310,7 @@ fn a_build_killed_midway_leaves_the_alias_and_the_next_run_finishes_it() {
         .unwrap();
     // Wait until the new index holds some documents, then kill -9.
     let built = loop {
-        if let Some(name) = indices(&setup.alias).into_iter().find(|n| *n != old) {
+        if let Some(name) = alias_indices(&setup.alias).into_iter().find(|n| *n != old) {
             if es_count(&name) > 0 {
                 break name;
             }
@@ -389,7 +357,7 @@ fn keep_previous_1_keeps_exactly_one_older_index_and_rollback_restores_it() {
         notes(&entry).contains(&format!("deleted {first} (beyond keep_previous: 1)")),
         "{entry:#}"
     );
-    assert_eq!(indices(&setup.alias), {
+    assert_eq!(alias_indices(&setup.alias), {
         let mut v = vec![second.clone(), third.clone()];
         v.sort();
         v
@@ -422,7 +390,7 @@ fn keep_previous_1_keeps_exactly_one_older_index_and_rollback_restores_it() {
         notes(&entry).contains(&format!("moved alias {} from {second}", setup.alias)),
         "{entry:#}"
     );
-    assert_eq!(indices(&setup.alias), vec![third]);
+    assert_eq!(alias_indices(&setup.alias), vec![third]);
 }
 
 #[test]
@@ -437,7 +405,7 @@ fn an_abandoned_build_is_neither_kept_by_keep_previous_nor_rolled_back_to() {
     setup.redis.cli(&["SET", "k:bad", "not a number"]);
     let (out, _) = setup.run(&setup.pipeline("integer", ""), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let abandoned = indices(&setup.alias).into_iter().find(|n| *n != served).unwrap();
+    let abandoned = alias_indices(&setup.alias).into_iter().find(|n| *n != served).unwrap();
     setup.redis.cli(&["DEL", "k:bad"]);
     setup.run_ok(&setup.pipeline("keyword", ""), &[]);
     assert_eq!(setup.live(), served);
@@ -450,7 +418,7 @@ fn an_abandoned_build_is_neither_kept_by_keep_previous_nor_rolled_back_to() {
         notes(&entry).contains(&format!("deleted {abandoned} (beyond keep_previous: 1)")),
         "{entry:#}"
     );
-    assert_eq!(indices(&setup.alias), {
+    assert_eq!(alias_indices(&setup.alias), {
         let mut v = vec![served.clone(), newest.clone()];
         v.sort();
         v
@@ -490,7 +458,7 @@ fn an_alias_over_an_index_this_pipeline_does_not_own_is_refused_before_writing()
         )),
         "{said}"
     );
-    assert_eq!(indices(&setup.alias), vec![foreign.clone()]);
+    assert_eq!(alias_indices(&setup.alias), vec![foreign.clone()]);
     assert_eq!(pointed(&setup.alias), vec![foreign]);
 }
 

@@ -13,38 +13,6 @@ use common::live::*;
 use common::*;
 use serde_json::Value;
 
-/// The indices `alias` points to.
-fn pointed(alias: &str) -> Vec<String> {
-    let response = http().get(format!("{}/_alias/{alias}", es_url())).send().unwrap();
-    if response.status() == 404 {
-        return Vec::new();
-    }
-    let body: Value = response.json().unwrap();
-    let mut names: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
-    names.sort();
-    names
-}
-
-/// The indices named `ALIAS-*`.
-fn built(alias: &str) -> Vec<String> {
-    let body: Value = http()
-        .get(format!("{}/_cat/indices/{alias}-*?format=json&h=index", es_url()))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap_or(Value::Null);
-    let mut names: Vec<String> = body
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| i["index"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// The one index `alias` points to.
 fn live_index(alias: &str) -> String {
     let names = pointed(alias);
@@ -59,7 +27,7 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for name in built(&self.alias) {
+        for name in alias_indices(&self.alias) {
             es_delete_index(&name);
         }
     }
@@ -144,7 +112,7 @@ fn following_starts_a_rebuild_while_changes_go_through_the_alias_and_ends_exact_
     let new = live_index(&alias);
     assert_ne!(new, old);
     // keep_previous: 1 (the default) keeps the index that served.
-    assert_eq!(built(&alias), {
+    assert_eq!(alias_indices(&alias), {
         let mut both = vec![old.clone(), new.clone()];
         both.sort();
         both
@@ -232,7 +200,7 @@ fn an_unchanged_pipeline_follows_in_place_and_a_failed_rebuild_keeps_changes_rea
         numeric_write(&mut connection, &mut rng, 300);
     }
     assert_exact(server.port, &[0], &es_url(), &alias);
-    assert_eq!(built(&alias), {
+    assert_eq!(alias_indices(&alias), {
         let mut both = vec![plain_index.clone(), refusing_index.clone()];
         both.sort();
         both
@@ -266,7 +234,7 @@ fn a_new_alias_is_created_by_the_first_sync_and_followed_through() {
     }
     assert_exact(server.port, &[0], &es_url(), &alias);
     let index = live_index(&alias);
-    assert_eq!(built(&alias), vec![index.clone()]);
+    assert_eq!(alias_indices(&alias), vec![index.clone()]);
     let (code, summary, stderr) = follow.stop();
     assert_eq!(code, 0, "{stderr}");
     let live = &summary["pipelines"][0];

@@ -434,3 +434,35 @@ impl RedisServer {
             .expect("connect to the test redis-server")
     }
 }
+
+/// The indices `alias` points to, sorted (none when it does not exist).
+pub fn pointed(alias: &str) -> Vec<String> {
+    let response = http().get(format!("{}/_alias/{alias}", es_url())).send().unwrap();
+    if response.status() == 404 {
+        return Vec::new();
+    }
+    let body: serde_json::Value = response.json().unwrap();
+    let mut names: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
+    names.sort();
+    names
+}
+
+/// The indices named `ALIAS-*` (built behind `alias`), sorted.
+pub fn alias_indices(alias: &str) -> Vec<String> {
+    let body: serde_json::Value = http()
+        .get(format!("{}/_cat/indices/{alias}-*?format=json&h=index", es_url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap_or(serde_json::Value::Null);
+    let mut names: Vec<String> = body
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["index"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
