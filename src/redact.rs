@@ -10,7 +10,8 @@
 //! - the password of every `user:password@` written in any value (a URL, or a
 //!   `host` given as one), scheme or not;
 //! - the whole value of every `${VAR}` whose name looks secret (`PASSWORD`, `PASS`,
-//!   `PWD`, `SECRET`, `TOKEN`, `KEY`, `AUTH`, `CREDENTIAL`, `PRIVATE`, `CERT`).
+//!   `PWD`, `SECRET`, `TOKEN`, `KEY`, `AUTH`, `CREDENTIAL`, `PRIVATE`, `CERT`), unless
+//!   the name ends in `_FILE`, `_PATH` or `_DIR`: that value is where a secret is kept.
 //!
 //! Why not every interpolated value: a host or a port from `${REDIS_HOST}` is what an
 //! operator needs to read in "cannot resolve host" or a summary, and values such as
@@ -73,8 +74,15 @@ pub fn register(secret: &str) {
 
 /// Whether a variable's name says its value is a secret (`ES_API_KEY`,
 /// `REDIS_PASSWORD`, `GITHUB_TOKEN`), case-insensitively.
+/// A name ending in `_FILE`, `_PATH` or `_DIR` (`ES_API_KEY_FILE`) names where a
+/// secret is kept, not the secret: its value is a path an operator needs to see in
+/// "cannot read api_key_file /run/secrets/...". (What the file holds is registered
+/// when it is read.)
 pub fn is_secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
+    if ["_FILE", "_PATH", "_DIR"].iter().any(|end| upper.ends_with(end)) {
+        return false;
+    }
     SECRET_NAME_PARTS.iter().any(|part| upper.contains(part))
 }
 
@@ -226,7 +234,15 @@ mod tests {
         for name in ["ES_API_KEY", "redis_password", "GH_TOKEN", "DB_PWD", "MY_SECRET"] {
             assert!(is_secret_name(name), "{name}");
         }
-        for name in ["ES_URL", "REDIS_HOST", "RPORT", "INDEX"] {
+        for name in [
+            "ES_URL",
+            "REDIS_HOST",
+            "RPORT",
+            "INDEX",
+            "ES_API_KEY_FILE",
+            "REDIS_PASSWORD_FILE",
+            "TLS_CERT_PATH",
+        ] {
             assert!(!is_secret_name(name), "{name}");
         }
     }

@@ -154,3 +154,34 @@ fn failing_runs_never_print_a_secret() {
     assert_eq!(dead.lines().count(), 2, "{dead}");
     common::es_delete_index(&index);
 }
+
+#[test]
+fn a_missing_secret_file_named_by_a_file_variable_is_named_in_the_error() {
+    // `ES_API_KEY_FILE` holds "KEY" but names where the key is kept: the path is
+    // what an operator needs to see, and is not masked.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("run-secrets").join("api-key");
+    let index = unique_index("secret-file");
+    write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: key-file\nsource: {{type: redis, host: 127.0.0.1, port: {}}}\nsink: {{type: elasticsearch, url: \"{}\", index: {index}, api_key_file: \"${{ES_API_KEY_FILE}}\"}}\n",
+            free_port(),
+            es_url()
+        ),
+    );
+    let output = connector()
+        .current_dir(dir.path())
+        .args(["run", "p.yaml"])
+        .env("ES_API_KEY_FILE", &missing)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run redis-connector");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("cannot read api_key_file {}", missing.display())),
+        "{stdout}"
+    );
+}
