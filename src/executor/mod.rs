@@ -122,7 +122,7 @@ async fn run_tracked(
         transforms,
         mut sink,
         requirements,
-    } = crate::pipeline::build(pipeline, source).map_err(|errors| invalid(pipeline, errors))?;
+    } = build_stages(pipeline, source)?;
     let dry_run = options.dry_run;
     let options_follow = options.follow;
     let sample = if dry_run { options.sample } else { 0 };
@@ -279,11 +279,11 @@ async fn run_tracked(
     ))
 }
 
-/// Builds every stage (the source from the pipeline unless `source` is given) through
-/// [`crate::pipeline::build()`]; all configuration errors together.
-pub fn build_stages(pipeline: &Pipeline, source: Option<Source>) -> anyhow::Result<(Source, Vec<Transform>, Sink)> {
-    let stages = crate::pipeline::build(pipeline, source).map_err(|errors| invalid(pipeline, errors))?;
-    Ok((stages.source, stages.transforms, stages.sink))
+/// Builds every stage (the source from the pipeline unless `source` is given) with
+/// what they require of each other, through [`crate::pipeline::build()`]; all
+/// configuration errors together, as one error naming the pipeline.
+pub fn build_stages(pipeline: &Pipeline, source: Option<Source>) -> anyhow::Result<crate::pipeline::Stages> {
+    crate::pipeline::build(pipeline, source).map_err(|errors| invalid(pipeline, errors))
 }
 
 /// The error of a pipeline whose stages do not build (one that skipped `validate`).

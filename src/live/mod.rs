@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::model::{Pipeline, SinkConfig, SourceConfig};
 use crate::executor::{self, LiveCounters, PipelineSummary, Progress};
 use crate::stages::source::redis::live::Follower;
-use crate::stages::{RunOptions, Source, Transform};
+use crate::stages::{RunOptions, Source};
 pub use observer::{Observer, Unobserved};
 use state::{LiveState, Reason};
 pub use summary::LiveSummary;
@@ -106,11 +106,9 @@ pub async fn follow_with(
     let started = Instant::now();
     let live = pipeline.live.clone().unwrap_or_default();
     let SourceConfig::Redis(redis) = &pipeline.source;
-    let (_, transforms, sink) = executor::build_stages(pipeline, None)?;
     // A gone key's document is named from its key alone, unless an id or index
     // template reads its value: then a resync's stale deletion removes it.
-    let locates_by_key = transforms.iter().all(Transform::locates_by_key) && sink.locates_by_key();
-    drop((transforms, sink));
+    let locates_by_key = executor::build_stages(pipeline, None)?.requirements.locates_by_key;
     let sync = sync_pipeline(pipeline);
     let mut summary = LiveSummary::new(&pipeline.name);
     if !locates_by_key {

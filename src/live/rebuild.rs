@@ -200,8 +200,7 @@ pub(super) async fn sync(
 
 /// What a run of `pipeline` would do behind its alias now; `None` without one.
 async fn planned(pipeline: &Pipeline) -> anyhow::Result<Option<Plan>> {
-    let (_, _, sink) = executor::build_stages(pipeline, None)?;
-    match sink {
+    match executor::build_stages(pipeline, None)?.sink {
         Sink::Elasticsearch(sink) => sink.alias_plan(&pipeline.name).await,
         Sink::Ndjson(_) => Ok(None),
     }

@@ -47,8 +47,8 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in priority order.
-    pub const ALL: [Reason; 8] = [
+    /// Every reason, in the order they are declared (the order of `/metrics`).
+    pub const ALL: [Reason; 9] = [
         Reason::Restart,
         Reason::Flush,
         Reason::SubscriptionDropped,
@@ -57,6 +57,7 @@ impl Reason {
         Reason::DeleteWithoutId,
         Reason::Error,
         Reason::ReconcileEvery,
+        Reason::Rebuild,
     ];
 
     /// The reason's name in summaries and logs.
@@ -307,6 +308,25 @@ impl LiveState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_holds_every_reason_once() {
+        // Exhaustive: a new reason does not compile here until it has a place in ALL.
+        let position = |reason: Reason| match reason {
+            Reason::Restart => 0,
+            Reason::Flush => 1,
+            Reason::SubscriptionDropped => 2,
+            Reason::Overflow => 3,
+            Reason::Topology => 4,
+            Reason::DeleteWithoutId => 5,
+            Reason::Error => 6,
+            Reason::ReconcileEvery => 7,
+            Reason::Rebuild => 8,
+        };
+        for (i, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(position(reason), i, "{}", reason.name());
+        }
+    }
 
     fn key(name: &str) -> PendingKey {
         PendingKey {

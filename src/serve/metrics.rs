@@ -196,7 +196,10 @@ impl Metrics {
         );
         registry.register(
             "pipeline_live_resyncs",
-            "Live pipelines: resyncs started, by reason (restart, flush, subscription_dropped, overflow, topology, delete_without_id, error, reconcile_every)",
+            format!(
+                "Live pipelines: resyncs started, by reason ({})",
+                Reason::ALL.map(Reason::name).join(", ")
+            ),
             metrics.live_resyncs.clone(),
         );
         registry.register(

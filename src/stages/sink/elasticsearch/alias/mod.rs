@@ -205,7 +205,7 @@ impl Plan {
 
 impl super::ElasticsearchSink {
     /// With `sink.alias`: what a run of `pipeline` would do behind it now (nothing is
-    /// written; the sink needs its fingerprint set, as `executor::build_stages` does).
+    /// written; the sink needs its fingerprint set, as `pipeline::build` does).
     /// `None` without an alias.
     pub async fn alias_plan(&self, pipeline: &str) -> anyhow::Result<Option<Plan>> {
         let Some(alias) = &self.config.alias else {
