@@ -159,6 +159,21 @@ pub fn escape_pointer(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
 }
 
+/// Parses `text` as one YAML document the way a pipeline file is parsed (the same
+/// scalars, anchors and merge keys; duplicate keys and several documents refused)
+/// and converts it to `T`: for a part of a pipeline written on its own, such as one
+/// stage's settings. No `${VAR}` is expanded. The error is the first problem found,
+/// with its line and column when it is a YAML one.
+pub fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let (root, errors) = parse(text);
+    if let Some(error) = errors.first() {
+        let Position { line, column } = error.position;
+        return Err(format!("{line}:{column}: {}", error.message));
+    }
+    let value = root.map(|root| root.to_json()).unwrap_or(Value::Null);
+    serde_json::from_value(value).map_err(|error| error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
