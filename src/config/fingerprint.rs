@@ -61,7 +61,7 @@ mod tests {
     use super::*;
 
     fn pipeline(source: &str, transforms: &str, sink: &str) -> Pipeline {
-        serde_yaml::from_str(&format!(
+        crate::config::yaml::from_str(&format!(
             "name: p\nsource: {{type: redis, host: h{source}}}\ntransforms: {transforms}\nsink: {{type: elasticsearch, url: 'http://e:9200', index: i{sink}}}\n"
         ))
         .unwrap()

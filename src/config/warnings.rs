@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn now_is_found_in_every_template_field() {
-        let pipeline: Pipeline = serde_yaml::from_str(
+        let pipeline: Pipeline = crate::config::yaml::from_str(
             "name: p\nsource: {type: redis, host: h}\ntransforms:\n  - type: template\n    id: '{{ key }}'\n    \
              document: {at: '{{ now() }}', n: {expr: 'now ()'}, list: ['{{ snow() }}']}\n\
              sink: {type: elasticsearch, url: 'http://e:9200', index: 'i-{{ now() | datetimeformat }}'}\n",

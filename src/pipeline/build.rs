@@ -158,7 +158,7 @@ mod tests {
     use super::*;
 
     fn pipeline(transforms: &str, sink: &str) -> Pipeline {
-        serde_yaml::from_str(&format!(
+        crate::config::yaml::from_str(&format!(
             "name: p\nsource: {{type: redis, host: h}}\ntransforms: {transforms}\nsink: {sink}\n"
         ))
         .unwrap()
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_returned_from_the_root_in_stage_order() {
-        let p: Pipeline = serde_yaml::from_str(
+        let p: Pipeline = crate::config::yaml::from_str(
             "name: p\nsource: {type: redis, host: h, timeout: 0}\ntransforms:\n  - {type: template, document: {a: '{{ x '}}\n  - {type: filter, rules: [{policy: exclude, field: kye, rule: equals, value: a}]}\nsink: {type: elasticsearch, url: 'not a url', index: i}\n",
         )
         .unwrap();
@@ -236,9 +236,10 @@ mod tests {
 
     #[test]
     fn check_skips_what_did_not_convert() {
-        let filter: TransformConfig =
-            serde_yaml::from_str("{type: filter, rules: [{policy: exclude, field: kye, rule: equals, value: a}]}")
-                .unwrap();
+        let filter: TransformConfig = crate::config::yaml::from_str(
+            "{type: filter, rules: [{policy: exclude, field: kye, rule: equals, value: a}]}",
+        )
+        .unwrap();
         let errors = check(&Parts {
             source: None,
             transforms: vec![None, Some(&filter)],

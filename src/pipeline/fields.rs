@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn a_rule_on_a_field_no_record_has_is_an_error() {
-        let config: FilterConfig = serde_yaml::from_str(
+        let config: FilterConfig = crate::config::yaml::from_str(
             "rules: [{policy: exclude, field: kye, rule: equals, value: a}, {policy: exclude, field: value.name, rule: equals, value: a}]",
         )
         .unwrap();
@@ -132,9 +132,9 @@ mod tests {
         );
 
         // After a template: the document's own names (a dotted name counts whole).
-        let template: TemplateConfig = serde_yaml::from_str("document: {name: x, a.b: y}").unwrap();
+        let template: TemplateConfig = crate::config::yaml::from_str("document: {name: x, a.b: y}").unwrap();
         let seen = fields_seen(Some(&template)).unwrap();
-        let config: FilterConfig = serde_yaml::from_str(
+        let config: FilterConfig = crate::config::yaml::from_str(
             "rules: [{policy: include, field: a.b, rule: equals, value: a}, {policy: include, field: name.first, rule: equals, value: a}, {policy: include, field: _id, rule: equals, value: a}, {policy: include, field: key, rule: equals, value: a}]",
         )
         .unwrap();
@@ -143,7 +143,7 @@ mod tests {
             "the record's `key` is found after a template too"
         );
         let config: FilterConfig =
-            serde_yaml::from_str("rules: [{policy: include, field: nmae, rule: equals, value: a}]").unwrap();
+            crate::config::yaml::from_str("rules: [{policy: include, field: nmae, rule: equals, value: a}]").unwrap();
         let errors = unknown_fields(&config, &seen);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
@@ -152,22 +152,23 @@ mod tests {
             errors[0].message
         );
         // The default document, and a document whose names only a run knows.
-        let default: TemplateConfig = serde_yaml::from_str("id: '{{ key }}'").unwrap();
+        let default: TemplateConfig = crate::config::yaml::from_str("id: '{{ key }}'").unwrap();
         assert!(fields_seen(Some(&default)).unwrap().contains(&"_timestamp".to_owned()));
-        let whole: TemplateConfig = serde_yaml::from_str("document: {expr: value}").unwrap();
+        let whole: TemplateConfig = crate::config::yaml::from_str("document: {expr: value}").unwrap();
         assert_eq!(fields_seen(Some(&whole)), None);
     }
 
     #[test]
     fn a_template_index_behind_an_alias_is_an_error_at_the_template() {
-        let template: TransformConfig = serde_yaml::from_str("{type: template, index: 'i-{{ database }}'}").unwrap();
+        let template: TransformConfig =
+            crate::config::yaml::from_str("{type: template, index: 'i-{{ database }}'}").unwrap();
         let sink: SinkConfig =
-            serde_yaml::from_str("{type: elasticsearch, url: 'http://h:9200', alias: users}").unwrap();
+            crate::config::yaml::from_str("{type: elasticsearch, url: 'http://h:9200', alias: users}").unwrap();
         let errors = check_transforms(&[None, Some(&template)], Some(&sink));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!((errors[0].0, errors[0].1.pointer.as_str()), (1, "/index"));
         let sink: SinkConfig =
-            serde_yaml::from_str("{type: elasticsearch, url: 'http://h:9200', index: users}").unwrap();
+            crate::config::yaml::from_str("{type: elasticsearch, url: 'http://h:9200', index: users}").unwrap();
         assert!(check_transforms(&[Some(&template)], Some(&sink)).is_empty());
     }
 }

@@ -160,7 +160,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn config(yaml: &str) -> ScheduleConfig {
-        serde_yaml::from_str(yaml).unwrap()
+        crate::config::yaml::from_str(yaml).unwrap()
     }
 
     fn messages(yaml: &str) -> Vec<String> {

@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn the_default_dead_letter_file_stays_in_the_working_directory() {
-        let pipeline = |yaml: &str| serde_yaml::from_str::<Pipeline>(yaml).unwrap();
+        let pipeline = |yaml: &str| crate::config::yaml::from_str::<Pipeline>(yaml).unwrap();
         let p = |name: &str| {
             pipeline(&format!(
                 "name: '{name}'\nsource: {{type: redis, host: h}}\nsink: {{type: ndjson, path: '-'}}\n"

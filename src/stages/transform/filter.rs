@@ -304,7 +304,7 @@ mod tests {
     use crate::record::{KeyType, RedisValue};
 
     fn filter(yaml: &str) -> Result<FilterTransform, Vec<FieldError>> {
-        FilterTransform::build(&serde_yaml::from_str(yaml).unwrap())
+        FilterTransform::build(&crate::config::yaml::from_str(yaml).unwrap())
     }
 
     #[test]

@@ -178,7 +178,7 @@ mod tests {
     use crate::stages::sink::elasticsearch::ElasticsearchSink;
 
     fn config(yaml: &str) -> ElasticsearchSinkConfig {
-        serde_yaml::from_str(yaml).unwrap()
+        crate::config::yaml::from_str(yaml).unwrap()
     }
 
     fn pointers(result: Result<ElasticsearchSink, Vec<FieldError>>) -> Vec<String> {

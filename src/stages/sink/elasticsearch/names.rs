@@ -97,7 +97,7 @@ mod tests {
     use crate::stages::sink::elasticsearch::ElasticsearchSink;
 
     fn config(yaml: &str) -> ElasticsearchSinkConfig {
-        serde_yaml::from_str(yaml).unwrap()
+        crate::config::yaml::from_str(yaml).unwrap()
     }
 
     #[test]

@@ -216,7 +216,7 @@ mod tests {
     use super::*;
 
     fn config(yaml: &str) -> RedisSourceConfig {
-        serde_yaml::from_str(yaml).unwrap()
+        crate::config::yaml::from_str(yaml).unwrap()
     }
 
     fn pointers(result: Result<Vec<ScanSpec>, Vec<FieldError>>) -> Vec<String> {

@@ -365,7 +365,7 @@ mod tests {
     #[test]
     fn debug_output_never_shows_the_password() {
         let config: RedisSourceConfig =
-            serde_yaml::from_str("host: 127.0.0.1\nport: 6379\nusername: u\npassword: hunter2\n").unwrap();
+            crate::config::yaml::from_str("host: 127.0.0.1\nport: 6379\nusername: u\npassword: hunter2\n").unwrap();
         let connector = Connector::new(&config).unwrap();
         let shown = format!("{connector:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -8,7 +8,7 @@ use crate::templating::record_json;
 use serde_json::json;
 
 fn config(yaml: &str) -> TemplateConfig {
-    serde_yaml::from_str(yaml).unwrap()
+    crate::config::yaml::from_str(yaml).unwrap()
 }
 
 #[test]

@@ -200,7 +200,7 @@ mod tests {
     use crate::record::KeyType;
 
     fn config(yaml: &str) -> RedisSourceConfig {
-        serde_yaml::from_str(yaml).unwrap()
+        crate::config::yaml::from_str(yaml).unwrap()
     }
 
     fn channels(config: &RedisSourceConfig, cluster: bool) -> Vec<String> {
