@@ -8,6 +8,12 @@
 //! merge keys (`<<: *defaults`, or a list of them) bring in the entries a mapping
 //! does not write itself; duplicate keys, several documents and tab indentation
 //! are errors.
+//!
+//! Built on `saphyr-parser` rather than `serde_yaml`: its events carry positions, so
+//! every problem names its line and column (a duplicate key names the first one too),
+//! and `serde_yaml` is no longer maintained upstream (archived, its last release
+//! marked deprecated: `0.9.34+deprecated`). Tests read YAML through [`from_str`], so
+//! they parse it as users' files are parsed.
 
 mod builder;
 mod scalar;
