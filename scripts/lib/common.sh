@@ -115,8 +115,8 @@ fingerprint() {
 # update` runs only when something has to be installed.
 
 # shellcheck disable=SC2034  # used by scripts/services
-# prometheus: its server and promtool, used by tests/serve.rs; buildah:
-# scripts/image and tests/image.rs, with binutils (strip).
+# prometheus: its server and promtool, used by tests/it/serve.rs; buildah:
+# scripts/image and tests/it/image.rs, with binutils (strip).
 APT_PACKAGES=(redis-server redis-tools nginx openssl curl unzip ca-certificates prometheus buildah binutils)
 
 pkg_installed() {

@@ -193,7 +193,7 @@ fn redisjson_module(source: &std::path::Path, dir: &std::path::Path) -> Output {
 fn the_redisjson_module_is_built_once_per_source_and_its_absence_is_said() {
     // A stand-in for the module's source that cargo builds offline in seconds (a
     // `cdylib` named `rejson`, as RedisJSON's is): what is checked is the script's
-    // build, cache and messages, not RedisJSON (tests/redis_json.rs loads that).
+    // build, cache and messages, not RedisJSON (tests/it/redis_json.rs loads that).
     let work = tempfile::tempdir().unwrap();
     let services_dir = work.path().join("services");
     let source = work.path().join("source");
