@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
-
 use common::serve::{promtool_problems, Serve};
 use common::{connector, es_count, es_delete_index, es_url, free_port, http, unique_index, write_file, RedisServer};
 use serde_json::Value;
+use std::path::Path;
 
 /// A pipeline from Redis (keys `user:*`, hashes) into `index`, plus `extra` YAML.
 fn es_pipeline(name: &str, redis: &RedisServer, index: &str, extra: &str) -> String {
@@ -375,25 +373,11 @@ fn a_watch_that_died_is_set_again_and_a_file_added_meanwhile_is_picked_up() {
 
     // As an unprivileged user, for whom a folder with mode 000 cannot be read (nor
     // watched).
-    let port = free_port();
-    let log = dir.path().join("serve.log");
-    let child = std::process::Command::new("setpriv")
+    let mut as_nobody = std::process::Command::new("setpriv");
+    as_nobody
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_redis-connector"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "json",
-            "pipelines",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let serve = Serve { child, port, log };
+        .arg(env!("CARGO_BIN_EXE_redis-connector"));
+    let serve = Serve::start_with(dir.path(), as_nobody, &["pipelines"]);
     serve.wait_for("the first run", || runs(&serve, "a", "ok") >= 1.0);
     assert_eq!(serve.metric("redis_connector_serve_file_watch_up"), Some(1.0));
 
