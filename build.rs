@@ -1,5 +1,8 @@
-//! Build script: records the git commit the binary is built from, for `--version`.
-//! Built from a source archive (no `.git`, or no `git`), the version says so instead.
+//! Build script: records the git commit the binary is built from, for `--version`
+//! (`REDIS_CONNECTOR_COMMIT`) and for `serve`'s `build_info` metric
+//! (`REDIS_CONNECTOR_COMMIT_HASH`: the short hash alone). Built from a source
+//! archive (no `.git`, or no `git`), the version says so instead and the hash is
+//! `unknown`.
 
 use std::process::Command;
 
@@ -14,7 +17,12 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
+    let hash = git(&["rev-parse", "--short=12", "HEAD"]);
+    println!(
+        "cargo:rustc-env=REDIS_CONNECTOR_COMMIT_HASH={}",
+        hash.as_deref().unwrap_or("unknown")
+    );
+    let commit = match hash {
         Some(hash) => {
             // Rebuild when HEAD moves (a commit, a checkout) or the branch's ref does.
             for path in ["HEAD", "index"] {

@@ -127,9 +127,10 @@ pub enum AliasCommand {
 const SERVE_EXIT_CODES: &str = "\
 Exit codes:
   0  stopped by SIGTERM / Ctrl-C after every run in progress finished
-  1  invalid pipeline files (nothing started), cannot listen, or runs interrupted
-     at the shutdown timeout
-  2  usage error (bad flags, missing file)";
+  1  cannot listen, runs interrupted at the shutdown timeout, or (--strict)
+     invalid pipeline files: nothing started
+  2  usage error (bad flags, an unreadable --auth-token-file, --allow-trigger
+     open to the network without a token; with --strict, a missing file)";
 
 /// How `serve` watches its paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,9 +162,24 @@ pub struct ServeArgs {
     /// interrupted.
     #[arg(long, default_value = "30s", value_parser = duration_arg)]
     pub shutdown_timeout: std::time::Duration,
-    /// Allow `POST /pipelines/NAME/run` to run a pipeline now.
+    /// Allow `POST /pipelines/NAME/run` to run a pipeline now. On an address other
+    /// than loopback it needs --auth-token-file.
     #[arg(long)]
     pub allow_trigger: bool,
+    /// A file holding a bearer token: `/status` and `POST /pipelines/NAME/run` then
+    /// need `Authorization: Bearer TOKEN` (`/metrics`, `/healthz`, `/readyz` stay open).
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Bound to loopback, serve answers only requests whose `Host` is its address or
+    /// `localhost` (DNS rebinding); add another accepted name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub allowed_host: Vec<String>,
+    /// Refuse any set with a problem: at start exit 1 (or 2 for a missing path), on
+    /// reload keep the running pipelines. Without it, every valid file runs and each
+    /// invalid one is reported (its last valid version keeps running), and a missing
+    /// folder is waited for.
+    #[arg(long)]
+    pub strict: bool,
     /// Let stale deletion remove more than `delete_stale.max_fraction` of an index.
     #[arg(long)]
     pub allow_mass_delete: bool,

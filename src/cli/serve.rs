@@ -1,9 +1,10 @@
-//! `redis-connector serve [--listen ADDR] PATH...`: validates the whole set of
-//! pipeline files as `validate` does and refuses to start on any problem (exit 1,
-//! the same diagnostics); then runs the pipelines on their schedules, reloads them
+//! `redis-connector serve [--listen ADDR] PATH...`: runs every valid pipeline
+//! file on its schedule (each invalid one reported; with `--strict`, any problem
+//! stops it before it starts, exit 1 with `validate`'s diagnostics), reloads them
 //! when the files change or on SIGHUP, and serves metrics, health and status over
 //! HTTP until SIGTERM or Ctrl-C. Exit 0 when every run in progress finished within
-//! `--shutdown-timeout`, 1 when some had to be interrupted.
+//! `--shutdown-timeout`, 1 when some had to be interrupted, 2 for access flags that
+//! cannot be used.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 use super::{LogFormat, ServeArgs, WatchKind};
 use crate::config;
 use crate::redact::{self, Redacting};
+use crate::serve::auth::Access;
 use crate::serve::supervisor::Drained;
 use crate::serve::watch::WatchMode;
 use crate::serve::{self, Options};
@@ -20,26 +22,34 @@ use crate::serve::{self, Options};
 /// Runs `serve` and returns the process's exit code.
 pub fn execute(args: &ServeArgs) -> ExitCode {
     init_tracing(args);
-    let files = match config::discover(&args.paths) {
-        Ok(files) => files,
+    if args.strict {
+        if let Err(code) = check_strictly(&args.paths) {
+            return code;
+        }
+    }
+    let listener = match std::net::TcpListener::bind(&args.listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("error: cannot listen on {}: {error}", args.listen);
+            return ExitCode::from(1);
+        }
+    };
+    let access = listener.local_addr().map_err(anyhow::Error::from).and_then(|local| {
+        Access::new(
+            args.auth_token_file.as_deref(),
+            &args.allowed_host,
+            local,
+            args.allow_trigger,
+        )
+        .map_err(anyhow::Error::from)
+    });
+    let access = match access {
+        Ok(access) => access,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(2);
         }
     };
-    let (loaded, diagnostics) = config::load_all(&files);
-    if !diagnostics.is_empty() {
-        let mut err = std::io::stderr().lock();
-        let _ = super::validate::write_text(&mut err, &diagnostics, std::io::stderr().is_terminal());
-        let invalid: std::collections::BTreeSet<_> = diagnostics.iter().map(|d| &d.file).collect();
-        eprintln!(
-            "error: {} problem(s) in {} pipeline file(s); serve did not start",
-            diagnostics.len(),
-            invalid.len()
-        );
-        return ExitCode::from(1);
-    }
-
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -57,13 +67,10 @@ pub fn execute(args: &ServeArgs) -> ExitCode {
         shutdown_timeout: args.shutdown_timeout,
         allow_trigger: args.allow_trigger,
         allow_mass_delete: args.allow_mass_delete,
+        strict: args.strict,
+        access,
     };
-    let listen = args.listen.clone();
-    let outcome = runtime.block_on(async move {
-        let listener = std::net::TcpListener::bind(&listen)
-            .map_err(|error| anyhow::anyhow!("cannot listen on {listen}: {error}"))?;
-        serve::serve(options, loaded, listener).await
-    });
+    let outcome = runtime.block_on(serve::serve(options, listener));
     // Every pipeline task was awaited; what may remain are the client libraries'
     // own connection tasks, dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -75,6 +82,31 @@ pub fn execute(args: &ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--strict`: the whole set must be valid, as `validate` says (exit 1 with its
+/// diagnostics), and every path must exist (exit 2).
+fn check_strictly(paths: &[std::path::PathBuf]) -> Result<(), ExitCode> {
+    let files = match config::discover(paths) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let (_, diagnostics) = config::load_all(&files);
+    if diagnostics.is_empty() {
+        return Ok(());
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = super::validate::write_text(&mut err, &diagnostics, std::io::stderr().is_terminal());
+    let invalid: std::collections::BTreeSet<_> = diagnostics.iter().map(|d| &d.file).collect();
+    eprintln!(
+        "error: {} problem(s) in {} pipeline file(s); serve did not start (--strict)",
+        diagnostics.len(),
+        invalid.len()
+    );
+    Err(ExitCode::from(1))
 }
 
 /// Logs go to standard error: by default warnings, plus one line per run start and

@@ -10,6 +10,9 @@
 //!   then starts over with its new configuration. Past the shutdown timeout,
 //!   `interrupt` drops the attempt where it is (what was pending is read by the next
 //!   start's first sync).
+//! - An attempt that failed before any sync ended (Redis unreachable, the
+//!   subscription refused) counts as a run with outcome `error`, as a scheduled run
+//!   that cannot start does; a sync that ended is counted by its own outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::live::{LiveView, ServeObserver};
 use super::runner::{PipelineTask, StateProgress, LOG_TARGET};
-use super::state::{Running, Trigger};
+use super::state::{unix_seconds, Running, Trigger};
 use crate::config::LoadedPipeline;
 use crate::live::{self, LiveSummary};
 
@@ -58,6 +61,8 @@ impl PipelineTask {
         let mut retry_wait = Duration::from_secs(1);
         loop {
             let since = Utc::now();
+            let started = std::time::Instant::now();
+            let runs_before = self.runs();
             self.shared.update(&self.name, self.generation, |state| {
                 state.running = Some(Running {
                     trigger: Trigger::Start,
@@ -116,6 +121,12 @@ impl PipelineTask {
                 s.generation == self.generation && s.live.as_ref().is_some_and(|l| l.following_since.is_some())
             });
             let failure = self.ended(&attempt, ending.is_some());
+            if failure.is_some() && self.runs() == runs_before {
+                let seconds = started.elapsed().as_secs_f64();
+                self.shared
+                    .metrics
+                    .sync_ended(&self.name, None, seconds, unix_seconds(Utc::now()));
+            }
             let retry = failure.is_some().then(|| {
                 if first_synced {
                     retry_wait = Duration::from_secs(1);
@@ -159,6 +170,15 @@ impl PipelineTask {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Syncs (first or resync) counted for this pipeline so far.
+    fn runs(&self) -> u64 {
+        self.shared
+            .pipelines()
+            .get(&self.name)
+            .filter(|state| state.generation == self.generation)
+            .map_or(0, |state| state.runs)
     }
 
     /// Logs how an attempt ended; returns its error when it failed on its own.

@@ -1,33 +1,41 @@
 //! `serve`'s HTTP endpoints (axum, HTTP/1): `/metrics` (Prometheus text format;
 //! live pipelines' lag and counters sampled first), `/healthz` (the process
 //! answers), `/readyz` (200 once every pipeline finished a run ok, or a live one its
-//! first sync, else 503 naming the ones not ready and why), `/status` (JSON), and
-//! `POST /pipelines/NAME/run` (only with `--allow-trigger`).
+//! first sync, and every path given exists; else 503 saying what is not ready and
+//! why), `/status` (JSON), and `POST /pipelines/NAME/run` (only with
+//! `--allow-trigger`). [`super::auth`] guards `/status` and the trigger with the
+//! token, and every route with the `Host` check; no answer to a caller without the
+//! token names a pipeline (`/metrics` aside: its labels are what alerts need).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::auth;
 use super::metrics::CONTENT_TYPE;
 use super::state::Shared;
 use crate::redact;
 
 /// The routes, over the shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
+    let guarded = Router::new()
+        .route("/status", get(status))
+        .route("/pipelines/{name}/run", post(trigger))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), auth::require_token));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .route("/pipelines/{name}/run", post(trigger))
+        .merge(guarded)
+        .layer(middleware::from_fn_with_state(shared.clone(), auth::check_host))
         .with_state(shared)
 }
 
@@ -64,14 +72,21 @@ async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+/// 503 names what is not ready and why, unless a token guards the names and the
+/// caller has not sent it (then only how many, and where to look).
+async fn readyz(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let not_ready = shared.not_ready();
     if not_ready.is_empty() {
         redacted_json(StatusCode::OK, &json!({"ready": true}))
-    } else {
+    } else if shared.access.authorized(&headers) {
         redacted_json(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"ready": false, "not_ready": not_ready}),
+        )
+    } else {
+        redacted_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "not_ready_count": not_ready.len(), "details": "GET /status with the token"}),
         )
     }
 }
@@ -97,10 +112,9 @@ async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
     }
     let pipelines = shared.pipelines();
     let Some(state) = pipelines.get(&name) else {
-        let known: Vec<&String> = pipelines.keys().collect();
         return error(
             StatusCode::NOT_FOUND,
-            format!("no pipeline named `{name}` (running: {known:?})"),
+            format!("no pipeline named `{name}`: GET /status lists them"),
         );
     };
     if state.stopping {

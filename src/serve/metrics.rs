@@ -1,9 +1,12 @@
 //! The metrics `serve` exposes on `/metrics`, in the Prometheus text format (crate
-//! `prometheus-client`): per pipeline (runs by outcome, documents by operation, keys
-//! read, skipped ticks, last duration, last success, running), and for the process
-//! (reloads by result, last reload, build info); for live pipelines also lag,
-//! pending keys, events received, keys dropped on overflow and resyncs by reason.
-//! Labels are pipeline names and fixed words, never a Redis key.
+//! `prometheus-client`): per pipeline (runs by outcome, a run duration histogram,
+//! documents by operation, keys read, skipped ticks, last duration, last success,
+//! running), per pipeline file (valid or not), and for the process (reloads by
+//! result, last reload, whether the file watch is up, build info with the commit,
+//! and the standard `process_*` series of [`super::process_metrics`]); for live
+//! pipelines also lag, pending keys, events received, keys dropped on overflow and
+//! resyncs by reason. Labels are pipeline names, file paths and fixed words, never
+//! a Redis key. `docs/src/serve.md` lists every series.
 
 use std::sync::atomic::AtomicU64;
 
@@ -11,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -51,7 +55,24 @@ struct ResultLabel {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabel {
+    file: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Run durations: buckets from 0.1 s to about 2 hours (0.1 s, then each 3 times
+/// the one before), enough to tell a 5-second run from a 20-minute one.
+type DurationHistogram = Family<PipelineLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.1, 3.0, 11))
+}
+
+/// The commit the binary was built from (`git rev-parse` in build.rs), or
+/// `unknown` outside a git checkout.
+pub const COMMIT: &str = env!("REDIS_CONNECTOR_COMMIT_HASH");
 
 /// How a run ended, as the `outcome` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +116,7 @@ pub struct Metrics {
     keys_read: Family<PipelineLabel, Counter>,
     skipped_ticks: Family<PipelineLabel, Counter>,
     last_duration: Family<PipelineLabel, FloatGauge>,
+    duration: DurationHistogram,
     last_success: Family<PipelineLabel, FloatGauge>,
     running: Family<PipelineLabel, Gauge>,
     live_lag: Family<PipelineLabel, FloatGauge>,
@@ -105,6 +127,8 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     last_reload_success: FloatGauge,
     last_reload_ok: Gauge,
+    file_valid: Family<FileLabel, Gauge>,
+    watch_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -117,13 +141,17 @@ impl Metrics {
     /// Registers every metric; the reload counters start at 0 for both results so a
     /// query sees them before the first reload.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix(PREFIX);
+        let mut root = Registry::default();
+        // The standard process series keep their usual, unprefixed names.
+        root.register_collector(Box::new(super::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix(PREFIX);
         let metrics = Metrics {
             runs: Family::default(),
             documents: Family::default(),
             keys_read: Family::default(),
             skipped_ticks: Family::default(),
             last_duration: Family::default(),
+            duration: DurationHistogram::new_with_constructor(duration_histogram),
             last_success: Family::default(),
             running: Family::default(),
             live_lag: Family::default(),
@@ -134,6 +162,8 @@ impl Metrics {
             reloads: Family::default(),
             last_reload_success: FloatGauge::default(),
             last_reload_ok: Gauge::default(),
+            file_valid: Family::default(),
+            watch_up: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -163,8 +193,14 @@ impl Metrics {
             metrics.last_duration.clone(),
         );
         registry.register_with_unit(
+            "pipeline_run_duration",
+            "Durations of the pipeline's runs (a live pipeline: its first sync and resyncs), whatever their outcome",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register_with_unit(
             "pipeline_last_success_timestamp",
-            "When the pipeline's last run with outcome ok ended (Unix time)",
+            "When the pipeline's last run with outcome ok ended (Unix time); 0 until its first success since serve started",
             Unit::Seconds,
             metrics.last_success.clone(),
         );
@@ -219,15 +255,32 @@ impl Metrics {
             metrics.last_reload_ok.clone(),
         );
         registry.register(
+            "pipeline_file_valid",
+            "1 when the pipeline file passes every check, 0 when it does not (its last valid version, if any, keeps running)",
+            metrics.file_valid.clone(),
+        );
+        registry.register(
+            "serve_file_watch_up",
+            "1 while the pipeline files are watched for changes, 0 while the watch is down (it is set again every second; SIGHUP reloads meanwhile)",
+            metrics.watch_up.clone(),
+        );
+        registry.register(
             "build",
-            "The running build",
-            Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+            "The running build: version and git commit",
+            Info::new(vec![
+                ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+                ("commit".to_owned(), COMMIT.to_owned()),
+            ]),
         );
         for result in ["success", "failure"] {
             let _ = metrics.reloads.get_or_create(&ResultLabel { result: result.into() });
         }
         metrics.last_reload_ok.set(1);
-        Metrics { registry, ..metrics }
+        metrics.watch_up.set(1);
+        Metrics {
+            registry: root,
+            ..metrics
+        }
     }
 
     /// Creates a pipeline's series at 0, so they exist before its first run ends.
@@ -249,6 +302,10 @@ impl Metrics {
         }
         let _ = self.keys_read.get_or_create(&label);
         let _ = self.skipped_ticks.get_or_create(&label);
+        let _ = self.duration.get_or_create(&label);
+        // 0 until the first success: an alert on its age fires for a pipeline that
+        // never succeeded too.
+        let _ = self.last_success.get_or_create(&label);
         self.running.get_or_create(&label).set(0);
     }
 
@@ -273,6 +330,7 @@ impl Metrics {
             family.remove(&label);
         }
         self.last_duration.remove(&label);
+        self.duration.remove(&label);
         self.last_success.remove(&label);
         self.running.remove(&label);
         self.remove_live(pipeline);
@@ -398,6 +456,7 @@ impl Metrics {
             pipeline: pipeline.into(),
         };
         self.last_duration.get_or_create(&label).set(seconds);
+        self.duration.get_or_create(&label).observe(seconds);
         let outcome = summary.map_or(Outcome::Error, Outcome::of);
         self.runs
             .get_or_create(&OutcomeLabels {
@@ -439,9 +498,30 @@ impl Metrics {
         }
     }
 
-    /// The pipeline files were loaded at start (a success, not a reload).
-    pub fn loaded_at_start(&self, at: f64) {
-        self.last_reload_success.set(at);
+    /// The pipeline files were loaded at start (not a reload): `at` is the Unix
+    /// time of a success (every path there, every file valid).
+    pub fn loaded_at_start(&self, success: bool, at: f64) {
+        self.last_reload_ok.set(i64::from(success));
+        if success {
+            self.last_reload_success.set(at);
+        }
+    }
+
+    /// Whether `file` passed every check.
+    pub fn file_checked(&self, file: &str, valid: bool) {
+        self.file_valid
+            .get_or_create(&FileLabel { file: file.into() })
+            .set(i64::from(valid));
+    }
+
+    /// Drops the series of a file no longer among the pipeline files.
+    pub fn file_gone(&self, file: &str) {
+        self.file_valid.remove(&FileLabel { file: file.into() });
+    }
+
+    /// Whether the pipeline files are watched now.
+    pub fn watch_up(&self, up: bool) {
+        self.watch_up.set(i64::from(up));
     }
 
     /// Everything, in the Prometheus text format.
@@ -486,92 +566,5 @@ fn documents_by_operation(summary: &PipelineSummary) -> [(&'static str, u64); OP
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pipeline_s_series_exist_at_zero_and_go_when_it_is_removed() {
-        let metrics = Metrics::new();
-        metrics.add_pipeline("users");
-        let text = metrics.encode();
-        assert!(
-            text.contains("redis_connector_pipeline_runs_total{pipeline=\"users\",outcome=\"ok\"} 0"),
-            "{text}"
-        );
-        assert!(text.contains("redis_connector_pipeline_documents_total{pipeline=\"users\",operation=\"written\"} 0"));
-        assert!(text.contains("redis_connector_config_reloads_total{result=\"failure\"} 0"));
-        assert!(text.contains("redis_connector_build_info{version=\""));
-        metrics.remove_pipeline("users");
-        assert!(!metrics.encode().contains("pipeline=\"users\""));
-    }
-
-    #[test]
-    fn a_live_pipeline_s_series_add_what_is_new_and_go_with_it() {
-        let metrics = Metrics::new();
-        metrics.add_pipeline("users");
-        metrics.live_started("users");
-        let text = metrics.encode();
-        assert!(
-            text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"overflow\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("redis_connector_pipeline_live_lag_seconds{pipeline=\"users\"} 0.0"),
-            "{text}"
-        );
-        let sample = LiveSample {
-            lag_seconds: 0.25,
-            pending: 3,
-            new_events: 5,
-            new_dropped: 0,
-            new_upserts: 2,
-            new_deletes: 1,
-        };
-        metrics.live_sample("users", sample);
-        metrics.live_sample(
-            "users",
-            LiveSample {
-                new_events: 1,
-                ..sample
-            },
-        );
-        metrics.live_resync("users", Reason::Flush);
-        let text = metrics.encode();
-        assert!(
-            text.contains("redis_connector_pipeline_live_events_total{pipeline=\"users\"} 6"),
-            "{text}"
-        );
-        assert!(
-            text.contains("redis_connector_pipeline_live_pending_keys{pipeline=\"users\"} 3"),
-            "{text}"
-        );
-        assert!(
-            text.contains("redis_connector_pipeline_documents_total{pipeline=\"users\",operation=\"deleted\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("redis_connector_pipeline_live_resyncs_total{pipeline=\"users\",reason=\"flush\"} 1"),
-            "{text}"
-        );
-        metrics.remove_pipeline("users");
-        assert!(!metrics.encode().contains("pipeline=\"users\""));
-    }
-
-    #[test]
-    fn reloads_count_by_result() {
-        let metrics = Metrics::new();
-        metrics.reloaded(false, 0.0);
-        let text = metrics.encode();
-        assert!(
-            text.contains("redis_connector_config_reloads_total{result=\"failure\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("redis_connector_config_last_reload_successful 0"));
-        metrics.reloaded(true, 1234.5);
-        let text = metrics.encode();
-        assert!(
-            text.contains("redis_connector_config_last_reload_success_timestamp_seconds 1234.5"),
-            "{text}"
-        );
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -1,14 +1,18 @@
 //! `serve`: one long-running process for a set of pipeline files. Each pipeline
 //! runs on its schedule, or once at start ([`runner`]), or, when it is live, is
-//! followed for as long as it is in the set ([`follow`]); the set is reloaded when a
-//! file changes ([`watch`]) or on SIGHUP, validated whole first, and applied by name
-//! and content ([`supervisor`]); [`http`] exposes metrics, health and status; SIGTERM
-//! stops scheduling and drains ([`supervisor::Supervisor::shutdown`]).
+//! followed for as long as it is in the set ([`follow`]); the set is loaded at start
+//! and reloaded when a file changes ([`watch`]) or on SIGHUP, every valid file
+//! applied and each invalid one reported ([`reload`]), by name and content
+//! ([`supervisor`]); [`http`] exposes metrics, health and status, guarded by
+//! [`auth`]; SIGTERM stops scheduling and drains ([`supervisor::Supervisor::shutdown`]).
 
+pub mod auth;
 pub mod follow;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod process_metrics;
+pub mod reload;
 pub mod runner;
 pub mod schedule;
 pub mod state;
@@ -19,15 +23,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, LoadedPipeline};
 use crate::shutdown::{Signal, Signals};
 use crate::stages::RunOptions;
+use auth::Access;
 use runner::LOG_TARGET;
-use state::{rfc3339, unix_seconds, Shared};
-use supervisor::{Changes, Drained, Supervisor};
+use state::{Shared, WatchState};
+use supervisor::{Drained, Supervisor};
 use watch::{WatchMode, Watcher};
 
 /// Quiet time after a file change before the reload: a `git checkout` or a
@@ -46,20 +49,17 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     pub allow_trigger: bool,
     pub allow_mass_delete: bool,
+    /// A set with any problem changes nothing (at start: `serve` does not start).
+    pub strict: bool,
+    /// Token and `Host` rules of the endpoints.
+    pub access: Access,
 }
 
-/// Runs `serve` over an already validated set until a stop signal; returns how the
-/// runs in progress ended.
-pub async fn serve(
-    options: Options,
-    initial: Vec<LoadedPipeline>,
-    listener: std::net::TcpListener,
-) -> anyhow::Result<Drained> {
+/// Loads the paths and runs `serve` until a stop signal; returns how the runs in
+/// progress ended.
+pub async fn serve(options: Options, listener: std::net::TcpListener) -> anyhow::Result<Drained> {
     let mut signals = Signals::new(true)?;
-    let shared = Arc::new(Shared::new(options.allow_trigger));
-    let now = Utc::now();
-    shared.metrics.loaded_at_start(unix_seconds(now));
-    shared.reload().last_success = Some(rfc3339(now));
+    let shared = Arc::new(Shared::new(options.allow_trigger, options.access.clone()));
     let mut supervisor = Supervisor::new(
         shared.clone(),
         RunOptions {
@@ -71,9 +71,18 @@ pub async fn serve(
             follow: false,
         },
     );
-    let names: Vec<String> = initial.iter().map(|l| l.pipeline.name.clone()).collect();
     let address = listener.local_addr()?;
-    supervisor.apply(initial);
+    if !address.ip().is_loopback() && !options.access.has_token() {
+        tracing::warn!(
+            target: LOG_TARGET,
+            "/status (file paths, errors, host names) is readable by anyone who can reach {address}: give --auth-token-file to guard it"
+        );
+    }
+    // Watched before the first load: a file added meanwhile is seen.
+    let (mut watcher, mut changes) = Watcher::new(options.watch, options.paths.clone());
+    arm(&mut watcher, &shared, options.watch);
+    reload::reload(&mut supervisor, &shared, &options.paths, options.strict, "start");
+    let names: Vec<String> = supervisor.running().iter().map(|l| l.pipeline.name.clone()).collect();
     tracing::info!(
         target: LOG_TARGET,
         event = "started",
@@ -86,19 +95,31 @@ pub async fn serve(
 
     let http_stop = CancellationToken::new();
     let mut http = http::spawn(listener, shared.clone(), http_stop.clone())?;
-    let (mut watcher, mut changes) = Watcher::new(options.watch, options.paths.clone());
-    warn_unwatched(watcher.rewatch());
+    let mut rearm = tokio::time::interval(watch::RETRY);
+    rearm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let load = |supervisor: &mut Supervisor, cause: &str| {
+        reload::reload(supervisor, &shared, &options.paths, options.strict, cause)
+    };
 
     let stopped_by = loop {
         tokio::select! {
             signal = signals.recv() => match signal {
-                Signal::Hangup => reload(&mut supervisor, &shared, &options.paths, "SIGHUP"),
+                Signal::Hangup => {
+                    arm(&mut watcher, &shared, options.watch);
+                    load(&mut supervisor, "SIGHUP");
+                }
                 stop => break Ok(stop),
             },
             Some(()) = changes.recv() => {
                 debounce(&mut changes).await;
-                warn_unwatched(watcher.rewatch());
-                reload(&mut supervisor, &shared, &options.paths, "file change");
+                arm(&mut watcher, &shared, options.watch);
+                load(&mut supervisor, "file change");
+            }
+            _ = rearm.tick() => {
+                // A watch that died is set again; what changed meanwhile was not seen.
+                if !watcher.is_up() && arm(&mut watcher, &shared, options.watch) {
+                    load(&mut supervisor, "watch re-armed");
+                }
             }
             served = &mut http => break Err(match served {
                 Ok(Ok(())) | Err(_) => anyhow::anyhow!("the HTTP server stopped"),
@@ -156,75 +177,32 @@ async fn debounce(changes: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
     }
 }
 
-fn warn_unwatched(problems: Vec<String>) {
-    for problem in problems {
-        tracing::warn!(target: LOG_TARGET, "cannot watch {problem}: changes there need SIGHUP to be seen");
+/// Sets the watches again; records and logs whether they are up. Returns whether
+/// every path is watched.
+fn arm(watcher: &mut Watcher, shared: &Shared, mode: WatchMode) -> bool {
+    let was_up = shared.watch_is_up();
+    let problems = watcher.rewatch();
+    let up = watcher.is_up();
+    if !up && was_up {
+        tracing::warn!(
+            target: LOG_TARGET,
+            event = "watch_down",
+            problems = %problems.join("\n"),
+            "cannot watch {}: trying again every {:?}; SIGHUP reloads meanwhile",
+            problems.join("; "),
+            watch::RETRY
+        );
+    } else if up && !was_up {
+        tracing::info!(target: LOG_TARGET, event = "watch_up", "the pipeline files are watched again");
     }
-}
-
-/// Loads the paths again; a valid set replaces the running one, an invalid one
-/// changes nothing. One log line either way.
-fn reload(supervisor: &mut Supervisor, shared: &Shared, paths: &[PathBuf], cause: &str) {
-    let now = Utc::now();
-    let loaded = config::discover(paths)
-        .map_err(|error| vec![error.to_string()])
-        .and_then(|files| match config::load_all(&files) {
-            (loaded, diagnostics) if diagnostics.is_empty() => Ok(loaded),
-            (_, diagnostics) => Err(diagnostics.iter().map(ToString::to_string).collect()),
-        });
-    let mut state = shared.reload();
-    state.at = Some(rfc3339(now));
-    match loaded {
-        Ok(set) => {
-            let Changes {
-                added,
-                changed,
-                removed,
-                unchanged,
-            } = supervisor.apply(set);
-            shared.metrics.reloaded(true, unix_seconds(now));
-            tracing::info!(
-                target: LOG_TARGET,
-                event = "reload",
-                result = "success",
-                cause,
-                added = %added.join(","),
-                changed = %changed.join(","),
-                removed = %removed.join(","),
-                unchanged,
-                "reload ({cause}): added [{}], changed [{}], removed [{}], {unchanged} unchanged",
-                added.join(", "),
-                changed.join(", "),
-                removed.join(", "),
-            );
-            *state = state::ReloadState {
-                result: Some("success"),
-                at: Some(rfc3339(now)),
-                last_success: Some(rfc3339(now)),
-                errors: Vec::new(),
-                added,
-                changed,
-                removed,
-                unchanged,
-            };
-        }
-        Err(errors) => {
-            shared.metrics.reloaded(false, unix_seconds(now));
-            tracing::error!(
-                target: LOG_TARGET,
-                event = "reload",
-                result = "failure",
-                cause,
-                errors = %errors.join("\n"),
-                "reload ({cause}) failed, the running pipelines are kept: {}",
-                errors.join("; ")
-            );
-            state.result = Some("failure");
-            state.errors = errors;
-            state.added.clear();
-            state.changed.clear();
-            state.removed.clear();
-            state.unchanged = 0;
-        }
-    }
+    shared.set_watch(WatchState {
+        mode: match mode {
+            WatchMode::Native => "native",
+            WatchMode::Poll(_) => "poll",
+            WatchMode::Off => "off",
+        },
+        up,
+        problems: watcher.problems(),
+    });
+    up
 }

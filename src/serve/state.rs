@@ -1,6 +1,7 @@
 //! What `serve` knows about itself, shared by the pipeline tasks (which write it)
 //! and the HTTP endpoints (which read it): each pipeline's state, schedule, next
-//! run, last summary and readiness; the last reload; the metrics.
+//! run, last summary and readiness; the last reload and the state of each pipeline
+//! file; the file watch; who may see what ([`Access`]); the metrics.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,8 +12,10 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use tokio::sync::Notify;
 
+use super::auth::Access;
 use super::live::LiveView;
 use super::metrics::Metrics;
+use super::reload::FileReport;
 use crate::executor::{LiveCounters, PipelineSummary, Status};
 
 /// Why a run started.
@@ -147,16 +150,34 @@ impl PipelineState {
 /// The last reload, as `/status` shows it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadState {
-    /// `success` or `failure`.
+    /// `success` (every path there, every file valid) or `failure`.
     pub result: Option<&'static str>,
+    /// Whether the valid files were applied (always, unless `--strict` refused a
+    /// set with a problem).
+    pub applied: bool,
     pub at: Option<String>,
     pub last_success: Option<String>,
-    /// What made the last one fail: `file:line:col: error: ...` lines.
+    /// What made the last one fail: `file:line:col: error: ...` lines, paths that
+    /// cannot be read.
     pub errors: Vec<String>,
     pub added: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
     pub unchanged: usize,
+    /// Every pipeline file found, valid or not.
+    pub files: Vec<FileReport>,
+    /// Paths given that do not exist (yet): waited for, not ready meanwhile.
+    pub missing: Vec<String>,
+}
+
+/// The watch on the pipeline files, as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchState {
+    /// `native`, `poll` or `off`.
+    pub mode: &'static str,
+    pub up: bool,
+    /// What cannot be watched now, and why.
+    pub problems: Vec<String>,
 }
 
 /// The state shared by every part of `serve`.
@@ -165,19 +186,39 @@ pub struct Shared {
     pub started: DateTime<Utc>,
     /// Whether `POST /pipelines/NAME/run` is allowed.
     pub allow_trigger: bool,
+    /// The token and `Host` rules of the endpoints.
+    pub access: Access,
     pipelines: Mutex<BTreeMap<String, PipelineState>>,
     reload: Mutex<ReloadState>,
+    watch: Mutex<WatchState>,
 }
 
 impl Shared {
-    pub fn new(allow_trigger: bool) -> Self {
+    pub fn new(allow_trigger: bool, access: Access) -> Self {
         Shared {
             metrics: Metrics::new(),
             started: Utc::now(),
             allow_trigger,
+            access,
             pipelines: Mutex::new(BTreeMap::new()),
             reload: Mutex::new(ReloadState::default()),
+            watch: Mutex::new(WatchState {
+                mode: "off",
+                up: true,
+                problems: Vec::new(),
+            }),
         }
+    }
+
+    /// Whether the file watch was up when last set.
+    pub fn watch_is_up(&self) -> bool {
+        self.watch.lock().unwrap_or_else(|e| e.into_inner()).up
+    }
+
+    /// Records the state of the file watch (status and metric).
+    pub fn set_watch(&self, watch: WatchState) {
+        self.metrics.watch_up(watch.up);
+        *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = watch;
     }
 
     /// The pipelines, locked (briefly: never across an await).
@@ -206,12 +247,21 @@ impl Shared {
         }
     }
 
-    /// The pipelines not ready, with why: empty when all are.
+    /// What is not ready, with why: each pipeline not ready by its name, each path
+    /// given that does not exist by the path. Empty when all is.
     pub fn not_ready(&self) -> BTreeMap<String, String> {
-        self.pipelines()
+        let mut not_ready: BTreeMap<String, String> = self
+            .pipelines()
             .iter()
             .filter_map(|(name, state)| state.not_ready_because().map(|why| (name.clone(), why)))
-            .collect()
+            .collect();
+        for path in &self.reload().missing {
+            not_ready.insert(
+                path.clone(),
+                "no such file or folder: waiting for it to appear".to_owned(),
+            );
+        }
+        not_ready
     }
 
     /// Hands each live pipeline's figures now (lag, pending keys, what is new) to the
@@ -237,6 +287,7 @@ impl Shared {
             "ready": self.not_ready().is_empty(),
             "pipelines": pipelines,
             "reload": *self.reload(),
+            "watch": *self.watch.lock().unwrap_or_else(|e| e.into_inner()),
         })
     }
 }

@@ -71,6 +71,14 @@ impl Supervisor {
         }
     }
 
+    /// The pipelines running now, each in the version it runs.
+    pub fn running(&self) -> Vec<Arc<LoadedPipeline>> {
+        self.running
+            .values()
+            .map(|handle| handle.config.borrow().clone())
+            .collect()
+    }
+
     /// Makes `set` (valid as a whole) the running set.
     pub fn apply(&mut self, set: Vec<LoadedPipeline>) -> Changes {
         let mut changes = Changes::default();

@@ -10,13 +10,23 @@
 //!   for every path given, the folder holding each symlink on the way to it is
 //!   watched too, so the move is seen, and the watches are set again on the new
 //!   target after the reload.
+//!
+//! A watch can die: the folder unreadable for a moment (no watch can be set on it),
+//! removed, or the watcher reporting an error. [`Watcher::is_up`] says so, and the
+//! caller calls [`Watcher::rewatch`] again every [`RETRY`] until it succeeds (then
+//! reloads: changes made meanwhile were not seen), and on SIGHUP.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
+
+/// How often a dead watch is set again.
+pub const RETRY: Duration = Duration::from_secs(1);
 
 /// How the paths are watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +45,10 @@ pub struct Watcher {
     paths: Vec<PathBuf>,
     events: mpsc::UnboundedSender<()>,
     inner: Option<Box<dyn notify::Watcher + Send>>,
+    /// What the last [`Watcher::rewatch`] could not watch.
+    problems: Vec<String>,
+    /// Set when the watcher reported an error since the last [`Watcher::rewatch`].
+    failed: Arc<AtomicBool>,
 }
 
 impl Watcher {
@@ -48,15 +62,40 @@ impl Watcher {
                 paths,
                 events,
                 inner: None,
+                problems: Vec::new(),
+                failed: Arc::new(AtomicBool::new(false)),
             },
             receiver,
         )
     }
 
+    /// Whether every path is watched and the watcher reported no error since
+    /// (always, with [`WatchMode::Off`]).
+    pub fn is_up(&self) -> bool {
+        self.mode == WatchMode::Off
+            || (self.inner.is_some() && self.problems.is_empty() && !self.failed.load(Ordering::Relaxed))
+    }
+
+    /// What is not watched now, with why (empty while [`Watcher::is_up`]).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.problems.clone();
+        if self.failed.load(Ordering::Relaxed) {
+            problems.push("the watcher reported an error: set again".to_owned());
+        }
+        problems
+    }
+
     /// Sets the watches again on what the paths point to now. Returns the paths that
     /// could not be watched, with why (the others are watched).
     pub fn rewatch(&mut self) -> Vec<String> {
+        self.problems = self.watch_now();
+        self.problems.clone()
+    }
+
+    fn watch_now(&mut self) -> Vec<String> {
         self.inner = None;
+        self.failed.store(false, Ordering::Relaxed);
+        let failed = self.failed.clone();
         let events = self.events.clone();
         let targets = targets(&self.paths);
         let named: Vec<PathBuf> = self
@@ -66,6 +105,11 @@ impl Watcher {
             .cloned()
             .collect();
         let handler = move |event: notify::Result<Event>| {
+            if event.is_err() {
+                // The watch may be gone (inotify's queue overflowed, a folder vanished):
+                // the caller sets it again.
+                failed.store(true, Ordering::Relaxed);
+            }
             if event.as_ref().map_or(true, |event| matters(event, &named)) {
                 let _ = events.send(());
             }
@@ -86,7 +130,7 @@ impl Watcher {
             Ok(watcher) => watcher,
             Err(error) => return vec![format!("cannot start watching: {error}")],
         };
-        let mut problems = Vec::new();
+        let mut problems = missing(&self.paths);
         for (path, mode) in targets {
             if let Err(error) = watcher.watch(&path, mode) {
                 problems.push(format!("{}: {error}", path.display()));
@@ -95,6 +139,26 @@ impl Watcher {
         self.inner = Some(watcher);
         problems
     }
+}
+
+/// The paths whose folder does not exist: nothing there can be watched until it
+/// appears (a missing file or folder whose parent exists is watched through the
+/// parent).
+fn missing(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .filter_map(|path| {
+            let fixed = fixed_prefix(path);
+            let watched_through = if fixed == *path { parent_of(path) } else { Some(fixed) };
+            match watched_through {
+                Some(folder) if !folder.is_dir() => Some(format!(
+                    "{}: no such folder (watched again once it appears)",
+                    folder.display()
+                )),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Whether an event can change the pipeline files: not reading them (`serve`'s own

@@ -367,7 +367,7 @@ fn a_pipeline_runs_on_request_only_with_allow_trigger() {
 }
 
 #[test]
-fn an_invalid_set_is_refused_at_start_with_validate_s_diagnostics() {
+fn with_strict_an_invalid_set_is_refused_at_start_with_validate_s_diagnostics() {
     let dir = tempfile::tempdir().unwrap();
     write_file(
         dir.path(),
@@ -386,7 +386,7 @@ fn an_invalid_set_is_refused_at_start_with_validate_s_diagnostics() {
         .unwrap();
     let serve = connector()
         .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "."])
+        .args(["serve", "--strict", "--listen", "127.0.0.1:0", "."])
         .output()
         .unwrap();
     assert_eq!(serve.status.code(), Some(1));
@@ -509,21 +509,29 @@ fn prometheus_scrapes_the_metrics_and_promtool_finds_no_problem() {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus (Debian's prometheus package)");
-    let query = "redis_connector_pipeline_documents_total{pipeline=\"a\",operation=\"written\"}";
-    let mut found = None;
-    serve.wait_for("Prometheus to have scraped the documents counter", || {
-        let Ok(response) = http()
+    let scraped = |query: &str| -> Option<String> {
+        let response = http()
             .get(format!("http://127.0.0.1:{prometheus_port}/api/v1/query"))
             .query(&[("query", query)])
             .send()
-        else {
-            return false;
-        };
+            .ok()?;
         let body: Value = response.json().unwrap_or_default();
-        found = body["data"]["result"][0]["value"][1].as_str().map(str::to_owned);
+        body["data"]["result"][0]["value"][1].as_str().map(str::to_owned)
+    };
+    let query = "redis_connector_pipeline_documents_total{pipeline=\"a\",operation=\"written\"}";
+    let mut found = None;
+    serve.wait_for("Prometheus to have scraped the documents counter", || {
+        found = scraped(query);
         found.is_some()
     });
+    // The run duration histogram, the build's commit and the process series too.
+    let count = scraped("redis_connector_pipeline_run_duration_seconds_count{pipeline=\"a\"}");
+    let commit = scraped("count(redis_connector_build_info{commit!=\"\"})");
+    let memory = scraped("process_resident_memory_bytes > 1000000");
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     assert_eq!(found.as_deref(), Some("4"));
+    assert_eq!(count.as_deref(), Some("1"));
+    assert_eq!(commit.as_deref(), Some("1"));
+    assert!(memory.is_some(), "process_resident_memory_bytes scraped");
 }

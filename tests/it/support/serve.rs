@@ -24,9 +24,15 @@ pub struct Serve {
 impl Serve {
     /// Starts `serve --listen 127.0.0.1:PORT --log-format json ARGS...` in `dir`.
     pub fn start(dir: &Path, args: &[&str]) -> Serve {
+        Serve::start_with(dir, connector(), args)
+    }
+
+    /// The same through `command`: the connector, or a program that runs it (as
+    /// another user: `setpriv ... redis-connector`).
+    pub fn start_with(dir: &Path, mut command: std::process::Command, args: &[&str]) -> Serve {
         let port = free_port();
         let log = dir.join(format!("serve-{port}.log"));
-        let child = connector()
+        let child = command
             .current_dir(dir)
             .args([
                 "serve",
