@@ -27,6 +27,7 @@ mod run;
 mod run_lifecycle;
 mod secrets;
 mod serve;
+mod serve_hardening;
 mod serve_live;
 mod services;
 mod support_smoke;

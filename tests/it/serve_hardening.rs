@@ -5,10 +5,9 @@
 //! operator alerts on are there from the first scrape; a file watch that died is set
 //! again and a file added meanwhile is picked up.
 
-mod common;
 
-use common::serve::{promtool_problems, Serve};
-use common::{connector, es_count, es_delete_index, es_url, free_port, http, unique_index, write_file, RedisServer};
+use crate::support::serve::{promtool_problems, Serve};
+use crate::support::{connector, es_count, es_delete_index, es_url, free_port, http, unique_index, write_file, RedisServer};
 use serde_json::Value;
 use std::path::Path;
 
