@@ -75,6 +75,25 @@ impl FirstError {
     }
 }
 
+/// The dead-letter files a run of `pipeline` writes: the pipeline's, then the sink's
+/// own when it sets another; beside them (`.dry-run`) for a dry run.
+pub fn dead_letter_paths(pipeline: &Pipeline, dry_run: bool) -> Vec<PathBuf> {
+    let in_this_run = |path: PathBuf| {
+        if dry_run {
+            crate::dead_letter::dry_run_path(&path)
+        } else {
+            path
+        }
+    };
+    let mut paths = vec![in_this_run(pipeline.dead_letter_path())];
+    if let Some(path) = pipeline.sink.dead_letter_path().map(in_this_run) {
+        if path != paths[0] {
+            paths.push(path);
+        }
+    }
+    paths
+}
+
 /// Runs one pipeline to its end and returns its summary.
 ///
 /// `cancel` is the caller's shutdown signal (Ctrl-C / SIGTERM). Errors of the run
@@ -127,14 +146,8 @@ async fn run_tracked(
     let options_follow = options.follow;
     let sample = if dry_run { options.sample } else { 0 };
 
-    let in_this_run = |path: PathBuf| {
-        if dry_run {
-            crate::dead_letter::dry_run_path(&path)
-        } else {
-            path
-        }
-    };
-    let dead_letter = DeadLetter::new(in_this_run(pipeline.dead_letter_path()));
+    let mut paths = dead_letter_paths(pipeline, dry_run).into_iter();
+    let dead_letter = DeadLetter::new(paths.next().unwrap_or_else(|| pipeline.dead_letter_path()));
     let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
     root.failed_before_sink
         .set_ids_rendered(requirements.upstream.ids_rendered);
@@ -144,11 +157,9 @@ async fn run_tracked(
     let source_ctx = root.for_stage("source");
     let mut sink_ctx = root.for_stage("sink");
     let mut dead_letters = vec![dead_letter];
-    if let Some(path) = pipeline.sink.dead_letter_path().map(in_this_run) {
-        if path != dead_letters[0].path() {
-            sink_ctx.dead_letter = DeadLetter::new(path);
-            dead_letters.push(sink_ctx.dead_letter.clone());
-        }
+    if let Some(path) = paths.next() {
+        sink_ctx.dead_letter = DeadLetter::new(path);
+        dead_letters.push(sink_ctx.dead_letter.clone());
     }
     let transform_ctxs: Vec<StageContext> = (0..transforms.len())
         .map(|i| root.for_stage(&format!("transforms[{i}]")))
