@@ -15,7 +15,8 @@
 //! - `finish.rs` ends a run; `stale.rs` finds and deletes stale documents;
 //!   `changes.rs` holds the content hashes and the `(_id, hash)` map of change-aware
 //!   sync; `repeated.rs` notes ids produced twice.
-//! - `index.rs` sets indices up and reads their ownership marker; `creation_check.rs`
+//! - `index.rs` sets indices up and reads their ownership marker; `mapping_update.rs`
+//!   adds the fields of `mappings` an existing index lacks; `creation_check.rs`
 //!   checks the pipeline's settings and mappings before reading; `dry_check.rs` asks
 //!   Elasticsearch about a dry run's documents, `compat.rs` checks them offline when it
 //!   cannot; `alias/` writes behind an alias (`mod.rs`: fingerprints and the plan;
@@ -43,6 +44,7 @@ pub mod encoder;
 mod finish;
 pub mod index;
 mod indices;
+mod mapping_update;
 mod names;
 pub mod repeated;
 pub mod retry;
@@ -182,6 +184,7 @@ impl ElasticsearchSink {
                 Some(mut state) => {
                     running.check_owner(&mut state, ctx).await?;
                     let position = running.indices.add(state);
+                    running.update_mapping(position, &self.config, ctx).await?;
                     if !ctx.options.follow {
                         running.read_hashes(position, ctx).await?;
                     }
