@@ -454,16 +454,7 @@ mod tests {
         std::fs::write(&path, EARLIER_ENTRY).unwrap();
         let entry = |pipeline: &str| DeadLetterEntry {
             pipeline: pipeline.into(),
-            stage: "sink".into(),
-            index: None,
-            id: None,
-            key: "k".into(),
-            key_encoding: None,
-            database: 0,
-            error_type: "e".into(),
-            reason: "r".into(),
-            document: None,
-            record: None,
+            ..entry()
         };
         let first = DeadLetter::new(&path);
         first.write(&entry("a")).unwrap();

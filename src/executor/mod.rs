@@ -117,8 +117,36 @@ pub async fn run_pipeline_with(
     cancel: CancellationToken,
     progress: &dyn Progress,
 ) -> anyhow::Result<PipelineSummary> {
+    run_joined(pipeline, source, options, None, cancel, progress).await
+}
+
+/// `verify`: reads and renders as a dry run does, and has the sink compare every
+/// document with what its index holds, into `drift`, instead of checking it; writes
+/// nothing anywhere (no dead-letter file: failed records are only counted).
+pub async fn verify_pipeline(
+    pipeline: &Pipeline,
+    drift: Arc<crate::stages::drift::Drift>,
+    cancel: CancellationToken,
+    progress: &dyn Progress,
+) -> anyhow::Result<PipelineSummary> {
+    let options = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
+    run_joined(pipeline, None, options, Some(drift), cancel, progress).await
+}
+
+/// [`run_tracked`], then waits for every task it spawned.
+async fn run_joined(
+    pipeline: &Pipeline,
+    source: Option<Source>,
+    options: RunOptions,
+    drift: Option<Arc<crate::stages::drift::Drift>>,
+    cancel: CancellationToken,
+    progress: &dyn Progress,
+) -> anyhow::Result<PipelineSummary> {
     let tasks = TaskTracker::new();
-    let result = run_tracked(pipeline, source, options, cancel, progress, &tasks).await;
+    let result = run_tracked(pipeline, source, options, drift, cancel, progress, &tasks).await;
     // Every task was joined on the way (or never started); this holds the run until
     // the last of them, whatever path the run took out.
     tasks.close();
@@ -131,6 +159,7 @@ async fn run_tracked(
     pipeline: &Pipeline,
     source: Option<Source>,
     options: RunOptions,
+    drift: Option<Arc<crate::stages::drift::Drift>>,
     cancel: CancellationToken,
     progress: &dyn Progress,
     tasks: &TaskTracker,
@@ -147,8 +176,17 @@ async fn run_tracked(
     let sample = if dry_run { options.sample } else { 0 };
 
     let mut paths = dead_letter_paths(pipeline, dry_run).into_iter();
-    let dead_letter = DeadLetter::new(paths.next().unwrap_or_else(|| pipeline.dead_letter_path()));
+    let verifying = drift.is_some();
+    let dead_letter_at = |path: PathBuf| {
+        if verifying {
+            DeadLetter::discarding(path)
+        } else {
+            DeadLetter::new(path)
+        }
+    };
+    let dead_letter = dead_letter_at(paths.next().unwrap_or_else(|| pipeline.dead_letter_path()));
     let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
+    root.drift = drift;
     root.failed_before_sink
         .set_ids_rendered(requirements.upstream.ids_rendered);
     // A child token: a fatal error here stops this pipeline, not the caller's others.
@@ -158,7 +196,7 @@ async fn run_tracked(
     let mut sink_ctx = root.for_stage("sink");
     let mut dead_letters = vec![dead_letter];
     if let Some(path) = paths.next() {
-        sink_ctx.dead_letter = DeadLetter::new(path);
+        sink_ctx.dead_letter = dead_letter_at(path);
         dead_letters.push(sink_ctx.dead_letter.clone());
     }
     let transform_ctxs: Vec<StageContext> = (0..transforms.len())

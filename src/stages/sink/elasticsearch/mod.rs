@@ -12,7 +12,8 @@
 //!   bodies; `service.rs` sends them and acts on the answers (413 splits, per-item
 //!   outcomes), over a `transport.rs` (`client.rs`, the HTTP client of one or several
 //!   nodes, in a run; a scripted one in unit tests); `retry.rs` decides what to retry.
-//! - `finish.rs` ends a run; `stale.rs` finds and deletes stale documents;
+//! - `finish.rs` ends a run; `verify.rs` ends a `verify` run (what drifts);
+//!   `stale.rs` finds and deletes stale documents;
 //!   `changes.rs` holds the content hashes and the `(_id, hash)` map of change-aware
 //!   sync; `repeated.rs` notes ids produced twice.
 //! - `index.rs` sets indices up and reads their ownership marker; `mapping_update.rs`
@@ -53,6 +54,7 @@ mod running;
 pub mod service;
 pub mod stale;
 pub mod transport;
+mod verify;
 pub mod writer;
 
 use std::sync::Arc;
@@ -154,7 +156,11 @@ impl ElasticsearchSink {
                 ));
             }
         }
-        if let (Some(alias), true) = (&self.config.alias, ctx.options.follow) {
+        if let (Some(alias), true) = (&self.config.alias, ctx.drift.is_some()) {
+            // `verify`: what the alias serves now (no alias: nothing is served, every
+            // document is missing).
+            self.target = Target::Fixed(alias.clone());
+        } else if let (Some(alias), true) = (&self.config.alias, ctx.options.follow) {
             // A live mode follow phase: through the alias, to the index it points at
             // (the one serving, also while a sync builds the next; see live/rebuild.rs).
             alias::check_follow_target(running.client(), alias, &ctx.pipeline).await?;
