@@ -199,3 +199,60 @@ fn verify_of_a_missing_index_reports_every_document_missing_and_creates_nothing(
     let response = http().get(format!("{}/{index}", es_url())).send().unwrap();
     assert_eq!(response.status(), 404, "verify created no index");
 }
+
+#[test]
+fn verify_behind_an_alias_compares_the_index_the_alias_serves() {
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET a 1\nSET b 2\nSET c 3\n");
+    let dir = tempfile::tempdir().unwrap();
+    let alias = unique_index("verify-alias");
+    let file = write_file(
+        dir.path(),
+        "aliased.yaml",
+        &format!(
+            "name: {alias}\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+             sink:\n  type: elasticsearch\n  url: {}\n  alias: {alias}\n",
+            redis.port,
+            es_url()
+        ),
+    );
+    let out = connector_in(dir.path(), &["run", "-q", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let served = common::pointed(&alias);
+    let _guards: Vec<IndexGuard> = served.iter().cloned().map(IndexGuard).collect();
+    assert_eq!(served.len(), 1);
+    let out = connector_in(dir.path(), &["verify", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+
+    es(
+        reqwest::Method::DELETE,
+        &format!("{}/_doc/{}", served[0], default_id(0, b"b")),
+        None,
+    );
+    es(reqwest::Method::POST, &format!("{}/_refresh", served[0]), None);
+    let out = connector_in(dir.path(), &["verify", "--format", "json", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = &report["pipelines"][0];
+    assert_eq!(found["missing"]["count"], 1, "{found}");
+    assert_eq!(found["missing"]["samples"][0]["key"], "b");
+    assert_eq!(found["extra"]["count"], 0);
+    assert_eq!(common::pointed(&alias), served, "the alias was not moved");
+}
+
+#[test]
+fn a_pipeline_without_an_elasticsearch_sink_cannot_be_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(
+        dir.path(),
+        "nd.yaml",
+        "name: nd\nsource: {type: redis, host: 127.0.0.1}\nsink: {type: ndjson, path: out.ndjson}\n",
+    );
+    let out = connector_in(dir.path(), &["verify", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pipeline nd: not compared: verify compares with an Elasticsearch index; this pipeline's sink is not \
+         elasticsearch\n"
+    );
+}

@@ -93,6 +93,10 @@ impl Verified {
     /// The text report: one line of counts, then the samples.
     pub fn text(&self) -> String {
         let mut out = String::new();
+        if let (Some(error), true) = (&self.error, self.indices.is_empty() && self.documents == 0) {
+            let _ = writeln!(out, "pipeline {}: not compared: {error}", self.pipeline);
+            return out;
+        }
         let indices = if self.indices.is_empty() {
             "no index".to_owned()
         } else {
