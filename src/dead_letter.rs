@@ -1,9 +1,14 @@
 //! The dead-letter file: every record that failed (a template error, a document
 //! Elasticsearch rejected) is kept here as one NDJSON line, so nothing is lost.
+//!
+//! A run replaces the file an earlier run left, but never a file this tool did not
+//! write: an existing file is removed or truncated only when its first line is a
+//! dead-letter entry ([`check_replaceable`]); any other file (`dead_letter:
+//! /etc/hosts`, an empty file, a folder) stops the run before anything is read.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -49,7 +54,8 @@ pub const LOGGED_FAILURES: u64 = 5;
 
 /// A shared, lazily created dead-letter file. Cloning shares the same file. A run
 /// removes the file of an earlier run at its start ([`DeadLetter::remove_previous`]),
-/// and creates it again at its first failure: after a clean run there is none.
+/// and creates it again at its first failure: after a clean run there is none. A file
+/// at the path that this tool did not write is never removed nor truncated.
 ///
 /// The file is truncated at its first entry in this process only: a second pipeline
 /// of the same run naming the same file (each entry names its pipeline) appends to it
@@ -66,6 +72,8 @@ struct Inner {
     written: u64,
     /// The first write that failed (see [`DeadLetter::write_error`]).
     error: Option<String>,
+    /// Entries are counted and logged, never written (`verify` writes nothing).
+    discard: bool,
 }
 
 /// The dead-letter files this process has created (absolute paths).
@@ -80,8 +88,17 @@ impl DeadLetter {
                 file: None,
                 written: 0,
                 error: None,
+                discard: false,
             })),
         }
+    }
+
+    /// A handle that counts and logs entries but writes no file (`verify`, which
+    /// writes nothing anywhere); `path` names the file a real run would write.
+    pub fn discarding(path: impl Into<PathBuf>) -> Self {
+        let handle = Self::new(path);
+        handle.lock().discard = true;
+        handle
     }
 
     /// Where entries go.
@@ -135,6 +152,10 @@ impl DeadLetter {
     }
 
     fn write_line(inner: &mut Inner, line: &[u8]) -> std::io::Result<()> {
+        if inner.discard {
+            inner.written += 1;
+            return Ok(());
+        }
         if inner.file.is_none() {
             let file = open(&inner.path).map_err(|e| with_path(e, &inner.path))?;
             inner.file = Some(file);
@@ -149,11 +170,12 @@ impl DeadLetter {
     /// Removes the file an earlier run left at this path, so that after this run the
     /// file holds this run's failures and nothing else, and no file means nothing
     /// failed (a monitoring job may test for it). A file this process already wrote
-    /// (another handle on the same path) is left alone. Gives whether a file was
-    /// removed.
+    /// (another handle on the same path) is left alone; a file that is no dead-letter
+    /// file of this tool's is an error, and stays as it is ([`check_replaceable`]).
+    /// Gives whether a file was removed.
     pub fn remove_previous(&self) -> std::io::Result<bool> {
         let inner = self.lock();
-        if inner.file.is_some() {
+        if inner.file.is_some() || inner.discard {
             return Ok(false);
         }
         let absolute = std::path::absolute(&inner.path)?;
@@ -161,6 +183,8 @@ impl DeadLetter {
         if created.as_ref().is_some_and(|c| c.contains(&absolute)) {
             return Ok(false);
         }
+        check_replaceable(&inner.path)
+            .map_err(|message| std::io::Error::new(std::io::ErrorKind::AlreadyExists, message))?;
         match std::fs::remove_file(&inner.path) {
             Ok(()) => Ok(true),
             // No file there, or no folder for one (a path under a file: the first
@@ -241,13 +265,83 @@ fn open(path: &Path) -> std::io::Result<File> {
     }
     let absolute = std::path::absolute(path)?;
     let mut created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
-    if created.get_or_insert_with(HashSet::new).insert(absolute) {
+    if created.get_or_insert_with(HashSet::new).insert(absolute.clone()) {
+        if let Err(message) = check_replaceable(path) {
+            if let Some(created) = created.as_mut() {
+                created.remove(&absolute);
+            }
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, message));
+        }
         File::create(path)?;
     }
     OpenOptions::new().append(true).create(true).open(path)
 }
 
+/// How much of an existing file's first line is read to tell whether it is a
+/// dead-letter file (an entry holds a whole document, which may be large).
+const FIRST_LINE_LIMIT: u64 = 64 << 20;
+
+/// The fields every dead-letter entry has, by which a file this tool wrote is known.
+const ENTRY_FIELDS: [&str; 6] = ["pipeline", "stage", "key", "database", "error_type", "reason"];
+
+/// Whether a run may remove or overwrite what is at `path`: nothing is there, or a
+/// dead-letter file this tool wrote (its first line is a dead-letter entry). The
+/// error says what is there and what to do; it is checked before anything runs.
+pub fn check_replaceable(path: &Path) -> Result<(), String> {
+    match foreign(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(format!(
+            "the dead-letter file {} was not written by redis-connector ({why}): a run would replace it, so \
+             nothing was run and it is left as it is; move it away, or set `dead_letter:` to another path",
+            path.display()
+        )),
+        Err(error) => Err(format!(
+            "cannot read {} to tell whether it is a dead-letter file of an earlier run: {error}; move it \
+             away, or set `dead_letter:` to another path",
+            path.display()
+        )),
+    }
+}
+
+/// Why the file at `path` is no dead-letter file of this tool's; `None` when there is
+/// no file (nor folder for one) or it is one.
+fn foreign(path: &Path) -> std::io::Result<Option<&'static str>> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(error) => return Err(error),
+    };
+    if metadata.is_dir() {
+        return Ok(Some("it is a folder"));
+    }
+    if !metadata.is_file() {
+        return Ok(Some("it is not a regular file"));
+    }
+    if metadata.len() == 0 {
+        return Ok(Some("it is empty, and a dead-letter file never is"));
+    }
+    let mut first = Vec::new();
+    std::io::BufReader::new(File::open(path)?.take(FIRST_LINE_LIMIT)).read_until(b'\n', &mut first)?;
+    let entry = serde_json::from_slice::<Value>(&first).ok();
+    let is_entry = entry
+        .as_ref()
+        .and_then(Value::as_object)
+        .is_some_and(|fields| ENTRY_FIELDS.iter().all(|name| fields.contains_key(*name)));
+    Ok((!is_entry).then_some("its first line is not a dead-letter entry"))
+}
+
 fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
+    // A file refused by `check_replaceable` is named by its message already.
+    if error.kind() == std::io::ErrorKind::AlreadyExists {
+        return error;
+    }
     std::io::Error::new(
         error.kind(),
         format!("cannot create dead-letter file {}: {error}", path.display()),
@@ -257,6 +351,63 @@ fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line an earlier run of this tool wrote.
+    const EARLIER_ENTRY: &str = "{\"pipeline\":\"p\",\"stage\":\"sink\",\"key\":\"k\",\"database\":0,\
+                                 \"error_type\":\"e\",\"reason\":\"an earlier run\"}\n";
+
+    fn entry() -> DeadLetterEntry {
+        DeadLetterEntry {
+            pipeline: "p".into(),
+            stage: "sink".into(),
+            index: None,
+            id: None,
+            key: "k".into(),
+            key_encoding: None,
+            database: 0,
+            error_type: "e".into(),
+            reason: "r".into(),
+            document: None,
+            record: None,
+        }
+    }
+
+    #[test]
+    fn a_file_this_tool_did_not_write_is_neither_removed_nor_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        let foreign = b"127.0.0.1 localhost\n::1 localhost\n";
+        std::fs::write(&path, foreign).unwrap();
+        let error = DeadLetter::new(&path).remove_previous().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "the dead-letter file {} was not written by redis-connector (its first line is not a dead-letter \
+                 entry): a run would replace it, so nothing was run and it is left as it is; move it away, or set \
+                 `dead_letter:` to another path",
+                path.display()
+            )
+        );
+        // Nor by a first failure (a handle that did not remove anything first).
+        let error = DeadLetter::new(&path).write(&entry()).unwrap_err();
+        assert!(error.to_string().starts_with("the dead-letter file"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), foreign, "kept byte for byte");
+        // JSON that is not an entry, an empty file and a folder are refused too.
+        for (text, why) in [
+            ("{\"pipeline\": \"p\"}\n", "its first line is not a dead-letter entry"),
+            ("", "it is empty, and a dead-letter file never is"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let message = check_replaceable(&path).unwrap_err();
+            assert!(message.contains(why), "{message}");
+            assert!(DeadLetter::new(&path).remove_previous().is_err());
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        }
+        let message = check_replaceable(dir.path()).unwrap_err();
+        assert!(message.contains("(it is a folder)"), "{message}");
+        assert!(check_replaceable(&dir.path().join("absent")).is_ok());
+        assert!(check_replaceable(&path.join("under-a-file")).is_ok());
+    }
 
     #[test]
     fn a_dry_run_writes_beside_the_real_file() {
@@ -278,24 +429,12 @@ mod tests {
     fn an_earlier_run_s_file_is_removed_but_not_one_this_process_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dl.ndjson");
-        std::fs::write(&path, "{\"from\": \"an earlier run\"}\n").unwrap();
+        std::fs::write(&path, EARLIER_ENTRY).unwrap();
         let dl = DeadLetter::new(&path);
         assert!(dl.remove_previous().unwrap());
         assert!(!path.exists());
         assert!(!dl.remove_previous().unwrap(), "nothing left to remove");
-        let entry = DeadLetterEntry {
-            pipeline: "p".into(),
-            stage: "sink".into(),
-            index: None,
-            id: None,
-            key: "k".into(),
-            key_encoding: None,
-            database: 0,
-            error_type: "e".into(),
-            reason: "r".into(),
-            document: None,
-            record: None,
-        };
+        let entry = entry();
         dl.write(&entry).unwrap();
         assert!(
             !DeadLetter::new(&path).remove_previous().unwrap(),
@@ -312,19 +451,10 @@ mod tests {
     fn two_handles_on_one_path_in_one_process_append_to_each_other() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shared.ndjson");
-        std::fs::write(&path, "from an earlier process\n").unwrap();
+        std::fs::write(&path, EARLIER_ENTRY).unwrap();
         let entry = |pipeline: &str| DeadLetterEntry {
             pipeline: pipeline.into(),
-            stage: "sink".into(),
-            index: None,
-            id: None,
-            key: "k".into(),
-            key_encoding: None,
-            database: 0,
-            error_type: "e".into(),
-            reason: "r".into(),
-            document: None,
-            record: None,
+            ..entry()
         };
         let first = DeadLetter::new(&path);
         first.write(&entry("a")).unwrap();

@@ -1,4 +1,4 @@
-//! The command line: `validate`, `run`, `serve`, `alias rollback`, and `schema`,
+//! The command line: `validate`, `run`, `verify`, `serve`, `alias rollback`, and `schema`,
 //! `completions`, `man` for packaging. This is the one place that prints fatal errors
 //! and chooses exit codes
 //! (0 success, 1 errors found, 2 usage error).
@@ -11,6 +11,7 @@ pub mod run;
 pub mod serve;
 mod summary_json;
 pub mod validate;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +104,34 @@ pub enum Command {
     /// Manage the alias a pipeline writes behind (`sink.alias`).
     #[command(after_help = EXIT_CODES)]
     Alias(AliasArgs),
+    /// Compare what each pipeline would write now with what its index holds, by
+    /// content hash: documents missing, different and extra. Read-only.
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify(VerifyArgs),
+}
+
+const VERIFY_EXIT_CODES: &str = "\
+Exit codes:
+  0  every index holds exactly what its pipeline would write
+  1  drift found, or a pipeline could not be compared (invalid file, records that
+     failed to render, a fatal error, interrupted)
+  2  usage error (bad flags, missing file)";
+
+/// `verify`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Pipeline files, or folders of them.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Documents shown of each kind of drift (missing, different, extra).
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    /// `text` for people, `json` for bots.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+    /// Logs errors only (default: warnings too).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -294,6 +323,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::execute(&args),
         Command::Serve(args) => serve::execute(&args),
         Command::Alias(args) => alias::execute(&args),
+        Command::Verify(args) => verify::execute(&args),
         Command::Schema => generate::schema(),
         Command::Completions { shell } => generate::completions(shell),
         Command::Man => generate::man(),

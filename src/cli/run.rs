@@ -83,6 +83,31 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         return ExitCode::from(1);
     }
 
+    // A dead-letter path holding a file this tool did not write: refused before
+    // anything connects or runs (a run would remove it).
+    let refused: Vec<String> = loaded
+        .iter()
+        .flat_map(|l| executor::dead_letter_paths(&l.pipeline, args.dry_run))
+        .filter_map(|path| crate::dead_letter::check_replaceable(&path).err())
+        .collect();
+    if !refused.is_empty() {
+        for message in &refused {
+            report_error(args, message);
+        }
+        if let Some(target) = &mut summary_json {
+            let document = serde_json::json!({
+                "status": "error",
+                "pipelines": [],
+                "not_run": loaded.iter().map(|l| l.pipeline.name.clone()).collect::<Vec<_>>(),
+                "reason": refused.join("; "),
+            });
+            if let Err(error) = target.write(&document) {
+                eprintln!("error: cannot write the summary to {}: {error}", target.describe());
+            }
+        }
+        return ExitCode::from(1);
+    }
+
     // From here on the summary file says this run is going: an older run's summary
     // never stands for this one, even if the process is killed before its end.
     let summary_file = args.summary_json.clone().filter(|p| p.as_path() != Path::new("-"));

@@ -75,6 +75,25 @@ impl FirstError {
     }
 }
 
+/// The dead-letter files a run of `pipeline` writes: the pipeline's, then the sink's
+/// own when it sets another; beside them (`.dry-run`) for a dry run.
+pub fn dead_letter_paths(pipeline: &Pipeline, dry_run: bool) -> Vec<PathBuf> {
+    let in_this_run = |path: PathBuf| {
+        if dry_run {
+            crate::dead_letter::dry_run_path(&path)
+        } else {
+            path
+        }
+    };
+    let mut paths = vec![in_this_run(pipeline.dead_letter_path())];
+    if let Some(path) = pipeline.sink.dead_letter_path().map(in_this_run) {
+        if path != paths[0] {
+            paths.push(path);
+        }
+    }
+    paths
+}
+
 /// Runs one pipeline to its end and returns its summary.
 ///
 /// `cancel` is the caller's shutdown signal (Ctrl-C / SIGTERM). Errors of the run
@@ -98,8 +117,36 @@ pub async fn run_pipeline_with(
     cancel: CancellationToken,
     progress: &dyn Progress,
 ) -> anyhow::Result<PipelineSummary> {
+    run_joined(pipeline, source, options, None, cancel, progress).await
+}
+
+/// `verify`: reads and renders as a dry run does, and has the sink compare every
+/// document with what its index holds, into `drift`, instead of checking it; writes
+/// nothing anywhere (no dead-letter file: failed records are only counted).
+pub async fn verify_pipeline(
+    pipeline: &Pipeline,
+    drift: Arc<crate::stages::drift::Drift>,
+    cancel: CancellationToken,
+    progress: &dyn Progress,
+) -> anyhow::Result<PipelineSummary> {
+    let options = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
+    run_joined(pipeline, None, options, Some(drift), cancel, progress).await
+}
+
+/// [`run_tracked`], then waits for every task it spawned.
+async fn run_joined(
+    pipeline: &Pipeline,
+    source: Option<Source>,
+    options: RunOptions,
+    drift: Option<Arc<crate::stages::drift::Drift>>,
+    cancel: CancellationToken,
+    progress: &dyn Progress,
+) -> anyhow::Result<PipelineSummary> {
     let tasks = TaskTracker::new();
-    let result = run_tracked(pipeline, source, options, cancel, progress, &tasks).await;
+    let result = run_tracked(pipeline, source, options, drift, cancel, progress, &tasks).await;
     // Every task was joined on the way (or never started); this holds the run until
     // the last of them, whatever path the run took out.
     tasks.close();
@@ -112,6 +159,7 @@ async fn run_tracked(
     pipeline: &Pipeline,
     source: Option<Source>,
     options: RunOptions,
+    drift: Option<Arc<crate::stages::drift::Drift>>,
     cancel: CancellationToken,
     progress: &dyn Progress,
     tasks: &TaskTracker,
@@ -127,15 +175,18 @@ async fn run_tracked(
     let options_follow = options.follow;
     let sample = if dry_run { options.sample } else { 0 };
 
-    let in_this_run = |path: PathBuf| {
-        if dry_run {
-            crate::dead_letter::dry_run_path(&path)
+    let mut paths = dead_letter_paths(pipeline, dry_run).into_iter();
+    let verifying = drift.is_some();
+    let dead_letter_at = |path: PathBuf| {
+        if verifying {
+            DeadLetter::discarding(path)
         } else {
-            path
+            DeadLetter::new(path)
         }
     };
-    let dead_letter = DeadLetter::new(in_this_run(pipeline.dead_letter_path()));
+    let dead_letter = dead_letter_at(paths.next().unwrap_or_else(|| pipeline.dead_letter_path()));
     let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
+    root.drift = drift;
     root.failed_before_sink
         .set_ids_rendered(requirements.upstream.ids_rendered);
     // A child token: a fatal error here stops this pipeline, not the caller's others.
@@ -144,11 +195,9 @@ async fn run_tracked(
     let source_ctx = root.for_stage("source");
     let mut sink_ctx = root.for_stage("sink");
     let mut dead_letters = vec![dead_letter];
-    if let Some(path) = pipeline.sink.dead_letter_path().map(in_this_run) {
-        if path != dead_letters[0].path() {
-            sink_ctx.dead_letter = DeadLetter::new(path);
-            dead_letters.push(sink_ctx.dead_letter.clone());
-        }
+    if let Some(path) = paths.next() {
+        sink_ctx.dead_letter = dead_letter_at(path);
+        dead_letters.push(sink_ctx.dead_letter.clone());
     }
     let transform_ctxs: Vec<StageContext> = (0..transforms.len())
         .map(|i| root.for_stage(&format!("transforms[{i}]")))

@@ -49,6 +49,9 @@ pub struct StageContext {
     pub failed_before_sink: Arc<FailedBeforeSink>,
     /// Databases whose key scan started over (shared by every stage).
     pub scans_restarted: Arc<ScansRestarted>,
+    /// Set in a `verify` run (a dry run that writes nothing, not even dead letters):
+    /// where the sink puts what it finds drifting instead of checking documents.
+    pub drift: Option<Arc<crate::stages::drift::Drift>>,
 }
 
 /// The databases whose key scan started over because Redis restarted while they were
@@ -162,6 +165,7 @@ impl StageContext {
             run_timestamp: Arc::from(crate::document::now_timestamp()),
             failed_before_sink: Arc::new(FailedBeforeSink::default()),
             scans_restarted: Arc::new(ScansRestarted::default()),
+            drift: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! very same code as `run`. Running a stage does the I/O.
 
 pub mod context;
+pub mod drift;
 pub mod sink;
 pub mod source;
 pub mod transform;

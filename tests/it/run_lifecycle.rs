@@ -65,7 +65,8 @@ fn a_clean_run_leaves_no_dead_letter_file_of_an_earlier_failed_run() {
 
     // A dry run of the fixed pipeline removes an earlier dry run's file, keeps the
     // real run's.
-    std::fs::write(&dry_dead_letter, "{\"stale\": 1}\n{\"stale\": 2}\n").unwrap();
+    // (A file this tool wrote: an earlier run's lines.)
+    std::fs::copy(&dead_letter, &dry_dead_letter).unwrap();
     let fixed = pipeline(dir.path(), redis.port, "{{ value.name | default('') }}");
     let out = run_in(dir.path(), &["run", "--dry-run", "-q", fixed.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
@@ -94,10 +95,12 @@ fn a_dead_letter_file_that_cannot_be_removed_stops_the_run_before_it_reads() {
     let fixed = pipeline(dir.path(), redis.port, "{{ value.name }}");
     let out = run_in(dir.path(), &["run", "-q", fixed.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
     assert!(
-        stdout.contains("cannot remove the dead-letter file of an earlier run, users.dead-letter.ndjson"),
-        "{stdout}"
+        stderr.contains(
+            "error: the dead-letter file users.dead-letter.ndjson was not written by redis-connector (it is a folder)"
+        ),
+        "{stderr}"
     );
     assert!(
         !dir.path().join("out.ndjson").exists() || lines(&dir.path().join("out.ndjson")) == 0,
@@ -297,4 +300,69 @@ fn run_help_documents_the_exit_codes_of_a_second_signal_and_the_summary_file() {
     ] {
         assert!(help.contains(expected), "run --help lacks {expected:?}:\n{help}");
     }
+}
+
+#[test]
+fn a_file_the_tool_did_not_write_at_the_dead_letter_path_is_refused_before_anything_connects() {
+    // A port nothing listens on: the refusal must come first, not a connection error.
+    let closed_port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = "important: data\nnot = \"a dead-letter file\"\n";
+    let target = write_file(dir.path(), "notes.txt", foreign);
+    let file = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: users\ndead_letter: notes.txt\nsource: {{type: redis, host: 127.0.0.1, port: {closed_port}}}\n\
+             sink: {{type: ndjson, path: out.ndjson}}\n"
+        ),
+    );
+    for extra in [&[][..], &["--dry-run"][..], &["--follow"][..]] {
+        let mut args = vec!["run", "-q", "--summary-json", "s.json"];
+        args.extend_from_slice(extra);
+        args.push(file.to_str().unwrap());
+        // (The dry run's file is beside it: refused the same way.)
+        if extra == ["--dry-run"] {
+            std::fs::write(dir.path().join("notes.dry-run.txt"), foreign).unwrap();
+        }
+        let out = run_in(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        let shown = if extra == ["--dry-run"] {
+            "notes.dry-run.txt"
+        } else {
+            "notes.txt"
+        };
+        assert_eq!(
+            stderr,
+            format!(
+                "error: the dead-letter file {shown} was not written by redis-connector (its first line is not a \
+                 dead-letter entry): a run would replace it, so nothing was run and it is left as it is; move it \
+                 away, or set `dead_letter:` to another path\n"
+            ),
+            "{extra:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), foreign, "kept byte for byte");
+        assert!(!dir.path().join("out.ndjson").exists(), "nothing ran");
+        let summary = json(&dir.path().join("s.json"));
+        assert_eq!(summary["status"], "error");
+        assert_eq!(summary["not_run"], serde_json::json!(["users"]));
+    }
+}
+
+#[test]
+fn the_tool_s_own_dead_letter_file_of_an_earlier_process_is_replaced() {
+    let redis = RedisServer::start(&[]);
+    redis.cli_pipe("SET user:1 plain\n");
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("users.dead-letter.ndjson");
+    let failing = pipeline(dir.path(), redis.port, "{{ value.name }}");
+    let out = run_in(dir.path(), &["run", "-q", failing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let first = std::fs::read_to_string(&dead_letter).unwrap();
+    // Several lines of an earlier process (ours): replaced by this run's one line.
+    std::fs::write(&dead_letter, first.repeat(3)).unwrap();
+    let out = run_in(dir.path(), &["run", "-q", failing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(lines(&dead_letter), 1, "this run's failure only");
 }

@@ -1,6 +1,11 @@
 //! The tree builder: turns `saphyr-parser` events into [`Node`]s with positions,
 //! expanding anchors and aliases (bounded) and merge keys, and reporting duplicate
 //! keys, tags and a second document.
+//!
+//! Aliases are bounded twice: in nodes ([`MAX_ALIAS_NODES`], against nested "billion
+//! laughs") and in bytes ([`expansion_limit`]: a long string aliased thousands of
+//! times is few nodes but gigabytes of text). So a file never makes the loader hold
+//! more than a small multiple of its own size plus a fixed allowance.
 
 use saphyr_parser::{Event, ScalarStyle, Span};
 use serde_json::Value;
@@ -9,6 +14,17 @@ use super::{escape_pointer, resolve_plain, Entry, Node, NodeKind, Position, Scal
 
 /// Nodes an alias may copy in one file, in total (guards against "billion laughs").
 const MAX_ALIAS_NODES: usize = 100_000;
+
+/// The fixed allowance of [`expansion_limit`]: 1 MiB.
+const EXPANSION_ALLOWANCE: usize = 1 << 20;
+
+/// How large a file of `file_bytes` may grow once its aliases are expanded, counted
+/// as YAML text ([`text_bytes`]): ten times its size plus 1 MiB. A file that reuses
+/// a block of settings a few times stays far below it; a 160 KB file aliasing a
+/// 10 KB string 50,000 times (500 MB of text) is refused at its 249th alias.
+pub(super) fn expansion_limit(file_bytes: usize) -> usize {
+    file_bytes.saturating_mul(10).saturating_add(EXPANSION_ALLOWANCE)
+}
 
 /// A collection being built: its start and what it holds so far. (Its pointer is
 /// computed from the stack only when an error needs it: most files have none.)
@@ -50,12 +66,23 @@ pub(super) struct Builder {
     second_document: Option<Position>,
     anchors: std::collections::HashMap<usize, Node>,
     alias_nodes: usize,
+    /// The file's size, and how many bytes of text its aliases copied so far.
+    file_bytes: usize,
+    alias_bytes: usize,
     pub(super) errors: Vec<YamlError>,
     /// Set once an error makes the rest of the tree meaningless.
     stopped: bool,
 }
 
 impl Builder {
+    /// A builder for a file of `file_bytes` bytes (the size bounds alias expansion).
+    pub(super) fn for_file(file_bytes: usize) -> Builder {
+        Builder {
+            file_bytes,
+            ..Builder::default()
+        }
+    }
+
     /// Handles one event; `false` stops the parse.
     pub(super) fn event(&mut self, event: Event<'_>, span: Span) -> bool {
         let position = Position::start_of(&span);
@@ -174,7 +201,24 @@ impl Builder {
                     self.stopped = true;
                     return false;
                 };
-                self.alias_nodes += count_nodes(&node);
+                let (nodes, bytes) = measure(&node);
+                self.alias_nodes += nodes;
+                self.alias_bytes = self.alias_bytes.saturating_add(bytes);
+                let limit = expansion_limit(self.file_bytes);
+                if self.file_bytes.saturating_add(self.alias_bytes) > limit {
+                    self.errors.push(YamlError {
+                        position,
+                        pointer: self.child_pointer(),
+                        message: format!(
+                            "aliases expand this file beyond {limit} bytes (line {}): refusing to expand them; a file \
+                             of {} bytes may grow to 10 times its size plus 1 MiB once its aliases are expanded \
+                             (write the value once, or reuse a shorter one)",
+                            position.line, self.file_bytes
+                        ),
+                    });
+                    self.stopped = true;
+                    return false;
+                }
                 if self.alias_nodes > MAX_ALIAS_NODES {
                     self.errors.push(YamlError {
                         position,
@@ -350,10 +394,76 @@ impl Builder {
     }
 }
 
-fn count_nodes(node: &Node) -> usize {
-    1 + match &node.kind {
-        NodeKind::Scalar(_) => 0,
-        NodeKind::Sequence(items) => items.iter().map(count_nodes).sum(),
-        NodeKind::Mapping(entries) => entries.iter().map(|e| 1 + count_nodes(&e.value)).sum(),
+/// A node's size: how many nodes it holds (itself included), and how many bytes of
+/// YAML text it amounts to (scalars' and keys' text, plus two bytes a node for the
+/// punctuation around it), which is what copying it costs.
+fn measure(node: &Node) -> (usize, usize) {
+    match &node.kind {
+        NodeKind::Scalar(scalar) => (1, scalar.text.len() + 2),
+        NodeKind::Sequence(items) => items.iter().map(measure).fold((1, 2), |(n, b), (i, j)| (n + i, b + j)),
+        NodeKind::Mapping(entries) => entries.iter().fold((1, 2), |(n, b), entry| {
+            let (i, j) = measure(&entry.value);
+            (n + 1 + i, b + entry.key.len() + 2 + j)
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_is_bounded_by_ten_times_the_file_plus_one_mebibyte() {
+        assert_eq!(expansion_limit(0), 1 << 20);
+        assert_eq!(expansion_limit(160_000), 1_600_000 + (1 << 20));
+        assert_eq!(expansion_limit(usize::MAX), usize::MAX);
+    }
+
+    #[test]
+    fn a_long_string_aliased_many_times_stops_at_the_byte_limit() {
+        // 10,000 bytes aliased 50,000 times: 160 KB of file, 500 MB of text expanded.
+        let mut text = format!("a: &a \"{}\"\nb: [", "x".repeat(10_000));
+        text.push_str(&"*a,".repeat(50_000));
+        text.push_str("]\n");
+        let mut builder = Builder::for_file(text.len());
+        let mut parser = saphyr_parser::Parser::new_from_str(&text);
+        let mut events = 0;
+        while let Some(Ok((event, span))) = parser.next_event() {
+            events += 1;
+            if !builder.event(event, span) {
+                break;
+            }
+        }
+        let limit = expansion_limit(text.len());
+        assert_eq!(builder.errors.len(), 1, "{:?}", builder.errors);
+        let error = &builder.errors[0];
+        assert!(
+            error
+                .message
+                .starts_with(&format!("aliases expand this file beyond {limit} bytes (line 2)")),
+            "{}",
+            error.message
+        );
+        assert_eq!(error.position.line, 2);
+        // The 249th alias goes over: (2,648,736 - 160,016) / 10,002 = 248.8.
+        assert_eq!(error.pointer, "/b/248");
+        // It stopped at the alias that went over, not at the end of the file.
+        assert!(events < 300, "{events} events");
+        // What was expanded stayed within the limit.
+        assert!(builder.file_bytes + builder.alias_bytes - 10_002 <= limit);
+    }
+
+    #[test]
+    fn aliases_within_the_limit_are_expanded_and_measured() {
+        let text = "d: &d {host: h, port: 1}\na: *d\nb: *d\n";
+        let mut builder = Builder::for_file(text.len());
+        let mut parser = saphyr_parser::Parser::new_from_str(text);
+        while let Some(Ok((event, span))) = parser.next_event() {
+            assert!(builder.event(event, span));
+        }
+        assert!(builder.errors.is_empty());
+        assert_eq!(builder.alias_nodes, 2 * 5);
+        // {host: h, port: 1}: 2 + (4 + 2 + 3) + (4 + 2 + 3) = 20 bytes, twice.
+        assert_eq!(builder.alias_bytes, 40);
     }
 }

@@ -136,7 +136,7 @@ pub fn json_kind_name(value: &Value) -> &'static str {
 /// Parses one YAML document. Returns the root node (`None` when the text has no
 /// document at all, or when a syntax error stopped the parse) and every problem found.
 pub fn parse(text: &str) -> (Option<Node>, Vec<YamlError>) {
-    let mut builder = Builder::default();
+    let mut builder = Builder::for_file(text.len());
     let mut parser = Parser::new_from_str(text);
     loop {
         match parser.next_event() {

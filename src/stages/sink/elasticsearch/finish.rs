@@ -23,6 +23,9 @@ impl ElasticsearchSink {
         upstream: UpstreamOutcome,
         ctx: &StageContext,
     ) -> anyhow::Result<SinkReport> {
+        if let Some(drift) = ctx.drift.clone() {
+            return self.finish_verify(&drift, upstream, ctx).await;
+        }
         let mut running = self.running.take().context("the Elasticsearch sink was not opened")?;
         let snapshot = ctx.counters.snapshot();
         let dry_run = ctx.options.dry_run;

@@ -158,6 +158,9 @@ impl Running {
         };
         let existed = state.existed;
         let position = self.indices.add(state);
+        if existed {
+            self.update_mapping(position, config, ctx).await?;
+        }
         // (A live mode follow phase compares nothing: it writes what changed.)
         if existed && !self.following {
             self.read_hashes(position, ctx).await?;

@@ -12,10 +12,12 @@
 //!   bodies; `service.rs` sends them and acts on the answers (413 splits, per-item
 //!   outcomes), over a `transport.rs` (`client.rs`, the HTTP client of one or several
 //!   nodes, in a run; a scripted one in unit tests); `retry.rs` decides what to retry.
-//! - `finish.rs` ends a run; `stale.rs` finds and deletes stale documents;
+//! - `finish.rs` ends a run; `verify.rs` ends a `verify` run (what drifts);
+//!   `stale.rs` finds and deletes stale documents;
 //!   `changes.rs` holds the content hashes and the `(_id, hash)` map of change-aware
 //!   sync; `repeated.rs` notes ids produced twice.
-//! - `index.rs` sets indices up and reads their ownership marker; `creation_check.rs`
+//! - `index.rs` sets indices up and reads their ownership marker; `mapping_update.rs`
+//!   adds the fields of `mappings` an existing index lacks; `creation_check.rs`
 //!   checks the pipeline's settings and mappings before reading; `dry_check.rs` asks
 //!   Elasticsearch about a dry run's documents, `compat.rs` checks them offline when it
 //!   cannot; `alias/` writes behind an alias (`mod.rs`: fingerprints and the plan;
@@ -43,6 +45,7 @@ pub mod encoder;
 mod finish;
 pub mod index;
 mod indices;
+mod mapping_update;
 mod names;
 pub mod repeated;
 pub mod retry;
@@ -51,6 +54,7 @@ mod running;
 pub mod service;
 pub mod stale;
 pub mod transport;
+mod verify;
 pub mod writer;
 
 use std::sync::Arc;
@@ -152,7 +156,11 @@ impl ElasticsearchSink {
                 ));
             }
         }
-        if let (Some(alias), true) = (&self.config.alias, ctx.options.follow) {
+        if let (Some(alias), true) = (&self.config.alias, ctx.drift.is_some()) {
+            // `verify`: what the alias serves now (no alias: nothing is served, every
+            // document is missing).
+            self.target = Target::Fixed(alias.clone());
+        } else if let (Some(alias), true) = (&self.config.alias, ctx.options.follow) {
             // A live mode follow phase: through the alias, to the index it points at
             // (the one serving, also while a sync builds the next; see live/rebuild.rs).
             alias::check_follow_target(running.client(), alias, &ctx.pipeline).await?;
@@ -182,6 +190,7 @@ impl ElasticsearchSink {
                 Some(mut state) => {
                     running.check_owner(&mut state, ctx).await?;
                     let position = running.indices.add(state);
+                    running.update_mapping(position, &self.config, ctx).await?;
                     if !ctx.options.follow {
                         running.read_hashes(position, ctx).await?;
                     }

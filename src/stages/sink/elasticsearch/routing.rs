@@ -144,7 +144,8 @@ impl ElasticsearchSink {
                             (Cow::Owned(id), hash)
                         }
                     };
-                    match running.compare(position, &index_name, &id, hash, rendered, &record, full) {
+                    let comparison = running.compare(position, &index_name, &id, hash, rendered, &record, full);
+                    match comparison {
                         Comparison::Unchanged => {
                             target.pop_last();
                             ctx.counters.add_unchanged(1);
@@ -152,6 +153,13 @@ impl ElasticsearchSink {
                         }
                         Comparison::New => running.new += 1,
                         Comparison::Changed | Comparison::Repeated => running.changed += 1,
+                    }
+                    if let Some(drift) = &ctx.drift {
+                        // `verify`: noted, not checked (see verify.rs).
+                        scratch.pop_last();
+                        ctx.counters.add_out(1);
+                        super::verify::note(drift, comparison, &index_name, &id, &record);
+                        continue;
                     }
                     if dry_run {
                         scratch.pop_last();

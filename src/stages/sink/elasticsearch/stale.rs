@@ -260,50 +260,90 @@ pub async fn delete_by_hash(
     stale: &[(u64, u64)],
     chunk: usize,
 ) -> anyhow::Result<Deleted> {
-    let keys: HashSet<u64, BuildHasherDefault<PassThroughHasher>> = stale.iter().map(|&(key, _)| key).collect();
-    let mut hashes: Vec<u64> = stale.iter().map(|&(_, hash)| hash).filter(|&h| h != NO_HASH).collect();
-    hashes.sort_unstable();
-    hashes.dedup();
-    let without_hash = stale.iter().any(|&(_, hash)| hash == NO_HASH);
-    let query = if hashes.len() > MAX_TERMS {
-        json!({ "match_all": {} })
-    } else {
-        let terms: Vec<String> = hashes
-            .iter()
-            .map(|&h| String::from_utf8_lossy(&hash_hex(h)).into_owned())
-            .collect();
-        let mut should = vec![json!({ "terms": { CONTENT_HASH_FIELD: terms } })];
-        if without_hash {
-            should.push(json!({ "bool": { "must_not": { "exists": { "field": CONTENT_HASH_FIELD } } } }));
-        }
-        json!({ "bool": { "should": should, "minimum_should_match": 1 } })
-    };
+    let search = HashSearch::new(stale);
     let mut pit = open_pit(service, index).await?;
-    let result = delete_pages(service, index, &keys, &query, chunk, &mut pit).await;
+    let result = delete_pages(service, index, &search, chunk, &mut pit).await;
     close_pit(service, &pit).await;
     result
 }
 
-async fn delete_pages(
+/// Up to `limit` of the `_id`s of `index` whose `(xxh3 of the _id, content hash)` is
+/// in `stale`, found as [`delete_by_hash`] finds them (`verify`'s samples of extra
+/// documents). Reads no further than the page where the limit is reached.
+pub async fn find_by_hash(
     service: &BulkService,
     index: &str,
-    keys: &HashSet<u64, BuildHasherDefault<PassThroughHasher>>,
-    query: &Value,
-    chunk: usize,
-    pit: &mut String,
-) -> anyhow::Result<Deleted> {
-    let mut outcome = Deleted::default();
-    let mut search_after: Option<Value> = None;
-    loop {
+    stale: &[(u64, u64)],
+    limit: usize,
+) -> anyhow::Result<Vec<String>> {
+    let search = HashSearch::new(stale);
+    let mut pit = open_pit(service, index).await?;
+    let mut found = Vec::new();
+    let mut after = None;
+    let result = loop {
+        match search.page(service, &mut pit, after.take()).await {
+            Ok((ids, next)) => {
+                found.extend(ids);
+                match next {
+                    Some(next) if found.len() < limit => after = Some(next),
+                    _ => break Ok(()),
+                }
+            }
+            Err(error) => break Err(error),
+        }
+    };
+    close_pit(service, &pit).await;
+    found.truncate(limit);
+    result.map(|()| found)
+}
+
+/// A search for the documents whose id hashes are given (with their content hashes,
+/// which narrow the query), page by page through a point in time.
+struct HashSearch {
+    keys: HashSet<u64, BuildHasherDefault<PassThroughHasher>>,
+    query: Value,
+}
+
+impl HashSearch {
+    fn new(stale: &[(u64, u64)]) -> HashSearch {
+        let keys = stale.iter().map(|&(key, _)| key).collect();
+        let mut hashes: Vec<u64> = stale.iter().map(|&(_, hash)| hash).filter(|&h| h != NO_HASH).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let without_hash = stale.iter().any(|&(_, hash)| hash == NO_HASH);
+        let query = if hashes.len() > MAX_TERMS {
+            json!({ "match_all": {} })
+        } else {
+            let terms: Vec<String> = hashes
+                .iter()
+                .map(|&h| String::from_utf8_lossy(&hash_hex(h)).into_owned())
+                .collect();
+            let mut should = vec![json!({ "terms": { CONTENT_HASH_FIELD: terms } })];
+            if without_hash {
+                should.push(json!({ "bool": { "must_not": { "exists": { "field": CONTENT_HASH_FIELD } } } }));
+            }
+            json!({ "bool": { "should": should, "minimum_should_match": 1 } })
+        };
+        HashSearch { keys, query }
+    }
+
+    /// One page after `search_after`: the ids in it whose hash is sought, and where
+    /// the next page starts (`None` after the last).
+    async fn page(
+        &self,
+        service: &BulkService,
+        pit: &mut String,
+        search_after: Option<Value>,
+    ) -> anyhow::Result<(Vec<String>, Option<Value>)> {
         let mut body = json!({
             "size": PAGE,
             "_source": false,
             "track_total_hits": false,
-            "query": query,
+            "query": self.query,
             "pit": { "id": &*pit, "keep_alive": "2m" },
             "sort": [{ "_shard_doc": "asc" }],
         });
-        if let Some(after) = search_after.take() {
+        if let Some(after) = search_after {
             body["search_after"] = after;
         }
         let reply = service
@@ -318,18 +358,37 @@ async fn delete_pages(
             *pit = id.to_owned();
         }
         let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
-        let ids: Vec<String> = hits
+        let ids = hits
             .iter()
             .filter_map(|hit| hit["_id"].as_str())
-            .filter(|id| keys.contains(&key_hash(id)))
+            .filter(|id| self.keys.contains(&key_hash(id)))
             .map(str::to_owned)
             .collect();
+        let next = match hits.last() {
+            Some(last) if hits.len() == PAGE => Some(last["sort"].clone()),
+            _ => None,
+        };
+        Ok((ids, next))
+    }
+}
+
+async fn delete_pages(
+    service: &BulkService,
+    index: &str,
+    search: &HashSearch,
+    chunk: usize,
+    pit: &mut String,
+) -> anyhow::Result<Deleted> {
+    let mut outcome = Deleted::default();
+    let mut search_after: Option<Value> = None;
+    loop {
+        let (ids, next) = search.page(service, pit, search_after.take()).await?;
         let (deleted, errors) = delete_in_chunks(service, index, &ids, chunk).await?;
         outcome.deleted += deleted;
         outcome.errors.extend(errors);
-        match hits.last() {
-            Some(last) if hits.len() == PAGE => search_after = Some(last["sort"].clone()),
-            _ => break,
+        match next {
+            Some(next) => search_after = Some(next),
+            None => break,
         }
     }
     Ok(outcome)
