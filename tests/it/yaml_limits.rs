@@ -2,11 +2,10 @@
 //! size: aliases of a long string, expanded, are refused with a located error, fast,
 //! by `validate` (and so by `run` and `serve`, which load files the same way).
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connector, write_file};
+use crate::support::{connector, write_file};
 
 /// A file aliasing a string of `length` bytes `aliases` times in one list.
 fn alias_bomb(length: usize, aliases: usize) -> String {

@@ -3,7 +3,6 @@
 //! exactly, with keys and ids; an exact index reports nothing and exits 0; nothing
 //! is ever written (the index's indexing count and documents stay as they were).
 
-mod common;
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -11,7 +10,7 @@ use std::process::Output;
 use redis_connector::document::default_id;
 use serde_json::{json, Value};
 
-use common::{es_count, es_delete_index, es_url, http, unique_index, write_file, RedisServer};
+use crate::support::{es_count, es_delete_index, es_url, http, unique_index, write_file, RedisServer};
 
 struct IndexGuard(String);
 
@@ -22,7 +21,7 @@ impl Drop for IndexGuard {
 }
 
 fn connector_in(dir: &std::path::Path, args: &[&str]) -> Output {
-    common::connector()
+    crate::support::connector()
         .current_dir(dir)
         .args(args)
         .output()
@@ -218,7 +217,7 @@ fn verify_behind_an_alias_compares_the_index_the_alias_serves() {
     );
     let out = connector_in(dir.path(), &["run", "-q", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let served = common::pointed(&alias);
+    let served = crate::support::pointed(&alias);
     let _guards: Vec<IndexGuard> = served.iter().cloned().map(IndexGuard).collect();
     assert_eq!(served.len(), 1);
     let out = connector_in(dir.path(), &["verify", file.to_str().unwrap()]);
@@ -237,7 +236,7 @@ fn verify_behind_an_alias_compares_the_index_the_alias_serves() {
     assert_eq!(found["missing"]["count"], 1, "{found}");
     assert_eq!(found["missing"]["samples"][0]["key"], "b");
     assert_eq!(found["extra"]["count"], 0);
-    assert_eq!(common::pointed(&alias), served, "the alias was not moved");
+    assert_eq!(crate::support::pointed(&alias), served, "the alias was not moved");
 }
 
 #[test]

@@ -3,13 +3,12 @@
 //! warning in the dry run) naming the field and pointing to `sink.alias`; the dry
 //! run changes nothing. Against the shared Elasticsearch.
 
-mod common;
 
 use std::path::Path;
 
 use serde_json::Value;
 
-use common::{es_delete_index, es_url, http, unique_index, write_file, RedisServer};
+use crate::support::{es_delete_index, es_url, http, unique_index, write_file, RedisServer};
 
 struct IndexGuard(String);
 
@@ -34,7 +33,7 @@ fn pipeline(dir: &Path, port: u16, index: &str, properties: &str) -> std::path::
 /// Runs `run ARGS... FILE` and returns the exit code and the summary's notes.
 fn run(dir: &Path, args: &[&str], file: &Path) -> (i32, Vec<String>) {
     let summary = dir.join("s.json");
-    let out = common::connector()
+    let out = crate::support::connector()
         .current_dir(dir)
         .args(["run", "-q", "--summary-json", summary.to_str().unwrap()])
         .args(args)
