@@ -483,6 +483,7 @@ impl Run<'_> {
             deleted,
             new: report.new,
             changed: report.changed,
+            rewritten: report.rewritten,
             filtered,
             skipped,
             skipped_reasons,

@@ -152,6 +152,7 @@ impl ElasticsearchSink {
                         }
                         Comparison::New => running.new += 1,
                         Comparison::Changed | Comparison::Repeated => running.changed += 1,
+                        Comparison::Rewritten => running.rewritten += 1,
                     }
                     if dry_run {
                         scratch.pop_last();

@@ -61,6 +61,9 @@ impl Connector {
     pub fn new(config: &RedisSourceConfig) -> Result<Connector, String> {
         let endpoint = format!("{}:{}", config.host, config.port);
         let password = match (&config.password, &config.password_file) {
+            // `password: "${REDIS_PASSWORD:-}"` with the variable unset: no password,
+            // not an empty one (which the server refuses with a misleading reason).
+            (Some(password), None) if password.is_empty() => None,
             (Some(password), _) => Some(password.clone()),
             (None, Some(path)) => Some(read_password_file(path)?),
             (None, None) => None,
@@ -240,9 +243,19 @@ pub fn describe_error(
         "connection refused (is Redis running and listening on that port?)".to_owned()
     } else if error.is_timeout() || text.contains("timed out") {
         format!("no answer within {} (timeout)", humantime(timeout))
+    } else if text.contains("without any password configured") {
+        // The server has no password (and no ACL user with one): what was sent is
+        // not wrong, it is not wanted.
+        format!(
+            "authentication refused for {who}: the server has no password set, but one was sent; remove \
+             `password` / `password_file` (the server said: {})",
+            strip_kind(&text)
+        )
     } else if text.contains("WRONGPASS") || error.kind() == ErrorKind::AuthenticationFailed {
         format!(
-            "authentication failed for {who}: wrong password, or the user does not exist or is disabled (WRONGPASS)"
+            "authentication failed for {who}: wrong password, or the user does not exist or is disabled (the \
+             server said: {})",
+            strip_kind(&text)
         )
     } else if text.contains("NOAUTH") {
         "the server requires a password (NOAUTH): set `password` or `password_file`".to_owned()
