@@ -75,7 +75,7 @@ fn follow_with_summary_json_dash_writes_the_json_to_stdout_and_the_text_to_stder
     assert_eq!(summary["pipelines"][0]["pipeline"], index.as_str(), "{summary:#}");
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains(&format!("pipeline {index}:")),
+        stderr.contains(&format!("pipeline {index} (live): stopped")),
         "the text summary is on standard error: {stderr}"
     );
     assert!(

@@ -259,6 +259,7 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
         let message = unset_note(names, skipped.iter().any(|s| is_within(s, pointer)));
         check.notes.push(diagnostic(position, pointer.clone(), message));
     }
+    sort(&mut check.notes);
     for d in &mut check.diagnostics {
         d.message = secrets::hide_interpolated(&d.message, &d.pointer, &value, &interpolated);
     }
