@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::failing_field;
-use super::interpolate::{interpolate_tree, InterpolatedValues};
+use super::interpolate::interpolate_tree;
 use super::locate::{self, locate, Anchor};
 use super::mappings;
 use super::model::{Pipeline, ScheduleConfig, SinkConfig, SourceConfig, TransformConfig};
@@ -165,7 +165,7 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
     }
     // Fields holding a placeholder for an unset variable (`validate --allow-unset`):
     // the problems found there are about the placeholder, not the file.
-    let unset = unset_fields(&value, &interpolated);
+    let unset = variables::unset_fields(&value, &interpolated);
     let mut skipped: Vec<String> = Vec::new();
     let is_interpolated = |pointer: &str| interpolated.contains_key(pointer);
     let schema_errors = schema::check(&value, &is_secret_field, &is_interpolated);
@@ -256,7 +256,7 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
     });
     for (pointer, names) in &unset {
         let position = locate(&root, pointer, Anchor::Value);
-        let message = unset_note(names, skipped.iter().any(|s| is_within(s, pointer)));
+        let message = variables::unset_note(names, skipped.iter().any(|s| is_within(s, pointer)));
         check.notes.push(diagnostic(position, pointer.clone(), message));
     }
     sort(&mut check.notes);
@@ -268,42 +268,9 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
     check
 }
 
-/// The fields whose value holds a placeholder for an unset variable, with the names
-/// of those variables, in the file's order.
-fn unset_fields(value: &Value, interpolated: &InterpolatedValues) -> Vec<(String, Vec<String>)> {
-    let mut found: Vec<(String, Vec<String>)> = interpolated
-        .iter()
-        .filter_map(|(pointer, from)| {
-            let expanded = match value.pointer(pointer)? {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            let names: Vec<String> = variables::unset_in(&expanded, &from.names)
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
-            (!names.is_empty()).then(|| (pointer.clone(), names))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 /// Whether a problem at `pointer` is at (or inside) a field holding a placeholder.
 fn at_unset(unset: &[(String, Vec<String>)], pointer: &str) -> bool {
     unset.iter().any(|(field, _)| is_within(pointer, field))
-}
-
-/// The note on a field whose variables `names` were not set.
-fn unset_note(names: &[String], checks_skipped: bool) -> String {
-    let shown: Vec<String> = names.iter().map(|n| format!("`${{{n}}}`")).collect();
-    let verb = if names.len() == 1 { "is" } else { "are" };
-    let what = if checks_skipped {
-        "the checks that need its value were skipped"
-    } else {
-        "checked with a placeholder"
-    };
-    format!("{} {verb} not set (--allow-unset): {what}", shown.join(", "))
 }
 
 /// Whether `inner` is `outer` or inside it, segment by segment (`/a/b` is within

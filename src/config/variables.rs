@@ -12,6 +12,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use serde_json::Value;
+
+use super::interpolate::InterpolatedValues;
+
 /// What a placeholder starts with.
 const PLACEHOLDER_PREFIX: &str = "unset-var-";
 
@@ -69,6 +73,39 @@ pub fn unset_in<'a>(expanded: &str, names: &'a [String]) -> Vec<&'a str> {
         .collect();
     unset.dedup();
     unset
+}
+
+/// The fields whose value holds a placeholder for an unset variable, with the names
+/// of those variables, in the file's order.
+pub fn unset_fields(value: &Value, interpolated: &InterpolatedValues) -> Vec<(String, Vec<String>)> {
+    let mut found: Vec<(String, Vec<String>)> = interpolated
+        .iter()
+        .filter_map(|(pointer, from)| {
+            let expanded = match value.pointer(pointer)? {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let names: Vec<String> = unset_in(&expanded, &from.names)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            (!names.is_empty()).then(|| (pointer.clone(), names))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The note on a field whose variables `names` were not set.
+pub fn unset_note(names: &[String], checks_skipped: bool) -> String {
+    let shown: Vec<String> = names.iter().map(|n| format!("`${{{n}}}`")).collect();
+    let verb = if names.len() == 1 { "is" } else { "are" };
+    let what = if checks_skipped {
+        "the checks that need its value were skipped"
+    } else {
+        "checked with a placeholder"
+    };
+    format!("{} {verb} not set (--allow-unset): {what}", shown.join(", "))
 }
 
 /// Reads `KEY=VALUE` lines: blank lines and `#` comments are skipped, an `export `
