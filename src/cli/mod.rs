@@ -122,7 +122,9 @@ pub struct AliasArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AliasCommand {
-    /// Point the pipeline's alias back at the index it pointed to before the last
+    /// Point the pipeline's alias back at the index it served from before.
+    ///
+    /// The alias moves to the index it pointed to before the last
     /// swap (kept by `sink.keep_previous`); both must carry the pipeline's marker.
     /// Prints what it moved. The next `run` moves the alias to the index of the
     /// pipeline file as it is then: revert the file to stay.
@@ -134,7 +136,9 @@ pub enum AliasCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// List every alias redis-connector pipelines built on the Elasticsearch clusters
+    /// List every alias pipelines built, with its indices, sizes and fingerprints.
+    ///
+    /// Lists every alias redis-connector pipelines built on the Elasticsearch clusters
     /// the given pipeline files write to (each cluster once; the files give its
     /// URLs and credentials): per alias, its pipeline, the index it serves from, and
     /// every index built for it (oldest first) with whether the build finished, its
@@ -148,7 +152,9 @@ pub enum AliasCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,
     },
-    /// Show one pipeline's alias: the index it serves from, the index built for the
+    /// Show one pipeline's alias: what serves, what was built, what a run would do.
+    ///
+    /// Shows the index the alias serves from, the index built for the
     /// pipeline file as it is now, what a run would do (as `run --dry-run` says), and
     /// every index built for it, as `alias list` shows them. Reads only.
     #[command(after_help = EXIT_CODES)]
