@@ -183,3 +183,31 @@ fn list_status_and_rollback_dry_run_show_the_builds_and_change_nothing() {
         "{status}"
     );
 }
+
+#[test]
+fn status_of_a_pipeline_without_an_alias_or_of_no_file_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(
+        dir.path(),
+        "plain.yaml",
+        "name: plain\nsource: {type: redis, host: 127.0.0.1}\nsink: {type: elasticsearch, url: http://127.0.0.1:9200, index: plain}\n",
+    );
+    let output = connector().args(["alias", "status"]).arg(&file).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("pipeline `plain` (")
+            && String::from_utf8_lossy(&output.stderr)
+                .contains("does not write behind an alias (sink.alias): there is no alias to show or move"),
+        "{}",
+        describe(&output)
+    );
+    let output = connector()
+        .args(["alias", "status", "no-such-file.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: no-such-file.yaml: no such file\n"
+    );
+}
