@@ -98,12 +98,22 @@ impl Signals {
     }
 }
 
+/// What the first signal does to a one-shot `run`.
+pub const ONE_SHOT_STOP: &str =
+    "stopping reading, draining what is in flight, skipping stale deletion; the run ends INTERRUPTED (exit 1)";
+
+/// What the first signal does to `run --follow`.
+pub const FOLLOW_STOP: &str =
+    "stopping following, applying the changes already received (at most live.drain_timeout); then exit 0";
+
 /// What `run` does with signals: the first SIGINT or SIGTERM cancels `cancel` (the
-/// run stops reading and drains), the second calls `at_once` then quits the process
-/// with [`Signal::exit_code`]. The returned task ends when aborted; abort and await
-/// it once the work is done.
+/// run stops reading and drains) and prints `SIGNAL received: {first}`, where `first`
+/// says what the command does now ([`ONE_SHOT_STOP`], [`FOLLOW_STOP`]); the second
+/// calls `at_once` then quits the process with [`Signal::exit_code`]. The returned
+/// task ends when aborted; abort and await it once the work is done.
 pub fn cancel_on_stop_signal(
     cancel: CancellationToken,
+    first: &'static str,
     at_once: impl FnOnce(Signal) + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -115,11 +125,7 @@ pub fn cancel_on_stop_signal(
             }
         };
         let signal = signals.next_stop().await;
-        eprintln!(
-            "{} received: stopping reading, draining what is in flight, skipping stale deletion \
-             (send it again to quit at once)",
-            signal.name()
-        );
+        eprintln!("{} received: {first} (send it again to quit at once)", signal.name());
         cancel.cancel();
         let second = signals.next_stop().await;
         at_once(second);

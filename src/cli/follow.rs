@@ -3,12 +3,12 @@
 //! and exits 0; a pipeline that cannot start, or stops on a fatal error, exits 1.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::summary_json::SummaryJson;
 use crate::config::LoadedPipeline;
 use crate::executor::Progress;
 use crate::live::{self, LiveSummary};
@@ -29,9 +29,10 @@ pub async fn follow_all(
 ) -> FollowOutcome {
     let shutdown = CancellationToken::new();
     // (The first signal drains what is pending, at most `live.drain_timeout`.)
-    let signals = crate::shutdown::cancel_on_stop_signal(shutdown.clone(), move |second| {
-        super::run::mark_aborted(second, summary_file)
-    });
+    let signals =
+        crate::shutdown::cancel_on_stop_signal(shutdown.clone(), crate::shutdown::FOLLOW_STOP, move |second| {
+            super::run::mark_aborted(second, summary_file)
+        });
     let runs = pipelines.into_iter().map(|loaded| {
         let (options, shutdown, progress) = (options.clone(), shutdown.clone(), progress.clone());
         async move {
@@ -46,8 +47,10 @@ pub async fn follow_all(
     FollowOutcome { results }
 }
 
-/// Prints every summary (and writes `--summary-json`), and picks the exit code.
-pub fn report(outcome: FollowOutcome, summary_json: Option<&Path>, to_stderr: bool) -> ExitCode {
+/// Prints every summary (and writes `--summary-json`, `-` being standard output),
+/// and picks the exit code. `to_stderr`: standard output is taken (by documents or
+/// by the JSON summary), so the text summary goes to standard error.
+pub fn report(outcome: FollowOutcome, summary_json: Option<&mut SummaryJson>, to_stderr: bool) -> ExitCode {
     let mut out: Box<dyn Write> = if to_stderr {
         Box::new(Redacting::new(std::io::stderr().lock()))
     } else {
@@ -72,17 +75,14 @@ pub fn report(outcome: FollowOutcome, summary_json: Option<&Path>, to_stderr: bo
     }
     let _ = out.flush();
     drop(out);
-    if let Some(path) = summary_json {
+    if let Some(target) = summary_json {
         let document = serde_json::json!({
             "status": if failed { "failed" } else { "ok" },
             "pipelines": summaries,
             "errors": errors,
         });
-        let written = serde_json::to_string_pretty(&document)
-            .map_err(std::io::Error::other)
-            .and_then(|text| std::fs::write(path, redact::text(&text).into_owned() + "\n"));
-        if let Err(error) = written {
-            eprintln!("error: cannot write the summary to {}: {error}", path.display());
+        if let Err(error) = target.write(&document) {
+            eprintln!("error: cannot write the summary to {}: {error}", target.describe());
             failed = true;
         }
     }

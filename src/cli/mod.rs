@@ -4,12 +4,13 @@
 //! (0 success, 1 errors found, 2 usage error).
 
 pub mod alias;
+mod alias_report;
 pub mod follow;
 pub mod generate;
 pub mod progress;
 pub mod run;
 pub mod serve;
-mod summary_json;
+pub mod summary_json;
 pub mod validate;
 pub mod verify;
 
@@ -29,8 +30,9 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("REDIS_C
 
 const RUN_EXIT_CODES: &str = "\
 Exit codes:
-  0    success
-  1    errors found (invalid pipeline, failed documents, fatal error, interrupted run)
+  0    success (with --follow: stopped by Ctrl-C / SIGTERM after draining)
+  1    errors found (invalid pipeline, failed documents, fatal error, a run without
+       --follow interrupted by Ctrl-C / SIGTERM)
   2    usage error (bad flags, missing file)
   130  quit at once by a second Ctrl-C (SIGINT)
   143  quit at once by a second SIGTERM
@@ -55,14 +57,20 @@ pub enum Command {
     /// a quoted pattern (`'pipelines/*.yaml'`) is expanded. Two pipelines with one
     /// `name`, sharing an index where `delete_stale` is on, or writing one dead-letter
     /// file, are errors. `${VAR}` is read from
-    /// the environment (an unset one is an error); values are never shown in
-    /// messages. Never connects anywhere.
+    /// the environment, or from `--env-file` (an unset one is an error, or with
+    /// `--allow-unset` a placeholder and a note); a problem in a value that came from
+    /// `${VAR}` names the variable and the problem, never the value. A password, API
+    /// key or `user:password@` written in the file itself is a warning (an error with
+    /// `--strict`). Never connects anywhere.
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
     /// Run pipelines: read Redis, transform, write to the sink.
     ///
     /// The first Ctrl-C or SIGTERM stops reading, drains what is in flight, skips
-    /// stale deletion, prints the summary and exits 1; a second one quits at once.
+    /// stale deletion, prints the summary (INTERRUPTED) and exits 1. With --follow,
+    /// Ctrl-C or SIGTERM is the normal way to stop: it stops following, applies the
+    /// changes already received (at most `live.drain_timeout`), prints the summary
+    /// and exits 0. A second one quits at once (exit 130 / 143).
     #[command(after_help = RUN_EXIT_CODES)]
     Run(RunArgs),
     /// Run pipelines continuously: on their `schedule:` (or once at start), reloaded
@@ -101,7 +109,8 @@ pub enum Command {
     /// Print the manual page (roff): `redis-connector man | man -l -`, or save it as
     /// `~/.local/share/man/man1/redis-connector.1`.
     Man,
-    /// Manage the alias a pipeline writes behind (`sink.alias`).
+    /// See and manage the aliases pipelines write behind (`sink.alias`): `list`,
+    /// `status`, `rollback`.
     #[command(after_help = EXIT_CODES)]
     Alias(AliasArgs),
     /// Compare what each pipeline would write now with what its index holds, by
@@ -142,7 +151,9 @@ pub struct AliasArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AliasCommand {
-    /// Point the pipeline's alias back at the index it pointed to before the last
+    /// Point the pipeline's alias back at the index it served from before.
+    ///
+    /// The alias moves to the index it pointed to before the last
     /// swap (kept by `sink.keep_previous`); both must carry the pipeline's marker.
     /// Prints what it moved. The next `run` moves the alias to the index of the
     /// pipeline file as it is then: revert the file to stay.
@@ -150,7 +161,48 @@ pub enum AliasCommand {
     Rollback {
         /// The pipeline file.
         pipeline: PathBuf,
+        /// Say what would move, from which index to which, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
+    /// List every alias pipelines built, with its indices, sizes and fingerprints.
+    ///
+    /// Lists every alias redis-connector pipelines built on the Elasticsearch clusters
+    /// the given pipeline files write to (each cluster once; the files give its
+    /// URLs and credentials): per alias, its pipeline, the index it serves from, and
+    /// every index built for it (oldest first) with whether the build finished, its
+    /// documents, size on disk, creation time and fingerprint. Reads only.
+    #[command(after_help = EXIT_CODES)]
+    List {
+        /// Pipeline files, folders searched for `*.yaml` / `*.yml`, or patterns.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
+    /// Show one pipeline's alias: what serves, what was built, what a run would do.
+    ///
+    /// Shows the index the alias serves from, the index built for the
+    /// pipeline file as it is now, what a run would do (as `run --dry-run` says), and
+    /// every index built for it, as `alias list` shows them. Reads only.
+    #[command(after_help = EXIT_CODES)]
+    Status {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
+}
+
+/// Output format of `alias list` and `alias status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Lines for a person.
+    Text,
+    /// One JSON document with the same fields.
+    Json,
 }
 
 const SERVE_EXIT_CODES: &str = "\
@@ -253,6 +305,19 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
+    /// Read `${VAR}`s from this file of `NAME=value` lines (`#` comments, `export `
+    /// and quotes allowed) before the environment: CI can validate with stand-in
+    /// values instead of production secrets.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// A `${VAR}` set nowhere is no error: a placeholder stands for it, a note on
+    /// standard error names it, and the checks that need its value are skipped.
+    #[arg(long)]
+    pub allow_unset: bool,
+    /// Warnings (a secret written in the file, a template calling now()) are errors:
+    /// they are reported as errors and make the exit code 1.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -263,9 +328,10 @@ pub struct RunArgs {
     /// Read and render everything, check the target, write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Rendered documents to print in a dry run (only with `--dry-run`).
-    #[arg(long, default_value_t = 3, requires = "dry_run")]
-    pub sample: usize,
+    /// Rendered documents to print in a dry run (only with `--dry-run`; default 3,
+    /// or 0 with `-q`).
+    #[arg(long, requires = "dry_run")]
+    pub sample: Option<usize>,
     /// Let stale deletion remove more than `delete_stale.max_fraction` of an index.
     #[arg(long)]
     pub allow_mass_delete: bool,
@@ -292,7 +358,8 @@ pub struct RunArgs {
     /// such as `RUST_LOG=redis_connector=debug`) overrides the level when set.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
-    /// Less output: only errors and the summary.
+    /// Less output: only errors and the summary (no progress, no warnings; a dry run
+    /// prints no sample documents unless `--sample N` is given).
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 }

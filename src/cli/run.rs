@@ -148,7 +148,7 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     let options = RunOptions {
         dry_run: args.dry_run,
         allow_mass_delete: args.allow_mass_delete,
-        sample: args.sample,
+        sample: args.sample.unwrap_or(if args.quiet { 0 } else { 3 }),
         follow: false,
         full: args.full,
     };
@@ -160,7 +160,12 @@ pub fn execute(args: &RunArgs) -> ExitCode {
             summary_file.clone(),
         ));
         runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-        return super::follow::report(outcome, args.summary_json.as_deref(), writes_documents_to_stdout);
+        let summary_takes_stdout = summary_json.as_ref().is_some_and(SummaryJson::is_stdout);
+        return super::follow::report(
+            outcome,
+            summary_json.as_mut(),
+            writes_documents_to_stdout || summary_takes_stdout,
+        );
     }
     let outcome = runtime.block_on(async {
         let outcome = run_all(loaded, options, usize::from(args.parallel), progress, summary_file).await;
@@ -276,7 +281,9 @@ async fn run_all(
     summary_file: Option<std::path::PathBuf>,
 ) -> Outcome {
     let cancel = CancellationToken::new();
-    let signals = shutdown::cancel_on_stop_signal(cancel.clone(), move |second| mark_aborted(second, summary_file));
+    let signals = shutdown::cancel_on_stop_signal(cancel.clone(), shutdown::ONE_SHOT_STOP, move |second| {
+        mark_aborted(second, summary_file)
+    });
     let results: Vec<(String, Result<Option<PipelineSummary>, String>)> = futures::stream::iter(pipelines)
         .map(|loaded| {
             let (options, cancel, progress) = (options.clone(), cancel.clone(), progress.clone());

@@ -25,16 +25,43 @@ pub fn execute(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (loaded, diagnostics) = config::load_all(&files);
-    // Warnings go to standard error in both formats and change no exit code.
-    for pipeline in &loaded {
+    let variables = match config::variables::Variables::new(args.env_file.as_deref(), args.allow_unset) {
+        Ok(variables) => variables,
+        Err(message) => {
+            eprintln!("error: {message}");
+            if args.format == OutputFormat::Json {
+                super::usage_error_json(&message);
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let set = config::load_set(&files, &variables);
+    let mut diagnostics = set.diagnostics;
+    let mut warnings = set.warnings;
+    for pipeline in &set.loaded {
         for warning in config::warnings::pipeline_warnings(&pipeline.pipeline) {
-            eprintln!(
-                "{}: warning: {} (at {})",
-                pipeline.path.display(),
-                warning.message,
-                warning.pointer
-            );
+            warnings.push(Diagnostic {
+                file: pipeline.path.clone(),
+                line: 0,
+                column: 0,
+                pointer: warning.pointer,
+                message: warning.message,
+            });
+        }
+    }
+    // Notes and warnings go to standard error in both formats; warnings change the
+    // exit code only with --strict, where they are errors.
+    for note in &set.notes {
+        eprintln!("{}", labelled(note, "note"));
+    }
+    if args.strict {
+        diagnostics.append(&mut warnings);
+        // File by file in the order given, each by position.
+        let order = |d: &Diagnostic| files.iter().position(|f| *f == d.file).unwrap_or(usize::MAX);
+        diagnostics.sort_by_key(|d| (order(d), d.line, d.column));
+    } else {
+        for warning in &warnings {
+            eprintln!("{}", labelled(warning, "warning"));
         }
     }
     let stdout = std::io::stdout();
@@ -58,6 +85,22 @@ pub fn execute(args: &ValidateArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `file:line:col: LABEL: message (at /pointer)`, without the place a whole-file
+/// finding has not.
+fn labelled(diagnostic: &Diagnostic, label: &str) -> String {
+    let place = if diagnostic.line == 0 {
+        diagnostic.file.display().to_string()
+    } else {
+        format!(
+            "{}:{}:{}",
+            diagnostic.file.display(),
+            diagnostic.line,
+            diagnostic.column
+        )
+    };
+    format!("{place}: {label}: {} (at {})", diagnostic.message, diagnostic.pointer)
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

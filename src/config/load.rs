@@ -16,6 +16,7 @@ use super::mappings;
 use super::model::{Pipeline, ScheduleConfig, SinkConfig, SourceConfig, TransformConfig};
 use super::schema::{self, is_secret_field};
 use super::secrets;
+use super::variables;
 use super::yaml::{self, Node, NodeKind, Position};
 use super::Diagnostic;
 use crate::pipeline::{self, Parts};
@@ -29,6 +30,12 @@ pub struct FileCheck {
     pub root: Option<Node>,
     pub pipeline: Option<Pipeline>,
     pub diagnostics: Vec<Diagnostic>,
+    /// What works but should not be so: secrets written in the file (errors under
+    /// `validate --strict`).
+    pub warnings: Vec<Diagnostic>,
+    /// What the check could not do: variables that were not set, stood in for by a
+    /// placeholder (`validate --allow-unset`), and the checks skipped for them.
+    pub notes: Vec<Diagnostic>,
 }
 
 /// Reads and checks the file at `path`; variables come from `lookup`.
@@ -45,6 +52,8 @@ pub fn check_file(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> FileC
                 pointer: String::new(),
                 message: format!("cannot read the file: {error}"),
             }],
+            warnings: Vec::new(),
+            notes: Vec::new(),
         },
     }
 }
@@ -55,6 +64,8 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
         root: None,
         pipeline: None,
         diagnostics: Vec::new(),
+        warnings: Vec::new(),
+        notes: Vec::new(),
     };
     let diagnostic = |position: Position, pointer: String, message: String| Diagnostic {
         file: path.to_path_buf(),
@@ -146,6 +157,16 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
 
     let value = root.to_json();
     secrets::register(&value, &interpolated);
+    for secret in secrets::literal_secrets(&value, &interpolated) {
+        let position = locate(&root, &secret.pointer, Anchor::Value);
+        check
+            .warnings
+            .push(diagnostic(position, secret.pointer, secret.message));
+    }
+    // Fields holding a placeholder for an unset variable (`validate --allow-unset`):
+    // the problems found there are about the placeholder, not the file.
+    let unset = variables::unset_fields(&value, &interpolated);
+    let mut skipped: Vec<String> = Vec::new();
     let is_interpolated = |pointer: &str| interpolated.contains_key(pointer);
     let schema_errors = schema::check(&value, &is_secret_field, &is_interpolated);
     for error in schema_errors {
@@ -155,16 +176,25 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
         if reported.contains(&error.pointer) || error.pointer.contains('\u{0}') {
             continue;
         }
+        if at_unset(&unset, &error.pointer) {
+            skipped.push(error.pointer);
+            continue;
+        }
         let position = locate(&root, &error.pointer, error.anchor);
         check
             .diagnostics
             .push(diagnostic(position, error.pointer, error.message));
     }
 
-    if !check.diagnostics.is_empty() {
+    if !check.diagnostics.is_empty() || !skipped.is_empty() {
         // The stages' own checks (`timeout: 0`, templates, globs) still run on what is
         // left once every field found wrong is taken out, so one pass reports all.
-        let failed: Vec<&str> = check.diagnostics.iter().map(|d| d.pointer.as_str()).collect();
+        let failed: Vec<&str> = check
+            .diagnostics
+            .iter()
+            .map(|d| d.pointer.as_str())
+            .chain(skipped.iter().map(String::as_str))
+            .collect();
         let cleaned = without_fields(&value, &failed);
         // A check of what holds a removed field (a rule whose misspelt `key_patern`
         // was taken out "selects nothing") only repeats the problem.
@@ -217,12 +247,30 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
             }
         }
     }
+    check.diagnostics.retain(|d| {
+        let placeholder = at_unset(&unset, &d.pointer);
+        if placeholder {
+            skipped.push(d.pointer.clone());
+        }
+        !placeholder
+    });
+    for (pointer, names) in &unset {
+        let position = locate(&root, pointer, Anchor::Value);
+        let message = variables::unset_note(names, skipped.iter().any(|s| is_within(s, pointer)));
+        check.notes.push(diagnostic(position, pointer.clone(), message));
+    }
+    sort(&mut check.notes);
     for d in &mut check.diagnostics {
         d.message = secrets::hide_interpolated(&d.message, &d.pointer, &value, &interpolated);
     }
     sort(&mut check.diagnostics);
     check.root = Some(root);
     check
+}
+
+/// Whether a problem at `pointer` is at (or inside) a field holding a placeholder.
+fn at_unset(unset: &[(String, Vec<String>)], pointer: &str) -> bool {
+    unset.iter().any(|(field, _)| is_within(pointer, field))
 }
 
 /// Whether `inner` is `outer` or inside it, segment by segment (`/a/b` is within

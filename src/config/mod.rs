@@ -17,6 +17,7 @@ mod schema_sync;
 pub mod secrets;
 pub mod suggest;
 pub mod units;
+pub mod variables;
 pub mod warnings;
 pub mod yaml;
 
@@ -194,10 +195,37 @@ fn redacted(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
 /// an Elasticsearch index shared where stale deletion is on). Returns the pipelines
 /// that are valid and every diagnostic found, file by file in the order given.
 pub fn load_all(files: &[PathBuf]) -> (Vec<LoadedPipeline>, Vec<Diagnostic>) {
-    let checks: Vec<(PathBuf, load::FileCheck)> = files
+    let set = load_set(files, &variables::Variables::environment());
+    (set.loaded, set.diagnostics)
+}
+
+/// What [`load_set`] found in a set of files.
+#[derive(Debug, Default)]
+pub struct LoadedSet {
+    /// The valid pipelines.
+    pub loaded: Vec<LoadedPipeline>,
+    /// Every problem, file by file in the order given.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Secrets written in the valid files (see [`load::FileCheck::warnings`]).
+    pub warnings: Vec<Diagnostic>,
+    /// Variables stood in for by a placeholder, and the checks skipped for them.
+    pub notes: Vec<Diagnostic>,
+}
+
+/// [`load_all`] with the variables of `validate` (`--env-file`, `--allow-unset`), and
+/// the warnings and notes too.
+pub fn load_set(files: &[PathBuf], variables: &variables::Variables) -> LoadedSet {
+    let lookup = |name: &str| variables.lookup(name);
+    let mut checks: Vec<(PathBuf, load::FileCheck)> = files
         .iter()
-        .map(|file| (file.clone(), load::check_file(file, &environment)))
+        .map(|file| (file.clone(), load::check_file(file, &lookup)))
         .collect();
+    let mut warnings = Vec::new();
+    let mut notes = Vec::new();
+    for (_, check) in &mut checks {
+        warnings.append(&mut check.warnings);
+        notes.append(&mut check.notes);
+    }
     let valid: Vec<cross_file::Checked<'_>> = checks
         .iter()
         .filter_map(|(path, check)| match (&check.root, &check.pipeline) {
@@ -222,7 +250,14 @@ pub fn load_all(files: &[PathBuf]) -> (Vec<LoadedPipeline>, Vec<Diagnostic>) {
             _ => diagnostics.extend(own),
         }
     }
-    (loaded, redacted(diagnostics))
+    // A file's errors come first: its warnings are given once it has none.
+    warnings.retain(|w| loaded.iter().any(|l| l.path == w.file));
+    LoadedSet {
+        loaded,
+        diagnostics: redacted(diagnostics),
+        warnings: redacted(warnings),
+        notes: redacted(notes),
+    }
 }
 
 /// Variables for `${VAR}`: the process environment.

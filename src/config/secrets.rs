@@ -55,8 +55,14 @@ pub fn hide_interpolated(message: &str, pointer: &str, value: &Value, interpolat
     };
     // Short values (`1`, `on`) would match unrelated text; the schema's messages
     // never quote a value from `${VAR}` anyway.
-    if let Some(expanded) = expanded.filter(|e| e.chars().count() >= redact::MIN_SECRET_LEN) {
-        shown = shown.replace(&expanded, &found.written);
+    if let Some(expanded) = expanded
+        .as_ref()
+        .filter(|e| e.chars().count() >= redact::MIN_SECRET_LEN)
+    {
+        shown = shown.replace(expanded.as_str(), &found.written);
+    }
+    if let Some(expanded) = &expanded {
+        shown = hide_derived_spans(&shown, expanded, &found.written);
     }
     shown = shown.replace("`\"${...}\"`", &format!("`\"{}\"`", found.written));
     shown = shown.replace("`${...}`", &format!("`{}`", found.written));
@@ -64,6 +70,115 @@ pub fn hide_interpolated(message: &str, pointer: &str, value: &Value, interpolat
         shown.push_str(&format!(" (the value of `{}`)", found.written));
     }
     shown
+}
+
+/// Fields whose value may hold a URL's `user:password@`.
+const URL_FIELDS: [&str; 2] = ["url", "host"];
+
+/// A secret written in the file itself: where, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiteralSecret {
+    pub pointer: String,
+    pub message: String,
+}
+
+/// Every secret written literally in a file's `value` (not from `${VAR}`): a
+/// non-empty `password` or `api_key`, and the password of a `user:password@` in a
+/// `url` or `host`, in the `source` and the `sink` (a transform's `password` field
+/// is a document's, not a credential). Anyone who reads the file, or its git
+/// history, has them.
+pub fn literal_secrets(value: &Value, interpolated: &InterpolatedValues) -> Vec<LiteralSecret> {
+    let mut found = Vec::new();
+    for section in ["source", "sink"] {
+        if let Some(part) = value.get(section) {
+            let mut pointer = format!("/{section}");
+            find_literal(part, None, &mut pointer, interpolated, &mut found);
+        }
+    }
+    found
+}
+
+fn find_literal(
+    value: &Value,
+    key: Option<&str>,
+    pointer: &mut String,
+    interpolated: &InterpolatedValues,
+    found: &mut Vec<LiteralSecret>,
+) {
+    match value {
+        Value::String(text) if !interpolated.contains_key(pointer.as_str()) => {
+            let message = match key {
+                Some("password") if !text.is_empty() => Some(
+                    "a password written in the pipeline file: anyone who reads the file or its git history \
+                     has it; write `password: \"${REDIS_PASSWORD}\"` (any variable name) or use `password_file`",
+                ),
+                Some("api_key") if !text.is_empty() => Some(
+                    "an API key written in the pipeline file: anyone who reads the file or its git history \
+                     has it; write `api_key: \"${ES_API_KEY}\"` (any variable name) or use `api_key_file`",
+                ),
+                Some(k) if URL_FIELDS.contains(&k) && redact::userinfo_password(text).is_some() => Some(
+                    "a password written in a URL (`user:password@`) in the pipeline file: give the user in \
+                     `username` and the password as `password: \"${ES_PASSWORD}\"` (any variable name) or \
+                     `password_file`, or take the whole URL from `${VAR}`",
+                ),
+                _ => None,
+            };
+            if let Some(message) = message {
+                found.push(LiteralSecret {
+                    pointer: pointer.clone(),
+                    message: message.to_owned(),
+                });
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = pointer.len();
+                pointer.push_str(&format!("/{i}"));
+                find_literal(item, key, pointer, interpolated, found);
+                pointer.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                find_literal(item, Some(k), pointer, interpolated, found);
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Pieces of a quoted span shorter than this are not taken for part of a value
+/// (`http`, `9200` are words a message names on its own).
+const DERIVED_PIECE_LEN: usize = 6;
+
+/// `message` with every backquoted span that quotes part of `expanded` (the value
+/// from `${VAR}`), even masked (`http://…@h:9200x`, `u:***@h`), replaced by `written`
+/// (the text in the file): such a span would show what the variable holds.
+fn hide_derived_spans(message: &str, expanded: &str, written: &str) -> String {
+    let parts: Vec<&str> = message.split('`').collect();
+    if parts.len() < 3 {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        // Odd parts are inside backquotes (when the quote is closed).
+        let quoted = i % 2 == 1 && i + 1 < parts.len();
+        let derived = quoted
+            && *part != written
+            && part
+                .split(['…', '*'])
+                .filter(|piece| piece.chars().count() >= DERIVED_PIECE_LEN)
+                .any(|piece| expanded.contains(piece) && !written.contains(piece));
+        out.push_str(if derived { written } else { part });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -96,6 +211,50 @@ mod tests {
             hide_interpolated("expected an integer, got a string", "/sink/url", &value, &interpolated),
             "expected an integer, got a string (the value of `${ES_URL}`)"
         );
+    }
+
+    #[test]
+    fn a_masked_or_trimmed_quote_of_an_interpolated_value_is_not_shown() {
+        let value = json!({"sink": {"url": "http://elastic:pw-secret-1@127.0.0.1:19200x"}});
+        let interpolated = InterpolatedValues::from([("/sink/url".to_owned(), from("${ES_URL}", &["ES_URL"]))]);
+        assert_eq!(
+            hide_interpolated(
+                "`http://…@127.0.0.1:19200x` is not a URL: invalid port number",
+                "/sink/url",
+                &value,
+                &interpolated
+            ),
+            "`${ES_URL}` is not a URL: invalid port number"
+        );
+        // Words the message names on its own stay.
+        assert_eq!(
+            hide_interpolated(
+                "the scheme must be `http` or `https`",
+                "/sink/url",
+                &value,
+                &interpolated
+            ),
+            "the scheme must be `http` or `https` (the value of `${ES_URL}`)"
+        );
+    }
+
+    #[test]
+    fn literal_passwords_keys_and_url_userinfo_are_found_but_not_those_from_variables() {
+        let value = json!({
+            "source": {"password": "hunter2hunter2", "host": "h"},
+            "sink": {
+                "url": ["http://elastic:Secret@es:9200", "http://es2:9200"],
+                "api_key": "from-var",
+                "password": ""
+            },
+            "transforms": [{"document": {"password": "{{ value.password }}"}}]
+        });
+        let interpolated = InterpolatedValues::from([("/sink/api_key".to_owned(), from("${K}", &["K"]))]);
+        let pointers: Vec<String> = literal_secrets(&value, &interpolated)
+            .into_iter()
+            .map(|s| s.pointer)
+            .collect();
+        assert_eq!(pointers, vec!["/source/password", "/sink/url/0"]);
     }
 
     #[test]

@@ -532,6 +532,7 @@ impl Run<'_> {
             deleted,
             new: report.new,
             changed: report.changed,
+            rewritten: report.rewritten,
             filtered,
             skipped,
             skipped_reasons,

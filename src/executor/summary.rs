@@ -53,6 +53,10 @@ pub struct PipelineSummary {
     pub new: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed: Option<u64>,
+    /// Of the documents sent, those the index held with the same content, written
+    /// again because of `--full` (not counted as changed).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rewritten: u64,
     /// Documents deleted because their key is gone or a filter excludes it now (live
     /// mode only; stale deletion is `deleted_stale`).
     #[serde(skip_serializing_if = "is_zero")]
@@ -145,9 +149,17 @@ impl fmt::Display for PipelineSummary {
         if let (Some(new), Some(changed)) = (self.new, self.changed) {
             // Sent (or, in a dry run, to send): what Elasticsearch then rejects is failed.
             let verb = if self.dry_run { "to send" } else { "sent" };
+            let sent = if self.rewritten > 0 {
+                format!(
+                    "{new} new, {changed} changed and {} rewritten (same content, --full)",
+                    self.rewritten
+                )
+            } else {
+                format!("{new} new and {changed} changed")
+            };
             let _ = writeln!(
                 out,
-                "  compared with the index: {new} new and {changed} changed documents {verb}, {} unchanged",
+                "  compared with the index: {sent} documents {verb}, {} unchanged",
                 self.unchanged
             );
         }
@@ -241,6 +253,7 @@ mod tests {
             unchanged: 0,
             new: None,
             changed: None,
+            rewritten: 0,
             deleted: 0,
             filtered: 1,
             skipped: 1,

@@ -67,6 +67,8 @@ pub struct SinkReport {
     /// not compare (NDJSON).
     pub new: Option<u64>,
     pub changed: Option<u64>,
+    /// Documents the index held with the same content, written again (`--full`).
+    pub rewritten: u64,
     /// Documents rejected and sent to the dead-letter file.
     pub failed: u64,
     /// Documents deleted as stale.

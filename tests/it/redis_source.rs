@@ -472,7 +472,8 @@ fn a_wrong_password_names_server_and_user_but_never_the_password() {
         error,
         format!(
             "Redis at 127.0.0.1:{}: connecting to db 0 failed: authentication failed for user `reader`: wrong password, \
-             or the user does not exist or is disabled (WRONGPASS)",
+             or the user does not exist or is disabled (the server said: WRONGPASS invalid username-password pair or \
+             user is disabled.)",
             redis.port
         )
     );

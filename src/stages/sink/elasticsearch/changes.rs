@@ -87,6 +87,8 @@ pub enum Comparison {
     Changed,
     /// The index holds it with the same hash.
     Unchanged,
+    /// The index holds it with the same hash, and `--full` writes it again.
+    Rewritten,
     /// An earlier document of this run already had this id (it is written again, as
     /// Elasticsearch keeps the last one).
     Repeated,
@@ -143,8 +145,12 @@ impl IndexHashes {
         let stored = &mut self.entries[i].1;
         let comparison = if *stored & SEEN != 0 {
             Comparison::Repeated
-        } else if *stored == hash && !full {
-            Comparison::Unchanged
+        } else if *stored == hash {
+            if full {
+                Comparison::Rewritten
+            } else {
+                Comparison::Unchanged
+            }
         } else {
             Comparison::Changed
         };
@@ -374,7 +380,7 @@ mod tests {
         assert_eq!(map.unseen(|_| false), vec![(3, 30)]);
         assert_eq!(map.unseen(|key| key == 3), vec![]);
         let mut full = IndexHashes::from_pairs(vec![(1, 10)]);
-        assert_eq!(full.compare(1, 10, true), Some(Comparison::Changed));
+        assert_eq!(full.compare(1, 10, true), Some(Comparison::Rewritten));
     }
 
     #[test]

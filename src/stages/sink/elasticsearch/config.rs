@@ -107,11 +107,14 @@ pub fn check(config: &ElasticsearchSinkConfig) -> Result<(Vec<Url>, Target), Vec
 /// Reads the secrets and chooses the authentication.
 pub fn auth(config: &ElasticsearchSinkConfig) -> anyhow::Result<Option<Auth>> {
     let password = match (&config.password, &config.password_file) {
+        // `password: "${ES_PASSWORD:-}"` with the variable unset: no password.
+        (Some(p), None) if p.is_empty() => None,
         (Some(p), _) => Some(p.clone()),
         (None, Some(path)) => Some(read_secret(path, "password_file")?),
         (None, None) => None,
     };
     let api_key = match (&config.api_key, &config.api_key_file) {
+        (Some(k), None) if k.trim().is_empty() => None,
         (Some(k), _) => Some(k.trim().to_owned()),
         (None, Some(path)) => Some(read_secret(path, "api_key_file")?),
         (None, None) => None,

@@ -84,6 +84,7 @@ impl ElasticsearchSink {
         report.unchanged = snapshot.unchanged;
         report.new = Some(running.new);
         report.changed = Some(running.changed);
+        report.rewritten = running.rewritten;
         report.notes.extend(summary_notes(&running, ctx));
         // The summary names the dead-letter file of rejected documents once, with the
         // count: no note repeats it here.
@@ -237,9 +238,7 @@ impl ElasticsearchSink {
         let max_fraction = self.config.delete_stale.max_fraction;
         let guard = stale::guard_message(name, found, total, max_fraction);
         if ctx.options.dry_run {
-            report.notes.push(format!(
-                "{found} of {total} documents in index {name} are stale: a real run would delete them"
-            ));
+            report.notes.extend(dry_run_stale_note(found, total, name));
             // The words the real run would stop with.
             if let (Some(guard), false) = (guard, ctx.options.allow_mass_delete) {
                 errors.push(guard);
@@ -292,10 +291,7 @@ impl ElasticsearchSink {
         let guard = stale::guard_message(name, scan.stale, scan.total, max_fraction);
         match mode {
             Mode::Count => {
-                report.notes.push(format!(
-                    "{} of {} documents in index {name} are stale: a real run would delete them",
-                    scan.stale, scan.total
-                ));
+                report.notes.extend(dry_run_stale_note(scan.stale, scan.total, name));
                 // The words the real run would stop with.
                 if let (Some(guard), false) = (guard, ctx.options.allow_mass_delete) {
                     errors.push(guard);
@@ -366,4 +362,10 @@ fn summary_notes(running: &Running, ctx: &StageContext) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// The dry run's note on the stale documents of one index; none when no document is
+/// stale (the summary's "stale documents that would be deleted: 0" says it).
+fn dry_run_stale_note(found: u64, total: u64, name: &str) -> Option<String> {
+    (found > 0).then(|| format!("{found} of {total} documents in index {name} are stale: a real run would delete them"))
 }

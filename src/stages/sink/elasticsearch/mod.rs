@@ -181,7 +181,7 @@ impl ElasticsearchSink {
             .await?;
             tracing::info!(pipeline = %ctx.pipeline, "{}", plan.describe(ctx.options.dry_run));
             running.notes.push(plan.describe(ctx.options.dry_run));
-            running.marker_fields = Some(alias::marker_fields(alias, fingerprints));
+            running.marker_fields = Some(alias::marker_fields(alias, fingerprints, self.config.mappings.as_ref()));
             self.target = Target::Fixed(plan.target.clone());
             self.alias_plan = Some(plan);
         }

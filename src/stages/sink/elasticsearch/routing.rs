@@ -153,6 +153,7 @@ impl ElasticsearchSink {
                         }
                         Comparison::New => running.new += 1,
                         Comparison::Changed | Comparison::Repeated => running.changed += 1,
+                        Comparison::Rewritten => running.rewritten += 1,
                     }
                     if let Some(drift) = &ctx.drift {
                         // `verify`: noted, not checked (see verify.rs).

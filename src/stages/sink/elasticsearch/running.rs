@@ -46,6 +46,8 @@ pub struct Running {
     /// Documents of this run the indices lacked, and held with another content.
     pub new: u64,
     pub changed: u64,
+    /// Documents the index held with the same content, written again by `--full`.
+    pub rewritten: u64,
     /// Documents and time of the maps read, for the summary.
     pub map_documents: u64,
     pub map_seconds: f64,
@@ -78,6 +80,7 @@ impl Running {
             fatal: None,
             new: 0,
             changed: 0,
+            rewritten: 0,
             map_documents: 0,
             map_seconds: 0.0,
             notes: Vec::new(),

@@ -61,6 +61,9 @@ impl Connector {
     pub fn new(config: &RedisSourceConfig) -> Result<Connector, String> {
         let endpoint = format!("{}:{}", config.host, config.port);
         let password = match (&config.password, &config.password_file) {
+            // `password: "${REDIS_PASSWORD:-}"` with the variable unset: no password,
+            // not an empty one (which the server refuses with a misleading reason).
+            (Some(password), None) if password.is_empty() => None,
             (Some(password), _) => Some(password.clone()),
             (None, Some(path)) => Some(read_password_file(path)?),
             (None, None) => None,
@@ -180,9 +183,30 @@ impl Connector {
 
     /// Opens a connection on database `db`, with an error that names the server.
     pub async fn connect(&self, db: u32) -> anyhow::Result<MultiplexedConnection> {
-        self.try_connect(db)
-            .await
-            .map_err(|e| anyhow::anyhow!(self.describe(&e, &format!("connecting to db {db}"))))
+        match self.try_connect(db).await {
+            Ok(connection) => Ok(connection),
+            Err(error) => {
+                let error = self.server_reason(error, db).await;
+                Err(anyhow::anyhow!(self.describe(&error, &format!("connecting to db {db}"))))
+            }
+        }
+    }
+
+    /// The crate reports a refused `AUTH` without the server's words ("Password
+    /// authentication failed"): asked again on a plain connection, the server says
+    /// why (`WRONGPASS ...`, or `AUTH ... called without any password configured`).
+    /// Any other error, or one the second try does not explain, is kept.
+    async fn server_reason(&self, error: RedisError, db: u32) -> RedisError {
+        if error.kind() != ErrorKind::AuthenticationFailed {
+            return error;
+        }
+        let Some(server) = &self.plain else {
+            return error;
+        };
+        match super::packed::PackedConnection::open(server, db).await {
+            Err(refused) if !is_connection_error(&refused) => refused,
+            _ => error,
+        }
     }
 
     /// One line saying which server failed, while doing what, and why.
@@ -240,9 +264,19 @@ pub fn describe_error(
         "connection refused (is Redis running and listening on that port?)".to_owned()
     } else if error.is_timeout() || text.contains("timed out") {
         format!("no answer within {} (timeout)", humantime(timeout))
+    } else if text.contains("without any password configured") {
+        // The server has no password (and no ACL user with one): what was sent is
+        // not wrong, it is not wanted.
+        format!(
+            "authentication refused for {who}: the server has no password set, but one was sent; remove \
+             `password` / `password_file` (the server said: {})",
+            server_words(error)
+        )
     } else if text.contains("WRONGPASS") || error.kind() == ErrorKind::AuthenticationFailed {
         format!(
-            "authentication failed for {who}: wrong password, or the user does not exist or is disabled (WRONGPASS)"
+            "authentication failed for {who}: wrong password, or the user does not exist or is disabled (the \
+             server said: {})",
+            server_words(error)
         )
     } else if text.contains("NOAUTH") {
         "the server requires a password (NOAUTH): set `password` or `password_file`".to_owned()
@@ -285,6 +319,15 @@ fn is_tls_error(text: &str) -> bool {
 }
 
 /// Drops the crate's error-kind prefix (`I/O error: ...` stays readable without it).
+/// A server's error reply as it sent it (`WRONGPASS invalid username-password pair
+/// or user is disabled.`); the error's text when it is no reply.
+fn server_words(error: &RedisError) -> String {
+    match (error.code(), error.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => strip_kind(&error.to_string()).to_owned(),
+    }
+}
+
 fn strip_kind(text: &str) -> &str {
     text.strip_prefix("I/O error: ")
         .or_else(|| text.strip_prefix("Io: "))

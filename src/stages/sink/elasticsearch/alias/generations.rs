@@ -249,8 +249,9 @@ pub async fn finish_build(
 }
 
 /// Points `alias` back at the newest index built for it by `pipeline` before the one
-/// it points at now. Returns what was done, in words.
-pub async fn rollback(client: &EsClient, alias: &str, pipeline: &str) -> anyhow::Result<String> {
+/// it points at now. Returns what was done, in words; with `dry_run`, what would be
+/// done, changing nothing.
+pub async fn rollback(client: &EsClient, alias: &str, pipeline: &str, dry_run: bool) -> anyhow::Result<String> {
     let Some(live) = current(client, alias, pipeline).await? else {
         anyhow::bail!("alias {alias} does not exist: there is nothing to roll back");
     };
@@ -273,6 +274,13 @@ pub async fn rollback(client: &EsClient, alias: &str, pipeline: &str) -> anyhow:
         );
     };
     let docs = index::count(client, &previous).await?;
+    if dry_run {
+        return Ok(format!(
+            "alias {alias}: would move from {} ({} documents) to {previous} ({docs} documents); nothing was \
+             changed (dry run)",
+            live.name, live.docs_at_start
+        ));
+    }
     swap(client, alias, Some(&live.name), &previous).await?;
     Ok(format!(
         "alias {alias}: moved from {} ({} documents) to {previous} ({docs} documents). The next run of pipeline \

@@ -31,13 +31,18 @@ use super::client::EsClient;
 use super::index::{self, encode, IndexState, META_KEY};
 
 mod generations;
+mod inventory;
 pub use generations::{finish_build, generations, prune, rollback, swap, Ending, Generation};
+pub use inventory::{inventory, AliasInventory, BuiltIndex};
 
 /// The marker's key for the fingerprints, and for the alias the index was built for.
 const FINGERPRINT_KEY: &str = "fingerprint";
 const ALIAS_KEY: &str = "alias";
 /// The marker's key set on a build that finished (the alias was moved to it).
 const COMPLETE_KEY: &str = "complete";
+/// The marker's key for the top-level fields the pipeline file's `mappings` named
+/// (the index's mapping also holds the fields Elasticsearch added dynamically).
+const FILE_FIELDS_KEY: &str = "file_fields";
 
 /// What shapes an index built behind an alias, each part hashed apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,11 +119,21 @@ impl Fingerprints {
 }
 
 /// The marker fields a concrete index behind `alias` carries beside the ownership
-/// marker's own.
-pub fn marker_fields(alias: &str, fingerprints: Fingerprints) -> serde_json::Map<String, Value> {
+/// marker's own: the alias, the fingerprints, and the top-level fields of the file's
+/// `mappings`.
+pub fn marker_fields(
+    alias: &str,
+    fingerprints: Fingerprints,
+    config_mappings: Option<&Value>,
+) -> serde_json::Map<String, Value> {
     let mut fields = serde_json::Map::new();
     fields.insert(ALIAS_KEY.to_owned(), json!(alias));
     fields.insert(FINGERPRINT_KEY.to_owned(), fingerprints.to_meta());
+    let names: Vec<&String> = config_mappings
+        .and_then(|m| m["properties"].as_object())
+        .map(|p| p.keys().collect())
+        .unwrap_or_default();
+    fields.insert(FILE_FIELDS_KEY.to_owned(), json!(names));
     fields
 }
 
@@ -358,6 +373,10 @@ fn owned(state: &IndexState, pipeline: &str, why: &str) -> anyhow::Result<()> {
 
 /// The top-level fields whose mapping differs between the index's `held` mapping and
 /// the pipeline's `wanted` one: `count: keyword -> integer`, `+added`, `-removed`.
+/// A field is reported removed only when the file that built the index named it (its
+/// marker's `file_fields`): one Elasticsearch mapped dynamically, from a document,
+/// was never in the file. An index built before the marker listed them reports no
+/// removal.
 pub fn mapping_changes(held: &Value, wanted: &Value) -> Vec<String> {
     let empty = serde_json::Map::new();
     let held_fields = held["properties"].as_object().unwrap_or(&empty);
@@ -371,8 +390,12 @@ pub fn mapping_changes(held: &Value, wanted: &Value) -> Vec<String> {
             Some(_) => {}
         }
     }
+    let file_fields: Vec<&str> = held["_meta"][META_KEY][FILE_FIELDS_KEY]
+        .as_array()
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     for name in held_fields.keys() {
-        if !wanted_fields.contains_key(name) && name != super::changes::CONTENT_HASH_FIELD {
+        if !wanted_fields.contains_key(name) && file_fields.contains(&name.as_str()) {
             changes.push(format!("-{name}"));
         }
     }
@@ -408,7 +431,10 @@ mod tests {
 
     #[test]
     fn mapping_changes_name_the_fields() {
-        let held = json!({"properties": {"n": {"type": "keyword"}, "old": {"type": "text"}, "_content_hash": {"type": "keyword"}}});
+        let held = json!({
+            "_meta": {META_KEY: {FILE_FIELDS_KEY: ["n", "old"]}},
+            "properties": {"n": {"type": "keyword"}, "old": {"type": "text"}, "_content_hash": {"type": "keyword"}}
+        });
         let wanted = json!({"properties": {"n": {"type": "integer"}, "new": {"type": "long"}}});
         assert_eq!(
             mapping_changes(&held, &wanted),
@@ -417,12 +443,31 @@ mod tests {
     }
 
     #[test]
+    fn a_field_mapped_dynamically_is_not_reported_removed() {
+        // `source` came from the documents, not from the file's mappings.
+        let held = json!({
+            "_meta": {META_KEY: {FILE_FIELDS_KEY: ["n"]}},
+            "properties": {"n": {"type": "keyword"}, "source": {"type": "text"}}
+        });
+        let wanted = json!({"properties": {"n": {"type": "integer"}}});
+        assert_eq!(mapping_changes(&held, &wanted), vec!["n: keyword -> integer"]);
+        // An index whose marker does not list the file's fields reports no removal.
+        let older = json!({"properties": {"n": {"type": "keyword"}, "source": {"type": "text"}}});
+        assert_eq!(mapping_changes(&older, &wanted), vec!["n: keyword -> integer"]);
+    }
+
+    #[test]
     fn the_marker_fields_join_the_ownership_marker() {
         let mut body = index::creation_body(None, None, true, "p", false);
-        mark_creation_body(&mut body, &marker_fields("a", Fingerprints::new(1, None, None)));
+        let mappings = json!({"properties": {"n": {"type": "keyword"}}});
+        mark_creation_body(
+            &mut body,
+            &marker_fields("a", Fingerprints::new(1, None, None), Some(&mappings)),
+        );
         let marker = &body["mappings"]["_meta"][META_KEY];
         assert_eq!(marker["pipeline"], "p");
         assert_eq!(marker["alias"], "a");
         assert!(marker["fingerprint"]["index"].is_string());
+        assert_eq!(marker[FILE_FIELDS_KEY], json!(["n"]));
     }
 }
