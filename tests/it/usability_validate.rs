@@ -3,12 +3,11 @@
 //! (warnings, errors with `--strict`), a bad value from `${VAR}` named by its
 //! variable and never quoted; and the help text of `run` saying what the tool does.
 
-mod common;
 
 use std::path::Path;
 use std::process::Output;
 
-use common::{connector, write_file};
+use crate::support::{connector, write_file};
 
 fn validate(dir: &Path, args: &[&str]) -> Output {
     connector()

@@ -4,12 +4,11 @@
 //! samples), `--full` (identical documents counted as rewritten, not changed), the
 //! dry run's stale line when nothing is stale, and an empty `${PW:-}` password.
 
-mod common;
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connector, es_count, es_delete_index, es_url, unique_index, write_file, RedisServer};
+use crate::support::{connector, es_count, es_delete_index, es_url, unique_index, write_file, RedisServer};
 use serde_json::Value;
 
 /// Deletes the test's index when the test ends, passed or not.

@@ -2,12 +2,11 @@
 //! Redis and the shared Elasticsearch, and the mapping-change note that names only
 //! the fields the pipeline file mapped (not those Elasticsearch added dynamically).
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{alias_indices, connector, es_url, pointed, unique_index, write_file, RedisServer};
+use crate::support::{alias_indices, connector, es_url, pointed, unique_index, write_file, RedisServer};
 use serde_json::Value;
 
 /// One test's Redis, folder and alias; deletes every index built for the alias when
@@ -21,7 +20,7 @@ struct Setup {
 impl Drop for Setup {
     fn drop(&mut self) {
         for name in alias_indices(&self.alias) {
-            common::es_delete_index(&name);
+            crate::support::es_delete_index(&name);
         }
     }
 }
