@@ -106,6 +106,9 @@ pub const ONE_SHOT_STOP: &str =
 pub const FOLLOW_STOP: &str =
     "stopping following, applying the changes already received (at most live.drain_timeout); then exit 0";
 
+/// What the first signal does to `verify`.
+pub const VERIFY_STOP: &str = "stopping the comparison; what was not compared is reported as not compared (exit 1)";
+
 /// What `run` does with signals: the first SIGINT or SIGTERM cancels `cancel` (the
 /// run stops reading and drains) and prints `SIGNAL received: {first}`, where `first`
 /// says what the command does now ([`ONE_SHOT_STOP`], [`FOLLOW_STOP`]); the second

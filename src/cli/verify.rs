@@ -196,7 +196,7 @@ pub fn execute(args: &VerifyArgs) -> ExitCode {
 /// Verifies each pipeline in turn; Ctrl-C / SIGTERM stops the one being compared.
 async fn verify_all(loaded: &[LoadedPipeline], samples: usize) -> Vec<Verified> {
     let cancel = CancellationToken::new();
-    let signals = crate::shutdown::cancel_on_stop_signal(cancel.clone(), |_| {});
+    let signals = crate::shutdown::cancel_on_stop_signal(cancel.clone(), crate::shutdown::VERIFY_STOP, |_| {});
     let mut results = Vec::new();
     for pipeline in loaded {
         if !matches!(pipeline.pipeline.sink, SinkConfig::Elasticsearch(_)) {

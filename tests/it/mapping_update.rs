@@ -3,7 +3,6 @@
 //! warning in the dry run) naming the field and pointing to `sink.alias`; the dry
 //! run changes nothing. Against the shared Elasticsearch.
 
-
 use std::path::Path;
 
 use serde_json::Value;

@@ -305,7 +305,7 @@ fn run_help_documents_the_exit_codes_of_a_second_signal_and_the_summary_file() {
 #[test]
 fn a_file_the_tool_did_not_write_at_the_dead_letter_path_is_refused_before_anything_connects() {
     // A port nothing listens on: the refusal must come first, not a connection error.
-    let closed_port = common::free_port();
+    let closed_port = crate::support::free_port();
     let dir = tempfile::tempdir().unwrap();
     let foreign = "important: data\nnot = \"a dead-letter file\"\n";
     let target = write_file(dir.path(), "notes.txt", foreign);

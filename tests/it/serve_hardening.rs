@@ -5,9 +5,10 @@
 //! operator alerts on are there from the first scrape; a file watch that died is set
 //! again and a file added meanwhile is picked up.
 
-
 use crate::support::serve::{promtool_problems, Serve};
-use crate::support::{connector, es_count, es_delete_index, es_url, free_port, http, unique_index, write_file, RedisServer};
+use crate::support::{
+    connector, es_count, es_delete_index, es_url, free_port, http, unique_index, write_file, RedisServer,
+};
 use serde_json::Value;
 use std::path::Path;
 

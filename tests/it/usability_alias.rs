@@ -2,7 +2,6 @@
 //! Redis and the shared Elasticsearch, and the mapping-change note that names only
 //! the fields the pipeline file mapped (not those Elasticsearch added dynamically).
 
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -4,7 +4,6 @@
 //! samples), `--full` (identical documents counted as rewritten, not changed), the
 //! dry run's stale line when nothing is stale, and an empty `${PW:-}` password.
 
-
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,6 @@
 //! (warnings, errors with `--strict`), a bad value from `${VAR}` named by its
 //! variable and never quoted; and the help text of `run` saying what the tool does.
 
-
 use std::path::Path;
 use std::process::Output;
 

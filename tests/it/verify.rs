@@ -3,7 +3,6 @@
 //! exactly, with keys and ids; an exact index reports nothing and exits 0; nothing
 //! is ever written (the index's indexing count and documents stay as they were).
 
-
 use std::path::PathBuf;
 use std::process::Output;
 

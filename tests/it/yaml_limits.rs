@@ -2,7 +2,6 @@
 //! size: aliases of a long string, expanded, are refused with a located error, fast,
 //! by `validate` (and so by `run` and `serve`, which load files the same way).
 
-
 use std::time::{Duration, Instant};
 
 use crate::support::{connector, write_file};

@@ -23,7 +23,7 @@ use crate::stages::{SinkReport, StageContext, UpstreamOutcome};
 /// Notes a document the index lacks or holds with another content.
 pub fn note(drift: &Drift, comparison: Comparison, index: &str, id: &str, record: &Record) {
     let kind = match comparison {
-        Comparison::Unchanged => return,
+        Comparison::Unchanged | Comparison::Rewritten => return,
         Comparison::New => DriftKind::Missing,
         Comparison::Changed | Comparison::Repeated => DriftKind::Different,
     };
