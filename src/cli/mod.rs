@@ -106,9 +106,15 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff): `redis-connector man | man -l -`, or save it as
-    /// `~/.local/share/man/man1/redis-connector.1`.
-    Man,
+    /// Print the manual (roff): `redis-connector man | man -l -`, or save it as
+    /// `~/.local/share/man/man1/redis-connector.1`; with `--dir`, write one page per
+    /// command (`redis-connector-run.1`, `redis-connector-alias-rollback.1`, ...).
+    Man {
+        /// Write one page per command into this folder (created when missing), e.g.
+        /// `--dir ~/.local/share/man/man1`, and print the files written.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// See and manage the aliases pipelines write behind (`sink.alias`): `list`,
     /// `status`, `rollback`.
     #[command(after_help = EXIT_CODES)]
@@ -393,7 +399,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::execute(&args),
         Command::Schema => generate::schema(),
         Command::Completions { shell } => generate::completions(shell),
-        Command::Man => generate::man(),
+        Command::Man { dir } => generate::man(dir.as_deref()),
     }
 }
 
