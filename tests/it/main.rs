@@ -24,6 +24,7 @@ mod ndjson_sink;
 mod redis_json;
 mod redis_restart;
 mod redis_source;
+mod reference;
 mod run;
 mod run_lifecycle;
 mod secrets;
