@@ -4,7 +4,8 @@
 //! against the Kubernetes schemas, and what each value set must render: hardened
 //! pods, the one-time clone, the mounts of secrets and certificates, the monitors and
 //! the NetworkPolicy, command lines the real binary accepts, pipelines that validate;
-//! and values that cannot work refused with a message naming the value.
+//! and values that cannot work, or misspelt ones (values.schema.json), refused with a
+//! message naming the value.
 
 mod common;
 mod manifests;
@@ -211,7 +212,7 @@ fn the_chart_refuses_values_that_cannot_work() {
         ("pipelines.from=gitSync", "pipelines.gitSync.repo is empty"),
         (
             "pipelines.from=git",
-            "pipelines.from is \"git\": use gitSync or configMap",
+            "at '/pipelines/from': value must be one of 'gitSync', 'configMap'",
         ),
         (
             "pipelines.from=gitSync,pipelines.gitSync.repo=https://x/y.git,pipelines.gitSync.credentials.type=token",
@@ -221,6 +222,12 @@ fn the_chart_refuses_values_that_cannot_work() {
             "serviceMonitor.enabled=true,podMonitor.enabled=true",
             "Prometheus would scrape every series twice",
         ),
+        // values.schema.json: a misspelt value is an error, not ignored.
+        (
+            "pipelines.gitsync.repo=x",
+            "additional properties 'gitsync' not allowed",
+        ),
+        ("serve.shutdownTimeout=soon", "'soon' does not match pattern"),
     ] {
         let out = helm(&["run", "template", "redis-connector", chart, "--set", set], None);
         assert!(!out.status.success(), "{set}: rendered");
