@@ -88,6 +88,20 @@ fn the_image_runs_run_and_serve_as_its_non_root_user() {
     assert!(root.join("etc/ssl/certs/ca-certificates.crt").is_file());
     let config: serde_json::Value = serde_json::from_str(&buildah(&["inspect", "--type", "image", &image])).unwrap();
     assert_eq!(config["OCIv1"]["config"]["User"], "65532:65532", "{config:#}");
+    // OCI labels: the version, the commit it was built from, when.
+    let labels = &config["OCIv1"]["config"]["Labels"];
+    assert_eq!(labels["org.opencontainers.image.version"], version, "{labels:#}");
+    let revision = labels["org.opencontainers.image.revision"].as_str().unwrap_or_default();
+    assert!(
+        revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()),
+        "{labels:#}"
+    );
+    assert!(
+        labels["org.opencontainers.image.created"]
+            .as_str()
+            .is_some_and(|c| c.ends_with('Z')),
+        "{labels:#}"
+    );
 
     let redis = RedisServer::start(&[]);
     redis.cli_pipe("HSET user:1 name ada\nHSET user:2 name grace\nHSET user:3 name edsger\n");

@@ -16,6 +16,7 @@ mod change_aware;
 mod cli;
 mod deploy;
 mod es_sink;
+mod helm;
 mod image;
 mod live;
 mod live_alias;

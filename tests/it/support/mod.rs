@@ -9,6 +9,7 @@
 //! - [`connector`]: the built `redis-connector` binary, for tests that drive the CLI.
 
 pub mod live;
+pub mod manifests;
 pub mod redisjson;
 pub mod serve;
 pub mod source;
