@@ -9,6 +9,7 @@
 //! - [`connector`]: the built `redis-connector` binary, for tests that drive the CLI.
 #![allow(dead_code)]
 
+pub mod es_instance;
 pub mod live;
 pub mod redisjson;
 pub mod serve;
