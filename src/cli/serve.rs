@@ -58,6 +58,7 @@ pub fn execute(args: &ServeArgs) -> ExitCode {
         allow_trigger: args.allow_trigger,
         allow_mass_delete: args.allow_mass_delete,
     };
+    crate::serve::live::set_unready_after(args.live_unready_after);
     let listen = args.listen.clone();
     let outcome = runtime.block_on(async move {
         let listener = std::net::TcpListener::bind(&listen)

@@ -259,6 +259,7 @@ pub async fn follow_with(
                 retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
                 continue;
             }
+            state.caught_up();
             retry_wait = Duration::from_secs(1);
             next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
             continue;
@@ -317,6 +318,9 @@ pub async fn follow_with(
                 break;
             }
             tracing::warn!(pipeline = %pipeline.name, "live: applying changes failed ({error}); a resync follows in {} s", retry_wait.as_secs());
+            // What the phase took was not applied: the lag counts from its start.
+            let phase_start = Instant::now().checked_sub(Duration::from_secs_f64(phase_summary.seconds));
+            state.behind_since(phase_start.unwrap_or_else(Instant::now));
             state.mark_dirty(Reason::Error);
             wait_or_stop(retry_wait, &shutdown).await;
             retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
