@@ -481,3 +481,39 @@ fn a_long_list_with_a_few_huge_elements_is_skipped_as_too_large_without_reading_
         "peak RSS {peak_kb} KB: a chunk of huge elements was read"
     );
 }
+
+#[test]
+fn notifications_turned_off_while_following_are_noticed_within_seconds_and_healed_by_a_resync() {
+    let redis = common::RedisServer::start(&[]);
+    redis.cli(&["SET", "before", "1"]);
+    let index = OwnIndex(unique_index("trust-flags"));
+    let follow = Follow::start(&pipeline(
+        "live-flags",
+        redis.port,
+        "0",
+        &es_url(),
+        &index.0,
+        "{configure_server: true}",
+    ));
+    assert_exact(redis.port, &[0], &es_url(), &index.0);
+    // Turned off, and changes made at once: they send no event.
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", ""]);
+    for i in 0..50 {
+        redis.cli(&["SET", &format!("silent:{i}"), "v"]);
+    }
+    redis.cli(&["DEL", "before"]);
+    // Noticed within seconds, set back, and a resync reads what changed: not left
+    // to reconcile_every (1 h).
+    let started = Instant::now();
+    assert_exact(redis.port, &[0], &es_url(), &index.0);
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    let flags = redis.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    assert!(flags.contains('K'), "set back: {flags}");
+    // Followed again by events.
+    redis.cli(&["SET", "after", "v"]);
+    assert_exact(redis.port, &[0], &es_url(), &index.0);
+    let (code, summary, stderr) = follow.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("without"), "{stderr}");
+    assert!(common::live::resyncs(&summary, "notifications") >= 1, "{summary}");
+}

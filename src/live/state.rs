@@ -44,11 +44,15 @@ pub enum Reason {
     /// followed meanwhile went to the index that served, so a change-aware pass over
     /// the new one catches them (see `live/rebuild.rs`).
     Rebuild,
+    /// `notify-keyspace-events` lost a flag live mode needs (`CONFIG SET
+    /// notify-keyspace-events ""` at runtime), or got it back: changes of that time
+    /// sent no event.
+    Notifications,
 }
 
 impl Reason {
     /// Every reason, in the order they are declared (the order of `/metrics`).
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Restart,
         Reason::Flush,
         Reason::SubscriptionDropped,
@@ -58,6 +62,7 @@ impl Reason {
         Reason::Error,
         Reason::ReconcileEvery,
         Reason::Rebuild,
+        Reason::Notifications,
     ];
 
     /// The reason's name in summaries and logs.
@@ -72,6 +77,7 @@ impl Reason {
             Reason::Error => "error",
             Reason::ReconcileEvery => "reconcile_every",
             Reason::Rebuild => "rebuild",
+            Reason::Notifications => "notifications",
         }
     }
 }
@@ -358,6 +364,7 @@ mod tests {
             Reason::Error => 6,
             Reason::ReconcileEvery => 7,
             Reason::Rebuild => 8,
+            Reason::Notifications => 9,
         };
         for (i, reason) in Reason::ALL.into_iter().enumerate() {
             assert_eq!(position(reason), i, "{}", reason.name());

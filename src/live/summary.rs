@@ -38,7 +38,7 @@ pub struct LiveSummary {
     pub syncs: u64,
     /// Resyncs by the reason that started them (the first by priority when several
     /// were due at once: restart, flush, subscription_dropped, overflow, topology,
-    /// delete_without_id, error, reconcile_every, rebuild).
+    /// delete_without_id, error, reconcile_every, rebuild, notifications).
     pub resyncs: BTreeMap<String, u64>,
     /// Documents written and deleted as stale by the syncs, in all.
     pub sync_written: u64,
