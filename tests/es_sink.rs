@@ -23,7 +23,7 @@ use redis_connector::stages::{RunOptions, SinkReport, StageContext, UpstreamOutc
 use serde_json::{json, Value};
 
 use common::es_instance::{services, EsInstance};
-use common::{es_count, es_delete_index, es_get, es_url, http, repo_root, unique_index};
+use common::{es_count, es_delete_index, es_get, es_url, http, unique_index};
 
 // --- helpers -------------------------------------------------------------------------
 
