@@ -330,6 +330,7 @@ fn sigterm_stops_a_run_whose_template_burns_its_fuel_on_every_record_within_seco
         .unwrap();
     let (code, summary, output) = wait_with_summary(child, dir.path(), Duration::from_secs(30));
     let stopped_in = signalled.elapsed();
+    eprintln!("run stopped {stopped_in:?} after SIGTERM");
     assert!(stopped_in < Duration::from_secs(10), "{stopped_in:?}\n{output}");
     assert_eq!(code, 1, "{output}");
     let run = &summary["pipelines"][0];
@@ -516,4 +517,30 @@ fn notifications_turned_off_while_following_are_noticed_within_seconds_and_heale
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("without"), "{stderr}");
     assert!(common::live::resyncs(&summary, "notifications") >= 1, "{summary}");
+}
+
+#[test]
+fn serve_honours_its_shutdown_timeout_while_a_template_burns_its_fuel_on_every_record() {
+    let redis = common::RedisServer::start(&[]);
+    populate(&redis, 3000);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: slow\nsource: {{type: redis, host: 127.0.0.1, port: {}, database: 0}}\n\
+         transforms:\n  - type: template\n    document:\n      spin: \"{LOOP_OF_LOOPS}\"\n\
+         sink: {{type: ndjson, path: slow.ndjson}}\n",
+        redis.port
+    );
+    write_file(dir.path(), "slow.yaml", &yaml);
+    let mut serve = common::serve::Serve::start(dir.path(), &["--shutdown-timeout", "2s", "."]);
+    serve.wait_for("the run", || {
+        serve.pipeline("slow").is_some_and(|p| !p["running"].is_null())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Instant::now();
+    serve.signal("TERM");
+    let status = serve.wait_exit();
+    let took = signalled.elapsed();
+    eprintln!("serve stopped {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(12), "serve stopped {took:?} after SIGTERM");
+    assert_eq!(status.code(), Some(1), "a run was interrupted: {}", serve.log_text());
 }
