@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::super::connect::{self, Connector};
-use super::notify::{missing, with_missing};
+use super::notify::{missing, with_missing, MODULE_EVENTS, NEEDED};
 use crate::live::state::{LiveState, Reason};
 
 /// How often each node's flags are read: a change is noticed within this.
@@ -39,11 +39,11 @@ pub fn unwatched_note(reconcile_every: Duration) -> String {
     )
 }
 
-/// Reads `connector`'s `notify-keyspace-events` every [`EVERY`] until `stop`, taking
-/// the first value read as the flags live mode relies on (checked, or set, before
-/// subscribing).
+/// Reads `connector`'s `notify-keyspace-events` every [`EVERY`] until `stop`. The
+/// flags relied on: [`NEEDED`] (checked, or set, before subscribing), and module
+/// events (`d`) once seen set.
 pub async fn watch(connector: Arc<Connector>, configure: bool, state: Arc<LiveState>, stop: CancellationToken) {
-    let mut relied_on: Option<String> = None;
+    let mut needed = NEEDED.to_owned();
     let mut degraded = false;
     let mut last_resync = std::time::Instant::now();
     let mut connection = None;
@@ -76,15 +76,10 @@ pub async fn watch(connector: Arc<Connector>, configure: bool, state: Arc<LiveSt
                 return;
             }
         };
-        let Some(needed) = relied_on.as_deref() else {
-            // (Empty: the subscriber has not set them yet; it refuses to follow
-            // without them.)
-            if !now.is_empty() {
-                relied_on = Some(now);
-            }
-            continue;
-        };
-        let lost = missing(&now, needed);
+        if !needed.contains(MODULE_EVENTS) && missing(&now, &MODULE_EVENTS.to_string()).is_empty() {
+            needed.push(MODULE_EVENTS);
+        }
+        let lost = missing(&now, &needed);
         if lost.is_empty() {
             if degraded {
                 tracing::warn!(
@@ -111,7 +106,7 @@ pub async fn watch(connector: Arc<Connector>, configure: bool, state: Arc<LiveSt
             degraded = true;
         }
         if configure {
-            let value = with_missing(&now, needed);
+            let value = with_missing(&now, &needed);
             let set: Result<(), redis::RedisError> = redis::cmd("CONFIG")
                 .arg("SET")
                 .arg("notify-keyspace-events")
