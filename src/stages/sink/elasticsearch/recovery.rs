@@ -8,6 +8,8 @@
 
 use std::future::Future;
 
+use elasticsearch::http::Method;
+
 use super::client::{check_cluster, EsClient};
 use super::retry::{human_duration, Backoff};
 use crate::config::model::RetryConfig;
@@ -79,13 +81,35 @@ where
     }
 }
 
-/// The first connection ([`check_cluster`]), tried again while no node answers.
+/// The first connection ([`check_cluster`]), tried again while no node answers. A
+/// node that had to be waited for is starting: then its shards are given up to
+/// [`SHARDS_WAIT`] to become searchable (cluster health yellow) before the run uses
+/// them.
 pub async fn first_contact(client: &EsClient, nodes: usize, policy: &RetryConfig) -> anyhow::Result<String> {
-    retrying(policy, "connecting to Elasticsearch", is_not_answering, || {
+    let mut tries = 0;
+    let server = retrying(policy, "connecting to Elasticsearch", is_not_answering, || {
+        tries += 1;
         check_cluster(client, nodes)
     })
-    .await
+    .await?;
+    if tries > 1 {
+        let path = format!(
+            "_cluster/health?wait_for_status=yellow&timeout={}s",
+            SHARDS_WAIT.as_secs()
+        );
+        match client.request(Method::Get, &path, None).await {
+            Ok(reply) => tracing::info!(
+                "Elasticsearch answered after a wait; cluster health: {}",
+                reply.snippet()
+            ),
+            Err(failure) => tracing::debug!("cluster health after a wait: {failure}"),
+        }
+    }
+    Ok(server)
 }
+
+/// How long a node that was starting is given for its shards to become searchable.
+const SHARDS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
