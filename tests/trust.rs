@@ -62,6 +62,14 @@ fn count_while_created(index: &str) -> u64 {
     body["count"].as_u64().unwrap_or(0)
 }
 
+/// `run --follow` of db 0 of `port` into `index` (the server configured by the
+/// connector), once its first sync made the index exact.
+fn follow_until_exact(name: &str, port: u16, index: &str) -> Follow {
+    let follow = Follow::start(&pipeline(name, port, "0", &es_url(), index, "{configure_server: true}"));
+    assert_exact(port, &[0], &es_url(), index);
+    follow
+}
+
 /// The dead-letter file's lines.
 fn dead_letters(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -129,15 +137,7 @@ fn a_json_key_too_deep_to_read_in_live_mode_fails_alone_and_later_changes_are_ap
     let mut c = redis.connection();
     redis.cli(&["SET", "before", "1"]);
     let index = OwnIndex(unique_index("trust-live-deep"));
-    let follow = Follow::start(&pipeline(
-        "live-deep",
-        redis.port,
-        "0",
-        &es_url(),
-        &index.0,
-        "{configure_server: true}",
-    ));
-    assert_exact(redis.port, &[0], &es_url(), &index.0);
+    let follow = follow_until_exact("live-deep", redis.port, &index.0);
     write_hostile_json(&mut c);
     for i in 0..10 {
         redis.cli(&["SET", &format!("after:{i}"), "v"]);
@@ -221,11 +221,16 @@ fn spawn_ndjson_run(dir: &Path, redis_port: u16, transforms: &str) -> std::proce
         "name: budget\nsource: {{type: redis, host: 127.0.0.1, port: {redis_port}, database: 0}}\n\
          transforms:\n{transforms}sink: {{type: ndjson, path: out.ndjson}}\n"
     );
-    let file = write_file(dir, "pipeline.yaml", &yaml);
+    spawn_run(dir, &write_file(dir, "pipeline.yaml", &yaml))
+}
+
+/// `run --summary-json summary.json FILE` in `dir`, its output in `out.log` and
+/// `err.log` there: the process, started.
+fn spawn_run(dir: &Path, file: &Path) -> std::process::Child {
     let (out, err) = outputs(dir);
     connector()
         .args(["run", "--summary-json", "summary.json"])
-        .arg(&file)
+        .arg(file)
         .current_dir(dir)
         .stdout(out)
         .stderr(err)
@@ -351,17 +356,7 @@ fn an_elasticsearch_restart_at_the_start_of_a_change_aware_run_is_waited_out_wit
         es.url()
     );
     let file = write_file(dir.path(), "pipeline.yaml", &yaml);
-    let run = |dir: &Path| {
-        let (out, err) = outputs(dir);
-        connector()
-            .args(["run", "--summary-json", "summary.json"])
-            .arg(&file)
-            .current_dir(dir)
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap()
-    };
+    let run = |dir: &Path| spawn_run(dir, &file);
     let (code, summary, output) = wait_with_summary(run(dir.path()), dir.path(), Duration::from_secs(120));
     assert_eq!(code, 0, "{summary}\n{output}");
 
@@ -488,15 +483,7 @@ fn notifications_turned_off_while_following_are_noticed_within_seconds_and_heale
     let redis = common::RedisServer::start(&[]);
     redis.cli(&["SET", "before", "1"]);
     let index = OwnIndex(unique_index("trust-flags"));
-    let follow = Follow::start(&pipeline(
-        "live-flags",
-        redis.port,
-        "0",
-        &es_url(),
-        &index.0,
-        "{configure_server: true}",
-    ));
-    assert_exact(redis.port, &[0], &es_url(), &index.0);
+    let follow = follow_until_exact("live-flags", redis.port, &index.0);
     // Turned off, and changes made at once: they send no event.
     redis.cli(&["CONFIG", "SET", "notify-keyspace-events", ""]);
     for i in 0..50 {
