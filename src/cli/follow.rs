@@ -1,6 +1,7 @@
 //! `redis-connector run --follow`: every pipeline given follows Redis at once (live
 //! mode, see [`crate::live`]) until Ctrl-C or SIGTERM, which drains what is pending
-//! and exits 0; a pipeline that cannot start, or stops on a fatal error, exits 1.
+//! and exits 0; a pipeline that cannot start, stops on a fatal error, or is stopped
+//! during its first sync (`interrupted`), exits 1.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -57,13 +58,15 @@ pub fn report(outcome: FollowOutcome, summary_json: Option<&mut SummaryJson>, to
         Box::new(Redacting::new(std::io::stdout().lock()))
     };
     let mut failed = false;
+    let mut interrupted = false;
     let mut summaries = Vec::new();
     let mut errors = Vec::new();
     for (name, result) in outcome.results {
         match result {
             Ok(summary) => {
                 let _ = writeln!(out, "{summary}");
-                failed |= summary.is_failure();
+                interrupted |= summary.status == "interrupted";
+                failed |= summary.is_failure() && summary.status != "interrupted";
                 summaries.push(summary);
             }
             Err(message) => {
@@ -77,7 +80,7 @@ pub fn report(outcome: FollowOutcome, summary_json: Option<&mut SummaryJson>, to
     drop(out);
     if let Some(target) = summary_json {
         let document = serde_json::json!({
-            "status": if failed { "failed" } else { "ok" },
+            "status": if failed { "failed" } else if interrupted { "interrupted" } else { "ok" },
             "pipelines": summaries,
             "errors": errors,
         });
@@ -86,7 +89,7 @@ pub fn report(outcome: FollowOutcome, summary_json: Option<&mut SummaryJson>, to
             failed = true;
         }
     }
-    if failed {
+    if failed || interrupted {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

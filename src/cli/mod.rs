@@ -249,6 +249,10 @@ pub struct ServeArgs {
     /// interrupted.
     #[arg(long, default_value = "30s", value_parser = duration_arg)]
     pub shutdown_timeout: std::time::Duration,
+    /// A live pipeline whose resyncs (or follow phases) have kept failing for longer
+    /// than this makes `/readyz` answer 503 (it is followed again once one succeeds).
+    #[arg(long, default_value = "60s", value_parser = duration_arg)]
+    pub live_unready_after: std::time::Duration,
     /// Allow `POST /pipelines/NAME/run` to run a pipeline now. On an address other
     /// than loopback it needs --auth-token-file.
     #[arg(long)]
@@ -343,6 +347,9 @@ pub struct RunArgs {
     pub allow_mass_delete: bool,
     /// Live mode: sync, then follow Redis's keyspace notifications until Ctrl-C or
     /// SIGTERM (every pipeline given, at once; `live:` in the file sets the details).
+    /// A signal while following drains what is pending and exits 0; a signal during
+    /// the first sync stops it half-way: reported `interrupted`, exit 1 (the next
+    /// start's change-aware sync writes what is missing).
     #[arg(long, conflicts_with = "dry_run")]
     pub follow: bool,
     /// Rewrite every document, even those the index holds with the same content hash

@@ -70,6 +70,7 @@ pub fn execute(args: &ServeArgs) -> ExitCode {
         strict: args.strict,
         access,
     };
+    crate::serve::live::set_unready_after(args.live_unready_after);
     let outcome = runtime.block_on(serve::serve(options, listener));
     // Every pipeline task was awaited; what may remain are the client libraries'
     // own connection tasks, dropped with the runtime.

@@ -30,7 +30,7 @@ mod tests {
                 "chunk_size": 10, "timeout": "5s"
             },
             "transforms": [
-                {"type": "template", "id": "{{ key }}", "index": "i", "document": {"k": "{{ key }}"}},
+                {"type": "template", "id": "{{ key }}", "index": "i", "document": {"k": "{{ key }}"}, "fuel": 1000, "max_output_bytes": "1MiB"},
                 {"type": "filter", "rules": [{"policy": "include", "field": "key", "rule": "equals", "value": "a"}]}
             ],
             "sink": {

@@ -15,7 +15,9 @@
 //! that write through the alias (see [`rebuild`]).
 //!
 //! Ctrl-C / SIGTERM: the follow phase applies what is pending for at most
-//! `live.drain_timeout`, then the run ends (exit 0). A fatal error ends it (exit 1).
+//! `live.drain_timeout`, then the run ends (exit 0); during the first sync, the sync
+//! stops half-way and the run is reported `interrupted` (exit 1). A fatal error ends
+//! it (exit 1).
 
 pub mod observer;
 mod rebuild;
@@ -46,6 +48,10 @@ const FIRST_SYNC_FAILED: &str = "the first sync failed, so nothing was followed:
      than retry, so that a wrong pipeline or an unreachable service shows at once. Start it again once fixed, or \
      let a supervisor restart it (systemd Restart=on-failure, a Kubernetes restart policy): the next start's sync \
      is change-aware and writes only what is missing";
+
+/// Why `run --follow` stopped during its first sync reports `interrupted` (exit 1).
+const FIRST_SYNC_INTERRUPTED: &str = "stopped during the first sync: the index holds only part of what Redis \
+     holds (exit 1); the next start's sync is change-aware and writes what is missing";
 
 /// The pipeline as live mode runs it: stale deletion on (a resync must leave the index
 /// exact, and the index's marker says so to other pipelines), with the pipeline's own
@@ -164,6 +170,12 @@ pub async fn follow_with(
     summary.syncs += 1;
     observer.synced(true, &first.summary);
     let first_failed = first.summary.error.is_some() || !first.summary.counts_add_up;
+    let first_interrupted = !first_failed && first.summary.status == executor::Status::Interrupted;
+    if first_interrupted {
+        // Stopped half-way through the first sync: the index is not what Redis holds.
+        summary.status = "interrupted";
+        summary.notes.push(FIRST_SYNC_INTERRUPTED.to_owned());
+    }
     if first_failed {
         summary.status = "failed";
         summary.error = first.summary.error.clone();
@@ -247,6 +259,7 @@ pub async fn follow_with(
                 retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
                 continue;
             }
+            state.caught_up();
             retry_wait = Duration::from_secs(1);
             next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
             continue;
@@ -305,6 +318,9 @@ pub async fn follow_with(
                 break;
             }
             tracing::warn!(pipeline = %pipeline.name, "live: applying changes failed ({error}); a resync follows in {} s", retry_wait.as_secs());
+            // What the phase took was not applied: the lag counts from its start.
+            let phase_start = Instant::now().checked_sub(Duration::from_secs_f64(phase_summary.seconds));
+            state.behind_since(phase_start.unwrap_or_else(Instant::now));
             state.mark_dirty(Reason::Error);
             wait_or_stop(retry_wait, &shutdown).await;
             retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);

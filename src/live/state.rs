@@ -44,11 +44,15 @@ pub enum Reason {
     /// followed meanwhile went to the index that served, so a change-aware pass over
     /// the new one catches them (see `live/rebuild.rs`).
     Rebuild,
+    /// `notify-keyspace-events` lost a flag live mode needs (`CONFIG SET
+    /// notify-keyspace-events ""` at runtime), or got it back: changes of that time
+    /// sent no event.
+    Notifications,
 }
 
 impl Reason {
     /// Every reason, in the order they are declared (the order of `/metrics`).
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Restart,
         Reason::Flush,
         Reason::SubscriptionDropped,
@@ -58,6 +62,7 @@ impl Reason {
         Reason::Error,
         Reason::ReconcileEvery,
         Reason::Rebuild,
+        Reason::Notifications,
     ];
 
     /// The reason's name in summaries and logs.
@@ -72,6 +77,7 @@ impl Reason {
             Reason::Error => "error",
             Reason::ReconcileEvery => "reconcile_every",
             Reason::Rebuild => "rebuild",
+            Reason::Notifications => "notifications",
         }
     }
 }
@@ -144,6 +150,10 @@ pub struct LiveState {
     draining: AtomicBool,
     /// A problem that stops the run (notifications turned off after a restart).
     fatal: Mutex<Option<String>>,
+    /// The oldest change a resync took over from the pending set (or the resync's
+    /// start) and has not applied yet: set when a resync begins, cleared when one
+    /// succeeds, so the lag keeps growing while resyncs fail.
+    behind_since: Mutex<Option<Instant>>,
     pub counters: LiveCounters,
 }
 
@@ -158,6 +168,7 @@ impl LiveState {
             phase: Mutex::new(CancellationToken::new()),
             draining: AtomicBool::new(false),
             fatal: Mutex::new(None),
+            behind_since: Mutex::new(None),
             counters: LiveCounters::default(),
         }
     }
@@ -215,15 +226,45 @@ impl LiveState {
         self.pending().keys.len()
     }
 
-    /// How long the oldest pending change has waited (zero when none waits).
+    /// How long the oldest change not applied yet has waited: the oldest pending key,
+    /// or the oldest change a resync took over and has not applied (see
+    /// [`LiveState::caught_up`]); zero when none waits.
     pub fn lag(&self) -> Duration {
+        let pending = self.oldest_pending().map(|since| since.elapsed()).unwrap_or_default();
+        let behind = self
+            .behind_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|since| since.elapsed())
+            .unwrap_or_default();
+        pending.max(behind)
+    }
+
+    fn oldest_pending(&self) -> Option<Instant> {
         let pending = self.pending();
         pending
             .order
             .front()
             .and_then(|key| pending.keys.get(key))
-            .map(|(since, _)| since.elapsed())
-            .unwrap_or_default()
+            .map(|(since, _)| *since)
+    }
+
+    /// A resync (or the first sync) succeeded: every change it took over is applied.
+    pub fn caught_up(&self) {
+        *self.behind_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Notes that changes wait on a resync, since the oldest pending one (or now).
+    fn fall_behind(&self) {
+        self.behind_since(self.oldest_pending().unwrap_or_else(Instant::now));
+    }
+
+    /// Notes that changes taken at `since` or later were not applied (a follow phase
+    /// that failed): the lag counts from then until a resync succeeds.
+    pub fn behind_since(&self, oldest: Instant) {
+        let mut behind = self.behind_since.lock().unwrap_or_else(|e| e.into_inner());
+        let since = behind.map_or(oldest, |b| b.min(oldest));
+        *behind = Some(since);
     }
 
     /// Marks a resync due for `reason` and ends the follow phase running now.
@@ -254,6 +295,7 @@ impl LiveState {
     /// Starts a resync: takes the reasons it is due for and drops the pending keys
     /// (the resync reads every key after this moment). Returns the reasons.
     pub fn begin_resync(&self) -> Vec<Reason> {
+        self.fall_behind();
         let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
         *self.pending() = Pending::default();
         std::mem::take(&mut *dirty).into_keys().collect()
@@ -322,6 +364,7 @@ mod tests {
             Reason::Error => 6,
             Reason::ReconcileEvery => 7,
             Reason::Rebuild => 8,
+            Reason::Notifications => 9,
         };
         for (i, reason) in Reason::ALL.into_iter().enumerate() {
             assert_eq!(position(reason), i, "{}", reason.name());
@@ -334,6 +377,25 @@ mod tests {
             database: 0,
             key: name.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn the_lag_keeps_growing_while_resyncs_fail_and_ends_when_one_succeeds() {
+        let state = LiveState::new(10);
+        state.add(key("a"), TypeMask::ANY);
+        std::thread::sleep(Duration::from_millis(20));
+        state.mark_dirty(Reason::Error);
+        state.begin_resync();
+        assert_eq!(state.pending_len(), 0, "the resync took the pending keys over");
+        assert!(state.lag() >= Duration::from_millis(20), "{:?}", state.lag());
+        // The resync failed; the next one begins: the lag still counts from `a`.
+        state.mark_dirty(Reason::Error);
+        state.begin_resync();
+        assert!(state.lag() >= Duration::from_millis(20), "{:?}", state.lag());
+        state.caught_up();
+        assert_eq!(state.lag(), Duration::ZERO);
+        state.behind_since(Instant::now() - Duration::from_secs(5));
+        assert!(state.lag() >= Duration::from_secs(5));
     }
 
     #[test]

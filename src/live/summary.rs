@@ -12,8 +12,9 @@ use crate::executor::PipelineSummary;
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveSummary {
     pub pipeline: String,
-    /// `ok`, or `failed` (a fatal error: the first sync failed, the server stopped
-    /// publishing notifications, ...).
+    /// `ok`, `failed` (a fatal error: the first sync failed, the server stopped
+    /// publishing notifications, ...), or `interrupted` (stopped by a signal during
+    /// the first sync: the index holds only part of Redis).
     pub status: &'static str,
     pub live: bool,
     pub seconds: f64,
@@ -37,7 +38,7 @@ pub struct LiveSummary {
     pub syncs: u64,
     /// Resyncs by the reason that started them (the first by priority when several
     /// were due at once: restart, flush, subscription_dropped, overflow, topology,
-    /// delete_without_id, error, reconcile_every, rebuild).
+    /// delete_without_id, error, reconcile_every, rebuild, notifications).
     pub resyncs: BTreeMap<String, u64>,
     /// Documents written and deleted as stale by the syncs, in all.
     pub sync_written: u64,
@@ -83,7 +84,11 @@ impl LiveSummary {
 impl fmt::Display for LiveSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
-        let status = if self.is_failure() { "FAILED" } else { "stopped" };
+        let status = match self.status {
+            "ok" => "stopped",
+            "interrupted" => "INTERRUPTED during its first sync",
+            _ => "FAILED",
+        };
         let _ = writeln!(
             out,
             "pipeline {} (live): {status} after {:.1} s",

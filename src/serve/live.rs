@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value as Json};
@@ -17,6 +18,22 @@ use super::state::{rfc3339, unix_seconds, Shared};
 use crate::executor::{LiveCounters, PipelineSummary};
 use crate::live::state::{LiveState, Reason};
 use crate::live::Observer;
+
+/// How long a live pipeline's resyncs may keep failing before `/readyz` says it is not
+/// ready, unless `serve --live-unready-after` says otherwise.
+pub const DEFAULT_UNREADY_AFTER: Duration = Duration::from_secs(60);
+
+static UNREADY_AFTER: OnceLock<Duration> = OnceLock::new();
+
+/// Sets, once for the process, how long a live pipeline may keep failing before it
+/// is not ready (`serve --live-unready-after`).
+pub fn set_unready_after(bound: Duration) {
+    let _ = UNREADY_AFTER.set(bound);
+}
+
+fn unready_after() -> Duration {
+    UNREADY_AFTER.get().copied().unwrap_or(DEFAULT_UNREADY_AFTER)
+}
 
 /// What a live pipeline is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +95,10 @@ pub struct LiveView {
     /// Why the last attempt failed, while it waits to start again.
     pub error: Option<String>,
     pub retry_at: Option<DateTime<Utc>>,
+    /// Since when its resyncs (or follow phases) have kept failing, and the last
+    /// error: cleared by a sync that succeeds.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub failure: Option<String>,
 }
 
 impl LiveView {
@@ -99,7 +120,30 @@ impl LiveView {
             attempts: 0,
             error: None,
             retry_at: None,
+            failing_since: None,
+            failure: None,
         }
+    }
+
+    /// A resync or follow phase failed with `error`: changes are not applied.
+    fn failed(&mut self, error: &str) {
+        self.failing_since.get_or_insert_with(Utc::now);
+        self.failure = Some(error.to_owned());
+    }
+
+    /// Why the pipeline is not ready although its first sync succeeded: its resyncs
+    /// have kept failing for longer than `serve --live-unready-after`.
+    pub fn failing_too_long(&self) -> Option<String> {
+        let since = self.failing_since?;
+        let failing = (Utc::now() - since).to_std().unwrap_or_default();
+        (failing > unready_after()).then(|| {
+            format!(
+                "applying changes has failed since {} (over {:?}): {}",
+                rfc3339(since),
+                unready_after(),
+                self.failure.as_deref().unwrap_or("unknown error")
+            )
+        })
     }
 
     fn set_phase(&mut self, phase: Phase) {
@@ -192,7 +236,8 @@ impl LiveView {
             "syncs": self.syncs,
             "resyncs": self.resyncs,
             "attempts": self.attempts,
-            "error": self.error,
+            "error": self.error.as_ref().or(self.failure.as_ref()),
+            "failing_since": self.failing_since.map(rfc3339),
             "retry_at": self.retry_at.map(rfc3339),
         })
     }
@@ -246,6 +291,12 @@ impl Observer for ServeObserver {
             if let Some(live) = &mut state.live {
                 live.syncs += 1;
                 if ok {
+                    live.failing_since = None;
+                    live.failure = None;
+                } else if !first {
+                    live.failed(summary.error.as_deref().unwrap_or("its counts do not add up"));
+                }
+                if ok {
                     live.set_phase(Phase::Following);
                     if first {
                         live.following_since = Some(ended);
@@ -274,6 +325,9 @@ impl Observer for ServeObserver {
                 summary.seconds
             );
         } else if !ok {
+            if !first {
+                self.shared.metrics.live_resync_failed(&self.name);
+            }
             let error = summary.error.as_deref().unwrap_or("its counts do not add up");
             tracing::warn!(
                 target: LOG_TARGET,
@@ -311,10 +365,16 @@ impl Observer for ServeObserver {
 
     fn applied(&self, summary: &PipelineSummary) {
         self.shared.metrics.live_phase_ended(&self.name, summary);
+        if summary.error.is_some() {
+            self.shared.metrics.live_resync_failed(&self.name);
+        }
         self.view(|live| {
             live.phase_counters = None;
             live.upserts += summary.written;
             live.deletes += summary.deleted;
+            if let Some(error) = &summary.error {
+                live.failed(error);
+            }
         });
     }
 }

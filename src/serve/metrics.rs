@@ -124,6 +124,7 @@ pub struct Metrics {
     live_events: Family<PipelineLabel, Counter>,
     live_dropped: Family<PipelineLabel, Counter>,
     live_resyncs: Family<ReasonLabels, Counter>,
+    live_resyncs_failed: Family<PipelineLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     last_reload_success: FloatGauge,
     last_reload_ok: Gauge,
@@ -159,6 +160,7 @@ impl Metrics {
             live_events: Family::default(),
             live_dropped: Family::default(),
             live_resyncs: Family::default(),
+            live_resyncs_failed: Family::default(),
             reloads: Family::default(),
             last_reload_success: FloatGauge::default(),
             last_reload_ok: Gauge::default(),
@@ -237,6 +239,11 @@ impl Metrics {
                 Reason::ALL.map(Reason::name).join(", ")
             ),
             metrics.live_resyncs.clone(),
+        );
+        registry.register(
+            "pipeline_live_resyncs_failed",
+            "Live pipelines: resyncs (and follow phases) that failed; each is tried again",
+            metrics.live_resyncs_failed.clone(),
         );
         registry.register(
             "config_reloads",
@@ -346,6 +353,7 @@ impl Metrics {
         self.live_pending.get_or_create(&label).set(0);
         let _ = self.live_events.get_or_create(&label);
         let _ = self.live_dropped.get_or_create(&label);
+        let _ = self.live_resyncs_failed.get_or_create(&label);
         for reason in Reason::ALL {
             let _ = self.live_resyncs.get_or_create(&ReasonLabels {
                 pipeline: pipeline.into(),
@@ -364,6 +372,15 @@ impl Metrics {
         self.live_pending.get_or_create(&label).set(0);
     }
 
+    /// A live pipeline's resync or follow phase failed (it is tried again).
+    pub fn live_resync_failed(&self, pipeline: &str) {
+        self.live_resyncs_failed
+            .get_or_create(&PipelineLabel {
+                pipeline: pipeline.into(),
+            })
+            .inc();
+    }
+
     /// Drops a pipeline's live series (removed, or no longer live).
     pub fn remove_live(&self, pipeline: &str) {
         let label = PipelineLabel {
@@ -373,6 +390,7 @@ impl Metrics {
         self.live_pending.remove(&label);
         self.live_events.remove(&label);
         self.live_dropped.remove(&label);
+        self.live_resyncs_failed.remove(&label);
         for reason in Reason::ALL {
             self.live_resyncs.remove(&ReasonLabels {
                 pipeline: pipeline.into(),

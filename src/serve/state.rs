@@ -81,6 +81,9 @@ pub struct PipelineState {
 impl PipelineState {
     /// Why the pipeline is not ready, or `None` when it is.
     pub fn not_ready_because(&self) -> Option<String> {
+        if let Some(why) = self.live.as_ref().and_then(LiveView::failing_too_long) {
+            return Some(why);
+        }
         if self.stopping || self.succeeded || (self.ready_without_run && self.runs == 0 && self.running.is_none()) {
             return None;
         }

@@ -123,6 +123,18 @@ impl FailedBeforeSink {
         }
     }
 
+    /// Notes a key the source failed to read (its value could not be parsed): a failed
+    /// record, with the default id unless a template renders ids (then its id is not
+    /// known, and stale deletion is skipped, as for a template's failure before `id`).
+    pub fn add_failed_key(&self, database: u32, key: &[u8]) {
+        let rendered = self.lock().ids_rendered;
+        if rendered {
+            self.add(None);
+        } else {
+            self.add(Some(&crate::document::default_id(database, key)));
+        }
+    }
+
     /// Keys skipped by the source whose document id is not known.
     pub fn skipped_without_id(&self) -> u64 {
         self.lock().skipped_without_id

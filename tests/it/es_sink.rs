@@ -21,7 +21,8 @@ use redis_connector::stages::{RunOptions, SinkReport, StageContext, UpstreamOutc
 use serde_json::{json, Value};
 
 use crate::support;
-use crate::support::{es_count, es_delete_index, es_get, es_url, http, repo_root, unique_index};
+use crate::support::es_instance::{services, EsInstance};
+use crate::support::{es_count, es_delete_index, es_get, es_url, http, unique_index};
 
 // --- helpers -------------------------------------------------------------------------
 
@@ -195,63 +196,6 @@ struct IndexGuard(String);
 impl Drop for IndexGuard {
     fn drop(&mut self) {
         es_delete_index(&self.0);
-    }
-}
-
-fn services() -> PathBuf {
-    repo_root().join("scripts/services")
-}
-
-/// An extra Elasticsearch node of `scripts/services`, stopped when dropped.
-struct EsInstance {
-    name: String,
-    port: u16,
-}
-
-impl EsInstance {
-    fn start(name: &str, port: u16, settings: &[&str], env: &[(&str, &str)]) -> EsInstance {
-        let mut command = Command::new(services());
-        command.args(["es-instance", name, &port.to_string()]);
-        for setting in settings {
-            command.args(["-E", setting]);
-        }
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let out = command.output().expect("scripts/services");
-        assert!(
-            out.status.success(),
-            "scripts/services es-instance {name} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        EsInstance {
-            name: name.to_owned(),
-            port,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&self) {
-        let out = Command::new(services())
-            .args(["es-instance-stop", &self.name])
-            .output()
-            .expect("scripts/services");
-        assert!(
-            out.status.success(),
-            "es-instance-stop {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for EsInstance {
-    fn drop(&mut self) {
-        let _ = Command::new(services()).args(["es-instance-stop", &self.name]).output();
     }
 }
 
@@ -723,7 +667,10 @@ fn documents_routed_to_many_long_named_indices_are_all_refreshed() {
 #[test]
 fn a_wrong_url_is_a_clear_error_and_a_dead_node_in_a_list_is_skipped() {
     let dead = support::free_port();
-    let config = sink_config(&format!("url: http://elastic:hunter2@127.0.0.1:{dead}\nindex: x"));
+    // (The first connection is tried again within retry.max_elapsed: kept short here.)
+    let config = sink_config(&format!(
+        "url: http://elastic:hunter2@127.0.0.1:{dead}\nindex: x\nretry: {{max_elapsed: 1s}}"
+    ));
     let error = run_sink(&config, vec![], options(), "p").err().unwrap();
     assert!(
         error.starts_with(&format!("cannot connect to Elasticsearch at http://127.0.0.1:{dead}")),

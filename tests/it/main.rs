@@ -35,6 +35,7 @@ mod serve_live;
 mod services;
 mod support_smoke;
 mod transforms;
+mod trust;
 mod usability_alias;
 mod usability_run;
 mod usability_validate;

@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::units::ByteSize;
+
 /// A transform stage, chosen by `type`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -27,6 +29,21 @@ pub struct TemplateConfig {
     /// yields a whole mapping. Default: the default document.
     #[serde(default)]
     pub document: Option<Value>,
+    /// Instructions each template or expression may run for one record; past it the
+    /// record fails (`template used more than its fuel`) and the run goes on.
+    #[serde(default = "default_fuel")]
+    pub fuel: u64,
+    /// Bytes one record's templates may render in all; past it the record fails.
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: ByteSize,
+}
+
+fn default_fuel() -> u64 {
+    1_000_000
+}
+
+fn default_max_output_bytes() -> ByteSize {
+    ByteSize(16 * 1024 * 1024)
 }
 
 /// The reference's basic sync rules: the first matching rule decides.

@@ -8,6 +8,7 @@
 //!   no other test uses.
 //! - [`connector`]: the built `redis-connector` binary, for tests that drive the CLI.
 
+pub mod es_instance;
 pub mod live;
 pub mod manifests;
 pub mod redisjson;

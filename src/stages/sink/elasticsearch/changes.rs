@@ -212,8 +212,17 @@ struct HitFields {
 
 /// Reads every `(_id, content hash)` of `index` through a point in time, sorted by
 /// `_shard_doc`, pages of [`PAGE`] with `search_after`, `_source: false` and the hash
-/// from doc values.
+/// from doc values. A restart of Elasticsearch meanwhile is waited out (see
+/// `recovery`): the read starts over, until `retry.max_elapsed`.
 pub async fn load(service: &BulkService, index: &str) -> anyhow::Result<IndexHashes> {
+    let what = format!("reading the (_id, content hash) pairs of {index}");
+    super::recovery::retrying(&service.policy, &what, super::recovery::is_recovering, || {
+        load_once(service, index)
+    })
+    .await
+}
+
+async fn load_once(service: &BulkService, index: &str) -> anyhow::Result<IndexHashes> {
     let pit = open_pit(service, index).await?;
     let mut pit_id = pit;
     let result = load_pages(service, index, &mut pit_id).await;

@@ -47,6 +47,7 @@ pub mod index;
 mod indices;
 mod mapping_update;
 mod names;
+pub mod recovery;
 pub mod repeated;
 pub mod retry;
 mod routing;
@@ -123,7 +124,7 @@ impl ElasticsearchSink {
     pub async fn open(&mut self, ctx: &StageContext) -> anyhow::Result<()> {
         let auth = config::auth(&self.config)?;
         let client = EsClient::new(&self.urls, auth, &self.config.tls, self.config.timeout.0)?;
-        let server = client::check_cluster(&client, self.urls.len()).await?;
+        let server = recovery::first_contact(&client, self.urls.len(), &self.config.retry).await?;
         tracing::info!(pipeline = %ctx.pipeline, "{server}");
         // The executor hands the sink its own `dead_letter` file, when one is set, in
         // `ctx` (a dry run's beside it), and names it in the summary from there.

@@ -27,6 +27,8 @@ pub enum Chunked {
     Changed,
     /// The value passed the limit after this many bytes (it was not read further).
     TooLarge(u64),
+    /// A chunk could not be made sense of (that key's failure): why.
+    Unreadable(String),
 }
 
 /// Where the next chunk starts.
@@ -347,9 +349,9 @@ pub async fn read_rest(
             // Another type now: the collection we were reading was overwritten.
             return Ok(Chunked::Changed);
         };
-        partial
-            .add(reply, count)
-            .map_err(|e| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(key)))?;
+        if let Err(reason) = partial.add(reply, count) {
+            return Ok(Chunked::Unreadable(reason));
+        }
     }
 }
 

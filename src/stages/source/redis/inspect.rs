@@ -71,6 +71,13 @@ pub struct Inspected {
 /// `max_value_bytes` is over it without being read; any other is read and measured.
 const JSON_MEMORY_PER_TEXT_BYTE: u64 = 20;
 
+/// The most payload a collection holds per byte of its exact `MEMORY USAGE`, rounded
+/// up: elements are kept at least as large as their bytes, except integers, which a
+/// listpack stores in as few as a third of their text's bytes. A collection whose
+/// memory over this is above `max_value_bytes` is skipped without a single element
+/// read, so no chunk of it (`chunk_size` elements, each of any size) is ever held.
+const COLLECTION_PAYLOAD_PER_MEMORY_BYTE: u64 = 4;
+
 /// What a key is assumed to weigh when its size is not known (sizes off, a collection).
 const UNKNOWN_KEY_BYTES: u64 = 256;
 
@@ -152,7 +159,11 @@ pub async fn inspect_page(
             pipe.cmd("TTL").arg(key);
         }
         if settings.size_in_bytes {
-            pipe.cmd("MEMORY").arg("USAGE").arg(key);
+            // Exact (`SAMPLES 0`): a sampled size can miss the few huge elements of a
+            // long collection, which must be known before one is read. (O(1) for the
+            // small encodings; a walk of the nodes or entries of a big collection,
+            // which reading it would walk anyway.)
+            pipe.cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0);
         }
         if ask_strlen {
             pipe.cmd("STRLEN").arg(key);
@@ -268,6 +279,16 @@ pub async fn inspect_page(
                 }
                 _ => Read::Whole,
             },
+            // Far over the limit: skipped unread.
+            _ if slot
+                .memory
+                .is_some_and(|m| m / COLLECTION_PAYLOAD_PER_MEMORY_BYTE > max) =>
+            {
+                let at_least = slot.memory.unwrap_or_default() / COLLECTION_PAYLOAD_PER_MEMORY_BYTE;
+                warn_too_large(db, &entry.key, at_least, max);
+                entry.outcome = Some(Skip::TooLarge);
+                continue;
+            }
             // Probably over the limit: read chunk by chunk, stopping once it is.
             _ if over_memory => Read::Chunked,
             _ => Read::FirstChunk,

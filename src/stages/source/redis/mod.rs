@@ -9,7 +9,8 @@
 //! and sizes, and how each value will be read), `read` (one page's values), `errors`
 //! (what Redis's error replies mean), `chunked` (large collections), `value` (replies to typed values), `packed` and
 //! `resp` (the lean connection that reads pages' pipelines on plain TCP), `cluster`
-//! (a cluster's masters, each read as a server of its own).
+//! (a cluster's masters, each read as a server of its own), `unreadable` (a key whose
+//! value cannot be read: that key's failure).
 
 mod check;
 mod chunked;
@@ -25,6 +26,7 @@ mod reader;
 mod reconnect;
 mod resp;
 mod scan;
+mod unreadable;
 mod value;
 
 use std::collections::BTreeMap;

@@ -7,6 +7,7 @@ use super::chunked::{command_name, read_rest, Chunked, Next, Partial};
 use super::errors::{fatal, is_unknown_command, is_wrong_type, server_error, unless_wrong_type};
 use super::inspect::{Inspected, Inspection, Read, Skip};
 use super::reconnect::DbConnection;
+use super::unreadable::Unreadable;
 use super::value;
 use crate::record::{show_key, KeyType, Record, RedisValue};
 
@@ -74,6 +75,9 @@ pub struct Page {
     /// collection read in chunks that ended another type): they exist, and are read
     /// again, from their type, by the caller.
     pub changed: Vec<Vec<u8>>,
+    /// Keys whose value was read but could not be made a record (nested too deep,
+    /// a reply of an unexpected shape): each is that key's failure (see `unreadable`).
+    pub unreadable: Vec<Unreadable>,
 }
 
 /// The second round trip of a page: the value, or the first bounded chunk of a
@@ -100,6 +104,8 @@ pub async fn read_page(
     //    of every collection.
     let mut values: Vec<Option<RedisValue>> = vec![None; entries.len()];
     let mut partials: Vec<Option<Partial>> = (0..entries.len()).map(|_| None).collect();
+    // Why a key's value, read, could not be made a record (that key's failure).
+    let mut failures: Vec<Option<String>> = vec![None; entries.len()];
     let mut pipe = redis::Pipeline::with_capacity(entries.len());
     pipe.ignore_errors();
     let mut asked = Vec::new();
@@ -147,9 +153,12 @@ pub async fn read_page(
                 }
                 continue;
             }
-            let context = |e: String| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(&entries[i].key));
             if let Some(partial) = partials[i].as_mut() {
-                partial.add(reply, chunk).map_err(context)?;
+                if let Err(reason) = partial.add(reply, chunk) {
+                    failures[i] = Some(reason);
+                    partials[i] = None;
+                    continue;
+                }
                 if partial.size > max {
                     warn_too_large(db, &entries[i].key, partial.size, max);
                     entries[i].outcome = Some(Skip::TooLarge);
@@ -168,13 +177,22 @@ pub async fn read_page(
             }
             // (With the size of what was read: a document's JSON text, a string's bytes.)
             let read = match key_type {
-                KeyType::Json => value::json_root(reply)
-                    .map_err(context)?
-                    .map(|(value, len)| (RedisValue::Json(value), len as u64)),
-                _ => value::bytes(reply).map_err(context)?.map(|bytes| {
-                    let len = bytes.len() as u64;
-                    (RedisValue::String(bytes), len)
+                KeyType::Json => {
+                    value::json_root(reply).map(|read| read.map(|(value, len)| (RedisValue::Json(value), len as u64)))
+                }
+                _ => value::bytes(reply).map(|read| {
+                    read.map(|bytes| {
+                        let len = bytes.len() as u64;
+                        (RedisValue::String(bytes), len)
+                    })
                 }),
+            };
+            let read = match read {
+                Ok(read) => read,
+                Err(reason) => {
+                    failures[i] = Some(reason);
+                    continue;
+                }
             };
             match read {
                 None => entries[i].outcome = Some(Skip::Vanished),
@@ -195,7 +213,7 @@ pub async fn read_page(
     let mut read_one = false;
     let mut later = vec![false; entries.len()];
     for i in 0..entries.len() {
-        if entries[i].outcome.is_some() || values[i].is_some() {
+        if entries[i].outcome.is_some() || values[i].is_some() || failures[i].is_some() {
             continue;
         }
         let more_calls = matches!(entries[i].plan, Some(Read::CheckedString | Read::Chunked)) || partials[i].is_some();
@@ -230,6 +248,7 @@ pub async fn read_page(
                 warn_too_large(db, &entries[i].key, size, max);
                 entries[i].outcome = Some(Skip::TooLarge);
             }
+            Chunked::Unreadable(reason) => failures[i] = Some(reason),
         }
     }
 
@@ -240,15 +259,20 @@ pub async fn read_page(
         skipped_existing: Vec::new(),
         gone: Vec::new(),
         changed: Vec::new(),
+        unreadable: Vec::new(),
     };
     let mut rest = Inspected::empty(fixed_type);
-    for ((entry, value), later) in entries.into_iter().zip(values).zip(later) {
+    for (((entry, value), later), failure) in entries.into_iter().zip(values).zip(later).zip(failures) {
         let Inspection {
             key,
             slot,
             outcome,
             plan,
         } = entry;
+        if let Some(reason) = failure {
+            page.unreadable.push(Unreadable { key, reason });
+            continue;
+        }
         if later {
             rest.keys.push(Inspection {
                 key,

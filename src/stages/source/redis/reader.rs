@@ -176,7 +176,7 @@ pub async fn read_database(
                 _ = ctx.cancel.cancelled() => return Ok(report),
                 next = pages.next() => next,
             };
-            let Some((page, _permit)) = next.transpose()? else {
+            let Some((mut page, _permit)) = next.transpose()? else {
                 // The walk ended (or failed: its error is the run's).
                 walker
                     .await
@@ -189,6 +189,7 @@ pub async fn read_database(
             for key in &page.skipped_existing {
                 ctx.failed_before_sink.add_skipped_key(connection.db(), key);
             }
+            super::unreadable::report(&ctx, connection.db(), std::mem::take(&mut page.unreadable))?;
             report.skips.add(&page.skips);
             ctx.counters.add_busy(started.elapsed());
             if page.records.is_empty() {

@@ -168,22 +168,62 @@ pub fn scan_page(value: Value) -> Result<(u64, Vec<Value>), String> {
     Ok((cursor, array(items)?))
 }
 
+/// The deepest nesting of arrays and objects a RedisJSON document may have to be
+/// read: the JSON parser's own limit (serde_json stops at 128 levels). RedisJSON
+/// accepts deeper documents (built path by path); such a key is that key's failure.
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// How deep arrays and objects nest in JSON `text` (0 for a scalar), counted without
+/// parsing it (brackets inside strings do not count).
+pub fn json_depth(text: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// The document of `JSON.GET key $`, with the length of its JSON text as RedisJSON
 /// wrote it (the size `max_value_bytes` limits): the reply is a compact JSON array
-/// holding the root, `[root]`. `None` for nil (the key vanished).
+/// holding the root, `[root]`, whose text is parsed alone (so a root as deep as the
+/// parser goes is read). `None` for nil (the key vanished). An error is the key's
+/// failure: a document nested deeper than [`MAX_JSON_DEPTH`], or text that is not JSON.
 pub fn json_root(value: Value) -> Result<Option<(serde_json::Value, usize)>, String> {
     let Some(text) = bytes(value)? else {
         return Ok(None);
     };
-    let parsed: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| format!("JSON.GET returned text that is not JSON: {e}"))?;
-    match parsed {
-        serde_json::Value::Array(mut items) if !items.is_empty() => {
-            Ok(Some((items.swap_remove(0), text.len().saturating_sub(2))))
-        }
-        serde_json::Value::Array(_) => Ok(None),
-        other => Ok(Some((other, text.len()))),
+    let wrapped = text.first() == Some(&b'[') && text.last() == Some(&b']');
+    let root = if wrapped { &text[1..text.len() - 1] } else { &text[..] };
+    if wrapped && root.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
     }
+    let depth = json_depth(root);
+    if depth > MAX_JSON_DEPTH {
+        return Err(format!(
+            "value nests {depth} levels deep, deeper than the {MAX_JSON_DEPTH} levels this tool reads"
+        ));
+    }
+    let parsed: serde_json::Value =
+        serde_json::from_slice(root).map_err(|e| format!("JSON.GET returned text that is not JSON: {e}"))?;
+    Ok(Some((parsed, root.len())))
 }
 
 #[cfg(test)]
@@ -255,7 +295,25 @@ mod tests {
             Some((serde_json::json!({"a": 1}), 7))
         );
         assert_eq!(json_root(Value::Nil).unwrap(), None);
+        assert_eq!(json_root(bulk(b"[]")).unwrap(), None);
         assert!(json_root(bulk(b"not json")).unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn a_root_as_deep_as_the_parser_goes_is_read_and_a_deeper_one_is_refused() {
+        let nested = |depth: usize| format!("[{}{}]", "[".repeat(depth), "]".repeat(depth));
+        let (root, _) = json_root(bulk(nested(MAX_JSON_DEPTH).as_bytes())).unwrap().unwrap();
+        assert_eq!(json_depth(root.to_string().as_bytes()), MAX_JSON_DEPTH);
+        assert_eq!(
+            json_root(bulk(nested(176).as_bytes())).unwrap_err(),
+            "value nests 176 levels deep, deeper than the 127 levels this tool reads"
+        );
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_nest() {
+        assert_eq!(json_depth(br#"{"a":"[[[\"[[","b":[1]}"#), 2);
+        assert_eq!(json_depth(b"42"), 0);
     }
 
     #[test]

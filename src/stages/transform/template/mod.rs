@@ -20,8 +20,10 @@
 //! `crate::templating`'s, shared with the filter and the sink.
 //!
 //! `plan.rs` holds the plan of a `document` mapping, `failure.rs` a record that
-//! failed, `tests.rs` the unit tests.
+//! failed, `budget.rs` the fuel and output limit a record renders with, `tests.rs`
+//! the unit tests.
 
+mod budget;
 mod failure;
 mod plan;
 
@@ -37,6 +39,8 @@ use crate::templating::environment::{environment, environment_reads, reads_among
 use crate::templating::errors::{describe, json_kind};
 use crate::templating::{record_context, RECORD_NAMES};
 
+use budget::{is_out_of_fuel, out_of_fuel, Output, Stopping};
+pub use budget::{DEFAULT_FUEL, DEFAULT_MAX_OUTPUT_BYTES};
 use failure::dead_letter;
 pub use failure::RenderFailure;
 use plan::{expression_source, BodyPlan, Node, Planner};
@@ -51,6 +55,12 @@ pub struct TemplateTransform {
     index: Option<String>,
     /// The source of each expression, by position, for run-time error messages.
     expr_sources: Vec<String>,
+    /// Instructions each template or expression may run for one record.
+    fuel: u64,
+    /// Bytes one record's templates may render.
+    max_output_bytes: u64,
+    /// When the run was first seen asked to stop.
+    stopping: Stopping,
 }
 
 /// A minijinja value as JSON, faithfully: numbers stay numbers, maps keep their order.
@@ -81,6 +91,7 @@ impl TemplateTransform {
     /// the field's pointer (`/document/name`) with the line in the message.
     pub fn build(config: &TemplateConfig) -> Result<Self, Vec<FieldError>> {
         let mut env = environment();
+        env.set_fuel(Some(config.fuel));
         let mut errors = Vec::new();
         let mut expr_sources: Vec<(String, String)> = Vec::new();
 
@@ -213,6 +224,9 @@ impl TemplateTransform {
                 id,
                 index,
                 expr_sources: expr_sources.into_iter().map(|(_, source)| source).collect(),
+                fuel: config.fuel,
+                max_output_bytes: config.max_output_bytes.0,
+                stopping: Stopping::default(),
             })
         } else {
             Err(errors)
@@ -263,8 +277,22 @@ impl TemplateTransform {
 
     /// Renders every record of the batch; records that fail go to the dead-letter file
     /// and are counted as failed. A delete (live mode) gets only its `id` and `index`.
+    /// Once the run has been asked to stop for a while (see `budget`), the records
+    /// left are skipped as `interrupted`.
     pub fn apply(&self, mut batch: Batch, ctx: &StageContext) -> Batch {
-        batch.retain_mut(|record| match self.render(record, ctx) {
+        batch.retain_mut(|record| {
+            if self.stopping.past_grace(ctx) {
+                ctx.counters.add_skipped(budget::INTERRUPTED, 1);
+                return false;
+            }
+            self.apply_one(record, ctx)
+        });
+        batch
+    }
+
+    /// Renders one record in place; `false` when it failed (counted, dead-lettered).
+    fn apply_one(&self, record: &mut Record, ctx: &StageContext) -> bool {
+        match self.render(record, ctx) {
             Ok(document) => {
                 record.document = Some(document);
                 true
@@ -274,8 +302,17 @@ impl TemplateTransform {
                 dead_letter(record, ctx, failure);
                 false
             }
-        });
-        batch
+        }
+    }
+
+    /// The failure of `pointer`'s template or expression (`source`) on one record:
+    /// running out of fuel is said in the budget's own words.
+    fn failure(&self, pointer: &str, error: &minijinja::Error, source: &str, id: Option<&str>) -> RenderFailure {
+        if is_out_of_fuel(error) {
+            RenderFailure::message(pointer, &out_of_fuel(self.fuel), id)
+        } else {
+            RenderFailure::in_source(pointer, error, source, id)
+        }
     }
 
     /// Renders one record's document.
@@ -283,13 +320,14 @@ impl TemplateTransform {
         let env = self.compiled.borrow_owner();
         let exprs = self.compiled.borrow_dependent();
         let context = record_context(record, &ctx.pipeline, Some(&ctx.run_timestamp));
+        let output = Output::new(self.max_output_bytes);
 
         let render_text = |name: &str, id: Option<&str>| -> Result<String, RenderFailure> {
             let template = env
                 .get_template(name)
                 .map_err(|error| RenderFailure::new(name, &error, id))?;
-            let rendered = template.render(&context);
-            rendered.map_err(|error| RenderFailure::in_source(name, &error, template.source(), id))
+            let rendered = output.render(&template, &context);
+            rendered.map_err(|error| self.failure(name, &error, template.source(), id))
         };
 
         let id = match &self.id {
@@ -326,8 +364,12 @@ impl TemplateTransform {
             BodyPlan::Whole { expr, pointer } => {
                 let value = exprs[*expr]
                     .eval(&context)
-                    .map_err(|e| RenderFailure::in_source(pointer, &e, &self.expr_sources[*expr], Some(&id)))?;
-                match to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(&id)))? {
+                    .map_err(|e| self.failure(pointer, &e, &self.expr_sources[*expr], Some(&id)))?;
+                let value = to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(&id)))?;
+                output
+                    .charge(&value)
+                    .map_err(|e| RenderFailure::new(pointer, &e, Some(&id)))?;
+                match value {
                     Json::Object(map) => map,
                     other => {
                         return Err(RenderFailure::message(
@@ -344,7 +386,7 @@ impl TemplateTransform {
             BodyPlan::Fields(fields) => {
                 let mut map = Map::with_capacity(fields.len());
                 for (name, node) in fields {
-                    map.insert(name.clone(), self.render_node(node, &context, &id)?);
+                    map.insert(name.clone(), self.render_node(node, &context, &id, &output)?);
                 }
                 map
             }
@@ -352,35 +394,39 @@ impl TemplateTransform {
         Ok(Document { id, index, body })
     }
 
-    fn render_node(&self, node: &Node, context: &Value, id: &str) -> Result<Json, RenderFailure> {
+    fn render_node(&self, node: &Node, context: &Value, id: &str, output: &Output) -> Result<Json, RenderFailure> {
         match node {
             Node::Template(name) => {
                 let env = self.compiled.borrow_owner();
                 let template = env
                     .get_template(name)
                     .map_err(|e| RenderFailure::new(name, &e, Some(id)))?;
-                template
-                    .render(context)
+                output
+                    .render(&template, context)
                     .map(Json::String)
-                    .map_err(|e| RenderFailure::in_source(name, &e, template.source(), Some(id)))
+                    .map_err(|e| self.failure(name, &e, template.source(), Some(id)))
             }
             Node::Expr { expr, pointer } => {
                 let value = self.compiled.borrow_dependent()[*expr]
                     .eval(context)
-                    .map_err(|e| RenderFailure::in_source(pointer, &e, &self.expr_sources[*expr], Some(id)))?;
-                to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(id)))
+                    .map_err(|e| self.failure(pointer, &e, &self.expr_sources[*expr], Some(id)))?;
+                let value = to_json(&value).map_err(|e| RenderFailure::new(pointer, &e, Some(id)))?;
+                output
+                    .charge(&value)
+                    .map_err(|e| RenderFailure::new(pointer, &e, Some(id)))?;
+                Ok(value)
             }
             Node::Constant(value) => Ok(value.clone()),
             Node::Map(fields) => {
                 let mut map = Map::with_capacity(fields.len());
                 for (name, node) in fields {
-                    map.insert(name.clone(), self.render_node(node, context, id)?);
+                    map.insert(name.clone(), self.render_node(node, context, id, output)?);
                 }
                 Ok(Json::Object(map))
             }
             Node::List(items) => items
                 .iter()
-                .map(|node| self.render_node(node, context, id))
+                .map(|node| self.render_node(node, context, id, output))
                 .collect::<Result<_, _>>()
                 .map(Json::Array),
         }

@@ -155,7 +155,8 @@ impl ChangeSource {
         let mut batch = Vec::new();
         for part in inspected.split(PART_BYTES) {
             let mut pages = read_part(connection.clone(), self.settings.clone(), part);
-            while let Some((page, _permit)) = pages.try_next().await? {
+            while let Some((mut page, _permit)) = pages.try_next().await? {
+                super::super::unreadable::report(ctx, db, std::mem::take(&mut page.unreadable))?;
                 for (reason, n) in page.skips.reasons() {
                     // Gone keys become deletes below, not skips.
                     let n = if reason == "vanished" || reason == "unsupported_type" {

@@ -5,9 +5,11 @@
 //! and the source that reads changed keys.
 //!
 //! Files: `notify` (the flags), `subscribe` (one node's subscription), `watch`
-//! (restarts and flushes), `changes` (the follow phase's source).
+//! (restarts and flushes), `flags` (notifications turned off while following),
+//! `changes` (the follow phase's source).
 
 pub mod changes;
+pub mod flags;
 pub mod notify;
 pub mod subscribe;
 pub mod watch;
@@ -163,7 +165,18 @@ impl Follower {
                 state.clone(),
                 stop.clone(),
             )));
+            if self.live.check_notifications {
+                tasks.push(tokio::spawn(flags::watch(
+                    connector.clone(),
+                    self.live.configure_server,
+                    state.clone(),
+                    stop.clone(),
+                )));
+            }
             waiting.push(subscribed);
+        }
+        if !self.live.check_notifications {
+            self.notes.push(flags::unwatched_note(self.live.reconcile_every.0));
         }
         for subscribed in waiting {
             let outcome = subscribed
