@@ -8,7 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod document;
-pub mod executor;
 pub mod json_out;
 pub mod live;
 pub mod pipeline;

@@ -4,10 +4,10 @@
 //! (0 success, 1 errors found, 2 usage error).
 
 pub mod alias;
-pub mod follow;
 pub mod generate;
 pub mod progress;
 pub mod run;
+mod run_live;
 pub mod serve;
 mod summary_json;
 pub mod validate;

@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::executor::{LiveCounters, Progress};
+use crate::pipeline::executor::{LiveCounters, Progress};
 
 /// How often a progress bar is refreshed.
 const BAR_TICK: Duration = Duration::from_millis(200);

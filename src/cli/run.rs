@@ -20,7 +20,7 @@ use super::progress::{terminal_bars, BarAwareStderr, BarProgress, LogProgress};
 use super::summary_json::SummaryJson;
 use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
-use crate::executor::{self, NoProgress, PipelineSummary, Progress, Status};
+use crate::pipeline::executor::{self, NoProgress, PipelineSummary, Progress, Status};
 use crate::redact::{self, Redacting};
 use crate::shutdown::{self, Signal};
 use crate::stages::RunOptions;
@@ -128,14 +128,14 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         full: args.full,
     };
     if args.follow {
-        let outcome = runtime.block_on(super::follow::follow_all(
+        let outcome = runtime.block_on(super::run_live::follow_all(
             loaded,
             options,
             progress,
             summary_file.clone(),
         ));
         runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-        return super::follow::report(outcome, args.summary_json.as_deref(), writes_documents_to_stdout);
+        return super::run_live::report(outcome, args.summary_json.as_deref(), writes_documents_to_stdout);
     }
     let outcome = runtime.block_on(async {
         let outcome = run_all(loaded, options, usize::from(args.parallel), progress, summary_file).await;

@@ -13,8 +13,8 @@ use tracing_subscriber::EnvFilter;
 use super::{LogFormat, ServeArgs, WatchKind};
 use crate::config;
 use crate::redact::{self, Redacting};
+use crate::serve::file_watch::WatchMode;
 use crate::serve::supervisor::Drained;
-use crate::serve::watch::WatchMode;
 use crate::serve::{self, Options};
 
 /// Runs `serve` and returns the process's exit code.

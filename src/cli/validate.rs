@@ -28,7 +28,7 @@ pub fn execute(args: &ValidateArgs) -> ExitCode {
     let (loaded, diagnostics) = config::load_all(&files);
     // Warnings go to standard error in both formats and change no exit code.
     for pipeline in &loaded {
-        for warning in config::warnings::pipeline_warnings(&pipeline.pipeline) {
+        for warning in crate::pipeline::warnings::pipeline_warnings(&pipeline.pipeline) {
             eprintln!(
                 "{}: warning: {} (at {})",
                 pipeline.path.display(),

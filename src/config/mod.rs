@@ -3,21 +3,17 @@
 //! globs and regexes). Every problem is a [`Diagnostic`] located by file, line,
 //! column and JSON pointer, and all problems of a file are reported together.
 
-pub mod cross_file;
 pub mod failing_field;
 pub mod fingerprint;
-pub mod glob;
 pub mod interpolate;
-pub mod load;
 pub mod locate;
-pub mod mappings;
 pub mod model;
+pub mod schedule;
 pub mod schema;
 mod schema_sync;
 pub mod secrets;
 pub mod suggest;
 pub mod units;
-pub mod warnings;
 pub mod yaml;
 
 use std::fmt;
@@ -25,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::pipeline::{cross_file, load};
 use model::Pipeline;
 
 /// One problem in a pipeline file.

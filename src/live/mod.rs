@@ -19,7 +19,6 @@
 
 pub mod observer;
 mod rebuild;
-pub mod state;
 pub mod summary;
 
 use std::sync::atomic::Ordering;
@@ -29,11 +28,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::model::{Pipeline, SinkConfig, SourceConfig};
-use crate::executor::{self, LiveCounters, PipelineSummary, Progress};
-use crate::stages::source::redis::live::Follower;
+use crate::pipeline::executor::{self, LiveCounters, PipelineSummary, Progress};
+use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
+use crate::stages::source::redis::change_source::Follower;
 use crate::stages::{RunOptions, Source};
 pub use observer::{Observer, Unobserved};
-use state::{LiveState, Reason};
 pub use summary::LiveSummary;
 
 /// How often the progress line is written.

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use super::state::{LiveState, Reason};
-use crate::executor::{LiveCounters, PipelineSummary, Progress};
+use crate::pipeline::executor::{LiveCounters, PipelineSummary, Progress};
+use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
 
 /// Told what a live run does, as it does it. Every method defaults to nothing.
 pub trait Observer: Send + Sync {

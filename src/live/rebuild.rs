@@ -49,12 +49,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::observer::{Observer, Tee};
-use super::state::{LiveState, Reason};
 use super::{wait_or_stop, LiveSummary, PhaseProgress};
 use crate::config::model::Pipeline;
-use crate::executor::{self, PipelineSummary, Progress};
+use crate::pipeline::executor::{self, PipelineSummary, Progress};
 use crate::stages::sink::elasticsearch::alias::{Case, Plan};
-use crate::stages::source::redis::live::Follower;
+use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
+use crate::stages::source::redis::change_source::Follower;
 use crate::stages::{RunOptions, Sink, Source};
 
 /// What the live loop's syncs need to follow changes while one builds.

@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::executor::PipelineSummary;
+use crate::pipeline::executor::PipelineSummary;
 
 /// The summary of a live run.
 #[derive(Debug, Clone, Serialize)]

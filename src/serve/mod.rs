@@ -1,19 +1,18 @@
 //! `serve`: one long-running process for a set of pipeline files. Each pipeline
 //! runs on its schedule, or once at start ([`runner`]), or, when it is live, is
-//! followed for as long as it is in the set ([`follow`]); the set is reloaded when a
-//! file changes ([`watch`]) or on SIGHUP, validated whole first, and applied by name
+//! followed for as long as it is in the set ([`live_task`]); the set is reloaded when a
+//! file changes ([`file_watch`]) or on SIGHUP, validated whole first, and applied by name
 //! and content ([`supervisor`]); [`http`] exposes metrics, health and status; SIGTERM
 //! stops scheduling and drains ([`supervisor::Supervisor::shutdown`]).
 
-pub mod follow;
+pub mod file_watch;
 pub mod http;
-pub mod live;
+pub mod live_task;
+pub mod live_view;
 pub mod metrics;
 pub mod runner;
-pub mod schedule;
 pub mod state;
 pub mod supervisor;
-pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, LoadedPipeline};
 use crate::shutdown::{Signal, Signals};
 use crate::stages::RunOptions;
+use file_watch::{WatchMode, Watcher};
 use runner::LOG_TARGET;
 use state::{rfc3339, unix_seconds, Shared};
 use supervisor::{Changes, Drained, Supervisor};
-use watch::{WatchMode, Watcher};
 
 /// Quiet time after a file change before the reload: a `git checkout` or a
 /// ConfigMap update is many events within a few milliseconds.

@@ -1,7 +1,7 @@
 //! One pipeline under `serve`: a task that waits for its next time (schedule,
 //! start, or a trigger), runs the pipeline through the executor, and records the
 //! run (state, metrics, one log line at start and one at end); a live pipeline's
-//! task follows it instead ([`super::follow`]). Runs of one pipeline
+//! task follows it instead ([`super::live_task`]). Runs of one pipeline
 //! never overlap: the task runs one at a time, and a time that passes while a run is
 //! still going is skipped and counted. A new configuration (a changed file) is taken
 //! between runs; `stop` ends the task between runs too, so a run in progress always
@@ -14,11 +14,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::follow::{is_live, FollowEnd};
-use super::schedule::Schedule;
+use super::live_task::{is_live, FollowEnd};
 use super::state::{unix_seconds, Running, Shared, Trigger};
+use crate::config::schedule::Schedule;
 use crate::config::LoadedPipeline;
-use crate::executor::{self, LiveCounters, PipelineSummary, Progress};
+use crate::pipeline::executor::{self, LiveCounters, PipelineSummary, Progress};
 use crate::stages::RunOptions;
 
 /// Target of the log lines of runs and reloads.

@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use tokio::sync::Notify;
 
-use super::live::LiveView;
+use super::live_view::LiveView;
 use super::metrics::Metrics;
-use crate::executor::{LiveCounters, PipelineSummary, Status};
+use crate::pipeline::executor::{LiveCounters, PipelineSummary, Status};
 
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -192,11 +192,11 @@ impl Supervisor {
 
 /// The schedule as `/status` shows it.
 fn describe(loaded: &LoadedPipeline) -> String {
-    if super::follow::is_live(loaded) {
+    if super::live_task::is_live(loaded) {
         return "live".to_owned();
     }
     match &loaded.pipeline.schedule {
-        Some(config) => match super::schedule::Schedule::build(config) {
+        Some(config) => match crate::config::schedule::Schedule::build(config) {
             Ok(schedule) if config.at_start => schedule.describe(),
             Ok(schedule) => format!("{} (not at start)", schedule.describe()),
             Err(_) => "invalid".to_owned(),

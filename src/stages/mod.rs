@@ -88,7 +88,7 @@ pub enum Source {
     Redis(source::redis::RedisSource),
     /// Live mode's follow phase: changed keys, read as they are now (built by the live
     /// runner, not from a pipeline file).
-    Changes(source::redis::live::ChangeSource),
+    Changes(source::redis::change_source::ChangeSource),
 }
 
 impl Source {

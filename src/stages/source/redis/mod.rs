@@ -3,29 +3,17 @@
 //! sends one batch per page (or per part of a page of big values, bounded in bytes).
 //! Binary-safe; survives dropped connections.
 //!
-//! Files: `check` (config checks, pure), `connect` (client and errors), `reconnect`
-//! (a connection that survives drops), `databases` (`"*"` and lists), `scan` (SCAN
-//! walks), `reader` (one database's read loop), `inspect` (one page's types, TTLs
-//! and sizes, and how each value will be read), `read` (one page's values), `errors`
-//! (what Redis's error replies mean), `chunked` (large collections), `value` (replies to typed values), `packed` and
-//! `resp` (the lean connection that reads pages' pipelines on plain TCP), `cluster`
-//! (a cluster's masters, each read as a server of its own).
+//! Folders: `connection/` (client settings, TLS, reconnects, cluster, the lean RESP
+//! connection, error replies), `read/` (databases, SCAN walks, a page's inspection
+//! and values, chunked collections, typed values), `change_source/` (live mode:
+//! keyspace subscriptions, the pending set, the follow phase's source). Files:
+//! `check` (config checks, pure) and `glob` (the Redis glob syntax check it uses).
 
+pub mod change_source;
 mod check;
-mod chunked;
-mod cluster;
-mod connect;
-mod databases;
-mod errors;
-mod inspect;
-pub mod live;
-mod packed;
+mod connection;
+mod glob;
 mod read;
-mod reader;
-mod reconnect;
-mod resp;
-mod scan;
-mod value;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -38,12 +26,14 @@ use crate::config::model::{DatabaseSelection, RedisSourceConfig};
 use crate::record::Batch;
 use crate::stages::{FieldError, SourceReport, StageContext};
 
-pub use connect::read_password_file;
-use connect::Connector;
-use read::FetchSettings;
-use reader::{read_database, ReadSettings};
-use reconnect::{DbConnection, RestartCounts};
-use scan::ScanSpec;
+pub use connection::connect::read_password_file;
+use connection::connect::{self, Connector};
+use connection::reconnect::{DbConnection, RestartCounts};
+use connection::{cluster, reconnect};
+use read::databases;
+use read::page::FetchSettings;
+use read::reader::{read_database, ReadSettings};
+use read::scan::ScanSpec;
 
 /// Databases read at the same time, each on its own connection.
 pub const DATABASES_AT_ONCE: usize = 8;

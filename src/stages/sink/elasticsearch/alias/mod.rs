@@ -27,8 +27,8 @@ use elasticsearch::http::Method;
 use serde_json::{json, Value};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::client::EsClient;
-use super::index::{self, encode, IndexState, META_KEY};
+use super::http::client::EsClient;
+use super::setup::index::{self, encode, IndexState, META_KEY};
 
 mod generations;
 pub use generations::{finish_build, generations, prune, rollback, swap, Ending, Generation};
@@ -372,7 +372,7 @@ pub fn mapping_changes(held: &Value, wanted: &Value) -> Vec<String> {
         }
     }
     for name in held_fields.keys() {
-        if !wanted_fields.contains_key(name) && name != super::changes::CONTENT_HASH_FIELD {
+        if !wanted_fields.contains_key(name) && name != super::reconcile::content_hash::CONTENT_HASH_FIELD {
             changes.push(format!("-{name}"));
         }
     }

@@ -1,0 +1,94 @@
+//! `redis-connector run --follow`: every pipeline given follows Redis at once (live
+//! mode, see [`crate::live`]) until Ctrl-C or SIGTERM, which drains what is pending
+//! and exits 0; a pipeline that cannot start, or stops on a fatal error, exits 1.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LoadedPipeline;
+use crate::live::{self, LiveSummary};
+use crate::pipeline::executor::Progress;
+use crate::redact::{self, Redacting};
+use crate::stages::RunOptions;
+
+/// What following every pipeline gave: a summary each, or why it could not start.
+pub struct FollowOutcome {
+    results: Vec<(String, Result<LiveSummary, String>)>,
+}
+
+/// Follows every pipeline until a signal; returns when all have stopped.
+pub async fn follow_all(
+    pipelines: Vec<LoadedPipeline>,
+    options: RunOptions,
+    progress: Arc<dyn Progress>,
+    summary_file: Option<std::path::PathBuf>,
+) -> FollowOutcome {
+    let shutdown = CancellationToken::new();
+    // (The first signal drains what is pending, at most `live.drain_timeout`.)
+    let signals = crate::shutdown::cancel_on_stop_signal(shutdown.clone(), move |second| {
+        super::run::mark_aborted(second, summary_file)
+    });
+    let runs = pipelines.into_iter().map(|loaded| {
+        let (options, shutdown, progress) = (options.clone(), shutdown.clone(), progress.clone());
+        async move {
+            let name = loaded.pipeline.name.clone();
+            tracing::info!(pipeline = %name, file = %loaded.path.display(), "following");
+            let result = live::follow(&loaded.pipeline, options, shutdown, progress.as_ref()).await;
+            (name, result.map_err(|error| format!("{error:#}")))
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    signals.abort();
+    FollowOutcome { results }
+}
+
+/// Prints every summary (and writes `--summary-json`), and picks the exit code.
+pub fn report(outcome: FollowOutcome, summary_json: Option<&Path>, to_stderr: bool) -> ExitCode {
+    let mut out: Box<dyn Write> = if to_stderr {
+        Box::new(Redacting::new(std::io::stderr().lock()))
+    } else {
+        Box::new(Redacting::new(std::io::stdout().lock()))
+    };
+    let mut failed = false;
+    let mut summaries = Vec::new();
+    let mut errors = Vec::new();
+    for (name, result) in outcome.results {
+        match result {
+            Ok(summary) => {
+                let _ = writeln!(out, "{summary}");
+                failed |= summary.is_failure();
+                summaries.push(summary);
+            }
+            Err(message) => {
+                eprintln!("error: pipeline {name}: {}", redact::text(&message));
+                errors.push(serde_json::json!({"pipeline": name, "error": message}));
+                failed = true;
+            }
+        }
+    }
+    let _ = out.flush();
+    drop(out);
+    if let Some(path) = summary_json {
+        let document = serde_json::json!({
+            "status": if failed { "failed" } else { "ok" },
+            "pipelines": summaries,
+            "errors": errors,
+        });
+        let written = serde_json::to_string_pretty(&document)
+            .map_err(std::io::Error::other)
+            .and_then(|text| std::fs::write(path, redact::text(&text).into_owned() + "\n"));
+        if let Err(error) = written {
+            eprintln!("error: cannot write the summary to {}: {error}", path.display());
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
