@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::AliasArgs;
 use super::AliasCommand;
-use crate::config::{self, model::SinkConfig};
+use crate::config::model::SinkConfig;
 use crate::stages::sink::elasticsearch::{alias, ElasticsearchSink};
 
 /// Runs the `alias` command and returns the process's exit code.
@@ -31,7 +31,7 @@ pub fn execute(args: &AliasArgs) -> ExitCode {
 }
 
 fn rollback(path: &std::path::Path) -> anyhow::Result<String> {
-    let loaded = config::load_pipeline(path).map_err(|diagnostics| {
+    let loaded = crate::pipeline::load_pipeline(path).map_err(|diagnostics| {
         let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("the pipeline file is invalid:\n{}", lines.join("\n"))
     })?;

@@ -30,7 +30,7 @@ pub async fn follow_all(
     let shutdown = CancellationToken::new();
     // (The first signal drains what is pending, at most `live.drain_timeout`.)
     let signals = crate::shutdown::cancel_on_stop_signal(shutdown.clone(), move |second| {
-        super::run::mark_aborted(second, summary_file)
+        super::summary_json::mark_aborted(second, summary_file)
     });
     let runs = pipelines.into_iter().map(|loaded| {
         let (options, shutdown, progress) = (options.clone(), shutdown.clone(), progress.clone());

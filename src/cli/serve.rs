@@ -27,7 +27,7 @@ pub fn execute(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (loaded, diagnostics) = config::load_all(&files);
+    let (loaded, diagnostics) = crate::pipeline::load_all(&files);
     if !diagnostics.is_empty() {
         let mut err = std::io::stderr().lock();
         let _ = super::validate::write_text(&mut err, &diagnostics, std::io::stderr().is_terminal());

@@ -25,7 +25,7 @@ pub fn execute(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (loaded, diagnostics) = config::load_all(&files);
+    let (loaded, diagnostics) = crate::pipeline::load_all(&files);
     // Warnings go to standard error in both formats and change no exit code.
     for pipeline in &loaded {
         for warning in crate::pipeline::warnings::pipeline_warnings(&pipeline.pipeline) {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::config::model::ScheduleConfig;
-use crate::stages::FieldError;
+use crate::config::FieldError;
 
 /// When a pipeline runs under `serve`.
 #[derive(Debug, Clone)]

@@ -18,9 +18,9 @@ use crate::config::schema::{self, is_secret_field};
 use crate::config::secrets;
 use crate::config::yaml::{self, Node, NodeKind, Position};
 use crate::config::Diagnostic;
+use crate::config::FieldError;
 use crate::pipeline::{self, Parts};
 use crate::stages::sink::elasticsearch::mappings;
-use crate::stages::FieldError;
 
 /// Everything learnt about one file: its tree (for locating later, cross-file
 /// problems), its pipeline when it is valid, and its problems.

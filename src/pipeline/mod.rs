@@ -7,7 +7,9 @@ pub mod build;
 pub mod cross_file;
 pub mod executor;
 pub mod fields;
+mod files;
 pub mod load;
 pub mod warnings;
 
 pub use build::{build, check, Parts, Requirements, Stages};
+pub use files::{load_all, load_pipeline};

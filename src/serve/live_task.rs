@@ -17,9 +17,11 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::live_view::{LiveView, ServeObserver};
-use super::runner::{PipelineTask, StateProgress, LOG_TARGET};
+use super::live_view::LiveView;
+use super::observer::ServeObserver;
 use super::state::{Running, Trigger};
+use super::task::{PipelineTask, StateProgress};
+use super::LOG_TARGET;
 use crate::config::LoadedPipeline;
 use crate::live::{self, LiveSummary};
 

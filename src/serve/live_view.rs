@@ -12,11 +12,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value as Json};
 
 use super::metrics::LiveSample;
-use super::runner::LOG_TARGET;
-use super::state::{rfc3339, unix_seconds, Shared};
-use crate::live::Observer;
-use crate::pipeline::executor::{LiveCounters, PipelineSummary};
-use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
+use super::time::rfc3339;
+use crate::pipeline::executor::LiveCounters;
+use crate::stages::source::redis::change_source::pending::LiveState;
 
 /// What a live pipeline is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +59,12 @@ pub struct LiveView {
     /// When following started after the first sync of the current attempt.
     pub following_since: Option<DateTime<Utc>>,
     /// The current attempt's shared state, once subscribed.
-    state: Option<Arc<LiveState>>,
+    pub(super) state: Option<Arc<LiveState>>,
     /// The counters of the follow phase running now.
-    phase_counters: Option<LiveCounters>,
+    pub(super) phase_counters: Option<LiveCounters>,
     /// Upserts and deletes of the follow phases that ended.
-    upserts: u64,
-    deletes: u64,
+    pub(super) upserts: u64,
+    pub(super) deletes: u64,
     /// Events and dropped keys of the attempts that ended.
     events_before: u64,
     dropped_before: u64,
@@ -102,7 +100,7 @@ impl LiveView {
         }
     }
 
-    fn set_phase(&mut self, phase: Phase) {
+    pub(super) fn set_phase(&mut self, phase: Phase) {
         if self.phase != phase {
             self.phase = phase;
             self.since = Utc::now();
@@ -201,121 +199,6 @@ impl LiveView {
 impl Default for LiveView {
     fn default() -> Self {
         LiveView::new()
-    }
-}
-
-/// Keeps a live pipeline's view, metrics and log lines current while it follows.
-pub struct ServeObserver {
-    pub shared: Arc<Shared>,
-    pub name: String,
-    pub generation: u64,
-}
-
-impl ServeObserver {
-    fn view(&self, change: impl FnOnce(&mut LiveView)) {
-        self.shared.update(&self.name, self.generation, |state| {
-            if let Some(live) = &mut state.live {
-                change(live);
-            }
-        });
-    }
-}
-
-impl Observer for ServeObserver {
-    fn subscribed(&self, state: Arc<LiveState>) {
-        self.view(|live| live.state = Some(state));
-    }
-
-    fn synced(&self, first: bool, summary: &PipelineSummary) {
-        let ended = Utc::now();
-        let ok = summary.error.is_none() && summary.counts_add_up;
-        self.shared
-            .metrics
-            .sync_ended(&self.name, Some(summary), summary.seconds, unix_seconds(ended));
-        self.shared.update(&self.name, self.generation, |state| {
-            state.runs += 1;
-            state.last_ended = Some(ended);
-            state.last_summary = Some(summary.clone());
-            // The sync's counters, shown while it ran, are in its summary now.
-            if let Some(running) = &mut state.running {
-                running.live = None;
-            }
-            if first && ok {
-                state.succeeded = true;
-            }
-            if let Some(live) = &mut state.live {
-                live.syncs += 1;
-                if ok {
-                    live.set_phase(Phase::Following);
-                    if first {
-                        live.following_since = Some(ended);
-                    }
-                }
-            }
-        });
-        if first && ok {
-            tracing::info!(
-                target: LOG_TARGET,
-                event = "following",
-                pipeline = %self.name,
-                read = summary.read,
-                written = summary.written,
-                unchanged = summary.unchanged,
-                filtered = summary.filtered,
-                skipped = summary.skipped,
-                failed = summary.failed,
-                deleted_stale = summary.deleted_stale,
-                seconds = summary.seconds,
-                "following changes after the first sync: {} read, {} written, {} unchanged, {} deleted as stale, {:.2}s",
-                summary.read,
-                summary.written,
-                summary.unchanged,
-                summary.deleted_stale,
-                summary.seconds
-            );
-        } else if !ok {
-            let error = summary.error.as_deref().unwrap_or("its counts do not add up");
-            tracing::warn!(
-                target: LOG_TARGET,
-                event = if first { "first_sync_failed" } else { "resync_failed" },
-                pipeline = %self.name,
-                error,
-                "{} failed: {error}",
-                if first { "the first sync" } else { "a resync" }
-            );
-        }
-    }
-
-    fn resync(&self, reason: Reason) {
-        self.shared.metrics.live_resync(&self.name, reason);
-        self.view(|live| {
-            live.set_phase(Phase::Resyncing);
-            *live.resyncs.entry(reason.name()).or_default() += 1;
-        });
-        tracing::info!(
-            target: LOG_TARGET,
-            event = "resync",
-            pipeline = %self.name,
-            reason = reason.name(),
-            "resync started ({})",
-            reason.name()
-        );
-    }
-
-    fn following(&self, counters: LiveCounters) {
-        self.view(|live| {
-            live.set_phase(Phase::Following);
-            live.phase_counters = Some(counters);
-        });
-    }
-
-    fn applied(&self, summary: &PipelineSummary) {
-        self.shared.metrics.live_phase_ended(&self.name, summary);
-        self.view(|live| {
-            live.phase_counters = None;
-            live.upserts += summary.written;
-            live.deletes += summary.deleted;
-        });
     }
 }
 

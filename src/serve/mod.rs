@@ -10,9 +10,12 @@ pub mod http;
 pub mod live_task;
 pub mod live_view;
 pub mod metrics;
+mod observer;
 pub mod runner;
 pub mod state;
 pub mod supervisor;
+mod task;
+mod time;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,9 +28,12 @@ use crate::config::{self, LoadedPipeline};
 use crate::shutdown::{Signal, Signals};
 use crate::stages::RunOptions;
 use file_watch::{WatchMode, Watcher};
-use runner::LOG_TARGET;
-use state::{rfc3339, unix_seconds, Shared};
+use state::Shared;
 use supervisor::{Changes, Drained, Supervisor};
+use time::{rfc3339, unix_seconds};
+
+/// Target of the log lines of runs and reloads.
+pub const LOG_TARGET: &str = "redis_connector::serve";
 
 /// Quiet time after a file change before the reload: a `git checkout` or a
 /// ConfigMap update is many events within a few milliseconds.
@@ -167,7 +173,7 @@ fn reload(supervisor: &mut Supervisor, shared: &Shared, paths: &[PathBuf], cause
     let now = Utc::now();
     let loaded = config::discover(paths)
         .map_err(|error| vec![error.to_string()])
-        .and_then(|files| match config::load_all(&files) {
+        .and_then(|files| match crate::pipeline::load_all(&files) {
             (loaded, diagnostics) if diagnostics.is_empty() => Ok(loaded),
             (_, diagnostics) => Err(diagnostics.iter().map(ToString::to_string).collect()),
         });

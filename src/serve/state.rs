@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 use tokio::sync::Notify;
 
 use super::live_view::LiveView;
 use super::metrics::Metrics;
+use super::time::rfc3339;
 use crate::pipeline::executor::{LiveCounters, PipelineSummary, Status};
 
 /// Why a run started.
@@ -239,16 +240,6 @@ impl Shared {
             "reload": *self.reload(),
         })
     }
-}
-
-/// A time as RFC 3339 in UTC, to the millisecond.
-pub fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Seconds since the Unix epoch, for metrics.
-pub fn unix_seconds(time: DateTime<Utc>) -> f64 {
-    time.timestamp_millis() as f64 / 1000.0
 }
 
 fn status_word(status: Status) -> &'static str {

@@ -15,8 +15,8 @@ use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::runner::PipelineTask;
 use super::state::{PipelineState, Shared};
+use super::task::PipelineTask;
 use crate::config::LoadedPipeline;
 use crate::stages::RunOptions;
 
@@ -178,7 +178,7 @@ impl Supervisor {
             .map(|(name, _)| name.clone())
             .collect();
         tracing::warn!(
-            target: super::runner::LOG_TARGET,
+            target: super::LOG_TARGET,
             event = "interrupting",
             interrupted = %interrupted.join(","),
             "shutdown timeout passed: interrupting {} (they stop reading and drain what is in flight; no stale deletion)",

@@ -38,12 +38,11 @@ pub use progress::{LiveCounters, NoProgress, Progress};
 pub use summary::{PipelineSummary, StageSummary, Status};
 
 use crate::config::model::Pipeline;
+use crate::config::FieldError;
 use crate::dead_letter::DeadLetter;
 use crate::pipeline::Stages;
 use crate::record::Batch;
-use crate::stages::{
-    FieldError, RunOptions, Sink, SinkReport, Source, SourceReport, StageContext, Transform, UpstreamOutcome,
-};
+use crate::stages::{RunOptions, Sink, SinkReport, Source, SourceReport, StageContext, Transform, UpstreamOutcome};
 
 /// Batches each channel between two stages holds before the sender waits.
 pub const CHANNEL_CAPACITY: usize = 4;

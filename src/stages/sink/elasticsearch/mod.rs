@@ -51,8 +51,9 @@ use elasticsearch::http::Url;
 use tokio::sync::mpsc;
 
 use crate::config::model::ElasticsearchSinkConfig;
+use crate::config::FieldError;
 use crate::record::Batch;
-use crate::stages::{FieldError, SinkReport, StageContext, Upstream, UpstreamOutcome};
+use crate::stages::{SinkReport, StageContext, Upstream, UpstreamOutcome};
 
 use http::client::{self, EsClient};
 use http::retry::RetryCounters;

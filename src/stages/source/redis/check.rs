@@ -2,8 +2,8 @@
 //! rules, globs, TLS files, credentials and tuning values, every problem at once.
 
 use crate::config::model::RedisSourceConfig;
+use crate::config::FieldError;
 use crate::stages::source::redis::glob::check_redis_glob;
-use crate::stages::FieldError;
 
 use super::read::scan::ScanSpec;
 

@@ -23,8 +23,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::model::{DatabaseSelection, RedisSourceConfig};
+use crate::config::FieldError;
 use crate::record::Batch;
-use crate::stages::{FieldError, SourceReport, StageContext};
+use crate::stages::{SourceReport, StageContext};
 
 pub use connection::connect::read_password_file;
 use connection::connect::{self, Connector};

@@ -10,7 +10,7 @@ use elasticsearch::http::Url;
 use super::super::http::client::{self, Auth};
 use super::names::Target;
 use crate::config::model::ElasticsearchSinkConfig;
-use crate::stages::FieldError;
+use crate::config::FieldError;
 
 /// The largest request Elasticsearch can take: `http.max_content_length` is an `int`
 /// number of bytes.

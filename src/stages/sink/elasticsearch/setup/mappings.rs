@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::config::model::SinkConfig;
 use crate::config::suggest::did_you_mean;
 use crate::config::yaml::escape_pointer;
-use crate::stages::FieldError;
+use crate::config::FieldError;
 
 /// Field types of Elasticsearch 9 (with those of its official plugins:
 /// `murmur3`, `annotated_text`, `icu_collation_keyword`).

@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 
 use crate::config::model::ElasticsearchSinkConfig;
+use crate::config::FieldError;
 use crate::record::Record;
-use crate::stages::FieldError;
 use crate::templating;
 use crate::templating::checks::check_index_name;
 use crate::templating::index::render_index;
