@@ -9,6 +9,8 @@ pub mod config;
 pub mod dead_letter;
 pub mod document;
 pub mod json_out;
+#[cfg(test)]
+mod layers;
 pub mod live;
 pub mod pipeline;
 pub mod record;
