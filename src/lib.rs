@@ -4,6 +4,7 @@
 //! source stage, zero or more transform stages and one sink stage. The [`executor`]
 //! runs them as tokio tasks joined by bounded channels that carry [`record::Batch`]es.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod dead_letter;

@@ -27,18 +27,18 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::LIVE_RETRY;
 use crate::config::model::{Pipeline, SinkConfig, SourceConfig};
-use crate::pipeline::executor::{self, LiveCounters, PipelineSummary, Progress};
+use crate::pipeline::executor::{self, PipelineSummary, Progress, RunCounters, Status};
 use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
 use crate::stages::source::redis::change_source::Follower;
 use crate::stages::{RunOptions, Source};
 pub use observer::{Observer, Unobserved};
+use rebuild::SyncKind;
 pub use summary::LiveSummary;
 
 /// How often the progress line is written.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// The longest wait between two attempts after a failed phase.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// Why `run --follow` stops when its first sync fails, and what to do.
 const FIRST_SYNC_FAILED: &str = "the first sync failed, so nothing was followed: run --follow stops (exit 1) rather \
@@ -59,10 +59,10 @@ fn sync_pipeline(pipeline: &Pipeline) -> Pipeline {
 
 /// The counters of the follow phase running now, for the progress line.
 #[derive(Default)]
-struct PhaseProgress(Mutex<Option<LiveCounters>>);
+struct PhaseProgress(Mutex<Option<RunCounters>>);
 
 impl Progress for PhaseProgress {
-    fn started(&self, _pipeline: &str, live: LiveCounters) {
+    fn started(&self, _pipeline: &str, live: RunCounters) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
     }
     fn finished(&self, _pipeline: &str) {
@@ -149,22 +149,17 @@ pub async fn follow_with(
     };
 
     // The first sync: the pipeline's own guard against mass deletes applies.
-    let first = rebuild::sync(
-        &following,
-        &follower,
-        options.clone(),
-        &shutdown,
+    let run = rebuild::SyncRun {
+        options: options.clone(),
+        shutdown: &shutdown,
         progress,
-        &mut summary,
-        true,
-        Duration::ZERO,
-    )
-    .await?;
+    };
+    let first = rebuild::sync(&following, &follower, SyncKind::First, run, &mut summary).await?;
     summary.syncs += 1;
     observer.synced(true, &first.summary);
     let first_failed = first.summary.error.is_some() || !first.summary.counts_add_up;
     if first_failed {
-        summary.status = "failed";
+        summary.status = Status::Failed;
         summary.error = first.summary.error.clone();
         if !shutdown.is_cancelled() {
             summary.notes.push(FIRST_SYNC_FAILED.to_owned());
@@ -175,14 +170,14 @@ pub async fn follow_with(
 
     let every = (!live.reconcile_every.0.is_zero()).then_some(live.reconcile_every.0);
     let mut next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
-    let mut retry_wait = Duration::from_secs(1);
+    let mut retry_wait = LIVE_RETRY;
     let resync_options = RunOptions {
         allow_mass_delete: true,
         ..options.clone()
     };
     while !first_failed && !shutdown.is_cancelled() {
         if let Some(fatal) = state.fatal() {
-            summary.status = "failed";
+            summary.status = Status::Failed;
             summary.error = Some(fatal);
             break;
         }
@@ -207,25 +202,23 @@ pub async fn follow_with(
                         tasks = next_tasks;
                     }
                     Err(error) => {
-                        tracing::warn!(pipeline = %pipeline.name, "live: cannot follow the cluster again ({error:#}); trying again in {} s", retry_wait.as_secs());
-                        wait_or_stop(retry_wait, &shutdown).await;
-                        retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
+                        tracing::warn!(pipeline = %pipeline.name, "live: cannot follow the cluster again ({error:#}); trying again in {} s", retry_wait.current().as_secs());
+                        wait_or_stop(retry_wait.current(), &shutdown).await;
+                        retry_wait.double();
                         continue;
                     }
                 }
             }
             tracing::info!(pipeline = %pipeline.name, "live: resync");
-            let resync = rebuild::sync(
-                &following,
-                &follower,
-                resync_options.clone(),
-                &shutdown,
+            let run = rebuild::SyncRun {
+                options: resync_options.clone(),
+                shutdown: &shutdown,
                 progress,
-                &mut summary,
-                false,
-                retry_wait,
-            )
-            .await?;
+            };
+            let kind = SyncKind::Resync {
+                retry_wait: retry_wait.current(),
+            };
+            let resync = rebuild::sync(&following, &follower, kind, run, &mut summary).await?;
             let reason = resync.reasons.first().copied().unwrap_or(Reason::Error);
             *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
             tracing::info!(pipeline = %pipeline.name, reason = reason.name(), "live: resync done");
@@ -239,14 +232,14 @@ pub async fn follow_with(
                 }
                 // (A failed build behind the alias waited already, following meanwhile.)
                 if !resync.waited {
-                    tracing::warn!(pipeline = %pipeline.name, "live: the resync failed ({error}); trying again in {} s", retry_wait.as_secs());
-                    wait_or_stop(retry_wait, &shutdown).await;
+                    tracing::warn!(pipeline = %pipeline.name, "live: the resync failed ({error}); trying again in {} s", retry_wait.current().as_secs());
+                    wait_or_stop(retry_wait.current(), &shutdown).await;
                 }
                 state.mark_dirty(Reason::Error);
-                retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
+                retry_wait.double();
                 continue;
             }
-            retry_wait = Duration::from_secs(1);
+            retry_wait.reset();
             next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
             continue;
         }
@@ -303,16 +296,16 @@ pub async fn follow_with(
                 summary.notes.push(format!("applying the last changes failed: {error}"));
                 break;
             }
-            tracing::warn!(pipeline = %pipeline.name, "live: applying changes failed ({error}); a resync follows in {} s", retry_wait.as_secs());
+            tracing::warn!(pipeline = %pipeline.name, "live: applying changes failed ({error}); a resync follows in {} s", retry_wait.current().as_secs());
             state.mark_dirty(Reason::Error);
-            wait_or_stop(retry_wait, &shutdown).await;
-            retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
+            wait_or_stop(retry_wait.current(), &shutdown).await;
+            retry_wait.double();
         } else if every.is_some() && next_reconcile.is_none() && !state.is_dirty() {
             next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
         }
     }
     if let Some(fatal) = state.fatal() {
-        summary.status = "failed";
+        summary.status = Status::Failed;
         summary.error.get_or_insert(fatal);
     }
 

@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::pipeline::executor::PipelineSummary;
+use crate::pipeline::executor::{PipelineSummary, Status};
 
 /// The summary of a live run.
 #[derive(Debug, Clone, Serialize)]
@@ -14,7 +14,7 @@ pub struct LiveSummary {
     pub pipeline: String,
     /// `ok`, or `failed` (a fatal error: the first sync failed, the server stopped
     /// publishing notifications, ...).
-    pub status: &'static str,
+    pub status: Status,
     pub live: bool,
     pub seconds: f64,
     /// Keyspace notifications received.
@@ -53,7 +53,7 @@ impl LiveSummary {
     pub fn new(pipeline: &str) -> LiveSummary {
         LiveSummary {
             pipeline: pipeline.to_owned(),
-            status: "ok",
+            status: Status::Ok,
             live: true,
             seconds: 0.0,
             events: 0,
@@ -76,7 +76,7 @@ impl LiveSummary {
 
     /// Whether the process should exit non-zero.
     pub fn is_failure(&self) -> bool {
-        self.status != "ok"
+        self.status != Status::Ok
     }
 }
 

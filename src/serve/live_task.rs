@@ -3,7 +3,7 @@
 //!
 //! - An attempt that ends on its own (Redis unreachable at start, the first sync
 //!   failed, a fatal error such as notifications turned off) is started again after
-//!   a wait that doubles from 1 s to [`MAX_RETRY_WAIT`]; `/readyz` names the error
+//!   a wait that doubles from 1 s to 30 s ([`crate::backoff::LIVE_RETRY`]); `/readyz` names the error
 //!   meanwhile.
 //! - A new configuration (a changed file), removal, or shutdown drains the attempt
 //!   (pending changes applied for at most `live.drain_timeout`); a changed pipeline
@@ -12,7 +12,6 @@
 //!   start's first sync).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -22,11 +21,9 @@ use super::observer::ServeObserver;
 use super::state::{Running, Trigger};
 use super::task::{PipelineTask, StateProgress};
 use super::LOG_TARGET;
+use crate::backoff::LIVE_RETRY;
 use crate::config::LoadedPipeline;
 use crate::live::{self, LiveSummary};
-
-/// The longest wait before following again after a failed attempt.
-pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// Why a live pipeline's task stopped following.
 pub enum FollowEnd {
@@ -57,7 +54,7 @@ impl PipelineTask {
             state.live = Some(LiveView::new());
             state.next_run = None;
         });
-        let mut retry_wait = Duration::from_secs(1);
+        let mut retry_wait = LIVE_RETRY;
         loop {
             let since = Utc::now();
             self.shared.update(&self.name, self.generation, |state| {
@@ -120,11 +117,9 @@ impl PipelineTask {
             let failure = self.ended(&attempt, ending.is_some());
             let retry = failure.is_some().then(|| {
                 if first_synced {
-                    retry_wait = Duration::from_secs(1);
+                    retry_wait.reset();
                 }
-                let wait = retry_wait;
-                retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
-                wait
+                retry_wait.advance()
             });
             let retry_at = retry.map(|wait| Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
             // Counted before the view lets the attempt's state go.

@@ -13,7 +13,7 @@ use serde_json::{json, Value as Json};
 
 use super::metrics::LiveSample;
 use super::time::rfc3339;
-use crate::pipeline::executor::LiveCounters;
+use crate::pipeline::executor::RunCounters;
 use crate::stages::source::redis::change_source::pending::LiveState;
 
 /// What a live pipeline is doing.
@@ -61,7 +61,7 @@ pub struct LiveView {
     /// The current attempt's shared state, once subscribed.
     pub(super) state: Option<Arc<LiveState>>,
     /// The counters of the follow phase running now.
-    pub(super) phase_counters: Option<LiveCounters>,
+    pub(super) phase_counters: Option<RunCounters>,
     /// Upserts and deletes of the follow phases that ended.
     pub(super) upserts: u64,
     pub(super) deletes: u64,
@@ -147,8 +147,8 @@ impl LiveView {
         Exported {
             events: self.events_before + counter(|s| s.counters.events.load(Ordering::Relaxed)),
             dropped: self.dropped_before + counter(|s| s.counters.dropped.load(Ordering::Relaxed)),
-            upserts: self.upserts + self.phase_counters.as_ref().map_or(0, LiveCounters::written),
-            deletes: self.deletes + self.phase_counters.as_ref().map_or(0, LiveCounters::deleted),
+            upserts: self.upserts + self.phase_counters.as_ref().map_or(0, RunCounters::written),
+            deletes: self.deletes + self.phase_counters.as_ref().map_or(0, RunCounters::deleted),
         }
     }
 

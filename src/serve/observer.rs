@@ -11,7 +11,7 @@ use super::state::Shared;
 use super::time::unix_seconds;
 use super::LOG_TARGET;
 use crate::live::Observer;
-use crate::pipeline::executor::{LiveCounters, PipelineSummary};
+use crate::pipeline::executor::{PipelineSummary, RunCounters};
 use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
 
 /// Keeps a live pipeline's view, metrics and log lines current while it follows.
@@ -112,7 +112,7 @@ impl Observer for ServeObserver {
         );
     }
 
-    fn following(&self, counters: LiveCounters) {
+    fn following(&self, counters: RunCounters) {
         self.view(|live| {
             live.set_phase(Phase::Following);
             live.phase_counters = Some(counters);

@@ -204,11 +204,7 @@ impl PipelineTask {
 
 /// The line logged when a run ends, with the summary's figures as fields.
 fn log_end(summary: &PipelineSummary, trigger: Trigger) {
-    let status = match summary.status {
-        executor::Status::Ok => "ok",
-        executor::Status::Failed => "failed",
-        executor::Status::Interrupted => "interrupted",
-    };
+    let status = summary.status.as_str();
     let error = summary.error.as_deref().unwrap_or("");
     macro_rules! end {
         ($level:ident) => {

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use super::live_view::LiveView;
 use super::metrics::Metrics;
 use super::time::rfc3339;
-use crate::pipeline::executor::{LiveCounters, PipelineSummary, Status};
+use crate::pipeline::executor::{PipelineSummary, RunCounters, Status};
 
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,7 +44,7 @@ pub struct Running {
     pub trigger: Trigger,
     pub since: DateTime<Utc>,
     /// The run's counters, once its stages are running.
-    pub live: Option<LiveCounters>,
+    pub live: Option<RunCounters>,
 }
 
 /// One pipeline as `/status` shows it.
@@ -91,9 +91,9 @@ impl PipelineState {
             }
             (_, _, Some(error)) => format!("last run could not start: {error}"),
             (_, Some(summary), _) => match (&summary.status, &summary.error) {
-                (_, Some(error)) => format!("last run {}: {error}", status_word(summary.status)),
+                (_, Some(error)) => format!("last run {}: {error}", summary.status.as_str()),
                 (Status::Failed, None) => format!("last run failed: {} documents failed", summary.failed),
-                (status, None) => format!("last run {}", status_word(*status)),
+                (status, None) => format!("last run {}", status.as_str()),
             },
             (Some(running), _, _) => format!("run in progress since {}", rfc3339(running.since)),
             (None, None, None) => match self.next_run {
@@ -120,9 +120,9 @@ impl PipelineState {
             json!({
                 "trigger": running.trigger,
                 "since": rfc3339(running.since),
-                "read": live.map_or(0, LiveCounters::read),
-                "written": live.map_or(0, LiveCounters::written),
-                "estimated_total": live.map_or(0, LiveCounters::estimated_total),
+                "read": live.map_or(0, RunCounters::read),
+                "written": live.map_or(0, RunCounters::written),
+                "estimated_total": live.map_or(0, RunCounters::estimated_total),
             })
         });
         json!({
@@ -239,13 +239,5 @@ impl Shared {
             "pipelines": pipelines,
             "reload": *self.reload(),
         })
-    }
-}
-
-fn status_word(status: Status) -> &'static str {
-    match status {
-        Status::Ok => "ok",
-        Status::Failed => "failed",
-        Status::Interrupted => "interrupted",
     }
 }

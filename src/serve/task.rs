@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::Shared;
 use crate::config::LoadedPipeline;
-use crate::pipeline::executor::{LiveCounters, Progress};
+use crate::pipeline::executor::{Progress, RunCounters};
 use crate::stages::RunOptions;
 
 /// What a pipeline task needs.
@@ -37,7 +37,7 @@ pub(super) struct StateProgress {
 }
 
 impl Progress for StateProgress {
-    fn started(&self, pipeline: &str, live: LiveCounters) {
+    fn started(&self, pipeline: &str, live: RunCounters) {
         self.shared.update(pipeline, self.generation, |state| {
             if let Some(running) = &mut state.running {
                 running.live = Some(live);

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use progress::{LiveCounters, NoProgress, Progress};
+pub use progress::{NoProgress, Progress, RunCounters};
 pub use summary::{PipelineSummary, StageSummary, Status};
 
 use crate::config::model::Pipeline;
@@ -189,7 +189,7 @@ async fn run_tracked(
 
     progress.started(
         &pipeline.name,
-        LiveCounters {
+        RunCounters {
             source: source_ctx.counters.clone(),
             sink: sink_ctx.counters.clone(),
             estimated_total: source_ctx.estimated_total.clone(),

@@ -1,4 +1,4 @@
-//! How a running pipeline shows its progress: the executor hands a [`LiveCounters`]
+//! How a running pipeline shows its progress: the executor hands a [`RunCounters`]
 //! view to whatever [`Progress`] the caller gives (a progress bar, log lines, nothing).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,13 +8,13 @@ use crate::stats::StageCounters;
 
 /// A live, read-only view of a running pipeline's counters.
 #[derive(Debug, Clone)]
-pub struct LiveCounters {
+pub struct RunCounters {
     pub(crate) source: Arc<StageCounters>,
     pub(crate) sink: Arc<StageCounters>,
     pub(crate) estimated_total: Arc<AtomicU64>,
 }
 
-impl LiveCounters {
+impl RunCounters {
     /// Keys read so far (including the ones skipped).
     pub fn read(&self) -> u64 {
         self.source.received.load(Ordering::Relaxed) + self.source.skipped.load(Ordering::Relaxed)
@@ -49,7 +49,7 @@ impl LiveCounters {
 /// Receives the start and end of each pipeline run.
 pub trait Progress: Send + Sync {
     /// The pipeline's stages are running; `live` can be polled until [`Progress::finished`].
-    fn started(&self, pipeline: &str, live: LiveCounters);
+    fn started(&self, pipeline: &str, live: RunCounters);
     /// The pipeline ended (its summary follows).
     fn finished(&self, pipeline: &str);
 }
@@ -59,6 +59,6 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 
 impl Progress for NoProgress {
-    fn started(&self, _pipeline: &str, _live: LiveCounters) {}
+    fn started(&self, _pipeline: &str, _live: RunCounters) {}
     fn finished(&self, _pipeline: &str) {}
 }

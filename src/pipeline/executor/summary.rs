@@ -22,6 +22,17 @@ pub enum Status {
     Interrupted,
 }
 
+impl Status {
+    /// The word for logs, `/status` and JSON: `ok`, `failed`, `interrupted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// The counters of one stage.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageSummary {

@@ -222,11 +222,6 @@ impl EsClient {
         })
     }
 
-    /// The URLs, without credentials, joined with `, `.
-    pub fn describe_nodes(&self) -> String {
-        self.nodes.iter().map(|n| &*n.shown).collect::<Vec<_>>().join(", ")
-    }
-
     /// Who the requests run as (`user `x``, `the API key`), or `None` without auth.
     pub fn describe_auth(&self) -> Option<String> {
         self.auth.as_ref().map(Auth::describe)

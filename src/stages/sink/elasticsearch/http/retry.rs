@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 
+use crate::backoff::Doubling;
 use crate::config::model::RetryConfig;
 
 /// What to do with the answer to a whole request.
@@ -43,11 +44,9 @@ pub fn item_is_retryable(status: u16) -> bool {
 /// Exponential backoff with jitter, bounded by a total time.
 #[derive(Debug)]
 pub struct Backoff {
-    initial: Duration,
-    max: Duration,
+    step: Doubling,
     max_elapsed: Duration,
     started: Instant,
-    next: Duration,
 }
 
 impl Backoff {
@@ -55,11 +54,9 @@ impl Backoff {
     pub fn new(policy: &RetryConfig) -> Backoff {
         let initial = policy.initial_backoff.0.max(Duration::from_millis(1));
         Backoff {
-            initial,
-            max: policy.max_backoff.0.max(initial),
+            step: Doubling::new(initial, policy.max_backoff.0),
             max_elapsed: policy.max_elapsed.0,
             started: Instant::now(),
-            next: initial,
         }
     }
 
@@ -71,8 +68,7 @@ impl Backoff {
         if elapsed >= self.max_elapsed {
             return None;
         }
-        let step = self.next;
-        self.next = (self.next * 2).min(self.max);
+        let step = self.step.advance();
         let half = step / 2;
         let jitter = rand::rng().random_range(Duration::ZERO..=step - half);
         Some((half + jitter).min(self.max_elapsed - elapsed))
@@ -81,11 +77,6 @@ impl Backoff {
     /// Time since the first try.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
-    }
-
-    /// Back to the first step (after a success), keeping the clock.
-    pub fn reset_step(&mut self) {
-        self.next = self.initial;
     }
 }
 

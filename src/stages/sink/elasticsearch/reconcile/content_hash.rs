@@ -126,11 +126,6 @@ impl IndexHashes {
         self.entries.len() + self.collided.len()
     }
 
-    /// Whether the index held nothing.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Bytes the map takes in memory.
     pub fn memory_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<(u64, u64)>() + self.collided.capacity() * 16

@@ -85,11 +85,10 @@ impl IdSet {
         self.placed.contains(&id_hash(index, id))
             || (!self.anywhere.is_empty() && self.anywhere.contains(&failed_id_hash(id)))
     }
+    /// Ids held (unit tests).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.placed.len() + self.anywhere.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.placed.is_empty() && self.anywhere.is_empty()
     }
 }
 

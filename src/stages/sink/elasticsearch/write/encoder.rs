@@ -158,11 +158,6 @@ impl Bulk {
         self.body.len()
     }
 
-    /// The documents' positions and keys.
-    pub fn items(&self) -> &[Item] {
-        &self.items
-    }
-
     /// The body, ready to send (no copy).
     pub fn take_body(&mut self) -> Bytes {
         Bytes::from(std::mem::take(&mut self.body))

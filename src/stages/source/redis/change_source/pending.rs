@@ -123,7 +123,7 @@ struct Pending {
 
 /// Counters of a live run, shown while it runs and in its summary.
 #[derive(Debug, Default)]
-pub struct LiveCounters {
+pub struct EventCounters {
     /// Keyspace notifications received.
     pub events: AtomicU64,
     /// Keys dropped with the pending set when it overflowed.
@@ -144,7 +144,7 @@ pub struct LiveState {
     draining: AtomicBool,
     /// A problem that stops the run (notifications turned off after a restart).
     fatal: Mutex<Option<String>>,
-    pub counters: LiveCounters,
+    pub counters: EventCounters,
 }
 
 impl LiveState {
@@ -158,7 +158,7 @@ impl LiveState {
             phase: Mutex::new(CancellationToken::new()),
             draining: AtomicBool::new(false),
             fatal: Mutex::new(None),
-            counters: LiveCounters::default(),
+            counters: EventCounters::default(),
         }
     }
 

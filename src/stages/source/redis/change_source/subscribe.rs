@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::connection::connect::Connector;
 use super::notify;
+use crate::backoff::Doubling;
 use crate::record::KeyType;
 use crate::stages::source::redis::change_source::pending::{LiveState, PendingKey, Reason, TypeMask};
 
@@ -44,8 +45,7 @@ pub struct Subscriber {
     pub configure_server: bool,
 }
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const BACKOFF: Doubling = Doubling::new(Duration::from_millis(100), Duration::from_secs(5));
 
 impl Subscriber {
     /// Subscribes, tells `ready` (the first subscription's outcome: an error stops the
@@ -62,7 +62,7 @@ impl Subscriber {
             .map(|s| (s.channel.clone(), s.types))
             .collect();
         let mut ready = Some(ready);
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = BACKOFF;
         loop {
             let subscribed = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -85,13 +85,13 @@ impl Subscriber {
                     );
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.current()) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff.double();
                     continue;
                 }
             };
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
             match ready.take() {
                 Some(ready) => {
                     let _ = ready.send(Ok(notes));

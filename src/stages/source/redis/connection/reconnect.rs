@@ -13,11 +13,12 @@ use redis::{Pipeline, RedisError, RedisResult, Value};
 
 use super::connect::{is_connection_error, is_loading, Connector};
 use super::packed::PackedConnection;
+use crate::backoff::Doubling;
 
 /// How long to keep trying to get a connection back before the run fails.
 pub const RECONNECT_BUDGET: Duration = Duration::from_secs(30);
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The wait between reconnection attempts: 50 ms, doubling to 2 s.
+const BACKOFF: Doubling = Doubling::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// Server restarts seen by one database's connection, and what they made start over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,7 +123,7 @@ impl DbConnection {
         Fut: Future<Output = RedisResult<T>>,
     {
         let mut deadline: Option<Instant> = None;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = BACKOFF;
         loop {
             let (generation, connection) = self.current();
             let error = match op(connection).await {
@@ -141,7 +142,7 @@ impl DbConnection {
                 ));
             }
             if is_loading(&error) {
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(backoff.current()).await;
             } else {
                 tracing::warn!(
                     db = self.db,
@@ -150,7 +151,7 @@ impl DbConnection {
                 );
                 self.reconnect(generation, deadline).await?;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff.double();
         }
     }
 
@@ -213,7 +214,7 @@ impl DbConnection {
         if self.current().0 != generation {
             return Ok(());
         }
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = BACKOFF;
         loop {
             let connected = match self.connector.try_connect(self.db).await {
                 // A server too slow to answer `INFO` (paused, busy) is not one that
@@ -244,8 +245,8 @@ impl DbConnection {
                                 .describe(&error, &format!("reconnecting to db {}", self.db))
                         ));
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.current()).await;
+                    backoff.double();
                 }
             }
         }
