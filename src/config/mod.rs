@@ -1,7 +1,8 @@
-//! Loading a pipeline file: YAML -> `${VAR}` interpolation -> JSON Schema check ->
-//! typed structs -> semantic checks (stages are built, which compiles templates,
-//! globs and regexes). Every problem is a [`Diagnostic`] located by file, line,
-//! column and JSON pointer, and all problems of a file are reported together.
+//! A pipeline file's configuration, the bottom layer: YAML (with positions) ->
+//! `${VAR}` interpolation -> JSON Schema check -> typed structs. Every problem is a
+//! [`Diagnostic`] located by file, line, column and JSON pointer, and all problems
+//! of a file are reported together. Building the stages to check them is the
+//! pipeline layer's (`crate::pipeline::load`); this module imports nothing above it.
 
 pub mod failing_field;
 pub mod fingerprint;
