@@ -88,28 +88,61 @@ pub async fn read_page(
     inspected: Inspected,
     budget: u64,
 ) -> anyhow::Result<(Page, Option<Inspected>)> {
-    let db = connection.db();
-    let max = settings.max_value_bytes;
-    let chunk = settings.chunk_size.max(1);
-    let Inspected {
-        fixed_type,
-        keys: mut entries,
-    } = inspected;
+    let Inspected { fixed_type, keys } = inspected;
+    let mut read = PageRead::new(keys);
+    read_what_fits(connection, settings, &mut read).await?;
+    let later = read_the_rest(connection, settings, &mut read, budget).await?;
+    Ok(records_in_scan_order(connection.db(), fixed_type, read, later))
+}
 
-    // 3. One pipeline reads every value that fits in one reply, and the first chunk
-    //    of every collection.
-    let mut values: Vec<Option<RedisValue>> = vec![None; entries.len()];
-    let mut partials: Vec<Option<Partial>> = (0..entries.len()).map(|_| None).collect();
-    let mut pipe = redis::Pipeline::with_capacity(entries.len());
+/// A page's keys as their values are read: each key's value once read, its
+/// collection read so far (a first chunk), and the bytes of the values read so far.
+struct PageRead {
+    entries: Vec<Inspection>,
+    values: Vec<Option<RedisValue>>,
+    partials: Vec<Option<Partial>>,
+    bytes: u64,
+}
+
+impl PageRead {
+    fn new(entries: Vec<Inspection>) -> PageRead {
+        PageRead {
+            values: vec![None; entries.len()],
+            partials: (0..entries.len()).map(|_| None).collect(),
+            entries,
+            bytes: 0,
+        }
+    }
+
+    /// Keeps `value` as key `i`'s, counting its bytes.
+    fn keep(&mut self, i: usize, value: RedisValue, len: u64) {
+        self.values[i] = Some(value);
+        self.bytes += len;
+    }
+
+    /// Skips key `i` as too large, with a warning.
+    fn too_large(&mut self, db: u32, i: usize, size: u64, max: u64) {
+        warn_too_large(db, &self.entries[i].key, size, max);
+        self.entries[i].outcome = Some(Skip::TooLarge);
+    }
+}
+
+/// One pipeline reads every value that fits in one reply, and the first chunk of
+/// every collection.
+async fn read_what_fits(
+    connection: &DbConnection,
+    settings: &FetchSettings,
+    read: &mut PageRead,
+) -> anyhow::Result<()> {
+    let chunk = settings.chunk_size.max(1);
+    let mut pipe = redis::Pipeline::with_capacity(read.entries.len());
     pipe.ignore_errors();
     let mut asked = Vec::new();
-    // Bytes of the values read so far (chunked collections count in step 4).
-    let mut bytes: u64 = 0;
     // Read before the pipeline is sent: a first chunk may come from a server that
     // restarted after this (then the rest of its read starts over, needlessly but
     // safely), never from one that restarted before it unnoticed by this count.
     let restarts = connection.restarts();
-    for (i, entry) in entries.iter().enumerate() {
+    for (i, entry) in read.entries.iter().enumerate() {
         let key = &entry.key;
         let key_type = entry.slot.key_type;
         match entry.plan {
@@ -118,131 +151,151 @@ pub async fn read_page(
             Some(Read::FirstChunk) => {
                 let partial = Partial::start(key_type, restarts);
                 pipe.add_command(partial.command(key, chunk));
-                partials[i] = Some(partial);
+                read.partials[i] = Some(partial);
                 &mut pipe
             }
             _ => continue,
         };
         asked.push(i);
     }
-    if !asked.is_empty() {
-        let replies = connection
-            .pipeline(&format!("reading the values of a page of db {db}"), &pipe)
-            .await?;
-        for (i, reply) in asked.into_iter().zip(replies) {
-            let key_type = entries[i].slot.key_type;
-            if let Some(error) = server_error(&reply) {
-                partials[i] = None;
-                if is_wrong_type(&error) {
-                    entries[i].outcome = Some(Skip::Changed);
-                } else if key_type == KeyType::Json && is_unknown_command(&error) {
-                    entries[i].outcome = Some(Skip::JsonModuleMissing);
-                } else {
-                    let command = match key_type {
-                        KeyType::String => "GET",
-                        KeyType::Json => "JSON.GET",
-                        _ => command_name(key_type),
-                    };
-                    return Err(fatal(connection, &error, command, &entries[i].key));
-                }
-                continue;
-            }
-            let context = |e: String| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(&entries[i].key));
-            if let Some(partial) = partials[i].as_mut() {
-                partial.add(reply, chunk).map_err(context)?;
-                if partial.size > max {
-                    warn_too_large(db, &entries[i].key, partial.size, max);
-                    entries[i].outcome = Some(Skip::TooLarge);
-                    partials[i] = None;
-                } else if partial.next == Next::Done && !partial.needs_existence_check() {
-                    // (An empty stream is confirmed in step 4, by `read_rest`.)
-                    match partials[i].take().and_then(Partial::finish) {
-                        Some(value) => {
-                            bytes += value.payload_len() as u64;
-                            values[i] = Some(value);
-                        }
-                        None => entries[i].outcome = Some(Skip::Vanished),
-                    }
-                }
-                continue;
-            }
-            // (With the size of what was read: a document's JSON text, a string's bytes.)
-            let read = match key_type {
-                KeyType::Json => value::json_root(reply)
-                    .map_err(context)?
-                    .map(|(value, len)| (RedisValue::Json(value), len as u64)),
-                _ => value::bytes(reply).map_err(context)?.map(|bytes| {
-                    let len = bytes.len() as u64;
-                    (RedisValue::String(bytes), len)
-                }),
-            };
-            match read {
-                None => entries[i].outcome = Some(Skip::Vanished),
-                Some((_, len)) if len > max => {
-                    warn_too_large(db, &entries[i].key, len, max);
-                    entries[i].outcome = Some(Skip::TooLarge);
-                }
-                Some((value, len)) => {
-                    values[i] = Some(value);
-                    bytes += len;
-                }
-            }
-        }
+    if asked.is_empty() {
+        return Ok(());
     }
+    let db = connection.db();
+    let replies = connection
+        .pipeline(&format!("reading the values of a page of db {db}"), &pipe)
+        .await?;
+    for (i, reply) in asked.into_iter().zip(replies) {
+        take_reply(connection, settings, read, i, reply)?;
+    }
+    Ok(())
+}
 
-    // 4. The rare keys that need more calls, one at a time, while the page is under
-    //    its budget (at least one is read, so every call makes progress).
-    let mut read_one = false;
-    let mut later = vec![false; entries.len()];
-    for i in 0..entries.len() {
-        if entries[i].outcome.is_some() || values[i].is_some() {
-            continue;
+/// Key `i`'s reply to the first pipeline: its value, its first chunk, or a skip.
+fn take_reply(
+    connection: &DbConnection,
+    settings: &FetchSettings,
+    read: &mut PageRead,
+    i: usize,
+    reply: redis::Value,
+) -> anyhow::Result<()> {
+    let db = connection.db();
+    let (max, chunk) = (settings.max_value_bytes, settings.chunk_size.max(1));
+    let key_type = read.entries[i].slot.key_type;
+    if let Some(error) = server_error(&reply) {
+        read.partials[i] = None;
+        if is_wrong_type(&error) {
+            read.entries[i].outcome = Some(Skip::Changed);
+        } else if key_type == KeyType::Json && is_unknown_command(&error) {
+            read.entries[i].outcome = Some(Skip::JsonModuleMissing);
+        } else {
+            let command = match key_type {
+                KeyType::String => "GET",
+                KeyType::Json => "JSON.GET",
+                _ => command_name(key_type),
+            };
+            return Err(fatal(connection, &error, command, &read.entries[i].key));
         }
-        let more_calls = matches!(entries[i].plan, Some(Read::CheckedString | Read::Chunked)) || partials[i].is_some();
-        if more_calls && read_one && bytes >= budget {
-            later[i] = true;
-            continue;
-        }
-        let result = match (entries[i].plan, partials[i].take()) {
-            (Some(Read::CheckedString), _) => read_checked_string(connection, &entries[i].key, max).await?,
-            (Some(Read::Chunked), _) => {
-                read_rest(
-                    connection,
-                    &entries[i].key,
-                    Partial::start(entries[i].slot.key_type, connection.restarts()),
-                    chunk,
-                    max,
-                )
-                .await?
+        return Ok(());
+    }
+    let context = |e: String| anyhow::anyhow!("db {db}, key `{}`: {e}", show_key(&read.entries[i].key));
+    if let Some(partial) = read.partials[i].as_mut() {
+        partial.add(reply, chunk).map_err(context)?;
+        if partial.size > max {
+            let size = partial.size;
+            read.partials[i] = None;
+            read.too_large(db, i, size, max);
+        } else if partial.next == Next::Done && !partial.needs_existence_check() {
+            // (An empty stream is confirmed by `read_the_rest`, through `read_rest`.)
+            match read.partials[i].take().and_then(Partial::finish) {
+                Some(value) => {
+                    let len = value.payload_len() as u64;
+                    read.keep(i, value, len);
+                }
+                None => read.entries[i].outcome = Some(Skip::Vanished),
             }
-            (_, Some(partial)) => read_rest(connection, &entries[i].key, partial, chunk, max).await?,
+        }
+        return Ok(());
+    }
+    // (With the size of what was read: a document's JSON text, a string's bytes.)
+    let value = match key_type {
+        KeyType::Json => value::json_root(reply)
+            .map_err(context)?
+            .map(|(value, len)| (RedisValue::Json(value), len as u64)),
+        _ => value::bytes(reply).map_err(context)?.map(|bytes| {
+            let len = bytes.len() as u64;
+            (RedisValue::String(bytes), len)
+        }),
+    };
+    match value {
+        None => read.entries[i].outcome = Some(Skip::Vanished),
+        Some((_, len)) if len > max => read.too_large(db, i, len, max),
+        Some((value, len)) => read.keep(i, value, len),
+    }
+    Ok(())
+}
+
+/// The rare keys that need more calls, one at a time, while the page is under its
+/// budget (at least one is read, so every call makes progress). Gives, per key,
+/// whether it is left for later.
+async fn read_the_rest(
+    connection: &DbConnection,
+    settings: &FetchSettings,
+    read: &mut PageRead,
+    budget: u64,
+) -> anyhow::Result<Vec<bool>> {
+    let db = connection.db();
+    let (max, chunk) = (settings.max_value_bytes, settings.chunk_size.max(1));
+    let mut read_one = false;
+    let mut later = vec![false; read.entries.len()];
+    for (i, left) in later.iter_mut().enumerate() {
+        if read.entries[i].outcome.is_some() || read.values[i].is_some() {
+            continue;
+        }
+        let more_calls =
+            matches!(read.entries[i].plan, Some(Read::CheckedString | Read::Chunked)) || read.partials[i].is_some();
+        if more_calls && read_one && read.bytes >= budget {
+            *left = true;
+            continue;
+        }
+        let key = &read.entries[i].key;
+        let result = match (read.entries[i].plan, read.partials[i].take()) {
+            (Some(Read::CheckedString), _) => read_checked_string(connection, key, max).await?,
+            (Some(Read::Chunked), _) => {
+                let start = Partial::start(read.entries[i].slot.key_type, connection.restarts());
+                read_rest(connection, key, start, chunk, max).await?
+            }
+            (_, Some(partial)) => read_rest(connection, key, partial, chunk, max).await?,
             _ => continue,
         };
         read_one = true;
         match result {
             Chunked::Value(value) => {
-                bytes += value.payload_len() as u64;
-                values[i] = Some(value);
+                let len = value.payload_len() as u64;
+                read.keep(i, value, len);
             }
-            Chunked::Vanished => entries[i].outcome = Some(Skip::Vanished),
-            Chunked::Changed => entries[i].outcome = Some(Skip::Changed),
-            Chunked::TooLarge(size) => {
-                warn_too_large(db, &entries[i].key, size, max);
-                entries[i].outcome = Some(Skip::TooLarge);
-            }
+            Chunked::Vanished => read.entries[i].outcome = Some(Skip::Vanished),
+            Chunked::Changed => read.entries[i].outcome = Some(Skip::Changed),
+            Chunked::TooLarge(size) => read.too_large(db, i, size, max),
         }
     }
+    Ok(later)
+}
 
-    // 5. Records, in SCAN order; the keys left for later, read again from the start.
+/// Records, in SCAN order, and what was skipped; the keys left for later given back,
+/// to be read again from the start.
+fn records_in_scan_order(
+    db: u32,
+    fixed_type: Option<KeyType>,
+    read: PageRead,
+    later: Vec<bool>,
+) -> (Page, Option<Inspected>) {
     let mut page = Page {
-        records: Vec::with_capacity(entries.len()),
-        skips: Skips::default(),
-        skipped_existing: Vec::new(),
-        gone: Vec::new(),
-        changed: Vec::new(),
+        records: Vec::with_capacity(read.entries.len()),
+        ..Page::default()
     };
     let mut rest = Inspected::empty(fixed_type);
-    for ((entry, value), later) in entries.into_iter().zip(values).zip(later) {
+    for ((entry, value), later) in read.entries.into_iter().zip(read.values).zip(later) {
         let Inspection {
             key,
             slot,
@@ -293,7 +346,7 @@ pub async fn read_page(
             }),
         }
     }
-    Ok((page, (!rest.keys.is_empty()).then_some(rest)))
+    (page, (!rest.keys.is_empty()).then_some(rest))
 }
 
 /// `STRLEN` then `GET`: for a string whose memory use is over the limit.
