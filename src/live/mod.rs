@@ -25,10 +25,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::backoff::LIVE_RETRY;
-use crate::config::model::{Pipeline, SinkConfig, SourceConfig};
+use crate::backoff::{Doubling, LIVE_RETRY};
+use crate::config::model::{LiveConfig, Pipeline, RedisSourceConfig, SinkConfig, SourceConfig};
 use crate::pipeline::executor::{self, PipelineSummary, Progress, RunCounters, Status};
 use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
 use crate::stages::source::redis::change_source::Follower;
@@ -119,42 +120,55 @@ pub async fn follow_with(
     }
 
     let state = Arc::new(LiveState::new(live.max_pending_keys));
-    let mut stop = CancellationToken::new();
-    let mut follower = Follower::prepare(redis, &live).await?;
-    let mut tasks = follower.start(&state, &stop).await?;
-    summary.notes.append(&mut follower.notes);
+    let mut subscriptions = Subscriptions::start(redis, &live, &state).await?;
+    summary.notes.append(&mut subscriptions.follower.notes);
     observer.subscribed(state.clone());
-    let mut stop_on_return = stop.clone().drop_guard();
 
     let phase_progress = Arc::new(PhaseProgress::default());
     let ticker = tokio::spawn(progress_line(
         pipeline.name.clone(),
         state.clone(),
         phase_progress.clone(),
-        stop.clone(),
+        subscriptions.stop.clone(),
     ));
-
-    let follow_options = RunOptions {
-        follow: true,
-        ..options.clone()
-    };
-    let following = rebuild::Following {
-        pipeline: &sync,
-        state: &state,
-        locates_by_key,
-        options: follow_options.clone(),
-        progress: phase_progress.as_ref(),
-        observer,
-        drain_timeout: live.drain_timeout.0,
+    let follow_loop = FollowLoop {
+        following: rebuild::Following {
+            pipeline: &sync,
+            state: &state,
+            locates_by_key,
+            options: RunOptions {
+                follow: true,
+                ..options.clone()
+            },
+            progress: phase_progress.as_ref(),
+            observer,
+            drain_timeout: live.drain_timeout.0,
+        },
+        redis,
+        live: &live,
+        shutdown: &shutdown,
+        progress,
+        resync_options: RunOptions {
+            allow_mass_delete: true,
+            ..options.clone()
+        },
+        every: (!live.reconcile_every.0.is_zero()).then_some(live.reconcile_every.0),
     };
 
     // The first sync: the pipeline's own guard against mass deletes applies.
     let run = rebuild::SyncRun {
-        options: options.clone(),
+        options,
         shutdown: &shutdown,
         progress,
     };
-    let first = rebuild::sync(&following, &follower, SyncKind::First, run, &mut summary).await?;
+    let first = rebuild::sync(
+        &follow_loop.following,
+        &subscriptions.follower,
+        SyncKind::First,
+        run,
+        &mut summary,
+    )
+    .await?;
     summary.syncs += 1;
     observer.synced(true, &first.summary);
     let first_failed = first.summary.error.is_some() || !first.summary.counts_add_up;
@@ -168,95 +182,209 @@ pub async fn follow_with(
     // (The first sync's error is the run's own: no note repeats it.)
     add_sync(&mut summary, first.summary, false);
 
-    let every = (!live.reconcile_every.0.is_zero()).then_some(live.reconcile_every.0);
-    let mut next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
-    let mut retry_wait = LIVE_RETRY;
-    let resync_options = RunOptions {
-        allow_mass_delete: true,
-        ..options.clone()
-    };
-    while !first_failed && !shutdown.is_cancelled() {
-        if let Some(fatal) = state.fatal() {
-            summary.status = Status::Failed;
-            summary.error = Some(fatal);
-            break;
-        }
-        if state.is_dirty() {
-            if state.has_reason(Reason::Topology) {
-                // A cluster's masters changed: follow the ones it has now (subscribed
-                // before the resync reads, as at the start).
-                stop.cancel();
-                for task in tasks.drain(..) {
-                    let _ = task.await;
-                }
-                stop = CancellationToken::new();
-                stop_on_return = stop.clone().drop_guard();
-                let restarted = async {
-                    let mut next = Follower::prepare(redis, &live).await?;
-                    let tasks = next.start(&state, &stop).await?;
-                    anyhow::Ok((next, tasks))
-                };
-                match restarted.await {
-                    Ok((next, next_tasks)) => {
-                        follower = next;
-                        tasks = next_tasks;
-                    }
-                    Err(error) => {
-                        tracing::warn!(pipeline = %pipeline.name, "live: cannot follow the cluster again ({error:#}); trying again in {} s", retry_wait.current().as_secs());
-                        wait_or_stop(retry_wait.current(), &shutdown).await;
-                        retry_wait.double();
-                        continue;
-                    }
-                }
-            }
-            tracing::info!(pipeline = %pipeline.name, "live: resync");
-            let run = rebuild::SyncRun {
-                options: resync_options.clone(),
-                shutdown: &shutdown,
-                progress,
-            };
-            let kind = SyncKind::Resync {
-                retry_wait: retry_wait.current(),
-            };
-            let resync = rebuild::sync(&following, &follower, kind, run, &mut summary).await?;
-            let reason = resync.reasons.first().copied().unwrap_or(Reason::Error);
-            *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
-            tracing::info!(pipeline = %pipeline.name, reason = reason.name(), "live: resync done");
-            summary.syncs += 1;
-            observer.synced(false, &resync.summary);
-            let failed = resync.summary.error.clone();
-            add_sync(&mut summary, resync.summary, true);
-            if let Some(error) = failed {
-                if shutdown.is_cancelled() {
-                    break;
-                }
-                // (A failed build behind the alias waited already, following meanwhile.)
-                if !resync.waited {
-                    tracing::warn!(pipeline = %pipeline.name, "live: the resync failed ({error}); trying again in {} s", retry_wait.current().as_secs());
-                    wait_or_stop(retry_wait.current(), &shutdown).await;
-                }
-                state.mark_dirty(Reason::Error);
-                retry_wait.double();
-                continue;
-            }
-            retry_wait.reset();
-            next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
-            continue;
-        }
+    if !first_failed {
+        follow_loop.run(&mut subscriptions, &mut summary).await?;
+    }
+    if let Some(fatal) = state.fatal() {
+        summary.status = Status::Failed;
+        summary.error.get_or_insert(fatal);
+    }
 
-        // A follow phase, until a resync is due, the drain ends, or a fatal error.
+    subscriptions.stop.cancel();
+    ticker.abort();
+    subscriptions.finish().await;
+    summary.events = state.counters.events.load(Ordering::Relaxed);
+    summary.dropped = state.counters.dropped.load(Ordering::Relaxed);
+    summary.pending = state.pending_len() as u64;
+    summary.lag_seconds = state.lag().as_secs_f64();
+    if summary.pending > 0 {
+        summary.notes.push(format!(
+            "{} changed keys were not applied before the end (the next start's sync reads them)",
+            summary.pending
+        ));
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The keyspace subscriptions of a live run: the follower, its tasks, and the token
+/// that stops them (cancelled, too, when the run returns early).
+struct Subscriptions {
+    follower: Follower,
+    tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+    _stop_on_return: DropGuard,
+}
+
+impl Subscriptions {
+    /// Subscribes on every node the source reads.
+    async fn start(redis: &RedisSourceConfig, live: &LiveConfig, state: &Arc<LiveState>) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let mut follower = Follower::prepare(redis, live).await?;
+        let tasks = follower.start(state, &stop).await?;
+        Ok(Subscriptions {
+            follower,
+            tasks,
+            _stop_on_return: stop.clone().drop_guard(),
+            stop,
+        })
+    }
+
+    /// Waits for the subscription tasks to end (once `stop` is cancelled).
+    async fn finish(mut self) {
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+/// What the live loop does after a step.
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// The waits of the live loop: between failed attempts, and until the next periodic
+/// resync (`live.reconcile_every`).
+struct Waits {
+    retry: Doubling,
+    next_reconcile: Option<tokio::time::Instant>,
+}
+
+/// The loop after the first sync: resyncs when something may have hidden a change,
+/// follow phases otherwise, until shutdown or a fatal error.
+struct FollowLoop<'a> {
+    following: rebuild::Following<'a>,
+    redis: &'a RedisSourceConfig,
+    live: &'a LiveConfig,
+    shutdown: &'a CancellationToken,
+    progress: &'a dyn Progress,
+    resync_options: RunOptions,
+    every: Option<Duration>,
+}
+
+impl FollowLoop<'_> {
+    /// Runs until shutdown or a fatal error (said in `summary`).
+    async fn run(&self, subscriptions: &mut Subscriptions, summary: &mut LiveSummary) -> anyhow::Result<()> {
+        let state = self.following.state;
+        let mut waits = Waits {
+            retry: LIVE_RETRY,
+            next_reconcile: self.reconcile_at(),
+        };
+        while !self.shutdown.is_cancelled() {
+            if let Some(fatal) = state.fatal() {
+                summary.status = Status::Failed;
+                summary.error = Some(fatal);
+                break;
+            }
+            let next = if state.is_dirty() {
+                self.resync(subscriptions, &mut waits, summary).await?
+            } else {
+                self.follow_phase(&subscriptions.follower, &mut waits, summary).await?
+            };
+            if let Next::Stop = next {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// When the next periodic resync is due, counted from now.
+    fn reconcile_at(&self) -> Option<tokio::time::Instant> {
+        self.every.map(|every| tokio::time::Instant::now() + every)
+    }
+
+    /// A cluster's masters changed: follow the ones it has now (subscribed before the
+    /// resync reads, as at the start).
+    async fn resubscribe(&self, subscriptions: &mut Subscriptions) -> anyhow::Result<()> {
+        subscriptions.stop.cancel();
+        for task in subscriptions.tasks.drain(..) {
+            let _ = task.await;
+        }
+        subscriptions.stop = CancellationToken::new();
+        subscriptions._stop_on_return = subscriptions.stop.clone().drop_guard();
+        let mut next = Follower::prepare(self.redis, self.live).await?;
+        let tasks = next.start(self.following.state, &subscriptions.stop).await?;
+        subscriptions.follower = next;
+        subscriptions.tasks = tasks;
+        Ok(())
+    }
+
+    /// A resync (after resubscribing when the cluster changed); on failure, the wait
+    /// before the next attempt.
+    async fn resync(
+        &self,
+        subscriptions: &mut Subscriptions,
+        waits: &mut Waits,
+        summary: &mut LiveSummary,
+    ) -> anyhow::Result<Next> {
+        let state = self.following.state;
+        let name = &self.following.pipeline.name;
+        if state.has_reason(Reason::Topology) {
+            if let Err(error) = self.resubscribe(subscriptions).await {
+                tracing::warn!(pipeline = %name, "live: cannot follow the cluster again ({error:#}); trying again in {} s", waits.retry.current().as_secs());
+                wait_or_stop(waits.retry.current(), self.shutdown).await;
+                waits.retry.double();
+                return Ok(Next::Continue);
+            }
+        }
+        tracing::info!(pipeline = %name, "live: resync");
+        let run = rebuild::SyncRun {
+            options: self.resync_options.clone(),
+            shutdown: self.shutdown,
+            progress: self.progress,
+        };
+        let kind = SyncKind::Resync {
+            retry_wait: waits.retry.current(),
+        };
+        let resync = rebuild::sync(&self.following, &subscriptions.follower, kind, run, summary).await?;
+        let reason = resync.reasons.first().copied().unwrap_or(Reason::Error);
+        *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
+        tracing::info!(pipeline = %name, reason = reason.name(), "live: resync done");
+        summary.syncs += 1;
+        self.following.observer.synced(false, &resync.summary);
+        let failed = resync.summary.error.clone();
+        add_sync(summary, resync.summary, true);
+        if let Some(error) = failed {
+            if self.shutdown.is_cancelled() {
+                return Ok(Next::Stop);
+            }
+            // (A failed build behind the alias waited already, following meanwhile.)
+            if !resync.waited {
+                tracing::warn!(pipeline = %name, "live: the resync failed ({error}); trying again in {} s", waits.retry.current().as_secs());
+                wait_or_stop(waits.retry.current(), self.shutdown).await;
+            }
+            state.mark_dirty(Reason::Error);
+            waits.retry.double();
+            return Ok(Next::Continue);
+        }
+        waits.retry.reset();
+        waits.next_reconcile = self.reconcile_at();
+        Ok(Next::Continue)
+    }
+
+    /// A follow phase, until a resync is due, the drain ends, or a fatal error.
+    async fn follow_phase(
+        &self,
+        follower: &Follower,
+        waits: &mut Waits,
+        summary: &mut LiveSummary,
+    ) -> anyhow::Result<Next> {
+        let state = self.following.state;
         let phase = state.new_phase();
-        let source = Source::Changes(follower.change_source(&state, locates_by_key));
+        let source = Source::Changes(follower.change_source(state, self.following.locates_by_key));
         // (With the syncs' `delete_stale`, so the index's marker keeps saying what the
         // syncs do; a follow phase keeps no ids and deletes nothing as stale.)
         let tee = observer::Tee {
-            progress: phase_progress.as_ref(),
-            observer,
+            progress: self.following.progress,
+            observer: self.following.observer,
         };
-        let run = executor::run_pipeline_with(&sync, Some(source), follow_options.clone(), phase.clone(), &tee);
+        let options = self.following.options.clone();
+        let run = executor::run_pipeline_with(self.following.pipeline, Some(source), options, phase.clone(), &tee);
         let mut run = std::pin::pin!(run);
         let mut drain_until: Option<tokio::time::Instant> = None;
         let outcome = loop {
+            let next_reconcile = waits.next_reconcile;
             let reconcile = async {
                 match next_reconcile {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -272,12 +400,12 @@ pub async fn follow_with(
             tokio::select! {
                 outcome = &mut run => break outcome,
                 _ = reconcile => {
-                    next_reconcile = None;
+                    waits.next_reconcile = None;
                     state.mark_dirty(Reason::ReconcileEvery);
                 }
-                _ = shutdown.cancelled(), if drain_until.is_none() => {
+                _ = self.shutdown.cancelled(), if drain_until.is_none() => {
                     state.start_draining();
-                    drain_until = Some(tokio::time::Instant::now() + live.drain_timeout.0);
+                    drain_until = Some(tokio::time::Instant::now() + self.following.drain_timeout);
                 }
                 _ = drain_over => {
                     phase.cancel();
@@ -286,47 +414,26 @@ pub async fn follow_with(
             }
         };
         let phase_summary = outcome?;
-        observer.applied(&phase_summary);
+        self.following.observer.applied(&phase_summary);
         summary.upserts += phase_summary.written;
         summary.deletes += phase_summary.deleted;
         summary.failed += phase_summary.failed;
         summary.skipped += phase_summary.skipped;
         if let Some(error) = &phase_summary.error {
-            if shutdown.is_cancelled() {
+            if self.shutdown.is_cancelled() {
                 summary.notes.push(format!("applying the last changes failed: {error}"));
-                break;
+                return Ok(Next::Stop);
             }
-            tracing::warn!(pipeline = %pipeline.name, "live: applying changes failed ({error}); a resync follows in {} s", retry_wait.current().as_secs());
+            let name = &self.following.pipeline.name;
+            tracing::warn!(pipeline = %name, "live: applying changes failed ({error}); a resync follows in {} s", waits.retry.current().as_secs());
             state.mark_dirty(Reason::Error);
-            wait_or_stop(retry_wait.current(), &shutdown).await;
-            retry_wait.double();
-        } else if every.is_some() && next_reconcile.is_none() && !state.is_dirty() {
-            next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
+            wait_or_stop(waits.retry.current(), self.shutdown).await;
+            waits.retry.double();
+        } else if self.every.is_some() && waits.next_reconcile.is_none() && !state.is_dirty() {
+            waits.next_reconcile = self.reconcile_at();
         }
+        Ok(Next::Continue)
     }
-    if let Some(fatal) = state.fatal() {
-        summary.status = Status::Failed;
-        summary.error.get_or_insert(fatal);
-    }
-
-    stop.cancel();
-    drop(stop_on_return);
-    ticker.abort();
-    for task in tasks {
-        let _ = task.await;
-    }
-    summary.events = state.counters.events.load(Ordering::Relaxed);
-    summary.dropped = state.counters.dropped.load(Ordering::Relaxed);
-    summary.pending = state.pending_len() as u64;
-    summary.lag_seconds = state.lag().as_secs_f64();
-    if summary.pending > 0 {
-        summary.notes.push(format!(
-            "{} changed keys were not applied before the end (the next start's sync reads them)",
-            summary.pending
-        ));
-    }
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
 }
 
 fn add_sync(summary: &mut LiveSummary, sync: PipelineSummary, note_failure: bool) {
