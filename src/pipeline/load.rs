@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::failing_field;
-use crate::config::interpolate::interpolate_tree;
+use crate::config::interpolate::{interpolate_tree, InterpolatedValues};
 use crate::config::locate::{self, locate, Anchor};
 use crate::config::model::{Pipeline, ScheduleConfig, SinkConfig, SourceConfig, TransformConfig};
 use crate::config::schedule::Schedule;
@@ -63,40 +63,13 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
         pointer,
         message,
     };
-
-    let text = match std::str::from_utf8(bytes) {
+    let text = match yaml_text(bytes) {
         Ok(text) => text,
-        Err(error) => {
-            let valid = std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or_default();
-            let line = valid.matches('\n').count() + 1;
-            let column = valid.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
-            let byte = bytes[error.valid_up_to()];
-            check.diagnostics.push(diagnostic(
-                Position { line, column },
-                String::new(),
-                format!("the file is not UTF-8 text (byte 0x{byte:02x} here): save it as UTF-8"),
-            ));
+        Err((position, message)) => {
+            check.diagnostics.push(diagnostic(position, String::new(), message));
             return check;
         }
     };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if let Some((offset, c)) = text.char_indices().find(|(_, c)| !is_yaml_printable(*c)) {
-        // The YAML parser stops at a NUL as at the end of the file: whatever follows
-        // (a `transforms:` section) would be silently ignored.
-        let before = &text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
-        check.diagnostics.push(diagnostic(
-            Position { line, column },
-            String::new(),
-            format!(
-                "control character U+{:04X} here: YAML text cannot hold it; remove it (inside double quotes, write it as an escape such as `\\x{:02x}`)",
-                u32::from(c),
-                u32::from(c) & 0xff
-            ),
-        ));
-        return check;
-    }
 
     let (root, yaml_errors) = yaml::parse(text);
     let mut reported: HashSet<String> = HashSet::new();
@@ -161,61 +134,37 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
             .push(diagnostic(position, error.pointer, error.message));
     }
 
-    if !check.diagnostics.is_empty() {
-        // The stages' own checks (`timeout: 0`, templates, globs) still run on what is
-        // left once every field found wrong is taken out, so one pass reports all.
+    let found = if !check.diagnostics.is_empty() {
         let failed: Vec<&str> = check.diagnostics.iter().map(|d| d.pointer.as_str()).collect();
-        let cleaned = without_fields(&value, &failed);
-        // A check of what holds a removed field (a rule whose misspelt `key_patern`
-        // was taken out "selects nothing") only repeats the problem.
-        let related = |pointer: &str| failed.iter().any(|f| is_within(f, pointer) || is_within(pointer, f));
-        let found: Vec<FieldError> = build_parts(&cleaned)
-            .into_iter()
-            .filter(|e| !related(&e.pointer))
-            .collect();
-        for error in found {
-            let position = locate(&root, &error.pointer, Anchor::Value);
-            check
-                .diagnostics
-                .push(diagnostic(position, error.pointer, error.message));
-        }
+        Ok(stage_checks_without(&value, &failed))
     } else {
         match Pipeline::deserialize(&value) {
             Ok(pipeline) => {
                 let built = pipeline::build(&pipeline, None).err().unwrap_or_default();
                 let checks = config_checks(Some(&pipeline.sink), pipeline.schedule.as_ref());
-                for error in built.into_iter().chain(checks).chain(live_schedule(&pipeline)) {
-                    let position = locate(&root, &error.pointer, Anchor::Value);
-                    check
-                        .diagnostics
-                        .push(diagnostic(position, error.pointer, error.message));
-                }
-                if check.diagnostics.is_empty() {
+                let found: Vec<FieldError> = built
+                    .into_iter()
+                    .chain(checks)
+                    .chain(live_schedule(&pipeline))
+                    .collect();
+                if found.is_empty() {
                     check.pipeline = Some(pipeline);
                 }
+                Ok(found)
             }
-            Err(error) => {
-                // The schema mirrors the structs, so this is rare: what the schema cannot
-                // say (`1e3` or `1.0` where a whole number is needed, a duration past the
-                // largest one). Place it at the field that fails to convert.
-                let pointer = failing_field::failing_field(&value, &error.to_string());
-                let position = locate(&root, &pointer, Anchor::Value);
-                let secret = is_secret_field(&pointer) || interpolated.keys().any(|p| p.starts_with(&pointer));
-                let message = match locate::node_at(&root, &pointer).map(|n| &n.kind) {
-                    _ if secret => "invalid value (not shown: it comes from `${...}` or is a secret)".to_owned(),
-                    Some(NodeKind::Scalar(scalar))
-                        if scalar.value.is_f64() && error.to_string().contains("floating point") =>
-                    {
-                        format!(
-                            "expected a whole number, got `{}`: write it without a decimal point or exponent",
-                            scalar.text
-                        )
-                    }
-                    _ => format!("invalid value: {error}"),
-                };
-                check.diagnostics.push(diagnostic(position, pointer, message));
+            Err(error) => Err(conversion_error(&root, &value, &interpolated, &error)),
+        }
+    };
+    match found {
+        Ok(found) => {
+            for error in found {
+                let position = locate(&root, &error.pointer, Anchor::Value);
+                check
+                    .diagnostics
+                    .push(diagnostic(position, error.pointer, error.message));
             }
         }
+        Err((position, pointer, message)) => check.diagnostics.push(diagnostic(position, pointer, message)),
     }
     for d in &mut check.diagnostics {
         d.message = secrets::hide_interpolated(&d.message, &d.pointer, &value, &interpolated);
@@ -223,6 +172,79 @@ pub fn check_bytes(path: &Path, bytes: &[u8], lookup: &dyn Fn(&str) -> Option<St
     sort(&mut check.diagnostics);
     check.root = Some(root);
     check
+}
+
+/// The file's text, without a byte-order mark; or where and why it is no YAML text:
+/// not UTF-8, or a control character YAML cannot hold.
+fn yaml_text(bytes: &[u8]) -> Result<&str, (Position, String)> {
+    let at = |before: &str| Position {
+        line: before.matches('\n').count() + 1,
+        column: before.rsplit('\n').next().unwrap_or_default().chars().count() + 1,
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            let valid = std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or_default();
+            let byte = bytes[error.valid_up_to()];
+            return Err((
+                at(valid),
+                format!("the file is not UTF-8 text (byte 0x{byte:02x} here): save it as UTF-8"),
+            ));
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some((offset, c)) = text.char_indices().find(|(_, c)| !is_yaml_printable(*c)) {
+        // The YAML parser stops at a NUL as at the end of the file: whatever follows
+        // (a `transforms:` section) would be silently ignored.
+        return Err((
+            at(&text[..offset]),
+            format!(
+                "control character U+{:04X} here: YAML text cannot hold it; remove it (inside double quotes, write it as an escape such as `\\x{:02x}`)",
+                u32::from(c),
+                u32::from(c) & 0xff
+            ),
+        ));
+    }
+    Ok(text)
+}
+
+/// The stages' own checks (`timeout: 0`, templates, globs) of a file that failed
+/// the schema, run on what is left once every field found wrong (`failed`) is taken
+/// out, so one pass reports all. A check of what holds a removed field (a rule whose
+/// misspelt `key_patern` was taken out "selects nothing") only repeats the problem.
+fn stage_checks_without(value: &Value, failed: &[&str]) -> Vec<FieldError> {
+    let cleaned = without_fields(value, failed);
+    let related = |pointer: &str| failed.iter().any(|f| is_within(f, pointer) || is_within(pointer, f));
+    build_parts(&cleaned)
+        .into_iter()
+        .filter(|e| !related(&e.pointer))
+        .collect()
+}
+
+/// A file that passed the schema but does not convert to the typed structs. The
+/// schema mirrors the structs, so this is rare: what the schema cannot say (`1e3` or
+/// `1.0` where a whole number is needed, a duration past the largest one). Placed at
+/// the field that fails to convert.
+fn conversion_error(
+    root: &Node,
+    value: &Value,
+    interpolated: &InterpolatedValues,
+    error: &serde_json::Error,
+) -> (Position, String, String) {
+    let pointer = failing_field::failing_field(value, &error.to_string());
+    let position = locate(root, &pointer, Anchor::Value);
+    let secret = is_secret_field(&pointer) || interpolated.keys().any(|p| p.starts_with(&pointer));
+    let message = match locate::node_at(root, &pointer).map(|n| &n.kind) {
+        _ if secret => "invalid value (not shown: it comes from `${...}` or is a secret)".to_owned(),
+        Some(NodeKind::Scalar(scalar)) if scalar.value.is_f64() && error.to_string().contains("floating point") => {
+            format!(
+                "expected a whole number, got `{}`: write it without a decimal point or exponent",
+                scalar.text
+            )
+        }
+        _ => format!("invalid value: {error}"),
+    };
+    (position, pointer, message)
 }
 
 /// Whether `inner` is `outer` or inside it, segment by segment (`/a/b` is within
