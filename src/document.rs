@@ -37,10 +37,7 @@ pub fn default_id(database: u32, key: &[u8]) -> String {
 
 /// The current time as ISO 8601 UTC (`2026-11-27T11:36:27.123Z`), as `_timestamp` holds it.
 pub fn now_timestamp() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    now.format(&format).unwrap_or_else(|_| now.unix_timestamp().to_string())
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// The default document for a record: `key`, `value`, `size_in_bytes`, `database`,

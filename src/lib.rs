@@ -4,12 +4,14 @@
 //! source stage, zero or more transform stages and one sink stage. The [`executor`]
 //! runs them as tokio tasks joined by bounded channels that carry [`record::Batch`]es.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod document;
-pub mod executor;
 pub mod json_out;
+#[cfg(test)]
+mod layers;
 pub mod live;
 pub mod pipeline;
 pub mod record;

@@ -74,7 +74,7 @@ fn one_file(path: &Path) -> Result<LoadedPipeline, Failure> {
     if !path.is_file() {
         return Err(Failure::Usage(format!("{}: no such file", path.display())));
     }
-    config::load_pipeline(path).map_err(|diagnostics| {
+    crate::pipeline::load_pipeline(path).map_err(|diagnostics| {
         let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
         Failure::Failed(anyhow::anyhow!("the pipeline file is invalid:\n{}", lines.join("\n")))
     })
@@ -91,7 +91,7 @@ fn alias_sink(loaded: &LoadedPipeline) -> anyhow::Result<(ElasticsearchSink, Str
         );
     };
     // Built as a run builds it, so the sink knows the pipeline's fingerprint.
-    match crate::executor::build_stages(pipeline, None)?.sink {
+    match crate::pipeline::executor::build_stages(pipeline, None)?.sink {
         Sink::Elasticsearch(sink) => Ok((*sink, alias_name)),
         Sink::Ndjson(_) => anyhow::bail!("pipeline `{}` writes no Elasticsearch index", pipeline.name),
     }
@@ -132,7 +132,7 @@ async fn status(loaded: &LoadedPipeline, format: ReportFormat) -> Result<String,
 }
 
 async fn list(files: &[PathBuf], format: ReportFormat) -> Result<String, Failure> {
-    let (loaded, diagnostics) = config::load_all(files);
+    let (loaded, diagnostics) = crate::pipeline::load_all(files);
     if !diagnostics.is_empty() {
         let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
         return Err(Failure::Failed(anyhow::anyhow!(

@@ -5,10 +5,10 @@
 
 pub mod alias;
 mod alias_report;
-pub mod follow;
 pub mod generate;
 pub mod progress;
 pub mod run;
+mod run_live;
 pub mod serve;
 pub mod summary_json;
 pub mod validate;

@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::executor::{LiveCounters, Progress};
+use crate::pipeline::executor::{Progress, RunCounters};
 
 /// How often a progress bar is refreshed.
 const BAR_TICK: Duration = Duration::from_millis(200);
@@ -37,7 +37,7 @@ impl BarProgress {
 }
 
 impl Progress for BarProgress {
-    fn started(&self, pipeline: &str, live: LiveCounters) {
+    fn started(&self, pipeline: &str, live: RunCounters) {
         let bar = self.multi.add(ProgressBar::no_length());
         bar.set_prefix(pipeline.to_owned());
         bar.set_style(spinner_style());
@@ -114,7 +114,7 @@ impl LogProgress {
 }
 
 impl Progress for LogProgress {
-    fn started(&self, pipeline: &str, live: LiveCounters) {
+    fn started(&self, pipeline: &str, live: RunCounters) {
         let stop = CancellationToken::new();
         self.running
             .lock()

@@ -17,12 +17,12 @@ use tokio_util::task::TaskTracker;
 use tracing_subscriber::EnvFilter;
 
 use super::progress::{terminal_bars, BarAwareStderr, BarProgress, LogProgress};
-use super::summary_json::SummaryJson;
+use super::summary_json::{mark_aborted, write_status_json, SummaryJson};
 use super::{LogFormat, RunArgs};
 use crate::config::{self, LoadedPipeline};
-use crate::executor::{self, NoProgress, PipelineSummary, Progress, Status};
+use crate::pipeline::executor::{self, NoProgress, PipelineSummary, Progress, Status};
 use crate::redact::{self, Redacting};
-use crate::shutdown::{self, Signal};
+use crate::shutdown;
 use crate::stages::RunOptions;
 
 /// Runs the `run` command and returns the process's exit code.
@@ -46,7 +46,7 @@ pub fn execute(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (loaded, diagnostics) = config::load_all(&files);
+    let (loaded, diagnostics) = crate::pipeline::load_all(&files);
     if !diagnostics.is_empty() {
         for diagnostic in &diagnostics {
             match args.log_format {
@@ -153,7 +153,7 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         full: args.full,
     };
     if args.follow {
-        let outcome = runtime.block_on(super::follow::follow_all(
+        let outcome = runtime.block_on(super::run_live::follow_all(
             loaded,
             options,
             progress,
@@ -161,7 +161,7 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         ));
         runtime.shutdown_timeout(std::time::Duration::from_secs(1));
         let summary_takes_stdout = summary_json.as_ref().is_some_and(SummaryJson::is_stdout);
-        return super::follow::report(
+        return super::run_live::report(
             outcome,
             summary_json.as_mut(),
             writes_documents_to_stdout || summary_takes_stdout,
@@ -323,48 +323,12 @@ async fn run_all(
     outcome
 }
 
-/// Before a second signal quits at once: says what was lost, and marks the summary
-/// file `aborted`.
-pub(super) fn mark_aborted(second: Signal, summary_file: Option<std::path::PathBuf>) {
-    eprintln!(
-        "second {}: quitting at once, exit {}: documents in flight were not drained and no summary \
-         was printed; a rerun writes whatever this run did not",
-        second.name(),
-        second.exit_code()
-    );
-    if let Some(path) = &summary_file {
-        let reason = format!(
-            "quit at once by a second {}: no summary; documents in flight were not drained",
-            second.name()
-        );
-        if let Err(error) = write_status_json(path, "aborted", Some(&reason)) {
-            eprintln!("error: cannot write the summary to {}: {error}", path.display());
-        }
-    }
-}
-
 fn summary_json_document(outcome: &Outcome, failed: bool) -> serde_json::Value {
     serde_json::json!({
         "status": if failed { "failed" } else { "ok" },
         "pipelines": outcome.summaries,
         "not_run": outcome.not_run,
     })
-}
-
-/// A `--summary-json` without pipelines' summaries: `running` (written at the start),
-/// or `aborted` (quit at once by a second signal), with this process's id and why.
-fn write_status_json(path: &Path, status: &str, reason: Option<&str>) -> std::io::Result<()> {
-    let mut document = serde_json::json!({
-        "status": status,
-        "pid": std::process::id(),
-        "pipelines": [],
-        "not_run": [],
-    });
-    if let Some(reason) = reason {
-        document["reason"] = reason.into();
-    }
-    let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
 }
 
 /// The `--summary-json` of a run stopped by invalid pipelines: status `invalid`, no

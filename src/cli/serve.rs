@@ -15,8 +15,8 @@ use super::{LogFormat, ServeArgs, WatchKind};
 use crate::config;
 use crate::redact::{self, Redacting};
 use crate::serve::auth::Access;
+use crate::serve::file_watch::WatchMode;
 use crate::serve::supervisor::Drained;
-use crate::serve::watch::WatchMode;
 use crate::serve::{self, Options};
 
 /// Runs `serve` and returns the process's exit code.
@@ -70,7 +70,7 @@ pub fn execute(args: &ServeArgs) -> ExitCode {
         strict: args.strict,
         access,
     };
-    crate::serve::live::set_unready_after(args.live_unready_after);
+    crate::serve::live_view::set_unready_after(args.live_unready_after);
     let outcome = runtime.block_on(serve::serve(options, listener));
     // Every pipeline task was awaited; what may remain are the client libraries'
     // own connection tasks, dropped with the runtime.
@@ -95,7 +95,7 @@ fn check_strictly(paths: &[std::path::PathBuf]) -> Result<(), ExitCode> {
             return Err(ExitCode::from(2));
         }
     };
-    let (_, diagnostics) = config::load_all(&files);
+    let (_, diagnostics) = crate::pipeline::load_all(&files);
     if diagnostics.is_empty() {
         return Ok(());
     }

@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
+use crate::shutdown::Signal;
+
 /// The destination of the JSON summary.
 pub enum SummaryJson {
     /// `-`: standard output (the text summary then goes to standard error).
@@ -76,6 +78,42 @@ impl SummaryJson {
             }
         }
     }
+}
+
+/// Before a second signal quits at once: says what was lost, and marks the summary
+/// file `aborted`.
+pub(super) fn mark_aborted(second: Signal, summary_file: Option<std::path::PathBuf>) {
+    eprintln!(
+        "second {}: quitting at once, exit {}: documents in flight were not drained and no summary \
+         was printed; a rerun writes whatever this run did not",
+        second.name(),
+        second.exit_code()
+    );
+    if let Some(path) = &summary_file {
+        let reason = format!(
+            "quit at once by a second {}: no summary; documents in flight were not drained",
+            second.name()
+        );
+        if let Err(error) = write_status_json(path, "aborted", Some(&reason)) {
+            eprintln!("error: cannot write the summary to {}: {error}", path.display());
+        }
+    }
+}
+
+/// A `--summary-json` without pipelines' summaries: `running` (written at the start),
+/// or `aborted` (quit at once by a second signal), with this process's id and why.
+pub(super) fn write_status_json(path: &Path, status: &str, reason: Option<&str>) -> std::io::Result<()> {
+    let mut document = serde_json::json!({
+        "status": status,
+        "pid": std::process::id(),
+        "pipelines": [],
+        "not_run": [],
+    });
+    if let Some(reason) = reason {
+        document["reason"] = reason.into();
+    }
+    let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::other)?;
+    std::fs::write(path, text + "\n")
 }
 
 #[cfg(test)]

@@ -35,11 +35,11 @@ pub fn execute(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let set = config::load_set(&files, &variables);
+    let set = crate::pipeline::load_set(&files, &variables);
     let mut diagnostics = set.diagnostics;
     let mut warnings = set.warnings;
     for pipeline in &set.loaded {
-        for warning in config::warnings::pipeline_warnings(&pipeline.pipeline) {
+        for warning in crate::pipeline::warnings::pipeline_warnings(&pipeline.pipeline) {
             warnings.push(Diagnostic {
                 file: pipeline.path.clone(),
                 line: 0,

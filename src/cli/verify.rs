@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use super::{OutputFormat, VerifyArgs};
 use crate::config::{self, model::SinkConfig, LoadedPipeline};
-use crate::executor::{self, NoProgress, PipelineSummary, Status};
+use crate::pipeline::executor::{self, NoProgress, PipelineSummary, Status};
 use crate::redact;
 use crate::stages::drift::{Drift, DriftCount, DriftReport};
 
@@ -151,7 +151,7 @@ pub fn execute(args: &VerifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (loaded, diagnostics) = config::load_all(&files);
+    let (loaded, diagnostics) = crate::pipeline::load_all(&files);
     if !diagnostics.is_empty() {
         for diagnostic in &diagnostics {
             eprintln!("{diagnostic}");

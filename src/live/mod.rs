@@ -21,27 +21,27 @@
 
 pub mod observer;
 mod rebuild;
-pub mod state;
 pub mod summary;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::config::model::{Pipeline, SinkConfig, SourceConfig};
-use crate::executor::{self, LiveCounters, PipelineSummary, Progress};
-use crate::stages::source::redis::live::Follower;
+use crate::backoff::{Doubling, LIVE_RETRY};
+use crate::config::model::{LiveConfig, Pipeline, RedisSourceConfig, SinkConfig, SourceConfig};
+use crate::pipeline::executor::{self, PipelineSummary, Progress, RunCounters, Status};
+use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
+use crate::stages::source::redis::change_source::Follower;
 use crate::stages::{RunOptions, Source};
 pub use observer::{Observer, Unobserved};
-use state::{LiveState, Reason};
+use rebuild::SyncKind;
 pub use summary::LiveSummary;
 
 /// How often the progress line is written.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// The longest wait between two attempts after a failed phase.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// Why `run --follow` stops when its first sync fails, and what to do.
 const FIRST_SYNC_FAILED: &str = "the first sync failed, so nothing was followed: run --follow stops (exit 1) rather \
@@ -66,10 +66,10 @@ fn sync_pipeline(pipeline: &Pipeline) -> Pipeline {
 
 /// The counters of the follow phase running now, for the progress line.
 #[derive(Default)]
-struct PhaseProgress(Mutex<Option<LiveCounters>>);
+struct PhaseProgress(Mutex<Option<RunCounters>>);
 
 impl Progress for PhaseProgress {
-    fn started(&self, _pipeline: &str, live: LiveCounters) {
+    fn started(&self, _pipeline: &str, live: RunCounters) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
     }
     fn finished(&self, _pipeline: &str) {
@@ -126,45 +126,53 @@ pub async fn follow_with(
     }
 
     let state = Arc::new(LiveState::new(live.max_pending_keys));
-    let mut stop = CancellationToken::new();
-    let mut follower = Follower::prepare(redis, &live).await?;
-    let mut tasks = follower.start(&state, &stop).await?;
-    summary.notes.append(&mut follower.notes);
+    let mut subscriptions = Subscriptions::start(redis, &live, &state).await?;
+    summary.notes.append(&mut subscriptions.follower.notes);
     observer.subscribed(state.clone());
-    let mut stop_on_return = stop.clone().drop_guard();
 
     let phase_progress = Arc::new(PhaseProgress::default());
     let ticker = tokio::spawn(progress_line(
         pipeline.name.clone(),
         state.clone(),
         phase_progress.clone(),
-        stop.clone(),
+        subscriptions.stop.clone(),
     ));
-
-    let follow_options = RunOptions {
-        follow: true,
-        ..options.clone()
-    };
-    let following = rebuild::Following {
-        pipeline: &sync,
-        state: &state,
-        locates_by_key,
-        options: follow_options.clone(),
-        progress: phase_progress.as_ref(),
-        observer,
-        drain_timeout: live.drain_timeout.0,
+    let follow_loop = FollowLoop {
+        following: rebuild::Following {
+            pipeline: &sync,
+            state: &state,
+            locates_by_key,
+            options: RunOptions {
+                follow: true,
+                ..options.clone()
+            },
+            progress: phase_progress.as_ref(),
+            observer,
+            drain_timeout: live.drain_timeout.0,
+        },
+        redis,
+        live: &live,
+        shutdown: &shutdown,
+        progress,
+        resync_options: RunOptions {
+            allow_mass_delete: true,
+            ..options.clone()
+        },
+        every: (!live.reconcile_every.0.is_zero()).then_some(live.reconcile_every.0),
     };
 
     // The first sync: the pipeline's own guard against mass deletes applies.
-    let first = rebuild::sync(
-        &following,
-        &follower,
-        options.clone(),
-        &shutdown,
+    let run = rebuild::SyncRun {
+        options,
+        shutdown: &shutdown,
         progress,
+    };
+    let first = rebuild::sync(
+        &follow_loop.following,
+        &subscriptions.follower,
+        SyncKind::First,
+        run,
         &mut summary,
-        true,
-        Duration::ZERO,
     )
     .await?;
     summary.syncs += 1;
@@ -173,11 +181,11 @@ pub async fn follow_with(
     let first_interrupted = !first_failed && first.summary.status == executor::Status::Interrupted;
     if first_interrupted {
         // Stopped half-way through the first sync: the index is not what Redis holds.
-        summary.status = "interrupted";
+        summary.status = Status::Interrupted;
         summary.notes.push(FIRST_SYNC_INTERRUPTED.to_owned());
     }
     if first_failed {
-        summary.status = "failed";
+        summary.status = Status::Failed;
         summary.error = first.summary.error.clone();
         if !shutdown.is_cancelled() {
             summary.notes.push(FIRST_SYNC_FAILED.to_owned());
@@ -186,98 +194,210 @@ pub async fn follow_with(
     // (The first sync's error is the run's own: no note repeats it.)
     add_sync(&mut summary, first.summary, false);
 
-    let every = (!live.reconcile_every.0.is_zero()).then_some(live.reconcile_every.0);
-    let mut next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
-    let mut retry_wait = Duration::from_secs(1);
-    let resync_options = RunOptions {
-        allow_mass_delete: true,
-        ..options.clone()
-    };
-    while !first_failed && !shutdown.is_cancelled() {
-        if let Some(fatal) = state.fatal() {
-            summary.status = "failed";
-            summary.error = Some(fatal);
-            break;
-        }
-        if state.is_dirty() {
-            if state.has_reason(Reason::Topology) {
-                // A cluster's masters changed: follow the ones it has now (subscribed
-                // before the resync reads, as at the start).
-                stop.cancel();
-                for task in tasks.drain(..) {
-                    let _ = task.await;
-                }
-                stop = CancellationToken::new();
-                stop_on_return = stop.clone().drop_guard();
-                let restarted = async {
-                    let mut next = Follower::prepare(redis, &live).await?;
-                    let tasks = next.start(&state, &stop).await?;
-                    anyhow::Ok((next, tasks))
-                };
-                match restarted.await {
-                    Ok((next, next_tasks)) => {
-                        follower = next;
-                        tasks = next_tasks;
-                    }
-                    Err(error) => {
-                        tracing::warn!(pipeline = %pipeline.name, "live: cannot follow the cluster again ({error:#}); trying again in {} s", retry_wait.as_secs());
-                        wait_or_stop(retry_wait, &shutdown).await;
-                        retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
-                        continue;
-                    }
-                }
-            }
-            tracing::info!(pipeline = %pipeline.name, "live: resync");
-            let resync = rebuild::sync(
-                &following,
-                &follower,
-                resync_options.clone(),
-                &shutdown,
-                progress,
-                &mut summary,
-                false,
-                retry_wait,
-            )
-            .await?;
-            let reason = resync.reasons.first().copied().unwrap_or(Reason::Error);
-            *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
-            tracing::info!(pipeline = %pipeline.name, reason = reason.name(), "live: resync done");
-            summary.syncs += 1;
-            observer.synced(false, &resync.summary);
-            let failed = resync.summary.error.clone();
-            add_sync(&mut summary, resync.summary, true);
-            if let Some(error) = failed {
-                if shutdown.is_cancelled() {
-                    break;
-                }
-                // (A failed build behind the alias waited already, following meanwhile.)
-                if !resync.waited {
-                    tracing::warn!(pipeline = %pipeline.name, "live: the resync failed ({error}); trying again in {} s", retry_wait.as_secs());
-                    wait_or_stop(retry_wait, &shutdown).await;
-                }
-                state.mark_dirty(Reason::Error);
-                retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
-                continue;
-            }
-            state.caught_up();
-            retry_wait = Duration::from_secs(1);
-            next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
-            continue;
-        }
+    if !first_failed {
+        follow_loop.run(&mut subscriptions, &mut summary).await?;
+    }
+    if let Some(fatal) = state.fatal() {
+        summary.status = Status::Failed;
+        summary.error.get_or_insert(fatal);
+    }
 
-        // A follow phase, until a resync is due, the drain ends, or a fatal error.
+    subscriptions.stop.cancel();
+    ticker.abort();
+    subscriptions.finish().await;
+    summary.events = state.counters.events.load(Ordering::Relaxed);
+    summary.dropped = state.counters.dropped.load(Ordering::Relaxed);
+    summary.pending = state.pending_len() as u64;
+    summary.lag_seconds = state.lag().as_secs_f64();
+    if summary.pending > 0 {
+        summary.notes.push(format!(
+            "{} changed keys were not applied before the end (the next start's sync reads them)",
+            summary.pending
+        ));
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The keyspace subscriptions of a live run: the follower, its tasks, and the token
+/// that stops them (cancelled, too, when the run returns early).
+struct Subscriptions {
+    follower: Follower,
+    tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+    _stop_on_return: DropGuard,
+}
+
+impl Subscriptions {
+    /// Subscribes on every node the source reads.
+    async fn start(redis: &RedisSourceConfig, live: &LiveConfig, state: &Arc<LiveState>) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let mut follower = Follower::prepare(redis, live).await?;
+        let tasks = follower.start(state, &stop).await?;
+        Ok(Subscriptions {
+            follower,
+            tasks,
+            _stop_on_return: stop.clone().drop_guard(),
+            stop,
+        })
+    }
+
+    /// Waits for the subscription tasks to end (once `stop` is cancelled).
+    async fn finish(mut self) {
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+/// What the live loop does after a step.
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// The waits of the live loop: between failed attempts, and until the next periodic
+/// resync (`live.reconcile_every`).
+struct Waits {
+    retry: Doubling,
+    next_reconcile: Option<tokio::time::Instant>,
+}
+
+/// The loop after the first sync: resyncs when something may have hidden a change,
+/// follow phases otherwise, until shutdown or a fatal error.
+struct FollowLoop<'a> {
+    following: rebuild::Following<'a>,
+    redis: &'a RedisSourceConfig,
+    live: &'a LiveConfig,
+    shutdown: &'a CancellationToken,
+    progress: &'a dyn Progress,
+    resync_options: RunOptions,
+    every: Option<Duration>,
+}
+
+impl FollowLoop<'_> {
+    /// Runs until shutdown or a fatal error (said in `summary`).
+    async fn run(&self, subscriptions: &mut Subscriptions, summary: &mut LiveSummary) -> anyhow::Result<()> {
+        let state = self.following.state;
+        let mut waits = Waits {
+            retry: LIVE_RETRY,
+            next_reconcile: self.reconcile_at(),
+        };
+        while !self.shutdown.is_cancelled() {
+            if let Some(fatal) = state.fatal() {
+                summary.status = Status::Failed;
+                summary.error = Some(fatal);
+                break;
+            }
+            let next = if state.is_dirty() {
+                self.resync(subscriptions, &mut waits, summary).await?
+            } else {
+                self.follow_phase(&subscriptions.follower, &mut waits, summary).await?
+            };
+            if let Next::Stop = next {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// When the next periodic resync is due, counted from now.
+    fn reconcile_at(&self) -> Option<tokio::time::Instant> {
+        self.every.map(|every| tokio::time::Instant::now() + every)
+    }
+
+    /// A cluster's masters changed: follow the ones it has now (subscribed before the
+    /// resync reads, as at the start).
+    async fn resubscribe(&self, subscriptions: &mut Subscriptions) -> anyhow::Result<()> {
+        subscriptions.stop.cancel();
+        for task in subscriptions.tasks.drain(..) {
+            let _ = task.await;
+        }
+        subscriptions.stop = CancellationToken::new();
+        subscriptions._stop_on_return = subscriptions.stop.clone().drop_guard();
+        let mut next = Follower::prepare(self.redis, self.live).await?;
+        let tasks = next.start(self.following.state, &subscriptions.stop).await?;
+        subscriptions.follower = next;
+        subscriptions.tasks = tasks;
+        Ok(())
+    }
+
+    /// A resync (after resubscribing when the cluster changed); on failure, the wait
+    /// before the next attempt.
+    async fn resync(
+        &self,
+        subscriptions: &mut Subscriptions,
+        waits: &mut Waits,
+        summary: &mut LiveSummary,
+    ) -> anyhow::Result<Next> {
+        let state = self.following.state;
+        let name = &self.following.pipeline.name;
+        if state.has_reason(Reason::Topology) {
+            if let Err(error) = self.resubscribe(subscriptions).await {
+                tracing::warn!(pipeline = %name, "live: cannot follow the cluster again ({error:#}); trying again in {} s", waits.retry.current().as_secs());
+                wait_or_stop(waits.retry.current(), self.shutdown).await;
+                waits.retry.double();
+                return Ok(Next::Continue);
+            }
+        }
+        tracing::info!(pipeline = %name, "live: resync");
+        let run = rebuild::SyncRun {
+            options: self.resync_options.clone(),
+            shutdown: self.shutdown,
+            progress: self.progress,
+        };
+        let kind = SyncKind::Resync {
+            retry_wait: waits.retry.current(),
+        };
+        let resync = rebuild::sync(&self.following, &subscriptions.follower, kind, run, summary).await?;
+        let reason = resync.reasons.first().copied().unwrap_or(Reason::Error);
+        *summary.resyncs.entry(reason.name().to_owned()).or_default() += 1;
+        tracing::info!(pipeline = %name, reason = reason.name(), "live: resync done");
+        summary.syncs += 1;
+        self.following.observer.synced(false, &resync.summary);
+        let failed = resync.summary.error.clone();
+        add_sync(summary, resync.summary, true);
+        if let Some(error) = failed {
+            if self.shutdown.is_cancelled() {
+                return Ok(Next::Stop);
+            }
+            // (A failed build behind the alias waited already, following meanwhile.)
+            if !resync.waited {
+                tracing::warn!(pipeline = %name, "live: the resync failed ({error}); trying again in {} s", waits.retry.current().as_secs());
+                wait_or_stop(waits.retry.current(), self.shutdown).await;
+            }
+            state.mark_dirty(Reason::Error);
+            waits.retry.double();
+            return Ok(Next::Continue);
+        }
+        state.caught_up();
+        waits.retry.reset();
+        waits.next_reconcile = self.reconcile_at();
+        Ok(Next::Continue)
+    }
+
+    /// A follow phase, until a resync is due, the drain ends, or a fatal error.
+    async fn follow_phase(
+        &self,
+        follower: &Follower,
+        waits: &mut Waits,
+        summary: &mut LiveSummary,
+    ) -> anyhow::Result<Next> {
+        let state = self.following.state;
         let phase = state.new_phase();
-        let source = Source::Changes(follower.change_source(&state, locates_by_key));
+        let source = Source::Changes(follower.change_source(state, self.following.locates_by_key));
         // (With the syncs' `delete_stale`, so the index's marker keeps saying what the
         // syncs do; a follow phase keeps no ids and deletes nothing as stale.)
         let tee = observer::Tee {
-            progress: phase_progress.as_ref(),
-            observer,
+            progress: self.following.progress,
+            observer: self.following.observer,
         };
-        let run = executor::run_pipeline_with(&sync, Some(source), follow_options.clone(), phase.clone(), &tee);
+        let options = self.following.options.clone();
+        let run = executor::run_pipeline_with(self.following.pipeline, Some(source), options, phase.clone(), &tee);
         let mut run = std::pin::pin!(run);
         let mut drain_until: Option<tokio::time::Instant> = None;
         let outcome = loop {
+            let next_reconcile = waits.next_reconcile;
             let reconcile = async {
                 match next_reconcile {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -293,12 +413,12 @@ pub async fn follow_with(
             tokio::select! {
                 outcome = &mut run => break outcome,
                 _ = reconcile => {
-                    next_reconcile = None;
+                    waits.next_reconcile = None;
                     state.mark_dirty(Reason::ReconcileEvery);
                 }
-                _ = shutdown.cancelled(), if drain_until.is_none() => {
+                _ = self.shutdown.cancelled(), if drain_until.is_none() => {
                     state.start_draining();
-                    drain_until = Some(tokio::time::Instant::now() + live.drain_timeout.0);
+                    drain_until = Some(tokio::time::Instant::now() + self.following.drain_timeout);
                 }
                 _ = drain_over => {
                     phase.cancel();
@@ -307,50 +427,29 @@ pub async fn follow_with(
             }
         };
         let phase_summary = outcome?;
-        observer.applied(&phase_summary);
+        self.following.observer.applied(&phase_summary);
         summary.upserts += phase_summary.written;
         summary.deletes += phase_summary.deleted;
         summary.failed += phase_summary.failed;
         summary.skipped += phase_summary.skipped;
         if let Some(error) = &phase_summary.error {
-            if shutdown.is_cancelled() {
+            if self.shutdown.is_cancelled() {
                 summary.notes.push(format!("applying the last changes failed: {error}"));
-                break;
+                return Ok(Next::Stop);
             }
-            tracing::warn!(pipeline = %pipeline.name, "live: applying changes failed ({error}); a resync follows in {} s", retry_wait.as_secs());
+            let name = &self.following.pipeline.name;
+            tracing::warn!(pipeline = %name, "live: applying changes failed ({error}); a resync follows in {} s", waits.retry.current().as_secs());
             // What the phase took was not applied: the lag counts from its start.
             let phase_start = Instant::now().checked_sub(Duration::from_secs_f64(phase_summary.seconds));
             state.behind_since(phase_start.unwrap_or_else(Instant::now));
             state.mark_dirty(Reason::Error);
-            wait_or_stop(retry_wait, &shutdown).await;
-            retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
-        } else if every.is_some() && next_reconcile.is_none() && !state.is_dirty() {
-            next_reconcile = every.map(|every| tokio::time::Instant::now() + every);
+            wait_or_stop(waits.retry.current(), self.shutdown).await;
+            waits.retry.double();
+        } else if self.every.is_some() && waits.next_reconcile.is_none() && !state.is_dirty() {
+            waits.next_reconcile = self.reconcile_at();
         }
+        Ok(Next::Continue)
     }
-    if let Some(fatal) = state.fatal() {
-        summary.status = "failed";
-        summary.error.get_or_insert(fatal);
-    }
-
-    stop.cancel();
-    drop(stop_on_return);
-    ticker.abort();
-    for task in tasks {
-        let _ = task.await;
-    }
-    summary.events = state.counters.events.load(Ordering::Relaxed);
-    summary.dropped = state.counters.dropped.load(Ordering::Relaxed);
-    summary.pending = state.pending_len() as u64;
-    summary.lag_seconds = state.lag().as_secs_f64();
-    if summary.pending > 0 {
-        summary.notes.push(format!(
-            "{} changed keys were not applied before the end (the next start's sync reads them)",
-            summary.pending
-        ));
-    }
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
 }
 
 fn add_sync(summary: &mut LiveSummary, sync: PipelineSummary, note_failure: bool) {

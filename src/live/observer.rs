@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use super::state::{LiveState, Reason};
-use crate::executor::{LiveCounters, PipelineSummary, Progress};
+use crate::pipeline::executor::{PipelineSummary, Progress, RunCounters};
+use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
 
 /// Told what a live run does, as it does it. Every method defaults to nothing.
 pub trait Observer: Send + Sync {
@@ -18,7 +18,7 @@ pub trait Observer: Send + Sync {
     /// A resync starts, for `reason` (the first by priority when several were due).
     fn resync(&self, _reason: Reason) {}
     /// A follow phase's stages run; `counters` count what it applies until it ends.
-    fn following(&self, _counters: LiveCounters) {}
+    fn following(&self, _counters: RunCounters) {}
     /// A follow phase ended with `summary` (written: upserts, deleted: deletes).
     fn applied(&self, _summary: &PipelineSummary) {}
 }
@@ -36,7 +36,7 @@ pub(super) struct Tee<'a> {
 }
 
 impl Progress for Tee<'_> {
-    fn started(&self, pipeline: &str, live: LiveCounters) {
+    fn started(&self, pipeline: &str, live: RunCounters) {
         self.observer.following(live.clone());
         self.progress.started(pipeline, live);
     }

@@ -49,12 +49,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::observer::{Observer, Tee};
-use super::state::{LiveState, Reason};
 use super::{wait_or_stop, LiveSummary, PhaseProgress};
 use crate::config::model::Pipeline;
-use crate::executor::{self, PipelineSummary, Progress};
+use crate::pipeline::executor::{self, PipelineSummary, Progress};
 use crate::stages::sink::elasticsearch::alias::{Case, Plan};
-use crate::stages::source::redis::live::Follower;
+use crate::stages::source::redis::change_source::pending::{LiveState, Reason};
+use crate::stages::source::redis::change_source::Follower;
 use crate::stages::{RunOptions, Sink, Source};
 
 /// What the live loop's syncs need to follow changes while one builds.
@@ -80,21 +80,44 @@ pub(super) struct Synced {
     pub waited: bool,
 }
 
-/// Runs one sync of the live loop: the first (`first`: its failure ends the run) or a
-/// resync. Builds a new index behind the alias while following changes when the plan
-/// says so; otherwise a plain sync, the pending keys dropped when it is a resync (it
+/// Which sync of the live loop this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SyncKind {
+    /// The first: its failure ends the run.
+    First,
+    /// A resync; after a failure it waits `retry_wait` (following meanwhile, when it
+    /// builds behind an alias) before the loop tries again.
+    Resync { retry_wait: Duration },
+}
+
+/// What one sync runs with: the run's options (the first sync keeps the mass-delete
+/// guard, a resync lifts it), the shutdown signal, and where progress goes.
+pub(super) struct SyncRun<'a> {
+    pub options: RunOptions,
+    pub shutdown: &'a CancellationToken,
+    pub progress: &'a dyn Progress,
+}
+
+/// Runs one sync of the live loop: the first (its failure ends the run) or a resync.
+/// Builds a new index behind the alias while following changes when the plan says
+/// so; otherwise a plain sync, the pending keys dropped when it is a resync (it
 /// reads every key after this moment).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn sync(
     following: &Following<'_>,
     follower: &Follower,
-    options: RunOptions,
-    shutdown: &CancellationToken,
-    progress: &dyn Progress,
+    kind: SyncKind,
+    run: SyncRun<'_>,
     summary: &mut LiveSummary,
-    first: bool,
-    retry_wait: Duration,
 ) -> anyhow::Result<Synced> {
+    let SyncRun {
+        options,
+        shutdown,
+        progress,
+    } = run;
+    let (first, retry_wait) = match kind {
+        SyncKind::First => (true, Duration::ZERO),
+        SyncKind::Resync { retry_wait } => (false, retry_wait),
+    };
     let plan = match planned(following.pipeline).await {
         Ok(plan) => plan,
         // The sync itself meets the same problem (Elasticsearch unreachable, an

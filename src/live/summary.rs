@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::executor::PipelineSummary;
+use crate::pipeline::executor::{PipelineSummary, Status};
 
 /// The summary of a live run.
 #[derive(Debug, Clone, Serialize)]
@@ -15,7 +15,7 @@ pub struct LiveSummary {
     /// `ok`, `failed` (a fatal error: the first sync failed, the server stopped
     /// publishing notifications, ...), or `interrupted` (stopped by a signal during
     /// the first sync: the index holds only part of Redis).
-    pub status: &'static str,
+    pub status: Status,
     pub live: bool,
     pub seconds: f64,
     /// Keyspace notifications received.
@@ -54,7 +54,7 @@ impl LiveSummary {
     pub fn new(pipeline: &str) -> LiveSummary {
         LiveSummary {
             pipeline: pipeline.to_owned(),
-            status: "ok",
+            status: Status::Ok,
             live: true,
             seconds: 0.0,
             events: 0,
@@ -77,7 +77,7 @@ impl LiveSummary {
 
     /// Whether the process should exit non-zero.
     pub fn is_failure(&self) -> bool {
-        self.status != "ok"
+        self.status != Status::Ok
     }
 }
 
@@ -85,9 +85,9 @@ impl fmt::Display for LiveSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
         let status = match self.status {
-            "ok" => "stopped",
-            "interrupted" => "INTERRUPTED during its first sync",
-            _ => "FAILED",
+            Status::Ok => "stopped",
+            Status::Interrupted => "INTERRUPTED during its first sync",
+            Status::Failed => "FAILED",
         };
         let _ = writeln!(
             out,

@@ -11,7 +11,8 @@
 
 use crate::config::fingerprint::pipeline_fingerprint;
 use crate::config::model::{Pipeline, SinkConfig, SourceConfig, TransformConfig};
-use crate::stages::{FieldError, Sink, Source, Transform, Upstream};
+use crate::config::FieldError;
+use crate::stages::{Sink, Source, Transform, Upstream};
 
 /// What a pipeline's stages require of each other, worked out from the built stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 use serde_json::Value as Json;
 
 use crate::config::model::{FilterConfig, SinkConfig, TemplateConfig, TransformConfig};
-use crate::stages::FieldError;
+use crate::config::FieldError;
 use crate::templating::RECORD_FIELDS;
 
 /// The problems between the transforms (each given, or `None` when it did not

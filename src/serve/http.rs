@@ -134,7 +134,7 @@ async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
             StatusCode::CONFLICT,
             format!(
                 "pipeline `{name}` is already running (since {}): a pipeline never runs twice at once",
-                super::state::rfc3339(running.since)
+                super::time::rfc3339(running.since)
             ),
         );
     }

@@ -18,8 +18,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::executor::{PipelineSummary, Status};
-use crate::live::state::Reason;
+use crate::pipeline::executor::{PipelineSummary, Status};
+use crate::stages::source::redis::change_source::pending::Reason;
 
 /// Every metric name starts with this.
 pub const PREFIX: &str = "redis_connector";

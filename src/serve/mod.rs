@@ -1,23 +1,25 @@
 //! `serve`: one long-running process for a set of pipeline files. Each pipeline
 //! runs on its schedule, or once at start ([`runner`]), or, when it is live, is
-//! followed for as long as it is in the set ([`follow`]); the set is loaded at start
-//! and reloaded when a file changes ([`watch`]) or on SIGHUP, every valid file
+//! followed for as long as it is in the set ([`live_task`]); the set is loaded at start
+//! and reloaded when a file changes ([`file_watch`]) or on SIGHUP, every valid file
 //! applied and each invalid one reported ([`reload`]), by name and content
 //! ([`supervisor`]); [`http`] exposes metrics, health and status, guarded by
 //! [`auth`]; SIGTERM stops scheduling and drains ([`supervisor::Supervisor::shutdown`]).
 
 pub mod auth;
-pub mod follow;
+pub mod file_watch;
 pub mod http;
-pub mod live;
+pub mod live_task;
+pub mod live_view;
 pub mod metrics;
+mod observer;
 pub mod process_metrics;
 pub mod reload;
 pub mod runner;
-pub mod schedule;
 pub mod state;
 pub mod supervisor;
-pub mod watch;
+mod task;
+mod time;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,10 +30,12 @@ use tokio_util::sync::CancellationToken;
 use crate::shutdown::{Signal, Signals};
 use crate::stages::RunOptions;
 use auth::Access;
-use runner::LOG_TARGET;
+use file_watch::{WatchMode, Watcher};
 use state::{Shared, WatchState};
 use supervisor::{Drained, Supervisor};
-use watch::{WatchMode, Watcher};
+
+/// Target of the log lines of runs and reloads.
+pub const LOG_TARGET: &str = "redis_connector::serve";
 
 /// Quiet time after a file change before the reload: a `git checkout` or a
 /// ConfigMap update is many events within a few milliseconds.
@@ -95,7 +99,7 @@ pub async fn serve(options: Options, listener: std::net::TcpListener) -> anyhow:
 
     let http_stop = CancellationToken::new();
     let mut http = http::spawn(listener, shared.clone(), http_stop.clone())?;
-    let mut rearm = tokio::time::interval(watch::RETRY);
+    let mut rearm = tokio::time::interval(file_watch::RETRY);
     rearm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let load = |supervisor: &mut Supervisor, cause: &str| {
         reload::reload(supervisor, &shared, &options.paths, options.strict, cause)
@@ -190,7 +194,7 @@ fn arm(watcher: &mut Watcher, shared: &Shared, mode: WatchMode) -> bool {
             problems = %problems.join("\n"),
             "cannot watch {}: trying again every {:?}; SIGHUP reloads meanwhile",
             problems.join("; "),
-            watch::RETRY
+            file_watch::RETRY
         );
     } else if up && !was_up {
         tracing::info!(target: LOG_TARGET, event = "watch_up", "the pipeline files are watched again");

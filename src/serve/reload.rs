@@ -19,9 +19,10 @@ use std::path::PathBuf;
 use chrono::Utc;
 use serde::Serialize;
 
-use super::runner::LOG_TARGET;
-use super::state::{rfc3339, unix_seconds, ReloadState, Shared};
+use super::state::{ReloadState, Shared};
 use super::supervisor::{Changes, Supervisor};
+use super::time::{rfc3339, unix_seconds};
+use super::LOG_TARGET;
 use crate::config::{self, LoadedPipeline, UsageError};
 
 /// One pipeline file as `/status` shows it.
@@ -73,7 +74,7 @@ fn find_files(paths: &[PathBuf]) -> Found {
 pub fn reload(supervisor: &mut Supervisor, shared: &Shared, paths: &[PathBuf], strict: bool, cause: &str) {
     let now = Utc::now();
     let found = find_files(paths);
-    let (valid, diagnostics) = config::load_all(&found.files);
+    let (valid, diagnostics) = crate::pipeline::load_all(&found.files);
     let mut problems: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     for diagnostic in &diagnostics {
         problems

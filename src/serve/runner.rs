@@ -1,45 +1,24 @@
 //! One pipeline under `serve`: a task that waits for its next time (schedule,
 //! start, or a trigger), runs the pipeline through the executor, and records the
 //! run (state, metrics, one log line at start and one at end); a live pipeline's
-//! task follows it instead ([`super::follow`]). Runs of one pipeline
+//! task follows it instead ([`super::live_task`]). Runs of one pipeline
 //! never overlap: the task runs one at a time, and a time that passes while a run is
 //! still going is skipped and counted. A new configuration (a changed file) is taken
 //! between runs; `stop` ends the task between runs too, so a run in progress always
 //! finishes (or drains, once `interrupt` fires).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
-use tokio_util::sync::CancellationToken;
 
-use super::follow::{is_live, FollowEnd};
-use super::schedule::Schedule;
-use super::state::{unix_seconds, Running, Shared, Trigger};
+use super::live_task::{is_live, FollowEnd};
+use super::state::{Running, Trigger};
+use super::task::{PipelineTask, StateProgress};
+use super::time::unix_seconds;
+use super::LOG_TARGET;
+use crate::config::schedule::Schedule;
 use crate::config::LoadedPipeline;
-use crate::executor::{self, LiveCounters, PipelineSummary, Progress};
-use crate::stages::RunOptions;
-
-/// Target of the log lines of runs and reloads.
-pub const LOG_TARGET: &str = "redis_connector::serve";
-
-/// What a pipeline task needs.
-pub struct PipelineTask {
-    pub name: String,
-    pub generation: u64,
-    pub config: watch::Receiver<Arc<LoadedPipeline>>,
-    /// Stop scheduling: end after the run in progress.
-    pub stop: CancellationToken,
-    /// Interrupt the run in progress (shutdown past its timeout).
-    pub interrupt: CancellationToken,
-    pub trigger: Arc<Notify>,
-    /// Held during a run: a removed pipeline's last run and a new pipeline of the same
-    /// name never overlap.
-    pub run_lock: Arc<AsyncMutex<()>>,
-    pub shared: Arc<Shared>,
-    pub options: RunOptions,
-}
+use crate::pipeline::executor::{self, PipelineSummary};
 
 impl PipelineTask {
     /// Runs until `stop`; removes the pipeline's state and metrics at the end when this
@@ -225,11 +204,7 @@ impl PipelineTask {
 
 /// The line logged when a run ends, with the summary's figures as fields.
 fn log_end(summary: &PipelineSummary, trigger: Trigger) {
-    let status = match summary.status {
-        executor::Status::Ok => "ok",
-        executor::Status::Failed => "failed",
-        executor::Status::Interrupted => "interrupted",
-    };
+    let status = summary.status.as_str();
     let error = summary.error.as_deref().unwrap_or("");
     macro_rules! end {
         ($level:ident) => {
@@ -266,22 +241,4 @@ fn log_end(summary: &PipelineSummary, trigger: Trigger) {
         executor::Status::Interrupted => end!(warn),
         executor::Status::Failed => end!(error),
     }
-}
-
-/// Hands the run's live counters to `/status`.
-pub(super) struct StateProgress {
-    pub shared: Arc<Shared>,
-    pub generation: u64,
-}
-
-impl Progress for StateProgress {
-    fn started(&self, pipeline: &str, live: LiveCounters) {
-        self.shared.update(pipeline, self.generation, |state| {
-            if let Some(running) = &mut state.running {
-                running.live = Some(live);
-            }
-        });
-    }
-
-    fn finished(&self, _pipeline: &str) {}
 }

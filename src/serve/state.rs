@@ -7,16 +7,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 use tokio::sync::Notify;
 
 use super::auth::Access;
-use super::live::LiveView;
+use super::live_view::LiveView;
 use super::metrics::Metrics;
 use super::reload::FileReport;
-use crate::executor::{LiveCounters, PipelineSummary, Status};
+use super::time::rfc3339;
+use crate::pipeline::executor::{PipelineSummary, RunCounters, Status};
 
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,7 +47,7 @@ pub struct Running {
     pub trigger: Trigger,
     pub since: DateTime<Utc>,
     /// The run's counters, once its stages are running.
-    pub live: Option<LiveCounters>,
+    pub live: Option<RunCounters>,
 }
 
 /// One pipeline as `/status` shows it.
@@ -96,9 +97,9 @@ impl PipelineState {
             }
             (_, _, Some(error)) => format!("last run could not start: {error}"),
             (_, Some(summary), _) => match (&summary.status, &summary.error) {
-                (_, Some(error)) => format!("last run {}: {error}", status_word(summary.status)),
+                (_, Some(error)) => format!("last run {}: {error}", summary.status.as_str()),
                 (Status::Failed, None) => format!("last run failed: {} documents failed", summary.failed),
-                (status, None) => format!("last run {}", status_word(*status)),
+                (status, None) => format!("last run {}", status.as_str()),
             },
             (Some(running), _, _) => format!("run in progress since {}", rfc3339(running.since)),
             (None, None, None) => match self.next_run {
@@ -125,9 +126,9 @@ impl PipelineState {
             json!({
                 "trigger": running.trigger,
                 "since": rfc3339(running.since),
-                "read": live.map_or(0, LiveCounters::read),
-                "written": live.map_or(0, LiveCounters::written),
-                "estimated_total": live.map_or(0, LiveCounters::estimated_total),
+                "read": live.map_or(0, RunCounters::read),
+                "written": live.map_or(0, RunCounters::written),
+                "estimated_total": live.map_or(0, RunCounters::estimated_total),
             })
         });
         json!({
@@ -292,23 +293,5 @@ impl Shared {
             "reload": *self.reload(),
             "watch": *self.watch.lock().unwrap_or_else(|e| e.into_inner()),
         })
-    }
-}
-
-/// A time as RFC 3339 in UTC, to the millisecond.
-pub fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Seconds since the Unix epoch, for metrics.
-pub fn unix_seconds(time: DateTime<Utc>) -> f64 {
-    time.timestamp_millis() as f64 / 1000.0
-}
-
-fn status_word(status: Status) -> &'static str {
-    match status {
-        Status::Ok => "ok",
-        Status::Failed => "failed",
-        Status::Interrupted => "interrupted",
     }
 }

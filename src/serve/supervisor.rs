@@ -15,8 +15,8 @@ use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::runner::PipelineTask;
 use super::state::{PipelineState, Shared};
+use super::task::PipelineTask;
 use crate::config::LoadedPipeline;
 use crate::stages::RunOptions;
 
@@ -186,7 +186,7 @@ impl Supervisor {
             .map(|(name, _)| name.clone())
             .collect();
         tracing::warn!(
-            target: super::runner::LOG_TARGET,
+            target: super::LOG_TARGET,
             event = "interrupting",
             interrupted = %interrupted.join(","),
             "shutdown timeout passed: interrupting {} (they stop reading and drain what is in flight; no stale deletion)",
@@ -200,11 +200,11 @@ impl Supervisor {
 
 /// The schedule as `/status` shows it.
 fn describe(loaded: &LoadedPipeline) -> String {
-    if super::follow::is_live(loaded) {
+    if super::live_task::is_live(loaded) {
         return "live".to_owned();
     }
     match &loaded.pipeline.schedule {
-        Some(config) => match super::schedule::Schedule::build(config) {
+        Some(config) => match crate::config::schedule::Schedule::build(config) {
             Ok(schedule) if config.at_start => schedule.describe(),
             Ok(schedule) => format!("{} (not at start)", schedule.describe()),
             Err(_) => "invalid".to_owned(),

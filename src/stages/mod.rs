@@ -20,24 +20,8 @@ pub use context::{RunOptions, ScansRestarted, StageContext};
 pub use upstream::Upstream;
 
 use crate::config::model::{SinkConfig, SourceConfig, TransformConfig};
+use crate::config::FieldError;
 use crate::record::Batch;
-
-/// A problem found while building a stage from its configuration, located by a JSON
-/// pointer relative to the stage (`/rules/1/key_pattern`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub pointer: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            pointer: pointer.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// What a source reports at its end.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -91,7 +75,7 @@ pub enum Source {
     Redis(source::redis::RedisSource),
     /// Live mode's follow phase: changed keys, read as they are now (built by the live
     /// runner, not from a pipeline file).
-    Changes(source::redis::live::ChangeSource),
+    Changes(source::redis::change_source::ChangeSource),
 }
 
 impl Source {

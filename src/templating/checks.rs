@@ -5,7 +5,7 @@
 
 use minijinja::Environment;
 
-use crate::stages::FieldError;
+use crate::config::FieldError;
 
 /// An error for each name in `read` (the names a template reads without setting
 /// them) that is neither one of `names` nor a global of `env` (`range`, `now`, ...).

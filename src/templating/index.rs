@@ -3,8 +3,8 @@
 
 use minijinja::Environment;
 
+use crate::config::FieldError;
 use crate::record::Record;
-use crate::stages::FieldError;
 
 use super::checks::{check_index_template, unknown_filters, unknown_names};
 use super::context::{record_context, INDEX_TEMPLATE_NAMES};

@@ -246,7 +246,7 @@ fn template_syntax_errors_are_reported_by_validate_with_the_field_path_and_line(
         "name: p\nsource: {type: redis, host: 127.0.0.1}\ntransforms:\n  - type: template\n    document:\n      ok: \"{{ key }}\"\n      name: \"{{ value.name | }}\"\nsink: {type: ndjson, path: out.ndjson}\n",
     )
     .unwrap();
-    let errors = redis_connector::config::load_pipeline(&path).unwrap_err();
+    let errors = redis_connector::pipeline::load_pipeline(&path).unwrap_err();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].pointer, "/transforms/0/document/name");
     assert!(

@@ -9,10 +9,11 @@ use std::io::Write;
 use tokio::sync::mpsc;
 
 use crate::config::model::NdjsonSinkConfig;
+use crate::config::FieldError;
 use crate::document::{default_id, write_default_members, Document};
 use crate::json_out;
 use crate::record::{Batch, Record};
-use crate::stages::{FieldError, SinkReport, StageContext, UpstreamOutcome};
+use crate::stages::{SinkReport, StageContext, UpstreamOutcome};
 
 /// Writes each document as one JSON line.
 pub struct NdjsonSink {

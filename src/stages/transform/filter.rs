@@ -33,9 +33,10 @@ use regex::Regex;
 use serde_json::{Map, Value as Json};
 
 use crate::config::model::{FilterConfig, FilterPolicy, FilterRuleKind};
+use crate::config::FieldError;
 use crate::document::default_id;
 use crate::record::{Batch, Record};
-use crate::stages::{FieldError, StageContext};
+use crate::stages::StageContext;
 use crate::templating::errors::json_kind;
 
 /// A compiled `filter` stage.

@@ -2,7 +2,11 @@
 //! prepares the target index, writes documents in concurrent bulk requests, and at the
 //! end of a complete run deletes stale documents and refreshes.
 //!
-//! This file holds the type and its public surface; the work is split by job:
+//! This file holds the type and its public surface; the work is split by job, one
+//! folder each: `setup/` (configuration, names, index setup, checks before
+//! writing), `write/` (routing, batching, encoding, one run's state, the end of a
+//! run), `http/` (the client, the transport, the bulk service, retries),
+//! `reconcile/` (content hashes, stale deletion), `alias/`.
 //! - `config.rs` checks the configuration (URLs, credentials, sizes) and reads secrets;
 //!   `names.rs` says where documents go (fixed index or `index` template) and checks ids.
 //! - `running.rs` is one run's state; `indices.rs` the indices it met, in one map (state,
@@ -35,28 +39,12 @@
 //! left alone, since nothing says they are this pipeline's to clean.
 
 pub mod alias;
-pub mod changes;
-pub mod client;
-pub mod compat;
-mod config;
-pub mod creation_check;
-pub mod dry_check;
-pub mod encoder;
-mod finish;
-pub mod index;
-mod indices;
-mod mapping_update;
-mod names;
-pub mod recovery;
-pub mod repeated;
-pub mod retry;
-mod routing;
-mod running;
-pub mod service;
-pub mod stale;
-pub mod transport;
-mod verify;
-pub mod writer;
+mod http;
+mod reconcile;
+mod setup;
+mod write;
+
+pub(crate) use setup::mappings;
 
 use std::sync::Arc;
 
@@ -65,14 +53,16 @@ use elasticsearch::http::Url;
 use tokio::sync::mpsc;
 
 use crate::config::model::ElasticsearchSinkConfig;
+use crate::config::FieldError;
 use crate::record::Batch;
-use crate::stages::{FieldError, SinkReport, StageContext, Upstream, UpstreamOutcome};
+use crate::stages::{SinkReport, StageContext, Upstream, UpstreamOutcome};
 
-use client::EsClient;
-use names::Target;
-use retry::RetryCounters;
-use running::Running;
-use service::BulkService;
+use http::client::{self, EsClient};
+use http::retry::RetryCounters;
+use http::service::BulkService;
+use setup::names::Target;
+use setup::{config, creation_check, index};
+use write::running::Running;
 
 /// The Elasticsearch sink.
 pub struct ElasticsearchSink {
@@ -124,7 +114,7 @@ impl ElasticsearchSink {
     pub async fn open(&mut self, ctx: &StageContext) -> anyhow::Result<()> {
         let auth = config::auth(&self.config)?;
         let client = EsClient::new(&self.urls, auth, &self.config.tls, self.config.timeout.0)?;
-        let server = recovery::first_contact(&client, self.urls.len(), &self.config.retry).await?;
+        let server = http::recovery::first_contact(&client, self.urls.len(), &self.config.retry).await?;
         tracing::info!(pipeline = %ctx.pipeline, "{server}");
         // The executor hands the sink its own `dead_letter` file, when one is set, in
         // `ctx` (a dry run's beside it), and names it in the summary from there.

@@ -1,11 +1,11 @@
 //! Checking a Redis source's configuration before anything connects (pure, no I/O):
 //! rules, globs, TLS files, credentials and tuning values, every problem at once.
 
-use crate::config::glob::check_redis_glob;
 use crate::config::model::RedisSourceConfig;
-use crate::stages::FieldError;
+use crate::config::FieldError;
+use crate::stages::source::redis::glob::check_redis_glob;
 
-use super::scan::ScanSpec;
+use super::read::scan::ScanSpec;
 
 /// What is wrong with a `host` that is a URL (`redis://h:6379`) or holds a port
 /// (`h:6379`), with what to write instead; `None` for a plain host name or address

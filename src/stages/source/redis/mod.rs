@@ -3,49 +3,39 @@
 //! sends one batch per page (or per part of a page of big values, bounded in bytes).
 //! Binary-safe; survives dropped connections.
 //!
-//! Files: `check` (config checks, pure), `connect` (client and errors), `reconnect`
-//! (a connection that survives drops), `databases` (`"*"` and lists), `scan` (SCAN
-//! walks), `reader` (one database's read loop), `inspect` (one page's types, TTLs
-//! and sizes, and how each value will be read), `read` (one page's values), `errors`
-//! (what Redis's error replies mean), `chunked` (large collections), `value` (replies to typed values), `packed` and
-//! `resp` (the lean connection that reads pages' pipelines on plain TCP), `cluster`
-//! (a cluster's masters, each read as a server of its own), `unreadable` (a key whose
-//! value cannot be read: that key's failure).
+//! Folders: `connection/` (client settings, TLS, reconnects, cluster, the lean RESP
+//! connection, error replies), `read/` (databases, SCAN walks, a page's inspection
+//! and values, chunked collections, typed values), `change_source/` (live mode:
+//! keyspace subscriptions, the pending set, the follow phase's source). Files:
+//! `check` (config checks, pure) and `glob` (the Redis glob syntax check it uses).
 
+pub mod change_source;
 mod check;
-mod chunked;
-mod cluster;
-mod connect;
-mod databases;
-mod errors;
-mod inspect;
-pub mod live;
-mod packed;
+mod connection;
+mod glob;
 mod read;
-mod reader;
-mod reconnect;
-mod resp;
-mod scan;
-mod unreadable;
-mod value;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::model::{DatabaseSelection, RedisSourceConfig};
+use crate::config::FieldError;
 use crate::record::Batch;
-use crate::stages::{FieldError, SourceReport, StageContext};
+use crate::stages::{SourceReport, StageContext};
 
-pub use connect::read_password_file;
-use connect::Connector;
-use read::FetchSettings;
-use reader::{read_database, ReadSettings};
-use reconnect::{DbConnection, RestartCounts};
-use scan::ScanSpec;
+pub use connection::connect::read_password_file;
+use connection::connect::{self, Connector};
+use connection::reconnect::{DbConnection, RestartCounts};
+use connection::{cluster, reconnect};
+use read::databases;
+use read::page::FetchSettings;
+use read::reader::{read_database, DatabaseReport, ReadSettings};
+use read::scan::ScanSpec;
 
 /// Databases read at the same time, each on its own connection.
 pub const DATABASES_AT_ONCE: usize = 8;
@@ -87,9 +77,82 @@ impl RedisSource {
         let mut control = connector.connect(0).await?;
         wait_until_loaded(&connector, &mut control).await?;
         let masters = cluster::masters(&connector, &mut control, &self.config.host).await?;
+        let plan = self
+            .plan(&connector, &mut control, masters.as_deref(), &mut report)
+            .await?;
+        // Managed Redis sometimes disables MEMORY: then sizes are not asked (null in
+        // documents, said in a note), and limits are checked as with `size_in_bytes: false`.
+        let mut size_in_bytes = self.config.size_in_bytes;
+        if size_in_bytes && !memory_usage_available(&connector, &mut control).await? {
+            size_in_bytes = false;
+            report.notes.push(format!(
+                "MEMORY USAGE is not available on Redis at {}: size_in_bytes is null in every document (set size_in_bytes: false to say so)",
+                connector.endpoint()
+            ));
+        }
+        let targets = self.targets(&connector, &mut control, masters.as_deref(), plan).await?;
+        ctx.estimated_total.store(targets.estimate, Ordering::Relaxed);
+        drop(control);
+
+        let settings = Arc::new(ReadSettings {
+            fetch: FetchSettings {
+                size_in_bytes,
+                ttl: self.ttl_needed,
+                max_value_bytes: self.config.max_value_bytes.0,
+                chunk_size: self.config.chunk_size,
+            },
+            scan_count: self.config.scan_count,
+            pages_in_flight: self.config.pages_in_flight,
+            bytes_in_flight: ReadSettings::bytes_in_flight_semaphore(),
+        });
+        let tasks = spawn_reads(targets.list, settings, out, &ctx);
+        let read = collect_reads(tasks, &mut report).await?;
+        if !targets.cluster_nodes.is_empty() && !ctx.cancel.is_cancelled() {
+            let views_after = own_views(&targets.cluster_nodes).await?;
+            cluster::check_after_read(&targets.views_before, &views_after).map_err(anyhow::Error::msg)?;
+        }
+        if read.json_missing > 0 {
+            report.notes.push(format!(
+                "{} RedisJSON (ReJSON-RL) keys skipped: the server does not answer JSON.GET (RedisJSON module missing)",
+                read.json_missing
+            ));
+        }
+        restart_notes(read.dropped, &mut report);
+        Ok(report)
+    }
+}
+
+/// What to read: each database of the server, or database 0 of each master, with
+/// its scans; the estimate of what is to come; on a cluster, each master's own
+/// account of its slots, compared again after the read.
+struct Targets {
+    list: Vec<(Arc<Connector>, u32, Vec<ScanSpec>)>,
+    estimate: u64,
+    cluster_nodes: Vec<Arc<Connector>>,
+    views_before: Vec<(String, cluster::OwnView)>,
+}
+
+/// What the reads of every database gave besides the report's key counts.
+struct Reads {
+    /// RedisJSON keys skipped for want of the module.
+    json_missing: u64,
+    /// Databases whose connection dropped or whose server restarted while they were read.
+    dropped: BTreeMap<(String, u32), (RestartCounts, u64)>,
+}
+
+impl RedisSource {
+    /// The scans of each database: a cluster's (database 0 only), the rules', or the
+    /// whole of each selected database; checked against the server before anything is read.
+    async fn plan(
+        &self,
+        connector: &Connector,
+        control: &mut MultiplexedConnection,
+        masters: Option<&[cluster::ClusterNode]>,
+        report: &mut SourceReport,
+    ) -> anyhow::Result<BTreeMap<u32, Vec<ScanSpec>>> {
         let mut plan: BTreeMap<u32, Vec<ScanSpec>> = BTreeMap::new();
-        if let Some(masters) = &masters {
-            plan.insert(0, self.cluster_scans(&connector)?);
+        if let Some(masters) = masters {
+            plan.insert(0, self.cluster_scans(connector)?);
             report.notes.push(format!(
                 "Redis at {} is a cluster node: read the cluster's {} ({}), each for the keys of its own slots",
                 connector.endpoint(),
@@ -102,12 +165,12 @@ impl RedisSource {
         } else if self.rules.is_empty() {
             let databases = match &self.config.database {
                 DatabaseSelection::All => {
-                    let resolved = databases::resolve_all(&connector, &mut control).await?;
+                    let resolved = databases::resolve_all(connector, control).await?;
                     report.notes.extend(resolved.notes);
                     resolved.databases
                 }
                 DatabaseSelection::List(list) => {
-                    databases::check_listed(&connector, &mut control, list).await?;
+                    databases::check_listed(connector, control, list).await?;
                     list.clone()
                 }
             };
@@ -123,148 +186,151 @@ impl RedisSource {
                 plan.entry(spec.database).or_default().push(spec.clone());
             }
             let listed: Vec<u32> = plan.keys().copied().collect();
-            databases::check_listed(&connector, &mut control, &listed).await?;
+            databases::check_listed(connector, control, &listed).await?;
         }
-        // Managed Redis sometimes disables MEMORY: then sizes are not asked (null in
-        // documents, said in a note), and limits are checked as with `size_in_bytes: false`.
-        let mut size_in_bytes = self.config.size_in_bytes;
-        if size_in_bytes && !memory_usage_available(&connector, &mut control).await? {
-            size_in_bytes = false;
-            report.notes.push(format!(
-                "MEMORY USAGE is not available on Redis at {}: size_in_bytes is null in every document (set size_in_bytes: false to say so)",
-                connector.endpoint()
-            ));
-        }
-        // What to read: each database of the server, or database 0 of each master; and
-        // the estimate of what is to come (a database this user may not SELECT stops
-        // the run here, before anything is read). On a cluster, each master's own
-        // account of its slots too, compared again after the read: a slot moved
-        // meanwhile may have taken keys from a master not yet read to one already read.
-        let mut targets: Vec<(Arc<Connector>, u32, Vec<ScanSpec>)> = Vec::new();
-        let mut cluster_nodes: Vec<Arc<Connector>> = Vec::new();
-        let mut views_before = Vec::new();
-        let mut estimate = 0;
-        match &masters {
-            None => {
-                let databases: Vec<u32> = plan.keys().copied().collect();
-                estimate = databases::estimate_keys(&connector, &mut control, &databases).await?;
-                targets.extend(plan.into_iter().map(|(db, specs)| (connector.clone(), db, specs)));
-            }
-            Some(masters) => {
-                let specs = plan.remove(&0).unwrap_or_default();
-                for master in masters {
-                    let config = RedisSourceConfig {
-                        host: master.host.clone(),
-                        port: master.port,
-                        ..self.config.clone()
-                    };
-                    let node = Arc::new(Connector::new(&config).map_err(anyhow::Error::msg)?);
-                    let mut node_control = node.connect(0).await?;
-                    estimate += databases::estimate_keys(&node, &mut node_control, &[0]).await?;
-                    let view = cluster::own_view(&node, &mut node_control).await?;
-                    views_before.push((node.endpoint().to_owned(), view));
-                    cluster_nodes.push(node.clone());
-                    targets.push((node, 0, specs.clone()));
-                }
-                cluster::check_before_read(masters, &views_before).map_err(anyhow::Error::msg)?;
-            }
-        }
-        ctx.estimated_total.store(estimate, Ordering::Relaxed);
-        drop(control);
+        Ok(plan)
+    }
 
-        let settings = Arc::new(ReadSettings {
-            fetch: FetchSettings {
-                size_in_bytes,
-                ttl: self.ttl_needed,
-                max_value_bytes: self.config.max_value_bytes.0,
-                chunk_size: self.config.chunk_size,
-            },
-            scan_count: self.config.scan_count,
-            pages_in_flight: self.config.pages_in_flight,
-            bytes_in_flight: ReadSettings::bytes_in_flight_semaphore(),
+    /// What to read, and the estimate of what is to come (a database this user may
+    /// not SELECT stops the run here, before anything is read). On a cluster, each
+    /// master's own account of its slots too, compared again after the read: a slot
+    /// moved meanwhile may have taken keys from a master not yet read to one already read.
+    async fn targets(
+        &self,
+        connector: &Arc<Connector>,
+        control: &mut MultiplexedConnection,
+        masters: Option<&[cluster::ClusterNode]>,
+        mut plan: BTreeMap<u32, Vec<ScanSpec>>,
+    ) -> anyhow::Result<Targets> {
+        let mut targets = Targets {
+            list: Vec::new(),
+            estimate: 0,
+            cluster_nodes: Vec::new(),
+            views_before: Vec::new(),
+        };
+        let Some(masters) = masters else {
+            let databases: Vec<u32> = plan.keys().copied().collect();
+            targets.estimate = databases::estimate_keys(connector, control, &databases).await?;
+            targets
+                .list
+                .extend(plan.into_iter().map(|(db, specs)| (connector.clone(), db, specs)));
+            return Ok(targets);
+        };
+        let specs = plan.remove(&0).unwrap_or_default();
+        for master in masters {
+            let config = RedisSourceConfig {
+                host: master.host.clone(),
+                port: master.port,
+                ..self.config.clone()
+            };
+            let node = Arc::new(Connector::new(&config).map_err(anyhow::Error::msg)?);
+            let mut node_control = node.connect(0).await?;
+            targets.estimate += databases::estimate_keys(&node, &mut node_control, &[0]).await?;
+            let view = cluster::own_view(&node, &mut node_control).await?;
+            targets.views_before.push((node.endpoint().to_owned(), view));
+            targets.cluster_nodes.push(node.clone());
+            targets.list.push((node, 0, specs.clone()));
+        }
+        cluster::check_before_read(masters, &targets.views_before).map_err(anyhow::Error::msg)?;
+        Ok(targets)
+    }
+}
+
+/// What one database's read task gives: its endpoint and database, and its report
+/// with the connection's restarts and reconnects (`None`: cancelled before its turn).
+type ReadResult = (
+    String,
+    u32,
+    anyhow::Result<Option<(DatabaseReport, RestartCounts, u64)>>,
+);
+
+/// Databases are read concurrently, each on its own connection, but at most
+/// DATABASES_AT_ONCE at a time: one connection per database of a server with
+/// hundreds would run out of file descriptors or of the server's `maxclients`
+/// (managed plans allow a few dozen), and two cores gain nothing past a few.
+fn spawn_reads(
+    targets: Vec<(Arc<Connector>, u32, Vec<ScanSpec>)>,
+    settings: Arc<ReadSettings>,
+    out: mpsc::Sender<Batch>,
+    ctx: &StageContext,
+) -> JoinSet<ReadResult> {
+    let at_once = Arc::new(Semaphore::new(DATABASES_AT_ONCE));
+    let mut tasks = JoinSet::new();
+    for (connector, db, specs) in targets {
+        let endpoint = connector.endpoint().to_owned();
+        let (settings, out, ctx, at_once) = (settings.clone(), out.clone(), ctx.clone(), at_once.clone());
+        tasks.spawn(async move {
+            let _turn = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return (endpoint, db, Ok(None)),
+                turn = at_once.acquire_owned() => turn,
+            };
+            let read = async {
+                let connection = Arc::new(DbConnection::open(connector, db).await?);
+                let db_report = read_database(connection.clone(), specs, settings, out, ctx).await?;
+                Ok::<_, anyhow::Error>(Some((db_report, connection.restart_counts(), connection.reconnects())))
+            };
+            (endpoint, db, read.await)
         });
-        // Databases are read concurrently, each on its own connection, but at most
-        // DATABASES_AT_ONCE at a time: one connection per database of a server with
-        // hundreds would run out of file descriptors or of the server's `maxclients`
-        // (managed plans allow a few dozen), and two cores gain nothing past a few.
-        let at_once = Arc::new(Semaphore::new(DATABASES_AT_ONCE));
-        let mut tasks = JoinSet::new();
-        for (connector, db, specs) in targets {
-            let endpoint = connector.endpoint().to_owned();
-            let (settings, out, ctx, at_once) = (settings.clone(), out.clone(), ctx.clone(), at_once.clone());
-            tasks.spawn(async move {
-                let _turn = tokio::select! {
-                    biased;
-                    _ = ctx.cancel.cancelled() => return (endpoint, db, Ok(None)),
-                    turn = at_once.acquire_owned() => turn,
-                };
-                let read = async {
-                    let connection = Arc::new(DbConnection::open(connector, db).await?);
-                    let db_report = read_database(connection.clone(), specs, settings, out, ctx).await?;
-                    Ok::<_, anyhow::Error>(Some((db_report, connection.restart_counts(), connection.reconnects())))
-                };
-                (endpoint, db, read.await)
-            });
-        }
-        drop(out);
+    }
+    tasks
+}
 
-        let mut json_missing = 0;
-        let mut dropped: BTreeMap<(String, u32), (RestartCounts, u64)> = BTreeMap::new();
-        while let Some(joined) = tasks.join_next().await {
-            let (endpoint, db, result) =
-                joined.map_err(|e| anyhow::anyhow!("reading a Redis database stopped: {e}"))?;
-            match result {
-                Ok(Some((db_report, restarts, reconnects))) => {
-                    json_missing += db_report.skips.json_module_missing;
-                    // A cluster's masters all hold database 0: their counts add up.
-                    let keys = report.keys.entry(db).or_default();
-                    for (key_type, n) in db_report.keys {
-                        *keys.entry(key_type).or_default() += n;
-                    }
-                    if keys.is_empty() {
-                        report.keys.remove(&db);
-                    }
-                    if restarts.restarts > 0 || reconnects > 0 {
-                        dropped.insert((endpoint, db), (restarts, reconnects));
-                    }
+/// Waits for every database's read, adding its key counts to `report`; the first
+/// error stops the others.
+async fn collect_reads(mut tasks: JoinSet<ReadResult>, report: &mut SourceReport) -> anyhow::Result<Reads> {
+    let mut reads = Reads {
+        json_missing: 0,
+        dropped: BTreeMap::new(),
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let (endpoint, db, result) = joined.map_err(|e| anyhow::anyhow!("reading a Redis database stopped: {e}"))?;
+        match result {
+            Ok(Some((db_report, restarts, reconnects))) => {
+                reads.json_missing += db_report.skips.json_module_missing;
+                // A cluster's masters all hold database 0: their counts add up.
+                let keys = report.keys.entry(db).or_default();
+                for (key_type, n) in db_report.keys {
+                    *keys.entry(key_type).or_default() += n;
                 }
-                // Cancelled before its turn came.
-                Ok(None) => {}
-                Err(error) => {
-                    tasks.abort_all();
-                    return Err(error);
+                if keys.is_empty() {
+                    report.keys.remove(&db);
+                }
+                if restarts.restarts > 0 || reconnects > 0 {
+                    reads.dropped.insert((endpoint, db), (restarts, reconnects));
                 }
             }
+            // Cancelled before its turn came.
+            Ok(None) => {}
+            Err(error) => {
+                tasks.abort_all();
+                return Err(error);
+            }
         }
-        if !cluster_nodes.is_empty() && !ctx.cancel.is_cancelled() {
-            let views_after = own_views(&cluster_nodes).await?;
-            cluster::check_after_read(&views_before, &views_after).map_err(anyhow::Error::msg)?;
-        }
-        if json_missing > 0 {
+    }
+    Ok(reads)
+}
+
+/// A note for each database whose server restarted or whose connection dropped.
+fn restart_notes(dropped: BTreeMap<(String, u32), (RestartCounts, u64)>, report: &mut SourceReport) {
+    for ((endpoint, db), (restarts, reconnects)) in dropped {
+        if restarts.restarts > 0 {
+            let mut note = format!("Redis at {endpoint} restarted while db {db} was read");
+            if restarts.scans_started_over > 0 {
+                note += ": its scan started over, so keys read before the restart were read again (sent twice)";
+            }
+            if restarts.reads_started_over > 0 {
+                note += &format!(
+                    "; {} collection(s) being read in chunks were read again from their first element",
+                    restarts.reads_started_over
+                );
+            }
+            report.notes.push(note);
+        } else {
             report.notes.push(format!(
-                "{json_missing} RedisJSON (ReJSON-RL) keys skipped: the server does not answer JSON.GET (RedisJSON module missing)"
+                "the connection to Redis at {endpoint} (db {db}) dropped {reconnects} time(s); the scan went on from its cursor",
             ));
         }
-        for ((endpoint, db), (restarts, reconnects)) in dropped {
-            if restarts.restarts > 0 {
-                let mut note = format!("Redis at {endpoint} restarted while db {db} was read");
-                if restarts.scans_started_over > 0 {
-                    note += ": its scan started over, so keys read before the restart were read again (sent twice)";
-                }
-                if restarts.reads_started_over > 0 {
-                    note += &format!(
-                        "; {} collection(s) being read in chunks were read again from their first element",
-                        restarts.reads_started_over
-                    );
-                }
-                report.notes.push(note);
-            } else {
-                report.notes.push(format!(
-                    "the connection to Redis at {endpoint} (db {db}) dropped {reconnects} time(s); the scan went on from its cursor",
-                ));
-            }
-        }
-        Ok(report)
     }
 }
 

@@ -31,9 +31,10 @@ use minijinja::{Environment, Expression, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::config::model::TemplateConfig;
+use crate::config::FieldError;
 use crate::document::{default_document, default_id, Document};
 use crate::record::{Batch, Record};
-use crate::stages::{FieldError, StageContext};
+use crate::stages::StageContext;
 use crate::templating::checks::{check_index_template, unknown_filters, unknown_names};
 use crate::templating::environment::{environment, environment_reads, reads_among};
 use crate::templating::errors::{describe, json_kind};

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use crate::stages::FieldError;
+use crate::config::FieldError;
 use crate::templating::errors::json_kind;
 
 /// What a document's body is made of. Leaves point into the compiled templates

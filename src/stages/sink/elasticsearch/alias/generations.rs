@@ -7,8 +7,8 @@ use elasticsearch::http::Method;
 use serde_json::{json, Value};
 
 use super::{current, Case, Plan, ALIAS_KEY, COMPLETE_KEY};
-use crate::stages::sink::elasticsearch::client::EsClient;
-use crate::stages::sink::elasticsearch::index::{self, encode, META_KEY};
+use crate::stages::sink::elasticsearch::http::client::EsClient;
+use crate::stages::sink::elasticsearch::setup::index::{self, encode, META_KEY};
 
 /// Moves (or creates) `alias` onto `to` in one `_aliases` request; removing it from
 /// `from` requires it to be there still (`must_exist`), so an alias someone else moved

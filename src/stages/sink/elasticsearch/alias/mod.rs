@@ -27,8 +27,8 @@ use elasticsearch::http::Method;
 use serde_json::{json, Value};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::client::EsClient;
-use super::index::{self, encode, IndexState, META_KEY};
+use super::http::client::EsClient;
+use super::setup::index::{self, encode, IndexState, META_KEY};
 
 mod generations;
 mod inventory;
