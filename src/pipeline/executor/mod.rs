@@ -173,46 +173,20 @@ async fn run_tracked(
     let dry_run = options.dry_run;
     let options_follow = options.follow;
     let sample = if dry_run { options.sample } else { 0 };
-
-    let mut paths = dead_letter_paths(pipeline, dry_run).into_iter();
-    let verifying = drift.is_some();
-    let dead_letter_at = |path: PathBuf| {
-        if verifying {
-            DeadLetter::discarding(path)
-        } else {
-            DeadLetter::new(path)
-        }
-    };
-    let dead_letter = dead_letter_at(paths.next().unwrap_or_else(|| pipeline.dead_letter_path()));
-    let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
-    root.drift = drift;
-    root.failed_before_sink
-        .set_ids_rendered(requirements.upstream.ids_rendered);
     // A child token: a fatal error here stops this pipeline, not the caller's others.
     let stop = cancel.child_token();
-    root.cancel = stop.clone();
-    let source_ctx = root.for_stage("source");
-    let mut sink_ctx = root.for_stage("sink");
-    let mut dead_letters = vec![dead_letter];
-    if let Some(path) = paths.next() {
-        sink_ctx.dead_letter = dead_letter_at(path);
-        dead_letters.push(sink_ctx.dead_letter.clone());
-    }
-    let transform_ctxs: Vec<StageContext> = (0..transforms.len())
-        .map(|i| root.for_stage(&format!("transforms[{i}]")))
-        .collect();
-    let first_error = Arc::new(FirstError::default());
-
-    let mut run = Run {
+    let mut run = Run::new(
         pipeline,
         started,
-        dry_run,
-        source_ctx: source_ctx.clone(),
-        transform_ctxs: transform_ctxs.clone(),
-        sink_ctx: sink_ctx.clone(),
-        dead_letters,
-        samples: Vec::new(),
-    };
+        options,
+        &requirements,
+        &stop,
+        transforms.len(),
+        drift,
+    );
+    let (source_ctx, transform_ctxs, sink_ctx) =
+        (run.source_ctx.clone(), run.transform_ctxs.clone(), run.sink_ctx.clone());
+    let first_error = Arc::new(FirstError::default());
 
     // After this run its dead-letter files hold its own failures, or are absent: an
     // earlier run's go first (a dry run's own file only; the real one stays).
@@ -263,25 +237,19 @@ async fn run_tracked(
     let mut transform_tasks = Vec::new();
     for (transform, ctx) in transforms.into_iter().zip(transform_ctxs) {
         let (tx, next_rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
+        let (first_error, stop) = (first_error.clone(), stop.clone());
         transform_tasks.push(spawn_transform(
             tasks,
             Arc::new(transform),
             ctx,
             rx,
             tx,
-            first_error.clone(),
-            stop.clone(),
+            first_error,
+            stop,
         ));
         rx = next_rx;
     }
-    let tap_task = if sample > 0 {
-        let (tx, next_rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
-        let task = spawn_sample_tap(tasks, rx, tx, sample, sink_ctx.run_timestamp.clone());
-        rx = next_rx;
-        Some(task)
-    } else {
-        None
-    };
+    let (rx, tap_task) = sample_tap(tasks, rx, sample, &sink_ctx);
     let sink_task: JoinHandle<(Sink, anyhow::Result<()>)> = {
         let ctx = sink_ctx.clone();
         tasks.spawn(async move {
@@ -304,17 +272,11 @@ async fn run_tracked(
             if let Err(error) = consumed {
                 first_error.record("sink", error, &stop);
             }
-            let interrupted = cancel.is_cancelled();
             // A live mode follow phase reads changed keys, never everything: no stale
             // deletion may follow it, however it ends.
-            let complete = source_report.is_some() && !first_error.is_set() && !interrupted && !options_follow;
-            match sink.finish(UpstreamOutcome { complete }, &sink_ctx).await {
-                Ok(report) => Some(report),
-                Err(error) => {
-                    first_error.record("sink", error.context("cannot finish the sink"), &stop);
-                    None
-                }
-            }
+            let complete =
+                source_report.is_some() && !first_error.is_set() && !cancel.is_cancelled() && !options_follow;
+            finish_sink(sink, complete, &sink_ctx, &first_error, &stop).await
         }
         None => None,
     };
@@ -389,6 +351,22 @@ fn spawn_transform(
     })
 }
 
+/// In a dry run that shows `sample` documents, a tap between the transforms and the
+/// sink that keeps the first ones; gives what the sink reads from, and the tap's task.
+fn sample_tap(
+    tasks: &TaskTracker,
+    rx: mpsc::Receiver<Batch>,
+    sample: usize,
+    sink_ctx: &StageContext,
+) -> (mpsc::Receiver<Batch>, Option<JoinHandle<Vec<Json>>>) {
+    if sample == 0 {
+        return (rx, None);
+    }
+    let (tx, next_rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
+    let task = spawn_sample_tap(tasks, rx, tx, sample, sink_ctx.run_timestamp.clone());
+    (next_rx, Some(task))
+}
+
 /// Passes batches on unchanged and keeps the first `n` documents, as the sink will
 /// see them (`_id`, `_index` when set, then the body).
 fn spawn_sample_tap(
@@ -419,6 +397,24 @@ fn spawn_sample_tap(
     })
 }
 
+/// Ends the sink after its input closed: stale deletion when the run is `complete`,
+/// refresh; its report, or `None` with the error recorded.
+async fn finish_sink(
+    sink: Sink,
+    complete: bool,
+    ctx: &StageContext,
+    first_error: &FirstError,
+    stop: &CancellationToken,
+) -> Option<SinkReport> {
+    match sink.finish(UpstreamOutcome { complete }, ctx).await {
+        Ok(report) => Some(report),
+        Err(error) => {
+            first_error.record("sink", error.context("cannot finish the sink"), stop);
+            None
+        }
+    }
+}
+
 /// Awaits a stage task; a panic is that stage's fatal error.
 async fn join<T>(task: JoinHandle<T>, stage: &str, first_error: &FirstError, stop: &CancellationToken) -> Option<T> {
     match task.await {
@@ -440,6 +436,58 @@ struct Run<'a> {
     sink_ctx: StageContext,
     dead_letters: Vec<DeadLetter>,
     samples: Vec<Json>,
+}
+
+impl<'a> Run<'a> {
+    /// The contexts of every stage of one run, under `stop`, and its dead-letter
+    /// files (a dry run's in a place of their own; the sink's own file when it names one).
+    fn new(
+        pipeline: &'a Pipeline,
+        started: Instant,
+        options: RunOptions,
+        requirements: &super::Requirements,
+        stop: &CancellationToken,
+        transforms: usize,
+        drift: Option<Arc<crate::stages::drift::Drift>>,
+    ) -> Run<'a> {
+        let dry_run = options.dry_run;
+        let mut paths = dead_letter_paths(pipeline, dry_run).into_iter();
+        // `verify` writes nothing anywhere: its failed records are only counted.
+        let verifying = drift.is_some();
+        let dead_letter_at = |path: PathBuf| {
+            if verifying {
+                DeadLetter::discarding(path)
+            } else {
+                DeadLetter::new(path)
+            }
+        };
+        let dead_letter = dead_letter_at(paths.next().unwrap_or_else(|| pipeline.dead_letter_path()));
+        let mut root = StageContext::new(&pipeline.name, "source", dead_letter.clone(), options);
+        root.drift = drift;
+        root.failed_before_sink
+            .set_ids_rendered(requirements.upstream.ids_rendered);
+        root.cancel = stop.clone();
+        let source_ctx = root.for_stage("source");
+        let mut sink_ctx = root.for_stage("sink");
+        let mut dead_letters = vec![dead_letter];
+        if let Some(path) = paths.next() {
+            sink_ctx.dead_letter = dead_letter_at(path);
+            dead_letters.push(sink_ctx.dead_letter.clone());
+        }
+        let transform_ctxs: Vec<StageContext> = (0..transforms)
+            .map(|i| root.for_stage(&format!("transforms[{i}]")))
+            .collect();
+        Run {
+            pipeline,
+            started,
+            dry_run,
+            source_ctx,
+            transform_ctxs,
+            sink_ctx,
+            dead_letters,
+            samples: Vec::new(),
+        }
+    }
 }
 
 impl Run<'_> {
