@@ -6,6 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::es_instance::EsInstance;
 use crate::support::live::*;
 use crate::support::*;
 use serde_json::{json, Value};
@@ -286,59 +287,9 @@ fn redis_killed_and_restarted_with_aof_under_writes_is_followed_exactly() {
     assert!(resyncs(&summary, "restart") >= 1, "{summary}");
 }
 
-/// An extra Elasticsearch node of `scripts/services es-instance`, stopped when dropped.
-struct EsNode {
-    name: &'static str,
-    port: u16,
-}
-
-impl EsNode {
-    fn start(name: &'static str, port: u16) -> EsNode {
-        let node = EsNode { name, port };
-        node.launch();
-        node
-    }
-
-    fn launch(&self) {
-        let out = Command::new(repo_root().join("scripts/services"))
-            .args(["es-instance", self.name, &self.port.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "es-instance: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn stop(&self) {
-        let out = Command::new(repo_root().join("scripts/services"))
-            .args(["es-instance-stop", self.name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "es-instance-stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for EsNode {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/services"))
-            .args(["es-instance-stop", self.name])
-            .output();
-    }
-}
-
 #[test]
 fn elasticsearch_stopped_for_20_s_under_writes_is_caught_up_exactly_when_it_answers_again() {
-    let es = EsNode::start("live-es-down", 9261);
+    let es = EsInstance::start("live-es-down", 9261, &[], &[]);
     let server = RedisServer::start(&["--notify-keyspace-events", "KA"]);
     let index = unique_index("live-es-down");
     // Few pending keys allowed: the backlog of the outage overflows them, and the
@@ -374,7 +325,7 @@ fn elasticsearch_stopped_for_20_s_under_writes_is_caught_up_exactly_when_it_answ
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    es.launch();
+    let es = EsInstance::start("live-es-down", 9261, &[], &[]);
     for _ in 0..200 {
         random_write(&mut connection, &mut rng, 400).unwrap();
     }
