@@ -132,8 +132,9 @@ fn failing_runs_never_print_a_secret() {
         // Right password from a file; the ES URL carries the secret; every document
         // fails its template, so the dead-letter file is written.
         format!("name: dead-letters\nsource: {{type: redis, host: 127.0.0.1, port: {port}, password_file: redis.secret}}\ntransforms:\n  - type: template\n    document: {{ name: \"{{{{ value.nope.deeper }}}}\" }}\nsink: {{type: elasticsearch, url: \"{es}\", index: {index}, api_key_file: es.secret}}\n"),
-        // Right password literally; the ES connection refused.
-        format!("name: refused\nsource: {{type: redis, host: 127.0.0.1, port: {port}, password: \"{SECRET}\"}}\nsink: {{type: elasticsearch, url: [\"http://u:{SECRET}@127.0.0.1:{closed}\"], index: {index}, api_key: \"${{MY_TOKEN}}\"}}\n"),
+        // Right password literally; the ES connection refused (tried again for 1 s:
+        // the first connection waits out a restart within retry.max_elapsed).
+        format!("name: refused\nsource: {{type: redis, host: 127.0.0.1, port: {port}, password: \"{SECRET}\"}}\nsink: {{type: elasticsearch, url: [\"http://u:{SECRET}@127.0.0.1:{closed}\"], index: {index}, api_key: \"${{MY_TOKEN}}\", retry: {{max_elapsed: 1s}}}}\n"),
     ];
     redis.cli(&["-a", SECRET, "--no-auth-warning", "set", "k1", "v"]);
     redis.cli(&["-a", SECRET, "--no-auth-warning", "hset", "k2", "f", "v"]);
