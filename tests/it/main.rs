@@ -12,6 +12,7 @@
 mod support;
 
 mod alias;
+mod architecture;
 mod change_aware;
 mod cli;
 mod deploy;

@@ -213,10 +213,10 @@ impl ElasticsearchSink {
             Comparison::Rewritten => running.rewritten += 1,
         }
         if let Some(drift) = &ctx.drift {
-            // `verify`: noted, not checked (see reconcile/verify.rs).
+            // `verify`: noted, not checked (see reconcile/compare.rs).
             route.scratch.pop_last();
             ctx.counters.add_out(1);
-            super::super::reconcile::verify::note(drift, comparison, index_name, &id, &record);
+            super::super::reconcile::compare::note(drift, comparison, index_name, &id, &record);
             return Ok(());
         }
         if dry_run {

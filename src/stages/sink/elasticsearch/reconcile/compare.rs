@@ -1,5 +1,5 @@
 //! A `verify` run's sink: each document is compared with the `(_id, content hash)`
-//! its index held, read as change-aware sync reads it (`changes.rs`), and noted as
+//! its index held, read as change-aware sync reads it (`content_hash.rs`), and noted as
 //! missing or different ([`note`]); at the end, the ids of the map that no document
 //! produced are the extra ones ([`ElasticsearchSink::finish_verify`]). Nothing is
 //! written, created or marked; documents are not checked against the mapping (a dry
