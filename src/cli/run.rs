@@ -48,63 +48,13 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     };
     let (loaded, diagnostics) = crate::pipeline::load_all(&files);
     if !diagnostics.is_empty() {
-        for diagnostic in &diagnostics {
-            match args.log_format {
-                LogFormat::Text => eprintln!("{diagnostic}"),
-                // One JSON log line per problem, its place as fields.
-                LogFormat::Json => tracing::error!(
-                    file = %diagnostic.file.display(),
-                    line = diagnostic.line,
-                    column = diagnostic.column,
-                    pointer = %diagnostic.pointer,
-                    "{}",
-                    diagnostic.message
-                ),
-            }
-        }
-        let files_with_errors = {
-            let mut files: Vec<_> = diagnostics.iter().map(|d| &d.file).collect();
-            files.dedup();
-            files.len()
-        };
-        report_error(
-            args,
-            &format!(
-                "{} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
-                diagnostics.len()
-            ),
-        );
-        // A bot reading the summary must not find the previous run's `ok` there.
-        if let Some(target) = &mut summary_json {
-            if let Err(error) = target.write(&invalid_summary_json(&diagnostics)) {
-                eprintln!("error: cannot write the summary to {}: {error}", target.describe());
-            }
-        }
+        report_invalid(args, &diagnostics, &mut summary_json);
         return ExitCode::from(1);
     }
 
     // A dead-letter path holding a file this tool did not write: refused before
     // anything connects or runs (a run would remove it).
-    let refused: Vec<String> = loaded
-        .iter()
-        .flat_map(|l| executor::dead_letter_paths(&l.pipeline, args.dry_run))
-        .filter_map(|path| crate::dead_letter::check_replaceable(&path).err())
-        .collect();
-    if !refused.is_empty() {
-        for message in &refused {
-            report_error(args, message);
-        }
-        if let Some(target) = &mut summary_json {
-            let document = serde_json::json!({
-                "status": "error",
-                "pipelines": [],
-                "not_run": loaded.iter().map(|l| l.pipeline.name.clone()).collect::<Vec<_>>(),
-                "reason": refused.join("; "),
-            });
-            if let Err(error) = target.write(&document) {
-                eprintln!("error: cannot write the summary to {}: {error}", target.describe());
-            }
-        }
+    if refuse_foreign_dead_letters(args, &loaded, &mut summary_json) {
         return ExitCode::from(1);
     }
 
@@ -140,18 +90,8 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     };
     // The progress bars' and log lines' own tasks, awaited before the runtime goes.
     let progress_tasks = TaskTracker::new();
-    let progress: Arc<dyn Progress> = match (&bars, args.quiet) {
-        (_, true) => Arc::new(NoProgress),
-        (Some(multi), false) => Arc::new(BarProgress::new(multi.clone(), progress_tasks.clone())),
-        (None, false) => Arc::new(LogProgress::new(progress_tasks.clone())),
-    };
-    let options = RunOptions {
-        dry_run: args.dry_run,
-        allow_mass_delete: args.allow_mass_delete,
-        sample: args.sample.unwrap_or(if args.quiet { 0 } else { 3 }),
-        follow: false,
-        full: args.full,
-    };
+    let progress = choose_progress(args, bars.as_ref(), &progress_tasks);
+    let options = run_options(args);
     if args.follow {
         let outcome = runtime.block_on(super::run_live::follow_all(
             loaded,
@@ -183,7 +123,83 @@ pub fn execute(args: &RunArgs) -> ExitCode {
     // (an NDJSON sink with `path: -`) or the JSON summary does (`--summary-json -`):
     // then to stderr, so stdout stays pure NDJSON or JSON.
     let summary_takes_stdout = summary_json.as_ref().is_some_and(SummaryJson::is_stdout);
-    let mut out: Box<dyn Write> = if writes_documents_to_stdout || summary_takes_stdout {
+    print_summaries(&outcome, writes_documents_to_stdout || summary_takes_stdout);
+    exit_code(&outcome, &mut summary_json)
+}
+
+/// Reports every problem found while loading the pipelines (one line each, or one
+/// JSON log line each), says nothing was run, and marks the summary file as invalid.
+fn report_invalid(args: &RunArgs, diagnostics: &[crate::config::Diagnostic], summary_json: &mut Option<SummaryJson>) {
+    for diagnostic in diagnostics {
+        match args.log_format {
+            LogFormat::Text => eprintln!("{diagnostic}"),
+            // One JSON log line per problem, its place as fields.
+            LogFormat::Json => tracing::error!(
+                file = %diagnostic.file.display(),
+                line = diagnostic.line,
+                column = diagnostic.column,
+                pointer = %diagnostic.pointer,
+                "{}",
+                diagnostic.message
+            ),
+        }
+    }
+    let files_with_errors = {
+        let mut files: Vec<_> = diagnostics.iter().map(|d| &d.file).collect();
+        files.dedup();
+        files.len()
+    };
+    report_error(
+        args,
+        &format!(
+            "{} problem(s) in {files_with_errors} pipeline file(s); nothing was run",
+            diagnostics.len()
+        ),
+    );
+    // A bot reading the summary must not find the previous run's `ok` there.
+    if let Some(target) = summary_json {
+        if let Err(error) = target.write(&invalid_summary_json(diagnostics)) {
+            eprintln!("error: cannot write the summary to {}: {error}", target.describe());
+        }
+    }
+}
+
+/// Refuses a dead-letter path holding a file this tool did not write (a run would
+/// remove it): reports each one, writes an `error` summary, and says whether any was.
+fn refuse_foreign_dead_letters(
+    args: &RunArgs,
+    loaded: &[LoadedPipeline],
+    summary_json: &mut Option<SummaryJson>,
+) -> bool {
+    let refused: Vec<String> = loaded
+        .iter()
+        .flat_map(|l| executor::dead_letter_paths(&l.pipeline, args.dry_run))
+        .filter_map(|path| crate::dead_letter::check_replaceable(&path).err())
+        .collect();
+    if refused.is_empty() {
+        return false;
+    }
+    for message in &refused {
+        report_error(args, message);
+    }
+    if let Some(target) = summary_json {
+        let document = serde_json::json!({
+            "status": "error",
+            "pipelines": [],
+            "not_run": loaded.iter().map(|l| l.pipeline.name.clone()).collect::<Vec<_>>(),
+            "reason": refused.join("; "),
+        });
+        if let Err(error) = target.write(&document) {
+            eprintln!("error: cannot write the summary to {}: {error}", target.describe());
+        }
+    }
+    true
+}
+
+/// Prints each pipeline's summary, the pipelines not run, and a total line when
+/// there was more than one, to standard error when `to_stderr`, else standard output.
+fn print_summaries(outcome: &Outcome, to_stderr: bool) {
+    let mut out: Box<dyn Write> = if to_stderr {
         Box::new(Redacting::new(std::io::stderr().lock()))
     } else {
         Box::new(Redacting::new(std::io::stdout().lock()))
@@ -198,14 +214,44 @@ pub fn execute(args: &RunArgs) -> ExitCode {
         let _ = writeln!(out, "pipeline {name}: not run (interrupted)");
     }
     if outcome.summaries.len() + outcome.not_run.len() + outcome.not_started > 1 {
-        let _ = writeln!(out, "\n{}", total_line(&outcome));
+        let _ = writeln!(out, "\n{}", total_line(outcome));
     }
     let _ = out.flush();
     drop(out);
+}
+
+/// The progress shown while pipelines run: none with `--quiet`, bars on a
+/// terminal, log lines otherwise; their own tasks join `progress_tasks`.
+fn choose_progress(
+    args: &RunArgs,
+    bars: Option<&indicatif::MultiProgress>,
+    progress_tasks: &TaskTracker,
+) -> Arc<dyn Progress> {
+    match (bars, args.quiet) {
+        (_, true) => Arc::new(NoProgress),
+        (Some(multi), false) => Arc::new(BarProgress::new(multi.clone(), progress_tasks.clone())),
+        (None, false) => Arc::new(LogProgress::new(progress_tasks.clone())),
+    }
+}
+
+/// The stages' options for a one-shot run, from the command line.
+fn run_options(args: &RunArgs) -> RunOptions {
+    RunOptions {
+        dry_run: args.dry_run,
+        allow_mass_delete: args.allow_mass_delete,
+        sample: args.sample.unwrap_or(if args.quiet { 0 } else { 3 }),
+        follow: false,
+        full: args.full,
+    }
+}
+
+/// Writes the JSON summary (when asked for) and chooses the exit code: 1 when a
+/// pipeline failed, was not run, or the summary could not be written.
+fn exit_code(outcome: &Outcome, summary_json: &mut Option<SummaryJson>) -> ExitCode {
     let mut failed = outcome.failed || !outcome.not_run.is_empty();
     failed |= outcome.summaries.iter().any(PipelineSummary::is_failure);
-    if let Some(target) = &mut summary_json {
-        if let Err(error) = target.write(&summary_json_document(&outcome, failed)) {
+    if let Some(target) = summary_json {
+        if let Err(error) = target.write(&summary_json_document(outcome, failed)) {
             eprintln!("error: cannot write the summary to {}: {error}", target.describe());
             failed = true;
         }

@@ -177,20 +177,7 @@ pub async fn follow_with(
     .await?;
     summary.syncs += 1;
     observer.synced(true, &first.summary);
-    let first_failed = first.summary.error.is_some() || !first.summary.counts_add_up;
-    let first_interrupted = !first_failed && first.summary.status == executor::Status::Interrupted;
-    if first_interrupted {
-        // Stopped half-way through the first sync: the index is not what Redis holds.
-        summary.status = Status::Interrupted;
-        summary.notes.push(FIRST_SYNC_INTERRUPTED.to_owned());
-    }
-    if first_failed {
-        summary.status = Status::Failed;
-        summary.error = first.summary.error.clone();
-        if !shutdown.is_cancelled() {
-            summary.notes.push(FIRST_SYNC_FAILED.to_owned());
-        }
-    }
+    let first_failed = first_sync_outcome(&mut summary, &first.summary, &shutdown);
     // (The first sync's error is the run's own: no note repeats it.)
     add_sync(&mut summary, first.summary, false);
 
@@ -205,6 +192,37 @@ pub async fn follow_with(
     subscriptions.stop.cancel();
     ticker.abort();
     subscriptions.finish().await;
+    record_end(&mut summary, &state, started);
+    Ok(summary)
+}
+
+/// Records the first sync's outcome in the live summary: interrupted or failed (with
+/// its note); says whether it failed.
+fn first_sync_outcome(
+    summary: &mut LiveSummary,
+    first: &executor::PipelineSummary,
+    shutdown: &CancellationToken,
+) -> bool {
+    let first_failed = first.error.is_some() || !first.counts_add_up;
+    let first_interrupted = !first_failed && first.status == executor::Status::Interrupted;
+    if first_interrupted {
+        // Stopped half-way through the first sync: the index is not what Redis holds.
+        summary.status = Status::Interrupted;
+        summary.notes.push(FIRST_SYNC_INTERRUPTED.to_owned());
+    }
+    if first_failed {
+        summary.status = Status::Failed;
+        summary.error = first.error.clone();
+        if !shutdown.is_cancelled() {
+            summary.notes.push(FIRST_SYNC_FAILED.to_owned());
+        }
+    }
+    first_failed
+}
+
+/// Records the end of the run in the live summary: events, dropped and pending
+/// keys (with a note when some are), lag and duration.
+fn record_end(summary: &mut LiveSummary, state: &LiveState, started: Instant) {
     summary.events = state.counters.events.load(Ordering::Relaxed);
     summary.dropped = state.counters.dropped.load(Ordering::Relaxed);
     summary.pending = state.pending_len() as u64;
@@ -216,7 +234,6 @@ pub async fn follow_with(
         ));
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
 }
 
 /// The keyspace subscriptions of a live run: the follower, its tasks, and the token

@@ -128,22 +128,16 @@ pub(super) async fn sync(
         }
     };
     let Some(plan) = plan.filter(|plan| matches!(plan.case, Case::Rebuild { .. })) else {
-        let reasons = if first {
-            Vec::new()
-        } else {
-            following.state.begin_resync()
-        };
-        if !first {
-            following
-                .observer
-                .resync(reasons.first().copied().unwrap_or(Reason::Error));
-        }
-        let summary = executor::run_pipeline(following.pipeline, options, shutdown.child_token(), progress).await?;
-        return Ok(Synced {
-            summary,
-            reasons,
-            waited: false,
-        });
+        return plain_sync(
+            following,
+            first,
+            SyncRun {
+                options,
+                shutdown,
+                progress,
+            },
+        )
+        .await;
     };
     let reasons = if first {
         Vec::new()
@@ -158,36 +152,19 @@ pub(super) async fn sync(
     tracing::info!(pipeline = %following.pipeline.name, "live: {}; changes are applied through the alias meanwhile", plan.describe(false));
     let done = CancellationToken::new();
     let stop_build = shutdown.child_token();
-    let build = async {
-        let result = executor::run_pipeline(following.pipeline, options, stop_build.clone(), progress).await;
-        let built = matches!(&result, Ok(s) if s.error.is_none());
-        let mut waited = false;
-        if built {
-            // Ends the follow phase: the resync over the new index comes next.
-            following.state.mark_dirty(Reason::Rebuild);
-        } else if !first && !shutdown.is_cancelled() && !stop_build.is_cancelled() {
-            // The alias stays: keep following into the index that serves until the
-            // next attempt.
-            let error = match &result {
-                Ok(summary) => summary.error.clone().unwrap_or_default(),
-                Err(error) => format!("{error:#}"),
-            };
-            tracing::warn!(
-                pipeline = %following.pipeline.name,
-                "live: the build of {} failed ({error}); changes keep going through the alias to {}; trying again in {} s",
-                plan.target,
-                match &plan.case {
-                    Case::Rebuild { from, .. } => from.name.as_str(),
-                    _ => plan.alias.as_str(),
-                },
-                retry_wait.as_secs()
-            );
-            wait_or_stop(retry_wait, shutdown).await;
-            waited = true;
-        }
-        done.cancel();
-        result.map(|summary| (summary, waited))
-    };
+    let build = build_index(
+        following,
+        &plan,
+        first,
+        retry_wait,
+        SyncRun {
+            options,
+            shutdown,
+            progress,
+        },
+        &stop_build,
+        &done,
+    );
     let follow = async {
         let followed = follow_meanwhile(following, follower, &done, shutdown).await;
         if followed.is_err() {
@@ -197,11 +174,96 @@ pub(super) async fn sync(
     };
     let (built, followed) = tokio::join!(build, follow);
     let totals = followed?;
+    let (built, waited) = built?;
+    add_followed(summary, &totals, &built, &plan);
+    Ok(Synced {
+        summary: built,
+        reasons,
+        waited,
+    })
+}
+
+/// A sync without a new index behind the alias: a plain run of the pipeline, the
+/// pending keys dropped when it is a resync (it reads every key after this moment).
+async fn plain_sync(following: &Following<'_>, first: bool, run: SyncRun<'_>) -> anyhow::Result<Synced> {
+    let SyncRun {
+        options,
+        shutdown,
+        progress,
+    } = run;
+    let reasons = if first {
+        Vec::new()
+    } else {
+        following.state.begin_resync()
+    };
+    if !first {
+        following
+            .observer
+            .resync(reasons.first().copied().unwrap_or(Reason::Error));
+    }
+    let summary = executor::run_pipeline(following.pipeline, options, shutdown.child_token(), progress).await?;
+    Ok(Synced {
+        summary,
+        reasons,
+        waited: false,
+    })
+}
+
+/// Builds the new index behind the alias (a run of the pipeline), then ends the
+/// follow phase (`done`): when built, the resync over the new index comes next; when
+/// a resync's build failed, the alias stays and the next attempt waits `retry_wait`.
+/// Gives the build's summary and whether it waited.
+async fn build_index(
+    following: &Following<'_>,
+    plan: &Plan,
+    first: bool,
+    retry_wait: Duration,
+    run: SyncRun<'_>,
+    stop_build: &CancellationToken,
+    done: &CancellationToken,
+) -> anyhow::Result<(PipelineSummary, bool)> {
+    let SyncRun {
+        options,
+        shutdown,
+        progress,
+    } = run;
+    let result = executor::run_pipeline(following.pipeline, options, stop_build.clone(), progress).await;
+    let built = matches!(&result, Ok(s) if s.error.is_none());
+    let mut waited = false;
+    if built {
+        // Ends the follow phase: the resync over the new index comes next.
+        following.state.mark_dirty(Reason::Rebuild);
+    } else if !first && !shutdown.is_cancelled() && !stop_build.is_cancelled() {
+        // The alias stays: keep following into the index that serves until the
+        // next attempt.
+        let error = match &result {
+            Ok(summary) => summary.error.clone().unwrap_or_default(),
+            Err(error) => format!("{error:#}"),
+        };
+        tracing::warn!(
+            pipeline = %following.pipeline.name,
+            "live: the build of {} failed ({error}); changes keep going through the alias to {}; trying again in {} s",
+            plan.target,
+            match &plan.case {
+                Case::Rebuild { from, .. } => from.name.as_str(),
+                _ => plan.alias.as_str(),
+            },
+            retry_wait.as_secs()
+        );
+        wait_or_stop(retry_wait, shutdown).await;
+        waited = true;
+    }
+    done.cancel();
+    result.map(|summary| (summary, waited))
+}
+
+/// Adds what was followed during the build to the live summary, and a note of the
+/// alias move when the build succeeded.
+fn add_followed(summary: &mut LiveSummary, totals: &Totals, built: &PipelineSummary, plan: &Plan) {
     summary.upserts += totals.written;
     summary.deletes += totals.deleted;
     summary.failed += totals.failed;
     summary.skipped += totals.skipped;
-    let (built, waited) = built?;
     if built.error.is_none() {
         if let Case::Rebuild { from, .. } = &plan.case {
             summary.notes.push(format!(
@@ -214,11 +276,6 @@ pub(super) async fn sync(
             ));
         }
     }
-    Ok(Synced {
-        summary: built,
-        reasons,
-        waited,
-    })
 }
 
 /// What a run of `pipeline` would do behind its alias now; `None` without one.

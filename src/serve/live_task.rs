@@ -63,25 +63,7 @@ impl PipelineTask {
             let since = Utc::now();
             let started = std::time::Instant::now();
             let runs_before = self.runs();
-            self.shared.update(&self.name, self.generation, |state| {
-                state.running = Some(Running {
-                    trigger: Trigger::Start,
-                    since,
-                    live: None,
-                });
-                state.last_started = Some(since);
-                if let Some(live) = &mut state.live {
-                    live.attempt_started();
-                }
-            });
-            self.shared.metrics.live_started(&self.name);
-            tracing::info!(
-                target: LOG_TARGET,
-                event = "live_started",
-                pipeline = %self.name,
-                file = %loaded.path.display(),
-                "subscribing to keyspace notifications, then the first sync"
-            );
+            self.attempt_started(&loaded, since);
 
             let drain = CancellationToken::new();
             let progress = StateProgress {
@@ -168,6 +150,29 @@ impl PipelineTask {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Marks an attempt started at `since`: the pipeline's state, the metric, the log line.
+    fn attempt_started(&self, loaded: &LoadedPipeline, since: chrono::DateTime<Utc>) {
+        self.shared.update(&self.name, self.generation, |state| {
+            state.running = Some(Running {
+                trigger: Trigger::Start,
+                since,
+                live: None,
+            });
+            state.last_started = Some(since);
+            if let Some(live) = &mut state.live {
+                live.attempt_started();
+            }
+        });
+        self.shared.metrics.live_started(&self.name);
+        tracing::info!(
+            target: LOG_TARGET,
+            event = "live_started",
+            pipeline = %self.name,
+            file = %loaded.path.display(),
+            "subscribing to keyspace notifications, then the first sync"
+        );
     }
 
     /// Syncs (first or resync) counted for this pipeline so far.

@@ -86,16 +86,7 @@ pub async fn serve(options: Options, listener: std::net::TcpListener) -> anyhow:
     let (mut watcher, mut changes) = Watcher::new(options.watch, options.paths.clone());
     arm(&mut watcher, &shared, options.watch);
     reload::reload(&mut supervisor, &shared, &options.paths, options.strict, "start");
-    let names: Vec<String> = supervisor.running().iter().map(|l| l.pipeline.name.clone()).collect();
-    tracing::info!(
-        target: LOG_TARGET,
-        event = "started",
-        listen = %address,
-        pipelines = %names.join(","),
-        "serving {} pipeline(s) on http://{address}: {}",
-        names.len(),
-        names.join(", ")
-    );
+    log_started(&supervisor, address);
 
     let http_stop = CancellationToken::new();
     let mut http = http::spawn(listener, shared.clone(), http_stop.clone())?;
@@ -142,6 +133,30 @@ pub async fn serve(options: Options, listener: std::net::TcpListener) -> anyhow:
         options.shutdown_timeout
     );
     // A second stop signal quits at once.
+    quit_on_second_signal(signals);
+    let drained = supervisor.shutdown(options.shutdown_timeout).await;
+    log_stopped(&drained);
+    http_stop.cancel();
+    let _ = http.await;
+    stopped_by.map(|_| drained)
+}
+
+/// Logs that serve started: its address and the pipelines it runs.
+fn log_started(supervisor: &Supervisor, address: std::net::SocketAddr) {
+    let names: Vec<String> = supervisor.running().iter().map(|l| l.pipeline.name.clone()).collect();
+    tracing::info!(
+        target: LOG_TARGET,
+        event = "started",
+        listen = %address,
+        pipelines = %names.join(","),
+        "serving {} pipeline(s) on http://{address}: {}",
+        names.len(),
+        names.join(", ")
+    );
+}
+
+/// Quits the process at once on a second stop signal, runs in progress not drained.
+fn quit_on_second_signal(mut signals: Signals) {
     tokio::spawn(async move {
         let signal = signals.next_stop().await;
         eprintln!(
@@ -151,8 +166,11 @@ pub async fn serve(options: Options, listener: std::net::TcpListener) -> anyhow:
         );
         std::process::exit(signal.exit_code());
     });
-    let drained = supervisor.shutdown(options.shutdown_timeout).await;
-    match &drained {
+}
+
+/// Logs that serve stopped, naming the runs interrupted past the timeout.
+fn log_stopped(drained: &Drained) {
+    match drained {
         Drained::InTime => {
             tracing::info!(target: LOG_TARGET, event = "stopped", "every run in progress finished; stopped")
         }
@@ -164,9 +182,6 @@ pub async fn serve(options: Options, listener: std::net::TcpListener) -> anyhow:
             names.join(", ")
         ),
     }
-    http_stop.cancel();
-    let _ = http.await;
-    stopped_by.map(|_| drained)
 }
 
 /// Waits until changes stop arriving for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).

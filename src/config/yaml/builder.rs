@@ -378,19 +378,25 @@ impl Builder {
             },
         }
         if let Some(node) = not_mergeable {
-            let (position, got) = match &node.kind {
-                NodeKind::Sequence(items) => match items.iter().find(|i| !matches!(i.kind, NodeKind::Mapping(_))) {
-                    Some(item) => (item.position, format!("a list holding {}", item.kind_name())),
-                    None => (node.position, node.kind_name().to_owned()),
-                },
-                _ => (node.position, node.kind_name().to_owned()),
-            };
-            self.errors.push(YamlError {
-                position,
-                pointer: format!("{}/<<", self.pointer_of(depth - 1)),
-                message: format!("a merge key `<<` takes a mapping or a list of mappings (`<<: *defaults`), not {got}"),
-            });
+            self.not_mergeable(node, depth);
         }
+    }
+
+    /// Reports the value of a merge key `<<` that is not a mapping or a list of mappings
+    /// (at the first item that is not, in a list), in the mapping open at `depth - 1`.
+    fn not_mergeable(&mut self, node: Node, depth: usize) {
+        let (position, got) = match &node.kind {
+            NodeKind::Sequence(items) => match items.iter().find(|i| !matches!(i.kind, NodeKind::Mapping(_))) {
+                Some(item) => (item.position, format!("a list holding {}", item.kind_name())),
+                None => (node.position, node.kind_name().to_owned()),
+            },
+            _ => (node.position, node.kind_name().to_owned()),
+        };
+        self.errors.push(YamlError {
+            position,
+            pointer: format!("{}/<<", self.pointer_of(depth - 1)),
+            message: format!("a merge key `<<` takes a mapping or a list of mappings (`<<: *defaults`), not {got}"),
+        });
     }
 }
 

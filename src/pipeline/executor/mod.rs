@@ -40,6 +40,7 @@ pub use summary::{PipelineSummary, StageSummary, Status};
 
 use crate::config::model::Pipeline;
 use crate::config::FieldError;
+use crate::dead_letter::DeadLetter;
 use crate::pipeline::Stages;
 use crate::record::Batch;
 use crate::stages::{RunOptions, Sink, SinkReport, Source, SourceReport, StageContext, Transform, UpstreamOutcome};
@@ -191,19 +192,8 @@ async fn run_tracked(
 
     // After this run its dead-letter files hold its own failures, or are absent: an
     // earlier run's go first (a dry run's own file only; the real one stays).
-    for dead_letter in &run.dead_letters {
-        match dead_letter.remove_previous() {
-            Ok(true) => tracing::info!(
-                pipeline = %pipeline.name,
-                "removed the dead-letter file of an earlier run: {}",
-                dead_letter.path().display()
-            ),
-            Ok(false) => {}
-            Err(error) => {
-                first_error.record("dead_letter", error.into(), &stop);
-                return Ok(run.summary(SourceReport::default(), None, first_error.take(), cancel.is_cancelled()));
-            }
-        }
+    if !remove_earlier_dead_letters(pipeline, &run.dead_letters, &first_error, &stop) {
+        return Ok(run.summary(SourceReport::default(), None, first_error.take(), cancel.is_cancelled()));
     }
 
     if let Err(error) = sink.open(&sink_ctx).await.context("cannot open the sink") {
@@ -221,35 +211,9 @@ async fn run_tracked(
     );
 
     // source -> transforms[0] -> ... -> (sample tap) -> sink
-    let (source_tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
-    let source_task = {
-        let first_error = first_error.clone();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            match source.run(source_tx, source_ctx).await {
-                Ok(report) => Some(report),
-                Err(error) => {
-                    first_error.record("source", error, &stop);
-                    None
-                }
-            }
-        })
-    };
-    let mut transform_tasks = Vec::new();
-    for (transform, ctx) in transforms.into_iter().zip(transform_ctxs) {
-        let (tx, next_rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
-        let (first_error, stop) = (first_error.clone(), stop.clone());
-        transform_tasks.push(spawn_transform(
-            tasks,
-            Arc::new(transform),
-            ctx,
-            rx,
-            tx,
-            first_error,
-            stop,
-        ));
-        rx = next_rx;
-    }
+    let (source_tx, rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
+    let source_task = spawn_source(tasks, source, source_tx, source_ctx, &first_error, &stop);
+    let (transform_tasks, rx) = spawn_transforms(tasks, transforms, transform_ctxs, rx, &first_error, &stop);
     let (rx, tap_task) = sample_tap(tasks, rx, sample, &sink_ctx);
     let sink_task: JoinHandle<(Sink, anyhow::Result<()>)> = {
         let ctx = sink_ctx.clone();
@@ -288,6 +252,82 @@ async fn run_tracked(
         first_error.take(),
         cancel.is_cancelled(),
     ))
+}
+
+/// Removes the dead-letter files of an earlier run (a dry run's own file only; the
+/// real one stays); false, the error recorded, when one cannot be removed.
+fn remove_earlier_dead_letters(
+    pipeline: &Pipeline,
+    dead_letters: &[DeadLetter],
+    first_error: &FirstError,
+    stop: &CancellationToken,
+) -> bool {
+    for dead_letter in dead_letters {
+        match dead_letter.remove_previous() {
+            Ok(true) => tracing::info!(
+                pipeline = %pipeline.name,
+                "removed the dead-letter file of an earlier run: {}",
+                dead_letter.path().display()
+            ),
+            Ok(false) => {}
+            Err(error) => {
+                first_error.record("dead_letter", error.into(), stop);
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Spawns the source on `tasks`, sending its batches to `source_tx`; its error is
+/// recorded (stopping the run) and gives no report.
+fn spawn_source(
+    tasks: &TaskTracker,
+    source: Source,
+    source_tx: mpsc::Sender<Batch>,
+    source_ctx: StageContext,
+    first_error: &Arc<FirstError>,
+    stop: &CancellationToken,
+) -> JoinHandle<Option<SourceReport>> {
+    let first_error = first_error.clone();
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        match source.run(source_tx, source_ctx).await {
+            Ok(report) => Some(report),
+            Err(error) => {
+                first_error.record("source", error, &stop);
+                None
+            }
+        }
+    })
+}
+
+/// Spawns each transform on `tasks`, chained by channels from `rx`; gives their
+/// tasks and the receiver of the last one's output (`rx` itself without any).
+fn spawn_transforms(
+    tasks: &TaskTracker,
+    transforms: Vec<Transform>,
+    transform_ctxs: Vec<StageContext>,
+    mut rx: mpsc::Receiver<Batch>,
+    first_error: &Arc<FirstError>,
+    stop: &CancellationToken,
+) -> (Vec<JoinHandle<()>>, mpsc::Receiver<Batch>) {
+    let mut transform_tasks = Vec::new();
+    for (transform, ctx) in transforms.into_iter().zip(transform_ctxs) {
+        let (tx, next_rx) = mpsc::channel::<Batch>(CHANNEL_CAPACITY);
+        let (first_error, stop) = (first_error.clone(), stop.clone());
+        transform_tasks.push(spawn_transform(
+            tasks,
+            Arc::new(transform),
+            ctx,
+            rx,
+            tx,
+            first_error,
+            stop,
+        ));
+        rx = next_rx;
+    }
+    (transform_tasks, rx)
 }
 
 /// Builds every stage (the source from the pipeline unless `source` is given) with

@@ -13,6 +13,7 @@ use super::summary::*;
 use crate::config::model::Pipeline;
 use crate::dead_letter::DeadLetter;
 use crate::stages::{RunOptions, SinkReport, SourceReport, StageContext};
+use crate::stats::CountersSnapshot;
 
 /// What the summary is computed from.
 pub(super) struct Run<'a> {
@@ -79,6 +80,8 @@ impl<'a> Run<'a> {
 }
 
 impl Run<'_> {
+    /// The summary of this run from its stages' counters, the source's and sink's
+    /// reports, a fatal error and whether it was interrupted.
     pub(super) fn summary(
         &mut self,
         source: SourceReport,
@@ -90,36 +93,11 @@ impl Run<'_> {
         for dead_letter in &self.dead_letters {
             dead_letter.log_the_rest();
         }
-        let mut stages = vec![StageSummary {
-            stage: "source".into(),
-            counters: self.source_ctx.counters.snapshot(),
-        }];
-        stages.extend(self.transform_ctxs.iter().map(|ctx| StageSummary {
-            stage: ctx.stage.clone(),
-            counters: ctx.counters.snapshot(),
-        }));
-        let sink_counters = self.sink_ctx.counters.snapshot();
-        stages.push(StageSummary {
-            stage: "sink".into(),
-            counters: sink_counters.clone(),
-        });
+        let (stages, sink_counters) = self.stage_summaries();
 
         let source_counters = &stages[0].counters;
         let read = source_counters.received + source_counters.skipped;
-        let mut skipped_reasons = std::collections::BTreeMap::new();
-        let (mut filtered, mut skipped, mut failed) = (0, 0, 0);
-        for stage in &stages {
-            filtered += stage.counters.filtered;
-            skipped += stage.counters.skipped;
-            for (reason, n) in &stage.counters.skipped_reasons {
-                *skipped_reasons.entry(reason.clone()).or_insert(0) += n;
-            }
-        }
-        // The sink's written and failed come from its report; its counters stand in
-        // when `finish` failed.
-        for stage in &stages[..stages.len() - 1] {
-            failed += stage.counters.failed;
-        }
+        let (skipped_reasons, filtered, skipped, mut failed) = tally(&stages);
         let report = sink.unwrap_or_else(|| SinkReport {
             written: sink_counters.out,
             unchanged: sink_counters.unchanged,
@@ -193,4 +171,42 @@ impl Run<'_> {
             samples: std::mem::take(&mut self.samples),
         }
     }
+
+    /// Each stage's counters (source, transforms, sink), and the sink's again.
+    fn stage_summaries(&self) -> (Vec<StageSummary>, CountersSnapshot) {
+        let mut stages = vec![StageSummary {
+            stage: "source".into(),
+            counters: self.source_ctx.counters.snapshot(),
+        }];
+        stages.extend(self.transform_ctxs.iter().map(|ctx| StageSummary {
+            stage: ctx.stage.clone(),
+            counters: ctx.counters.snapshot(),
+        }));
+        let sink_counters = self.sink_ctx.counters.snapshot();
+        stages.push(StageSummary {
+            stage: "sink".into(),
+            counters: sink_counters.clone(),
+        });
+        (stages, sink_counters)
+    }
+}
+
+/// The records filtered, skipped (with their reasons) and failed over the stages;
+/// the sink's failures are left out (its report gives them).
+fn tally(stages: &[StageSummary]) -> (std::collections::BTreeMap<String, u64>, u64, u64, u64) {
+    let mut skipped_reasons = std::collections::BTreeMap::new();
+    let (mut filtered, mut skipped, mut failed) = (0, 0, 0);
+    for stage in stages {
+        filtered += stage.counters.filtered;
+        skipped += stage.counters.skipped;
+        for (reason, n) in &stage.counters.skipped_reasons {
+            *skipped_reasons.entry(reason.clone()).or_insert(0) += n;
+        }
+    }
+    // The sink's written and failed come from its report; its counters stand in
+    // when `finish` failed.
+    for stage in &stages[..stages.len() - 1] {
+        failed += stage.counters.failed;
+    }
+    (skipped_reasons, filtered, skipped, failed)
 }

@@ -122,6 +122,16 @@ impl PipelineSummary {
 impl fmt::Display for PipelineSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
+        self.write_counts(&mut out);
+        self.write_outcome(&mut out);
+        self.write_samples(&mut out);
+        f.write_str(out.trim_end_matches('\n'))
+    }
+}
+
+impl PipelineSummary {
+    /// Writes the status line, the targets, the counts and the comparison with the index.
+    fn write_counts(&self, out: &mut String) {
         let status = match self.status {
             Status::Ok => "ok",
             Status::Failed => "FAILED",
@@ -174,6 +184,11 @@ impl fmt::Display for PipelineSummary {
                 self.unchanged
             );
         }
+    }
+
+    /// Writes the skipped reasons, stale deletions, keys per type (dry run), failures,
+    /// notes, interruption, error, records not processed and a count that does not add up.
+    fn write_outcome(&self, out: &mut String) {
         if !self.skipped_reasons.is_empty() {
             let reasons: Vec<String> = self.skipped_reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
             let _ = writeln!(out, "  skipped: {}", reasons.join(", "));
@@ -213,20 +228,24 @@ impl fmt::Display for PipelineSummary {
         }
         if self.not_processed > 0 {
             let _ = writeln!(
-                out,
-                "  not processed: {} records were read but not yet written, filtered, skipped or failed when this error \
-                 stopped the run; they are in no dead-letter file: fix the error and run again (a rerun reads every key)",
-                self.not_processed
-            );
+            out,
+            "  not processed: {} records were read but not yet written, filtered, skipped or failed when this error \
+             stopped the run; they are in no dead-letter file: fix the error and run again (a rerun reads every key)",
+            self.not_processed
+        );
         }
         if !self.counts_add_up {
             let _ = writeln!(
-                out,
-                "  BUG: the counts do not add up (read {} != written + unchanged + filtered + skipped + failed {}); please report it",
-                self.read,
-                self.written + self.unchanged + self.filtered + self.skipped + self.failed + self.not_processed
-            );
+            out,
+            "  BUG: the counts do not add up (read {} != written + unchanged + filtered + skipped + failed {}); please report it",
+            self.read,
+            self.written + self.unchanged + self.filtered + self.skipped + self.failed + self.not_processed
+        );
         }
+    }
+
+    /// Writes the sample documents (dry run), pretty-printed.
+    fn write_samples(&self, out: &mut String) {
         if !self.samples.is_empty() {
             let _ = writeln!(out, "  sample documents ({}):", self.samples.len());
             for sample in &self.samples {
@@ -236,7 +255,6 @@ impl fmt::Display for PipelineSummary {
                 }
             }
         }
-        f.write_str(out.trim_end_matches('\n'))
     }
 }
 

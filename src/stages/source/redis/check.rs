@@ -69,6 +69,18 @@ fn split_port(text: &str) -> Option<(&str, Option<u16>)> {
 /// Checks `config` and returns the rules as scans (empty when there are no rules).
 pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError>> {
     let mut errors = Vec::new();
+    check_connection(config, &mut errors);
+    check_limits(config, &mut errors);
+    let specs = rule_specs(config, &mut errors);
+    if errors.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The connection's settings: host, port, password, TLS.
+fn check_connection(config: &RedisSourceConfig, errors: &mut Vec<FieldError>) {
     if config.host.trim().is_empty() {
         errors.push(FieldError::new(
             "/host",
@@ -107,6 +119,11 @@ pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError
             "TLS settings are given but `enabled` is false: set `enabled: true` or remove them",
         ));
     }
+}
+
+/// The bounds of the reading settings: page and chunk sizes, pages in flight, the
+/// largest value, the timeout.
+fn check_limits(config: &RedisSourceConfig, errors: &mut Vec<FieldError>) {
     // Upper bounds: Redis serves no other client while one SCAN, HSCAN or LRANGE call
     // walks its entries (about a microsecond each), and every page in flight holds its
     // keys in memory.
@@ -151,6 +168,11 @@ pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError
     if config.timeout.0.is_zero() {
         errors.push(FieldError::new("/timeout", "`timeout` must be more than 0"));
     }
+}
+
+/// What each rule scans (the same rule once); a rule selecting nothing or with an
+/// invalid pattern is an error.
+fn rule_specs(config: &RedisSourceConfig, errors: &mut Vec<FieldError>) -> Vec<ScanSpec> {
     let mut specs = Vec::new();
     for (i, rule) in config.rules.iter().enumerate() {
         if rule.key_pattern.is_none() && rule.key_type.is_none() {
@@ -176,11 +198,7 @@ pub fn check(config: &RedisSourceConfig) -> Result<Vec<ScanSpec>, Vec<FieldError
             specs.push(spec);
         }
     }
-    if errors.is_empty() {
-        Ok(specs)
-    } else {
-        Err(errors)
-    }
+    specs
 }
 
 #[cfg(test)]

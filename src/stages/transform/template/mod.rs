@@ -121,39 +121,12 @@ impl TemplateTransform {
         }
 
         let mut template_leaves: Vec<(String, String)> = Vec::new();
-        let body = match &config.document {
-            None => BodyPlan::Default,
-            Some(Json::Object(map)) => match expression_source(map) {
-                Some(Ok(source)) => {
-                    expr_sources.push(("/document".to_owned(), source.to_owned()));
-                    BodyPlan::Whole {
-                        expr: 0,
-                        pointer: "/document".to_owned(),
-                    }
-                }
-                Some(Err(message)) => {
-                    errors.push(FieldError::new("/document/expr", message));
-                    BodyPlan::Default
-                }
-                None => {
-                    let mut planner = Planner {
-                        templates: &mut template_leaves,
-                        exprs: &mut expr_sources,
-                        errors: Vec::new(),
-                    };
-                    let fields = planner.plan_map(map, "/document");
-                    errors.extend(planner.errors);
-                    BodyPlan::Fields(fields)
-                }
-            },
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "/document",
-                    "`document` must be a mapping of fields, or `{expr: \"...\"}` yielding one",
-                ));
-                BodyPlan::Default
-            }
-        };
+        let body = plan_body(
+            config.document.as_ref(),
+            &mut template_leaves,
+            &mut expr_sources,
+            &mut errors,
+        );
         for (pointer, source) in &template_leaves {
             match env.add_template_owned(pointer.clone(), source.clone()) {
                 Ok(()) => {}
@@ -164,59 +137,10 @@ impl TemplateTransform {
             }
         }
 
-        let mut expr_errors = Vec::new();
-        let compiled = Compiled::new(env, |env| {
-            let mut compiled = Vec::with_capacity(expr_sources.len());
-            for (pointer, source) in &expr_sources {
-                match env.compile_expression_owned(source.clone()) {
-                    Ok(expr) => compiled.push(expr),
-                    Err(error) => {
-                        expr_errors.push(FieldError::new(
-                            format!("{pointer}/expr"),
-                            format!("invalid expression: {}", describe(&error)),
-                        ));
-                        // Keep positions aligned; the transform is not returned anyway.
-                        compiled.push(env.compile_expression_owned("none").expect("`none` compiles"));
-                    }
-                }
-            }
-            compiled
-        });
+        let (compiled, expr_errors) = compile_expressions(env, &expr_sources);
         errors.extend(expr_errors);
         if errors.is_empty() {
-            let env = compiled.borrow_owner();
-            for (name, template) in env.templates() {
-                errors.extend(unknown_names(
-                    env,
-                    name,
-                    &template.undeclared_variables(false),
-                    RECORD_NAMES,
-                ));
-            }
-            let expr_pointers: Vec<String> = expr_sources
-                .iter()
-                .map(|(pointer, _)| format!("{pointer}/expr"))
-                .collect();
-            for (pointer, expr) in expr_pointers.iter().zip(compiled.borrow_dependent()) {
-                errors.extend(unknown_names(
-                    env,
-                    pointer,
-                    &expr.undeclared_variables(false),
-                    RECORD_NAMES,
-                ));
-            }
-            let exprs = expr_pointers
-                .iter()
-                .zip(&expr_sources)
-                .map(|(pointer, (_, source))| (pointer.as_str(), source.as_str(), true));
-            let fixed = [("/id", config.id.as_deref()), ("/index", config.index.as_deref())];
-            let fixed = fixed
-                .into_iter()
-                .filter_map(|(pointer, source)| Some((pointer, source?, false)));
-            let leaves = template_leaves
-                .iter()
-                .map(|(pointer, source)| (pointer.as_str(), source.as_str(), false));
-            errors.extend(unknown_filters(env, exprs.chain(fixed).chain(leaves)));
+            errors.extend(check_names(&compiled, config, &expr_sources, &template_leaves));
         }
         if errors.is_empty() {
             Ok(TemplateTransform {
@@ -432,6 +356,119 @@ impl TemplateTransform {
                 .map(Json::Array),
         }
     }
+}
+
+/// Plans the rendered document: the default one, one whole `{expr: ...}`, or its
+/// fields, adding the field templates to `template_leaves` and the expressions to
+/// `expr_sources`; a malformed `document` is an error in `errors`.
+fn plan_body(
+    document: Option<&Json>,
+    template_leaves: &mut Vec<(String, String)>,
+    expr_sources: &mut Vec<(String, String)>,
+    errors: &mut Vec<FieldError>,
+) -> BodyPlan {
+    match document {
+        None => BodyPlan::Default,
+        Some(Json::Object(map)) => match expression_source(map) {
+            Some(Ok(source)) => {
+                expr_sources.push(("/document".to_owned(), source.to_owned()));
+                BodyPlan::Whole {
+                    expr: 0,
+                    pointer: "/document".to_owned(),
+                }
+            }
+            Some(Err(message)) => {
+                errors.push(FieldError::new("/document/expr", message));
+                BodyPlan::Default
+            }
+            None => {
+                let mut planner = Planner {
+                    templates: template_leaves,
+                    exprs: expr_sources,
+                    errors: Vec::new(),
+                };
+                let fields = planner.plan_map(map, "/document");
+                errors.extend(planner.errors);
+                BodyPlan::Fields(fields)
+            }
+        },
+        Some(_) => {
+            errors.push(FieldError::new(
+                "/document",
+                "`document` must be a mapping of fields, or `{expr: \"...\"}` yielding one",
+            ));
+            BodyPlan::Default
+        }
+    }
+}
+
+/// Compiles every expression in the environment, which keeps them; one that does
+/// not compile is an error (and `none` in its place, keeping positions aligned).
+fn compile_expressions(env: Environment<'static>, expr_sources: &[(String, String)]) -> (Compiled, Vec<FieldError>) {
+    let mut expr_errors = Vec::new();
+    let compiled = Compiled::new(env, |env| {
+        let mut compiled = Vec::with_capacity(expr_sources.len());
+        for (pointer, source) in expr_sources {
+            match env.compile_expression_owned(source.clone()) {
+                Ok(expr) => compiled.push(expr),
+                Err(error) => {
+                    expr_errors.push(FieldError::new(
+                        format!("{pointer}/expr"),
+                        format!("invalid expression: {}", describe(&error)),
+                    ));
+                    // Keep positions aligned; the transform is not returned anyway.
+                    compiled.push(env.compile_expression_owned("none").expect("`none` compiles"));
+                }
+            }
+        }
+        compiled
+    });
+    (compiled, expr_errors)
+}
+
+/// The names and filters no record gives or the environment knows, in every
+/// template and expression, each an error at its field's pointer.
+fn check_names(
+    compiled: &Compiled,
+    config: &TemplateConfig,
+    expr_sources: &[(String, String)],
+    template_leaves: &[(String, String)],
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let env = compiled.borrow_owner();
+    for (name, template) in env.templates() {
+        errors.extend(unknown_names(
+            env,
+            name,
+            &template.undeclared_variables(false),
+            RECORD_NAMES,
+        ));
+    }
+    let expr_pointers: Vec<String> = expr_sources
+        .iter()
+        .map(|(pointer, _)| format!("{pointer}/expr"))
+        .collect();
+    for (pointer, expr) in expr_pointers.iter().zip(compiled.borrow_dependent()) {
+        errors.extend(unknown_names(
+            env,
+            pointer,
+            &expr.undeclared_variables(false),
+            RECORD_NAMES,
+        ));
+    }
+    let exprs = expr_pointers
+        .iter()
+        .zip(expr_sources)
+        .map(|(pointer, (_, source))| (pointer.as_str(), source.as_str(), true));
+    let fixed = [("/id", config.id.as_deref()), ("/index", config.index.as_deref())];
+    let fixed = fixed
+        .into_iter()
+        .filter_map(|(pointer, source)| Some((pointer, source?, false)));
+    let leaves = template_leaves
+        .iter()
+        .map(|(pointer, source)| (pointer.as_str(), source.as_str(), false));
+    errors.extend(unknown_filters(env, exprs.chain(fixed).chain(leaves)));
+    errors
 }
 
 #[cfg(test)]

@@ -54,21 +54,8 @@ impl ElasticsearchSink {
         // A live mode follow phase wrote changed keys only: nothing tells stale
         // documents from the others (its syncs delete them).
         if self.config.delete_stale.enabled && !running.following {
-            if running.fatal.is_some() {
-                report.notes.push("stale deletion skipped: the run failed".to_owned());
-            } else if !upstream.complete || ctx.cancel.is_cancelled() {
-                report
-                    .notes
-                    .push("stale deletion skipped: the run did not read everything".to_owned());
-            } else if ctx.failed_before_sink.without_id() > 0 {
-                report.notes.push(format!(
-                    "stale deletion skipped: {} records failed before their document id was rendered, \
-                     so what earlier runs wrote for their keys cannot be told from stale documents",
-                    ctx.failed_before_sink.without_id()
-                ));
-            } else {
-                self.delete_stale(&mut running, ctx, &mut report, &mut errors).await?;
-            }
+            self.delete_stale_if_safe(&mut running, &upstream, ctx, &mut report, &mut errors)
+                .await?;
         }
 
         if self.config.refresh && !dry_run && running.fatal.is_none() {
@@ -93,19 +80,7 @@ impl ElasticsearchSink {
             report.targets.push(name.to_owned());
         }
         if let (Some(plan), false) = (&self.alias_plan, dry_run) {
-            let blocked = if let Some(fatal) = &running.fatal {
-                Some(format!("the run failed ({fatal})"))
-            } else if !upstream.complete || ctx.cancel.is_cancelled() {
-                Some("the run did not read everything".to_owned())
-            } else if report.failed > 0 {
-                Some(format!("{} documents failed", report.failed))
-            } else if ctx.failed_before_sink.without_id() > 0 || !ctx.failed_before_sink.id_hashes().is_empty() {
-                Some("records failed before the sink".to_owned())
-            } else if !errors.is_empty() {
-                Some("the run reported errors".to_owned())
-            } else {
-                None
-            };
+            let blocked = alias_blocked(&running, &upstream, ctx, &report, &errors);
             let ending = alias::Ending {
                 pipeline: &ctx.pipeline,
                 blocked,
@@ -122,6 +97,34 @@ impl ElasticsearchSink {
             report.error = Some(errors.join("; "));
         }
         Ok(report)
+    }
+
+    /// Deletes the stale documents, unless the run failed, did not read everything, or
+    /// had records fail before their id was known (a note says why it was skipped).
+    async fn delete_stale_if_safe(
+        &self,
+        running: &mut Running,
+        upstream: &UpstreamOutcome,
+        ctx: &StageContext,
+        report: &mut SinkReport,
+        errors: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        if running.fatal.is_some() {
+            report.notes.push("stale deletion skipped: the run failed".to_owned());
+        } else if !upstream.complete || ctx.cancel.is_cancelled() {
+            report
+                .notes
+                .push("stale deletion skipped: the run did not read everything".to_owned());
+        } else if ctx.failed_before_sink.without_id() > 0 {
+            report.notes.push(format!(
+                "stale deletion skipped: {} records failed before their document id was rendered, \
+                 so what earlier runs wrote for their keys cannot be told from stale documents",
+                ctx.failed_before_sink.without_id()
+            ));
+        } else {
+            self.delete_stale(running, ctx, report, errors).await?;
+        }
+        Ok(())
     }
 
     /// A complete run that found nothing still leaves its fixed index in place (a run
@@ -320,6 +323,30 @@ impl ElasticsearchSink {
             ));
         }
         Ok(())
+    }
+}
+
+/// Why an alias build must not be ended by moving the alias: the run failed, did not
+/// read everything, had failures or errors; `None` when nothing blocks it.
+fn alias_blocked(
+    running: &Running,
+    upstream: &UpstreamOutcome,
+    ctx: &StageContext,
+    report: &SinkReport,
+    errors: &[String],
+) -> Option<String> {
+    if let Some(fatal) = &running.fatal {
+        Some(format!("the run failed ({fatal})"))
+    } else if !upstream.complete || ctx.cancel.is_cancelled() {
+        Some("the run did not read everything".to_owned())
+    } else if report.failed > 0 {
+        Some(format!("{} documents failed", report.failed))
+    } else if ctx.failed_before_sink.without_id() > 0 || !ctx.failed_before_sink.id_hashes().is_empty() {
+        Some("records failed before the sink".to_owned())
+    } else if !errors.is_empty() {
+        Some("the run reported errors".to_owned())
+    } else {
+        None
     }
 }
 

@@ -149,9 +149,48 @@ pub async fn inspect_page(
 
     // 1. Type, TTL and size of every key, in one pipeline.
     let ask_strlen = !settings.size_in_bytes && matches!(fixed_type, None | Some(KeyType::String));
+    let pipe = meta_pipeline(settings, &keys, fixed_type, ask_strlen);
+    // A rule that fixes the type, with sizes and TTLs off, has nothing to ask here
+    // (and the redis crate refuses to send an empty pipeline: "empty command").
+    let replies = if pipe.is_empty() {
+        Vec::new()
+    } else {
+        connection
+            .pipeline(&format!("TYPE/TTL/MEMORY USAGE of a page of db {db}"), &pipe)
+            .await?
+    };
+    let mut replies = replies.into_iter();
+    for key in keys {
+        entries.push(inspect_key(
+            connection,
+            settings,
+            fixed_type,
+            ask_strlen,
+            key,
+            &mut replies,
+        )?);
+    }
+
+    // 2. Decide how to read each value.
+    plan_reads(db, max, &mut entries);
+
+    Ok(Inspected {
+        fixed_type,
+        keys: entries,
+    })
+}
+
+/// The pipeline of the first round trip: `TYPE` (unless fixed), `TTL`, `MEMORY USAGE`
+/// (or `STRLEN` when sizes are off) for every key of the page, in that order.
+fn meta_pipeline(
+    settings: &FetchSettings,
+    keys: &[Vec<u8>],
+    fixed_type: Option<KeyType>,
+    ask_strlen: bool,
+) -> redis::Pipeline {
     let mut pipe = redis::Pipeline::with_capacity(keys.len() * 4);
     pipe.ignore_errors();
-    for key in &keys {
+    for key in keys {
         if fixed_type.is_none() {
             pipe.cmd("TYPE").arg(key);
         }
@@ -169,90 +208,95 @@ pub async fn inspect_page(
             pipe.cmd("STRLEN").arg(key);
         }
     }
-    // A rule that fixes the type, with sizes and TTLs off, has nothing to ask here
-    // (and the redis crate refuses to send an empty pipeline: "empty command").
-    let replies = if pipe.is_empty() {
-        Vec::new()
-    } else {
-        connection
-            .pipeline(&format!("TYPE/TTL/MEMORY USAGE of a page of db {db}"), &pipe)
-            .await?
-    };
-    let mut replies = replies.into_iter();
-    let parse = |v: &Value| value::int(v).map_err(|e| anyhow::anyhow!("db {db}: {e}"));
-    for key in keys {
-        let mut outcome = None;
-        let type_reply = fixed_type.is_none().then(|| replies.next().unwrap_or_default());
-        let ttl_reply = settings.ttl.then(|| replies.next().unwrap_or_default());
-        let memory_reply = settings.size_in_bytes.then(|| replies.next().unwrap_or_default());
-        let strlen_reply = ask_strlen.then(|| replies.next().unwrap_or_default());
-        let mut slot = Slot {
-            key_type: fixed_type.unwrap_or(KeyType::String),
-            ttl: None,
-            memory: None,
-            len: None,
-        };
-        if let Some(reply) = &type_reply {
-            if let Some(error) = server_error(reply) {
-                return Err(fatal(connection, &error, "TYPE", &key));
-            }
-            // The usual reply, matched without allocating.
-            let known = match reply {
-                Value::SimpleString(name) => KeyType::parse(name),
-                _ => None,
-            };
-            if let Some(key_type) = known {
-                slot.key_type = key_type;
-            } else {
-                let name = value::status(reply).map_err(|e| anyhow::anyhow!("db {db}: {e}"))?;
-                match KeyType::parse(&name) {
-                    _ if name == "none" => outcome = Some(Skip::Vanished),
-                    Some(key_type) => slot.key_type = key_type,
-                    None => {
-                        tracing::debug!(db, key = ?show_key(&key), "skipping key of unsupported type {name}");
-                        outcome = Some(Skip::Unsupported);
-                    }
-                }
-            }
-        }
-        if outcome.is_none() {
-            for (command, reply) in [("TTL", ttl_reply.as_ref()), ("MEMORY USAGE", memory_reply.as_ref())] {
-                if let Some(error) = reply.and_then(server_error) {
-                    return Err(fatal(connection, &error, command, &key));
-                }
-            }
-            if let Some(reply) = &ttl_reply {
-                match parse(reply)? {
-                    Some(-2) | None => outcome = Some(Skip::Vanished),
-                    Some(-1) => slot.ttl = None,
-                    Some(ttl) => slot.ttl = Some(ttl),
-                }
-            }
-            if let Some(reply) = &memory_reply {
-                match parse(reply)? {
-                    Some(bytes) => slot.memory = Some(bytes.max(0) as u64),
-                    None => outcome = Some(Skip::Vanished),
-                }
-            }
-            if let Some(reply) = strlen_reply.as_ref().filter(|_| slot.key_type == KeyType::String) {
-                match server_error(reply) {
-                    // Re-created with another type since TYPE: not the key we saw.
-                    Some(error) if is_wrong_type(&error) => outcome = Some(Skip::Changed),
-                    Some(error) => return Err(fatal(connection, &error, "STRLEN", &key)),
-                    None => slot.len = parse(reply)?.map(|n| n.max(0) as u64),
-                }
-            }
-        }
-        entries.push(Inspection {
-            key,
-            slot,
-            outcome,
-            plan: None,
-        });
-    }
+    pipe
+}
 
-    // 2. Decide how to read each value.
-    for entry in &mut entries {
+/// Reads one key's replies of the first round trip (in the order [`meta_pipeline`]
+/// asked them): its type, TTL and size, or why it is skipped; a server error is fatal.
+fn inspect_key(
+    connection: &DbConnection,
+    settings: &FetchSettings,
+    fixed_type: Option<KeyType>,
+    ask_strlen: bool,
+    key: Vec<u8>,
+    replies: &mut impl Iterator<Item = Value>,
+) -> anyhow::Result<Inspection> {
+    let db = connection.db();
+    let parse = |v: &Value| value::int(v).map_err(|e| anyhow::anyhow!("db {db}: {e}"));
+    let mut outcome = None;
+    let type_reply = fixed_type.is_none().then(|| replies.next().unwrap_or_default());
+    let ttl_reply = settings.ttl.then(|| replies.next().unwrap_or_default());
+    let memory_reply = settings.size_in_bytes.then(|| replies.next().unwrap_or_default());
+    let strlen_reply = ask_strlen.then(|| replies.next().unwrap_or_default());
+    let mut slot = Slot {
+        key_type: fixed_type.unwrap_or(KeyType::String),
+        ttl: None,
+        memory: None,
+        len: None,
+    };
+    if let Some(reply) = &type_reply {
+        if let Some(error) = server_error(reply) {
+            return Err(fatal(connection, &error, "TYPE", &key));
+        }
+        // The usual reply, matched without allocating.
+        let known = match reply {
+            Value::SimpleString(name) => KeyType::parse(name),
+            _ => None,
+        };
+        if let Some(key_type) = known {
+            slot.key_type = key_type;
+        } else {
+            let name = value::status(reply).map_err(|e| anyhow::anyhow!("db {db}: {e}"))?;
+            match KeyType::parse(&name) {
+                _ if name == "none" => outcome = Some(Skip::Vanished),
+                Some(key_type) => slot.key_type = key_type,
+                None => {
+                    tracing::debug!(db, key = ?show_key(&key), "skipping key of unsupported type {name}");
+                    outcome = Some(Skip::Unsupported);
+                }
+            }
+        }
+    }
+    if outcome.is_none() {
+        for (command, reply) in [("TTL", ttl_reply.as_ref()), ("MEMORY USAGE", memory_reply.as_ref())] {
+            if let Some(error) = reply.and_then(server_error) {
+                return Err(fatal(connection, &error, command, &key));
+            }
+        }
+        if let Some(reply) = &ttl_reply {
+            match parse(reply)? {
+                Some(-2) | None => outcome = Some(Skip::Vanished),
+                Some(-1) => slot.ttl = None,
+                Some(ttl) => slot.ttl = Some(ttl),
+            }
+        }
+        if let Some(reply) = &memory_reply {
+            match parse(reply)? {
+                Some(bytes) => slot.memory = Some(bytes.max(0) as u64),
+                None => outcome = Some(Skip::Vanished),
+            }
+        }
+        if let Some(reply) = strlen_reply.as_ref().filter(|_| slot.key_type == KeyType::String) {
+            match server_error(reply) {
+                // Re-created with another type since TYPE: not the key we saw.
+                Some(error) if is_wrong_type(&error) => outcome = Some(Skip::Changed),
+                Some(error) => return Err(fatal(connection, &error, "STRLEN", &key)),
+                None => slot.len = parse(reply)?.map(|n| n.max(0) as u64),
+            }
+        }
+    }
+    Ok(Inspection {
+        key,
+        slot,
+        outcome,
+        plan: None,
+    })
+}
+
+/// Decides how to read each value not already skipped (skipping, with a warning,
+/// what is known to be over the limit `max`).
+fn plan_reads(db: u32, max: u64, entries: &mut [Inspection]) {
+    for entry in entries {
         if entry.outcome.is_some() {
             continue;
         }
@@ -294,11 +338,6 @@ pub async fn inspect_page(
             _ => Read::FirstChunk,
         });
     }
-
-    Ok(Inspected {
-        fixed_type,
-        keys: entries,
-    })
 }
 
 #[cfg(test)]

@@ -134,18 +134,8 @@ pub async fn read_database(
         // fetches, so SCAN round trips overlap with value reads.
         let in_flight = settings.pages_in_flight.max(1) as usize;
         let (page_tx, page_rx) = mpsc::channel::<Vec<Vec<u8>>>(in_flight);
-        let mut scanner = Scanner::new(spec, settings.scan_count, &connection);
-        let walker = AbortOnDropHandle::new(tokio::spawn({
-            let connection = connection.clone();
-            async move {
-                while let Some(keys) = scanner.next_page(&connection).await? {
-                    if !keys.is_empty() && page_tx.send(keys).await.is_err() {
-                        break;
-                    }
-                }
-                Ok::<_, anyhow::Error>(())
-            }
-        }));
+        let scanner = Scanner::new(spec, settings.scan_count, &connection);
+        let walker = spawn_walker(scanner, &connection, page_tx);
         let seen = &mut seen;
         let connection = &connection;
         let settings = &settings;
@@ -183,14 +173,7 @@ pub async fn read_database(
                     .map_err(|e| anyhow::anyhow!("the SCAN walk of db {} stopped: {e}", connection.db()))??;
                 break;
             };
-            for (reason, n) in page.skips.reasons() {
-                ctx.counters.add_skipped(reason, n);
-            }
-            for key in &page.skipped_existing {
-                ctx.failed_before_sink.add_skipped_key(connection.db(), key);
-            }
-            super::unreadable::report(&ctx, connection.db(), std::mem::take(&mut page.unreadable))?;
-            report.skips.add(&page.skips);
+            count_skips(&ctx, connection, &mut page, &mut report)?;
             ctx.counters.add_busy(started.elapsed());
             if page.records.is_empty() {
                 continue;
@@ -223,4 +206,43 @@ pub async fn read_database(
         }
     }
     Ok(report)
+}
+
+/// Spawns the SCAN walk of one rule, sending each non-empty page of keys on `page_tx`
+/// (it stops when the receiver is gone); dropping the handle aborts it.
+fn spawn_walker(
+    mut scanner: Scanner,
+    connection: &Arc<DbConnection>,
+    page_tx: mpsc::Sender<Vec<Vec<u8>>>,
+) -> AbortOnDropHandle<anyhow::Result<()>> {
+    AbortOnDropHandle::new(tokio::spawn({
+        let connection = connection.clone();
+        async move {
+            while let Some(keys) = scanner.next_page(&connection).await? {
+                if !keys.is_empty() && page_tx.send(keys).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    }))
+}
+
+/// Counts a page's skipped keys: by reason in the counters, those failed before the
+/// sink, the unreadable ones, and in the database's report.
+fn count_skips(
+    ctx: &StageContext,
+    connection: &DbConnection,
+    page: &mut Page,
+    report: &mut DatabaseReport,
+) -> anyhow::Result<()> {
+    for (reason, n) in page.skips.reasons() {
+        ctx.counters.add_skipped(reason, n);
+    }
+    for key in &page.skipped_existing {
+        ctx.failed_before_sink.add_skipped_key(connection.db(), key);
+    }
+    super::unreadable::report(ctx, connection.db(), std::mem::take(&mut page.unreadable))?;
+    report.skips.add(&page.skips);
+    Ok(())
 }
