@@ -16,10 +16,10 @@ use crate::support::{alias_indices, es_count, es_url, http, pointed, unique_inde
 
 /// One test's Redis, folder and alias; deletes every index built for the alias when
 /// the test ends, passed or not.
-struct Setup {
-    redis: RedisServer,
-    dir: tempfile::TempDir,
-    alias: String,
+pub(crate) struct Setup {
+    pub(crate) redis: RedisServer,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) alias: String,
 }
 
 impl Drop for Setup {
@@ -32,7 +32,7 @@ impl Drop for Setup {
 }
 
 impl Setup {
-    fn new(prefix: &str) -> Setup {
+    pub(crate) fn new(prefix: &str) -> Setup {
         Setup {
             redis: RedisServer::start(&[]),
             dir: tempfile::tempdir().unwrap(),
@@ -41,7 +41,7 @@ impl Setup {
     }
 
     /// `count` string keys `k:N` holding `N`.
-    fn fill(&self, count: usize) {
+    pub(crate) fn fill(&self, count: usize) {
         let commands: String = (0..count).map(|i| format!("SET k:{i} {i}\n")).collect();
         self.redis.cli_pipe(&commands);
     }
@@ -94,14 +94,14 @@ impl Setup {
     }
 
     /// The index the alias points to (exactly one).
-    fn live(&self) -> String {
+    pub(crate) fn live(&self) -> String {
         let names = pointed(&self.alias);
         assert_eq!(names.len(), 1, "alias {} points to {names:?}", self.alias);
         names.into_iter().next().unwrap()
     }
 }
 
-fn describe(out: &Output) -> String {
+pub(crate) fn describe(out: &Output) -> String {
     format!(
         "stdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stdout),

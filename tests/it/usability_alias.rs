@@ -5,41 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::{alias_indices, connector, es_url, pointed, unique_index, write_file, RedisServer};
+use crate::alias::{describe, Setup};
+use crate::support::{connector, es_url, write_file};
 use serde_json::Value;
 
-/// One test's Redis, folder and alias; deletes every index built for the alias when
-/// the test ends, passed or not.
-struct Setup {
-    redis: RedisServer,
-    dir: tempfile::TempDir,
-    alias: String,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        for name in alias_indices(&self.alias) {
-            crate::support::es_delete_index(&name);
-        }
-    }
+/// `alias.rs`'s set-up (a private Redis, a folder, an alias whose indices are deleted
+/// when the test ends), with 20 keys and this file's own pipeline and commands.
+fn setup(prefix: &str) -> Setup {
+    let setup = Setup::new(prefix);
+    setup.fill(20);
+    setup
 }
 
 impl Setup {
-    fn new(prefix: &str) -> Setup {
-        let setup = Setup {
-            redis: RedisServer::start(&[]),
-            dir: tempfile::tempdir().unwrap(),
-            alias: unique_index(prefix),
-        };
-        setup
-            .redis
-            .cli_pipe(&(0..20).map(|i| format!("SET k:{i} {i}\n")).collect::<String>());
-        setup
-    }
-
     /// Documents `{n: VALUE, source: redis}` behind the alias, with only `n` in the
     /// file's mappings (`source` is mapped dynamically).
-    fn pipeline(&self, field_type: &str) -> PathBuf {
+    fn pipeline_with_dynamic_source(&self, field_type: &str) -> PathBuf {
         write_file(
             self.dir.path(),
             "alias.yaml",
@@ -69,29 +50,15 @@ impl Setup {
         assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
-
-    fn live(&self) -> String {
-        let names = pointed(&self.alias);
-        assert_eq!(names.len(), 1, "{names:?}");
-        names[0].clone()
-    }
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
 fn list_status_and_rollback_dry_run_show_the_builds_and_change_nothing() {
-    let setup = Setup::new("usability-alias");
-    let keyword = setup.pipeline("keyword");
+    let setup = setup("usability-alias");
+    let keyword = setup.pipeline_with_dynamic_source("keyword");
     setup.ok(&["run", "-q"], &keyword);
     let first = setup.live();
-    let integer = setup.pipeline("integer");
+    let integer = setup.pipeline_with_dynamic_source("integer");
     let moved = setup.ok(&["run", "-q"], &integer);
     assert!(
         moved.contains("note: mappings changed (n: keyword -> integer): building"),
@@ -173,7 +140,7 @@ fn list_status_and_rollback_dry_run_show_the_builds_and_change_nothing() {
     assert_eq!(setup.live(), second);
 
     // The file as edited: its index is not built yet, and a run would build it.
-    let long = setup.pipeline("long");
+    let long = setup.pipeline_with_dynamic_source("long");
     let status = setup.ok(&["alias", "status"], &long);
     assert!(status.contains("(not built yet)"), "{status}");
     assert!(
